@@ -1,0 +1,294 @@
+//! The configuration: what the operator wrote, checked into types that cannot
+//! be wrong.
+//!
+//! The pipeline is file → [`raw`] (serde structs mirroring the TOML, every
+//! value wrapped in a span so errors can point at it) → [`validate`] → the
+//! domain types below. Nothing downstream of this module ever sees a split
+//! whose weights are all zero, a pool without backends or a duration that did
+//! not parse: those are rejected here, each with `file:line:col`, so a reload
+//! that fails validation changes nothing. The same [`load`] serves `cutover
+//! check`, startup and every hot reload, so "check passes" means "reload
+//! applies".
+
+mod raw;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::HeaderName;
+
+pub use validate::parse;
+
+/// A validated configuration file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The traffic listeners and their limits.
+    pub server: ServerConfig,
+    /// The admin API listener.
+    pub admin: AdminConfig,
+    /// Every pool, sorted by name.
+    pub pools: Vec<PoolConfig>,
+    /// Every route, in file order.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `[server]`: listeners, timeouts and limits of the traffic side.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    /// Plain HTTP/1.1 + h2c listen addresses; never empty.
+    pub listen: Vec<SocketAddr>,
+    /// Whole request deadline, upstream included; 504 when exceeded.
+    pub request_timeout: Duration,
+    /// Deadline for opening a TCP connection to a backend.
+    pub connect_timeout: Duration,
+    /// How long an idle downstream keep-alive connection is kept open.
+    pub idle_timeout: Duration,
+    /// Longest wait for in-flight requests on shutdown or backend removal.
+    pub drain_timeout: Duration,
+    /// After SIGTERM, how long to keep serving while `/ready` answers 503.
+    pub shutdown_delay: Duration,
+    /// Largest accepted request head (request line + headers); 431 above it.
+    pub max_request_header_bytes: usize,
+    /// Runtime worker threads; `None` means one per core.
+    pub workers: Option<usize>,
+    /// Optional TLS listener.
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[server.tls]`: an HTTPS listener.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsConfig {
+    /// Address of the TLS listener.
+    pub listen: SocketAddr,
+    /// PEM certificate chain, relative paths resolved against the config file's directory.
+    pub cert: PathBuf,
+    /// PEM private key, resolved like `cert`.
+    pub key: PathBuf,
+}
+
+/// `[admin]`: the admin API listener.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminConfig {
+    /// Address of the admin API; loopback by default.
+    pub listen: SocketAddr,
+    /// File holding the bearer token that mutating calls must present.
+    pub token_file: Option<PathBuf>,
+    /// File where runtime overrides and trips are persisted.
+    pub state_file: Option<PathBuf>,
+}
+
+/// A pool's name, as written in `[pools.NAME]`.
+pub type PoolName = String;
+
+/// `[pools.NAME]`: a set of interchangeable backends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolConfig {
+    /// The pool's name (`blue`, `green`, `canary`, ...).
+    pub name: PoolName,
+    /// The backends, in file order, without duplicates; never empty.
+    pub backends: Vec<BackendAddr>,
+    /// How a backend is chosen inside the pool.
+    pub lb: LbPolicy,
+    /// Optional active health check.
+    pub health: Option<HealthConfig>,
+    /// Optional automatic-rollback thresholds.
+    pub guard: Option<GuardConfig>,
+}
+
+/// Whether a backend is reached over plain TCP or TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scheme {
+    /// `host:port` or `http://host:port`.
+    Http,
+    /// `https://host:port`.
+    Https,
+}
+
+/// One backend address as configured.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BackendAddr {
+    /// Transport to the backend.
+    pub scheme: Scheme,
+    /// `host:port`, host lowercased; the identity of the backend inside its pool.
+    pub authority: String,
+}
+
+impl fmt::Display for BackendAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.scheme {
+            Scheme::Http => f.write_str(&self.authority),
+            Scheme::Https => write!(f, "https://{}", self.authority),
+        }
+    }
+}
+
+/// In-pool balancing policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LbPolicy {
+    /// Power of two choices: the less loaded of two random backends.
+    #[default]
+    P2c,
+    /// Each backend in turn.
+    RoundRobin,
+    /// Uniformly random.
+    Random,
+}
+
+/// `[pools.NAME.health]`: active health checking.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthConfig {
+    /// Path probed with `GET`; a 2xx answer is healthy.
+    pub path: String,
+    /// Time between probes.
+    pub interval: Duration,
+    /// Deadline of one probe.
+    pub timeout: Duration,
+    /// Consecutive failures that mark a backend unhealthy.
+    pub unhealthy_after: u32,
+    /// Consecutive successes that mark it healthy again.
+    pub healthy_after: u32,
+}
+
+/// `[pools.NAME.guard]`: thresholds that trip an automatic rollback.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GuardConfig {
+    /// Largest tolerated failure share, in `0.0..=1.0`.
+    pub max_error_rate: f64,
+    /// Largest tolerated p99 latency, if judged at all.
+    pub max_p99_latency: Option<Duration>,
+    /// Length of the sliding window.
+    pub window: Duration,
+    /// Fewest requests in the window before anything is judged; at least 1.
+    pub min_requests: u64,
+}
+
+/// `[[routes]]`: which requests go where.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteConfig {
+    /// Unique route name.
+    pub name: String,
+    /// Which `Host` values match.
+    pub host: HostMatch,
+    /// Path prefix matched on whole segments; starts with `/`.
+    pub path_prefix: String,
+    /// Relative weights per pool, in the order the file lists them (which is
+    /// also the order of the sticky bucket ranges); at least one is nonzero
+    /// and every pool exists.
+    pub split: Vec<(PoolName, u32)>,
+    /// Optional stickiness key.
+    pub sticky: Option<StickyKey>,
+    /// Force rules, in file order; the first that matches wins.
+    pub force: Vec<ForceRule>,
+}
+
+/// How a route matches the request's `Host`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    /// No `host` key: any host.
+    Any,
+    /// An exact host name, lowercased, without port.
+    Exact(String),
+    /// `*.example.com`, stored as the lowercased suffix `.example.com`.
+    Wildcard(String),
+}
+
+/// What keeps one user on one pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StickyKey {
+    /// A cookie, set by the proxy when missing.
+    Cookie(String),
+    /// A request header; requests without it are split by weight.
+    Header(HeaderName),
+}
+
+/// A request attribute that pins the request to one pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ForceMatch {
+    /// Header `name` equals `value` exactly.
+    Header(HeaderName, String),
+    /// Cookie `name` equals `value` exactly.
+    Cookie(String, String),
+}
+
+/// `[[routes.force]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForceRule {
+    /// What must match.
+    pub matcher: ForceMatch,
+    /// Where matching requests go; always a pool of the route's split.
+    pub pool: PoolName,
+}
+
+/// A configuration that could not be read or is invalid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.render())]
+pub struct ConfigError {
+    /// The file the error is in.
+    pub path: PathBuf,
+    /// 1-based line and column, when the error points into the file.
+    pub position: Option<(usize, usize)>,
+    /// What is wrong, for a human.
+    pub message: String,
+}
+
+impl ConfigError {
+    fn render(&self) -> String {
+        match self.position {
+            Some((line, col)) => format!("{}:{line}:{col}: {}", self.path.display(), self.message),
+            None => format!("{}: {}", self.path.display(), self.message),
+        }
+    }
+}
+
+/// Read and validate the file at `path`, exactly as startup and reload do.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        path: path.to_path_buf(),
+        position: None,
+        message: format!("cannot read config: {e}"),
+    })?;
+    parse(path, &text)
+}
+
+impl Config {
+    /// The pool called `name`.
+    pub fn pool(&self, name: &str) -> Option<&PoolConfig> {
+        self.pools.iter().find(|p| p.name == name)
+    }
+
+    /// A human summary of routes, pools and weights, printed by `cutover check`.
+    pub fn summary(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let listen: Vec<String> = self.server.listen.iter().map(|a| a.to_string()).collect();
+        let _ = writeln!(out, "listen: {}  admin: {}", listen.join(", "), self.admin.listen);
+        let _ = writeln!(out, "pools:");
+        for pool in &self.pools {
+            let backends: Vec<String> = pool.backends.iter().map(|b| b.to_string()).collect();
+            let guard = match &pool.guard {
+                Some(g) => format!("  guard: error rate <= {}", g.max_error_rate),
+                None => String::new(),
+            };
+            let _ = writeln!(out, "  {:<12} {}{guard}", pool.name, backends.join(", "));
+        }
+        let _ = writeln!(out, "routes:");
+        for route in &self.routes {
+            let host = match &route.host {
+                HostMatch::Any => "*".to_string(),
+                HostMatch::Exact(h) => h.clone(),
+                HostMatch::Wildcard(suffix) => format!("*{suffix}"),
+            };
+            let total: u64 = route.split.iter().map(|(_, w)| u64::from(*w)).sum();
+            let split: Vec<String> = route
+                .split
+                .iter()
+                .map(|(pool, w)| format!("{pool} {w} ({:.0}%)", 100.0 * f64::from(*w) / total as f64))
+                .collect();
+            let _ = writeln!(out, "  {:<12} {host}{}  ->  {}", route.name, route.path_prefix, split.join(", "));
+        }
+        out
+    }
+}

@@ -1,0 +1,125 @@
+//! Why a request did not get a backend's answer, and what the client sees.
+//!
+//! Every failure carries its [`Source`]: the upstream (a backend refused,
+//! reset, timed out or spoke garbage), the downstream (the client sent
+//! something malformed or went away) or the proxy itself. Only upstream
+//! failures count against a pool's guard — a client hanging up is not a
+//! backend's fault — so the tag is set where the failure is detected, never
+//! guessed later from a status code.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+
+use crate::body::ProxyBody;
+
+/// Who caused a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// A backend.
+    Upstream,
+    /// The client.
+    Downstream,
+    /// The proxy's own state (no route, no backend).
+    Internal,
+}
+
+/// How an upstream failed, as the `kind` label of
+/// `cutover_upstream_failures_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamFailure {
+    /// The TCP connect failed or timed out.
+    Connect,
+    /// No response within `request_timeout`.
+    Timeout,
+    /// The connection was closed or reset mid-exchange.
+    Reset,
+    /// The backend's answer was not valid HTTP.
+    Protocol,
+}
+
+impl UpstreamFailure {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamFailure::Connect => "connect",
+            UpstreamFailure::Timeout => "timeout",
+            UpstreamFailure::Reset => "reset",
+            UpstreamFailure::Protocol => "protocol",
+        }
+    }
+
+    /// Classify a hyper client error.
+    pub fn classify(err: &hyper::Error) -> UpstreamFailure {
+        if err.is_parse() || err.is_parse_status() || err.is_parse_too_large() {
+            UpstreamFailure::Protocol
+        } else if err.is_timeout() {
+            UpstreamFailure::Timeout
+        } else {
+            UpstreamFailure::Reset
+        }
+    }
+}
+
+/// A request the proxy answers itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyError {
+    /// The request is malformed (400), with the reason.
+    BadRequest(&'static str),
+    /// The request head is over `max_request_header_bytes` (431).
+    HeadersTooLarge,
+    /// No route matches (404).
+    NoRoute,
+    /// The route has no pool or backend that can serve (503).
+    NoBackend,
+    /// The upstream failed (502, or 504 for a timeout).
+    Upstream(UpstreamFailure),
+}
+
+impl ProxyError {
+    /// Who caused it.
+    pub fn source(self) -> Source {
+        match self {
+            ProxyError::BadRequest(_) | ProxyError::HeadersTooLarge => Source::Downstream,
+            ProxyError::NoRoute | ProxyError::NoBackend => Source::Internal,
+            ProxyError::Upstream(_) => Source::Upstream,
+        }
+    }
+
+    /// The status the client gets.
+    pub fn status(self) -> StatusCode {
+        match self {
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::NoBackend => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Upstream(UpstreamFailure::Timeout) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    fn body(self) -> &'static str {
+        match self {
+            ProxyError::BadRequest(reason) => reason,
+            ProxyError::HeadersTooLarge => "request headers too large\n",
+            ProxyError::NoRoute => "no route for this request\n",
+            ProxyError::NoBackend => "no backend available\n",
+            ProxyError::Upstream(UpstreamFailure::Timeout) => "upstream timed out\n",
+            ProxyError::Upstream(UpstreamFailure::Connect) => "upstream connection failed\n",
+            ProxyError::Upstream(_) => "upstream error\n",
+        }
+    }
+
+    /// The short plain-text response. Malformed requests also close the
+    /// connection: after a framing error the rest of the stream cannot be
+    /// trusted.
+    pub fn response(self) -> Response<ProxyBody> {
+        let mut response = Response::new(ProxyBody::full(Bytes::from_static(self.body().as_bytes())));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        if matches!(self, ProxyError::BadRequest(_)) {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    }
+}

@@ -1,0 +1,40 @@
+//! cutover: a layer-7 HTTP reverse proxy for zero-downtime releases.
+//!
+//! It splits traffic between pools of backends (blue, green, canary) by
+//! weight, hot-reloads its TOML config, drains removed backends, and rolls a
+//! failing pool back by itself. `../SPEC.md`-level behaviour is described in
+//! `docs/`; this page is the map of the code.
+//!
+//! How a request flows, and which module owns each step:
+//!
+//! - [`server`] accepts connections and serves HTTP/1.1 and h2c on them;
+//! - [`proxy`] loads the one [`snapshot::Snapshot`] for the request, then
+//! - [`route`] picks the route by host and path,
+//! - [`split`] picks the pool (forced, sticky or weighted),
+//! - [`pool`] picks the backend and owns its upstream connections,
+//! - [`headers`] rewrites hop-by-hop and `X-Forwarded-*` headers,
+//! - [`body`] streams the answer back, and [`error`] answers what failed,
+//!   tagged by where the failure came from.
+//!
+//! Around it: [`config`] turns the file into validated types (used by
+//! `cutover check`, startup and reload alike), [`admin`] serves the admin
+//! API, and [`runtime`] ties listeners, reloads and shutdown together.
+
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod admin;
+pub mod body;
+pub mod config;
+pub mod error;
+pub mod headers;
+pub mod pool;
+pub mod proxy;
+pub mod route;
+pub mod runtime;
+pub mod server;
+pub mod snapshot;
+pub mod split;
+
+pub use runtime::{bind, run, Listeners, RunOptions};

@@ -1,0 +1,195 @@
+//! One upstream backend: its identity, lifecycle and connections.
+//!
+//! A backend lives as long as some snapshot or in-flight request holds it.
+//! Its lifecycle is `Active → Draining → gone` (as Sōzu's `Normal → Closing →
+//! Closed`): a reload that drops it from the config calls
+//! [`Backend::start_draining`], which makes it ineligible for new requests and
+//! closes its idle upstream connections at once; requests already in flight
+//! keep their connection and finish. When the last [`InFlight`] guard drops,
+//! the draining backend is done and the watchers waiting on it wake.
+//!
+//! Connections are kept per backend (not in one shared, hashed pool): a
+//! backend's idle list is a short `Vec` behind its own mutex, so checkout is a
+//! pop and draining is a clear.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use super::conn::{self, ConnectError};
+use crate::config::BackendAddr;
+
+/// Identity of a backend across reloads: pool name + address.
+pub type BackendKey = (Arc<str>, BackendAddr);
+
+/// An HTTP/1.1 connection to a backend, ready for one request.
+pub type UpstreamConn = hyper::client::conn::http1::SendRequest<hyper::body::Incoming>;
+
+/// Most idle connections kept per backend; more are closed when released.
+const MAX_IDLE_PER_BACKEND: usize = 512;
+
+/// An upstream backend.
+#[derive(Debug)]
+pub struct Backend {
+    /// Name of the pool it belongs to.
+    pub pool: Arc<str>,
+    /// Its configured address.
+    pub addr: BackendAddr,
+    /// `authority` pre-parsed when it is an IP literal, to skip DNS.
+    socket_addr: Option<std::net::SocketAddr>,
+    /// Requests sent to it and not yet finished (response body included).
+    in_flight: AtomicUsize,
+    /// Set when the backend left the config.
+    draining: AtomicBool,
+    /// Cleared by health checking (active or passive).
+    healthy: AtomicBool,
+    /// Connect deadline, from `[server] connect_timeout` of the latest config.
+    connect_timeout: Mutex<Duration>,
+    /// Idle keep-alive connections, most recently used last.
+    idle: Mutex<Vec<UpstreamConn>>,
+    /// Woken whenever a request finishes, for drain waiters.
+    finished: Notify,
+}
+
+impl Backend {
+    /// A new, active, healthy backend with no connections.
+    pub fn new(pool: Arc<str>, addr: BackendAddr, connect_timeout: Duration) -> Backend {
+        Backend {
+            pool,
+            socket_addr: addr.authority.parse().ok(),
+            addr,
+            in_flight: AtomicUsize::new(0),
+            draining: AtomicBool::new(false),
+            healthy: AtomicBool::new(true),
+            connect_timeout: Mutex::new(connect_timeout),
+            idle: Mutex::new(Vec::new()),
+            finished: Notify::new(),
+        }
+    }
+
+    /// The identity that survives reloads.
+    pub fn key(&self) -> BackendKey {
+        (self.pool.clone(), self.addr.clone())
+    }
+
+    /// Requests in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Whether the backend left the config.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Whether health checking currently considers it up.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Record the outcome of health checking.
+    pub fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::Relaxed);
+    }
+
+    /// Whether a new request may be sent to it.
+    pub fn is_eligible(&self) -> bool {
+        !self.is_draining() && self.is_healthy()
+    }
+
+    /// Apply the connect timeout of a newly loaded config.
+    pub fn set_connect_timeout(&self, timeout: Duration) {
+        if let Ok(mut t) = self.connect_timeout.lock() {
+            *t = timeout;
+        }
+    }
+
+    /// Stop taking new requests and close idle connections at once.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+        // Dropping the senders lets each idle connection's task end, which
+        // closes the socket.
+        let idle = self.idle.lock().map(|mut idle| std::mem::take(&mut *idle));
+        drop(idle);
+        self.finished.notify_waiters();
+    }
+
+    /// Wait until no request is in flight.
+    pub async fn wait_idle(&self) {
+        loop {
+            let notified = self.finished.notified();
+            if self.in_flight() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Count a request against this backend until the guard drops.
+    pub fn begin_request(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight { backend: self.clone() }
+    }
+
+    /// Number of idle pooled connections.
+    pub fn idle_connections(&self) -> usize {
+        self.idle.lock().map(|idle| idle.len()).unwrap_or(0)
+    }
+
+    /// A connection ready for a request: a pooled one if any is still
+    /// usable, else a new one. The boolean says whether it was reused (a
+    /// reused connection may have been closed by the backend just now, which
+    /// the caller treats as retryable).
+    pub async fn checkout(&self) -> Result<(UpstreamConn, bool), ConnectError> {
+        loop {
+            let pooled = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+            let Some(mut conn) = pooled else { break };
+            if conn.is_closed() {
+                continue;
+            }
+            // A connection is released when its response body ended; the
+            // connection task may not have seen that yet, so wait briefly.
+            if conn.ready().await.is_ok() {
+                return Ok((conn, true));
+            }
+        }
+        let timeout = self.connect_timeout.lock().map(|t| *t).unwrap_or(Duration::from_secs(2));
+        let conn = conn::connect(&self.addr, self.socket_addr, timeout).await?;
+        Ok((conn, false))
+    }
+
+    /// Return a connection whose last response was read to the end.
+    pub fn release(&self, conn: UpstreamConn) {
+        if self.is_draining() || conn.is_closed() {
+            return;
+        }
+        if let Ok(mut idle) = self.idle.lock() {
+            if idle.len() < MAX_IDLE_PER_BACKEND {
+                idle.push(conn);
+            }
+        }
+    }
+}
+
+/// Counts one request as in flight on a backend while it lives.
+#[derive(Debug)]
+pub struct InFlight {
+    backend: Arc<Backend>,
+}
+
+impl InFlight {
+    /// The backend this request is counted on.
+    pub fn backend(&self) -> &Arc<Backend> {
+        &self.backend
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.backend.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 && self.backend.is_draining() {
+            self.backend.finished.notify_waiters();
+        }
+    }
+}

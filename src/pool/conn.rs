@@ -1,0 +1,154 @@
+//! Opening upstream connections, and the response body that gives its
+//! connection back.
+//!
+//! A connection is returned to its backend's idle list only once the
+//! response body has been read to its end: a body dropped half-way (the
+//! client went away) leaves the connection mid-message, so it is closed
+//! instead. The same body type holds the request's [`InFlight`] guard, so a
+//! request counts as in flight until its last byte has passed, which is what
+//! draining and `p2c` need.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::backend::{InFlight, UpstreamConn};
+use crate::config::{BackendAddr, Scheme};
+
+/// Why no connection to a backend could be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The TCP connect (or name lookup) failed.
+    #[error("connect to {addr} failed: {source}")]
+    Io {
+        /// The backend address.
+        addr: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The connect did not finish within `connect_timeout`.
+    #[error("connect to {addr} timed out after {timeout:?}")]
+    Timeout {
+        /// The backend address.
+        addr: String,
+        /// The deadline that passed.
+        timeout: Duration,
+    },
+    /// The HTTP/1 handshake failed.
+    #[error("handshake with {addr} failed: {source}")]
+    Handshake {
+        /// The backend address.
+        addr: String,
+        /// hyper's error.
+        source: hyper::Error,
+    },
+    /// The backend needs a transport this build does not speak yet.
+    #[error("backend {addr}: {what} is not supported yet")]
+    Unsupported {
+        /// The backend address.
+        addr: String,
+        /// What is missing.
+        what: &'static str,
+    },
+}
+
+/// Open a new HTTP/1.1 connection to `addr`.
+pub(super) async fn connect(
+    addr: &BackendAddr,
+    resolved: Option<SocketAddr>,
+    timeout: Duration,
+) -> Result<UpstreamConn, ConnectError> {
+    if addr.scheme == Scheme::Https {
+        return Err(ConnectError::Unsupported { addr: addr.to_string(), what: "TLS to backends" });
+    }
+    let connecting = async {
+        match resolved {
+            Some(sa) => TcpStream::connect(sa).await,
+            None => TcpStream::connect(addr.authority.as_str()).await,
+        }
+    };
+    let stream = match tokio::time::timeout(timeout, connecting).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(source)) => return Err(ConnectError::Io { addr: addr.to_string(), source }),
+        Err(_) => return Err(ConnectError::Timeout { addr: addr.to_string(), timeout }),
+    };
+    // Small request/response exchanges: do not let Nagle hold them back.
+    let _ = stream.set_nodelay(true);
+    let (sender, connection) = hyper::client::conn::http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|source| ConnectError::Handshake { addr: addr.to_string(), source })?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.with_upgrades().await {
+            tracing::debug!(error = %e, "upstream connection ended with an error");
+        }
+    });
+    Ok(sender)
+}
+
+/// A response body streamed from a backend.
+#[derive(Debug)]
+pub struct UpstreamBody {
+    body: Incoming,
+    /// The connection to give back once the body has ended.
+    conn: Option<UpstreamConn>,
+    /// Keeps the request counted as in flight until the body is done.
+    in_flight: Option<InFlight>,
+}
+
+impl UpstreamBody {
+    /// Wrap `body`, which arrived on `conn` for the request counted by `in_flight`.
+    pub fn new(body: Incoming, conn: UpstreamConn, in_flight: InFlight) -> UpstreamBody {
+        let mut this = UpstreamBody { body, conn: Some(conn), in_flight: Some(in_flight) };
+        if this.body.is_end_stream() {
+            this.finish();
+        }
+        this
+    }
+
+    fn finish(&mut self) {
+        if let (Some(conn), Some(guard)) = (self.conn.take(), self.in_flight.as_ref()) {
+            guard.backend().release(conn);
+        }
+        self.in_flight = None;
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => this.finish(),
+            Poll::Ready(Some(Err(_))) => {
+                // A broken body leaves the connection unusable: drop it.
+                this.conn = None;
+                this.in_flight = None;
+            }
+            Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.finish(),
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}

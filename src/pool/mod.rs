@@ -1,0 +1,182 @@
+//! Pools of interchangeable backends, and the choice of one backend per
+//! request.
+//!
+//! A [`Pool`] is rebuilt with every snapshot, but the [`Backend`]s inside it
+//! are not: a backend is identified by pool name + address, and a reload that
+//! keeps it hands the same `Arc<Backend>` to the new snapshot, so its idle
+//! upstream connections, in-flight count and statistics carry over. A backend
+//! that leaves the config is told to drain (see [`backend`]).
+//!
+//! Balancing policies are small functions over the pool's backend slice:
+//! power of two choices on in-flight requests (the default, as in tower's
+//! `p2c` and Envoy's least-request), round robin, and uniform random. All take
+//! the request's RNG, so a seeded run is reproducible.
+
+pub mod backend;
+mod conn;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use rand::Rng;
+
+pub use backend::{Backend, BackendKey, UpstreamConn};
+pub use conn::{ConnectError, UpstreamBody};
+
+use crate::config::LbPolicy;
+
+/// One pool in one snapshot.
+#[derive(Debug)]
+pub struct Pool {
+    /// The pool's name from the config.
+    pub name: Arc<str>,
+    /// Its backends, in config order.
+    pub backends: Vec<Arc<Backend>>,
+    /// How a backend is chosen.
+    pub lb: LbPolicy,
+    /// Round-robin cursor (only used by [`LbPolicy::RoundRobin`]).
+    next: AtomicUsize,
+}
+
+impl Pool {
+    /// A pool over `backends`, chosen among by `lb`.
+    pub fn new(name: Arc<str>, backends: Vec<Arc<Backend>>, lb: LbPolicy) -> Pool {
+        Pool { name, backends, lb, next: AtomicUsize::new(0) }
+    }
+
+    /// Whether any backend can take a request now.
+    pub fn can_serve(&self) -> bool {
+        self.backends.iter().any(|b| b.is_eligible())
+    }
+
+    /// A backend for a new request, skipping `exclude` (a backend that just
+    /// failed to connect). Draining and unhealthy backends are never chosen.
+    pub fn pick<R: Rng + ?Sized>(&self, rng: &mut R, exclude: Option<&Backend>) -> Option<&Arc<Backend>> {
+        let usable = |b: &Arc<Backend>| b.is_eligible() && !exclude.is_some_and(|x| std::ptr::eq(x, &**b));
+        let n = self.backends.len();
+        // Fast path: every backend usable, as almost always.
+        if exclude.is_none() && self.backends.iter().all(|b| b.is_eligible()) {
+            return self.pick_among(rng, n, |i| &self.backends[i]);
+        }
+        let mut candidates: [usize; 32] = [0; 32];
+        let mut count = 0;
+        for (i, b) in self.backends.iter().enumerate() {
+            if usable(b) && count < candidates.len() {
+                candidates[count] = i;
+                count += 1;
+            }
+        }
+        if count == 0 {
+            return None;
+        }
+        self.pick_among(rng, count, |i| &self.backends[candidates[i]])
+    }
+
+    fn pick_among<'a, R: Rng + ?Sized>(
+        &'a self,
+        rng: &mut R,
+        n: usize,
+        at: impl Fn(usize) -> &'a Arc<Backend>,
+    ) -> Option<&'a Arc<Backend>> {
+        match n {
+            0 => None,
+            1 => Some(at(0)),
+            _ => Some(match self.lb {
+                LbPolicy::RoundRobin => at(self.next.fetch_add(1, Ordering::Relaxed) % n),
+                LbPolicy::Random => at(rng.random_range(0..n)),
+                LbPolicy::P2c => {
+                    let first = rng.random_range(0..n);
+                    let mut second = rng.random_range(0..n - 1);
+                    if second >= first {
+                        second += 1;
+                    }
+                    let (a, b) = (at(first), at(second));
+                    if b.in_flight() < a.in_flight() {
+                        b
+                    } else {
+                        a
+                    }
+                }
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{BackendAddr, Scheme};
+    use rand::rngs::SmallRng;
+    use rand::SeedableRng;
+    use std::time::Duration;
+
+    fn pool(n: usize, lb: LbPolicy) -> Pool {
+        let backends = (0..n)
+            .map(|i| {
+                let addr = BackendAddr { scheme: Scheme::Http, authority: format!("127.0.0.1:{}", 9000 + i) };
+                Arc::new(Backend::new("p".into(), addr, Duration::from_secs(1)))
+            })
+            .collect();
+        Pool::new("p".into(), backends, lb)
+    }
+
+    fn index(p: &Pool, b: &Arc<Backend>) -> usize {
+        p.backends.iter().position(|x| Arc::ptr_eq(x, b)).unwrap()
+    }
+
+    #[test]
+    fn round_robin_cycles() {
+        let p = pool(3, LbPolicy::RoundRobin);
+        let mut rng = SmallRng::seed_from_u64(0);
+        let seq: Vec<usize> = (0..6).map(|_| index(&p, p.pick(&mut rng, None).unwrap())).collect();
+        assert_eq!(seq, vec![0, 1, 2, 0, 1, 2]);
+    }
+
+    #[test]
+    fn p2c_prefers_the_less_loaded() {
+        let p = pool(2, LbPolicy::P2c);
+        let _busy: Vec<_> = (0..5).map(|_| p.backends[0].begin_request()).collect();
+        let mut rng = SmallRng::seed_from_u64(3);
+        for _ in 0..100 {
+            assert_eq!(index(&p, p.pick(&mut rng, None).unwrap()), 1);
+        }
+    }
+
+    #[test]
+    fn random_spreads_over_all() {
+        let p = pool(4, LbPolicy::Random);
+        let mut rng = SmallRng::seed_from_u64(9);
+        let mut seen = [0; 4];
+        for _ in 0..4_000 {
+            seen[index(&p, p.pick(&mut rng, None).unwrap())] += 1;
+        }
+        assert!(seen.iter().all(|&c| c > 800), "{seen:?}");
+    }
+
+    #[test]
+    fn exclusion_picks_another_backend() {
+        for lb in [LbPolicy::P2c, LbPolicy::RoundRobin, LbPolicy::Random] {
+            let p = pool(2, lb);
+            let mut rng = SmallRng::seed_from_u64(5);
+            for _ in 0..50 {
+                let b = p.pick(&mut rng, Some(&p.backends[0])).unwrap();
+                assert_eq!(index(&p, b), 1);
+            }
+            let single = pool(1, lb);
+            assert!(single.pick(&mut rng, Some(&single.backends[0])).is_none());
+        }
+    }
+
+    #[test]
+    fn draining_backends_are_skipped() {
+        let p = pool(2, LbPolicy::P2c);
+        p.backends[1].start_draining();
+        let mut rng = SmallRng::seed_from_u64(5);
+        for _ in 0..50 {
+            assert_eq!(index(&p, p.pick(&mut rng, None).unwrap()), 0);
+        }
+        p.backends[0].start_draining();
+        assert!(!p.can_serve());
+        assert!(p.pick(&mut rng, None).is_none());
+    }
+}

@@ -1,0 +1,364 @@
+//! The request path: load the snapshot → route → choose a pool → choose a
+//! backend → forward → stream the answer back.
+//!
+//! [`Proxy::handle`] reads the shared state exactly once (one
+//! `ArcSwap::load_full`) and passes `&Snapshot` down, takes no lock beyond a
+//! backend's own idle-connection list, and answers every failure with a short
+//! plain-text response tagged by where it came from (see [`crate::error`]).
+//! Randomness comes from a small per-request RNG seeded from the connection,
+//! whose seed comes from the proxy's seed: a seeded run makes the same
+//! choices for the same requests on the same connections.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use http::header::{self, HeaderValue};
+use http::request::Parts;
+use http::{Method, Request, Response, Uri, Version};
+use hyper::body::{Body as _, Incoming};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use tokio::time::Instant;
+
+use crate::body::ProxyBody;
+use crate::config::ForceMatch;
+use crate::error::{ProxyError, UpstreamFailure};
+use crate::headers;
+use crate::pool::{Backend, Pool, UpstreamBody};
+use crate::snapshot::{self, Route, Snapshot, Sticky};
+use crate::split::{self, Split};
+
+/// The shared proxy state: the current snapshot and the seed source.
+#[derive(Debug)]
+pub struct Proxy {
+    snapshot: ArcSwap<Snapshot>,
+    /// Per-connection seeds are drawn from here.
+    seeds: AtomicU64,
+}
+
+/// What the proxy knows about one downstream connection.
+#[derive(Debug)]
+pub struct ConnInfo {
+    /// The client's IP, ready for `X-Forwarded-For`.
+    pub client_ip: HeaderValue,
+    /// `http` or `https`, for `X-Forwarded-Proto`.
+    pub proto: HeaderValue,
+    /// Seed sequence for this connection's per-request RNGs.
+    rng: AtomicU64,
+}
+
+/// splitmix64's increment: consecutive seeds land far apart.
+const GOLDEN_GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
+
+impl ConnInfo {
+    /// Info for a connection from `client`, over `proto`, seeded with `seed`.
+    pub fn new(client: std::net::SocketAddr, proto: &'static str, seed: u64) -> ConnInfo {
+        let ip = client.ip().to_string();
+        ConnInfo {
+            client_ip: HeaderValue::from_str(&ip).unwrap_or(HeaderValue::from_static("unknown")),
+            proto: HeaderValue::from_static(proto),
+            rng: AtomicU64::new(seed),
+        }
+    }
+
+    fn request_rng(&self) -> SmallRng {
+        SmallRng::seed_from_u64(self.rng.fetch_add(GOLDEN_GAMMA, Ordering::Relaxed))
+    }
+}
+
+impl Proxy {
+    /// A proxy serving `snapshot`, drawing connection seeds from `seed`.
+    pub fn new(snapshot: Snapshot, seed: u64) -> Proxy {
+        Proxy { snapshot: ArcSwap::from_pointee(snapshot), seeds: AtomicU64::new(seed) }
+    }
+
+    /// The snapshot in force.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Publish a new snapshot; requests that already loaded the old one
+    /// finish with it.
+    pub fn publish(&self, snapshot: Snapshot) {
+        self.snapshot.store(Arc::new(snapshot));
+    }
+
+    /// A seed for a new connection.
+    pub fn connection_seed(&self) -> u64 {
+        let z = self.seeds.fetch_add(GOLDEN_GAMMA, Ordering::Relaxed).wrapping_add(GOLDEN_GAMMA);
+        // splitmix64 finaliser, so connection seeds are not merely sequential.
+        let z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        let z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Serve one request.
+    pub async fn handle(&self, conn: &ConnInfo, req: Request<Incoming>) -> Response<ProxyBody> {
+        let snapshot = self.snapshot.load_full();
+        let mut rng = conn.request_rng();
+        match forward(&snapshot, conn, &mut rng, req).await {
+            Ok(response) => response,
+            Err(err) => {
+                tracing::debug!(error = ?err, source = ?err.source(), "request answered by the proxy");
+                err.response()
+            }
+        }
+    }
+}
+
+/// Route, choose and forward; any failure comes back as a [`ProxyError`].
+async fn forward(
+    snapshot: &Snapshot,
+    conn: &ConnInfo,
+    rng: &mut SmallRng,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let deadline = Instant::now() + snapshot.request_timeout;
+    let (mut parts, body) = req.into_parts();
+    check_framing(&parts, snapshot.max_request_header_bytes)?;
+
+    let host = request_host(&parts)?;
+    let route_at = snapshot
+        .table
+        .find(host.as_ref().and_then(|h| h.to_str().ok()), parts.uri.path())
+        .ok_or(ProxyError::NoRoute)?;
+    let route = &snapshot.routes[route_at];
+    let choice = choose_target(route, &parts, rng).ok_or(ProxyError::NoBackend)?;
+    let pool = &route.targets[choice.target];
+
+    // Rewrite the head for the backend: origin-form URI, HTTP/1.1, hop-by-hop
+    // gone, Host kept as the client sent it.
+    parts.uri = origin_form(&parts.uri);
+    parts.version = Version::HTTP_11;
+    headers::strip_hop_by_hop(&mut parts.headers);
+    headers::set_forwarded(&mut parts.headers, &conn.client_ip, &conn.proto, host.as_ref());
+    // Normally a no-op; for HTTP/2 and absolute-form requests it carries the
+    // authority into the `Host` an HTTP/1.1 backend expects.
+    if let Some(host) = &host {
+        parts.headers.insert(header::HOST, host.clone());
+    }
+    let replayable = body.is_end_stream() || is_idempotent(&parts.method);
+    let request = Request::from_parts(parts, body);
+
+    let mut response = send(pool, rng, request, replayable, deadline).await?;
+    headers::strip_hop_by_hop(response.headers_mut());
+    if let Some(token) = choice.new_cookie {
+        if let Some(Sticky::Cookie { name }) = &route.sticky {
+            if let Some(value) = snapshot::sticky_cookie(name, &token) {
+                response.headers_mut().append(header::SET_COOKIE, value);
+            }
+        }
+    }
+    Ok(response)
+}
+
+/// Send `request` to a backend of `pool`, retrying once on another backend
+/// when the connect fails and the request may be replayed, and once on a
+/// fresh connection when a pooled one turned out to be closed before the
+/// request was written.
+async fn send(
+    pool: &Pool,
+    rng: &mut SmallRng,
+    request: Request<Incoming>,
+    replayable: bool,
+    deadline: Instant,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let mut backend: Arc<Backend> = pool.pick(rng, None).ok_or(ProxyError::NoBackend)?.clone();
+    let mut in_flight = backend.begin_request();
+    let checkout = match tokio::time::timeout_at(deadline, backend.checkout()).await {
+        Err(_) => return Err(ProxyError::Upstream(UpstreamFailure::Timeout)),
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(e),
+    };
+    let (mut conn, mut reused) = match checkout {
+        Ok(c) => c,
+        Err(err) => {
+            tracing::debug!(error = %err, "upstream connect failed");
+            let retry = if replayable { pool.pick(rng, Some(&backend)).cloned() } else { None };
+            let Some(other) = retry else {
+                return Err(ProxyError::Upstream(UpstreamFailure::Connect));
+            };
+            backend = other;
+            in_flight = backend.begin_request();
+            match tokio::time::timeout_at(deadline, backend.checkout()).await {
+                Err(_) => return Err(ProxyError::Upstream(UpstreamFailure::Timeout)),
+                Ok(Ok(c)) => c,
+                Ok(Err(err)) => {
+                    tracing::debug!(error = %err, "upstream connect failed on retry");
+                    return Err(ProxyError::Upstream(UpstreamFailure::Connect));
+                }
+            }
+        }
+    };
+
+    let mut request = request;
+    loop {
+        match tokio::time::timeout_at(deadline, conn.try_send_request(request)).await {
+            Err(_) => return Err(ProxyError::Upstream(UpstreamFailure::Timeout)),
+            Ok(Ok(response)) => {
+                let (parts, body) = response.into_parts();
+                let body = UpstreamBody::new(body, conn, in_flight);
+                return Ok(Response::from_parts(parts, ProxyBody::Upstream(body)));
+            }
+            Ok(Err(mut err)) => {
+                let unsent = err.take_message();
+                match unsent {
+                    // The pooled connection died before our request left:
+                    // nothing reached the backend, so a new connection is safe.
+                    Some(again) if reused => {
+                        request = again;
+                        conn = match tokio::time::timeout_at(deadline, backend.checkout()).await {
+                            Err(_) => return Err(ProxyError::Upstream(UpstreamFailure::Timeout)),
+                            Ok(Ok((c, r))) => {
+                                reused = r;
+                                c
+                            }
+                            Ok(Err(_)) => return Err(ProxyError::Upstream(UpstreamFailure::Connect)),
+                        };
+                    }
+                    _ => {
+                        let failure = UpstreamFailure::classify(err.error());
+                        tracing::debug!(error = %err.error(), backend = %backend.addr, "upstream request failed");
+                        return Err(ProxyError::Upstream(failure));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The pool a request goes to, and a new sticky token to set, if any.
+struct Choice {
+    target: usize,
+    new_cookie: Option<String>,
+}
+
+/// Force rules first, then stickiness, then weights; a pool that cannot serve
+/// (no eligible backend) is skipped and its share goes to the others.
+fn choose_target(route: &Route, parts: &Parts, rng: &mut SmallRng) -> Option<Choice> {
+    let serving = |t: usize| route.targets[t].can_serve();
+    for (matcher, target) in &route.force {
+        if force_matches(matcher, parts) && serving(*target) {
+            return Some(Choice { target: *target, new_cookie: None });
+        }
+    }
+    let mut new_cookie = None;
+    let sticky_pick = match &route.sticky {
+        Some(Sticky::Cookie { name }) => match cookie(parts, name) {
+            Some(value) => route.split.pick_bucket(split::bucket_of(value.as_bytes())),
+            None => {
+                let token = format!("{:016x}", rng.random::<u64>());
+                let pick = route.split.pick_bucket(split::bucket_of(token.as_bytes()));
+                new_cookie = Some(token);
+                pick
+            }
+        },
+        Some(Sticky::Header(name)) => {
+            parts.headers.get(name).and_then(|v| route.split.pick_bucket(split::bucket_of(v.as_bytes())))
+        }
+        None => None,
+    };
+    let target = match sticky_pick.or_else(|| route.split.pick_weighted(rng)) {
+        Some(t) if serving(t) => t,
+        _ => shed(route, rng)?,
+    };
+    Some(Choice { target, new_cookie })
+}
+
+/// A weighted pick among the targets that can serve: the rare path when a
+/// pool has no eligible backend.
+fn shed(route: &Route, rng: &mut SmallRng) -> Option<usize> {
+    let weights = route
+        .split
+        .weights()
+        .iter()
+        .enumerate()
+        .map(|(t, &w)| if route.targets[t].can_serve() { w } else { 0 })
+        .collect();
+    Split::new(weights).pick_weighted(rng)
+}
+
+fn force_matches(matcher: &ForceMatch, parts: &Parts) -> bool {
+    match matcher {
+        ForceMatch::Header(name, value) => parts.headers.get_all(name).iter().any(|v| v.as_bytes() == value.as_bytes()),
+        ForceMatch::Cookie(name, value) => cookie(parts, name).is_some_and(|v| v == value),
+    }
+}
+
+/// The value of cookie `name` across all `Cookie` headers.
+fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
+    parts
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| split::cookie_value(v, name))
+}
+
+/// Reject what must never be forwarded: ambiguous framing and oversized heads.
+fn check_framing(parts: &Parts, max_header_bytes: usize) -> Result<(), ProxyError> {
+    let head_bytes: usize = parts.uri.to_string_len_hint()
+        + parts.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum::<usize>();
+    if head_bytes > max_header_bytes {
+        return Err(ProxyError::HeadersTooLarge);
+    }
+    let te = parts.headers.contains_key(header::TRANSFER_ENCODING);
+    let mut lengths = parts.headers.get_all(header::CONTENT_LENGTH).iter();
+    if let Some(first) = lengths.next() {
+        if te {
+            return Err(ProxyError::BadRequest("both content-length and transfer-encoding\n"));
+        }
+        if lengths.any(|other| other != first) {
+            return Err(ProxyError::BadRequest("conflicting content-length\n"));
+        }
+    }
+    Ok(())
+}
+
+/// The request's host: the `Host` header, or the URI's authority (HTTP/2's
+/// `:authority`, or an absolute-form HTTP/1.1 target, which wins per RFC 9112
+/// §3.2.2). HTTP/1.1 without any, or with two `Host` headers, is malformed.
+fn request_host(parts: &Parts) -> Result<Option<HeaderValue>, ProxyError> {
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    let first = hosts.next();
+    if hosts.next().is_some() {
+        return Err(ProxyError::BadRequest("more than one host header\n"));
+    }
+    if let Some(authority) = parts.uri.authority() {
+        return Ok(HeaderValue::from_str(authority.as_str()).ok());
+    }
+    match first {
+        Some(host) => Ok(Some(host.clone())),
+        None if parts.version == Version::HTTP_11 => Err(ProxyError::BadRequest("missing host header\n")),
+        None => Ok(None),
+    }
+}
+
+/// The URI as an HTTP/1.1 origin-form target (`/path?query`).
+fn origin_form(uri: &Uri) -> Uri {
+    match uri.path_and_query() {
+        Some(_) if uri.scheme().is_none() && uri.authority().is_none() => uri.clone(),
+        Some(pq) => Uri::from(pq.clone()),
+        None => Uri::from_static("/"),
+    }
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// Cheap length of a URI for the header-size check.
+trait UriLen {
+    fn to_string_len_hint(&self) -> usize;
+}
+
+impl UriLen for Uri {
+    fn to_string_len_hint(&self) -> usize {
+        self.path_and_query().map_or(1, |pq| pq.as_str().len())
+            + self.authority().map_or(0, |a| a.as_str().len())
+    }
+}

@@ -1,0 +1,219 @@
+//! Traffic listeners: accept, serve HTTP/1.1 and h2c on one socket, close
+//! idle connections, stop on shutdown.
+//!
+//! Each accepted connection is served by hyper-util's `auto` builder, which
+//! sniffs the HTTP/2 preface and otherwise speaks HTTP/1.1 with keep-alive.
+//! Idle keep-alive connections are closed by our own per-connection tracker
+//! rather than hyper's HTTP/1 `header_read_timeout`: that timer also runs
+//! while a long response is still being written, so it would cut downloads
+//! that outlive it, and it does nothing for HTTP/2.
+//!
+//! Shutdown is a `watch` flag: listeners stop accepting, and every
+//! connection is asked to finish gracefully (`Connection: close` on HTTP/1,
+//! `GOAWAY` on HTTP/2) while its in-flight requests complete.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::body::ProxyBody;
+use crate::proxy::{ConnInfo, Proxy};
+
+/// Limits applied to every downstream connection.
+#[derive(Debug, Clone)]
+pub struct ConnLimits {
+    /// Close a connection with no request in flight after this long.
+    pub idle_timeout: Duration,
+    /// Largest request head; hyper's read buffer is sized from it.
+    pub max_request_header_bytes: usize,
+}
+
+/// Accept connections on `listener` until `shutdown` turns true.
+pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, limits: ConnLimits, mut shutdown: watch::Receiver<bool>) {
+    let builder = Arc::new(connection_builder(&limits));
+    let conn_shutdown = shutdown.clone();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let conn = Connection {
+                        proxy: proxy.clone(),
+                        builder: builder.clone(),
+                        idle_timeout: limits.idle_timeout,
+                        shutdown: conn_shutdown.clone(),
+                    };
+                    tokio::spawn(conn.run(stream, peer));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off rather
+                    // than spin, and keep serving the connections we have.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = stopped(&mut shutdown) => break,
+        }
+    }
+}
+
+/// Resolves once the shutdown flag is up (or its sender is gone).
+pub async fn stopped(flag: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns is not `Send`: drop it in here.
+    let _ = flag.wait_for(|stop| *stop).await.map(|_| ());
+}
+
+fn connection_builder(limits: &ConnLimits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .keep_alive(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(None)
+        // hyper wants at least 8 KiB; leave room for the request line.
+        .max_buf_size((limits.max_request_header_bytes + 4096).max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_request_header_bytes).unwrap_or(u32::MAX));
+    builder
+}
+
+struct Connection {
+    proxy: Arc<Proxy>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    idle_timeout: Duration,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Connection {
+    async fn run(mut self, stream: TcpStream, peer: SocketAddr) {
+        let _ = stream.set_nodelay(true);
+        let info = Arc::new(ConnInfo::new(peer, "http", self.proxy.connection_seed()));
+        let activity = Arc::new(Activity::new());
+        let proxy = self.proxy.clone();
+        let tracker = activity.clone();
+        let service = service_fn(move |req| {
+            let proxy = proxy.clone();
+            let info = info.clone();
+            let active = tracker.begin();
+            async move {
+                let response = proxy.handle(&info, req).await;
+                Ok::<_, Infallible>(response.map(|body| TrackedBody { body, _active: active }))
+            }
+        });
+        let conn = self.builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        tokio::pin!(conn);
+        let mut closing = false;
+        loop {
+            let idle_check = activity.next_check(self.idle_timeout);
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, %peer, "connection ended with an error");
+                    }
+                    return;
+                }
+                _ = tokio::time::sleep_until(idle_check), if !closing => {
+                    if activity.idle_for() >= Some(self.idle_timeout) {
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+                _ = stopped(&mut self.shutdown), if !closing => {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+/// Requests in flight on one connection, and when the last one ended.
+#[derive(Debug)]
+struct Activity {
+    epoch: Instant,
+    active: AtomicUsize,
+    /// Milliseconds since `epoch` at which the connection last became idle.
+    idle_since_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity { epoch: Instant::now(), active: AtomicUsize::new(0), idle_since_ms: AtomicU64::new(0) }
+    }
+
+    fn begin(self: &Arc<Self>) -> Active {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        Active { activity: self.clone() }
+    }
+
+    /// How long the connection has been idle, or `None` while busy.
+    fn idle_for(&self) -> Option<Duration> {
+        if self.active.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        let since = self.epoch + Duration::from_millis(self.idle_since_ms.load(Ordering::Relaxed));
+        Some(Instant::now().saturating_duration_since(since))
+    }
+
+    /// When to look again: when an idle connection reaches the timeout, or a
+    /// full timeout from now while busy.
+    fn next_check(&self, timeout: Duration) -> Instant {
+        match self.idle_for() {
+            Some(idle) => Instant::now() + timeout.saturating_sub(idle),
+            None => Instant::now() + timeout,
+        }
+    }
+}
+
+/// One request counted as in flight on its connection.
+#[derive(Debug)]
+struct Active {
+    activity: Arc<Activity>,
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        let a = &self.activity;
+        let now = Instant::now().saturating_duration_since(a.epoch).as_millis();
+        a.idle_since_ms.store(u64::try_from(now).unwrap_or(u64::MAX), Ordering::Relaxed);
+        a.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The response body, holding its connection's activity count until it ends.
+#[derive(Debug)]
+struct TrackedBody {
+    body: ProxyBody,
+    _active: Active,
+}
+
+impl Body for TrackedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}

@@ -1,0 +1,257 @@
+//! Test harness: real hyper upstreams and a real proxy on `127.0.0.1:0`.
+//!
+//! Nothing here is a mock. [`Upstream`] is a hyper server that records what
+//! it received; [`TestProxy`] writes a config into a temp dir, validates it
+//! with the same loader as the binary, binds port 0 and runs
+//! `cutover::run` in the test's runtime until dropped or stopped.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Body type of upstream handlers.
+pub type TestBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// What an upstream saw of one request.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: http::Method,
+    pub uri: http::Uri,
+    pub headers: HeaderMap,
+}
+
+type Handler = Arc<dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<TestBody>> + Send>> + Send + Sync>;
+
+/// A real HTTP server standing in for a backend.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub name: String,
+    hits: Arc<AtomicUsize>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    task: JoinHandle<()>,
+}
+
+impl Upstream {
+    /// An upstream answering 200 with its own name.
+    pub async fn named(name: &str) -> Upstream {
+        let body = name.to_string();
+        Upstream::with_handler(name, move |_req| {
+            let body = body.clone();
+            async move { text(StatusCode::OK, body) }
+        })
+        .await
+    }
+
+    /// An upstream answering with `handler`.
+    pub async fn with_handler<F, Fut>(name: &str, handler: F) -> Upstream
+    where
+        F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<TestBody>> + Send + 'static,
+    {
+        let handler: Handler = Arc::new(move |req| Box::pin(handler(req)));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+        let addr = listener.local_addr().expect("upstream addr");
+        let hits = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (h, s) = (hits.clone(), seen.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let (handler, hits, seen) = (handler.clone(), h.clone(), s.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        hits.fetch_add(1, Ordering::SeqCst);
+                        seen.lock().unwrap().push(Seen {
+                            method: req.method().clone(),
+                            uri: req.uri().clone(),
+                            headers: req.headers().clone(),
+                        });
+                        let fut = handler(req);
+                        async move { Ok::<_, Infallible>(fut.await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        Upstream { addr, name: name.to_string(), hits, seen, task }
+    }
+
+    /// Requests received so far.
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    /// What the upstream saw, in arrival order.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A plain-text response.
+pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<TestBody> {
+    let mut r = Response::new(Full::new(body.into()).map_err(|e| match e {}).boxed());
+    *r.status_mut() = status;
+    r
+}
+
+/// An empty response.
+pub fn empty(status: StatusCode) -> Response<TestBody> {
+    let mut r = Response::new(Empty::new().map_err(|e| match e {}).boxed());
+    *r.status_mut() = status;
+    r
+}
+
+/// An address nothing listens on (bound, then released).
+pub async fn dead_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    addr
+}
+
+/// A proxy running in this test's runtime.
+pub struct TestProxy {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestProxy {
+    /// Start a proxy on `config` (TOML); `[server] listen` and `[admin]`
+    /// are added on port 0 when the text has none.
+    pub async fn start(config: &str) -> TestProxy {
+        TestProxy::start_seeded(config, Some(42)).await
+    }
+
+    /// As [`TestProxy::start`], with a chosen RNG seed.
+    pub async fn start_seeded(config: &str, seed: Option<u64>) -> TestProxy {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config_path = dir.path().join("cutover.toml");
+        let mut text = String::new();
+        if !config.contains("[server]") {
+            text.push_str("[server]\nlisten = [\"127.0.0.1:0\"]\n");
+        }
+        if !config.contains("[admin]") {
+            text.push_str("[admin]\nlisten = \"127.0.0.1:0\"\n");
+        }
+        text.push_str(config);
+        std::fs::write(&config_path, &text).expect("write config");
+        let parsed = cutover::config::load(&config_path).unwrap_or_else(|e| panic!("test config invalid: {e}"));
+        let listeners = cutover::bind(&parsed).await.expect("bind proxy");
+        let addr = listeners.traffic_addrs()[0];
+        let admin = listeners.admin_addr().expect("admin addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let options = cutover::RunOptions { seed };
+        let task = tokio::spawn(cutover::run(parsed, listeners, options, async move {
+            let _ = stopped.await;
+        }));
+        TestProxy { addr, admin, dir, config_path, stop: Some(stop), task: Some(task) }
+    }
+
+    /// `http://127.0.0.1:PORT{path}` on the traffic listener.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Stop the proxy and wait for `run` to return.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+        }
+    }
+}
+
+impl Drop for TestProxy {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// A keep-alive HTTP/1.1 client.
+pub fn client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// A finished response: status, headers and body as text.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+/// GET `url` with extra `headers`, reading the whole body.
+pub async fn get(
+    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Answer {
+    let mut req = Request::get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(Bytes::new())).unwrap();
+    let res = tokio::time::timeout(Duration::from_secs(30), client.request(req))
+        .await
+        .expect("request timed out")
+        .expect("request failed");
+    let (parts, body) = res.into_parts();
+    let bytes = body.collect().await.expect("read body").to_bytes();
+    Answer { status: parts.status, headers: parts.headers, body: String::from_utf8_lossy(&bytes).into_owned() }
+}
+
+/// Wait until `cond` holds, polling every 20 ms, failing after `deadline`.
+pub async fn eventually<F: FnMut() -> bool>(deadline: Duration, what: &str, mut cond: F) {
+    let end = tokio::time::Instant::now() + deadline;
+    while !cond() {
+        assert!(tokio::time::Instant::now() < end, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Send `raw` bytes on a fresh TCP connection and read until the server
+/// closes or `timeout` passes; returns what came back.
+pub async fn raw_exchange(addr: SocketAddr, raw: &[u8], timeout: Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(raw).await.expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(timeout, stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
