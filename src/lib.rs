@@ -27,6 +27,7 @@
 pub mod admin;
 pub mod body;
 pub mod config;
+pub mod control;
 pub mod error;
 pub mod headers;
 pub mod pool;

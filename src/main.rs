@@ -66,8 +66,8 @@ fn check(path: &std::path::Path) -> ExitCode {
 }
 
 fn run(path: PathBuf) -> ExitCode {
-    let config = match config::load(&path) {
-        Ok(config) => config,
+    let (config, text) = match config::load_with_text(&path) {
+        Ok(loaded) => loaded,
         Err(err) => {
             eprintln!("{err}");
             return ExitCode::from(1);
@@ -92,7 +92,8 @@ fn run(path: PathBuf) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        match cutover::run(config, listeners, cutover::RunOptions::default(), shutdown_signal()).await {
+        let options = cutover::RunOptions { seed: None, source: Some((path, text)), watch: true, sighup: true };
+        match cutover::run(config, listeners, options, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("{err}");
@@ -102,8 +103,19 @@ fn run(path: PathBuf) -> ExitCode {
     })
 }
 
-/// Resolves on SIGTERM or SIGINT.
+/// Resolves on the first SIGTERM or SIGINT, after arranging for a second one
+/// to end the process at once.
 async fn shutdown_signal() {
+    termination().await;
+    tokio::spawn(async {
+        termination().await;
+        eprintln!("second signal: exiting without waiting for in-flight requests");
+        std::process::exit(1);
+    });
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn termination() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -1,20 +1,31 @@
-//! Running the proxy: bind the listeners, serve until told to stop, drain.
+//! Running the proxy: bind the listeners, serve, reload, shut down
+//! gracefully.
 //!
 //! [`run`] takes already-bound listeners and a shutdown future (as
 //! mini-redis does), so tests bind `127.0.0.1:0` and stop the proxy without
 //! signals, and the binary differs only in how it binds and what it waits on.
+//!
+//! Shutdown follows what a Kubernetes rollout needs. When `shutdown`
+//! resolves, `/ready` turns 503 at once while traffic is still served for
+//! `shutdown_delay` (the time load balancers need to stop sending: this
+//! replaces a preStop sleep); then the listeners close, idle keep-alive
+//! connections close, busy HTTP/1 connections get `Connection: close` on
+//! their last response and HTTP/2 ones a `GOAWAY`, and in-flight requests
+//! get up to `drain_timeout` before `run` returns.
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::control::{Control, ReloadCause};
 use crate::proxy::Proxy;
-use crate::server::{self, ConnLimits};
+use crate::server::{self, ConnLimits, OpenConnections};
 use crate::snapshot::Snapshot;
 
 /// The sockets the proxy serves on, bound before [`run`].
@@ -54,10 +65,26 @@ pub async fn bind(config: &Config) -> Result<Listeners, (SocketAddr, io::Error)>
 pub struct RunOptions {
     /// Seed for every random choice; `None` draws one from the OS.
     pub seed: Option<u64>,
+    /// The file the config came from, and its text: reloads re-read it.
+    /// `None` disables reloading.
+    pub source: Option<(PathBuf, String)>,
+    /// Watch the config file's directory and reload on change.
+    pub watch: bool,
+    /// Reload on `SIGHUP` (the binary sets this; in-process tests do not).
+    pub sighup: bool,
 }
 
-/// Serve `config` on `listeners` until `shutdown` resolves, then stop
-/// accepting and let open connections finish (up to `drain_timeout`).
+/// The shutdown phases, as flags every part can watch.
+#[derive(Debug, Clone)]
+pub struct Lifecycle {
+    /// Raised on the first shutdown signal: `/ready` answers 503.
+    pub stopping: watch::Receiver<bool>,
+    /// Raised after `shutdown_delay`: listeners close, connections finish.
+    pub closing: watch::Receiver<bool>,
+}
+
+/// Serve `config` on `listeners` until `shutdown` resolves, then shut down
+/// gracefully (see the module docs).
 pub async fn run(
     config: Config,
     listeners: Listeners,
@@ -68,33 +95,105 @@ pub async fn run(
         use rand::{Rng, SeedableRng};
         rand::rngs::SmallRng::from_os_rng().random()
     });
-    let config = Arc::new(config);
-    let (snapshot, _) = Snapshot::build(config.clone(), 1, None);
-    let proxy = Arc::new(Proxy::new(snapshot, seed));
-    let (stop_tx, stop_rx) = watch::channel(false);
     let limits = ConnLimits {
         idle_timeout: config.server.idle_timeout,
         max_request_header_bytes: config.server.max_request_header_bytes,
     };
+    let config = Arc::new(config);
+    let (snapshot, _) = Snapshot::build(config.clone(), 1, None);
+    let proxy = Arc::new(Proxy::new(snapshot, seed));
+    let (path, text) = match options.source {
+        Some((path, text)) => (path, Some(text)),
+        None => (PathBuf::new(), None),
+    };
+    let reloadable = text.is_some();
+    let control = Arc::new(Control::new(proxy.clone(), &config, path.clone(), text));
 
-    let mut tasks = Vec::new();
+    let (stopping_tx, stopping) = watch::channel(false);
+    let (closing_tx, closing) = watch::channel(false);
+    let lifecycle = Lifecycle { stopping, closing: closing.clone() };
+    let open = Arc::new(OpenConnections::default());
+
+    let mut listener_tasks = Vec::new();
     for listener in listeners.traffic {
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, "serving traffic");
         }
-        tasks.push(tokio::spawn(server::serve(listener, proxy.clone(), limits.clone(), stop_rx.clone())));
+        listener_tasks.push(tokio::spawn(server::serve(
+            listener,
+            proxy.clone(),
+            limits.clone(),
+            open.clone(),
+            closing.clone(),
+        )));
     }
-    let admin_state = Arc::new(crate::admin::AdminState::new(proxy.clone(), stop_rx.clone()));
     if let Ok(addr) = listeners.admin.local_addr() {
         tracing::info!(%addr, "serving admin API");
     }
-    tasks.push(tokio::spawn(crate::admin::serve(listeners.admin, admin_state, stop_rx.clone())));
+    let (admin_stop_tx, admin_stop) = watch::channel(false);
+    let admin_state = Arc::new(crate::admin::AdminState::new(control.clone(), lifecycle.clone(), reloadable));
+    let admin_task = tokio::spawn(crate::admin::serve(listeners.admin, admin_state, admin_stop));
+
+    let mut background = Vec::new();
+    if reloadable && options.watch {
+        let control = control.clone();
+        let mut stop = closing.clone();
+        background.push(tokio::spawn(crate::config::watch::watch(
+            path.clone(),
+            move || control.reload_from_watch(),
+            async move { server::stopped(&mut stop).await },
+        )));
+    }
+    if reloadable && options.sighup {
+        background.push(tokio::spawn(reload_on_sighup(control.clone(), closing.clone())));
+    }
 
     shutdown.await;
-    tracing::info!("shutting down");
-    let _ = stop_tx.send(true);
-    for task in tasks {
+    let delay = proxy.snapshot().config.server.shutdown_delay;
+    let drain_timeout = proxy.snapshot().config.server.drain_timeout;
+    tracing::info!(?delay, "shutting down: /ready now answers 503");
+    stopping_tx.send_replace(true);
+    tokio::time::sleep(delay).await;
+
+    tracing::info!(open = open.count(), "closing listeners; waiting for in-flight requests");
+    closing_tx.send_replace(true);
+    for task in listener_tasks {
         let _ = task.await;
     }
+    if tokio::time::timeout(drain_timeout, open.all_closed()).await.is_err() {
+        tracing::warn!(open = open.count(), "drain_timeout reached; closing the remaining connections");
+    }
+    admin_stop_tx.send_replace(true);
+    let _ = admin_task.await;
+    for task in background {
+        task.abort();
+    }
+    tracing::info!("shutdown complete");
     Ok(())
 }
+
+#[cfg(unix)]
+async fn reload_on_sighup(control: Arc<Control>, mut closing: watch::Receiver<bool>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; reload by file change or POST /reload");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            received = hangup.recv() => {
+                if received.is_none() {
+                    return;
+                }
+                let _ = control.reload(ReloadCause::Signal);
+            }
+            _ = server::stopped(&mut closing) => return,
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn reload_on_sighup(_control: Arc<Control>, _closing: watch::Receiver<bool>) {}

@@ -41,21 +41,74 @@ pub struct ConnLimits {
     pub max_request_header_bytes: usize,
 }
 
-/// Accept connections on `listener` until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, limits: ConnLimits, mut shutdown: watch::Receiver<bool>) {
+/// Live downstream connections, so shutdown can wait for the last one.
+#[derive(Debug, Default)]
+pub struct OpenConnections {
+    count: AtomicUsize,
+    closed: tokio::sync::Notify,
+}
+
+impl OpenConnections {
+    /// Connections open now.
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::SeqCst)
+    }
+
+    fn open(self: &Arc<Self>) -> OpenGuard {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        OpenGuard { conns: self.clone() }
+    }
+
+    /// Wait until every connection has closed.
+    pub async fn all_closed(&self) {
+        loop {
+            let closed = self.closed.notified();
+            if self.count() == 0 {
+                return;
+            }
+            closed.await;
+        }
+    }
+}
+
+struct OpenGuard {
+    conns: Arc<OpenConnections>,
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        if self.conns.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.conns.closed.notify_waiters();
+        }
+    }
+}
+
+/// Accept connections on `listener` until `shutdown` turns true; each
+/// connection is counted in `open` until it closes.
+pub async fn serve(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    limits: ConnLimits,
+    open: Arc<OpenConnections>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let builder = Arc::new(connection_builder(&limits));
     let conn_shutdown = shutdown.clone();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    let guard = open.open();
                     let conn = Connection {
                         proxy: proxy.clone(),
                         builder: builder.clone(),
                         idle_timeout: limits.idle_timeout,
                         shutdown: conn_shutdown.clone(),
                     };
-                    tokio::spawn(conn.run(stream, peer));
+                    tokio::spawn(async move {
+                        conn.run(stream, peer).await;
+                        drop(guard);
+                    });
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off rather

@@ -12,6 +12,7 @@
 
 mod raw;
 mod validate;
+pub mod watch;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -245,12 +246,19 @@ impl ConfigError {
 
 /// Read and validate the file at `path`, exactly as startup and reload do.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    load_with_text(path).map(|(config, _)| config)
+}
+
+/// As [`load`], also returning the text that was validated, so a later
+/// reload can tell unchanged content from a change.
+pub fn load_with_text(path: &Path) -> Result<(Config, String), ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
         path: path.to_path_buf(),
         position: None,
         message: format!("cannot read config: {e}"),
     })?;
-    parse(path, &text)
+    let config = parse(path, &text)?;
+    Ok((config, text))
 }
 
 impl Config {

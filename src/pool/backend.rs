@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 
 use super::conn::{self, ConnectError};
 use crate::config::BackendAddr;
@@ -51,6 +51,10 @@ pub struct Backend {
     idle: Mutex<Vec<UpstreamConn>>,
     /// Woken whenever a request finishes, for drain waiters.
     finished: Notify,
+    /// Raised when a drain times out: every connection to the backend closes.
+    cut: watch::Sender<bool>,
+    /// In-flight requests cut that way.
+    cut_requests: AtomicUsize,
 }
 
 impl Backend {
@@ -66,6 +70,8 @@ impl Backend {
             connect_timeout: Mutex::new(connect_timeout),
             idle: Mutex::new(Vec::new()),
             finished: Notify::new(),
+            cut: watch::Sender::new(false),
+            cut_requests: AtomicUsize::new(0),
         }
     }
 
@@ -127,6 +133,20 @@ impl Backend {
         }
     }
 
+    /// Close every connection to the backend now, failing what is still in
+    /// flight (a drain that ran out of time). Returns how many requests were cut.
+    pub fn cut_in_flight(&self) -> usize {
+        let cut = self.in_flight();
+        self.cut_requests.fetch_add(cut, Ordering::Relaxed);
+        self.cut.send_replace(true);
+        cut
+    }
+
+    /// Requests cut by [`Backend::cut_in_flight`] so far.
+    pub fn cut_requests(&self) -> usize {
+        self.cut_requests.load(Ordering::Relaxed)
+    }
+
     /// Count a request against this backend until the guard drops.
     pub fn begin_request(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -156,7 +176,7 @@ impl Backend {
             }
         }
         let timeout = self.connect_timeout.lock().map(|t| *t).unwrap_or(Duration::from_secs(2));
-        let conn = conn::connect(&self.addr, self.socket_addr, timeout).await?;
+        let conn = conn::connect(&self.addr, self.socket_addr, timeout, self.cut.subscribe()).await?;
         Ok((conn, false))
     }
 

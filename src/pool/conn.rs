@@ -64,6 +64,7 @@ pub(super) async fn connect(
     addr: &BackendAddr,
     resolved: Option<SocketAddr>,
     timeout: Duration,
+    mut cut: tokio::sync::watch::Receiver<bool>,
 ) -> Result<UpstreamConn, ConnectError> {
     if addr.scheme == Scheme::Https {
         return Err(ConnectError::Unsupported { addr: addr.to_string(), what: "TLS to backends" });
@@ -86,8 +87,15 @@ pub(super) async fn connect(
         .await
         .map_err(|source| ConnectError::Handshake { addr: addr.to_string(), source })?;
     tokio::spawn(async move {
-        if let Err(e) = connection.with_upgrades().await {
-            tracing::debug!(error = %e, "upstream connection ended with an error");
+        tokio::select! {
+            result = connection.with_upgrades() => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "upstream connection ended with an error");
+                }
+            }
+            // A drain ran out of time: dropping the connection closes it and
+            // fails whatever is still in flight on it.
+            _ = cut.wait_for(|cut| *cut) => {}
         }
     });
     Ok(sender)

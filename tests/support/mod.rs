@@ -172,7 +172,12 @@ impl TestProxy {
         let addr = listeners.traffic_addrs()[0];
         let admin = listeners.admin_addr().expect("admin addr");
         let (stop, stopped) = oneshot::channel::<()>();
-        let options = cutover::RunOptions { seed };
+        let options = cutover::RunOptions {
+            seed,
+            source: Some((config_path.clone(), text.clone())),
+            watch: true,
+            sighup: false,
+        };
         let task = tokio::spawn(cutover::run(parsed, listeners, options, async move {
             let _ = stopped.await;
         }));

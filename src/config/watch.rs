@@ -1,0 +1,214 @@
+//! Noticing that the config file changed.
+//!
+//! The watch is on the file's *directory*, not the file: editors and `mv`
+//! replace the file by renaming a new one over it (a watch on the old inode
+//! would go deaf), and a Kubernetes ConfigMap mount updates by swapping the
+//! `..data` symlink next to it, which never touches `cutover.toml` itself.
+//! Any event in the directory is only a hint; the reload that follows reads
+//! the file and compares its content with what is applied, so spurious
+//! events cost one read and nothing else.
+//!
+//! Bursts are debounced: a reload fires once the directory has been quiet for
+//! [`QUIET`], or [`MAX_DELAY`] after the first event of a burst if writes
+//! never stop. A tool writing the file 100 times in a second thus causes one
+//! reload, of the last content. If the OS watcher cannot be created or
+//! reports an error, the watch falls back to polling the file's content.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// How long the directory must be quiet before a reload fires.
+pub const QUIET: Duration = Duration::from_millis(150);
+/// Longest a reload waits behind a burst of writes that never stops.
+pub const MAX_DELAY: Duration = Duration::from_secs(1);
+/// How often the fallback poll reads the file.
+pub const POLL_EVERY: Duration = Duration::from_secs(2);
+
+/// Watch `path` and call `reload` (debounced) whenever it may have changed,
+/// until `stop` resolves. `reload` is also called every [`POLL_EVERY`] when
+/// the OS watcher is unavailable; it must be cheap when nothing changed.
+pub async fn watch<F>(path: PathBuf, mut reload: F, stop: impl std::future::Future<Output = ()>)
+where
+    F: FnMut() + Send,
+{
+    let (events_tx, events_rx) = mpsc::unbounded_channel::<()>();
+    let watcher = start_watcher(&path, events_tx);
+    tokio::pin!(stop);
+    match watcher {
+        Ok(_watcher) => {
+            tokio::select! {
+                failed = debounce(events_rx, QUIET, MAX_DELAY, &mut reload) => {
+                    if failed {
+                        tracing::warn!(path = %path.display(), "config watcher failed; polling the file every {POLL_EVERY:?} instead");
+                        tokio::select! {
+                            _ = poll(&mut reload) => {}
+                            _ = &mut stop => {}
+                        }
+                    }
+                }
+                _ = &mut stop => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot watch the config directory; polling the file every {POLL_EVERY:?} instead");
+            tokio::select! {
+                _ = poll(&mut reload) => {}
+                _ = &mut stop => {}
+            }
+        }
+    }
+}
+
+/// Start an OS watcher on the directory of `path`. Each event sends `()`; a
+/// watcher error drops the sender, which the debouncer sees as failure.
+fn start_watcher(path: &Path, events: mpsc::UnboundedSender<()>) -> notify::Result<notify::RecommendedWatcher> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut sender = Some(events);
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
+        Ok(_) => {
+            if let Some(tx) = &sender {
+                let _ = tx.send(());
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "config watcher error");
+            // Closing the channel tells the debouncer to fall back to polling.
+            sender = None;
+        }
+    })?;
+    watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+    Ok(watcher)
+}
+
+/// Turn a stream of change hints into debounced `fire` calls. Returns `true`
+/// when the event source failed (its channel closed).
+pub async fn debounce<F: FnMut()>(
+    mut events: mpsc::UnboundedReceiver<()>,
+    quiet: Duration,
+    max_delay: Duration,
+    fire: &mut F,
+) -> bool {
+    loop {
+        // Idle: wait for the first event of a burst.
+        if events.recv().await.is_none() {
+            return true;
+        }
+        let burst_started = Instant::now();
+        let mut quiet_until = burst_started + quiet;
+        loop {
+            let deadline = quiet_until.min(burst_started + max_delay);
+            tokio::select! {
+                event = events.recv() => match event {
+                    Some(()) => quiet_until = Instant::now() + quiet,
+                    None => {
+                        fire();
+                        return true;
+                    }
+                },
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        fire();
+    }
+}
+
+async fn poll<F: FnMut()>(reload: &mut F) {
+    let mut tick = tokio::time::interval(POLL_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        reload();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    async fn run_debounce(
+        script: impl FnOnce(mpsc::UnboundedSender<()>) -> tokio::task::JoinHandle<()>,
+    ) -> (Arc<AtomicUsize>, Vec<Duration>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let fired = Arc::new(AtomicUsize::new(0));
+        let times = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let start = Instant::now();
+        let (f, t) = (fired.clone(), times.clone());
+        let debouncer = tokio::spawn(async move {
+            let mut fire = || {
+                f.fetch_add(1, Ordering::SeqCst);
+                t.lock().unwrap().push(start.elapsed());
+            };
+            debounce(rx, QUIET, MAX_DELAY, &mut fire).await;
+        });
+        script(tx).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        debouncer.abort();
+        let times = times.lock().unwrap().clone();
+        (fired, times)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_single_event_fires_once_after_the_quiet_period() {
+        let (fired, times) = run_debounce(|tx| {
+            tokio::spawn(async move {
+                tx.send(()).unwrap();
+                tokio::time::sleep(Duration::from_secs(3)).await;
+            })
+        })
+        .await;
+        assert_eq!(fired.load(Ordering::SeqCst), 1);
+        assert_eq!(times[0], QUIET);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_a_hundred_writes_in_a_second_fires_at_most_twice() {
+        let (fired, times) = run_debounce(|tx| {
+            tokio::spawn(async move {
+                for _ in 0..100 {
+                    tx.send(()).unwrap();
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                tokio::time::sleep(Duration::from_secs(3)).await;
+            })
+        })
+        .await;
+        // At most one forced by MAX_DELAY mid-burst and one after it settles;
+        // the last fire comes after the last write, so the last content applies.
+        let n = fired.load(Ordering::SeqCst);
+        assert!((1..=2).contains(&n), "{times:?}");
+        assert!(times[0] >= MAX_DELAY.min(Duration::from_millis(990)), "{times:?}");
+        assert!(*times.last().unwrap() >= Duration::from_millis(990), "{times:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn separate_bursts_fire_separately() {
+        let (fired, _) = run_debounce(|tx| {
+            tokio::spawn(async move {
+                tx.send(()).unwrap();
+                tx.send(()).unwrap();
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                tx.send(()).unwrap();
+                tokio::time::sleep(Duration::from_secs(3)).await;
+            })
+        })
+        .await;
+        assert_eq!(fired.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_closed_source_reports_failure() {
+        let (tx, rx) = mpsc::unbounded_channel::<()>();
+        drop(tx);
+        let mut fire = || {};
+        assert!(debounce(rx, QUIET, MAX_DELAY, &mut fire).await);
+    }
+}
