@@ -227,11 +227,11 @@ impl Control {
         state.draining.retain(|b| b.in_flight() > 0);
         state.draining.push(backend.clone());
         tokio::spawn(async move {
-            if tokio::time::timeout(timeout, backend.wait_idle()).await.is_err() {
-                let cut = backend.cut_in_flight();
-                tracing::warn!(pool = %backend.pool, backend = %backend.addr, cut, "drain timed out; cut in-flight requests");
-            } else {
-                tracing::info!(pool = %backend.pool, backend = %backend.addr, "backend drained");
+            match finish_drain(&backend, timeout).await {
+                DrainEnd::Drained => tracing::info!(pool = %backend.pool, backend = %backend.addr, "backend drained"),
+                DrainEnd::Cut(cut) => {
+                    tracing::warn!(pool = %backend.pool, backend = %backend.addr, cut, "drain timed out; cut in-flight requests")
+                }
             }
         });
     }
@@ -257,5 +257,70 @@ impl Control {
         // A panic while holding the lock cannot leave `State` half-updated in
         // a way that matters more than stopping reloads would: recover it.
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// How a drain ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DrainEnd {
+    /// Every in-flight request finished in time.
+    Drained,
+    /// `drain_timeout` passed; this many requests were cut.
+    Cut(usize),
+}
+
+/// Wait up to `timeout` for a draining backend's requests, then cut the rest.
+pub async fn finish_drain(backend: &Backend, timeout: Duration) -> DrainEnd {
+    match tokio::time::timeout(timeout, backend.wait_idle()).await {
+        Ok(()) => DrainEnd::Drained,
+        Err(_) => DrainEnd::Cut(backend.cut_in_flight()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{BackendAddr, Scheme};
+
+    fn backend() -> Arc<Backend> {
+        let addr = BackendAddr { scheme: Scheme::Http, authority: "127.0.0.1:1".into() };
+        Arc::new(Backend::new("canary".into(), addr, Duration::from_secs(1)))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn drain_ends_when_the_last_request_finishes() {
+        let b = backend();
+        let first = b.begin_request();
+        let second = b.begin_request();
+        b.start_draining();
+        let drain = tokio::spawn({
+            let b = b.clone();
+            async move { finish_drain(&b, Duration::from_secs(30)).await }
+        });
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        drop(first);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(!drain.is_finished(), "drained with a request still in flight");
+        drop(second);
+        assert_eq!(drain.await.unwrap(), DrainEnd::Drained);
+        assert_eq!(b.cut_requests(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn drain_cuts_what_outlives_the_timeout() {
+        let b = backend();
+        let _stuck = b.begin_request();
+        b.start_draining();
+        let started = tokio::time::Instant::now();
+        assert_eq!(finish_drain(&b, Duration::from_secs(30)).await, DrainEnd::Cut(1));
+        assert_eq!(started.elapsed(), Duration::from_secs(30));
+        assert_eq!(b.cut_requests(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_backend_drains_at_once() {
+        let b = backend();
+        b.start_draining();
+        assert_eq!(finish_drain(&b, Duration::from_secs(30)).await, DrainEnd::Drained);
     }
 }

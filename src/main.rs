@@ -34,6 +34,9 @@ enum Command {
         /// Path of the config file.
         #[arg(long, short, default_value = "config/cutover.toml")]
         config: PathBuf,
+        /// Do not watch the config file; reload only on SIGHUP or POST /reload.
+        #[arg(long)]
+        no_watch: bool,
     },
     /// Validate a config exactly as a reload would, and summarise it.
     Check {
@@ -45,9 +48,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    match cli.command.unwrap_or(Command::Run { config: PathBuf::from("config/cutover.toml") }) {
+    let command = cli.command.unwrap_or(Command::Run { config: PathBuf::from("config/cutover.toml"), no_watch: false });
+    match command {
         Command::Check { path } => check(&path),
-        Command::Run { config } => run(config),
+        Command::Run { config, no_watch } => run(config, !no_watch),
     }
 }
 
@@ -65,7 +69,7 @@ fn check(path: &std::path::Path) -> ExitCode {
     }
 }
 
-fn run(path: PathBuf) -> ExitCode {
+fn run(path: PathBuf, watch: bool) -> ExitCode {
     let (config, text) = match config::load_with_text(&path) {
         Ok(loaded) => loaded,
         Err(err) => {
@@ -92,7 +96,7 @@ fn run(path: PathBuf) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        let options = cutover::RunOptions { seed: None, source: Some((path, text)), watch: true, sighup: true };
+        let options = cutover::RunOptions { seed: None, source: Some((path, text)), watch, sighup: true };
         match cutover::run(config, listeners, options, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {

@@ -100,9 +100,13 @@ impl Backend {
         self.healthy.store(healthy, Ordering::Relaxed);
     }
 
-    /// Whether a new request may be sent to it.
+    /// Whether a new request may be sent to it. Draining does not enter
+    /// into it: a draining backend is absent from the current snapshot, so
+    /// only a request that loaded the previous snapshot just before the
+    /// reload can still pick it, and that request is as good as in flight —
+    /// refusing it would turn a reload into a failed request.
     pub fn is_eligible(&self) -> bool {
-        !self.is_draining() && self.is_healthy()
+        self.is_healthy()
     }
 
     /// Apply the connect timeout of a newly loaded config.

@@ -50,7 +50,7 @@ impl Pool {
     }
 
     /// A backend for a new request, skipping `exclude` (a backend that just
-    /// failed to connect). Draining and unhealthy backends are never chosen.
+    /// failed to connect). Unhealthy backends are never chosen.
     pub fn pick<R: Rng + ?Sized>(&self, rng: &mut R, exclude: Option<&Backend>) -> Option<&Arc<Backend>> {
         let usable = |b: &Arc<Backend>| b.is_eligible() && !exclude.is_some_and(|x| std::ptr::eq(x, &**b));
         let n = self.backends.len();
@@ -168,14 +168,14 @@ mod tests {
     }
 
     #[test]
-    fn draining_backends_are_skipped() {
+    fn unhealthy_backends_are_skipped() {
         let p = pool(2, LbPolicy::P2c);
-        p.backends[1].start_draining();
+        p.backends[1].set_healthy(false);
         let mut rng = SmallRng::seed_from_u64(5);
         for _ in 0..50 {
             assert_eq!(index(&p, p.pick(&mut rng, None).unwrap()), 0);
         }
-        p.backends[0].start_draining();
+        p.backends[0].set_healthy(false);
         assert!(!p.can_serve());
         assert!(p.pick(&mut rng, None).is_none());
     }

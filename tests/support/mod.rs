@@ -158,23 +158,22 @@ impl TestProxy {
     pub async fn start_seeded(config: &str, seed: Option<u64>) -> TestProxy {
         let dir = tempfile::tempdir().expect("temp dir");
         let config_path = dir.path().join("cutover.toml");
-        let mut text = String::new();
-        if !config.contains("[server]") {
-            text.push_str("[server]\nlisten = [\"127.0.0.1:0\"]\n");
-        }
-        if !config.contains("[admin]") {
-            text.push_str("[admin]\nlisten = \"127.0.0.1:0\"\n");
-        }
-        text.push_str(config);
-        std::fs::write(&config_path, &text).expect("write config");
-        let parsed = cutover::config::load(&config_path).unwrap_or_else(|e| panic!("test config invalid: {e}"));
+        std::fs::write(&config_path, with_listeners(config)).expect("write config");
+        TestProxy::start_at(dir, config_path, seed).await
+    }
+
+    /// Start a proxy on the config file already at `config_path` (inside
+    /// `dir`, which the proxy keeps alive), watching it for reloads.
+    pub async fn start_at(dir: tempfile::TempDir, config_path: PathBuf, seed: Option<u64>) -> TestProxy {
+        let (parsed, text) =
+            cutover::config::load_with_text(&config_path).unwrap_or_else(|e| panic!("test config invalid: {e}"));
         let listeners = cutover::bind(&parsed).await.expect("bind proxy");
         let addr = listeners.traffic_addrs()[0];
         let admin = listeners.admin_addr().expect("admin addr");
         let (stop, stopped) = oneshot::channel::<()>();
         let options = cutover::RunOptions {
             seed,
-            source: Some((config_path.clone(), text.clone())),
+            source: Some((config_path.clone(), text)),
             watch: true,
             sighup: false,
         };
@@ -182,6 +181,18 @@ impl TestProxy {
             let _ = stopped.await;
         }));
         TestProxy { addr, admin, dir, config_path, stop: Some(stop), task: Some(task) }
+    }
+
+    /// `http://127.0.0.1:PORT{path}` on the admin listener.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin, path)
+    }
+
+    /// Ask `run` to shut down without waiting for it.
+    pub fn begin_stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
     }
 
     /// `http://127.0.0.1:PORT{path}` on the traffic listener.
@@ -206,6 +217,20 @@ impl Drop for TestProxy {
             task.abort();
         }
     }
+}
+
+/// `config` with `[server] listen` and `[admin] listen` on port 0 added
+/// when the text has no such section.
+pub fn with_listeners(config: &str) -> String {
+    let mut text = String::new();
+    if !config.contains("[server]") {
+        text.push_str("[server]\nlisten = [\"127.0.0.1:0\"]\n");
+    }
+    if !config.contains("[admin]") {
+        text.push_str("[admin]\nlisten = \"127.0.0.1:0\"\n");
+    }
+    text.push_str(config);
+    text
 }
 
 /// A keep-alive HTTP/1.1 client.
@@ -239,6 +264,24 @@ pub async fn get(
     let (parts, body) = res.into_parts();
     let bytes = body.collect().await.expect("read body").to_bytes();
     Answer { status: parts.status, headers: parts.headers, body: String::from_utf8_lossy(&bytes).into_owned() }
+}
+
+/// POST `url` with an empty body; returns status and body text.
+pub async fn post(url: &str) -> Answer {
+    let req = Request::post(url).body(Full::new(Bytes::new())).unwrap();
+    let res = tokio::time::timeout(Duration::from_secs(30), client().request(req))
+        .await
+        .expect("request timed out")
+        .expect("request failed");
+    let (parts, body) = res.into_parts();
+    let bytes = body.collect().await.expect("read body").to_bytes();
+    Answer { status: parts.status, headers: parts.headers, body: String::from_utf8_lossy(&bytes).into_owned() }
+}
+
+/// GET `url` and parse the body as JSON.
+pub async fn get_json(url: &str) -> serde_json::Value {
+    let a = get(&client(), url, &[]).await;
+    serde_json::from_str(&a.body).unwrap_or_else(|e| panic!("{url}: not JSON ({e}): {}", a.body))
 }
 
 /// Wait until `cond` holds, polling every 20 ms, failing after `deadline`.

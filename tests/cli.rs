@@ -1,0 +1,358 @@
+//! The command line (SPEC §1), through the real binary: `check` on good and
+//! bad files, exit codes, and `run` serving a request, logging as asked and
+//! exiting 0 on SIGTERM.
+//!
+//! Ports are found by binding `127.0.0.1:0` and releasing the port just
+//! before the binary binds it; waits are on conditions (a log line, a
+//! process exit) with generous deadlines.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Generous bound for anything that should take milliseconds.
+const DEADLINE: Duration = Duration::from_secs(15);
+
+fn cutover() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cutover"));
+    cmd.env("RUST_LOG", "info").env("NO_COLOR", "1");
+    cmd
+}
+
+/// Run `cutover args…` to completion.
+fn run_cutover(args: &[&str]) -> Output {
+    cutover().args(args).output().expect("start cutover")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn config_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("config")
+}
+
+/// Pool names and route names of a config file, read with the `toml` crate
+/// (not with cutover's own loader).
+fn names_in(path: &Path) -> (Vec<String>, Vec<String>) {
+    let table: toml::Table = toml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let pools = table["pools"].as_table().unwrap().keys().cloned().collect();
+    let routes = table["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_string())
+        .collect();
+    (pools, routes)
+}
+
+fn assert_check_passes(path: &Path) {
+    let out = run_cutover(&["check", path.to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}: {}{}", path.display(), stdout, text(&out.stderr));
+    let (pools, routes) = names_in(path);
+    assert!(!pools.is_empty() && !routes.is_empty(), "{}", path.display());
+    for name in pools.iter().chain(&routes) {
+        assert!(stdout.contains(name.as_str()), "{}: summary does not name {name:?}:\n{stdout}", path.display());
+    }
+}
+
+#[test]
+fn check_accepts_the_default_config_and_summarises_it() {
+    let path = config_dir().join("cutover.toml");
+    assert_check_passes(&path);
+    let stdout = text(&run_cutover(&["check", path.to_str().unwrap()]).stdout);
+    for expected in ["blue", "canary", "app"] {
+        assert!(stdout.contains(expected), "{expected} missing from:\n{stdout}");
+    }
+}
+
+#[test]
+fn check_accepts_every_example_config() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir(config_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            assert_check_passes(&path);
+            checked += 1;
+        }
+    }
+    assert!(checked >= 3, "only {checked} example configs found");
+}
+
+/// Write `body` to a temp file, `cutover check` it, and expect exit 1 with
+/// `<path>:<line>:<col>: ` on stderr; returns the stderr.
+fn assert_check_fails_at(body: &str, line: usize) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, body).unwrap();
+    let out = run_cutover(&["check", path.to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stdout: {}\nstderr: {stderr}", text(&out.stdout));
+    let prefix = format!("{}:{line}:", path.display());
+    let at = stderr.find(&prefix).unwrap_or_else(|| panic!("no {prefix:?} in: {stderr}"));
+    let rest = &stderr[at + prefix.len()..];
+    let col: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    assert!(!col.is_empty() && col.parse::<usize>().unwrap() >= 1, "no column after {prefix:?}: {stderr}");
+    assert!(rest[col.len()..].starts_with(": "), "no ': ' after {prefix}{col}: {stderr}");
+    stderr
+}
+
+#[test]
+fn check_reports_unknown_pool_with_its_line() {
+    let stderr = assert_check_fails_at(
+        "[pools.blue]\n\
+         backends = [\"127.0.0.1:9001\"]\n\
+         \n\
+         [[routes]]\n\
+         name = \"app\"\n\
+         path_prefix = \"/\"\n\
+         split = { blue = 90, purple = 10 }\n",
+        7,
+    );
+    assert!(stderr.contains("purple"), "{stderr}");
+}
+
+#[test]
+fn check_reports_unknown_key_with_its_line() {
+    let stderr = assert_check_fails_at(
+        "[pools.blue]\n\
+         backends = [\"127.0.0.1:9001\"]\n\
+         backend_timeout = \"1s\"\n\
+         [[routes]]\n\
+         name = \"app\"\n\
+         split = { blue = 1 }\n",
+        3,
+    );
+    assert!(stderr.contains("backend_timeout"), "{stderr}");
+}
+
+#[test]
+fn check_reports_unparsable_duration_with_its_line() {
+    let stderr = assert_check_fails_at(
+        "[server]\n\
+         listen = [\"127.0.0.1:8080\"]\n\
+         request_timeout = \"30 parsecs\"\n\
+         [pools.blue]\n\
+         backends = [\"127.0.0.1:9001\"]\n\
+         [[routes]]\n\
+         name = \"app\"\n\
+         split = { blue = 1 }\n",
+        3,
+    );
+    assert!(stderr.contains("30 parsecs"), "{stderr}");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    for args in [&["frobnicate"][..], &["--bogus"], &["check", "--bogus", "x.toml"], &["check"], &["run", "--config"]] {
+        let out = run_cutover(args);
+        assert_eq!(out.status.code(), Some(2), "cutover {args:?}: {}", text(&out.stderr));
+    }
+}
+
+#[test]
+fn run_with_missing_config_exits_1_naming_the_path() {
+    let out = run_cutover(&["run", "--config", "/nonexistent.toml"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("/nonexistent.toml"), "{stderr}");
+}
+
+/// A port free a moment ago.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A valid config file in a temp dir: traffic on `listen`, admin on `admin`,
+/// one pool holding `backend`.
+fn write_config(dir: &Path, listen: u16, admin: u16, backend: SocketAddr) -> PathBuf {
+    let path = dir.join("cutover.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"[server]
+listen = ["127.0.0.1:{listen}"]
+drain_timeout = "5s"
+[admin]
+listen = "127.0.0.1:{admin}"
+[pools.app]
+backends = ["{backend}"]
+[[routes]]
+name = "app"
+split = {{ app = 100 }}
+"#
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// A child process killed (by its own pid) if the test ends before it does.
+struct Running {
+    child: Child,
+    stderr: mpsc::Receiver<String>,
+    lines: Vec<String>,
+}
+
+impl Running {
+    fn start(config: &Path, extra: &[&str]) -> Running {
+        let mut child = cutover()
+            .args(extra)
+            .args(["run", "--config", config.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start cutover run");
+        let (tx, stderr) = mpsc::channel();
+        let pipe = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running { child, stderr, lines: Vec::new() }
+    }
+
+    /// Wait for a stderr line containing `needle`.
+    fn wait_for_log(&mut self, needle: &str) {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) => {
+                    let found = line.contains(needle);
+                    self.lines.push(line);
+                    if found {
+                        return;
+                    }
+                }
+                Err(_) => panic!("no log line with {needle:?} within {DEADLINE:?}; got:\n{}", self.lines.join("\n")),
+            }
+        }
+    }
+
+    /// Wait for the process to exit; then collect the rest of its stderr.
+    fn wait_exit(&mut self) -> ExitStatus {
+        let end = Instant::now() + DEADLINE;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < end, "cutover did not exit within {DEADLINE:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // The pipe closes with the process: this ends.
+        while let Ok(line) = self.stderr.recv_timeout(DEADLINE) {
+            self.lines.push(line);
+        }
+        status
+    }
+
+    fn sigterm(&self) {
+        let status = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().unwrap();
+        assert!(status.success(), "kill -TERM failed");
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[test]
+fn run_with_taken_port_exits_1_naming_the_address() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), port, free_port(), "127.0.0.1:9".parse().unwrap());
+    let mut running = Running::start(&config, &[]);
+    let status = running.wait_exit();
+    assert_eq!(status.code(), Some(1), "{}", running.lines.join("\n"));
+    let stderr = running.lines.join("\n");
+    assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{stderr}");
+    drop(taken);
+}
+
+/// A blocking upstream on a thread: answers every request with `upstream-ok`
+/// and closes the connection.
+fn tiny_upstream() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(DEADLINE));
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\nConnection: close\r\n\r\nupstream-ok");
+        }
+    });
+    addr
+}
+
+/// GET / through the proxy at `port` on a fresh connection; the raw answer.
+fn get_through(port: u16) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    stream.write_all(b"GET /hello HTTP/1.1\r\nHost: cli.test\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).expect("read the proxy's answer");
+    text(&answer)
+}
+
+/// Start `cutover run` on a fresh config, serve one request through it,
+/// SIGTERM it and expect exit 0; returns its stderr lines.
+fn serve_one_request_and_terminate(extra: &[&str]) -> Vec<String> {
+    let upstream = tiny_upstream();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = write_config(dir.path(), port, free_port(), upstream);
+    let mut running = Running::start(&config, extra);
+    running.wait_for_log("serving traffic");
+    running.wait_for_log("serving admin");
+
+    let answer = get_through(port);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("upstream-ok"), "{answer}");
+
+    running.sigterm();
+    let status = running.wait_exit();
+    assert_eq!(status.code(), Some(0), "exit after SIGTERM; stderr:\n{}", running.lines.join("\n"));
+    std::mem::take(&mut running.lines)
+}
+
+#[test]
+fn run_serves_traffic_and_exits_0_on_sigterm() {
+    let lines = serve_one_request_and_terminate(&[]);
+    assert!(lines.iter().any(|l| l.contains("shutting down")), "{}", lines.join("\n"));
+}
+
+#[test]
+fn json_log_format_writes_one_json_object_per_line() {
+    let lines = serve_one_request_and_terminate(&["--log-format", "json"]);
+    let lines: Vec<&String> = lines.iter().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty());
+    for line in lines {
+        assert!(line.starts_with('{'), "not JSON: {line}");
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(value.is_object(), "{line}");
+    }
+}

@@ -1,0 +1,214 @@
+//! Signals against the real binary: graceful shutdown on SIGTERM, a second
+//! signal exits at once, SIGHUP reloads (SPEC §3 "Graceful shutdown").
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::StatusCode;
+use support::*;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn free_port() -> u16 {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap().port()
+}
+
+struct Binary {
+    child: Child,
+    port: u16,
+    admin: u16,
+    _dir: tempfile::TempDir,
+    config_path: std::path::PathBuf,
+}
+
+impl Binary {
+    async fn start(server_extra: &str, rest: &str) -> Binary {
+        Binary::start_with(server_extra, rest, &[]).await
+    }
+
+    async fn start_with(server_extra: &str, rest: &str, flags: &[&str]) -> Binary {
+        let (port, admin) = (free_port().await, free_port().await);
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("cutover.toml");
+        let text = format!(
+            "[server]\nlisten = [\"127.0.0.1:{port}\"]\n{server_extra}\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n{rest}"
+        );
+        std::fs::write(&config_path, text).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_cutover"))
+            .args(["run", "--config"])
+            .arg(&config_path)
+            .args(flags)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start cutover");
+        let bin = Binary { child, port, admin, _dir: dir, config_path };
+        let url = bin.admin_url("/ready");
+        let end = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Ok(Ok(res)) = tokio::time::timeout(Duration::from_secs(2), client().get(url.parse().unwrap())).await {
+                if res.status() == StatusCode::OK {
+                    break;
+                }
+            }
+            assert!(tokio::time::Instant::now() < end, "cutover never became ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bin
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.admin, path)
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status().unwrap();
+        assert!(status.success());
+    }
+
+    /// Wait for exit, returning the exit code.
+    async fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let end = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(tokio::time::Instant::now() < end, "cutover did not exit in time");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn one_pool(upstream: &Upstream) -> String {
+    format!("[pools.app]\nbackends = [\"{}\"]\n[[routes]]\nname = \"app\"\nsplit = {{ app = 1 }}\n", upstream.addr)
+}
+
+async fn status_of(url: &str) -> Option<StatusCode> {
+    match tokio::time::timeout(Duration::from_secs(5), client().get(url.parse().unwrap())).await {
+        Ok(Ok(res)) => Some(res.status()),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_in_flight_requests_then_exits_zero() {
+    let release = Arc::new(tokio::sync::Notify::new());
+    let received = Arc::new(tokio::sync::Notify::new());
+    let (rel, rec) = (release.clone(), received.clone());
+    let upstream = Upstream::with_handler("slow", move |req| {
+        let (rel, rec) = (rel.clone(), rec.clone());
+        async move {
+            if req.uri().path() == "/slow" {
+                rec.notify_one();
+                rel.notified().await;
+            }
+            text(StatusCode::OK, "done")
+        }
+    })
+    .await;
+    let mut bin = Binary::start("shutdown_delay = \"1s\"\ndrain_timeout = \"15s\"", &one_pool(&upstream)).await;
+
+    let url = bin.url("/slow");
+    let slow = tokio::spawn(async move { get(&client(), &url, &[]).await });
+    tokio::time::timeout(WAIT, received.notified()).await.expect("slow request never arrived");
+
+    let started = tokio::time::Instant::now();
+    bin.signal("TERM");
+    // /ready flips to 503 at once, while traffic is still served during shutdown_delay.
+    let end = tokio::time::Instant::now() + WAIT;
+    while status_of(&bin.admin_url("/ready")).await != Some(StatusCode::SERVICE_UNAVAILABLE) {
+        assert!(tokio::time::Instant::now() < end, "/ready never turned 503");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if started.elapsed() < Duration::from_millis(800) {
+        // Still inside shutdown_delay on any sane machine: new requests are served.
+        assert_eq!(status_of(&bin.url("/fast")).await, Some(StatusCode::OK));
+    }
+    // After the delay the listener closes: new connections are refused.
+    let end = tokio::time::Instant::now() + WAIT;
+    while tokio::net::TcpStream::connect(("127.0.0.1", bin.port)).await.is_ok() {
+        assert!(tokio::time::Instant::now() < end, "listener still accepting after shutdown_delay");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(started.elapsed() >= Duration::from_millis(900), "listener closed before shutdown_delay");
+    assert!(bin.child.try_wait().unwrap().is_none(), "exited with a request in flight");
+
+    release.notify_one();
+    let answer = tokio::time::timeout(WAIT, slow).await.expect("slow request hung").unwrap();
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.body, "done");
+    // A keep-alive HTTP/1.1 client is told this connection ends.
+    assert_eq!(answer.headers.get("connection").map(|v| v.to_str().unwrap()), Some("close"));
+    // Exits 0 long before drain_timeout (15 s) once nothing is in flight.
+    assert_eq!(bin.wait_exit(Duration::from_secs(10)).await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_exits_at_once() {
+    let release = Arc::new(tokio::sync::Notify::new());
+    let received = Arc::new(tokio::sync::Notify::new());
+    let (rel, rec) = (release.clone(), received.clone());
+    let upstream = Upstream::with_handler("stuck", move |_req| {
+        let (rel, rec) = (rel.clone(), rec.clone());
+        async move {
+            rec.notify_one();
+            rel.notified().await;
+            text(StatusCode::OK, "late")
+        }
+    })
+    .await;
+    let mut bin = Binary::start("drain_timeout = \"60s\"", &one_pool(&upstream)).await;
+    let url = bin.url("/");
+    let _stuck = tokio::spawn(async move {
+        let _ = tokio::time::timeout(Duration::from_secs(60), client().get(url.parse().unwrap())).await;
+    });
+    tokio::time::timeout(WAIT, received.notified()).await.expect("request never arrived");
+    bin.signal("TERM");
+    let end = tokio::time::Instant::now() + WAIT;
+    while status_of(&bin.admin_url("/ready")).await != Some(StatusCode::SERVICE_UNAVAILABLE) {
+        assert!(tokio::time::Instant::now() < end, "/ready never turned 503");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    bin.signal("INT");
+    // Far sooner than the 60 s drain_timeout.
+    let code = bin.wait_exit(Duration::from_secs(10)).await;
+    assert_eq!(code, Some(1));
+    release.notify_one();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_config() {
+    let blue = Upstream::named("blue").await;
+    let green = Upstream::named("green").await;
+    let pools = format!("[pools.blue]\nbackends = [\"{}\"]\n[pools.green]\nbackends = [\"{}\"]\n", blue.addr, green.addr);
+    let route = |s: &str| format!("[[routes]]\nname = \"app\"\nsplit = {s}\n");
+    // Without the watcher, only the signal can make this reload happen.
+    let bin = Binary::start_with("", &format!("{pools}{}", route("{ blue = 1, green = 0 }")), &["--no-watch"]).await;
+    assert_eq!(get(&client(), &bin.url("/"), &[]).await.body, "blue");
+    let text = std::fs::read_to_string(&bin.config_path).unwrap().replace("blue = 1, green = 0", "blue = 0, green = 1");
+    std::fs::write(&bin.config_path, text).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(get(&client(), &bin.url("/"), &[]).await.body, "blue", "reloaded without a signal");
+    bin.signal("HUP");
+    let end = tokio::time::Instant::now() + WAIT;
+    while get(&client(), &bin.url("/"), &[]).await.body != "green" {
+        assert!(tokio::time::Instant::now() < end, "SIGHUP reload never applied");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
