@@ -40,12 +40,7 @@ fn config_dir() -> PathBuf {
 fn names_in(path: &Path) -> (Vec<String>, Vec<String>) {
     let table: toml::Table = toml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let pools = table["pools"].as_table().unwrap().keys().cloned().collect();
-    let routes = table["routes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["name"].as_str().unwrap().to_string())
-        .collect();
+    let routes = table["routes"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap().to_string()).collect();
     (pools, routes)
 }
 

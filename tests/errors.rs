@@ -157,7 +157,8 @@ async fn oversize_request_head_is_431_and_the_proxy_keeps_serving() {
     assert_eq!(upstream.hits(), 0);
 
     // Under the limit is fine, and the proxy still serves.
-    let small = format!("GET / HTTP/1.1\r\nHost: app.test\r\nX-Small: {}\r\nConnection: close\r\n\r\n", "a".repeat(512));
+    let small =
+        format!("GET / HTTP/1.1\r\nHost: app.test\r\nX-Small: {}\r\nConnection: close\r\n\r\n", "a".repeat(512));
     let answer = raw_exchange(proxy.addr, small.as_bytes(), DEADLINE).await;
     assert_eq!(status_of(&answer), 200, "{answer}");
     assert_eq!(get(&client(), &proxy.url("/"), &[]).await.body, "app");
@@ -244,7 +245,8 @@ async fn send_with_body(url: &str, method: &str, id: &str, body: &'static str) -
         .header("x-request-id", id)
         .body(Full::new(Bytes::from_static(body.as_bytes())))
         .unwrap();
-    let response = timeout(DEADLINE, client().request(request)).await.expect("request timed out").expect("request failed");
+    let response =
+        timeout(DEADLINE, client().request(request)).await.expect("request timed out").expect("request failed");
     let status = response.status();
     let _ = response.into_body().collect().await;
     status
@@ -331,10 +333,8 @@ async fn conflicting_content_lengths_are_400_and_closed() {
 async fn content_length_with_transfer_encoding_never_reaches_upstream_ambiguous() {
     let upstream = Upstream::named("app").await;
     let proxy = TestProxy::start(&pool_config(&[upstream.addr], "", "", "")).await;
-    let heads = [
-        "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
-        "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
-    ];
+    let heads =
+        ["Content-Length: 5\r\nTransfer-Encoding: chunked\r\n", "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n"];
     for (i, framing) in heads.iter().enumerate() {
         let raw = format!(
             "POST /cl-te-{i} HTTP/1.1\r\nHost: a.test\r\n{framing}\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a.test\r\n\r\n"
@@ -410,7 +410,11 @@ split = {{ truncating = 1 }}
     let cases: [(&str, &[u8], Option<u16>); 12] = [
         ("no host", b"GET / HTTP/1.1\r\n\r\n", Some(400)),
         ("two hosts", b"GET / HTTP/1.1\r\nHost: live.test\r\nHost: b\r\n\r\n", Some(400)),
-        ("two lengths", b"POST / HTTP/1.1\r\nHost: live.test\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", Some(400)),
+        (
+            "two lengths",
+            b"POST / HTTP/1.1\r\nHost: live.test\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+            Some(400),
+        ),
         (
             "length and chunked",
             b"POST / HTTP/1.1\r\nHost: live.test\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",

@@ -152,16 +152,9 @@ async fn hop_by_hop_request_headers_are_stripped() {
 
     let seen = upstream.seen();
     assert_eq!(seen.len(), 1);
-    for name in [
-        "connection",
-        "x-drop-me",
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "upgrade",
-    ] {
+    for name in
+        ["connection", "x-drop-me", "keep-alive", "proxy-connection", "proxy-authorization", "te", "trailer", "upgrade"]
+    {
         assert_eq!(header(&seen[0], name), None, "hop-by-hop `{name}` reached the upstream: {:?}", seen[0].headers);
     }
     assert_eq!(header(&seen[0], "x-kept"), Some("yes"));
@@ -276,9 +269,9 @@ async fn response_body_streams_before_the_upstream_finishes() {
         .expect("request failed");
     assert_eq!(response.status(), 200);
     let mut body = response.into_body();
-    let first = timeout(DEADLINE, read_at_least(&mut body, FIRST.len()))
-        .await
-        .expect("first chunk did not reach the client while the upstream held the rest back: the proxy buffers response bodies");
+    let first = timeout(DEADLINE, read_at_least(&mut body, FIRST.len())).await.expect(
+        "first chunk did not reach the client while the upstream held the rest back: the proxy buffers response bodies",
+    );
     assert_eq!(first, FIRST);
 
     tx.send(Bytes::from_static(REST)).await.unwrap();
@@ -320,10 +313,7 @@ async fn request_body_streams_before_the_client_finishes() {
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
     tokio::spawn(conn);
     let (tx, rx) = mpsc::channel::<Bytes>(4);
-    let request = Request::post("/upload")
-        .header("host", proxy.addr.to_string())
-        .body(ChannelBody { rx })
-        .unwrap();
+    let request = Request::post("/upload").header("host", proxy.addr.to_string()).body(ChannelBody { rx }).unwrap();
     let response = tokio::spawn(async move { sender.send_request(request).await });
 
     tx.send(Bytes::from_static(FIRST)).await.unwrap();

@@ -1,0 +1,167 @@
+//! Every metric cutover exports, declared once (SPEC §5).
+//!
+//! Names and label sets are fixed here and nowhere else. Label values come
+//! from the config only (route, pool and backend names, status classes),
+//! never from requests, so cardinality is bounded by the config. The request
+//! path never formats a label or looks one up: counters and histograms are
+//! resolved into handles when a snapshot or backend is built, and gauges
+//! that mirror state (in flight, healthy, draining, weights, trips) are set
+//! from that state when `/metrics` is scraped.
+//!
+//! Each proxy owns its own [`Registry`], so several proxies in one process
+//! (as in the tests) never share counts.
+
+use prometheus::{
+    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// The metric families of one proxy.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// Where they are registered.
+    pub registry: Registry,
+    /// `cutover_requests_total{route,pool,backend,code}`.
+    pub requests: IntCounterVec,
+    /// `cutover_upstream_failures_total{pool,backend,kind}`.
+    pub upstream_failures: IntCounterVec,
+    /// `cutover_request_duration_seconds{pool,backend}`.
+    pub request_duration: HistogramVec,
+    /// `cutover_in_flight_requests{pool,backend}`.
+    pub in_flight: IntGaugeVec,
+    /// `cutover_pool_weight{route,pool}`.
+    pub pool_weight: IntGaugeVec,
+    /// `cutover_pool_tripped{pool}`.
+    pub pool_tripped: IntGaugeVec,
+    /// `cutover_rollbacks_total{pool,reason}`.
+    pub rollbacks: IntCounterVec,
+    /// `cutover_guard_breaches_total{pool,reason}`.
+    pub guard_breaches: IntCounterVec,
+    /// `cutover_drain_cut_requests_total{pool,backend}`.
+    pub drain_cut: IntCounterVec,
+    /// `cutover_backend_healthy{pool,backend}`.
+    pub backend_healthy: IntGaugeVec,
+    /// `cutover_backend_draining{pool,backend}`.
+    pub backend_draining: IntGaugeVec,
+    /// `cutover_config_reloads_total{result}`.
+    pub config_reloads: IntCounterVec,
+    /// `cutover_config_revision`.
+    pub config_revision: IntGauge,
+}
+
+/// Status classes, as the `code` label: index = first digit - 1.
+pub const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Per-backend handles the request path uses, resolved once.
+#[derive(Debug, Clone)]
+pub struct BackendMetrics {
+    /// Time to the response's last byte.
+    pub duration: Histogram,
+    /// Failures by kind: connect, timeout, reset, protocol.
+    pub failures: [IntCounter; 4],
+}
+
+impl Metrics {
+    /// Declare every family in a new registry.
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("metric registered once");
+            c
+        };
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry.register(Box::new(g.clone())).expect("metric registered once");
+            g
+        };
+        // 1 ms to ~16 s, doubling: latency SLOs live in this range.
+        let buckets = exponential_buckets(0.001, 2.0, 15).expect("valid buckets");
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new("cutover_request_duration_seconds", "Time from request to the response's last byte.")
+                .buckets(buckets),
+            &["pool", "backend"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(request_duration.clone())).expect("metric registered once");
+        let config_revision = IntGauge::new("cutover_config_revision", "Revision of the effective routing state.")
+            .expect("valid metric");
+        registry.register(Box::new(config_revision.clone())).expect("metric registered once");
+
+        Metrics {
+            requests: counter(
+                "cutover_requests_total",
+                "Requests answered, by route, pool, backend and status class.",
+                &["route", "pool", "backend", "code"],
+            ),
+            upstream_failures: counter(
+                "cutover_upstream_failures_total",
+                "Upstream exchanges that failed, by kind.",
+                &["pool", "backend", "kind"],
+            ),
+            request_duration,
+            in_flight: gauge("cutover_in_flight_requests", "Requests in flight.", &["pool", "backend"]),
+            pool_weight: gauge("cutover_pool_weight", "Effective weight of a pool in a route.", &["route", "pool"]),
+            pool_tripped: gauge("cutover_pool_tripped", "1 while the pool is tripped (rolled back).", &["pool"]),
+            rollbacks: counter("cutover_rollbacks_total", "Pools rolled back, by reason.", &["pool", "reason"]),
+            guard_breaches: counter(
+                "cutover_guard_breaches_total",
+                "Guard thresholds breached, tripped or not.",
+                &["pool", "reason"],
+            ),
+            drain_cut: counter(
+                "cutover_drain_cut_requests_total",
+                "In-flight requests cut when drain_timeout ran out.",
+                &["pool", "backend"],
+            ),
+            backend_healthy: gauge("cutover_backend_healthy", "1 while health checks pass.", &["pool", "backend"]),
+            backend_draining: gauge(
+                "cutover_backend_draining",
+                "1 while a removed backend finishes its requests.",
+                &["pool", "backend"],
+            ),
+            config_reloads: counter("cutover_config_reloads_total", "Config reload attempts, by result.", &["result"]),
+            config_revision,
+            registry,
+        }
+    }
+
+    /// Handles for one backend.
+    pub fn backend(&self, pool: &str, backend: &str) -> BackendMetrics {
+        let kind = |k: &str| self.upstream_failures.with_label_values(&[pool, backend, k]);
+        BackendMetrics {
+            duration: self.request_duration.with_label_values(&[pool, backend]),
+            failures: [kind("connect"), kind("timeout"), kind("reset"), kind("protocol")],
+        }
+    }
+
+    /// `cutover_requests_total` handles for a (route, pool, backend), by class.
+    pub fn request_codes(&self, route: &str, pool: &str, backend: &str) -> [IntCounter; 5] {
+        CODE_CLASSES.map(|code| self.requests.with_label_values(&[route, pool, backend, code]))
+    }
+
+    /// Forget the series of a backend that is gone, so dashboards do not
+    /// show it forever.
+    pub fn forget_backend(&self, pool: &str, backend: &str) {
+        let _ = self.request_duration.remove_label_values(&[pool, backend]);
+        for kind in ["connect", "timeout", "reset", "protocol"] {
+            let _ = self.upstream_failures.remove_label_values(&[pool, backend, kind]);
+        }
+        let _ = self.in_flight.remove_label_values(&[pool, backend]);
+        let _ = self.backend_healthy.remove_label_values(&[pool, backend]);
+        let _ = self.backend_draining.remove_label_values(&[pool, backend]);
+    }
+
+    /// The text exposition of everything registered.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
