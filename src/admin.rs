@@ -1,10 +1,12 @@
-//! The admin API (SPEC §4): health, readiness, status and control, on its
-//! own listener.
+//! The admin API (SPEC §4): health, readiness, metrics, status, history and
+//! the switchback controls, on its own listener.
 //!
 //! The admin listener is separate from the traffic listeners by
 //! construction — the traffic side has no code path to these handlers — and
 //! binds loopback by default. Bodies are JSON both ways; errors are
-//! `{"error": "..."}` with 400/404 as the spec says.
+//! `{"error": "..."}` with 400/401/404 as the spec says. Handlers only
+//! translate HTTP to calls on [`Control`], which owns every state change, and
+//! every mutation answers with the revision it made.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -21,7 +23,9 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::control::{Control, ReloadCause};
+use std::collections::BTreeMap;
+
+use crate::control::{AdminError, Control, ReloadCause, ReloadOutcome};
 use crate::runtime::Lifecycle;
 
 /// What the admin handlers read and act on.
@@ -49,7 +53,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut shutdown: 
                 let state = state.clone();
                 let service = service_fn(move |req| {
                     let state = state.clone();
-                    async move { Ok::<_, Infallible>(handle(&state, req)) }
+                    async move { Ok::<_, Infallible>(handle(&state, req).await) }
                 });
                 let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                 tokio::spawn(async move {
@@ -61,22 +65,130 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut shutdown: 
     }
 }
 
-fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    match (req.method(), req.uri().path()) {
-        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
-        (&Method::GET, "/ready") => {
+/// Largest admin request body accepted.
+const MAX_BODY: usize = 64 * 1024;
+
+async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let mutating = matches!(method, Method::PUT | Method::POST | Method::DELETE);
+    if mutating {
+        if let Err(response) = authorize(state, &req) {
+            return *response;
+        }
+    }
+    match (&method, segments.as_slice()) {
+        (&Method::GET, ["healthz"]) => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, ["ready"]) => {
             if *state.lifecycle.stopping.borrow() {
                 text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
             } else {
                 text(StatusCode::OK, "ready\n")
             }
         }
-        (&Method::GET, "/status") => json_response(StatusCode::OK, &status(state)),
-        (&Method::POST, "/reload") => reload(state),
-        (_, "/healthz" | "/ready" | "/status" | "/reload") => {
-            error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        (&Method::GET, ["metrics"]) => {
+            let mut response = Response::new(Full::new(Bytes::from(state.control.render_metrics())));
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+            response
         }
+        (&Method::GET, ["status"]) => json_response(StatusCode::OK, &status(state)),
+        (&Method::GET, ["history"]) => {
+            let history: Vec<Value> = state
+                .control
+                .history()
+                .into_iter()
+                .map(|rev| {
+                    let splits: serde_json::Map<String, Value> =
+                        rev.splits.iter().map(|(route, split)| (route.clone(), split_json(split))).collect();
+                    json!({"revision": rev.revision, "time": rev.time, "cause": rev.cause, "splits": splits})
+                })
+                .collect();
+            json_response(StatusCode::OK, &Value::Array(history))
+        }
+        (&Method::POST, ["reload"]) => reload(state),
+        (&Method::PUT, ["routes", route, "split"]) => {
+            let body = match read_body(req).await {
+                Ok(body) => body,
+                Err(response) => return *response,
+            };
+            let weights: BTreeMap<String, u32> = match serde_json::from_slice(&body) {
+                Ok(w) => w,
+                Err(e) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        &format!("body must be a JSON object of pool to integer weight >= 0, like {{\"blue\":0,\"green\":100}}: {e}"),
+                    )
+                }
+            };
+            mutation(state.control.set_override(route, &weights))
+        }
+        (&Method::DELETE, ["routes", route, "split"]) => mutation(state.control.clear_override(route)),
+        (&Method::POST, ["routes", route, "switchback"]) => mutation(state.control.switchback(route)),
+        (&Method::POST, ["pools", pool, "trip"]) => mutation(state.control.trip(pool)),
+        (&Method::POST, ["pools", pool, "reset"]) => mutation(state.control.reset(pool)),
+        (_, ["healthz" | "ready" | "metrics" | "status" | "history" | "reload"])
+        | (_, ["routes", _, "split" | "switchback"])
+        | (_, ["pools", _, "trip" | "reset"]) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
         _ => error(StatusCode::NOT_FOUND, "no such endpoint"),
+    }
+}
+
+/// With `token_file` set, mutating calls must carry `Authorization: Bearer
+/// <token>`. The file is read on each call, so a rotated token applies at
+/// once; the comparison takes the same time wherever the first difference
+/// is, and the token is never logged.
+fn authorize(state: &AdminState, req: &Request<Incoming>) -> Result<(), Box<Response<Full<Bytes>>>> {
+    let config = state.control.proxy().snapshot().config.clone();
+    let Some(path) = &config.admin.token_file else { return Ok(()) };
+    let expected = match std::fs::read_to_string(path) {
+        Ok(token) if !token.trim().is_empty() => token.trim().to_string(),
+        _ => {
+            tracing::error!(path = %path.display(), "cannot read the admin token file; refusing mutating calls");
+            return Err(Box::new(error(StatusCode::SERVICE_UNAVAILABLE, "admin token unavailable")));
+        }
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .unwrap_or("");
+    if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+        Ok(())
+    } else {
+        let mut response = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        Err(Box::new(response))
+    }
+}
+
+/// Compare without an early exit on the first differing byte.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = u8::from(a.len() != b.len());
+    for i in 0..a.len().max(b.len()) {
+        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0xff);
+    }
+    diff == 0
+}
+
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, Box<Response<Full<Bytes>>>> {
+    use http_body_util::BodyExt;
+    let limited = http_body_util::Limited::new(req.into_body(), MAX_BODY);
+    match limited.collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(_) => Err(Box::new(error(StatusCode::BAD_REQUEST, "unreadable or oversized body"))),
+    }
+}
+
+fn mutation(result: Result<u64, AdminError>) -> Response<Full<Bytes>> {
+    match result {
+        Ok(revision) => json_response(StatusCode::OK, &json!({"revision": revision})),
+        Err(AdminError::NotFound(msg)) => error(StatusCode::NOT_FOUND, &msg),
+        Err(AdminError::Invalid(msg)) => error(StatusCode::BAD_REQUEST, &msg),
     }
 }
 
@@ -87,56 +199,77 @@ fn reload(state: &AdminState) -> Response<Full<Bytes>> {
     match state.control.reload(ReloadCause::Admin) {
         Ok(outcome) => json_response(
             StatusCode::OK,
-            &json!({"revision": outcome.revision(), "changed": matches!(outcome, crate::control::ReloadOutcome::Applied(_))}),
+            &json!({"revision": outcome.revision(), "changed": matches!(outcome, ReloadOutcome::Applied(_))}),
         ),
         Err(err) => error(StatusCode::BAD_REQUEST, &err.to_string()),
     }
 }
 
+fn split_json(split: &[(String, u32)]) -> Value {
+    Value::Object(split.iter().map(|(pool, w)| (pool.clone(), json!(w))).collect())
+}
+
 fn status(state: &AdminState) -> Value {
     let snapshot = state.control.proxy().snapshot();
-    let last_reload = state.control.last_reload().map(|r| {
-        json!({"ok": r.ok, "time": rfc3339(r.time), "error": r.error})
-    });
+    let view = state.control.view();
+    let last_reload = state.control.last_reload().map(|r| json!({"ok": r.ok, "time": rfc3339(r.time), "error": r.error}));
     let draining = state.control.draining();
+    let backend_json = |b: &crate::pool::Backend, draining: bool| {
+        json!({"address": b.addr.to_string(), "healthy": b.is_healthy(), "draining": draining, "in_flight": b.in_flight()})
+    };
+    let pool_json = |name: &str, backends: Vec<Value>| {
+        let tripped = view
+            .trips
+            .get(name)
+            .map(|t| json!({"reason": t.reason.as_str(), "detail": t.detail, "revision": t.revision}));
+        let guard = view.guards.get(name).map(|g| {
+            json!({
+                "requests": g.requests,
+                "failures": g.failures,
+                "error_rate": (g.error_rate() * 10_000.0).round() / 10_000.0,
+                "p99_ms": g.p99.map(|d| d.as_secs_f64() * 1000.0),
+            })
+        });
+        json!({"name": name, "tripped": tripped, "guard": guard, "backends": backends})
+    };
     let mut pools: Vec<Value> = snapshot
         .pools
         .iter()
         .map(|pool| {
-            let mut backends: Vec<Value> = pool
-                .backends
-                .iter()
-                .map(|b| {
-                    json!({"address": b.addr.to_string(), "healthy": b.is_healthy(), "draining": false, "in_flight": b.in_flight()})
-                })
-                .collect();
-            backends.extend(draining.iter().filter(|b| b.pool == pool.name).map(|b| {
-                json!({"address": b.addr.to_string(), "healthy": b.is_healthy(), "draining": true, "in_flight": b.in_flight()})
-            }));
-            json!({"name": &*pool.name, "backends": backends})
+            let mut backends: Vec<Value> = pool.backends.iter().map(|b| backend_json(b, false)).collect();
+            backends.extend(draining.iter().filter(|b| b.pool == pool.name).map(|b| backend_json(b, true)));
+            pool_json(&pool.name, backends)
         })
         .collect();
-    // Pools removed from the config entirely, still finishing requests.
+    // Pools removed from the config, still finishing requests.
+    let mut gone: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
     for b in draining.iter().filter(|b| snapshot.pool(&b.pool).is_none()) {
-        pools.push(json!({"name": &*b.pool, "backends": [
-            {"address": b.addr.to_string(), "healthy": b.is_healthy(), "draining": true, "in_flight": b.in_flight()}
-        ]}));
+        gone.entry(&b.pool).or_default().push(backend_json(b, true));
     }
-    let routes: Vec<Value> = snapshot
+    for (name, backends) in gone {
+        pools.push(pool_json(name, backends));
+    }
+    let routes: Vec<Value> = view
+        .config
         .routes
         .iter()
-        .map(|route| {
-            let split: serde_json::Map<String, Value> = route
-                .targets
+        .map(|rc| {
+            let effective = snapshot
+                .routes
                 .iter()
-                .zip(route.split.weights())
-                .map(|(pool, w)| (pool.name.to_string(), json!(w)))
-                .collect();
-            json!({"name": &*route.name, "configured": split, "effective": split, "override": null})
+                .find(|r| *r.name == *rc.name)
+                .map(|r| {
+                    let pairs: Vec<(String, u32)> =
+                        r.targets.iter().zip(r.split.weights()).map(|(p, w)| (p.name.to_string(), *w)).collect();
+                    split_json(&pairs)
+                })
+                .unwrap_or(Value::Null);
+            let override_split = view.overrides.get(&rc.name).map(|o| split_json(&o.split));
+            json!({"name": rc.name, "configured": split_json(&rc.split), "effective": effective, "override": override_split})
         })
         .collect();
     json!({
-        "revision": snapshot.revision,
+        "revision": view.revision,
         "last_reload": last_reload,
         "routes": routes,
         "pools": pools,

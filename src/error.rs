@@ -48,6 +48,16 @@ impl UpstreamFailure {
         }
     }
 
+    /// Position in per-kind handle arrays (the order of the variants).
+    pub fn index(self) -> usize {
+        match self {
+            UpstreamFailure::Connect => 0,
+            UpstreamFailure::Timeout => 1,
+            UpstreamFailure::Reset => 2,
+            UpstreamFailure::Protocol => 3,
+        }
+    }
+
     /// Classify a hyper client error.
     pub fn classify(err: &hyper::Error) -> UpstreamFailure {
         if err.is_parse() || err.is_parse_status() || err.is_parse_too_large() {

@@ -260,13 +260,28 @@ pub struct PoolGuard {
     pub window: GuardWindow,
     /// Set while a breach has been reported and not yet cleared.
     breached: AtomicBool,
+    /// Where breaches are reported (the control task).
+    events: Option<crate::exchange::BreachSender>,
 }
 
 impl PoolGuard {
-    /// A guard with an empty window.
-    pub fn new(pool: std::sync::Arc<str>, config: GuardConfig) -> PoolGuard {
+    /// A guard with an empty window, reporting breaches to `events`.
+    pub fn new(
+        pool: std::sync::Arc<str>,
+        config: GuardConfig,
+        events: Option<crate::exchange::BreachSender>,
+    ) -> PoolGuard {
         let window = GuardWindow::new(config.window, config.max_p99_latency);
-        PoolGuard { pool, config, window, breached: AtomicBool::new(false) }
+        PoolGuard { pool, config, window, breached: AtomicBool::new(false), events }
+    }
+
+    /// Record a finished request and report a new breach to the control task.
+    pub fn observe(&self, now: Instant, failed: bool, latency: Duration) {
+        if let Some(breach) = self.record(now, failed, latency) {
+            if let Some(events) = &self.events {
+                let _ = events.send((self.pool.clone(), breach));
+            }
+        }
     }
 
     /// Record a finished request; returns a breach the first time the
@@ -325,7 +340,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn trips_at_the_request_that_crosses_the_rate_not_before_min_requests() {
-        let guard = PoolGuard::new("canary".into(), config(0.1, None, 20));
+        let guard = PoolGuard::new("canary".into(), config(0.1, None, 20), None);
         let now = Instant::now();
         // 19 failures: over the rate, but the window is below min_requests.
         for i in 0..19 {
@@ -340,7 +355,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_rate_at_the_threshold_does_not_trip() {
-        let guard = PoolGuard::new("p".into(), config(0.1, None, 10));
+        let guard = PoolGuard::new("p".into(), config(0.1, None, 10), None);
         let now = Instant::now();
         for i in 0..100 {
             assert_eq!(guard.record(now, i % 10 == 9, FAST), None, "10% exactly is not over 10%");
@@ -350,7 +365,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn successes_reaching_min_requests_are_caught_by_evaluate() {
-        let guard = PoolGuard::new("p".into(), config(0.1, None, 10));
+        let guard = PoolGuard::new("p".into(), config(0.1, None, 10), None);
         let now = Instant::now();
         for _ in 0..5 {
             guard.record(now, true, FAST);
@@ -363,7 +378,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn latency_trips_exactly_above_the_threshold() {
-        let guard = PoolGuard::new("p".into(), config(1.0, Some(500), 100));
+        let guard = PoolGuard::new("p".into(), config(1.0, Some(500), 100), None);
         let now = Instant::now();
         // 98 fast and 2 at exactly the threshold: p99 == 500ms, not over.
         for _ in 0..98 {
@@ -384,7 +399,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn client_errors_are_not_failures() {
         // The caller decides what a failure is; 4xx are recorded as successes.
-        let guard = PoolGuard::new("p".into(), config(0.01, None, 10));
+        let guard = PoolGuard::new("p".into(), config(0.01, None, 10), None);
         let now = Instant::now();
         for _ in 0..50 {
             assert_eq!(guard.record(now, false, FAST), None);
@@ -394,7 +409,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn old_outcomes_slide_out_of_the_window() {
-        let guard = PoolGuard::new("p".into(), config(0.1, None, 10));
+        let guard = PoolGuard::new("p".into(), config(0.1, None, 10), None);
         for _ in 0..10 {
             guard.record(Instant::now(), true, FAST);
         }
@@ -407,7 +422,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_window_slides_in_slices() {
-        let guard = PoolGuard::new("p".into(), config(0.5, None, 1));
+        let guard = PoolGuard::new("p".into(), config(0.5, None, 1), None);
         guard.record(Instant::now(), false, FAST);
         tokio::time::advance(Duration::from_secs(15)).await;
         guard.record(Instant::now(), false, FAST);
@@ -418,7 +433,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn reset_empties_and_rearms() {
-        let guard = PoolGuard::new("p".into(), config(0.1, None, 5));
+        let guard = PoolGuard::new("p".into(), config(0.1, None, 5), None);
         let now = Instant::now();
         for _ in 0..4 {
             guard.record(now, true, FAST);

@@ -29,6 +29,7 @@ pub mod body;
 pub mod config;
 pub mod control;
 pub mod error;
+pub mod exchange;
 pub mod guard;
 pub mod headers;
 pub mod metrics;

@@ -25,6 +25,7 @@ use crate::body::ProxyBody;
 use crate::config::ForceMatch;
 use crate::error::{ProxyError, UpstreamFailure};
 use crate::headers;
+use crate::exchange::{Exchange, Recorders};
 use crate::pool::{Backend, Pool, UpstreamBody};
 use crate::snapshot::{self, Route, Snapshot, Sticky};
 use crate::split::{self, Split};
@@ -114,7 +115,8 @@ async fn forward(
     rng: &mut SmallRng,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    let deadline = Instant::now() + snapshot.request_timeout;
+    let started = Instant::now();
+    let deadline = started + snapshot.request_timeout;
     let (mut parts, body) = req.into_parts();
     check_framing(&parts, snapshot.max_request_header_bytes)?;
 
@@ -141,7 +143,8 @@ async fn forward(
     let replayable = body.is_end_stream() || is_idempotent(&parts.method);
     let request = Request::from_parts(parts, body);
 
-    let mut response = send(pool, rng, request, replayable, deadline).await?;
+    let codes = &route.codes[choice.target];
+    let mut response = send(pool, codes, rng, request, replayable, started, deadline).await?;
     headers::strip_hop_by_hop(response.headers_mut());
     if let Some(token) = choice.new_cookie {
         if let Some(Sticky::Cookie { name }) = &route.sticky {
@@ -156,20 +159,27 @@ async fn forward(
 /// Send `request` to a backend of `pool`, retrying once on another backend
 /// when the connect fails and the request may be replayed, and once on a
 /// fresh connection when a pooled one turned out to be closed before the
-/// request was written.
+/// request was written. `codes` are the route's status counters for the
+/// pool's backends, by position.
 async fn send(
     pool: &Pool,
+    codes: &[Arc<[prometheus::IntCounter; 5]>],
     rng: &mut SmallRng,
     request: Request<Incoming>,
     replayable: bool,
+    started: Instant,
     deadline: Instant,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    let begin = |backend: &Arc<Backend>| {
+        let at = pool.backends.iter().position(|b| Arc::ptr_eq(b, backend));
+        let recorders = Recorders { guard: pool.guard.clone(), codes: at.and_then(|i| codes.get(i)).cloned() };
+        Exchange::begin(backend, started, recorders)
+    };
     let mut backend: Arc<Backend> = pool.pick(rng, None).ok_or(ProxyError::NoBackend)?.clone();
-    let mut in_flight = backend.begin_request();
+    let mut exchange = begin(&backend);
     let checkout = match tokio::time::timeout_at(deadline, backend.checkout()).await {
-        Err(_) => return Err(ProxyError::Upstream(UpstreamFailure::Timeout)),
-        Ok(Ok(c)) => Ok(c),
-        Ok(Err(e)) => Err(e),
+        Err(_) => return Err(fail(exchange, UpstreamFailure::Timeout)),
+        Ok(result) => result,
     };
     let (mut conn, mut reused) = match checkout {
         Ok(c) => c,
@@ -177,16 +187,17 @@ async fn send(
             tracing::debug!(error = %err, "upstream connect failed");
             let retry = if replayable { pool.pick(rng, Some(&backend)).cloned() } else { None };
             let Some(other) = retry else {
-                return Err(ProxyError::Upstream(UpstreamFailure::Connect));
+                return Err(fail(exchange, UpstreamFailure::Connect));
             };
+            exchange.abandon_for_retry(UpstreamFailure::Connect);
             backend = other;
-            in_flight = backend.begin_request();
+            exchange = begin(&backend);
             match tokio::time::timeout_at(deadline, backend.checkout()).await {
-                Err(_) => return Err(ProxyError::Upstream(UpstreamFailure::Timeout)),
+                Err(_) => return Err(fail(exchange, UpstreamFailure::Timeout)),
                 Ok(Ok(c)) => c,
                 Ok(Err(err)) => {
                     tracing::debug!(error = %err, "upstream connect failed on retry");
-                    return Err(ProxyError::Upstream(UpstreamFailure::Connect));
+                    return Err(fail(exchange, UpstreamFailure::Connect));
                 }
             }
         }
@@ -195,37 +206,41 @@ async fn send(
     let mut request = request;
     loop {
         match tokio::time::timeout_at(deadline, conn.try_send_request(request)).await {
-            Err(_) => return Err(ProxyError::Upstream(UpstreamFailure::Timeout)),
+            Err(_) => return Err(fail(exchange, UpstreamFailure::Timeout)),
             Ok(Ok(response)) => {
+                exchange.answered(response.status().as_u16());
                 let (parts, body) = response.into_parts();
-                let body = UpstreamBody::new(body, conn, in_flight);
+                let body = UpstreamBody::new(body, conn, exchange);
                 return Ok(Response::from_parts(parts, ProxyBody::Upstream(body)));
             }
-            Ok(Err(mut err)) => {
-                let unsent = err.take_message();
-                match unsent {
-                    // The pooled connection died before our request left:
-                    // nothing reached the backend, so a new connection is safe.
-                    Some(again) if reused => {
-                        request = again;
-                        conn = match tokio::time::timeout_at(deadline, backend.checkout()).await {
-                            Err(_) => return Err(ProxyError::Upstream(UpstreamFailure::Timeout)),
-                            Ok(Ok((c, r))) => {
-                                reused = r;
-                                c
-                            }
-                            Ok(Err(_)) => return Err(ProxyError::Upstream(UpstreamFailure::Connect)),
-                        };
-                    }
-                    _ => {
-                        let failure = UpstreamFailure::classify(err.error());
-                        tracing::debug!(error = %err.error(), backend = %backend.addr, "upstream request failed");
-                        return Err(ProxyError::Upstream(failure));
-                    }
+            Ok(Err(mut err)) => match err.take_message() {
+                // The pooled connection died before our request left:
+                // nothing reached the backend, so a new connection is safe.
+                Some(again) if reused => {
+                    request = again;
+                    conn = match tokio::time::timeout_at(deadline, backend.checkout()).await {
+                        Err(_) => return Err(fail(exchange, UpstreamFailure::Timeout)),
+                        Ok(Ok((c, r))) => {
+                            reused = r;
+                            c
+                        }
+                        Ok(Err(_)) => return Err(fail(exchange, UpstreamFailure::Connect)),
+                    };
                 }
-            }
+                _ => {
+                    let failure = UpstreamFailure::classify(err.error());
+                    tracing::debug!(error = %err.error(), backend = %backend.addr, "upstream request failed");
+                    return Err(fail(exchange, failure));
+                }
+            },
         }
     }
+}
+
+/// Record `kind` on the exchange (it ends here) and make the client's error.
+fn fail(mut exchange: Exchange, kind: UpstreamFailure) -> ProxyError {
+    exchange.failed(kind);
+    ProxyError::Upstream(kind)
 }
 
 /// The pool a request goes to, and a new sticky token to set, if any.

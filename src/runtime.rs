@@ -24,9 +24,8 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::control::{Control, ReloadCause};
-use crate::proxy::Proxy;
 use crate::server::{self, ConnLimits, OpenConnections};
-use crate::snapshot::Snapshot;
+use crate::metrics::Metrics;
 
 /// The sockets the proxy serves on, bound before [`run`].
 #[derive(Debug)]
@@ -99,15 +98,14 @@ pub async fn run(
         idle_timeout: config.server.idle_timeout,
         max_request_header_bytes: config.server.max_request_header_bytes,
     };
-    let config = Arc::new(config);
-    let (snapshot, _) = Snapshot::build(config.clone(), 1, None);
-    let proxy = Arc::new(Proxy::new(snapshot, seed));
     let (path, text) = match options.source {
         Some((path, text)) => (path, Some(text)),
         None => (PathBuf::new(), None),
     };
     let reloadable = text.is_some();
-    let control = Arc::new(Control::new(proxy.clone(), &config, path.clone(), text));
+    let (breaches_tx, breaches_rx) = tokio::sync::mpsc::unbounded_channel();
+    let control = Control::start(config, path.clone(), text, seed, Metrics::new(), Some(breaches_tx));
+    let proxy = control.proxy().clone();
 
     let (stopping_tx, stopping) = watch::channel(false);
     let (closing_tx, closing) = watch::channel(false);
@@ -134,7 +132,7 @@ pub async fn run(
     let admin_state = Arc::new(crate::admin::AdminState::new(control.clone(), lifecycle.clone(), reloadable));
     let admin_task = tokio::spawn(crate::admin::serve(listeners.admin, admin_state, admin_stop));
 
-    let mut background = Vec::new();
+    let mut background = vec![tokio::spawn(control.clone().run_guards(breaches_rx))];
     if reloadable && options.watch {
         let control = control.clone();
         let mut stop = closing.clone();

@@ -20,7 +20,11 @@ use std::time::Duration;
 
 use http::HeaderValue;
 
+use prometheus::IntCounter;
+
 use crate::config::{Config, ForceMatch, StickyKey};
+use crate::guard::PoolGuard;
+use crate::metrics::Metrics;
 use crate::pool::{Backend, BackendKey, Pool};
 use crate::route::RouteTable;
 use crate::split::Split;
@@ -44,6 +48,32 @@ pub struct Snapshot {
     pub max_request_header_bytes: usize,
 }
 
+/// What a snapshot is built from besides the config: state that outlives
+/// snapshots.
+#[derive(Debug, Clone, Copy)]
+pub struct BuildInputs<'a> {
+    /// Where metric handles are resolved; `None` records no metrics.
+    pub metrics: Option<&'a Metrics>,
+    /// Guards by pool name.
+    pub guards: &'a HashMap<String, Arc<PoolGuard>>,
+    /// Effective weights by route name, aligned with the route's split;
+    /// a route absent here uses its configured weights.
+    pub effective: &'a HashMap<String, Vec<u32>>,
+}
+
+impl BuildInputs<'_> {
+    /// No metrics, no guards, configured weights.
+    pub fn plain() -> BuildInputs<'static> {
+        static NO_GUARDS: std::sync::OnceLock<HashMap<String, Arc<PoolGuard>>> = std::sync::OnceLock::new();
+        static NO_WEIGHTS: std::sync::OnceLock<HashMap<String, Vec<u32>>> = std::sync::OnceLock::new();
+        BuildInputs {
+            metrics: None,
+            guards: NO_GUARDS.get_or_init(HashMap::new),
+            effective: NO_WEIGHTS.get_or_init(HashMap::new),
+        }
+    }
+}
+
 /// A route ready to serve.
 #[derive(Debug)]
 pub struct Route {
@@ -57,6 +87,8 @@ pub struct Route {
     pub sticky: Option<Sticky>,
     /// Force rules as (matcher, target position).
     pub force: Vec<(ForceMatch, usize)>,
+    /// `cutover_requests_total` handles by target, then backend position.
+    pub codes: Vec<Vec<Arc<[IntCounter; 5]>>>,
 }
 
 /// How a route keeps a user on one pool.
@@ -74,7 +106,12 @@ pub enum Sticky {
 impl Snapshot {
     /// Build revision `revision` from `config`, reusing live backends from
     /// `previous`. Returns the snapshot and the backends that left the config.
-    pub fn build(config: Arc<Config>, revision: u64, previous: Option<&Snapshot>) -> (Snapshot, Vec<Arc<Backend>>) {
+    pub fn build(
+        config: Arc<Config>,
+        revision: u64,
+        previous: Option<&Snapshot>,
+        inputs: BuildInputs<'_>,
+    ) -> (Snapshot, Vec<Arc<Backend>>) {
         let connect_timeout = config.server.connect_timeout;
         let mut old: HashMap<BackendKey, Arc<Backend>> = previous
             .map(|s| s.pools.iter().flat_map(|p| p.backends.iter()).map(|b| (b.key(), b.clone())).collect())
@@ -91,10 +128,17 @@ impl Snapshot {
                         kept.set_connect_timeout(connect_timeout);
                         kept
                     }
-                    None => Arc::new(Backend::new(name.clone(), addr.clone(), connect_timeout)),
+                    None => {
+                        let backend = Backend::new(name.clone(), addr.clone(), connect_timeout);
+                        if let Some(metrics) = inputs.metrics {
+                            backend.set_metrics(metrics.backend(&name, &addr.to_string()));
+                        }
+                        Arc::new(backend)
+                    }
                 })
                 .collect();
-            pools.push(Arc::new(Pool::new(name, backends, pc.lb)));
+            let guard = inputs.guards.get(&pc.name).cloned();
+            pools.push(Arc::new(Pool::new(name, backends, pc.lb).with_guard(guard)));
         }
         let removed: Vec<Arc<Backend>> = old.into_values().collect();
 
@@ -105,7 +149,26 @@ impl Snapshot {
             .map(|rc| {
                 // Validation guarantees every split pool exists.
                 let targets: Vec<Arc<Pool>> = rc.split.iter().filter_map(|(pool, _)| pool_by_name(pool)).collect();
-                let split = Split::new(rc.split.iter().map(|(_, w)| *w).collect());
+                let weights = match inputs.effective.get(&rc.name) {
+                    Some(w) if w.len() == rc.split.len() => w.clone(),
+                    _ => rc.split.iter().map(|(_, w)| *w).collect(),
+                };
+                let split = Split::new(weights);
+                let codes = targets
+                    .iter()
+                    .map(|pool| {
+                        pool.backends
+                            .iter()
+                            .map(|b| {
+                                let handles = match inputs.metrics {
+                                    Some(m) => m.request_codes(&rc.name, &pool.name, &b.addr.to_string()),
+                                    None => detached_codes(),
+                                };
+                                Arc::new(handles)
+                            })
+                            .collect()
+                    })
+                    .collect();
                 let force = rc
                     .force
                     .iter()
@@ -118,7 +181,7 @@ impl Snapshot {
                     StickyKey::Cookie(name) => Sticky::Cookie { name: Arc::from(name.as_str()) },
                     StickyKey::Header(name) => Sticky::Header(name.clone()),
                 });
-                Route { name: Arc::from(rc.name.as_str()), targets, split, sticky, force }
+                Route { name: Arc::from(rc.name.as_str()), targets, split, sticky, force, codes }
             })
             .collect();
 
@@ -139,6 +202,11 @@ impl Snapshot {
     pub fn pool(&self, name: &str) -> Option<&Arc<Pool>> {
         self.pools.iter().find(|p| &*p.name == name)
     }
+}
+
+/// Counters registered nowhere, for snapshots built without metrics.
+fn detached_codes() -> [IntCounter; 5] {
+    crate::metrics::CODE_CLASSES.map(|c| IntCounter::new(format!("unregistered_{c}"), "unregistered").expect("valid name"))
 }
 
 /// `Set-Cookie` value pinning a user to `token` under cookie `name`.

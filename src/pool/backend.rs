@@ -12,7 +12,7 @@
 //! backend's idle list is a short `Vec` behind its own mutex, so checkout is a
 //! pop and draining is a clear.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -43,8 +43,14 @@ pub struct Backend {
     in_flight: AtomicUsize,
     /// Set when the backend left the config.
     draining: AtomicBool,
-    /// Cleared by health checking (active or passive).
+    /// Cleared by active health checking.
     healthy: AtomicBool,
+    /// Set while passive failure tracking has ejected it (`crate::health`).
+    ejected: AtomicBool,
+    /// Passive failure tracking counters, packed into one word so that
+    /// recording a success costs one load: consecutive failures in the low
+    /// 32 bits, consecutive ejections in the high 32 (`crate::health`).
+    passive: AtomicU64,
     /// Connect deadline, from `[server] connect_timeout` of the latest config.
     connect_timeout: Mutex<Duration>,
     /// Idle keep-alive connections, most recently used last.
@@ -55,6 +61,8 @@ pub struct Backend {
     cut: watch::Sender<bool>,
     /// In-flight requests cut that way.
     cut_requests: AtomicUsize,
+    /// Pre-resolved metric handles, set once when the backend joins a proxy.
+    metrics: std::sync::OnceLock<crate::metrics::BackendMetrics>,
 }
 
 impl Backend {
@@ -67,12 +75,26 @@ impl Backend {
             in_flight: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
             healthy: AtomicBool::new(true),
+            ejected: AtomicBool::new(false),
+            passive: AtomicU64::new(0),
             connect_timeout: Mutex::new(connect_timeout),
             idle: Mutex::new(Vec::new()),
             finished: Notify::new(),
             cut: watch::Sender::new(false),
             cut_requests: AtomicUsize::new(0),
+            metrics: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Attach metric handles (the first call wins; a backend keeps its
+    /// series across reloads).
+    pub fn set_metrics(&self, metrics: crate::metrics::BackendMetrics) {
+        let _ = self.metrics.set(metrics);
+    }
+
+    /// The backend's metric handles, once attached.
+    pub fn metrics(&self) -> Option<&crate::metrics::BackendMetrics> {
+        self.metrics.get()
     }
 
     /// The identity that survives reloads.
@@ -100,13 +122,30 @@ impl Backend {
         self.healthy.store(healthy, Ordering::Relaxed);
     }
 
-    /// Whether a new request may be sent to it. Draining does not enter
+    /// Whether passive failure tracking has taken it out of rotation.
+    pub fn is_ejected(&self) -> bool {
+        self.ejected.load(Ordering::Relaxed)
+    }
+
+    /// Eject it from (or return it to) rotation; only `crate::health` calls this.
+    pub fn set_ejected(&self, ejected: bool) {
+        self.ejected.store(ejected, Ordering::Relaxed);
+    }
+
+    /// The packed passive-tracking counters; only `crate::health` reads or
+    /// writes them, and owns their meaning.
+    pub fn passive_counts(&self) -> &AtomicU64 {
+        &self.passive
+    }
+
+    /// Whether a new request may be sent to it: healthy by the active
+    /// checks and not passively ejected. Draining does not enter
     /// into it: a draining backend is absent from the current snapshot, so
     /// only a request that loaded the previous snapshot just before the
     /// reload can still pick it, and that request is as good as in flight —
     /// refusing it would turn a reload into a failed request.
     pub fn is_eligible(&self) -> bool {
-        self.is_healthy()
+        self.is_healthy() && !self.is_ejected()
     }
 
     /// Apply the connect timeout of a newly loaded config.

@@ -4,7 +4,7 @@
 //! A connection is returned to its backend's idle list only once the
 //! response body has been read to its end: a body dropped half-way (the
 //! client went away) leaves the connection mid-message, so it is closed
-//! instead. The same body type holds the request's [`InFlight`] guard, so a
+//! instead. The same body type holds the request's [`Exchange`], so a
 //! request counts as in flight until its last byte has passed, which is what
 //! draining and `p2c` need.
 
@@ -19,7 +19,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::backend::{InFlight, UpstreamConn};
+use super::backend::UpstreamConn;
+use crate::exchange::Exchange;
 use crate::config::{BackendAddr, Scheme};
 
 /// Why no connection to a backend could be opened.
@@ -107,14 +108,14 @@ pub struct UpstreamBody {
     body: Incoming,
     /// The connection to give back once the body has ended.
     conn: Option<UpstreamConn>,
-    /// Keeps the request counted as in flight until the body is done.
-    in_flight: Option<InFlight>,
+    /// Records the exchange (and keeps it in flight) until the body is done.
+    exchange: Option<Exchange>,
 }
 
 impl UpstreamBody {
-    /// Wrap `body`, which arrived on `conn` for the request counted by `in_flight`.
-    pub fn new(body: Incoming, conn: UpstreamConn, in_flight: InFlight) -> UpstreamBody {
-        let mut this = UpstreamBody { body, conn: Some(conn), in_flight: Some(in_flight) };
+    /// Wrap `body`, which arrived on `conn` for `exchange`.
+    pub fn new(body: Incoming, conn: UpstreamConn, exchange: Exchange) -> UpstreamBody {
+        let mut this = UpstreamBody { body, conn: Some(conn), exchange: Some(exchange) };
         if this.body.is_end_stream() {
             this.finish();
         }
@@ -122,10 +123,10 @@ impl UpstreamBody {
     }
 
     fn finish(&mut self) {
-        if let (Some(conn), Some(guard)) = (self.conn.take(), self.in_flight.as_ref()) {
-            guard.backend().release(conn);
+        if let (Some(conn), Some(exchange)) = (self.conn.take(), self.exchange.as_ref()) {
+            exchange.backend().release(conn);
         }
-        self.in_flight = None;
+        self.exchange = None;
     }
 }
 
@@ -141,10 +142,13 @@ impl Body for UpstreamBody {
         let polled = Pin::new(&mut this.body).poll_frame(cx);
         match &polled {
             Poll::Ready(None) => this.finish(),
-            Poll::Ready(Some(Err(_))) => {
-                // A broken body leaves the connection unusable: drop it.
+            Poll::Ready(Some(Err(e))) => {
+                // A broken body leaves the connection unusable: drop it, and
+                // count the exchange as the backend's failure.
                 this.conn = None;
-                this.in_flight = None;
+                if let Some(mut exchange) = this.exchange.take() {
+                    exchange.failed(crate::error::UpstreamFailure::classify(e));
+                }
             }
             Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.finish(),
             _ => {}

@@ -34,6 +34,9 @@ pub struct Pool {
     pub backends: Vec<Arc<Backend>>,
     /// How a backend is chosen.
     pub lb: LbPolicy,
+    /// The pool's guard window, if it has a `[guard]`; shared across
+    /// snapshots so a reload keeps its history.
+    pub guard: Option<Arc<crate::guard::PoolGuard>>,
     /// Round-robin cursor (only used by [`LbPolicy::RoundRobin`]).
     next: AtomicUsize,
 }
@@ -41,7 +44,13 @@ pub struct Pool {
 impl Pool {
     /// A pool over `backends`, chosen among by `lb`.
     pub fn new(name: Arc<str>, backends: Vec<Arc<Backend>>, lb: LbPolicy) -> Pool {
-        Pool { name, backends, lb, next: AtomicUsize::new(0) }
+        Pool { name, backends, lb, guard: None, next: AtomicUsize::new(0) }
+    }
+
+    /// The same pool, guarded by `guard`.
+    pub fn with_guard(mut self, guard: Option<Arc<crate::guard::PoolGuard>>) -> Pool {
+        self.guard = guard;
+        self
     }
 
     /// Whether any backend can take a request now.

