@@ -129,6 +129,8 @@ impl Metrics {
     /// Handles for one backend.
     pub fn backend(&self, pool: &str, backend: &str) -> BackendMetrics {
         let kind = |k: &str| self.upstream_failures.with_label_values(&[pool, backend, k]);
+        // Create the series at 0 so dashboards and alerts see it before the first cut.
+        let _ = self.drain_cut.with_label_values(&[pool, backend]);
         BackendMetrics {
             duration: self.request_duration.with_label_values(&[pool, backend]),
             failures: [kind("connect"), kind("timeout"), kind("reset"), kind("protocol")],
@@ -140,13 +142,11 @@ impl Metrics {
         CODE_CLASSES.map(|code| self.requests.with_label_values(&[route, pool, backend, code]))
     }
 
-    /// Forget the series of a backend that is gone, so dashboards do not
-    /// show it forever.
+    /// Forget the gauges of a backend that is gone, so dashboards do not
+    /// show it as present forever. Its counters stay: removing a counter
+    /// right after its last increase would hide that increase from a
+    /// scraper that has not seen it yet.
     pub fn forget_backend(&self, pool: &str, backend: &str) {
-        let _ = self.request_duration.remove_label_values(&[pool, backend]);
-        for kind in ["connect", "timeout", "reset", "protocol"] {
-            let _ = self.upstream_failures.remove_label_values(&[pool, backend, kind]);
-        }
         let _ = self.in_flight.remove_label_values(&[pool, backend]);
         let _ = self.backend_healthy.remove_label_values(&[pool, backend]);
         let _ = self.backend_draining.remove_label_values(&[pool, backend]);

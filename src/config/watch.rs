@@ -40,6 +40,9 @@ where
     tokio::pin!(stop);
     match watcher {
         Ok(_watcher) => {
+            // A write between the startup read and the watch going live
+            // would otherwise be missed until the next one.
+            reload();
             tokio::select! {
                 failed = debounce(events_rx, QUIET, MAX_DELAY, &mut reload) => {
                     if failed {

@@ -1,0 +1,430 @@
+//! Automatic rollback, switchback and the admin API (SPEC §3 "Guard and
+//! automatic rollback", "Runtime overrides"; §4; §5), against real upstreams.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use serde_json::Value;
+use support::*;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// An upstream whose every tenth request from the third on fails with 500
+/// (30% of requests), counting what it serves.
+async fn flaky(name: &str, share_in_ten: usize) -> Upstream {
+    let counter = Arc::new(AtomicUsize::new(0));
+    let body = name.to_string();
+    Upstream::with_handler(name, move |_req| {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        let body = body.clone();
+        async move {
+            if n % 10 < share_in_ten {
+                text(StatusCode::INTERNAL_SERVER_ERROR, "boom")
+            } else {
+                text(StatusCode::OK, body)
+            }
+        }
+    })
+    .await
+}
+
+async fn admin(proxy: &TestProxy, method: Method, path: &str, body: &str, token: Option<&str>) -> Answer {
+    let mut req = Request::builder().method(method).uri(proxy.admin_url(path));
+    if let Some(token) = token {
+        req = req.header("authorization", format!("Bearer {token}"));
+    }
+    let req = req.body(Full::new(Bytes::from(body.to_string()))).unwrap();
+    let res = tokio::time::timeout(WAIT, client().request(req)).await.expect("admin call hung").expect("admin call");
+    let (parts, body) = res.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    Answer { status: parts.status, headers: parts.headers, body: String::from_utf8_lossy(&bytes).into_owned() }
+}
+
+fn json(answer: &Answer) -> Value {
+    serde_json::from_str(&answer.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", answer.body))
+}
+
+fn pool<'a>(status: &'a Value, name: &str) -> &'a Value {
+    status["pools"].as_array().unwrap().iter().find(|p| p["name"] == name).expect("pool in status")
+}
+
+fn canary_config(stable: &Upstream, canary: &Upstream, extra: &str) -> String {
+    format!(
+        r#"{extra}
+[pools.stable]
+backends = ["{}"]
+[pools.canary]
+backends = ["{}"]
+[pools.canary.guard]
+max_error_rate = 0.1
+window = "30s"
+min_requests = 40
+[[routes]]
+name = "shop"
+split = {{ stable = 50, canary = 50 }}
+"#,
+        stable.addr, canary.addr
+    )
+}
+
+/// Send until `cond` on the status holds.
+async fn drive_until(proxy: &TestProxy, what: &str, mut cond: impl FnMut(&Value) -> bool) -> Value {
+    let client = client();
+    let end = tokio::time::Instant::now() + WAIT;
+    loop {
+        for _ in 0..10 {
+            get(&client, &proxy.url("/"), &[]).await;
+        }
+        let status = get_json(&proxy.admin_url("/status")).await;
+        if cond(&status) {
+            return status;
+        }
+        assert!(tokio::time::Instant::now() < end, "never: {what}\n{status:#}");
+    }
+}
+
+fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines().find(|l| l.starts_with(name_and_labels)).and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[tokio::test]
+async fn a_failing_canary_trips_gets_nothing_more_and_reset_brings_it_back() {
+    let stable = Upstream::named("stable").await;
+    let canary = flaky("canary", 3).await;
+    let proxy = TestProxy::start(&canary_config(&stable, &canary, "")).await;
+
+    let status = drive_until(&proxy, "canary tripped", |s| !pool(s, "canary")["tripped"].is_null()).await;
+    let trip = &pool(&status, "canary")["tripped"];
+    assert_eq!(trip["reason"], "error_rate");
+    let detail = trip["detail"].as_str().unwrap();
+    assert!(detail.starts_with("error rate 0.") && detail.contains("> 0.1 over 30s, n="), "{detail}");
+    let route = &status["routes"][0];
+    assert_eq!(route["configured"]["canary"], 50);
+    assert_eq!(route["effective"]["canary"], 0);
+    assert_eq!(route["effective"]["stable"], 50);
+
+    // After the trip: every request answers 200 from stable, none reaches the canary.
+    let hits = canary.hits();
+    let client = client();
+    for _ in 0..100 {
+        let a = get(&client, &proxy.url("/"), &[]).await;
+        assert_eq!((a.status, a.body.as_str()), (StatusCode::OK, "stable"));
+    }
+    assert_eq!(canary.hits(), hits, "a tripped canary received traffic");
+
+    let metrics = get(&client, &proxy.admin_url("/metrics"), &[]).await.body;
+    assert_eq!(metric(&metrics, r#"cutover_rollbacks_total{pool="canary",reason="error_rate"}"#), Some(1.0), "{metrics}");
+    assert_eq!(metric(&metrics, r#"cutover_pool_tripped{pool="canary"}"#), Some(1.0));
+    assert_eq!(metric(&metrics, r#"cutover_pool_weight{pool="canary",route="shop"}"#), Some(0.0), "{metrics}");
+
+    // The history records the trip with its figures.
+    let history = get_json(&proxy.admin_url("/history")).await;
+    let newest = &history[0];
+    assert!(newest["cause"].as_str().unwrap().starts_with("guard: pool canary: error rate"), "{history:#}");
+    assert_eq!(newest["splits"]["shop"]["canary"], 0);
+
+    let reset = admin(&proxy, Method::POST, "/pools/canary/reset", "", None).await;
+    assert_eq!(reset.status, StatusCode::OK);
+    assert!(json(&reset)["revision"].as_u64().unwrap() > newest["revision"].as_u64().unwrap());
+    let end = tokio::time::Instant::now() + WAIT;
+    while canary.hits() == hits {
+        assert!(tokio::time::Instant::now() < end, "canary got no traffic after reset");
+        get(&client, &proxy.url("/"), &[]).await;
+    }
+}
+
+#[tokio::test]
+async fn a_canary_below_min_requests_or_with_only_4xx_is_not_tripped() {
+    let stable = Upstream::named("stable").await;
+    let canary = Upstream::with_handler("canary", |_req| async { text(StatusCode::NOT_FOUND, "nope") }).await;
+    let proxy = TestProxy::start(&canary_config(&stable, &canary, "")).await;
+    let client = client();
+    for _ in 0..200 {
+        get(&client, &proxy.url("/"), &[]).await;
+    }
+    // Let the periodic judge run at least once.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let status = get_json(&proxy.admin_url("/status")).await;
+    assert!(pool(&status, "canary")["tripped"].is_null(), "{status:#}");
+    assert!(pool(&status, "canary")["guard"]["requests"].as_u64().unwrap() >= 40);
+    assert_eq!(pool(&status, "canary")["guard"]["failures"], 0);
+}
+
+/// A blue-green route just switched to green, whose green then fails,
+/// goes back to blue by itself.
+#[tokio::test]
+async fn a_failing_green_switches_the_route_back_to_blue() {
+    let blue = Upstream::named("blue").await;
+    let green = flaky("green", 10).await;
+    let config = |blue_w: u32, green_w: u32| {
+        format!(
+            r#"[pools.blue]
+backends = ["{}"]
+[pools.green]
+backends = ["{}"]
+[pools.green.guard]
+max_error_rate = 0.05
+window = "30s"
+min_requests = 20
+[[routes]]
+name = "app"
+split = {{ blue = {blue_w}, green = {green_w} }}
+"#,
+            blue.addr, green.addr
+        )
+    };
+    let proxy = TestProxy::start(&config(100, 0)).await;
+    std::fs::write(&proxy.config_path, with_listeners(&config(0, 100))).unwrap();
+    let status = drive_until(&proxy, "green tripped", |s| !pool(s, "green")["tripped"].is_null()).await;
+    assert_eq!(status["routes"][0]["effective"]["blue"], 100, "{status:#}");
+    assert_eq!(status["routes"][0]["effective"]["green"], 0, "{status:#}");
+    let client = client();
+    for _ in 0..50 {
+        let a = get(&client, &proxy.url("/"), &[]).await;
+        assert_eq!((a.status, a.body.as_str()), (StatusCode::OK, "blue"));
+    }
+    // Reloading the same file does not clear the trip: no flapping.
+    let same = admin(&proxy, Method::POST, "/reload", "", None).await;
+    assert_eq!(json(&same)["changed"], false);
+    let text = std::fs::read_to_string(&proxy.config_path).unwrap() + "# touched\n";
+    std::fs::write(&proxy.config_path, text).unwrap();
+    let r = json(&admin(&proxy, Method::POST, "/reload", "", None).await)["revision"].as_u64().unwrap();
+    let status = get_json(&proxy.admin_url("/status")).await;
+    assert!(status["revision"].as_u64().unwrap() >= r);
+    assert!(!pool(&status, "green")["tripped"].is_null(), "a reload cleared the trip");
+    assert_eq!(status["routes"][0]["effective"]["blue"], 100);
+}
+
+#[tokio::test]
+async fn a_pool_serving_alone_with_no_earlier_split_keeps_its_weight_and_counts_the_breach() {
+    let only = flaky("only", 10).await;
+    let config = format!(
+        "[pools.only]\nbackends = [\"{}\"]\n[pools.only.guard]\nmax_error_rate = 0.1\nmin_requests = 10\n[[routes]]\nname = \"app\"\nsplit = {{ only = 1 }}\n",
+        only.addr
+    );
+    let proxy = TestProxy::start(&config).await;
+    let client = client();
+    let end = tokio::time::Instant::now() + WAIT;
+    loop {
+        for _ in 0..20 {
+            get(&client, &proxy.url("/"), &[]).await;
+        }
+        let metrics = get(&client, &proxy.admin_url("/metrics"), &[]).await.body;
+        if metric(&metrics, r#"cutover_guard_breaches_total{pool="only",reason="error_rate"}"#).unwrap_or(0.0) >= 1.0 {
+            assert_eq!(metric(&metrics, r#"cutover_rollbacks_total{pool="only""#), None, "{metrics}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < end, "breach never counted");
+    }
+    let status = get_json(&proxy.admin_url("/status")).await;
+    assert!(pool(&status, "only")["tripped"].is_null());
+    assert_eq!(status["routes"][0]["effective"]["only"], 1);
+}
+
+#[tokio::test]
+async fn override_then_switchback_then_delete() {
+    let blue = Upstream::named("blue").await;
+    let green = Upstream::named("green").await;
+    let config = format!(
+        "[pools.blue]\nbackends = [\"{}\"]\n[pools.green]\nbackends = [\"{}\"]\n[[routes]]\nname = \"app\"\nsplit = {{ blue = 100, green = 0 }}\n",
+        blue.addr, green.addr
+    );
+    let proxy = TestProxy::start(&config).await;
+    let client = client();
+
+    let set = admin(&proxy, Method::PUT, "/routes/app/split", r#"{"blue":0,"green":100}"#, None).await;
+    assert_eq!(set.status, StatusCode::OK, "{}", set.body);
+    let r1 = json(&set)["revision"].as_u64().unwrap();
+    for _ in 0..20 {
+        assert_eq!(get(&client, &proxy.url("/"), &[]).await.body, "green");
+    }
+    let status = get_json(&proxy.admin_url("/status")).await;
+    assert_eq!(status["routes"][0]["override"]["green"], 100);
+    assert_eq!(status["routes"][0]["configured"]["blue"], 100);
+
+    let back = admin(&proxy, Method::POST, "/routes/app/switchback", "", None).await;
+    assert_eq!(back.status, StatusCode::OK, "{}", back.body);
+    assert!(json(&back)["revision"].as_u64().unwrap() > r1);
+    for _ in 0..20 {
+        assert_eq!(get(&client, &proxy.url("/"), &[]).await.body, "blue");
+    }
+    // A second switchback undoes the first, like `cd -`.
+    admin(&proxy, Method::POST, "/routes/app/switchback", "", None).await;
+    for _ in 0..20 {
+        assert_eq!(get(&client, &proxy.url("/"), &[]).await.body, "green");
+    }
+    let del = admin(&proxy, Method::DELETE, "/routes/app/split", "", None).await;
+    assert_eq!(del.status, StatusCode::OK);
+    for _ in 0..20 {
+        assert_eq!(get(&client, &proxy.url("/"), &[]).await.body, "blue");
+    }
+    assert!(get_json(&proxy.admin_url("/status")).await["routes"][0]["override"].is_null());
+
+    // Causes are in the history, newest first.
+    let history = get_json(&proxy.admin_url("/history")).await;
+    let causes: Vec<&str> = history.as_array().unwrap().iter().map(|r| r["cause"].as_str().unwrap()).collect();
+    assert!(causes[0].starts_with("admin: cleared override"), "{causes:?}");
+    assert!(causes[1].starts_with("admin: switchback"), "{causes:?}");
+}
+
+#[tokio::test]
+async fn an_override_holds_until_the_file_changes_that_route() {
+    let blue = Upstream::named("blue").await;
+    let green = Upstream::named("green").await;
+    let config = |split: &str, comment: &str| {
+        format!(
+            "{comment}\n[pools.blue]\nbackends = [\"{}\"]\n[pools.green]\nbackends = [\"{}\"]\n[[routes]]\nname = \"app\"\nsplit = {split}\n",
+            blue.addr, green.addr
+        )
+    };
+    let proxy = TestProxy::start(&config("{ blue = 100, green = 0 }", "")).await;
+    admin(&proxy, Method::PUT, "/routes/app/split", r#"{"green":1}"#, None).await;
+    // An edit elsewhere in the file keeps the override.
+    std::fs::write(&proxy.config_path, with_listeners(&config("{ blue = 100, green = 0 }", "# other edit"))).unwrap();
+    admin(&proxy, Method::POST, "/reload", "", None).await;
+    let client = client();
+    assert_eq!(get(&client, &proxy.url("/"), &[]).await.body, "green");
+    // A new split for the route in the file is a newer intent: the override goes.
+    std::fs::write(&proxy.config_path, with_listeners(&config("{ blue = 99, green = 0 }", ""))).unwrap();
+    admin(&proxy, Method::POST, "/reload", "", None).await;
+    assert_eq!(get(&client, &proxy.url("/"), &[]).await.body, "blue");
+    assert!(get_json(&proxy.admin_url("/status")).await["routes"][0]["override"].is_null());
+}
+
+#[tokio::test]
+async fn admin_errors_are_404_and_400_with_json() {
+    let blue = Upstream::named("blue").await;
+    let green = Upstream::named("green").await;
+    let config = format!(
+        "[pools.blue]\nbackends = [\"{}\"]\n[pools.green]\nbackends = [\"{}\"]\n[[routes]]\nname = \"app\"\nsplit = {{ blue = 1 }}\n",
+        blue.addr, green.addr
+    );
+    let proxy = TestProxy::start(&config).await;
+    for (method, path, body, code) in [
+        (Method::PUT, "/routes/nope/split", r#"{"blue":1}"#, StatusCode::NOT_FOUND),
+        (Method::POST, "/pools/nope/trip", "", StatusCode::NOT_FOUND),
+        (Method::POST, "/pools/nope/reset", "", StatusCode::NOT_FOUND),
+        (Method::PUT, "/routes/app/split", "not json", StatusCode::BAD_REQUEST),
+        (Method::PUT, "/routes/app/split", r#"{"blue":-1}"#, StatusCode::BAD_REQUEST),
+        (Method::PUT, "/routes/app/split", r#"{"blue":0}"#, StatusCode::BAD_REQUEST),
+        (Method::PUT, "/routes/app/split", r#"{"green":1}"#, StatusCode::BAD_REQUEST),
+        (Method::GET, "/nothing-here", "", StatusCode::NOT_FOUND),
+    ] {
+        let a = admin(&proxy, method.clone(), path, body, None).await;
+        assert_eq!(a.status, code, "{method} {path} {body}: {}", a.body);
+        assert!(json(&a)["error"].is_string(), "{}", a.body);
+    }
+    // The admin API is not reachable through the traffic listener.
+    let a = get(&client(), &proxy.url("/status"), &[]).await;
+    assert_eq!(a.body, "blue");
+}
+
+#[tokio::test]
+async fn mutating_calls_need_the_bearer_token() {
+    let blue = Upstream::named("blue").await;
+    let dir = tempfile::tempdir().unwrap();
+    let token_path = dir.path().join("token");
+    std::fs::write(&token_path, "  s3cret-token\n").unwrap();
+    let config = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n[pools.blue]\nbackends = [\"{}\"]\n[[routes]]\nname = \"app\"\nsplit = {{ blue = 1 }}\n",
+        token_path.display(),
+        blue.addr
+    );
+    let proxy = TestProxy::start(&config).await;
+    assert_eq!(admin(&proxy, Method::POST, "/pools/blue/trip", "", None).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(admin(&proxy, Method::POST, "/pools/blue/trip", "", Some("wrong")).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(admin(&proxy, Method::POST, "/reload", "", None).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(admin(&proxy, Method::GET, "/status", "", None).await.status, StatusCode::OK);
+    let ok = admin(&proxy, Method::POST, "/pools/blue/reset", "", Some("s3cret-token")).await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+}
+
+#[tokio::test]
+async fn a_trip_survives_a_restart_through_the_state_file() {
+    let stable = Upstream::named("stable").await;
+    let canary = Upstream::named("canary").await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state").join("cutover.json");
+    let extra = format!("[admin]\nlisten = \"127.0.0.1:0\"\nstate_file = \"{}\"", state.display());
+    let config = canary_config(&stable, &canary, &extra);
+
+    let first = TestProxy::start(&config).await;
+    let trip = admin(&first, Method::POST, "/pools/canary/trip", "", None).await;
+    assert_eq!(trip.status, StatusCode::OK);
+    let revision = json(&trip)["revision"].as_u64().unwrap();
+    first.stop().await;
+    assert!(state.exists());
+
+    let second = TestProxy::start(&config).await;
+    let status = get_json(&second.admin_url("/status")).await;
+    assert_eq!(pool(&status, "canary")["tripped"]["reason"], "manual", "{status:#}");
+    assert!(status["revision"].as_u64().unwrap() > revision, "revisions continue after a restart");
+    let client = client();
+    for _ in 0..50 {
+        assert_eq!(get(&client, &second.url("/"), &[]).await.body, "stable");
+    }
+    assert_eq!(canary.hits(), 0);
+    second.stop().await;
+
+    // A corrupt state file is reported and ignored, never fatal.
+    std::fs::write(&state, "{ not json").unwrap();
+    let third = TestProxy::start(&config).await;
+    let status = get_json(&third.admin_url("/status")).await;
+    assert!(pool(&status, "canary")["tripped"].is_null());
+}
+
+#[tokio::test]
+async fn a_new_version_of_the_pool_clears_its_trip() {
+    let stable = Upstream::named("stable").await;
+    let canary = Upstream::named("canary").await;
+    let canary_v2 = Upstream::named("canary-v2").await;
+    let proxy = TestProxy::start(&canary_config(&stable, &canary, "")).await;
+    admin(&proxy, Method::POST, "/pools/canary/trip", "", None).await;
+    // Weights-only edit: the trip stays.
+    let text = std::fs::read_to_string(&proxy.config_path).unwrap();
+    std::fs::write(&proxy.config_path, text.replace("stable = 50, canary = 50", "stable = 40, canary = 60")).unwrap();
+    admin(&proxy, Method::POST, "/reload", "", None).await;
+    assert!(!pool(&get_json(&proxy.admin_url("/status")).await, "canary")["tripped"].is_null());
+    // New backends: a new version, the trip is cleared.
+    let text = std::fs::read_to_string(&proxy.config_path).unwrap();
+    std::fs::write(&proxy.config_path, text.replace(&canary.addr.to_string(), &canary_v2.addr.to_string())).unwrap();
+    admin(&proxy, Method::POST, "/reload", "", None).await;
+    let status = get_json(&proxy.admin_url("/status")).await;
+    assert!(pool(&status, "canary")["tripped"].is_null(), "{status:#}");
+    assert_eq!(status["routes"][0]["effective"]["canary"], 60);
+}
+
+#[tokio::test]
+async fn every_spec_metric_is_exported_with_its_labels() {
+    let stable = Upstream::named("stable").await;
+    let canary = flaky("canary", 3).await;
+    let proxy = TestProxy::start(&canary_config(&stable, &canary, "")).await;
+    drive_until(&proxy, "canary tripped", |s| !pool(s, "canary")["tripped"].is_null()).await;
+    admin(&proxy, Method::POST, "/reload", "", None).await;
+    let metrics = get(&client(), &proxy.admin_url("/metrics"), &[]).await.body;
+    let c = canary.addr.to_string();
+    for series in [
+        format!(r#"cutover_requests_total{{backend="{c}",code="5xx",pool="canary",route="shop"}}"#),
+        format!(r#"cutover_requests_total{{backend="{c}",code="2xx",pool="canary",route="shop"}}"#),
+        format!(r#"cutover_upstream_failures_total{{backend="{c}",kind="connect",pool="canary"}}"#),
+        format!(r#"cutover_request_duration_seconds_bucket{{backend="{c}",pool="canary",le="0.001"}}"#),
+        format!(r#"cutover_in_flight_requests{{backend="{c}",pool="canary"}}"#),
+        r#"cutover_pool_weight{pool="canary",route="shop"}"#.to_string(),
+        r#"cutover_pool_tripped{pool="canary"}"#.to_string(),
+        r#"cutover_rollbacks_total{pool="canary",reason="error_rate"}"#.to_string(),
+        r#"cutover_guard_breaches_total{pool="canary",reason="error_rate"}"#.to_string(),
+        format!(r#"cutover_backend_healthy{{backend="{c}",pool="canary"}}"#),
+        format!(r#"cutover_backend_draining{{backend="{c}",pool="canary"}}"#),
+        r#"cutover_config_reloads_total{result="ok"}"#.to_string(),
+        "cutover_config_revision".to_string(),
+        "# TYPE cutover_drain_cut_requests_total counter".to_string(),
+    ] {
+        assert!(metrics.contains(&series), "missing {series}\n{metrics}");
+    }
+}
