@@ -215,7 +215,13 @@ fn status(state: &AdminState) -> Value {
     let last_reload = state.control.last_reload().map(|r| json!({"ok": r.ok, "time": rfc3339(r.time), "error": r.error}));
     let draining = state.control.draining();
     let backend_json = |b: &crate::pool::Backend, draining: bool| {
-        json!({"address": b.addr.to_string(), "healthy": b.is_healthy(), "draining": draining, "in_flight": b.in_flight()})
+        json!({
+            "address": b.addr.to_string(),
+            "healthy": b.is_eligible(),
+            "ejected": b.is_ejected(),
+            "draining": draining,
+            "in_flight": b.in_flight(),
+        })
     };
     let pool_json = |name: &str, backends: Vec<Value>| {
         let tripped = view

@@ -186,6 +186,8 @@ pub struct Control {
     /// Listener settings the process was started with; a reload cannot move them.
     started: Listen,
     breaches: Option<BreachSender>,
+    /// Active health checks, kept in step with every published snapshot.
+    health: crate::health::HealthChecks,
 }
 
 #[derive(Debug)]
@@ -275,7 +277,9 @@ impl Control {
             started: Listen::of(&config),
             state: Mutex::new(state),
             breaches,
+            health: crate::health::HealthChecks::new(),
         };
+        control.health.sync(&control.proxy.snapshot());
         {
             let mut state = control.lock();
             control.record_revision(&mut state, cause, &effective);
@@ -532,6 +536,7 @@ impl Control {
         let inputs = BuildInputs { metrics: Some(&self.metrics), guards: &state.guards, effective: &effective.weights };
         let (snapshot, removed) = Snapshot::build(state.config.clone(), state.revision, Some(&current), inputs);
         self.proxy.publish(snapshot);
+        self.health.sync(&self.proxy.snapshot());
         let drain_timeout = state.config.server.drain_timeout;
         for backend in removed {
             self.drain(state, backend, drain_timeout);
@@ -594,6 +599,11 @@ impl Control {
         });
     }
 
+    /// Stop active health checks (at shutdown).
+    pub fn stop_health(&self) {
+        self.health.stop();
+    }
+
     /// Backends still draining (removed from the config, requests in flight).
     pub fn draining(&self) -> Vec<Arc<Backend>> {
         let mut state = self.lock();
@@ -639,7 +649,7 @@ impl Control {
             for b in &pool.backends {
                 let addr = b.addr.to_string();
                 m.in_flight.with_label_values(&[&*pool.name, addr.as_str()]).set(b.in_flight() as i64);
-                m.backend_healthy.with_label_values(&[&*pool.name, addr.as_str()]).set(i64::from(b.is_healthy()));
+                m.backend_healthy.with_label_values(&[&*pool.name, addr.as_str()]).set(i64::from(b.is_eligible()));
                 m.backend_draining.with_label_values(&[&*pool.name, addr.as_str()]).set(0);
             }
         }

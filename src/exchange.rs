@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::error::UpstreamFailure;
 use crate::guard::{Breach, PoolGuard};
-
+use crate::health::PassiveOutcome;
 use crate::pool::backend::InFlight;
 use crate::pool::Backend;
 
@@ -41,6 +41,9 @@ pub struct Recorders {
     pub guard: Option<Arc<PoolGuard>>,
     /// `cutover_requests_total` for this route, pool and backend, by class.
     pub codes: Option<Arc<[IntCounter; 5]>>,
+    /// The pool, for passive health tracking (which never ejects more than
+    /// a share of it).
+    pub pool: Option<Arc<crate::pool::Pool>>,
 }
 
 /// A request in flight on one backend.
@@ -82,8 +85,16 @@ impl Exchange {
         if let Some(m) = self.backend().metrics() {
             m.failures[kind.index()].inc();
         }
-        report_passive(self.backend(), Passive::ConnectFailure);
+        self.report_passive(PassiveOutcome::ConnectFailure);
         self.abandoned = true;
+    }
+}
+
+impl Exchange {
+    fn report_passive(&self, outcome: PassiveOutcome) {
+        if let Some(pool) = &self.recorders.pool {
+            crate::health::record_outcome(self.backend(), &pool.backends, outcome);
+        }
     }
 }
 
@@ -121,13 +132,12 @@ impl Drop for Exchange {
         }
         let passive = match self.outcome {
             Outcome::Pending => None,
-            Outcome::Status(s) if s >= 500 => Some(Passive::ServerError),
-            Outcome::Status(_) => Some(Passive::Success),
-            Outcome::Failed(UpstreamFailure::Connect) => Some(Passive::ConnectFailure),
-            Outcome::Failed(_) => Some(Passive::ServerError),
+            Outcome::Status(s) if s >= 500 => Some(PassiveOutcome::ServerError),
+            Outcome::Status(_) => Some(PassiveOutcome::Success),
+            Outcome::Failed(kind) => Some(kind.into()),
         };
         if let Some(outcome) = passive {
-            report_passive(backend, outcome);
+            self.report_passive(outcome);
         }
         if let Some(guard) = &self.recorders.guard {
             guard.observe(now, failed, latency);
@@ -135,12 +145,3 @@ impl Drop for Exchange {
     }
 }
 
-/// An outcome as passive health tracking sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Passive {
-    Success,
-    ServerError,
-    ConnectFailure,
-}
-
-fn report_passive(_backend: &Arc<Backend>, _outcome: Passive) {}

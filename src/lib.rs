@@ -17,8 +17,13 @@
 //!   tagged by where the failure came from.
 //!
 //! Around it: [`config`] turns the file into validated types (used by
-//! `cutover check`, startup and reload alike), [`admin`] serves the admin
-//! API, and [`runtime`] ties listeners, reloads and shutdown together.
+//! `cutover check`, startup and reload alike); [`control`] owns every change
+//! of state (reloads, overrides, trips) and publishes snapshots; [`guard`]
+//! keeps each pool's sliding window and trip rule; [`exchange`] records each
+//! request's outcome once; [`health`] runs active checks and passive
+//! ejection; [`tunnel`] carries upgraded connections; [`metrics`] declares
+//! every metric; [`admin`] serves the admin API; and [`runtime`] ties
+//! listeners, reloads and shutdown together.
 
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
@@ -32,6 +37,7 @@ pub mod error;
 pub mod exchange;
 pub mod guard;
 pub mod headers;
+pub mod health;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
@@ -40,5 +46,6 @@ pub mod runtime;
 pub mod server;
 pub mod snapshot;
 pub mod split;
+pub mod tunnel;
 
 pub use runtime::{bind, run, Listeners, RunOptions};

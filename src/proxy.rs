@@ -25,6 +25,7 @@ use crate::body::ProxyBody;
 use crate::config::ForceMatch;
 use crate::error::{ProxyError, UpstreamFailure};
 use crate::headers;
+use crate::tunnel;
 use crate::exchange::{Exchange, Recorders};
 use crate::pool::{Backend, Pool, UpstreamBody};
 use crate::snapshot::{self, Route, Snapshot, Sticky};
@@ -36,6 +37,8 @@ pub struct Proxy {
     snapshot: ArcSwap<Snapshot>,
     /// Per-connection seeds are drawn from here.
     seeds: AtomicU64,
+    /// Upgraded (WebSocket) tunnels, counted for shutdown.
+    tunnels: tunnel::Tunnels,
 }
 
 /// What the proxy knows about one downstream connection.
@@ -71,7 +74,12 @@ impl ConnInfo {
 impl Proxy {
     /// A proxy serving `snapshot`, drawing connection seeds from `seed`.
     pub fn new(snapshot: Snapshot, seed: u64) -> Proxy {
-        Proxy { snapshot: ArcSwap::from_pointee(snapshot), seeds: AtomicU64::new(seed) }
+        Proxy { snapshot: ArcSwap::from_pointee(snapshot), seeds: AtomicU64::new(seed), tunnels: tunnel::Tunnels::default() }
+    }
+
+    /// The upgraded tunnels this proxy carries.
+    pub fn tunnels(&self) -> &tunnel::Tunnels {
+        &self.tunnels
     }
 
     /// The snapshot in force.
@@ -98,7 +106,7 @@ impl Proxy {
     pub async fn handle(&self, conn: &ConnInfo, req: Request<Incoming>) -> Response<ProxyBody> {
         let snapshot = self.snapshot.load_full();
         let mut rng = conn.request_rng();
-        match forward(&snapshot, conn, &mut rng, req).await {
+        match forward(&snapshot, conn, &mut rng, req, &self.tunnels).await {
             Ok(response) => response,
             Err(err) => {
                 tracing::debug!(error = ?err, source = ?err.source(), "request answered by the proxy");
@@ -114,6 +122,7 @@ async fn forward(
     conn: &ConnInfo,
     rng: &mut SmallRng,
     req: Request<Incoming>,
+    tunnels: &tunnel::Tunnels,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let started = Instant::now();
     let deadline = started + snapshot.request_timeout;
@@ -133,19 +142,35 @@ async fn forward(
     // gone, Host kept as the client sent it.
     parts.uri = origin_form(&parts.uri);
     parts.version = Version::HTTP_11;
-    headers::strip_hop_by_hop(&mut parts.headers);
     headers::set_forwarded(&mut parts.headers, &conn.client_ip, &conn.proto, host.as_ref());
     // Normally a no-op; for HTTP/2 and absolute-form requests it carries the
     // authority into the `Host` an HTTP/1.1 backend expects.
     if let Some(host) = &host {
         parts.headers.insert(header::HOST, host.clone());
     }
+    let upgrade = tunnel::requested_upgrade(&parts);
+    headers::strip_hop_by_hop(&mut parts.headers);
+    if let Some(protocol) = &upgrade {
+        tunnel::ask_upgrade(&mut parts.headers, protocol);
+    }
     let replayable = body.is_end_stream() || is_idempotent(&parts.method);
-    let request = Request::from_parts(parts, body);
+    let mut request = Request::from_parts(parts, body);
+    let downstream_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
 
     let codes = &route.codes[choice.target];
-    let mut response = send(pool, codes, rng, request, replayable, started, deadline).await?;
-    headers::strip_hop_by_hop(response.headers_mut());
+    let answer = send(pool, codes, rng, request, replayable, started, deadline).await?;
+    let mut response = match downstream_upgrade {
+        Some(downstream) if answer.response.status() == http::StatusCode::SWITCHING_PROTOCOLS => {
+            tunnel::open(answer.response, downstream, answer.exchange, tunnels)
+        }
+        _ => {
+            // Not (or no longer) an upgrade: an ordinary response. Bytes the
+            // client sent after its refused upgrade request are never read.
+            let (mut parts, body) = answer.response.into_parts();
+            headers::strip_hop_by_hop(&mut parts.headers);
+            Response::from_parts(parts, ProxyBody::Upstream(UpstreamBody::new(body, answer.conn, answer.exchange)))
+        }
+    };
     if let Some(token) = choice.new_cookie {
         if let Some(Sticky::Cookie { name }) = &route.sticky {
             if let Some(value) = snapshot::sticky_cookie(name, &token) {
@@ -162,17 +187,21 @@ async fn forward(
 /// request was written. `codes` are the route's status counters for the
 /// pool's backends, by position.
 async fn send(
-    pool: &Pool,
+    pool: &Arc<Pool>,
     codes: &[Arc<[prometheus::IntCounter; 5]>],
     rng: &mut SmallRng,
     request: Request<Incoming>,
     replayable: bool,
     started: Instant,
     deadline: Instant,
-) -> Result<Response<ProxyBody>, ProxyError> {
+) -> Result<Answer, ProxyError> {
     let begin = |backend: &Arc<Backend>| {
         let at = pool.backends.iter().position(|b| Arc::ptr_eq(b, backend));
-        let recorders = Recorders { guard: pool.guard.clone(), codes: at.and_then(|i| codes.get(i)).cloned() };
+        let recorders = Recorders {
+            guard: pool.guard.clone(),
+            codes: at.and_then(|i| codes.get(i)).cloned(),
+            pool: Some(pool.clone()),
+        };
         Exchange::begin(backend, started, recorders)
     };
     let mut backend: Arc<Backend> = pool.pick(rng, None).ok_or(ProxyError::NoBackend)?.clone();
@@ -209,9 +238,7 @@ async fn send(
             Err(_) => return Err(fail(exchange, UpstreamFailure::Timeout)),
             Ok(Ok(response)) => {
                 exchange.answered(response.status().as_u16());
-                let (parts, body) = response.into_parts();
-                let body = UpstreamBody::new(body, conn, exchange);
-                return Ok(Response::from_parts(parts, ProxyBody::Upstream(body)));
+                return Ok(Answer { response, conn, exchange });
             }
             Ok(Err(mut err)) => match err.take_message() {
                 // The pooled connection died before our request left:
@@ -235,6 +262,13 @@ async fn send(
             },
         }
     }
+}
+
+/// A backend's answer, with the connection it came on and its exchange.
+struct Answer {
+    response: Response<Incoming>,
+    conn: crate::pool::UpstreamConn,
+    exchange: Exchange,
 }
 
 /// Record `kind` on the exchange (it ends here) and make the client's error.

@@ -158,9 +158,20 @@ pub async fn run(
     for task in listener_tasks {
         let _ = task.await;
     }
-    if tokio::time::timeout(drain_timeout, open.all_closed()).await.is_err() {
-        tracing::warn!(open = open.count(), "drain_timeout reached; closing the remaining connections");
+    let tunnels = proxy.tunnels();
+    let drained = async {
+        open.all_closed().await;
+        tunnels.all_closed().await;
+    };
+    if tokio::time::timeout(drain_timeout, drained).await.is_err() {
+        tracing::warn!(
+            connections = open.count(),
+            tunnels = tunnels.count(),
+            "drain_timeout reached; closing what is still open"
+        );
     }
+    tunnels.close_all();
+    control.stop_health();
     admin_stop_tx.send_replace(true);
     let _ = admin_task.await;
     for task in background {

@@ -54,7 +54,8 @@ impl OpenConnections {
         self.count.load(Ordering::SeqCst)
     }
 
-    fn open(self: &Arc<Self>) -> OpenGuard {
+    /// Count one more until the guard drops.
+    pub fn open(self: &Arc<Self>) -> OpenGuard {
         self.count.fetch_add(1, Ordering::SeqCst);
         OpenGuard { conns: self.clone() }
     }
@@ -71,7 +72,9 @@ impl OpenConnections {
     }
 }
 
-struct OpenGuard {
+/// Keeps one connection (or tunnel) counted while it lives.
+#[derive(Debug)]
+pub struct OpenGuard {
     conns: Arc<OpenConnections>,
 }
 

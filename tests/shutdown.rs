@@ -12,11 +12,6 @@ use support::*;
 
 const WAIT: Duration = Duration::from_secs(20);
 
-async fn free_port() -> u16 {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap().port()
-}
-
 struct Binary {
     child: Child,
     port: u16,
@@ -31,23 +26,49 @@ impl Binary {
     }
 
     async fn start_with(server_extra: &str, rest: &str, flags: &[&str]) -> Binary {
-        let (port, admin) = (free_port().await, free_port().await);
+        // Port 0 everywhere: the binary binds and logs the real ports, so no
+        // other socket on the machine can take them first.
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("cutover.toml");
         let text = format!(
-            "[server]\nlisten = [\"127.0.0.1:{port}\"]\n{server_extra}\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n{rest}"
+            "[server]\nlisten = [\"127.0.0.1:0\"]\n{server_extra}\n[admin]\nlisten = \"127.0.0.1:0\"\n{rest}"
         );
         std::fs::write(&config_path, text).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_cutover"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cutover"))
             .args(["run", "--config"])
             .arg(&config_path)
             .args(flags)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start cutover");
-        let bin = Binary { child, port, admin, _dir: dir, config_path };
+        let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = lines_tx.send(line);
+            }
+        });
+        let (mut port, mut admin) = (None, None);
+        let mut seen = Vec::new();
+        let end = std::time::Instant::now() + WAIT;
+        while port.is_none() || admin.is_none() {
+            let left = end.saturating_duration_since(std::time::Instant::now());
+            let line = lines_rx.recv_timeout(left).unwrap_or_else(|_| panic!("cutover never logged its listeners: {seen:#?}"));
+            let addr = line.split("addr=").nth(1).and_then(|a| a.split_whitespace().next()).map(str::to_string);
+            let parsed = addr.and_then(|a| a.parse::<std::net::SocketAddr>().ok()).map(|a| a.port());
+            if line.contains("serving traffic") {
+                port = parsed;
+            } else if line.contains("serving admin API") {
+                admin = parsed;
+            }
+            seen.push(line);
+        }
+        // Keep draining stderr so the child never blocks on a full pipe.
+        std::thread::spawn(move || while lines_rx.recv().is_ok() {});
+        let bin = Binary { child, port: port.unwrap(), admin: admin.unwrap(), _dir: dir, config_path };
         let url = bin.admin_url("/ready");
         let end = tokio::time::Instant::now() + WAIT;
         loop {

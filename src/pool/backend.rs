@@ -185,6 +185,11 @@ impl Backend {
         cut
     }
 
+    /// A flag that turns true when the backend's drain times out.
+    pub fn cut_signal(&self) -> watch::Receiver<bool> {
+        self.cut.subscribe()
+    }
+
     /// Requests cut by [`Backend::cut_in_flight`] so far.
     pub fn cut_requests(&self) -> usize {
         self.cut_requests.load(Ordering::Relaxed)
