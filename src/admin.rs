@@ -212,7 +212,8 @@ fn split_json(split: &[(String, u32)]) -> Value {
 fn status(state: &AdminState) -> Value {
     let snapshot = state.control.proxy().snapshot();
     let view = state.control.view();
-    let last_reload = state.control.last_reload().map(|r| json!({"ok": r.ok, "time": rfc3339(r.time), "error": r.error}));
+    let last_reload =
+        state.control.last_reload().map(|r| json!({"ok": r.ok, "time": rfc3339(r.time), "error": r.error}));
     let draining = state.control.draining();
     let backend_json = |b: &crate::pool::Backend, draining: bool| {
         json!({
@@ -303,9 +304,7 @@ pub fn rfc3339(time: SystemTime) -> String {
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     response
 }
 

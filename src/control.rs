@@ -398,8 +398,7 @@ impl Control {
             }
         }
         // Pools the body leaves out get 0: the body is the whole split.
-        let split: Weights =
-            rc.split.iter().map(|(p, _)| (p.clone(), weights.get(p).copied().unwrap_or(0))).collect();
+        let split: Weights = rc.split.iter().map(|(p, _)| (p.clone(), weights.get(p).copied().unwrap_or(0))).collect();
         if split.iter().all(|(_, w)| *w == 0) {
             return Err(AdminError::Invalid("all weights are zero; at least one pool must take traffic".into()));
         }
@@ -738,9 +737,7 @@ pub fn effective_weights(
             .filter(|rev| rev.revision < trip.revision)
             .filter_map(|rev| rev.splits.get(&route.name))
             .map(|s| align(s, route))
-            .find(|s| {
-                s.iter().any(|(p, w)| *p == pool && *w == 0) && s.iter().any(|(p, w)| *w > 0 && !tripped(p))
-            });
+            .find(|s| s.iter().any(|(p, w)| *p == pool && *w == 0) && s.iter().any(|(p, w)| *w > 0 && !tripped(p)));
         match fallback {
             Some(earlier) => split = earlier,
             None => stranded.push(pool),

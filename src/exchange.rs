@@ -144,4 +144,3 @@ impl Drop for Exchange {
         }
     }
 }
-

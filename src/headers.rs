@@ -67,7 +67,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Set the `X-Forwarded-*` headers for a request from `client_ip` that
 /// arrived over `proto` for `host`.
-pub fn set_forwarded(headers: &mut HeaderMap, client_ip: &HeaderValue, proto: &HeaderValue, host: Option<&HeaderValue>) {
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    client_ip: &HeaderValue,
+    proto: &HeaderValue,
+    host: Option<&HeaderValue>,
+) {
     match headers.entry(&X_FORWARDED_FOR) {
         header::Entry::Vacant(slot) => {
             slot.insert(client_ip.clone());

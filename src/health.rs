@@ -94,12 +94,7 @@ impl HealthState {
     /// Counting from verdict `healthy`, with the given thresholds (a
     /// threshold of 0 is treated as 1: one result always suffices).
     pub fn new(healthy: bool, unhealthy_after: u32, healthy_after: u32) -> HealthState {
-        HealthState {
-            healthy,
-            streak: 0,
-            unhealthy_after: unhealthy_after.max(1),
-            healthy_after: healthy_after.max(1),
-        }
+        HealthState { healthy, streak: 0, unhealthy_after: unhealthy_after.max(1), healthy_after: healthy_after.max(1) }
     }
 
     /// Counting with `config`'s thresholds from verdict `healthy`.
@@ -121,21 +116,13 @@ impl HealthState {
             return None;
         }
         self.streak = self.streak.saturating_add(1);
-        let needed = if self.healthy {
-            self.unhealthy_after
-        } else {
-            self.healthy_after
-        };
+        let needed = if self.healthy { self.unhealthy_after } else { self.healthy_after };
         if self.streak < needed {
             return None;
         }
         self.healthy = ok;
         self.streak = 0;
-        Some(if ok {
-            Transition::BecameHealthy
-        } else {
-            Transition::BecameUnhealthy
-        })
+        Some(if ok { Transition::BecameHealthy } else { Transition::BecameUnhealthy })
     }
 }
 
@@ -172,11 +159,7 @@ pub enum ProbeError {
 /// and `User-Agent: cutover-health`. `Ok` carries the 2xx status; `timeout`
 /// covers connect, handshake and the response head. The body is not read:
 /// the head decides, and the connection is closed when this returns.
-pub async fn probe(
-    addr: &BackendAddr,
-    path: &str,
-    timeout: Duration,
-) -> Result<StatusCode, ProbeError> {
+pub async fn probe(addr: &BackendAddr, path: &str, timeout: Duration) -> Result<StatusCode, ProbeError> {
     if addr.scheme == Scheme::Https {
         // The request path cannot reach such a backend either (see
         // `pool::conn`): reporting it unhealthy is the truth.
@@ -199,19 +182,15 @@ pub async fn probe(
 }
 
 /// Connect, send `request`, and return the answer's status.
-async fn exchange(
-    addr: &BackendAddr,
-    request: Request<Empty<Bytes>>,
-) -> Result<StatusCode, ProbeError> {
+async fn exchange(addr: &BackendAddr, request: Request<Empty<Bytes>>) -> Result<StatusCode, ProbeError> {
     let stream = match addr.authority.parse::<SocketAddr>() {
         Ok(ip) => TcpStream::connect(ip).await,
         Err(_) => TcpStream::connect(addr.authority.as_str()).await,
     }
     .map_err(ProbeError::Connect)?;
     let _ = stream.set_nodelay(true);
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(ProbeError::Http)?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(ProbeError::Http)?;
     // Drive the connection here rather than in a spawned task: when this
     // future ends (answer, error or timeout) the socket closes with it, and
     // no probe can leave a task behind.
@@ -348,10 +327,7 @@ impl HealthChecks {
         let mut checks = self.lock();
         let mut wanted: HashSet<BackendKey> = HashSet::new();
         for pool in &snapshot.pools {
-            let health = snapshot
-                .config
-                .pool(&pool.name)
-                .and_then(|p| p.health.as_ref());
+            let health = snapshot.config.pool(&pool.name).and_then(|p| p.health.as_ref());
             for backend in &pool.backends {
                 let key = backend.key();
                 let Some(config) = health else {
@@ -365,9 +341,9 @@ impl HealthChecks {
                     }
                     continue;
                 };
-                let current = checks.get(&key).is_some_and(|c| {
-                    Arc::ptr_eq(&c.backend, backend) && c.config == *config && !c.task.is_finished()
-                });
+                let current = checks
+                    .get(&key)
+                    .is_some_and(|c| Arc::ptr_eq(&c.backend, backend) && c.config == *config && !c.task.is_finished());
                 if !current {
                     let check = Check {
                         backend: backend.clone(),
@@ -466,9 +442,7 @@ impl From<UpstreamFailure> for PassiveOutcome {
     fn from(failure: UpstreamFailure) -> PassiveOutcome {
         match failure {
             UpstreamFailure::Connect => PassiveOutcome::ConnectFailure,
-            UpstreamFailure::Timeout | UpstreamFailure::Reset | UpstreamFailure::Protocol => {
-                PassiveOutcome::NoAnswer
-            }
+            UpstreamFailure::Timeout | UpstreamFailure::Reset | UpstreamFailure::Protocol => PassiveOutcome::NoAnswer,
         }
     }
 }
@@ -496,9 +470,7 @@ impl PassivePolicy {
     /// doubled per earlier ejection, capped.
     pub fn ejection_time(&self, n: u32) -> Duration {
         let doublings = n.saturating_sub(1).min(31);
-        self.base_ejection
-            .saturating_mul(1u32 << doublings)
-            .min(self.max_ejection)
+        self.base_ejection.saturating_mul(1u32 << doublings).min(self.max_ejection)
     }
 
     /// Record one completed upstream exchange with `backend`, one of
@@ -506,12 +478,7 @@ impl PassivePolicy {
     /// eject it if this completes a streak of failures and the pool can
     /// spare it. Must run inside a tokio runtime (an ejection spawns its
     /// end); a success touches nothing but the backend's own counter word.
-    pub fn record(
-        &self,
-        backend: &Arc<Backend>,
-        pool_backends: &[Arc<Backend>],
-        outcome: PassiveOutcome,
-    ) {
+    pub fn record(&self, backend: &Arc<Backend>, pool_backends: &[Arc<Backend>], outcome: PassiveOutcome) {
         let counts = backend.passive_counts();
         if !outcome.is_failure() {
             // The hot path: a load, and a store only if there is a streak
@@ -547,9 +514,7 @@ impl PassivePolicy {
             return;
         }
         let ejected = pool_backends.iter().filter(|b| b.is_ejected()).count();
-        let others_eligible = pool_backends
-            .iter()
-            .any(|b| !Arc::ptr_eq(b, backend) && b.is_eligible());
+        let others_eligible = pool_backends.iter().any(|b| !Arc::ptr_eq(b, backend) && b.is_eligible());
         if ejected >= pool_backends.len() / 2 || !others_eligible {
             // Leave the streak counted: once the pool has room again, the
             // next failure ejects. Warn once per streak, not per failure.
@@ -610,12 +575,7 @@ fn begin_ejection(counts: &AtomicU64) -> u32 {
     let mut now = counts.load(Ordering::Relaxed);
     loop {
         let n = ((now >> 32) as u32).saturating_add(1);
-        match counts.compare_exchange_weak(
-            now,
-            u64::from(n) << 32,
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        ) {
+        match counts.compare_exchange_weak(now, u64::from(n) << 32, Ordering::Relaxed, Ordering::Relaxed) {
             Ok(_) => return n,
             Err(actual) => now = actual,
         }
@@ -634,11 +594,7 @@ pub fn consecutive_ejections(backend: &Backend) -> u32 {
 
 /// Record an upstream exchange under [`PassivePolicy::DEFAULT`]; the hook
 /// the request path calls once per attempt (see [`PassivePolicy::record`]).
-pub fn record_outcome(
-    backend: &Arc<Backend>,
-    pool_backends: &[Arc<Backend>],
-    outcome: PassiveOutcome,
-) {
+pub fn record_outcome(backend: &Arc<Backend>, pool_backends: &[Arc<Backend>], outcome: PassiveOutcome) {
     PassivePolicy::DEFAULT.record(backend, pool_backends, outcome);
 }
 
@@ -650,17 +606,12 @@ mod tests {
     use tokio::net::TcpListener;
 
     fn backend_at(pool: &str, authority: &str) -> Arc<Backend> {
-        let addr = BackendAddr {
-            scheme: Scheme::Http,
-            authority: authority.into(),
-        };
+        let addr = BackendAddr { scheme: Scheme::Http, authority: authority.into() };
         Arc::new(Backend::new(pool.into(), addr, Duration::from_secs(1)))
     }
 
     fn pool(n: usize) -> Vec<Arc<Backend>> {
-        (0..n)
-            .map(|i| backend_at("p", &format!("127.0.0.1:{}", 9000 + i)))
-            .collect()
+        (0..n).map(|i| backend_at("p", &format!("127.0.0.1:{}", 9000 + i))).collect()
     }
 
     fn config(interval_ms: u64, unhealthy_after: u32, healthy_after: u32) -> HealthConfig {
@@ -685,11 +636,7 @@ mod tests {
         assert_eq!(s.observe(false), None);
         assert_eq!(s.observe(false), Some(Transition::BecameUnhealthy));
         assert!(!s.is_healthy());
-        assert_eq!(
-            s.observe(false),
-            None,
-            "already unhealthy: no new transition"
-        );
+        assert_eq!(s.observe(false), None, "already unhealthy: no new transition");
     }
 
     #[test]
@@ -743,11 +690,7 @@ mod tests {
         let b = backend_at("p", "127.0.0.1:9000");
         let ok = Arc::new(AtomicBool::new(true));
         let calls = Arc::new(AtomicUsize::new(0));
-        let task = tokio::spawn(check_loop(
-            b.clone(),
-            config(1_000, 3, 2),
-            scripted(ok.clone(), calls.clone()),
-        ));
+        let task = tokio::spawn(check_loop(b.clone(), config(1_000, 3, 2), scripted(ok.clone(), calls.clone())));
         // The first probe runs at once; the backend was healthy before it.
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert_eq!(calls.load(Ordering::SeqCst), 1);
@@ -775,16 +718,9 @@ mod tests {
         b.set_healthy(false);
         let ok = Arc::new(AtomicBool::new(true));
         let calls = Arc::new(AtomicUsize::new(0));
-        let task = tokio::spawn(check_loop(
-            b.clone(),
-            config(1_000, 1, 3),
-            scripted(ok, calls),
-        ));
+        let task = tokio::spawn(check_loop(b.clone(), config(1_000, 1, 3), scripted(ok, calls)));
         tokio::time::sleep(Duration::from_millis(1_500)).await;
-        assert!(
-            !b.is_healthy(),
-            "a restarted check resumes from the verdict"
-        );
+        assert!(!b.is_healthy(), "a restarted check resumes from the verdict");
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(b.is_healthy());
         task.abort();
@@ -802,10 +738,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(2_500)).await;
         b.start_draining();
         tokio::time::sleep(Duration::from_secs(1)).await;
-        assert!(
-            task.is_finished(),
-            "the task must end once its backend drains"
-        );
+        assert!(task.is_finished(), "the task must end once its backend drains");
         let after = calls.load(Ordering::SeqCst);
         tokio::time::sleep(Duration::from_secs(10)).await;
         assert_eq!(calls.load(Ordering::SeqCst), after);
@@ -840,10 +773,7 @@ mod tests {
     }
 
     fn http(addr: SocketAddr) -> BackendAddr {
-        BackendAddr {
-            scheme: Scheme::Http,
-            authority: addr.to_string(),
-        }
+        BackendAddr { scheme: Scheme::Http, authority: addr.to_string() }
     }
 
     #[tokio::test]
@@ -852,27 +782,16 @@ mod tests {
         let status = probe(&http(addr), "/healthz?deep=1", Duration::from_secs(5)).await;
         assert_eq!(status.unwrap(), StatusCode::NO_CONTENT);
         let head = server.await.unwrap().to_ascii_lowercase();
-        assert!(
-            head.starts_with("get /healthz?deep=1 http/1.1\r\n"),
-            "{head}"
-        );
+        assert!(head.starts_with("get /healthz?deep=1 http/1.1\r\n"), "{head}");
         assert!(head.contains(&format!("host: {addr}\r\n")), "{head}");
         assert!(head.contains("user-agent: cutover-health\r\n"), "{head}");
     }
 
     #[tokio::test]
     async fn probe_fails_on_non_2xx() {
-        let (addr, _server) = one_shot(Some(
-            "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n",
-        ))
-        .await;
-        let err = probe(&http(addr), "/healthz", Duration::from_secs(5))
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(err, ProbeError::Status(s) if s == StatusCode::SERVICE_UNAVAILABLE),
-            "{err}"
-        );
+        let (addr, _server) = one_shot(Some("HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n")).await;
+        let err = probe(&http(addr), "/healthz", Duration::from_secs(5)).await.unwrap_err();
+        assert!(matches!(err, ProbeError::Status(s) if s == StatusCode::SERVICE_UNAVAILABLE), "{err}");
         assert_eq!(err.to_string(), "answered 503 Service Unavailable");
     }
 
@@ -881,61 +800,37 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
-        let err = probe(&http(addr), "/healthz", Duration::from_secs(5))
-            .await
-            .unwrap_err();
+        let err = probe(&http(addr), "/healthz", Duration::from_secs(5)).await.unwrap_err();
         assert!(matches!(err, ProbeError::Connect(_)), "{err}");
     }
 
     #[tokio::test]
     async fn probe_times_out_on_a_silent_backend() {
         let (addr, _server) = one_shot(None).await;
-        let err = probe(&http(addr), "/healthz", Duration::from_millis(100))
-            .await
-            .unwrap_err();
+        let err = probe(&http(addr), "/healthz", Duration::from_millis(100)).await.unwrap_err();
         assert!(matches!(err, ProbeError::Timeout(_)), "{err}");
     }
 
     #[tokio::test]
     async fn probe_fails_when_the_backend_hangs_up() {
         let (addr, _server) = one_shot(Some("")).await;
-        let err = probe(&http(addr), "/healthz", Duration::from_secs(5))
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(err, ProbeError::Http(_) | ProbeError::Closed),
-            "{err}"
-        );
+        let err = probe(&http(addr), "/healthz", Duration::from_secs(5)).await.unwrap_err();
+        assert!(matches!(err, ProbeError::Http(_) | ProbeError::Closed), "{err}");
     }
 
     #[tokio::test]
     async fn probe_reports_tls_backends_as_unsupported() {
-        let addr = BackendAddr {
-            scheme: Scheme::Https,
-            authority: "127.0.0.1:1".into(),
-        };
-        let err = probe(&addr, "/healthz", Duration::from_secs(1))
-            .await
-            .unwrap_err();
+        let addr = BackendAddr { scheme: Scheme::Https, authority: "127.0.0.1:1".into() };
+        let err = probe(&addr, "/healthz", Duration::from_secs(1)).await.unwrap_err();
         assert!(matches!(err, ProbeError::Unsupported(_)), "{err}");
     }
 
     // --- the lifecycle of checks across snapshots ---
 
-    fn snapshot_of(
-        toml: &str,
-        revision: u64,
-        previous: Option<&Snapshot>,
-    ) -> (Snapshot, Vec<Arc<Backend>>) {
+    fn snapshot_of(toml: &str, revision: u64, previous: Option<&Snapshot>) -> (Snapshot, Vec<Arc<Backend>>) {
         let text = format!("[server]\nlisten = [\"127.0.0.1:0\"]\n{toml}");
-        let config = crate::config::parse(std::path::Path::new("test.toml"), &text)
-            .unwrap_or_else(|e| panic!("{e}"));
-        Snapshot::build(
-            Arc::new(config),
-            revision,
-            previous,
-            crate::snapshot::BuildInputs::plain(),
-        )
+        let config = crate::config::parse(std::path::Path::new("test.toml"), &text).unwrap_or_else(|e| panic!("{e}"));
+        Snapshot::build(Arc::new(config), revision, previous, crate::snapshot::BuildInputs::plain())
     }
 
     /// Blue with two backends and `health` (may be empty), green unchecked
@@ -949,8 +844,7 @@ mod tests {
         )
     }
 
-    const HOURLY: &str =
-        "[pools.blue.health]\ninterval = \"1h\"\ntimeout = \"1s\"\nunhealthy_after = 3\n";
+    const HOURLY: &str = "[pools.blue.health]\ninterval = \"1h\"\ntimeout = \"1s\"\nunhealthy_after = 3\n";
 
     #[tokio::test]
     async fn sync_starts_keeps_restarts_and_stops_checks() {
@@ -958,11 +852,7 @@ mod tests {
         let both = "\"127.0.0.1:1\", \"127.0.0.1:2\"";
         let (s1, _) = snapshot_of(&lifecycle_config(both, HOURLY), 1, None);
         checks.sync(&s1);
-        assert_eq!(
-            checks.running(),
-            2,
-            "blue's two backends; green has no [health]"
-        );
+        assert_eq!(checks.running(), 2, "blue's two backends; green has no [health]");
         assert_eq!(checks.started(), 2);
 
         // Unchanged settings: the same tasks keep running, and the verdict stays.
@@ -983,8 +873,7 @@ mod tests {
         assert!(!blue1.is_healthy());
 
         // A backend leaves: its check stops.
-        let (s4, removed) =
-            snapshot_of(&lifecycle_config("\"127.0.0.1:1\"", &faster), 4, Some(&s3));
+        let (s4, removed) = snapshot_of(&lifecycle_config("\"127.0.0.1:1\"", &faster), 4, Some(&s3));
         assert_eq!(removed.len(), 1);
         removed[0].start_draining();
         checks.sync(&s4);
@@ -1016,10 +905,7 @@ mod tests {
         // it, and with it the task's clone of the backend.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while Arc::strong_count(&backend) > 2 {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "check task still alive"
-            );
+            assert!(tokio::time::Instant::now() < deadline, "check task still alive");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -1063,16 +949,8 @@ mod tests {
             P.record(bad, &backends, PassiveOutcome::ServerError);
         }
         assert!(!bad.is_ejected());
-        P.record(
-            bad,
-            &backends,
-            PassiveOutcome::from_status(StatusCode::NOT_FOUND),
-        );
-        assert_eq!(
-            consecutive_failures(bad),
-            0,
-            "4xx is a success for the backend"
-        );
+        P.record(bad, &backends, PassiveOutcome::from_status(StatusCode::NOT_FOUND));
+        assert_eq!(consecutive_failures(bad), 0, "4xx is a success for the backend");
     }
 
     async fn eject(p: &PassivePolicy, backend: &Arc<Backend>, all: &[Arc<Backend>]) {
@@ -1104,11 +982,7 @@ mod tests {
         P.record(bad, &backends, PassiveOutcome::Success);
         assert_eq!(consecutive_ejections(bad), 0);
         eject(&P, bad, &backends).await;
-        assert_eq!(
-            ejection_secs(bad).await,
-            10,
-            "a success resets the back-off"
-        );
+        assert_eq!(ejection_secs(bad).await, 10, "a success resets the back-off");
     }
 
     #[test]
@@ -1143,15 +1017,9 @@ mod tests {
             // Once one comes back, the next failure of a waiting one ejects it.
             tokio::time::sleep(Duration::from_secs(11)).await;
             assert!(backends.iter().all(|b| !b.is_ejected()));
-            let waiting = backends
-                .iter()
-                .find(|b| consecutive_failures(b) >= 5)
-                .unwrap();
+            let waiting = backends.iter().find(|b| consecutive_failures(b) >= 5).unwrap();
             P.record(waiting, &backends, PassiveOutcome::ServerError);
-            assert!(
-                waiting.is_ejected(),
-                "pool of {n}: a counted streak ejects when room appears"
-            );
+            assert!(waiting.is_ejected(), "pool of {n}: a counted streak ejects when room appears");
         }
     }
 
@@ -1176,34 +1044,15 @@ mod tests {
             P.record(bad, &backends, PassiveOutcome::ServerError);
         }
         assert_eq!(consecutive_failures(bad), 0);
-        assert_eq!(
-            ejection_secs(bad).await,
-            10,
-            "late failures do not extend it"
-        );
+        assert_eq!(ejection_secs(bad).await, 10, "late failures do not extend it");
     }
 
     #[test]
     fn upstream_failures_map_to_outcomes() {
-        assert_eq!(
-            PassiveOutcome::from(UpstreamFailure::Connect),
-            PassiveOutcome::ConnectFailure
-        );
-        assert_eq!(
-            PassiveOutcome::from(UpstreamFailure::Timeout),
-            PassiveOutcome::NoAnswer
-        );
-        assert_eq!(
-            PassiveOutcome::from(UpstreamFailure::Reset),
-            PassiveOutcome::NoAnswer
-        );
-        assert_eq!(
-            PassiveOutcome::from_status(StatusCode::BAD_GATEWAY),
-            PassiveOutcome::ServerError
-        );
-        assert_eq!(
-            PassiveOutcome::from_status(StatusCode::OK),
-            PassiveOutcome::Success
-        );
+        assert_eq!(PassiveOutcome::from(UpstreamFailure::Connect), PassiveOutcome::ConnectFailure);
+        assert_eq!(PassiveOutcome::from(UpstreamFailure::Timeout), PassiveOutcome::NoAnswer);
+        assert_eq!(PassiveOutcome::from(UpstreamFailure::Reset), PassiveOutcome::NoAnswer);
+        assert_eq!(PassiveOutcome::from_status(StatusCode::BAD_GATEWAY), PassiveOutcome::ServerError);
+        assert_eq!(PassiveOutcome::from_status(StatusCode::OK), PassiveOutcome::Success);
     }
 }

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use cutover::config;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 /// A layer-7 HTTP reverse proxy for zero-downtime releases.
 #[derive(Debug, Parser)]
@@ -89,6 +90,15 @@ fn run(path: PathBuf, watch: bool) -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        // Signal handlers go in before anything is bound or logged, so a
+        // signal sent as soon as the proxy is up is handled, never fatal.
+        let signals = match Signals::install() {
+            Ok(s) => s,
+            Err(err) => {
+                eprintln!("cannot install signal handlers: {err}");
+                return ExitCode::from(1);
+            }
+        };
         let listeners = match cutover::bind(&config).await {
             Ok(l) => l,
             Err((addr, err)) => {
@@ -96,8 +106,9 @@ fn run(path: PathBuf, watch: bool) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        let options = cutover::RunOptions { seed: None, source: Some((path, text)), watch, sighup: true };
-        match cutover::run(config, listeners, options, shutdown_signal()).await {
+        let options =
+            cutover::RunOptions { seed: None, source: Some((path, text)), watch, reload_signal: Some(signals.hangup) };
+        match cutover::run(config, listeners, options, shutdown(signals.terminate, signals.interrupt)).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("{err}");
@@ -107,39 +118,38 @@ fn run(path: PathBuf, watch: bool) -> ExitCode {
     })
 }
 
+/// The process's signal streams, created once at start.
+struct Signals {
+    terminate: Signal,
+    interrupt: Signal,
+    hangup: Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        Ok(Signals {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+            hangup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
 /// Resolves on the first SIGTERM or SIGINT, after arranging for a second one
 /// to end the process at once.
-async fn shutdown_signal() {
-    termination().await;
-    tokio::spawn(async {
-        termination().await;
+async fn shutdown(mut terminate: Signal, mut interrupt: Signal) {
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
         eprintln!("second signal: exiting without waiting for in-flight requests");
         std::process::exit(1);
     });
-}
-
-/// Resolves on SIGTERM or SIGINT.
-async fn termination() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
 }
 
 fn init_logging(format: LogFormat) {

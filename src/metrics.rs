@@ -84,8 +84,8 @@ impl Metrics {
         )
         .expect("valid metric");
         registry.register(Box::new(request_duration.clone())).expect("metric registered once");
-        let config_revision = IntGauge::new("cutover_config_revision", "Revision of the effective routing state.")
-            .expect("valid metric");
+        let config_revision =
+            IntGauge::new("cutover_config_revision", "Revision of the effective routing state.").expect("valid metric");
         registry.register(Box::new(config_revision.clone())).expect("metric registered once");
 
         Metrics {

@@ -24,12 +24,12 @@ use tokio::time::Instant;
 use crate::body::ProxyBody;
 use crate::config::ForceMatch;
 use crate::error::{ProxyError, UpstreamFailure};
-use crate::headers;
-use crate::tunnel;
 use crate::exchange::{Exchange, Recorders};
+use crate::headers;
 use crate::pool::{Backend, Pool, UpstreamBody};
 use crate::snapshot::{self, Route, Snapshot, Sticky};
 use crate::split::{self, Split};
+use crate::tunnel;
 
 /// The shared proxy state: the current snapshot and the seed source.
 #[derive(Debug)]
@@ -74,7 +74,11 @@ impl ConnInfo {
 impl Proxy {
     /// A proxy serving `snapshot`, drawing connection seeds from `seed`.
     pub fn new(snapshot: Snapshot, seed: u64) -> Proxy {
-        Proxy { snapshot: ArcSwap::from_pointee(snapshot), seeds: AtomicU64::new(seed), tunnels: tunnel::Tunnels::default() }
+        Proxy {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            seeds: AtomicU64::new(seed),
+            tunnels: tunnel::Tunnels::default(),
+        }
     }
 
     /// The upgraded tunnels this proxy carries.
@@ -394,10 +398,7 @@ fn origin_form(uri: &Uri) -> Uri {
 }
 
 fn is_idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    )
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
 }
 
 /// Cheap length of a URI for the header-size check.
@@ -407,7 +408,6 @@ trait UriLen {
 
 impl UriLen for Uri {
     fn to_string_len_hint(&self) -> usize {
-        self.path_and_query().map_or(1, |pq| pq.as_str().len())
-            + self.authority().map_or(0, |a| a.as_str().len())
+        self.path_and_query().map_or(1, |pq| pq.as_str().len()) + self.authority().map_or(0, |a| a.as_str().len())
     }
 }

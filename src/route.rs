@@ -57,11 +57,9 @@ impl RouteTable {
             let candidate = Candidate { prefix: prefix.into(), route };
             match host {
                 HostMatch::Any => table.any.push(candidate),
-                HostMatch::Exact(name) => table
-                    .exact
-                    .entry(name.to_ascii_lowercase().into_boxed_str())
-                    .or_default()
-                    .push(candidate),
+                HostMatch::Exact(name) => {
+                    table.exact.entry(name.to_ascii_lowercase().into_boxed_str()).or_default().push(candidate)
+                }
                 HostMatch::Wildcard(suffix) => {
                     table.wildcard.push((suffix.to_ascii_lowercase().into_boxed_str(), candidate))
                 }
@@ -72,9 +70,7 @@ impl RouteTable {
             list.sort_by(by_prefix);
         }
         table.any.sort_by(by_prefix);
-        table
-            .wildcard
-            .sort_by(|(sa, a), (sb, b)| sb.len().cmp(&sa.len()).then_with(|| by_prefix(a, b)));
+        table.wildcard.sort_by(|(sa, a), (sb, b)| sb.len().cmp(&sa.len()).then_with(|| by_prefix(a, b)));
         table
     }
 

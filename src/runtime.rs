@@ -24,8 +24,8 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::control::{Control, ReloadCause};
-use crate::server::{self, ConnLimits, OpenConnections};
 use crate::metrics::Metrics;
+use crate::server::{self, ConnLimits, OpenConnections};
 
 /// The sockets the proxy serves on, bound before [`run`].
 #[derive(Debug)]
@@ -60,7 +60,7 @@ pub async fn bind(config: &Config) -> Result<Listeners, (SocketAddr, io::Error)>
 }
 
 /// Knobs that are not part of the config file.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct RunOptions {
     /// Seed for every random choice; `None` draws one from the OS.
     pub seed: Option<u64>,
@@ -69,8 +69,11 @@ pub struct RunOptions {
     pub source: Option<(PathBuf, String)>,
     /// Watch the config file's directory and reload on change.
     pub watch: bool,
-    /// Reload on `SIGHUP` (the binary sets this; in-process tests do not).
-    pub sighup: bool,
+    /// Reload on each signal this stream yields: the binary passes a
+    /// `SIGHUP` stream created before binding, so a signal that arrives
+    /// while starting up is queued rather than killing the process.
+    #[cfg(unix)]
+    pub reload_signal: Option<tokio::signal::unix::Signal>,
 }
 
 /// The shutdown phases, as flags every part can watch.
@@ -142,8 +145,9 @@ pub async fn run(
             async move { server::stopped(&mut stop).await },
         )));
     }
-    if reloadable && options.sighup {
-        background.push(tokio::spawn(reload_on_sighup(control.clone(), closing.clone())));
+    #[cfg(unix)]
+    if let Some(hangup) = options.reload_signal {
+        background.push(tokio::spawn(reload_on_signal(hangup, control.clone(), reloadable, closing.clone())));
     }
 
     shutdown.await;
@@ -182,27 +186,23 @@ pub async fn run(
 }
 
 #[cfg(unix)]
-async fn reload_on_sighup(control: Arc<Control>, mut closing: watch::Receiver<bool>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hangup = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGHUP; reload by file change or POST /reload");
-            return;
-        }
-    };
+async fn reload_on_signal(
+    mut hangup: tokio::signal::unix::Signal,
+    control: Arc<Control>,
+    reloadable: bool,
+    mut closing: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             received = hangup.recv() => {
                 if received.is_none() {
                     return;
                 }
-                let _ = control.reload(ReloadCause::Signal);
+                if reloadable {
+                    let _ = control.reload(ReloadCause::Signal);
+                }
             }
             _ = server::stopped(&mut closing) => return,
         }
     }
 }
-
-#[cfg(not(unix))]
-async fn reload_on_sighup(_control: Arc<Control>, _closing: watch::Receiver<bool>) {}

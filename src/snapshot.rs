@@ -206,7 +206,8 @@ impl Snapshot {
 
 /// Counters registered nowhere, for snapshots built without metrics.
 fn detached_codes() -> [IntCounter; 5] {
-    crate::metrics::CODE_CLASSES.map(|c| IntCounter::new(format!("unregistered_{c}"), "unregistered").expect("valid name"))
+    crate::metrics::CODE_CLASSES
+        .map(|c| IntCounter::new(format!("unregistered_{c}"), "unregistered").expect("valid name"))
 }
 
 /// `Set-Cookie` value pinning a user to `token` under cookie `name`.

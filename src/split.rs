@@ -41,10 +41,8 @@ impl Split {
             sum += u64::from(w);
             cumulative.push(sum);
         }
-        let bucket_ends = cumulative
-            .iter()
-            .map(|&c| if sum == 0 { 0 } else { (c * u64::from(BUCKETS) / sum) as u32 })
-            .collect();
+        let bucket_ends =
+            cumulative.iter().map(|&c| (c * u64::from(BUCKETS)).checked_div(sum).unwrap_or(0) as u32).collect();
         Split { weights, cumulative, bucket_ends }
     }
 
@@ -75,10 +73,7 @@ impl Split {
             return None;
         }
         let bucket = bucket % BUCKETS;
-        self.bucket_ends
-            .iter()
-            .position(|&end| bucket < end)
-            .filter(|&i| self.weights[i] > 0)
+        self.bucket_ends.iter().position(|&end| bucket < end).filter(|&i| self.weights[i] > 0)
     }
 }
 

@@ -195,7 +195,12 @@ struct Running {
 
 impl Running {
     fn start(config: &Path, extra: &[&str]) -> Running {
+        Running::start_with_log(config, extra, "info")
+    }
+
+    fn start_with_log(config: &Path, extra: &[&str], rust_log: &str) -> Running {
         let mut child = cutover()
+            .env("RUST_LOG", rust_log)
             .args(extra)
             .args(["run", "--config", config.to_str().unwrap()])
             .stdout(Stdio::null())
@@ -217,6 +222,14 @@ impl Running {
 
     /// Wait for a stderr line containing `needle`.
     fn wait_for_log(&mut self, needle: &str) {
+        if !self.try_wait_for_log(needle) {
+            panic!("no log line with {needle:?} within {DEADLINE:?}; got:\n{}", self.lines.join("\n"));
+        }
+    }
+
+    /// Wait for a stderr line containing `needle`; `false` if stderr closed
+    /// (the process ended) or the deadline passed first.
+    fn try_wait_for_log(&mut self, needle: &str) -> bool {
         let end = Instant::now() + DEADLINE;
         loop {
             let left = end.saturating_duration_since(Instant::now());
@@ -225,10 +238,10 @@ impl Running {
                     let found = line.contains(needle);
                     self.lines.push(line);
                     if found {
-                        return;
+                        return true;
                     }
                 }
-                Err(_) => panic!("no log line with {needle:?} within {DEADLINE:?}; got:\n{}", self.lines.join("\n")),
+                Err(_) => return false,
             }
         }
     }
@@ -337,6 +350,45 @@ fn serve_one_request_and_terminate(extra: &[&str]) -> Vec<String> {
 fn run_serves_traffic_and_exits_0_on_sigterm() {
     let lines = serve_one_request_and_terminate(&[]);
     assert!(lines.iter().any(|l| l.contains("shutting down")), "{}", lines.join("\n"));
+}
+
+/// Start `cutover run` (with `RUST_LOG=debug`), wait until it says it is
+/// serving, and at once send it `kill {signal}`; then `settle` decides how
+/// the round ended. `rounds` times.
+fn signal_right_after_startup<T>(signal: &str, rounds: usize, mut settle: impl FnMut(&mut Running) -> T) -> Vec<T> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut outcomes = Vec::new();
+    for _ in 0..rounds {
+        let config = write_config(dir.path(), free_port(), free_port(), "127.0.0.1:9".parse().unwrap());
+        let mut running = Running::start_with_log(&config, &[], "info,cutover=debug");
+        running.wait_for_log("serving admin");
+        let status = Command::new("kill").arg(signal).arg(running.child.id().to_string()).status().unwrap();
+        assert!(status.success(), "kill {signal} failed");
+        outcomes.push(settle(&mut running));
+    }
+    outcomes
+}
+
+/// A SIGTERM that arrives as soon as the proxy says it is serving is a
+/// clean shutdown too, not death by the default signal action.
+#[test]
+fn sigterm_right_after_startup_still_exits_0() {
+    let codes = signal_right_after_startup("-TERM", 20, |running| running.wait_exit().code());
+    assert!(codes.iter().all(|c| *c == Some(0)), "exit codes (None = killed by the signal): {codes:?}");
+}
+
+/// A SIGHUP (reload) as soon as the proxy says it is serving must not kill
+/// it — SIGHUP's default action is to terminate — but reload the config.
+#[test]
+fn sighup_right_after_startup_does_not_kill_the_proxy() {
+    let survived = signal_right_after_startup("-HUP", 20, |running| {
+        // Logged (at debug) once the SIGHUP reload found the file unchanged;
+        // `false` if the process died first.
+        let reloaded = running.try_wait_for_log("config unchanged");
+        let _ = running.child.kill();
+        reloaded
+    });
+    assert!(survived.iter().all(|s| *s), "rounds where the proxy survived SIGHUP and reloaded: {survived:?}");
 }
 
 #[test]

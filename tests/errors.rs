@@ -42,22 +42,33 @@ split = {{ app = 100 }}
     )
 }
 
-/// Send `raw` on a new connection and read until the proxy closes it, which
-/// it must do within the deadline; returns what came back.
-async fn exchange_until_closed(addr: SocketAddr, raw: &[u8]) -> String {
+/// What came back on a connection, and whether the proxy closed it.
+struct Exchange {
+    answer: String,
+    closed: bool,
+}
+
+/// Send `raw` on a new connection and read until the proxy closes it or the
+/// deadline passes.
+async fn exchange(addr: SocketAddr, raw: &[u8]) -> Exchange {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     stream.write_all(raw).await.expect("write");
     let mut out = Vec::new();
-    let read = timeout(DEADLINE, stream.read_to_end(&mut out)).await;
-    let answer = String::from_utf8_lossy(&out).into_owned();
-    match read {
-        Err(_) => panic!("connection still open {DEADLINE:?} after the answer: {answer:?}"),
+    let closed = match timeout(DEADLINE, stream.read_to_end(&mut out)).await {
+        Err(_) => false,
+        Ok(Ok(_)) => true,
         // A reset after the answer still counts as closed.
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
-        Ok(r) => {
-            r.expect("read");
-        }
-    }
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => true,
+        Ok(Err(e)) => panic!("read failed: {e}"),
+    };
+    Exchange { answer: String::from_utf8_lossy(&out).into_owned(), closed }
+}
+
+/// Send a malformed request `raw`: expect 400 and the connection closed.
+async fn assert_rejected_400_and_closed(addr: SocketAddr, raw: &[u8]) -> String {
+    let Exchange { answer, closed } = exchange(addr, raw).await;
+    assert_eq!(status_of(&answer), 400, "{answer}");
+    assert!(closed, "connection still open {DEADLINE:?} after the 400: {answer:?}");
     answer
 }
 
@@ -73,6 +84,17 @@ fn status_of(answer: &str) -> u16 {
 /// The body of a raw answer (everything after the head).
 fn body_of(answer: &str) -> &str {
     answer.split_once("\r\n\r\n").map_or("", |(_, body)| body)
+}
+
+/// An address that refuses connections while the returned socket lives: it
+/// is bound (without `SO_REUSEADDR`) but never listens. Unlike a port bound
+/// and released (`support::dead_addr`), its port cannot be handed to another
+/// test's `127.0.0.1:0` listener running in parallel in this binary — which
+/// did happen: a "dead" backend turned out to be another test's proxy.
+fn refusing_addr() -> (SocketAddr, tokio::net::TcpSocket) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+    (socket.local_addr().unwrap(), socket)
 }
 
 /// An upstream that accepts connections, reads requests and never answers.
@@ -166,7 +188,7 @@ async fn oversize_request_head_is_431_and_the_proxy_keeps_serving() {
 
 #[tokio::test]
 async fn dead_only_backend_is_502() {
-    let dead = dead_addr().await;
+    let (dead, _held) = refusing_addr();
     let proxy = TestProxy::start(&pool_config(&[dead], "", "", "")).await;
     let a = get(&client(), &proxy.url("/"), &[]).await;
     assert_eq!(a.status, 502);
@@ -215,7 +237,7 @@ async fn upstream_closing_mid_response_never_looks_complete() {
 }
 
 async fn dead_backend_is_retried_on_live_one(lb: &str) {
-    let dead = dead_addr().await;
+    let (dead, _held) = refusing_addr();
     let live = Upstream::named("live").await;
     let proxy = TestProxy::start(&pool_config(&[dead, live.addr], lb, "", "")).await;
     let client = client();
@@ -261,7 +283,7 @@ fn received(upstream: &Upstream, id: &str) -> usize {
 /// body is not, a PUT (idempotent) or a body-less POST is.
 #[tokio::test]
 async fn failed_connect_is_retried_only_when_replay_is_safe() {
-    let dead = dead_addr().await;
+    let (dead, _held) = refusing_addr();
     let live = Upstream::named("live").await;
     let proxy = TestProxy::start(&pool_config(&[dead, live.addr], "lb = \"round_robin\"", "", "")).await;
     let url = proxy.url("/orders");
@@ -299,8 +321,7 @@ async fn failed_connect_is_retried_only_when_replay_is_safe() {
 async fn request_without_host_is_400_and_closed() {
     let upstream = Upstream::named("app").await;
     let proxy = TestProxy::start(&pool_config(&[upstream.addr], "", "", "")).await;
-    let answer = exchange_until_closed(proxy.addr, b"GET / HTTP/1.1\r\n\r\n").await;
-    assert_eq!(status_of(&answer), 400, "{answer}");
+    let answer = assert_rejected_400_and_closed(proxy.addr, b"GET / HTTP/1.1\r\n\r\n").await;
     assert!(!body_of(&answer).is_empty(), "{answer}");
     assert_eq!(upstream.hits(), 0);
 }
@@ -309,8 +330,7 @@ async fn request_without_host_is_400_and_closed() {
 async fn two_host_headers_are_400_and_closed() {
     let upstream = Upstream::named("app").await;
     let proxy = TestProxy::start(&pool_config(&[upstream.addr], "", "", "")).await;
-    let answer = exchange_until_closed(proxy.addr, b"GET / HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n").await;
-    assert_eq!(status_of(&answer), 400, "{answer}");
+    assert_rejected_400_and_closed(proxy.addr, b"GET / HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n").await;
     assert_eq!(upstream.hits(), 0);
 }
 
@@ -318,12 +338,11 @@ async fn two_host_headers_are_400_and_closed() {
 async fn conflicting_content_lengths_are_400_and_closed() {
     let upstream = Upstream::named("app").await;
     let proxy = TestProxy::start(&pool_config(&[upstream.addr], "", "", "")).await;
-    let answer = exchange_until_closed(
+    assert_rejected_400_and_closed(
         proxy.addr,
         b"POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
     )
     .await;
-    assert_eq!(status_of(&answer), 400, "{answer}");
     assert_eq!(upstream.hits(), 0);
 }
 
@@ -339,7 +358,7 @@ async fn content_length_with_transfer_encoding_never_reaches_upstream_ambiguous(
         let raw = format!(
             "POST /cl-te-{i} HTTP/1.1\r\nHost: a.test\r\n{framing}\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a.test\r\n\r\n"
         );
-        let answer = exchange_until_closed(proxy.addr, raw.as_bytes()).await;
+        let Exchange { answer, closed } = exchange(proxy.addr, raw.as_bytes()).await;
         let status = status_of(&answer);
         // NOTE: hyper 1.12 removes the Content-Length of such a request while
         // parsing it and marks the connection to close, so the proxy never
@@ -350,6 +369,7 @@ async fn content_length_with_transfer_encoding_never_reaches_upstream_ambiguous(
         // after the body is ever parsed — is asserted below.
         assert!(status == 400 || status == 200, "{framing:?}: {answer}");
         assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{framing:?}: more than one answer: {answer}");
+        assert!(closed, "{framing:?}: connection still open after the answer: {answer}");
     }
     let seen = upstream.seen();
     assert!(seen.len() <= 2, "{seen:?}");
@@ -370,7 +390,7 @@ async fn proxy_survives_every_bad_request_without_panicking() {
     let live = Upstream::named("live").await;
     let silent = silent_upstream().await;
     let (truncating, _task) = truncating_upstream().await;
-    let dead = dead_addr().await;
+    let (dead, _held) = refusing_addr();
     let config = format!(
         r#"[server]
 listen = ["127.0.0.1:0"]

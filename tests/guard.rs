@@ -119,7 +119,11 @@ async fn a_failing_canary_trips_gets_nothing_more_and_reset_brings_it_back() {
     assert_eq!(canary.hits(), hits, "a tripped canary received traffic");
 
     let metrics = get(&client, &proxy.admin_url("/metrics"), &[]).await.body;
-    assert_eq!(metric(&metrics, r#"cutover_rollbacks_total{pool="canary",reason="error_rate"}"#), Some(1.0), "{metrics}");
+    assert_eq!(
+        metric(&metrics, r#"cutover_rollbacks_total{pool="canary",reason="error_rate"}"#),
+        Some(1.0),
+        "{metrics}"
+    );
     assert_eq!(metric(&metrics, r#"cutover_pool_tripped{pool="canary"}"#), Some(1.0));
     assert_eq!(metric(&metrics, r#"cutover_pool_weight{pool="canary",route="shop"}"#), Some(0.0), "{metrics}");
 
@@ -338,7 +342,10 @@ async fn mutating_calls_need_the_bearer_token() {
     );
     let proxy = TestProxy::start(&config).await;
     assert_eq!(admin(&proxy, Method::POST, "/pools/blue/trip", "", None).await.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(admin(&proxy, Method::POST, "/pools/blue/trip", "", Some("wrong")).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        admin(&proxy, Method::POST, "/pools/blue/trip", "", Some("wrong")).await.status,
+        StatusCode::UNAUTHORIZED
+    );
     assert_eq!(admin(&proxy, Method::POST, "/reload", "", None).await.status, StatusCode::UNAUTHORIZED);
     assert_eq!(admin(&proxy, Method::GET, "/status", "", None).await.status, StatusCode::OK);
     let ok = admin(&proxy, Method::POST, "/pools/blue/reset", "", Some("s3cret-token")).await;

@@ -52,11 +52,7 @@ impl Checked {
             }
         })
         .await;
-        Checked {
-            up,
-            failing: flag,
-            traffic,
-        }
+        Checked { up, failing: flag, traffic }
     }
 
     fn addr(&self) -> SocketAddr {
@@ -72,25 +68,15 @@ impl Checked {
     }
 
     fn probes(&self) -> usize {
-        self.up
-            .seen()
-            .iter()
-            .filter(|s| s.uri.path() == "/healthz")
-            .count()
+        self.up.seen().iter().filter(|s| s.uri.path() == "/healthz").count()
     }
 }
 
 /// `healthy` of backend `addr` of pool `pool` in `/status`.
 async fn healthy(proxy: &TestProxy, pool: &str, addr: SocketAddr) -> Option<bool> {
     let status = get_json(&proxy.admin_url("/status")).await;
-    let pool = status["pools"]
-        .as_array()?
-        .iter()
-        .find(|p| p["name"] == pool)?;
-    let backend = pool["backends"]
-        .as_array()?
-        .iter()
-        .find(|b| b["address"] == addr.to_string())?;
+    let pool = status["pools"].as_array()?.iter().find(|p| p["name"] == pool)?;
+    let backend = pool["backends"].as_array()?.iter().find(|b| b["address"] == addr.to_string())?;
     backend["healthy"].as_bool()
 }
 
@@ -102,10 +88,7 @@ async fn wait_healthy(proxy: &TestProxy, pool: &str, addr: SocketAddr, want: boo
         if now == Some(want) {
             return;
         }
-        assert!(
-            tokio::time::Instant::now() < end,
-            "{pool}/{addr} never became healthy={want} (now {now:?})"
-        );
+        assert!(tokio::time::Instant::now() < end, "{pool}/{addr} never became healthy={want} (now {now:?})");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -128,11 +111,7 @@ fn pool(name: &str, backends: &[SocketAddr], checked: bool) -> String {
 async fn failing_backend_is_taken_out_and_returns_when_it_recovers() {
     let good = Checked::start("good", false).await;
     let bad = Checked::start("bad", false).await;
-    let config = format!(
-        "{}{}",
-        pool("app", &[good.addr(), bad.addr()], true),
-        route("{ app = 100 }")
-    );
+    let config = format!("{}{}", pool("app", &[good.addr(), bad.addr()], true), route("{ app = 100 }"));
     let proxy = TestProxy::start(&config).await;
     let client = client();
     assert_eq!(healthy(&proxy, "app", bad.addr()).await, Some(true));
@@ -152,10 +131,7 @@ async fn failing_backend_is_taken_out_and_returns_when_it_recovers() {
     wait_healthy(&proxy, "app", bad.addr(), true).await;
     let end = tokio::time::Instant::now() + WAIT;
     while bad.traffic() == before {
-        assert!(
-            tokio::time::Instant::now() < end,
-            "recovered backend never got traffic again"
-        );
+        assert!(tokio::time::Instant::now() < end, "recovered backend never got traffic again");
         let a = get(&client, &proxy.url("/"), &[]).await;
         assert_eq!(a.status, StatusCode::OK);
     }
@@ -164,11 +140,7 @@ async fn failing_backend_is_taken_out_and_returns_when_it_recovers() {
 #[tokio::test]
 async fn probes_are_get_with_host_and_user_agent() {
     let up = Checked::start("up", false).await;
-    let config = format!(
-        "{}{}",
-        pool("app", &[up.addr()], true),
-        route("{ app = 1 }")
-    );
+    let config = format!("{}{}", pool("app", &[up.addr()], true), route("{ app = 1 }"));
     let _proxy = TestProxy::start(&config).await;
     let end = tokio::time::Instant::now() + WAIT;
     while up.probes() == 0 {
@@ -176,10 +148,7 @@ async fn probes_are_get_with_host_and_user_agent() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     let seen = up.up.seen();
-    let probe = seen
-        .iter()
-        .find(|s| s.uri.path() == "/healthz")
-        .expect("a probe");
+    let probe = seen.iter().find(|s| s.uri.path() == "/healthz").expect("a probe");
     assert_eq!(probe.method, http::Method::GET);
     assert_eq!(probe.headers["host"], up.addr().to_string().as_str());
     assert_eq!(probe.headers["user-agent"], "cutover-health");
@@ -212,14 +181,8 @@ async fn unhealthy_pool_share_goes_to_the_other_pool() {
     wait_healthy(&proxy, "canary", canary.addr(), true).await;
     let end = tokio::time::Instant::now() + WAIT;
     while canary.traffic() == before {
-        assert!(
-            tokio::time::Instant::now() < end,
-            "canary never got traffic back"
-        );
-        assert_eq!(
-            get(&client, &proxy.url("/"), &[]).await.status,
-            StatusCode::OK
-        );
+        assert!(tokio::time::Instant::now() < end, "canary never got traffic back");
+        assert_eq!(get(&client, &proxy.url("/"), &[]).await.status, StatusCode::OK);
     }
 }
 
@@ -265,22 +228,14 @@ async fn a_zero_weight_pool_is_still_checked() {
 async fn a_removed_backend_is_no_longer_probed() {
     let kept = Checked::start("kept", false).await;
     let removed = Checked::start("removed", false).await;
-    let before = format!(
-        "{}{}",
-        pool("app", &[kept.addr(), removed.addr()], true),
-        route("{ app = 1 }")
-    );
+    let before = format!("{}{}", pool("app", &[kept.addr(), removed.addr()], true), route("{ app = 1 }"));
     let proxy = TestProxy::start(&before).await;
     let end = tokio::time::Instant::now() + WAIT;
     while removed.probes() < 2 {
         assert!(tokio::time::Instant::now() < end, "no probes arrived");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    let after = format!(
-        "{}{}",
-        pool("app", &[kept.addr()], true),
-        route("{ app = 1 }")
-    );
+    let after = format!("{}{}", pool("app", &[kept.addr()], true), route("{ app = 1 }"));
     std::fs::write(&proxy.config_path, with_listeners(&after)).unwrap();
     let answer = post(&proxy.admin_url("/reload")).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
@@ -291,35 +246,22 @@ async fn a_removed_backend_is_no_longer_probed() {
     let kept_before = kept.probes();
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(removed.probes(), settled, "removed backend still probed");
-    assert!(
-        kept.probes() > kept_before,
-        "the kept backend's check stopped too"
-    );
+    assert!(kept.probes() > kept_before, "the kept backend's check stopped too");
 }
 
 #[tokio::test]
 async fn passive_ejection_takes_a_5xx_backend_out_for_a_while() {
     let good = Upstream::named("good").await;
-    let bad = Upstream::with_handler("bad", |_req| async {
-        text(StatusCode::INTERNAL_SERVER_ERROR, "bad")
-    })
-    .await;
+    let bad = Upstream::with_handler("bad", |_req| async { text(StatusCode::INTERNAL_SERVER_ERROR, "bad") }).await;
     // No [health] section: only passive tracking is at work.
-    let config = format!(
-        "{}{}",
-        pool("app", &[good.addr, bad.addr], false),
-        route("{ app = 1 }")
-    );
+    let config = format!("{}{}", pool("app", &[good.addr, bad.addr], false), route("{ app = 1 }"));
     let proxy = TestProxy::start(&config).await;
     let client = client();
 
     // Until the threshold (5 consecutive 5xx), the bad backend gets its share.
     let end = tokio::time::Instant::now() + WAIT;
     while bad.hits() < 5 {
-        assert!(
-            tokio::time::Instant::now() < end,
-            "bad backend never reached 5 requests"
-        );
+        assert!(tokio::time::Instant::now() < end, "bad backend never reached 5 requests");
         let a = get(&client, &proxy.url("/"), &[]).await;
         assert!(a.status == StatusCode::OK || a.status == StatusCode::INTERNAL_SERVER_ERROR);
     }
@@ -348,15 +290,8 @@ async fn passive_ejection_takes_a_5xx_backend_out_for_a_while() {
 
 #[tokio::test]
 async fn a_single_backend_pool_is_never_passively_ejected() {
-    let bad = Upstream::with_handler("bad", |_req| async {
-        text(StatusCode::INTERNAL_SERVER_ERROR, "bad")
-    })
-    .await;
-    let config = format!(
-        "{}{}",
-        pool("app", &[bad.addr], false),
-        route("{ app = 1 }")
-    );
+    let bad = Upstream::with_handler("bad", |_req| async { text(StatusCode::INTERNAL_SERVER_ERROR, "bad") }).await;
+    let config = format!("{}{}", pool("app", &[bad.addr], false), route("{ app = 1 }"));
     let proxy = TestProxy::start(&config).await;
     let client = client();
     for _ in 0..30 {

@@ -243,7 +243,13 @@ async fn reload_under_load_fails_no_request() {
         c.await.unwrap();
     }
     let failed = failed.lock().unwrap();
-    assert!(failed.is_empty(), "{} failed of {}: {:?}", failed.len(), ok.load(Ordering::SeqCst), &failed[..failed.len().min(5)]);
+    assert!(
+        failed.is_empty(),
+        "{} failed of {}: {:?}",
+        failed.len(),
+        ok.load(Ordering::SeqCst),
+        &failed[..failed.len().min(5)]
+    );
     assert!(ok.load(Ordering::SeqCst) > 100, "too little traffic: {}", ok.load(Ordering::SeqCst));
     assert!(a.hits() > 0 && b.hits() > 0 && c.hits() > 0);
 }
@@ -268,23 +274,24 @@ async fn removed_pool_finishes_its_in_flight_request_and_gets_no_new_one() {
     let received = Arc::new(tokio::sync::Notify::new());
     let slow = held_upstream("slow", release.clone(), received.clone()).await;
     let fast = Upstream::named("fast").await;
-    let proxy = TestProxy::start(&format!(
-        "{}{}",
-        pools(&[("fast", &fast), ("slow", &slow)]),
-        route("{ fast = 0, slow = 1 }")
-    ))
-    .await;
+    let proxy =
+        TestProxy::start(&format!("{}{}", pools(&[("fast", &fast), ("slow", &slow)]), route("{ fast = 0, slow = 1 }")))
+            .await;
     let url = proxy.url("/");
     let in_flight = tokio::spawn(async move { get(&client(), &url, &[]).await });
     tokio::time::timeout(WAIT, received.notified()).await.expect("slow upstream never got the request");
 
     let r0 = revision(&proxy).await;
-    std::fs::write(&proxy.config_path, with_listeners(&format!("{}{}", pools(&[("fast", &fast)]), route("{ fast = 1 }"))))
-        .unwrap();
+    std::fs::write(
+        &proxy.config_path,
+        with_listeners(&format!("{}{}", pools(&[("fast", &fast)]), route("{ fast = 1 }"))),
+    )
+    .unwrap();
     wait_revision_above(&proxy, r0).await;
 
     let status = get_json(&proxy.admin_url("/status")).await;
-    let slow_pool = status["pools"].as_array().unwrap().iter().find(|p| p["name"] == "slow").expect("draining pool listed");
+    let slow_pool =
+        status["pools"].as_array().unwrap().iter().find(|p| p["name"] == "slow").expect("draining pool listed");
     assert_eq!(slow_pool["backends"][0]["draining"], true, "{status}");
     assert_eq!(slow_pool["backends"][0]["in_flight"], 1, "{status}");
 
@@ -317,7 +324,9 @@ async fn drain_timeout_cuts_what_is_still_in_flight() {
     let fast = Upstream::named("fast").await;
     let server = "[server]\nlisten = [\"127.0.0.1:0\"]\ndrain_timeout = \"300ms\"\n";
     let config = |p: &str, r: &str| format!("{server}{p}{r}");
-    let proxy = TestProxy::start(&config(&pools(&[("fast", &fast), ("stuck", &stuck)]), &route("{ fast = 0, stuck = 1 }"))).await;
+    let proxy =
+        TestProxy::start(&config(&pools(&[("fast", &fast), ("stuck", &stuck)]), &route("{ fast = 0, stuck = 1 }")))
+            .await;
     let url = proxy.url("/");
     let in_flight = tokio::spawn(async move {
         let req = http::Request::get(&url).body(http_body_util::Full::new(bytes::Bytes::new())).unwrap();
@@ -325,7 +334,8 @@ async fn drain_timeout_cuts_what_is_still_in_flight() {
     });
     tokio::time::timeout(WAIT, received.notified()).await.expect("stuck upstream never got the request");
     let r0 = revision(&proxy).await;
-    std::fs::write(&proxy.config_path, with_listeners(&config(&pools(&[("fast", &fast)]), &route("{ fast = 1 }")))).unwrap();
+    std::fs::write(&proxy.config_path, with_listeners(&config(&pools(&[("fast", &fast)]), &route("{ fast = 1 }"))))
+        .unwrap();
     wait_revision_above(&proxy, r0).await;
     // Cut after 300 ms: the client gets the proxy's 502, well before the
     // upstream would ever answer.

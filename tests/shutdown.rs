@@ -30,9 +30,8 @@ impl Binary {
         // other socket on the machine can take them first.
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("cutover.toml");
-        let text = format!(
-            "[server]\nlisten = [\"127.0.0.1:0\"]\n{server_extra}\n[admin]\nlisten = \"127.0.0.1:0\"\n{rest}"
-        );
+        let text =
+            format!("[server]\nlisten = [\"127.0.0.1:0\"]\n{server_extra}\n[admin]\nlisten = \"127.0.0.1:0\"\n{rest}");
         std::fs::write(&config_path, text).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_cutover"))
             .args(["run", "--config"])
@@ -56,7 +55,8 @@ impl Binary {
         let end = std::time::Instant::now() + WAIT;
         while port.is_none() || admin.is_none() {
             let left = end.saturating_duration_since(std::time::Instant::now());
-            let line = lines_rx.recv_timeout(left).unwrap_or_else(|_| panic!("cutover never logged its listeners: {seen:#?}"));
+            let line =
+                lines_rx.recv_timeout(left).unwrap_or_else(|_| panic!("cutover never logged its listeners: {seen:#?}"));
             let addr = line.split("addr=").nth(1).and_then(|a| a.split_whitespace().next()).map(str::to_string);
             let parsed = addr.and_then(|a| a.parse::<std::net::SocketAddr>().ok()).map(|a| a.port());
             if line.contains("serving traffic") {
@@ -72,7 +72,8 @@ impl Binary {
         let url = bin.admin_url("/ready");
         let end = tokio::time::Instant::now() + WAIT;
         loop {
-            if let Ok(Ok(res)) = tokio::time::timeout(Duration::from_secs(2), client().get(url.parse().unwrap())).await {
+            if let Ok(Ok(res)) = tokio::time::timeout(Duration::from_secs(2), client().get(url.parse().unwrap())).await
+            {
                 if res.status() == StatusCode::OK {
                     break;
                 }
@@ -217,7 +218,8 @@ async fn a_second_signal_exits_at_once() {
 async fn sighup_reloads_the_config() {
     let blue = Upstream::named("blue").await;
     let green = Upstream::named("green").await;
-    let pools = format!("[pools.blue]\nbackends = [\"{}\"]\n[pools.green]\nbackends = [\"{}\"]\n", blue.addr, green.addr);
+    let pools =
+        format!("[pools.blue]\nbackends = [\"{}\"]\n[pools.green]\nbackends = [\"{}\"]\n", blue.addr, green.addr);
     let route = |s: &str| format!("[[routes]]\nname = \"app\"\nsplit = {s}\n");
     // Without the watcher, only the signal can make this reload happen.
     let bin = Binary::start_with("", &format!("{pools}{}", route("{ blue = 1, green = 0 }")), &["--no-watch"]).await;

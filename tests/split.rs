@@ -93,7 +93,8 @@ async fn raising_canary_weight_only_moves_users_into_it() {
     let users: Vec<String> = (0..400).map(|i| format!("user-{i}")).collect();
     let client = client();
 
-    let at = |weight: u32| two_pools(&blue, &canary, &format!("{{ blue = {}, canary = {weight} }}", 100 - weight), sticky);
+    let at =
+        |weight: u32| two_pools(&blue, &canary, &format!("{{ blue = {}, canary = {weight} }}", 100 - weight), sticky);
     let before = TestProxy::start(&at(10)).await;
     let mut in_canary_before = Vec::new();
     for u in &users {

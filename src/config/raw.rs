@@ -216,8 +216,7 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for OrderedMap<V> {
             }
 
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<OrderedMap<V>, A::Error> {
-                let mut entries: Vec<(Spanned<String>, V)> =
-                    Vec::with_capacity(map.size_hint().unwrap_or(0));
+                let mut entries: Vec<(Spanned<String>, V)> = Vec::with_capacity(map.size_hint().unwrap_or(0));
                 while let Some(key) = map.next_key::<Spanned<String>>()? {
                     let value = map.next_value::<V>()?;
                     entries.push((key, value));

@@ -19,13 +19,12 @@ use http::{HeaderName, HeaderValue};
 use toml::Spanned;
 
 use super::raw::{
-    OrderedMap, RawAdmin, RawConfig, RawDuration, RawForce, RawGuard, RawHealth, RawPool, RawRoute,
-    RawServer, RawSticky, RawTls,
+    OrderedMap, RawAdmin, RawConfig, RawDuration, RawForce, RawGuard, RawHealth, RawPool, RawRoute, RawServer,
+    RawSticky, RawTls,
 };
 use super::{
-    AdminConfig, BackendAddr, Config, ConfigError, ForceMatch, ForceRule, GuardConfig,
-    HealthConfig, HostMatch, LbPolicy, PoolConfig, RouteConfig, Scheme, ServerConfig, StickyKey,
-    TlsConfig,
+    AdminConfig, BackendAddr, Config, ConfigError, ForceMatch, ForceRule, GuardConfig, HealthConfig, HostMatch,
+    LbPolicy, PoolConfig, RouteConfig, Scheme, ServerConfig, StickyKey, TlsConfig,
 };
 
 type Result<T> = std::result::Result<T, ConfigError>;
@@ -112,12 +111,7 @@ impl Cx<'_> {
         let admin = self.admin(raw.admin.unwrap_or_default(), &server)?;
         let pools = self.pools(raw.pools)?;
         let routes = self.routes(raw.routes, &pools)?;
-        Ok(Config {
-            server: server.config,
-            admin,
-            pools,
-            routes,
-        })
+        Ok(Config { server: server.config, admin, pools, routes })
     }
 
     // ----- [server] ---------------------------------------------------------
@@ -129,13 +123,9 @@ impl Cx<'_> {
                 let span = list.span();
                 let items = list.into_inner();
                 if items.is_empty() {
-                    return Err(self.err(
-                        span,
-                        "server.listen is empty; add an address such as \"0.0.0.0:8080\"",
-                    ));
+                    return Err(self.err(span, "server.listen is empty; add an address such as \"0.0.0.0:8080\""));
                 }
-                let mut out: Vec<(SocketAddr, Option<Range<usize>>)> =
-                    Vec::with_capacity(items.len());
+                let mut out: Vec<(SocketAddr, Option<Range<usize>>)> = Vec::with_capacity(items.len());
                 for item in &items {
                     let addr = self.socket_addr(item, "server.listen")?;
                     if let Some((prev, _)) = out.iter().find(|(prev, _)| clash(*prev, addr)) {
@@ -157,12 +147,9 @@ impl Cx<'_> {
 
         let max_request_header_bytes = match &raw.max_request_header_bytes {
             None => DEFAULT_MAX_REQUEST_HEADER_BYTES,
-            Some(v) => self.int_in(
-                v,
-                "server.max_request_header_bytes",
-                MIN_REQUEST_HEADER_BYTES,
-                MAX_REQUEST_HEADER_BYTES,
-            )?,
+            Some(v) => {
+                self.int_in(v, "server.max_request_header_bytes", MIN_REQUEST_HEADER_BYTES, MAX_REQUEST_HEADER_BYTES)?
+            }
         };
         let workers = match &raw.workers {
             None => None,
@@ -205,11 +192,7 @@ impl Cx<'_> {
             workers: workers.map(to_usize),
             tls: tls.as_ref().map(|(tls, _)| tls.clone()),
         };
-        Ok(Server {
-            config,
-            listen,
-            tls_listen_span: tls.map(|(_, span)| span),
-        })
+        Ok(Server { config, listen, tls_listen_span: tls.map(|(_, span)| span) })
     }
 
     /// `[server.tls]`; also returns the span of its `listen` for the admin
@@ -222,17 +205,10 @@ impl Cx<'_> {
         let table = raw.span();
         let raw = raw.into_inner();
         let missing = |key: &str, example: &str| {
-            self.err(
-                table.clone(),
-                format!("server.tls has no {key}; add {key} = \"{example}\""),
-            )
+            self.err(table.clone(), format!("server.tls has no {key}; add {key} = \"{example}\""))
         };
-        let listen = raw
-            .listen
-            .ok_or_else(|| missing("listen", "0.0.0.0:8443"))?;
-        let cert = raw
-            .cert
-            .ok_or_else(|| missing("cert", "certs/server.pem"))?;
+        let listen = raw.listen.ok_or_else(|| missing("listen", "0.0.0.0:8443"))?;
+        let cert = raw.cert.ok_or_else(|| missing("cert", "certs/server.pem"))?;
         let key = raw.key.ok_or_else(|| missing("key", "certs/server.key"))?;
 
         let addr = self.socket_addr(&listen, "server.tls.listen")?;
@@ -260,29 +236,15 @@ impl Cx<'_> {
         // The admin API must not share a socket with the traffic side. Point
         // at the admin address when the operator wrote it, else at the
         // traffic address that walked into the default.
-        let tls = server.config.tls.as_ref().map(|t| {
-            (
-                t.listen,
-                server.tls_listen_span.clone(),
-                "server.tls.listen",
-            )
-        });
-        let traffic = server
-            .listen
-            .iter()
-            .map(|(addr, span)| (*addr, span.clone(), "server.listen"))
-            .chain(tls);
+        let tls = server.config.tls.as_ref().map(|t| (t.listen, server.tls_listen_span.clone(), "server.tls.listen"));
+        let traffic = server.listen.iter().map(|(addr, span)| (*addr, span.clone(), "server.listen")).chain(tls);
         for (addr, span, key) in traffic {
             if !clash(addr, listen) {
                 continue;
             }
             return Err(match (listen_span.clone(), span) {
-                (Some(admin_span), _) => self.err(
-                    admin_span,
-                    format!(
-                        "admin.listen: {listen} clashes with {addr} in {key}; use another port"
-                    ),
-                ),
+                (Some(admin_span), _) => self
+                    .err(admin_span, format!("admin.listen: {listen} clashes with {addr} in {key}; use another port")),
                 (None, Some(span)) => self.err(
                     span,
                     format!(
@@ -296,24 +258,15 @@ impl Cx<'_> {
         }
         Ok(AdminConfig {
             listen,
-            token_file: raw
-                .token_file
-                .as_ref()
-                .map(|v| self.file_path(v, "admin.token_file"))
-                .transpose()?,
-            state_file: raw
-                .state_file
-                .as_ref()
-                .map(|v| self.file_path(v, "admin.state_file"))
-                .transpose()?,
+            token_file: raw.token_file.as_ref().map(|v| self.file_path(v, "admin.token_file")).transpose()?,
+            state_file: raw.state_file.as_ref().map(|v| self.file_path(v, "admin.state_file")).transpose()?,
         })
     }
 
     // ----- [pools.NAME] -----------------------------------------------------
 
     fn pools(&self, raw: Option<Spanned<OrderedMap<Spanned<RawPool>>>>) -> Result<Vec<PoolConfig>> {
-        const NO_POOLS: &str =
-            "no pools defined; add a [pools.NAME] table with backends = [\"host:port\"]";
+        const NO_POOLS: &str = "no pools defined; add a [pools.NAME] table with backends = [\"host:port\"]";
         let Some(raw) = raw else {
             return Err(self.err(0..0, NO_POOLS));
         };
@@ -334,29 +287,20 @@ impl Cx<'_> {
     fn pool(&self, name: String, raw: Spanned<RawPool>) -> Result<PoolConfig> {
         let table = raw.span();
         let raw = raw.into_inner();
-        let no_backends =
-            format!("pool \"{name}\" has no backends; add backends = [\"host:port\"]");
-        let list = raw
-            .backends
-            .ok_or_else(|| self.err(table.clone(), no_backends.clone()))?;
+        let no_backends = format!("pool \"{name}\" has no backends; add backends = [\"host:port\"]");
+        let list = raw.backends.ok_or_else(|| self.err(table.clone(), no_backends.clone()))?;
         if list.get_ref().is_empty() {
             return Err(self.err(list.span(), no_backends));
         }
         let mut backends: Vec<BackendAddr> = Vec::with_capacity(list.get_ref().len());
         for item in list.get_ref() {
             let backend = parse_backend(item.get_ref()).map_err(|problem| {
-                self.err(
-                    item.span(),
-                    format!("pool \"{name}\": backend \"{}\" {problem}", item.get_ref()),
-                )
+                self.err(item.span(), format!("pool \"{name}\": backend \"{}\" {problem}", item.get_ref()))
             })?;
             if backends.contains(&backend) {
                 return Err(self.err(
                     item.span(),
-                    format!(
-                        "pool \"{name}\": backend \"{}\" is listed twice; remove one",
-                        item.get_ref()
-                    ),
+                    format!("pool \"{name}\": backend \"{}\" is listed twice; remove one", item.get_ref()),
                 ));
             }
             backends.push(backend);
@@ -379,13 +323,7 @@ impl Cx<'_> {
 
         let health = raw.health.map(|h| self.health(&name, h)).transpose()?;
         let guard = raw.guard.map(|g| self.guard(&name, g)).transpose()?;
-        Ok(PoolConfig {
-            name,
-            backends,
-            lb,
-            health,
-            guard,
-        })
+        Ok(PoolConfig { name, backends, lb, health, guard })
     }
 
     fn health(&self, pool: &str, raw: RawHealth) -> Result<HealthConfig> {
@@ -420,11 +358,7 @@ impl Cx<'_> {
         )?;
         if timeout > interval {
             // Point at whichever of the two the operator actually wrote.
-            let span = raw
-                .timeout
-                .as_ref()
-                .or(raw.interval.as_ref())
-                .map_or(0..0, Spanned::span);
+            let span = raw.timeout.as_ref().or(raw.interval.as_ref()).map_or(0..0, Spanned::span);
             return Err(self.err(
                 span,
                 format!(
@@ -437,18 +371,9 @@ impl Cx<'_> {
         }
         let threshold = |v: &Option<Spanned<i64>>, key: &str, default: i64| match v {
             None => Ok(default),
-            Some(v) => self.int_in(
-                v,
-                &format!("pool \"{pool}\": health.{key}"),
-                1,
-                i64::from(u32::MAX),
-            ),
+            Some(v) => self.int_in(v, &format!("pool \"{pool}\": health.{key}"), 1, i64::from(u32::MAX)),
         };
-        let unhealthy_after = threshold(
-            &raw.unhealthy_after,
-            "unhealthy_after",
-            DEFAULT_UNHEALTHY_AFTER,
-        )?;
+        let unhealthy_after = threshold(&raw.unhealthy_after, "unhealthy_after", DEFAULT_UNHEALTHY_AFTER)?;
         let healthy_after = threshold(&raw.healthy_after, "healthy_after", DEFAULT_HEALTHY_AFTER)?;
         Ok(HealthConfig {
             path,
@@ -491,28 +416,14 @@ impl Cx<'_> {
         )?;
         let min_requests = match &raw.min_requests {
             None => DEFAULT_MIN_REQUESTS,
-            Some(v) => self.int_in(
-                v,
-                &format!("pool \"{pool}\": guard.min_requests"),
-                1,
-                i64::MAX,
-            )?,
+            Some(v) => self.int_in(v, &format!("pool \"{pool}\": guard.min_requests"), 1, i64::MAX)?,
         };
-        Ok(GuardConfig {
-            max_error_rate,
-            max_p99_latency,
-            window,
-            min_requests: min_requests.unsigned_abs(),
-        })
+        Ok(GuardConfig { max_error_rate, max_p99_latency, window, min_requests: min_requests.unsigned_abs() })
     }
 
     // ----- [[routes]] -------------------------------------------------------
 
-    fn routes(
-        &self,
-        raw: Option<Spanned<Vec<Spanned<RawRoute>>>>,
-        pools: &[PoolConfig],
-    ) -> Result<Vec<RouteConfig>> {
+    fn routes(&self, raw: Option<Spanned<Vec<Spanned<RawRoute>>>>, pools: &[PoolConfig]) -> Result<Vec<RouteConfig>> {
         const NO_ROUTES: &str = "no routes defined; add a [[routes]] table with a name and a split";
         let Some(raw) = raw else {
             return Err(self.err(0..0, NO_ROUTES));
@@ -527,29 +438,17 @@ impl Cx<'_> {
             let table = item.span();
             let raw = item.into_inner();
             let name = raw.name.as_ref().ok_or_else(|| {
-                self.err(
-                    table.clone(),
-                    format!("route #{} has no name; add name = \"...\"", index + 1),
-                )
+                self.err(table.clone(), format!("route #{} has no name; add name = \"...\"", index + 1))
             })?;
             self.check_name(name, "route")?;
             let name_str = name.get_ref().clone();
             if routes.iter().any(|r| r.name == name_str) {
-                return Err(self.err(
-                    name.span(),
-                    format!("route \"{name_str}\" is defined twice; give each route its own name"),
-                ));
+                return Err(self
+                    .err(name.span(), format!("route \"{name_str}\" is defined twice; give each route its own name")));
             }
             let route = self.route(name_str, table.clone(), &raw, pools)?;
-            if let Some(earlier) = routes
-                .iter()
-                .find(|r| r.host == route.host && r.path_prefix == route.path_prefix)
-            {
-                let span = raw
-                    .path_prefix
-                    .as_ref()
-                    .or(raw.host.as_ref())
-                    .map_or(table, Spanned::span);
+            if let Some(earlier) = routes.iter().find(|r| r.host == route.host && r.path_prefix == route.path_prefix) {
+                let span = raw.path_prefix.as_ref().or(raw.host.as_ref()).map_or(table, Spanned::span);
                 return Err(self.err(
                     span,
                     format!(
@@ -564,13 +463,7 @@ impl Cx<'_> {
         Ok(routes)
     }
 
-    fn route(
-        &self,
-        name: String,
-        table: Range<usize>,
-        raw: &RawRoute,
-        pools: &[PoolConfig],
-    ) -> Result<RouteConfig> {
+    fn route(&self, name: String, table: Range<usize>, raw: &RawRoute, pools: &[PoolConfig]) -> Result<RouteConfig> {
         let host = match &raw.host {
             None => HostMatch::Any,
             Some(v) => self.host_match(&name, v)?,
@@ -580,88 +473,57 @@ impl Cx<'_> {
             Some(v) => self.path_prefix(&name, v)?,
         };
         let split = self.split(&name, table, raw.split.as_ref(), pools)?;
-        let sticky = raw
-            .sticky
-            .as_ref()
-            .map(|s| self.sticky(&name, s))
-            .transpose()?;
-        let force = raw
-            .force
-            .iter()
-            .flatten()
-            .map(|f| self.force(&name, f, &split, pools))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(RouteConfig {
-            name,
-            host,
-            path_prefix,
-            split,
-            sticky,
-            force,
-        })
+        let sticky = raw.sticky.as_ref().map(|s| self.sticky(&name, s)).transpose()?;
+        let force =
+            raw.force.iter().flatten().map(|f| self.force(&name, f, &split, pools)).collect::<Result<Vec<_>>>()?;
+        Ok(RouteConfig { name, host, path_prefix, split, sticky, force })
     }
 
     fn host_match(&self, route: &str, v: &Spanned<String>) -> Result<HostMatch> {
         let raw = v.get_ref();
         let host = raw.to_ascii_lowercase();
-        let fail =
-            |why: &str| self.err(v.span(), format!("route \"{route}\": host \"{raw}\" {why}"));
+        let fail = |why: &str| self.err(v.span(), format!("route \"{route}\": host \"{raw}\" {why}"));
         if host.is_empty() {
-            return Err(self.err(
-                v.span(),
-                format!("route \"{route}\": host is empty; remove the key to match any host"),
-            ));
+            return Err(
+                self.err(v.span(), format!("route \"{route}\": host is empty; remove the key to match any host"))
+            );
         }
         if host.chars().any(char::is_whitespace) {
             return Err(fail("contains spaces; write one host name per route"));
         }
         if host.contains(['/', '?', '#', '@']) {
-            return Err(fail(
-                "must be a host name, not a URL; put the path in path_prefix",
-            ));
+            return Err(fail("must be a host name, not a URL; put the path in path_prefix"));
         }
         if let Some(suffix) = host.strip_prefix("*.") {
             if suffix.contains('*') {
-                return Err(fail(
-                    "may only use \"*\" as a leading \"*.\", e.g. \"*.example.com\"",
-                ));
+                return Err(fail("may only use \"*\" as a leading \"*.\", e.g. \"*.example.com\""));
             }
             if suffix.contains(':') {
-                return Err(fail(
-                    "must not include a port; the port of the Host header is ignored",
-                ));
+                return Err(fail("must not include a port; the port of the Host header is ignored"));
             }
             if !is_dns_name(suffix) {
-                return Err(fail(
-                    "is not a valid host name; write e.g. \"*.example.com\"",
-                ));
+                return Err(fail("is not a valid host name; write e.g. \"*.example.com\""));
             }
             return Ok(HostMatch::Wildcard(format!(".{suffix}")));
         }
         if host.contains('*') {
-            return Err(fail(
-                "may only use \"*\" as a leading \"*.\", e.g. \"*.example.com\"",
-            ));
+            return Err(fail("may only use \"*\" as a leading \"*.\", e.g. \"*.example.com\""));
         }
         if let Some(inner) = host.strip_prefix('[') {
             // An IPv6 literal: the only host with colons in it.
             return match inner.strip_suffix(']').map(str::parse::<Ipv6Addr>) {
                 Some(Ok(_)) => Ok(HostMatch::Exact(host)),
-                _ if inner.contains("]:") => Err(fail(
-                    "must not include a port; the port of the Host header is ignored",
-                )),
+                _ if inner.contains("]:") => {
+                    Err(fail("must not include a port; the port of the Host header is ignored"))
+                }
                 _ => Err(fail("is not a valid IPv6 literal; write e.g. \"[::1]\"")),
             };
         }
         if host.contains(':') {
-            return Err(fail(
-                "must not include a port; the port of the Host header is ignored",
-            ));
+            return Err(fail("must not include a port; the port of the Host header is ignored"));
         }
         if !is_dns_name(&host) {
-            return Err(fail(
-                "is not a valid host name; write e.g. \"shop.example.com\"",
-            ));
+            return Err(fail("is not a valid host name; write e.g. \"shop.example.com\""));
         }
         Ok(HostMatch::Exact(host))
     }
@@ -677,10 +539,7 @@ impl Cx<'_> {
         } else {
             return Ok(p.clone());
         };
-        Err(self.err(
-            v.span(),
-            format!("route \"{route}\": path_prefix \"{p}\" {why}"),
-        ))
+        Err(self.err(v.span(), format!("route \"{route}\": path_prefix \"{p}\" {why}")))
     }
 
     fn split(
@@ -691,17 +550,13 @@ impl Cx<'_> {
         pools: &[PoolConfig],
     ) -> Result<Vec<(String, u32)>> {
         let raw = raw.ok_or_else(|| {
-            self.err(
-                table,
-                format!("route \"{route}\" has no split; add e.g. split = {{ blue = 100 }}"),
-            )
+            self.err(table, format!("route \"{route}\" has no split; add e.g. split = {{ blue = 100 }}"))
         })?;
         let entries = &raw.get_ref().0;
         if entries.is_empty() {
-            return Err(self.err(
-                raw.span(),
-                format!("route \"{route}\": split is empty; give at least one pool a weight"),
-            ));
+            return Err(
+                self.err(raw.span(), format!("route \"{route}\": split is empty; give at least one pool a weight"))
+            );
         }
         let mut split: Vec<(String, u32)> = Vec::with_capacity(entries.len());
         for (pool, weight) in entries {
@@ -718,9 +573,7 @@ impl Cx<'_> {
             if split.iter().any(|(p, _)| p == pool_name) {
                 return Err(self.err(
                     pool.span(),
-                    format!(
-                        "route \"{route}\": pool \"{pool_name}\" appears twice in split; keep one"
-                    ),
+                    format!("route \"{route}\": pool \"{pool_name}\" appears twice in split; keep one"),
                 ));
             }
             let w = *weight.get_ref();
@@ -741,9 +594,7 @@ impl Cx<'_> {
         if split.iter().all(|(_, w)| *w == 0) {
             return Err(self.err(
                 raw.span(),
-                format!(
-                    "route \"{route}\": all weights are zero; at least one pool must take traffic"
-                ),
+                format!("route \"{route}\": all weights are zero; at least one pool must take traffic"),
             ));
         }
         Ok(split)
@@ -753,20 +604,14 @@ impl Cx<'_> {
         match (&raw.get_ref().cookie, &raw.get_ref().header) {
             (Some(_), Some(_)) => Err(self.err(
                 raw.span(),
-                format!(
-                    "route \"{route}\": sticky takes either cookie or header, not both; keep one"
-                ),
+                format!("route \"{route}\": sticky takes either cookie or header, not both; keep one"),
             )),
-            (None, None) => Err(self.err(
-                raw.span(),
-                format!("route \"{route}\": sticky needs cookie = \"name\" or header = \"name\""),
-            )),
-            (Some(cookie), None) => Ok(StickyKey::Cookie(
-                self.cookie_name(route, "sticky", cookie)?,
-            )),
-            (None, Some(header)) => Ok(StickyKey::Header(
-                self.header_name(route, "sticky", header)?,
-            )),
+            (None, None) => {
+                Err(self
+                    .err(raw.span(), format!("route \"{route}\": sticky needs cookie = \"name\" or header = \"name\"")))
+            }
+            (Some(cookie), None) => Ok(StickyKey::Cookie(self.cookie_name(route, "sticky", cookie)?)),
+            (None, Some(header)) => Ok(StickyKey::Header(self.header_name(route, "sticky", header)?)),
         }
     }
 
@@ -779,12 +624,8 @@ impl Cx<'_> {
     ) -> Result<ForceRule> {
         let table = raw.span();
         let f = raw.get_ref();
-        let missing_value = || {
-            self.err(
-                table.clone(),
-                format!("route \"{route}\": force rule has no value; add value = \"...\""),
-            )
-        };
+        let missing_value =
+            || self.err(table.clone(), format!("route \"{route}\": force rule has no value; add value = \"...\""));
         let matcher = match (&f.header, &f.cookie) {
             (Some(_), Some(_)) => {
                 return Err(self.err(
@@ -793,10 +634,8 @@ impl Cx<'_> {
                 ))
             }
             (None, None) => {
-                return Err(self.err(
-                    table,
-                    format!("route \"{route}\": force rule needs header = \"name\" or cookie = \"name\""),
-                ))
+                return Err(self
+                    .err(table, format!("route \"{route}\": force rule needs header = \"name\" or cookie = \"name\"")))
             }
             (Some(header), None) => {
                 let name = self.header_name(route, "force", header)?;
@@ -805,7 +644,9 @@ impl Cx<'_> {
                 if v.is_empty() || HeaderValue::from_str(v).is_err() {
                     return Err(self.err(
                         value.span(),
-                        format!("route \"{route}\": force value \"{v}\" is not a valid header value; use visible ASCII"),
+                        format!(
+                            "route \"{route}\": force value \"{v}\" is not a valid header value; use visible ASCII"
+                        ),
                     ));
                 }
                 ForceMatch::Header(name, v.clone())
@@ -827,27 +668,18 @@ impl Cx<'_> {
             }
         };
         let pool = f.pool.as_ref().ok_or_else(|| {
-            self.err(
-                table.clone(),
-                format!("route \"{route}\": force rule has no pool; add pool = \"name\""),
-            )
+            self.err(table.clone(), format!("route \"{route}\": force rule has no pool; add pool = \"name\""))
         })?;
         let pool_name = pool.get_ref();
         if !split.iter().any(|(p, _)| p == pool_name) {
             let message = if pools.iter().any(|p| &p.name == pool_name) {
                 format!("route \"{route}\": force pool \"{pool_name}\" is not in the route's split; add it to the split with weight 0")
             } else {
-                format!(
-                    "route \"{route}\": force names unknown pool \"{pool_name}\" (known: {})",
-                    known_pools(pools)
-                )
+                format!("route \"{route}\": force names unknown pool \"{pool_name}\" (known: {})", known_pools(pools))
             };
             return Err(self.err(pool.span(), message));
         }
-        Ok(ForceRule {
-            matcher,
-            pool: pool_name.clone(),
-        })
+        Ok(ForceRule { matcher, pool: pool_name.clone() })
     }
 
     // ----- shared value checks ----------------------------------------------
@@ -855,21 +687,15 @@ impl Cx<'_> {
     fn check_name(&self, name: &Spanned<String>, kind: &str) -> Result<()> {
         let n = name.get_ref();
         if n.is_empty() {
-            return Err(self.err(
-                name.span(),
-                format!("{kind} name is empty; use ASCII letters, digits, '-', '_' or '.'"),
-            ));
+            return Err(
+                self.err(name.span(), format!("{kind} name is empty; use ASCII letters, digits, '-', '_' or '.'"))
+            );
         }
-        if !n
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        {
+        if !n.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
             // Names end up in admin URL paths and metric labels.
             return Err(self.err(
                 name.span(),
-                format!(
-                    "{kind} name \"{n}\" may only contain ASCII letters, digits, '-', '_' and '.'"
-                ),
+                format!("{kind} name \"{n}\" may only contain ASCII letters, digits, '-', '_' and '.'"),
             ));
         }
         Ok(())
@@ -879,10 +705,7 @@ impl Cx<'_> {
         HeaderName::from_bytes(v.get_ref().to_ascii_lowercase().as_bytes()).map_err(|_| {
             self.err(
                 v.span(),
-                format!(
-                    "route \"{route}\": {what} header \"{}\" is not a valid header name",
-                    v.get_ref()
-                ),
+                format!("route \"{route}\": {what} header \"{}\" is not a valid header name", v.get_ref()),
             )
         })
     }
@@ -912,10 +735,7 @@ impl Cx<'_> {
 
     fn file_path(&self, v: &Spanned<String>, key: &str) -> Result<PathBuf> {
         if v.get_ref().is_empty() {
-            return Err(self.err(
-                v.span(),
-                format!("{key} is empty; give a file path or remove the key"),
-            ));
+            return Err(self.err(v.span(), format!("{key} is empty; give a file path or remove the key")));
         }
         let p = Path::new(v.get_ref());
         // Relative to the config file, not to wherever the proxy was started.
@@ -928,10 +748,7 @@ impl Cx<'_> {
     fn int_in(&self, v: &Spanned<i64>, what: &str, min: i64, max: i64) -> Result<i64> {
         let n = *v.get_ref();
         if n < min {
-            return Err(self.err(
-                v.span(),
-                format!("{what} is {n}; it must be at least {min}"),
-            ));
+            return Err(self.err(v.span(), format!("{what} is {n}; it must be at least {min}")));
         }
         if n > max {
             return Err(self.err(v.span(), format!("{what} is {n}; it must be at most {max}")));
@@ -969,16 +786,10 @@ impl Cx<'_> {
             self.err(v.span(), format!("{what}: {problem}; {DURATION_HINT}"))
         })?;
         if d.is_zero() && !zero_ok {
-            return Err(self.err(
-                v.span(),
-                format!("{what} must be greater than zero; {DURATION_HINT}"),
-            ));
+            return Err(self.err(v.span(), format!("{what} must be greater than zero; {DURATION_HINT}")));
         }
         if d > MAX_DURATION {
-            return Err(self.err(
-                v.span(),
-                format!("{what}: \"{text}\" is too long; the most is 365 days"),
-            ));
+            return Err(self.err(v.span(), format!("{what}: \"{text}\" is too long; the most is 365 days")));
         }
         Ok(d)
     }
@@ -1028,14 +839,10 @@ fn parse_backend(s: &str) -> std::result::Result<BackendAddr, String> {
         return Err(format!("must not contain user info; {FORMS}"));
     }
     if rest.contains(['/', '?', '#']) {
-        return Err(format!(
-            "must not have a path or query (the request's own path is forwarded); {FORMS}"
-        ));
+        return Err(format!("must not have a path or query (the request's own path is forwarded); {FORMS}"));
     }
     let (host, port) = if rest.starts_with('[') {
-        let end = rest
-            .find(']')
-            .ok_or_else(|| format!("has an unclosed IPv6 bracket; {FORMS}"))?;
+        let end = rest.find(']').ok_or_else(|| format!("has an unclosed IPv6 bracket; {FORMS}"))?;
         let (host, after) = rest.split_at(end + 1);
         if host[1..end].parse::<Ipv6Addr>().is_err() {
             return Err("has an invalid IPv6 address; write e.g. \"[::1]:9001\"".to_owned());
@@ -1047,9 +854,7 @@ fn parse_backend(s: &str) -> std::result::Result<BackendAddr, String> {
     } else {
         match rest.rsplit_once(':') {
             Some((host, _)) if host.contains(':') => {
-                return Err(
-                    "has an IPv6 address without brackets; write e.g. \"[::1]:9001\"".to_owned(),
-                )
+                return Err("has an IPv6 address without brackets; write e.g. \"[::1]:9001\"".to_owned())
             }
             Some((host, port)) => {
                 if !is_dns_name(host) {
@@ -1065,10 +870,7 @@ fn parse_backend(s: &str) -> std::result::Result<BackendAddr, String> {
         Ok(p) if p != 0 && port.bytes().all(|b| b.is_ascii_digit()) => p,
         _ => return Err(format!("has an invalid port \"{port}\"; use 1 to 65535")),
     };
-    Ok(BackendAddr {
-        scheme,
-        authority: format!("{host}:{port}"),
-    })
+    Ok(BackendAddr { scheme, authority: format!("{host}:{port}") })
 }
 
 /// A lowercase DNS-style name or IPv4 address: dot-separated non-empty labels
@@ -1076,10 +878,7 @@ fn parse_backend(s: &str) -> std::result::Result<BackendAddr, String> {
 fn is_dns_name(s: &str) -> bool {
     !s.is_empty()
         && s.split('.').all(|label| {
-            !label.is_empty()
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+            !label.is_empty() && label.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
         })
 }
 
@@ -1094,11 +893,7 @@ fn is_cookie_octet(b: u8) -> bool {
 }
 
 fn known_pools(pools: &[PoolConfig]) -> String {
-    pools
-        .iter()
-        .map(|p| p.name.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
+    pools.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
 }
 
 /// Callers range-check first; saturate rather than panic if they did not.
@@ -1122,17 +917,13 @@ fn tidy_toml_message(message: &str, key: Option<&str>) -> String {
         .replace("expected a map", "expected a table");
     if let Some(i) = m.find("expected struct ") {
         let name_start = i + "expected struct ".len();
-        let name_len = m[name_start..]
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(m.len() - name_start);
+        let name_len =
+            m[name_start..].find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(m.len() - name_start);
         m.replace_range(i + "expected ".len()..name_start + name_len, "a table");
     }
     if m == "duplicate key" {
         if let Some(key) = key {
-            m = format!(
-                "duplicate key `{}`; each key may appear only once in a table",
-                key.trim()
-            );
+            m = format!("duplicate key `{}`; each key may appear only once in a table", key.trim());
         }
     }
     m
@@ -1170,12 +961,7 @@ split = { blue = 90, canary = 10 }
             Ok(_) => panic!("config should be rejected ({needle}):\n{text}"),
             Err(e) => e,
         };
-        assert!(
-            e.message.contains(needle),
-            "message {:?} does not contain {:?}",
-            e.message,
-            needle
-        );
+        assert!(e.message.contains(needle), "message {:?} does not contain {:?}", e.message, needle);
         assert_eq!(e.position, Some(position), "position of {:?}", e.message);
         assert_eq!(e.path, Path::new(FILE));
     }
@@ -1267,10 +1053,7 @@ split = { blue = 1 }
         let config = parse_ok(FULL);
         let expected = Config {
             server: ServerConfig {
-                listen: vec![
-                    "0.0.0.0:8080".parse().unwrap(),
-                    "[::1]:8081".parse().unwrap(),
-                ],
+                listen: vec!["0.0.0.0:8080".parse().unwrap(), "[::1]:8081".parse().unwrap()],
                 request_timeout: Duration::from_secs(15),
                 connect_timeout: Duration::from_millis(500),
                 idle_timeout: Duration::from_secs(120),
@@ -1293,14 +1076,8 @@ split = { blue = 1 }
                 PoolConfig {
                     name: "blue".into(),
                     backends: vec![
-                        BackendAddr {
-                            scheme: Scheme::Http,
-                            authority: "127.0.0.1:9001".into(),
-                        },
-                        BackendAddr {
-                            scheme: Scheme::Http,
-                            authority: "127.0.0.1:9002".into(),
-                        },
+                        BackendAddr { scheme: Scheme::Http, authority: "127.0.0.1:9001".into() },
+                        BackendAddr { scheme: Scheme::Http, authority: "127.0.0.1:9002".into() },
                     ],
                     lb: LbPolicy::P2c,
                     health: Some(HealthConfig {
@@ -1320,14 +1097,8 @@ split = { blue = 1 }
                 PoolConfig {
                     name: "green".into(),
                     backends: vec![
-                        BackendAddr {
-                            scheme: Scheme::Https,
-                            authority: "green.internal:9443".into(),
-                        },
-                        BackendAddr {
-                            scheme: Scheme::Http,
-                            authority: "[::1]:9011".into(),
-                        },
+                        BackendAddr { scheme: Scheme::Https, authority: "green.internal:9443".into() },
+                        BackendAddr { scheme: Scheme::Http, authority: "[::1]:9011".into() },
                     ],
                     lb: LbPolicy::RoundRobin,
                     health: Some(HealthConfig {
@@ -1354,16 +1125,10 @@ split = { blue = 1 }
                     sticky: Some(StickyKey::Header(HeaderName::from_static("x-user-id"))),
                     force: vec![
                         ForceRule {
-                            matcher: ForceMatch::Header(
-                                HeaderName::from_static("x-beta"),
-                                "yes".into(),
-                            ),
+                            matcher: ForceMatch::Header(HeaderName::from_static("x-beta"), "yes".into()),
                             pool: "green".into(),
                         },
-                        ForceRule {
-                            matcher: ForceMatch::Cookie("beta".into(), "1".into()),
-                            pool: "green".into(),
-                        },
+                        ForceRule { matcher: ForceMatch::Cookie("beta".into(), "1".into()), pool: "green".into() },
                     ],
                 },
                 RouteConfig {
@@ -1406,11 +1171,7 @@ split = { blue = 1 }
         );
         assert_eq!(
             config.admin,
-            AdminConfig {
-                listen: "127.0.0.1:9901".parse().unwrap(),
-                token_file: None,
-                state_file: None,
-            }
+            AdminConfig { listen: "127.0.0.1:9901".parse().unwrap(), token_file: None, state_file: None }
         );
         let blue = config.pool("blue").unwrap();
         assert_eq!(blue.lb, LbPolicy::P2c);
@@ -1441,15 +1202,9 @@ split = { blue = 1 }
     fn default_example_has_the_documented_shape() {
         let file = concat!(env!("CARGO_MANIFEST_DIR"), "/config/cutover.toml");
         let config = parse_ok(&std::fs::read_to_string(file).unwrap());
-        assert_eq!(
-            config.server.listen,
-            vec!["127.0.0.1:8080".parse().unwrap()]
-        );
+        assert_eq!(config.server.listen, vec!["127.0.0.1:8080".parse().unwrap()]);
         assert_eq!(config.admin.listen, "127.0.0.1:9901".parse().unwrap());
-        assert_eq!(
-            config.routes[0].split,
-            vec![("blue".into(), 90), ("canary".into(), 10)]
-        );
+        assert_eq!(config.routes[0].split, vec![("blue".into(), 90), ("canary".into(), 10)]);
         assert!(config.pool("canary").unwrap().guard.is_some());
     }
 
@@ -1469,10 +1224,7 @@ split = { blue = 1 }
     #[test]
     fn error_renders_as_file_line_col() {
         let e = parse(Path::new(FILE), "[server]\nworkers = 0\n").unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "/etc/cutover/cutover.toml:2:11: server.workers is 0; it must be at least 1"
-        );
+        assert_eq!(e.to_string(), "/etc/cutover/cutover.toml:2:11: server.workers is 0; it must be at least 1");
     }
 
     #[test]
@@ -1494,11 +1246,7 @@ split = { blue = 1 }
 
     #[test]
     fn unknown_keys_are_named_at_their_position() {
-        assert_err(
-            &with_server("[server]\nlisen = [\"0.0.0.0:8080\"]\n"),
-            "unknown field `lisen`",
-            (2, 1),
-        );
+        assert_err(&with_server("[server]\nlisen = [\"0.0.0.0:8080\"]\n"), "unknown field `lisen`", (2, 1));
         assert_err(&with_server("[sever]\n"), "unknown field `sever`", (1, 2));
         assert_err(
             &with_pools("[pools.blue]\nbackends = [\"127.0.0.1:9001\"]\nweight = 1\n[pools.canary]\nbackends = [\"127.0.0.1:9003\"]\n"),
@@ -1506,9 +1254,7 @@ split = { blue = 1 }
             (3, 1),
         );
         assert_err(
-            &with_routes(
-                "[[routes]]\nname = \"shop\"\nsplit = { blue = 1 }\nsticky = { cookies = \"x\" }\n",
-            ),
+            &with_routes("[[routes]]\nname = \"shop\"\nsplit = { blue = 1 }\nsticky = { cookies = \"x\" }\n"),
             "unknown field `cookies`",
             (8, 12),
         );
@@ -1531,25 +1277,15 @@ split = { blue = 1 }
             "invalid type: string \"4\", expected an integer",
             (2, 11),
         );
-        assert_err(
-            &with_server("[server]\nlisten = \"0.0.0.0:8080\"\n"),
-            "expected an array",
-            (2, 10),
-        );
+        assert_err(&with_server("[server]\nlisten = \"0.0.0.0:8080\"\n"), "expected an array", (2, 10));
         assert_err(
             &with_routes("[[routes]]\nname = \"shop\"\nsplit = { blue = 0.5 }\n"),
             "invalid type: floating point `0.5`, expected an integer",
             (7, 18),
         );
+        assert_err(&with_routes("[[routes]]\nname = \"shop\"\nsplit = 3\n"), "expected a table", (7, 9));
         assert_err(
-            &with_routes("[[routes]]\nname = \"shop\"\nsplit = 3\n"),
-            "expected a table",
-            (7, 9),
-        );
-        assert_err(
-            &with_routes(
-                "[[routes]]\nname = \"shop\"\nsplit = { blue = 1 }\nsticky = \"cookie\"\n",
-            ),
+            &with_routes("[[routes]]\nname = \"shop\"\nsplit = { blue = 1 }\nsticky = \"cookie\"\n"),
             "expected a table",
             (8, 10),
         );
@@ -1563,11 +1299,7 @@ split = { blue = 1 }
     #[test]
     fn syntax_errors_have_a_position() {
         assert_err("[server\nworkers = 1\n", "expected `]`", (1, 8));
-        assert_err(
-            &with_server("[server]\nworkers = \n"),
-            "string values must be quoted",
-            (2, 11),
-        );
+        assert_err(&with_server("[server]\nworkers = \n"), "string values must be quoted", (2, 11));
         assert_err(
             &with_server("[server]\nrequest_timeout = \"1s\" junk\n"),
             "unexpected key or value, expected newline",
@@ -1593,16 +1325,8 @@ split = { blue = 1 }
             "server.request_timeout: \"3x\" has an unknown unit \"x\"; write it like \"250ms\"",
             (2, 19),
         );
-        assert_err(
-            &with_server("[server]\nconnect_timeout = \"\"\n"),
-            "server.connect_timeout: is empty",
-            (2, 19),
-        );
-        assert_err(
-            &with_server("[server]\nidle_timeout = \"30\"\n"),
-            "\"30\" has no unit",
-            (2, 16),
-        );
+        assert_err(&with_server("[server]\nconnect_timeout = \"\"\n"), "server.connect_timeout: is empty", (2, 19));
+        assert_err(&with_server("[server]\nidle_timeout = \"30\"\n"), "\"30\" has no unit", (2, 16));
         assert_err(
             &with_server("[server]\ndrain_timeout = 30\n"),
             "expected a duration string like \"250ms\"",
@@ -1644,17 +1368,8 @@ split = { blue = 1 }
 
     #[test]
     fn workers_must_be_at_least_one() {
-        assert_err(
-            &with_server("[server]\nworkers = 0\n"),
-            "server.workers is 0; it must be at least 1",
-            (2, 11),
-        );
-        assert_eq!(
-            parse_ok(&with_server("[server]\nworkers = 1\n"))
-                .server
-                .workers,
-            Some(1)
-        );
+        assert_err(&with_server("[server]\nworkers = 0\n"), "server.workers is 0; it must be at least 1", (2, 11));
+        assert_eq!(parse_ok(&with_server("[server]\nworkers = 1\n")).server.workers, Some(1));
     }
 
     #[test]
@@ -1664,11 +1379,7 @@ split = { blue = 1 }
             "server.listen: \"localhost:8080\" is not an ip:port address",
             (2, 27),
         );
-        assert_err(
-            &with_server("[server]\nlisten = []\n"),
-            "server.listen is empty",
-            (2, 10),
-        );
+        assert_err(&with_server("[server]\nlisten = []\n"), "server.listen is empty", (2, 10));
         let config = parse_ok(&with_server("[server]\nlisten = [\"[::1]:8080\"]\n"));
         assert_eq!(config.server.listen, vec!["[::1]:8080".parse().unwrap()]);
     }
@@ -1686,9 +1397,7 @@ split = { blue = 1 }
             (2, 27),
         );
         // Different ports, or an IPv4 wildcard next to an IPv6 address, bind fine.
-        parse_ok(&with_server(
-            "[server]\nlisten = [\"0.0.0.0:8080\", \"0.0.0.0:8081\", \"[::1]:8080\"]\n",
-        ));
+        parse_ok(&with_server("[server]\nlisten = [\"0.0.0.0:8080\", \"0.0.0.0:8081\", \"[::1]:8080\"]\n"));
         // Port 0 is an ephemeral port: tests bind it everywhere at once.
         parse_ok(&with_server(
             "[server]\nlisten = [\"127.0.0.1:0\", \"127.0.0.1:0\"]\n[server.tls]\nlisten = \"127.0.0.1:0\"\ncert = \"c\"\nkey = \"k\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
@@ -1702,11 +1411,7 @@ split = { blue = 1 }
             "server.tls has no key; add key = \"certs/server.key\"",
             (3, 1),
         );
-        assert_err(
-            &with_server("[server.tls]\ncert = \"c\"\nkey = \"k\"\n"),
-            "server.tls has no listen",
-            (1, 1),
-        );
+        assert_err(&with_server("[server.tls]\ncert = \"c\"\nkey = \"k\"\n"), "server.tls has no listen", (1, 1));
         assert_err(
             &with_server("[server.tls]\nlisten = \"0.0.0.0:8443\"\ncert = \"\"\nkey = \"k\"\n"),
             "server.tls.cert is empty",
@@ -1731,9 +1436,7 @@ split = { blue = 1 }
     #[test]
     fn admin_listen_must_differ_from_traffic_listeners() {
         assert_err(
-            &with_server(
-                "[server]\nlisten = [\"127.0.0.1:8080\"]\n[admin]\nlisten = \"127.0.0.1:8080\"\n",
-            ),
+            &with_server("[server]\nlisten = [\"127.0.0.1:8080\"]\n[admin]\nlisten = \"127.0.0.1:8080\"\n"),
             "admin.listen: 127.0.0.1:8080 clashes with 127.0.0.1:8080 in server.listen",
             (4, 10),
         );
@@ -1752,22 +1455,14 @@ split = { blue = 1 }
 
     #[test]
     fn relative_paths_resolve_against_the_config_directory() {
-        let text =
-            with_server("[admin]\ntoken_file = \"token\"\nstate_file = \"../state/s.json\"\n");
+        let text = with_server("[admin]\ntoken_file = \"token\"\nstate_file = \"../state/s.json\"\n");
         let config = parse(Path::new("conf/cutover.toml"), &text).unwrap();
         assert_eq!(config.admin.token_file, Some(PathBuf::from("conf/token")));
-        assert_eq!(
-            config.admin.state_file,
-            Some(PathBuf::from("conf/../state/s.json"))
-        );
+        assert_eq!(config.admin.state_file, Some(PathBuf::from("conf/../state/s.json")));
         // A bare file name has an empty parent: paths stay as written.
         let config = parse(Path::new("cutover.toml"), &text).unwrap();
         assert_eq!(config.admin.token_file, Some(PathBuf::from("token")));
-        assert_err(
-            &with_server("[admin]\nstate_file = \"\"\n"),
-            "admin.state_file is empty",
-            (2, 14),
-        );
+        assert_err(&with_server("[admin]\nstate_file = \"\"\n"), "admin.state_file is empty", (2, 14));
     }
 
     // ----- [pools] ------------------------------------------------------------
@@ -1775,11 +1470,7 @@ split = { blue = 1 }
     #[test]
     fn at_least_one_pool() {
         assert_err(ROUTE, "no pools defined; add a [pools.NAME] table", (1, 1));
-        assert_err(
-            &format!("pools = {{}}\n{ROUTE}"),
-            "no pools defined",
-            (1, 9),
-        );
+        assert_err(&format!("pools = {{}}\n{ROUTE}"), "no pools defined", (1, 9));
     }
 
     #[test]
@@ -1789,11 +1480,7 @@ split = { blue = 1 }
             "pool name \"blue green\" may only contain ASCII letters, digits, '-', '_' and '.'",
             (1, 8),
         );
-        assert_err(
-            &with_pools("[pools.\"\"]\nbackends = [\"127.0.0.1:9001\"]\n"),
-            "pool name is empty",
-            (1, 8),
-        );
+        assert_err(&with_pools("[pools.\"\"]\nbackends = [\"127.0.0.1:9001\"]\n"), "pool name is empty", (1, 8));
         let config = parse_ok(
             "[pools.\"blue-2_a.b\"]\nbackends = [\"127.0.0.1:9001\"]\n[[routes]]\nname = \"r\"\nsplit = { \"blue-2_a.b\" = 1 }\n",
         );
@@ -1803,16 +1490,12 @@ split = { blue = 1 }
     #[test]
     fn pool_needs_backends() {
         assert_err(
-            &with_pools(
-                "[pools.blue]\nlb = \"p2c\"\n[pools.canary]\nbackends = [\"127.0.0.1:9003\"]\n",
-            ),
+            &with_pools("[pools.blue]\nlb = \"p2c\"\n[pools.canary]\nbackends = [\"127.0.0.1:9003\"]\n"),
             "pool \"blue\" has no backends; add backends = [\"host:port\"]",
             (1, 1),
         );
         assert_err(
-            &with_pools(
-                "[pools.blue]\nbackends = []\n[pools.canary]\nbackends = [\"127.0.0.1:9003\"]\n",
-            ),
+            &with_pools("[pools.blue]\nbackends = []\n[pools.canary]\nbackends = [\"127.0.0.1:9003\"]\n"),
             "pool \"blue\" has no backends",
             (2, 12),
         );
@@ -1823,11 +1506,8 @@ split = { blue = 1 }
         let config = parse_ok(&with_pools(
             "[pools.blue]\nbackends = [\"HTTP://App.Internal:8080/\", \"https://[::1]:9443\", \"10.0.0.1:80\", \"[FE80::1]:81/\"]\n[pools.canary]\nbackends = [\"127.0.0.1:9003\"]\n",
         ));
-        let backends: Vec<(Scheme, &str)> = config.pools[0]
-            .backends
-            .iter()
-            .map(|b| (b.scheme, b.authority.as_str()))
-            .collect();
+        let backends: Vec<(Scheme, &str)> =
+            config.pools[0].backends.iter().map(|b| (b.scheme, b.authority.as_str())).collect();
         assert_eq!(
             backends,
             vec![
@@ -1941,16 +1621,9 @@ split = { blue = 1 }
             "pool \"blue\": health.path \"healthz\" must be a path starting with \"/\"",
             (4, 8),
         );
-        assert_err(
-            &with_health("path = \"/a b\"\n"),
-            "health.path \"/a b\"",
-            (4, 8),
-        );
+        assert_err(&with_health("path = \"/a b\"\n"), "health.path \"/a b\"", (4, 8));
         let config = parse_ok(&with_health("path = \"/status?full=1\"\n"));
-        assert_eq!(
-            config.pools[0].health.as_ref().unwrap().path,
-            "/status?full=1"
-        );
+        assert_eq!(config.pools[0].health.as_ref().unwrap().path, "/status?full=1");
     }
 
     /// Blue with a `[pools.blue.guard]` table whose body starts on line 4.
@@ -1976,16 +1649,8 @@ split = { blue = 1 }
             "pool \"blue\": guard.max_error_rate 1.5 is outside 0..1",
             (4, 18),
         );
-        assert_err(
-            &with_guard("max_error_rate = -0.1\n"),
-            "is outside 0..1",
-            (4, 18),
-        );
-        assert_err(
-            &with_guard("max_error_rate = nan\n"),
-            "is outside 0..1",
-            (4, 18),
-        );
+        assert_err(&with_guard("max_error_rate = -0.1\n"), "is outside 0..1", (4, 18));
+        assert_err(&with_guard("max_error_rate = nan\n"), "is outside 0..1", (4, 18));
         // An integer 0 or 1 is a rate too.
         let config = parse_ok(&with_guard("max_error_rate = 1\n"));
         assert_eq!(config.pools[0].guard.as_ref().unwrap().max_error_rate, 1.0);
@@ -2028,11 +1693,7 @@ split = { blue = 1 }
     #[test]
     fn at_least_one_route() {
         assert_err(POOLS, "no routes defined; add a [[routes]] table", (1, 1));
-        assert_err(
-            &format!("routes = []\n{POOLS}"),
-            "no routes defined",
-            (1, 10),
-        );
+        assert_err(&format!("routes = []\n{POOLS}"), "no routes defined", (1, 10));
     }
 
     #[test]
@@ -2047,11 +1708,7 @@ split = { blue = 1 }
             "route name \"shop/v2\" may only contain ASCII letters, digits, '-', '_' and '.'",
             (6, 8),
         );
-        assert_err(
-            &with_routes("[[routes]]\nname = \"\"\nsplit = { blue = 1 }\n"),
-            "route name is empty",
-            (6, 8),
-        );
+        assert_err(&with_routes("[[routes]]\nname = \"\"\nsplit = { blue = 1 }\n"), "route name is empty", (6, 8));
         assert_err(
             &with_routes(
                 "[[routes]]\nname = \"shop\"\nsplit = { blue = 1 }\n[[routes]]\nname = \"shop\"\npath_prefix = \"/x\"\nsplit = { blue = 1 }\n",
@@ -2063,22 +1720,14 @@ split = { blue = 1 }
 
     /// A route "shop" whose `host` is on line 7, column 8.
     fn with_host(host: &str) -> String {
-        with_routes(&format!(
-            "[[routes]]\nname = \"shop\"\nhost = \"{host}\"\nsplit = {{ blue = 1 }}\n"
-        ))
+        with_routes(&format!("[[routes]]\nname = \"shop\"\nhost = \"{host}\"\nsplit = {{ blue = 1 }}\n"))
     }
 
     #[test]
     fn hosts_are_exact_or_leading_wildcard() {
         let host = |h: &str| parse_ok(&with_host(h)).routes[0].host.clone();
-        assert_eq!(
-            host("Shop.Example.COM"),
-            HostMatch::Exact("shop.example.com".into())
-        );
-        assert_eq!(
-            host("*.Example.com"),
-            HostMatch::Wildcard(".example.com".into())
-        );
+        assert_eq!(host("Shop.Example.COM"), HostMatch::Exact("shop.example.com".into()));
+        assert_eq!(host("*.Example.com"), HostMatch::Wildcard(".example.com".into()));
         assert_eq!(host("10.0.0.1"), HostMatch::Exact("10.0.0.1".into()));
         assert_eq!(host("[::1]"), HostMatch::Exact("[::1]".into()));
     }
@@ -2100,41 +1749,19 @@ split = { blue = 1 }
             ("shop.example.com/api", "must be a host name, not a URL"),
         ];
         for (host, needle) in cases {
-            assert_err(
-                &with_host(host),
-                &format!("route \"shop\": host \"{host}\" {needle}"),
-                (7, 8),
-            );
+            assert_err(&with_host(host), &format!("route \"shop\": host \"{host}\" {needle}"), (7, 8));
         }
-        assert_err(
-            &with_host(""),
-            "route \"shop\": host is empty; remove the key to match any host",
-            (7, 8),
-        );
+        assert_err(&with_host(""), "route \"shop\": host is empty; remove the key to match any host", (7, 8));
     }
 
     #[test]
     fn path_prefix_must_be_a_path() {
         let prefix = |p: &str| {
-            with_routes(&format!(
-                "[[routes]]\nname = \"shop\"\npath_prefix = \"{p}\"\nsplit = {{ blue = 1 }}\n"
-            ))
+            with_routes(&format!("[[routes]]\nname = \"shop\"\npath_prefix = \"{p}\"\nsplit = {{ blue = 1 }}\n"))
         };
-        assert_err(
-            &prefix("api"),
-            "route \"shop\": path_prefix \"api\" must start with \"/\"",
-            (7, 15),
-        );
-        assert_err(
-            &prefix("/api?x=1"),
-            "must not contain \"?\" or \"#\"",
-            (7, 15),
-        );
-        assert_err(
-            &prefix("/api#top"),
-            "must not contain \"?\" or \"#\"",
-            (7, 15),
-        );
+        assert_err(&prefix("api"), "route \"shop\": path_prefix \"api\" must start with \"/\"", (7, 15));
+        assert_err(&prefix("/api?x=1"), "must not contain \"?\" or \"#\"", (7, 15));
+        assert_err(&prefix("/api#top"), "must not contain \"?\" or \"#\"", (7, 15));
         assert_err(&prefix("/a b"), "must not contain spaces", (7, 15));
         assert_eq!(parse_ok(&prefix("/api/")).routes[0].path_prefix, "/api/");
     }
@@ -2151,7 +1778,9 @@ split = { blue = 1 }
         );
         // Neither has host or path_prefix: point at the second route's table.
         assert_err(
-            &with_routes("[[routes]]\nname = \"a\"\nsplit = { blue = 1 }\n[[routes]]\nname = \"b\"\nsplit = { blue = 1 }\n"),
+            &with_routes(
+                "[[routes]]\nname = \"a\"\nsplit = { blue = 1 }\n[[routes]]\nname = \"b\"\nsplit = { blue = 1 }\n",
+            ),
             "route \"b\" has the same host and path_prefix as route \"a\"",
             (8, 1),
         );
@@ -2180,11 +1809,7 @@ split = { blue = 1 }
             "route \"shop\" has no split; add e.g. split = { blue = 100 }",
             (5, 1),
         );
-        assert_err(
-            &with_split("{}"),
-            "route \"shop\": split is empty; give at least one pool a weight",
-            (7, 9),
-        );
+        assert_err(&with_split("{}"), "route \"shop\": split is empty; give at least one pool a weight", (7, 9));
     }
 
     #[test]
@@ -2208,10 +1833,7 @@ split = { blue = 1 }
             "route \"shop\": weight of \"blue\" is 1000001; the largest allowed is 1000000",
             (7, 18),
         );
-        assert_eq!(
-            parse_ok(&with_split("{ blue = 1000000 }")).routes[0].split,
-            vec![("blue".into(), 1_000_000)]
-        );
+        assert_eq!(parse_ok(&with_split("{ blue = 1000000 }")).routes[0].split, vec![("blue".into(), 1_000_000)]);
     }
 
     #[test]
@@ -2226,25 +1848,15 @@ split = { blue = 1 }
     #[test]
     fn split_keeps_file_order() {
         let config = parse_ok(&with_split("{ canary = 10, blue = 90 }"));
-        assert_eq!(
-            config.routes[0].split,
-            vec![("canary".into(), 10), ("blue".into(), 90)]
-        );
+        assert_eq!(config.routes[0].split, vec![("canary".into(), 10), ("blue".into(), 90)]);
         // Dotted keys and a standard table keep their order too.
-        let config = parse_ok(&with_routes(
-            "[[routes]]\nname = \"shop\"\n[routes.split]\ncanary = 1\nblue = 2\n",
-        ));
-        assert_eq!(
-            config.routes[0].split,
-            vec![("canary".into(), 1), ("blue".into(), 2)]
-        );
+        let config = parse_ok(&with_routes("[[routes]]\nname = \"shop\"\n[routes.split]\ncanary = 1\nblue = 2\n"));
+        assert_eq!(config.routes[0].split, vec![("canary".into(), 1), ("blue".into(), 2)]);
     }
 
     /// A route "shop" with `sticky = {sticky}` on line 8, column 10.
     fn with_sticky(sticky: &str) -> String {
-        with_routes(&format!(
-            "[[routes]]\nname = \"shop\"\nsplit = {{ blue = 1 }}\nsticky = {sticky}\n"
-        ))
+        with_routes(&format!("[[routes]]\nname = \"shop\"\nsplit = {{ blue = 1 }}\nsticky = {sticky}\n"))
     }
 
     #[test]
@@ -2254,11 +1866,7 @@ split = { blue = 1 }
             "route \"shop\": sticky takes either cookie or header, not both",
             (8, 10),
         );
-        assert_err(
-            &with_sticky("{}"),
-            "route \"shop\": sticky needs cookie = \"name\" or header = \"name\"",
-            (8, 10),
-        );
+        assert_err(&with_sticky("{}"), "route \"shop\": sticky needs cookie = \"name\" or header = \"name\"", (8, 10));
         assert_eq!(
             parse_ok(&with_sticky("{ header = \"X-User-Id\" }")).routes[0].sticky,
             Some(StickyKey::Header(HeaderName::from_static("x-user-id")))
@@ -2281,11 +1889,7 @@ split = { blue = 1 }
             "route \"shop\": sticky cookie \"a;b\" is not a valid cookie name",
             (8, 21),
         );
-        assert_err(
-            &with_sticky("{ cookie = \"\" }"),
-            "sticky cookie \"\" is not a valid cookie name",
-            (8, 21),
-        );
+        assert_err(&with_sticky("{ cookie = \"\" }"), "sticky cookie \"\" is not a valid cookie name", (8, 21));
     }
 
     /// A route "shop" over blue 90 / canary 10 with one force rule whose body
@@ -2299,9 +1903,7 @@ split = { blue = 1 }
     #[test]
     fn force_rule_is_one_header_or_one_cookie() {
         assert_err(
-            &with_force(
-                "header = \"x-beta\"\ncookie = \"beta\"\nvalue = \"1\"\npool = \"canary\"\n",
-            ),
+            &with_force("header = \"x-beta\"\ncookie = \"beta\"\nvalue = \"1\"\npool = \"canary\"\n"),
             "route \"shop\": a force rule takes either header or cookie, not both",
             (8, 1),
         );

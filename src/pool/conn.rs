@@ -20,8 +20,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::backend::UpstreamConn;
-use crate::exchange::Exchange;
 use crate::config::{BackendAddr, Scheme};
+use crate::exchange::Exchange;
 
 /// Why no connection to a backend could be opened.
 #[derive(Debug, thiserror::Error)]
@@ -134,10 +134,7 @@ impl Body for UpstreamBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = &mut *self;
         let polled = Pin::new(&mut this.body).poll_frame(cx);
         match &polled {

@@ -129,12 +129,14 @@ pub fn empty(status: StatusCode) -> Response<TestBody> {
     r
 }
 
-/// An address nothing listens on (bound, then released).
-pub async fn dead_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    drop(l);
-    addr
+/// An address that refuses connections: a socket bound but never
+/// listening, held by the returned guard so no other test's listener can be
+/// given its port meanwhile.
+pub fn dead_addr() -> (SocketAddr, tokio::net::TcpSocket) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    (addr, socket)
 }
 
 /// A proxy running in this test's runtime.
@@ -171,12 +173,8 @@ impl TestProxy {
         let addr = listeners.traffic_addrs()[0];
         let admin = listeners.admin_addr().expect("admin addr");
         let (stop, stopped) = oneshot::channel::<()>();
-        let options = cutover::RunOptions {
-            seed,
-            source: Some((config_path.clone(), text)),
-            watch: true,
-            sighup: false,
-        };
+        let options =
+            cutover::RunOptions { seed, source: Some((config_path.clone(), text)), watch: true, reload_signal: None };
         let task = tokio::spawn(cutover::run(parsed, listeners, options, async move {
             let _ = stopped.await;
         }));

@@ -1,0 +1,138 @@
+//! Upgraded connections through the proxy: a real WebSocket echo, a tunnel
+//! that outlives its backend's removal until `drain_timeout`, and an
+//! upgrade the backend refuses.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use http::StatusCode;
+use support::*;
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::Message;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// A WebSocket echo server on its own port; counts accepted connections.
+async fn echo_server() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else { return };
+                while let Some(Ok(msg)) = ws.next().await {
+                    if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+fn config(server: &str, backend: std::net::SocketAddr) -> String {
+    format!("{server}[pools.ws]\nbackends = [\"{backend}\"]\n[[routes]]\nname = \"app\"\nsplit = {{ ws = 1 }}\n")
+}
+
+async fn connect(proxy: &TestProxy) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
+    let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let url = format!("ws://{}/chat", proxy.addr);
+    let (ws, response) = tokio::time::timeout(WAIT, tokio_tungstenite::client_async(url, stream))
+        .await
+        .expect("handshake hung")
+        .expect("handshake through the proxy");
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    ws
+}
+
+async fn echo(ws: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>, text: &str) -> String {
+    ws.send(Message::text(text)).await.expect("send");
+    match tokio::time::timeout(WAIT, ws.next()).await.expect("echo hung") {
+        Some(Ok(Message::Text(t))) => t.to_string(),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn websocket_echo_passes_through() {
+    let (backend, accepted) = echo_server().await;
+    let proxy = TestProxy::start(&config("", backend)).await;
+    let mut ws = connect(&proxy).await;
+    for i in 0..20 {
+        assert_eq!(echo(&mut ws, &format!("hello {i}")).await, format!("hello {i}"));
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_tunnel_survives_its_backends_removal_until_drain_timeout() {
+    let (backend, _) = echo_server().await;
+    let other = Upstream::named("other").await;
+    let server = "[server]\nlisten = [\"127.0.0.1:0\"]\ndrain_timeout = \"1s\"\n";
+    let text = format!("{}[pools.other]\nbackends = [\"{}\"]\n", config(server, backend), other.addr);
+    let proxy = TestProxy::start(&text).await;
+    let mut ws = connect(&proxy).await;
+    assert_eq!(echo(&mut ws, "before").await, "before");
+
+    // Remove the WebSocket pool: the tunnel is in flight, so it drains.
+    let revision = get_json(&proxy.admin_url("/status")).await["revision"].as_u64().unwrap();
+    let next = format!(
+        "{server}[admin]\nlisten = \"127.0.0.1:0\"\n[pools.other]\nbackends = [\"{}\"]\n[[routes]]\nname = \"app\"\nsplit = {{ other = 1 }}\n",
+        other.addr
+    );
+    std::fs::write(&proxy.config_path, next).unwrap();
+    eventually_revision_above(&proxy, revision).await;
+    // New requests go elsewhere, while the open tunnel still carries messages.
+    assert_eq!(get(&client(), &proxy.url("/"), &[]).await.body, "other");
+    assert_eq!(echo(&mut ws, "after the drain started").await, "after the drain started");
+
+    // At drain_timeout the tunnel is closed.
+    let closed = tokio::time::timeout(WAIT, async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "tunnel never closed after drain_timeout");
+}
+
+async fn eventually_revision_above(proxy: &TestProxy, than: u64) {
+    let end = tokio::time::Instant::now() + WAIT;
+    while get_json(&proxy.admin_url("/status")).await["revision"].as_u64().unwrap() <= than {
+        assert!(tokio::time::Instant::now() < end, "reload never applied");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A backend that refuses the upgrade (200): the client gets the 200, and
+/// bytes it sent after its upgrade request never reach the backend as
+/// tunnel data.
+#[tokio::test]
+async fn a_refused_upgrade_forwards_nothing_after_it() {
+    let upstream = Upstream::named("plain").await;
+    let proxy = TestProxy::start(&format!(
+        "[pools.p]\nbackends = [\"{}\"]\n[[routes]]\nname = \"app\"\nsplit = {{ p = 1 }}\n",
+        upstream.addr
+    ))
+    .await;
+    let raw =
+        b"GET /chat HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n\x81\x85GARBAGE-FRAME";
+    let answer = raw_exchange(proxy.addr, raw, Duration::from_secs(3)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("plain"), "{answer}");
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 1, "the backend saw more than the one request: {seen:?}");
+    assert_eq!(seen[0].uri.path(), "/chat");
+    assert!(seen[0].headers.get("upgrade").is_some(), "the upgrade request itself is forwarded");
+}
