@@ -53,13 +53,12 @@ use bytes::Bytes;
 use http::{header, Request, StatusCode};
 use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
 use crate::config::{BackendAddr, HealthConfig, Scheme};
 use crate::error::UpstreamFailure;
-use crate::pool::{Backend, BackendKey};
+use crate::pool::{Backend, BackendKey, Transport};
 use crate::snapshot::Snapshot;
 
 /// `User-Agent` of every probe, so backends can tell probes from traffic.
@@ -159,21 +158,37 @@ pub enum ProbeError {
 /// and `User-Agent: cutover-health`. `Ok` carries the 2xx status; `timeout`
 /// covers connect, handshake and the response head. The body is not read:
 /// the head decides, and the connection is closed when this returns.
-pub async fn probe(addr: &BackendAddr, path: &str, timeout: Duration) -> Result<StatusCode, ProbeError> {
-    if addr.scheme == Scheme::Https {
-        // The request path cannot reach such a backend either (see
-        // `pool::conn`): reporting it unhealthy is the truth.
-        return Err(ProbeError::Unsupported("TLS to backends"));
+pub async fn probe(
+    addr: &BackendAddr,
+    path: &str,
+    timeout: Duration,
+    transport: &Transport,
+) -> Result<StatusCode, ProbeError> {
+    if addr.scheme == Scheme::Https && transport.tls.is_none() {
+        return Err(ProbeError::Unsupported("https backend without a TLS client config"));
     }
+    let tls = if addr.scheme == Scheme::Https { transport.tls.as_ref() } else { None };
+    let h2 = transport.protocol == crate::config::UpstreamProtocol::H2;
     let request = Request::get(path)
         .header(header::HOST, addr.authority.as_str())
         .header(header::USER_AGENT, USER_AGENT)
-        // The connection is used once; say so, so the backend does not
-        // keep a keep-alive slot for it.
-        .header(header::CONNECTION, "close")
         .body(Empty::<Bytes>::new())
         .map_err(ProbeError::Request)?;
-    match tokio::time::timeout(timeout, exchange(addr, request)).await {
+    let attempt = async {
+        let resolved = addr.authority.parse::<SocketAddr>().ok();
+        let stream = crate::pool::conn::open_stream(addr, resolved, timeout, tls).await.map_err(|e| match e {
+            crate::pool::ConnectError::Io { source, .. } | crate::pool::ConnectError::Tls { source, .. } => {
+                ProbeError::Connect(source)
+            }
+            crate::pool::ConnectError::Timeout { timeout, .. } => ProbeError::Timeout(timeout),
+            crate::pool::ConnectError::Handshake { source, .. } => ProbeError::Http(source),
+        })?;
+        match stream {
+            crate::pool::conn::Stream::Plain(io) => exchange(io, request, h2).await,
+            crate::pool::conn::Stream::Tls(io) => exchange(io, request, h2).await,
+        }
+    };
+    match tokio::time::timeout(timeout, attempt).await {
         Ok(Ok(status)) if status.is_success() => Ok(status),
         Ok(Ok(status)) => Err(ProbeError::Status(status)),
         Ok(Err(e)) => Err(e),
@@ -181,19 +196,32 @@ pub async fn probe(addr: &BackendAddr, path: &str, timeout: Duration) -> Result<
     }
 }
 
-/// Connect, send `request`, and return the answer's status.
-async fn exchange(addr: &BackendAddr, request: Request<Empty<Bytes>>) -> Result<StatusCode, ProbeError> {
-    let stream = match addr.authority.parse::<SocketAddr>() {
-        Ok(ip) => TcpStream::connect(ip).await,
-        Err(_) => TcpStream::connect(addr.authority.as_str()).await,
+/// Send `request` on `io` and return the answer's status. The connection is
+/// driven here rather than in a spawned task: when this future ends
+/// (answer, error or timeout) the socket closes with it, and no probe can
+/// leave a task behind.
+async fn exchange<I>(io: I, mut request: Request<Empty<Bytes>>, h2: bool) -> Result<StatusCode, ProbeError>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    if h2 {
+        let (mut sender, connection) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(io))
+                .await
+                .map_err(ProbeError::Http)?;
+        let mut connection = Box::pin(connection);
+        let response = sender.send_request(request);
+        tokio::pin!(response);
+        return tokio::select! {
+            answer = &mut response => answer.map(|r| r.status()).map_err(ProbeError::Http),
+            ended = &mut connection => Err(match ended { Err(e) => ProbeError::Http(e), Ok(()) => ProbeError::Closed }),
+        };
     }
-    .map_err(ProbeError::Connect)?;
-    let _ = stream.set_nodelay(true);
+    // The connection is used once; say so, so the backend does not keep a
+    // keep-alive slot for it.
+    request.headers_mut().insert(header::CONNECTION, http::HeaderValue::from_static("close"));
     let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(ProbeError::Http)?;
-    // Drive the connection here rather than in a spawned task: when this
-    // future ends (answer, error or timeout) the socket closes with it, and
-    // no probe can leave a task behind.
+        hyper::client::conn::http1::handshake(TokioIo::new(io)).await.map_err(ProbeError::Http)?;
     let mut connection = Box::pin(connection);
     let response = sender.send_request(request);
     tokio::pin!(response);
@@ -387,10 +415,11 @@ async fn check_backend(backend: Arc<Backend>, config: HealthConfig) {
     tracing::debug!(pool = %backend.pool, backend = %backend.addr, path = %config.path,
         interval = ?config.interval, "health check started");
     let addr = backend.addr.clone();
+    let transport = backend.transport().clone();
     let (path, timeout) = (config.path.clone(), config.timeout);
     check_loop(backend, config, move || {
-        let (addr, path) = (addr.clone(), path.clone());
-        async move { probe(&addr, &path, timeout).await }
+        let (addr, path, transport) = (addr.clone(), path.clone(), transport.clone());
+        async move { probe(&addr, &path, timeout, &transport).await }
     })
     .await;
 }
@@ -779,7 +808,7 @@ mod tests {
     #[tokio::test]
     async fn probe_sends_get_with_host_and_user_agent_and_accepts_2xx() {
         let (addr, server) = one_shot(Some("HTTP/1.1 204 No Content\r\n\r\n")).await;
-        let status = probe(&http(addr), "/healthz?deep=1", Duration::from_secs(5)).await;
+        let status = probe(&http(addr), "/healthz?deep=1", Duration::from_secs(5), &Transport::plain()).await;
         assert_eq!(status.unwrap(), StatusCode::NO_CONTENT);
         let head = server.await.unwrap().to_ascii_lowercase();
         assert!(head.starts_with("get /healthz?deep=1 http/1.1\r\n"), "{head}");
@@ -790,7 +819,7 @@ mod tests {
     #[tokio::test]
     async fn probe_fails_on_non_2xx() {
         let (addr, _server) = one_shot(Some("HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n")).await;
-        let err = probe(&http(addr), "/healthz", Duration::from_secs(5)).await.unwrap_err();
+        let err = probe(&http(addr), "/healthz", Duration::from_secs(5), &Transport::plain()).await.unwrap_err();
         assert!(matches!(err, ProbeError::Status(s) if s == StatusCode::SERVICE_UNAVAILABLE), "{err}");
         assert_eq!(err.to_string(), "answered 503 Service Unavailable");
     }
@@ -800,28 +829,28 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
-        let err = probe(&http(addr), "/healthz", Duration::from_secs(5)).await.unwrap_err();
+        let err = probe(&http(addr), "/healthz", Duration::from_secs(5), &Transport::plain()).await.unwrap_err();
         assert!(matches!(err, ProbeError::Connect(_)), "{err}");
     }
 
     #[tokio::test]
     async fn probe_times_out_on_a_silent_backend() {
         let (addr, _server) = one_shot(None).await;
-        let err = probe(&http(addr), "/healthz", Duration::from_millis(100)).await.unwrap_err();
+        let err = probe(&http(addr), "/healthz", Duration::from_millis(100), &Transport::plain()).await.unwrap_err();
         assert!(matches!(err, ProbeError::Timeout(_)), "{err}");
     }
 
     #[tokio::test]
     async fn probe_fails_when_the_backend_hangs_up() {
         let (addr, _server) = one_shot(Some("")).await;
-        let err = probe(&http(addr), "/healthz", Duration::from_secs(5)).await.unwrap_err();
+        let err = probe(&http(addr), "/healthz", Duration::from_secs(5), &Transport::plain()).await.unwrap_err();
         assert!(matches!(err, ProbeError::Http(_) | ProbeError::Closed), "{err}");
     }
 
     #[tokio::test]
     async fn probe_reports_tls_backends_as_unsupported() {
         let addr = BackendAddr { scheme: Scheme::Https, authority: "127.0.0.1:1".into() };
-        let err = probe(&addr, "/healthz", Duration::from_secs(1)).await.unwrap_err();
+        let err = probe(&addr, "/healthz", Duration::from_secs(1), &Transport::plain()).await.unwrap_err();
         assert!(matches!(err, ProbeError::Unsupported(_)), "{err}");
     }
 

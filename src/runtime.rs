@@ -34,12 +34,19 @@ pub struct Listeners {
     pub traffic: Vec<TcpListener>,
     /// The admin API listener.
     pub admin: TcpListener,
+    /// The HTTPS listener, when `[server.tls]` is set.
+    pub tls: Option<TcpListener>,
 }
 
 impl Listeners {
     /// The bound traffic addresses (useful after binding port 0).
     pub fn traffic_addrs(&self) -> Vec<SocketAddr> {
         self.traffic.iter().filter_map(|l| l.local_addr().ok()).collect()
+    }
+
+    /// The bound HTTPS address, if any.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The bound admin address.
@@ -56,7 +63,11 @@ pub async fn bind(config: &Config) -> Result<Listeners, (SocketAddr, io::Error)>
     }
     let admin_addr = config.admin.listen;
     let admin = TcpListener::bind(admin_addr).await.map_err(|e| (admin_addr, e))?;
-    Ok(Listeners { traffic, admin })
+    let tls = match &config.server.tls {
+        Some(tls) => Some(TcpListener::bind(tls.listen).await.map_err(|e| (tls.listen, e))?),
+        None => None,
+    };
+    Ok(Listeners { traffic, admin, tls })
 }
 
 /// Knobs that are not part of the config file.
@@ -101,6 +112,12 @@ pub async fn run(
         idle_timeout: config.server.idle_timeout,
         max_request_header_bytes: config.server.max_request_header_bytes,
     };
+    // The certificate is checked before anything serves: a proxy that
+    // cannot terminate TLS must not start half-working.
+    let server_tls = match &config.server.tls {
+        Some(tls) => Some(Arc::new(crate::tls::ServerTls::load(&tls.cert, &tls.key).map_err(io::Error::other)?)),
+        None => None,
+    };
     let (path, text) = match options.source {
         Some((path, text)) => (path, Some(text)),
         None => (PathBuf::new(), None),
@@ -124,6 +141,20 @@ pub async fn run(
             listener,
             proxy.clone(),
             limits.clone(),
+            None,
+            open.clone(),
+            closing.clone(),
+        )));
+    }
+    if let (Some(listener), Some(tls)) = (listeners.tls, &server_tls) {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "serving HTTPS");
+        }
+        listener_tasks.push(tokio::spawn(server::serve(
+            listener,
+            proxy.clone(),
+            limits.clone(),
+            Some(tls.clone()),
             open.clone(),
             closing.clone(),
         )));
@@ -145,9 +176,32 @@ pub async fn run(
             async move { server::stopped(&mut stop).await },
         )));
     }
+    if let Some(tls) = &server_tls {
+        // Rotated certificates apply without a restart; one watch per
+        // directory holding the certificate or the key.
+        let mut dirs: Vec<&std::path::Path> = Vec::new();
+        for file in tls.files() {
+            if !dirs.contains(&file.parent().unwrap_or(file)) {
+                dirs.push(file.parent().unwrap_or(file));
+                let tls = tls.clone();
+                let mut stop = closing.clone();
+                background.push(tokio::spawn(crate::config::watch::watch(
+                    file.to_path_buf(),
+                    move || tls.reload(),
+                    async move { server::stopped(&mut stop).await },
+                )));
+            }
+        }
+    }
     #[cfg(unix)]
     if let Some(hangup) = options.reload_signal {
-        background.push(tokio::spawn(reload_on_signal(hangup, control.clone(), reloadable, closing.clone())));
+        background.push(tokio::spawn(reload_on_signal(
+            hangup,
+            control.clone(),
+            reloadable,
+            server_tls.clone(),
+            closing.clone(),
+        )));
     }
 
     shutdown.await;
@@ -190,6 +244,7 @@ async fn reload_on_signal(
     mut hangup: tokio::signal::unix::Signal,
     control: Arc<Control>,
     reloadable: bool,
+    server_tls: Option<Arc<crate::tls::ServerTls>>,
     mut closing: watch::Receiver<bool>,
 ) {
     loop {
@@ -200,6 +255,10 @@ async fn reload_on_signal(
                 }
                 if reloadable {
                     let _ = control.reload(ReloadCause::Signal);
+                }
+                // SIGHUP also re-reads the certificate, as nginx's does.
+                if let Some(tls) = &server_tls {
+                    tls.reload();
                 }
             }
             _ = server::stopped(&mut closing) => return,

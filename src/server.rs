@@ -25,7 +25,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -86,12 +86,18 @@ impl Drop for OpenGuard {
     }
 }
 
+/// Longest a client may take to complete a TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Accept connections on `listener` until `shutdown` turns true; each
-/// connection is counted in `open` until it closes.
+/// connection is counted in `open` until it closes. With `tls`, each
+/// connection is a TLS handshake first, using the certificate in force at
+/// accept time.
 pub async fn serve(
     listener: TcpListener,
     proxy: Arc<Proxy>,
     limits: ConnLimits,
+    tls: Option<Arc<crate::tls::ServerTls>>,
     open: Arc<OpenConnections>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -108,8 +114,20 @@ pub async fn serve(
                         idle_timeout: limits.idle_timeout,
                         shutdown: conn_shutdown.clone(),
                     };
+                    let tls = tls.clone();
                     tokio::spawn(async move {
-                        conn.run(stream, peer).await;
+                        let _ = stream.set_nodelay(true);
+                        match tls {
+                            None => conn.run(stream, peer, "http").await,
+                            Some(tls) => {
+                                let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
+                                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                                    Ok(Ok(stream)) => conn.run(stream, peer, "https").await,
+                                    Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
+                                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                                }
+                            }
+                        }
                         drop(guard);
                     });
                 }
@@ -155,9 +173,11 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run(mut self, stream: TcpStream, peer: SocketAddr) {
-        let _ = stream.set_nodelay(true);
-        let info = Arc::new(ConnInfo::new(peer, "http", self.proxy.connection_seed()));
+    async fn run<I>(mut self, stream: I, peer: SocketAddr, proto: &'static str)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let info = Arc::new(ConnInfo::new(peer, proto, self.proxy.connection_seed()));
         let activity = Arc::new(Activity::new());
         let proxy = self.proxy.clone();
         let tracker = activity.clone();

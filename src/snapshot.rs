@@ -22,10 +22,10 @@ use http::HeaderValue;
 
 use prometheus::IntCounter;
 
-use crate::config::{Config, ForceMatch, StickyKey};
+use crate::config::{Config, ForceMatch, Scheme, StickyKey, UpstreamProtocol};
 use crate::guard::PoolGuard;
 use crate::metrics::Metrics;
-use crate::pool::{Backend, BackendKey, Pool};
+use crate::pool::{Backend, BackendKey, Pool, Transport};
 use crate::route::RouteTable;
 use crate::split::Split;
 
@@ -120,23 +120,36 @@ impl Snapshot {
         let mut pools: Vec<Arc<Pool>> = Vec::with_capacity(config.pools.len());
         for pc in &config.pools {
             let name: Arc<str> = Arc::from(pc.name.as_str());
+            let transport = pool_transport(pc);
             let backends = pc
                 .backends
                 .iter()
-                .map(|addr| match old.remove(&(name.clone(), addr.clone())) {
-                    Some(kept) => {
-                        kept.set_connect_timeout(connect_timeout);
-                        kept
-                    }
-                    None => {
-                        let backend = Backend::new(name.clone(), addr.clone(), connect_timeout);
-                        if let Some(metrics) = inputs.metrics {
-                            backend.set_metrics(metrics.backend(&name, &addr.to_string()));
+                .map(|addr| {
+                    let wanted = match addr.scheme {
+                        Scheme::Https => transport.clone(),
+                        Scheme::Http => Transport { tls: None, ca_file: None, ..transport.clone() },
+                    };
+                    match old.remove(&(name.clone(), addr.clone())) {
+                        Some(kept) if kept.transport().same_as(&wanted) => {
+                            kept.set_connect_timeout(connect_timeout);
+                            kept
                         }
-                        Arc::new(backend)
+                        // Same address, new way to reach it: a new backend;
+                        // the old one drains.
+                        replaced => {
+                            if let Some(old_backend) = replaced {
+                                // Back among the leftovers, so it drains.
+                                old.insert((name.clone(), addr.clone()), old_backend);
+                            }
+                            let backend = Backend::with_transport(name.clone(), addr.clone(), connect_timeout, wanted);
+                            if let Some(metrics) = inputs.metrics {
+                                backend.set_metrics(metrics.backend(&name, &addr.to_string()));
+                            }
+                            Arc::new(backend)
+                        }
                     }
                 })
-                .collect();
+                .collect::<Vec<_>>();
             let guard = inputs.guards.get(&pc.name).cloned();
             pools.push(Arc::new(Pool::new(name, backends, pc.lb).with_guard(guard)));
         }
@@ -202,6 +215,29 @@ impl Snapshot {
     pub fn pool(&self, name: &str) -> Option<&Arc<Pool>> {
         self.pools.iter().find(|p| &*p.name == name)
     }
+}
+
+/// How a pool's `https://` backends are reached. A CA file that cannot be
+/// read any more (it was valid when the config was checked) leaves the
+/// system roots only, with an error logged.
+fn pool_transport(pc: &crate::config::PoolConfig) -> Transport {
+    let needs_tls = pc.backends.iter().any(|b| b.scheme == Scheme::Https);
+    let alpn: &[&[u8]] = match pc.protocol {
+        UpstreamProtocol::H2 => &[b"h2"],
+        UpstreamProtocol::Http1 => &[b"http/1.1"],
+    };
+    let tls = if needs_tls {
+        match crate::tls::client_config(pc.ca_file.as_deref(), alpn) {
+            Ok(config) => Some(config),
+            Err(e) => {
+                tracing::error!(pool = %pc.name, error = %e, "cannot use ca_file; trusting the system roots only");
+                crate::tls::client_config(None, alpn).ok()
+            }
+        }
+    } else {
+        None
+    };
+    Transport { protocol: pc.protocol, tls, ca_file: pc.ca_file.clone() }
 }
 
 /// Counters registered nowhere, for snapshots built without metrics.

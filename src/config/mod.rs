@@ -93,6 +93,10 @@ pub struct PoolConfig {
     pub backends: Vec<BackendAddr>,
     /// How a backend is chosen inside the pool.
     pub lb: LbPolicy,
+    /// The HTTP version spoken to the backends.
+    pub protocol: UpstreamProtocol,
+    /// Extra CA certificates trusted for `https://` backends, besides the system's.
+    pub ca_file: Option<PathBuf>,
     /// Optional active health check.
     pub health: Option<HealthConfig>,
     /// Optional automatic-rollback thresholds.
@@ -124,6 +128,16 @@ impl fmt::Display for BackendAddr {
             Scheme::Https => write!(f, "https://{}", self.authority),
         }
     }
+}
+
+/// The HTTP version spoken to a pool's backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 with keep-alive (the default).
+    #[default]
+    Http1,
+    /// HTTP/2: prior knowledge (h2c) over plain TCP, ALPN `h2` over TLS.
+    H2,
 }
 
 /// In-pool balancing policy.

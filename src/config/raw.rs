@@ -88,6 +88,10 @@ pub(crate) struct RawPool {
     pub(crate) backends: Option<Spanned<Vec<Spanned<String>>>>,
     /// In-pool balancing policy name.
     pub(crate) lb: Option<Spanned<String>>,
+    /// Upstream protocol: "http1" or "h2".
+    pub(crate) protocol: Option<Spanned<String>>,
+    /// Extra CA certificates (PEM) trusted for `https://` backends.
+    pub(crate) ca_file: Option<Spanned<String>>,
     /// `[pools.NAME.health]`.
     pub(crate) health: Option<RawHealth>,
     /// `[pools.NAME.guard]`.

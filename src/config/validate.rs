@@ -14,6 +14,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::config::UpstreamProtocol;
 use http::uri::PathAndQuery;
 use http::{HeaderName, HeaderValue};
 use toml::Spanned;
@@ -321,9 +322,38 @@ impl Cx<'_> {
             },
         };
 
+        let protocol = match &raw.protocol {
+            None => UpstreamProtocol::Http1,
+            Some(v) => match v.get_ref().as_str() {
+                "http1" => UpstreamProtocol::Http1,
+                "h2" => UpstreamProtocol::H2,
+                other => {
+                    return Err(self.err(
+                        v.span(),
+                        format!("pool \"{name}\": unknown protocol \"{other}\"; use \"http1\" or \"h2\""),
+                    ))
+                }
+            },
+        };
+        let ca_file = match &raw.ca_file {
+            None => None,
+            Some(v) => {
+                let path = self.file_path(v, "ca_file")?;
+                // Checked here so that `cutover check` and a reload catch an
+                // unusable CA file before any backend connection needs it.
+                if let Err(e) = crate::tls::client_config(Some(&path), &[]) {
+                    return Err(self.err(v.span(), format!("pool \"{name}\": ca_file {e}")));
+                }
+                Some(path)
+            }
+        };
+        if ca_file.is_some() && !backends.iter().any(|b| b.scheme == Scheme::Https) {
+            let span = raw.ca_file.as_ref().map(|v| v.span()).unwrap_or(table.clone());
+            return Err(self.err(span, format!("pool \"{name}\": ca_file is set but no backend is https://")));
+        }
         let health = raw.health.map(|h| self.health(&name, h)).transpose()?;
         let guard = raw.guard.map(|g| self.guard(&name, g)).transpose()?;
-        Ok(PoolConfig { name, backends, lb, health, guard })
+        Ok(PoolConfig { name, backends, lb, protocol, ca_file, health, guard })
     }
 
     fn health(&self, pool: &str, raw: RawHealth) -> Result<HealthConfig> {
@@ -1080,6 +1110,8 @@ split = { blue = 1 }
                         BackendAddr { scheme: Scheme::Http, authority: "127.0.0.1:9002".into() },
                     ],
                     lb: LbPolicy::P2c,
+                    protocol: UpstreamProtocol::Http1,
+                    ca_file: None,
                     health: Some(HealthConfig {
                         path: "/healthz".into(),
                         interval: Duration::from_secs(2),
@@ -1101,6 +1133,8 @@ split = { blue = 1 }
                         BackendAddr { scheme: Scheme::Http, authority: "[::1]:9011".into() },
                     ],
                     lb: LbPolicy::RoundRobin,
+                    protocol: UpstreamProtocol::Http1,
+                    ca_file: None,
                     health: Some(HealthConfig {
                         path: "/ready".into(),
                         interval: Duration::from_secs(5),

@@ -18,14 +18,11 @@ use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 
-use super::conn::{self, ConnectError};
+use super::conn::{self, ConnectError, Transport, UpstreamConn};
 use crate::config::BackendAddr;
 
 /// Identity of a backend across reloads: pool name + address.
 pub type BackendKey = (Arc<str>, BackendAddr);
-
-/// An HTTP/1.1 connection to a backend, ready for one request.
-pub type UpstreamConn = hyper::client::conn::http1::SendRequest<hyper::body::Incoming>;
 
 /// Most idle connections kept per backend; more are closed when released.
 const MAX_IDLE_PER_BACKEND: usize = 512;
@@ -53,8 +50,14 @@ pub struct Backend {
     passive: AtomicU64,
     /// Connect deadline, from `[server] connect_timeout` of the latest config.
     connect_timeout: Mutex<Duration>,
-    /// Idle keep-alive connections, most recently used last.
+    /// Idle keep-alive HTTP/1.1 connections, most recently used last; for
+    /// HTTP/2, the one shared connection.
     idle: Mutex<Vec<UpstreamConn>>,
+    /// How the backend is reached.
+    transport: Transport,
+    /// Held while opening the shared HTTP/2 connection, so a burst of first
+    /// requests opens one connection, not one each.
+    h2_opening: tokio::sync::Mutex<()>,
     /// Woken whenever a request finishes, for drain waiters.
     finished: Notify,
     /// Raised when a drain times out: every connection to the backend closes.
@@ -68,7 +71,19 @@ pub struct Backend {
 impl Backend {
     /// A new, active, healthy backend with no connections.
     pub fn new(pool: Arc<str>, addr: BackendAddr, connect_timeout: Duration) -> Backend {
+        Backend::with_transport(pool, addr, connect_timeout, Transport::plain())
+    }
+
+    /// A new backend reached over `transport`.
+    pub fn with_transport(
+        pool: Arc<str>,
+        addr: BackendAddr,
+        connect_timeout: Duration,
+        transport: Transport,
+    ) -> Backend {
         Backend {
+            transport,
+            h2_opening: tokio::sync::Mutex::new(()),
             pool,
             socket_addr: addr.authority.parse().ok(),
             addr,
@@ -211,6 +226,9 @@ impl Backend {
     /// reused connection may have been closed by the backend just now, which
     /// the caller treats as retryable).
     pub async fn checkout(&self) -> Result<(UpstreamConn, bool), ConnectError> {
+        if self.transport.protocol == crate::config::UpstreamProtocol::H2 {
+            return self.checkout_shared().await;
+        }
         loop {
             let pooled = self.idle.lock().ok().and_then(|mut idle| idle.pop());
             let Some(mut conn) = pooled else { break };
@@ -224,13 +242,44 @@ impl Backend {
             }
         }
         let timeout = self.connect_timeout.lock().map(|t| *t).unwrap_or(Duration::from_secs(2));
-        let conn = conn::connect(&self.addr, self.socket_addr, timeout, self.cut.subscribe()).await?;
+        let conn = conn::connect(&self.addr, self.socket_addr, timeout, &self.transport, self.cut.subscribe()).await?;
         Ok((conn, false))
+    }
+
+    /// HTTP/2: every request shares one connection, opened on first use
+    /// and again whenever it has closed.
+    async fn checkout_shared(&self) -> Result<(UpstreamConn, bool), ConnectError> {
+        let shared = || {
+            self.idle.lock().ok().and_then(|idle| match idle.first() {
+                Some(UpstreamConn::H2(sender)) if !sender.is_closed() => Some(sender.clone()),
+                _ => None,
+            })
+        };
+        if let Some(sender) = shared() {
+            return Ok((UpstreamConn::H2(sender), true));
+        }
+        let _opening = self.h2_opening.lock().await;
+        if let Some(sender) = shared() {
+            return Ok((UpstreamConn::H2(sender), true));
+        }
+        let timeout = self.connect_timeout.lock().map(|t| *t).unwrap_or(Duration::from_secs(2));
+        let conn = conn::connect(&self.addr, self.socket_addr, timeout, &self.transport, self.cut.subscribe()).await?;
+        if let UpstreamConn::H2(sender) = &conn {
+            if let Ok(mut idle) = self.idle.lock() {
+                *idle = vec![UpstreamConn::H2(sender.clone())];
+            }
+        }
+        Ok((conn, false))
+    }
+
+    /// How the backend is reached.
+    pub fn transport(&self) -> &Transport {
+        &self.transport
     }
 
     /// Return a connection whose last response was read to the end.
     pub fn release(&self, conn: UpstreamConn) {
-        if self.is_draining() || conn.is_closed() {
+        if self.is_draining() || conn.is_closed() || matches!(conn, UpstreamConn::H2(_)) {
             return;
         }
         if let Ok(mut idle) = self.idle.lock() {

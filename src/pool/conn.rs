@@ -14,13 +14,16 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::{http1, http2, TrySendError};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::pki_types::ServerName;
+use std::sync::Arc;
 use tokio::net::TcpStream;
 
-use super::backend::UpstreamConn;
-use crate::config::{BackendAddr, Scheme};
+use crate::config::{BackendAddr, UpstreamProtocol};
 use crate::exchange::Exchange;
 
 /// Why no connection to a backend could be opened.
@@ -42,7 +45,15 @@ pub enum ConnectError {
         /// The deadline that passed.
         timeout: Duration,
     },
-    /// The HTTP/1 handshake failed.
+    /// The TLS handshake failed (bad certificate, wrong name, no common protocol).
+    #[error("TLS with {addr} failed: {source}")]
+    Tls {
+        /// The backend address.
+        addr: String,
+        /// The TLS error.
+        source: std::io::Error,
+    },
+    /// The HTTP handshake failed.
     #[error("handshake with {addr} failed: {source}")]
     Handshake {
         /// The backend address.
@@ -50,56 +61,178 @@ pub enum ConnectError {
         /// hyper's error.
         source: hyper::Error,
     },
-    /// The backend needs a transport this build does not speak yet.
-    #[error("backend {addr}: {what} is not supported yet")]
-    Unsupported {
-        /// The backend address.
-        addr: String,
-        /// What is missing.
-        what: &'static str,
-    },
 }
 
-/// Open a new HTTP/1.1 connection to `addr`.
+/// How a backend is reached: plain or TLS, HTTP/1.1 or HTTP/2.
+#[derive(Debug, Clone)]
+pub struct Transport {
+    /// The HTTP version spoken.
+    pub protocol: UpstreamProtocol,
+    /// The TLS client config, for `https://` backends.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// The extra CA file it trusts (identity for reuse across reloads).
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+impl Transport {
+    /// Plain HTTP/1.1.
+    pub fn plain() -> Transport {
+        Transport { protocol: UpstreamProtocol::Http1, tls: None, ca_file: None }
+    }
+
+    /// Whether two transports reach a backend the same way.
+    pub fn same_as(&self, other: &Transport) -> bool {
+        self.protocol == other.protocol && self.tls.is_some() == other.tls.is_some() && self.ca_file == other.ca_file
+    }
+}
+
+/// A connection to a backend, ready for requests. HTTP/1.1 connections
+/// carry one exchange at a time and are pooled; an HTTP/2 connection is
+/// shared by all of a backend's requests.
+#[derive(Debug)]
+pub enum UpstreamConn {
+    /// HTTP/1.1.
+    H1(http1::SendRequest<Incoming>),
+    /// HTTP/2.
+    H2(http2::SendRequest<Incoming>),
+}
+
+impl UpstreamConn {
+    /// Whether the connection is gone.
+    pub fn is_closed(&self) -> bool {
+        match self {
+            UpstreamConn::H1(c) => c.is_closed(),
+            UpstreamConn::H2(c) => c.is_closed(),
+        }
+    }
+
+    /// Wait until a request can be sent.
+    pub async fn ready(&mut self) -> Result<(), hyper::Error> {
+        match self {
+            UpstreamConn::H1(c) => c.ready().await,
+            UpstreamConn::H2(c) => c.ready().await,
+        }
+    }
+
+    /// Send `request`; if it could not be sent at all, the error gives it back.
+    pub async fn try_send_request(
+        &mut self,
+        request: Request<Incoming>,
+    ) -> Result<Response<Incoming>, TrySendError<Request<Incoming>>> {
+        match self {
+            UpstreamConn::H1(c) => c.try_send_request(request).await,
+            UpstreamConn::H2(c) => c.try_send_request(request).await,
+        }
+    }
+}
+
+/// Open a TCP connection to `addr` within `timeout`, and TLS over it when
+/// `tls` is given; `alpn` is then what the backend agreed to.
+pub(crate) async fn open_stream(
+    addr: &BackendAddr,
+    resolved: Option<SocketAddr>,
+    timeout: Duration,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> Result<Stream, ConnectError> {
+    let opening = async {
+        let stream = match resolved {
+            Some(sa) => TcpStream::connect(sa).await,
+            None => TcpStream::connect(addr.authority.as_str()).await,
+        }
+        .map_err(|source| ConnectError::Io { addr: addr.to_string(), source })?;
+        // Small request/response exchanges: do not let Nagle hold them back.
+        let _ = stream.set_nodelay(true);
+        let Some(config) = tls else { return Ok(Stream::Plain(stream)) };
+        let name =
+            server_name(&addr.authority).map_err(|source| ConnectError::Tls { addr: addr.to_string(), source })?;
+        let tls = tokio_rustls::TlsConnector::from(config.clone())
+            .connect(name, stream)
+            .await
+            .map_err(|source| ConnectError::Tls { addr: addr.to_string(), source })?;
+        Ok(Stream::Tls(Box::new(tls)))
+    };
+    match tokio::time::timeout(timeout, opening).await {
+        Ok(result) => result,
+        Err(_) => Err(ConnectError::Timeout { addr: addr.to_string(), timeout }),
+    }
+}
+
+/// The name a backend's certificate must carry: its host, without port.
+fn server_name(authority: &str) -> Result<ServerName<'static>, std::io::Error> {
+    let host = crate::route::strip_port(authority).trim_start_matches('[').trim_end_matches(']');
+    ServerName::try_from(host.to_string())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))
+}
+
+/// A plain or TLS byte stream to a backend.
+#[derive(Debug)]
+pub(crate) enum Stream {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS over TCP.
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+/// Open a new connection to `addr` over `transport`; it closes when `cut` turns true.
 pub(super) async fn connect(
     addr: &BackendAddr,
     resolved: Option<SocketAddr>,
     timeout: Duration,
-    mut cut: tokio::sync::watch::Receiver<bool>,
+    transport: &Transport,
+    cut: tokio::sync::watch::Receiver<bool>,
 ) -> Result<UpstreamConn, ConnectError> {
-    if addr.scheme == Scheme::Https {
-        return Err(ConnectError::Unsupported { addr: addr.to_string(), what: "TLS to backends" });
+    match open_stream(addr, resolved, timeout, transport.tls.as_ref()).await? {
+        Stream::Plain(io) => handshake(io, addr, transport.protocol, cut).await,
+        Stream::Tls(io) => handshake(io, addr, transport.protocol, cut).await,
     }
-    let connecting = async {
-        match resolved {
-            Some(sa) => TcpStream::connect(sa).await,
-            None => TcpStream::connect(addr.authority.as_str()).await,
-        }
-    };
-    let stream = match tokio::time::timeout(timeout, connecting).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(source)) => return Err(ConnectError::Io { addr: addr.to_string(), source }),
-        Err(_) => return Err(ConnectError::Timeout { addr: addr.to_string(), timeout }),
-    };
-    // Small request/response exchanges: do not let Nagle hold them back.
-    let _ = stream.set_nodelay(true);
-    let (sender, connection) = hyper::client::conn::http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(|source| ConnectError::Handshake { addr: addr.to_string(), source })?;
-    tokio::spawn(async move {
-        tokio::select! {
-            result = connection.with_upgrades() => {
-                if let Err(e) = result {
-                    tracing::debug!(error = %e, "upstream connection ended with an error");
+}
+
+async fn handshake<I>(
+    io: I,
+    addr: &BackendAddr,
+    protocol: UpstreamProtocol,
+    mut cut: tokio::sync::watch::Receiver<bool>,
+) -> Result<UpstreamConn, ConnectError>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let failed = |source| ConnectError::Handshake { addr: addr.to_string(), source };
+    match protocol {
+        UpstreamProtocol::Http1 => {
+            let (sender, connection) = http1::Builder::new().handshake(TokioIo::new(io)).await.map_err(failed)?;
+            tokio::spawn(async move {
+                tokio::select! {
+                    result = connection.with_upgrades() => {
+                        if let Err(e) = result {
+                            tracing::debug!(error = %e, "upstream connection ended with an error");
+                        }
+                    }
+                    // A drain ran out of time: dropping the connection closes
+                    // it and fails whatever is still in flight on it.
+                    _ = cut.wait_for(|cut| *cut) => {}
                 }
-            }
-            // A drain ran out of time: dropping the connection closes it and
-            // fails whatever is still in flight on it.
-            _ = cut.wait_for(|cut| *cut) => {}
+            });
+            Ok(UpstreamConn::H1(sender))
         }
-    });
-    Ok(sender)
+        UpstreamProtocol::H2 => {
+            let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .handshake(TokioIo::new(io))
+                .await
+                .map_err(failed)?;
+            tokio::spawn(async move {
+                tokio::select! {
+                    result = connection => {
+                        if let Err(e) = result {
+                            tracing::debug!(error = %e, "upstream h2 connection ended with an error");
+                        }
+                    }
+                    _ = cut.wait_for(|cut| *cut) => {}
+                }
+            });
+            Ok(UpstreamConn::H2(sender))
+        }
+    }
 }
 
 /// A response body streamed from a backend.

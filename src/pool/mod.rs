@@ -13,15 +13,15 @@
 //! the request's RNG, so a seeded run is reproducible.
 
 pub mod backend;
-mod conn;
+pub(crate) mod conn;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use rand::Rng;
 
-pub use backend::{Backend, BackendKey, UpstreamConn};
-pub use conn::{ConnectError, UpstreamBody};
+pub use backend::{Backend, BackendKey};
+pub use conn::{ConnectError, Transport, UpstreamBody, UpstreamConn};
 
 use crate::config::LbPolicy;
 

@@ -142,6 +142,8 @@ pub fn dead_addr() -> (SocketAddr, tokio::net::TcpSocket) {
 /// A proxy running in this test's runtime.
 pub struct TestProxy {
     pub addr: SocketAddr,
+    /// The HTTPS listener, when the config has `[server.tls]`.
+    pub tls_addr: Option<SocketAddr>,
     pub admin: SocketAddr,
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
@@ -171,6 +173,7 @@ impl TestProxy {
             cutover::config::load_with_text(&config_path).unwrap_or_else(|e| panic!("test config invalid: {e}"));
         let listeners = cutover::bind(&parsed).await.expect("bind proxy");
         let addr = listeners.traffic_addrs()[0];
+        let tls_addr = listeners.tls_addr();
         let admin = listeners.admin_addr().expect("admin addr");
         let (stop, stopped) = oneshot::channel::<()>();
         let options =
@@ -178,7 +181,7 @@ impl TestProxy {
         let task = tokio::spawn(cutover::run(parsed, listeners, options, async move {
             let _ = stopped.await;
         }));
-        TestProxy { addr, admin, dir, config_path, stop: Some(stop), task: Some(task) }
+        TestProxy { addr, tls_addr, admin, dir, config_path, stop: Some(stop), task: Some(task) }
     }
 
     /// `http://127.0.0.1:PORT{path}` on the admin listener.
