@@ -46,6 +46,7 @@ pub mod runtime;
 pub mod server;
 pub mod snapshot;
 pub mod split;
+pub mod tls;
 pub mod tunnel;
 
 pub use runtime::{bind, run, Listeners, RunOptions};
