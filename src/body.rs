@@ -1,7 +1,16 @@
-//! The response body type the proxy serves: either streamed from a backend
-//! or a short body the proxy wrote itself. An enum rather than a boxed trait
+//! Bodies in both directions.
+//!
+//! [`ProxyBody`] is what the proxy answers with: streamed from a backend or
+//! a short body the proxy wrote itself — an enum rather than a boxed trait
 //! object, so the common path allocates nothing for the body.
+//!
+//! [`RequestBody`] is a client's request body on its way to a backend. It
+//! enforces `body_read_timeout` (a client that stops sending mid-body — a
+//! slow POST — must not hold a backend connection forever) and marks its
+//! errors as the client's, so a client that hangs up or stalls mid-upload
+//! is never counted as a backend failure.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -9,6 +18,9 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
 use crate::pool::UpstreamBody;
+use hyper::body::Incoming;
+use std::time::Duration;
+use tokio::time::Sleep;
 
 /// A response body.
 #[derive(Debug)]
@@ -55,5 +67,83 @@ impl Body for ProxyBody {
             ProxyBody::Full(None) => SizeHint::with_exact(0),
             ProxyBody::Upstream(body) => body.size_hint(),
         }
+    }
+}
+
+/// A request body failed on the client's side.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestBodyError {
+    /// The client sent nothing for `body_read_timeout`.
+    #[error("the client sent no request body data for {0:?}")]
+    Timeout(Duration),
+    /// The client's connection failed mid-body.
+    #[error("reading the request body from the client failed: {0}")]
+    Client(hyper::Error),
+}
+
+impl RequestBodyError {
+    /// Find a request-body error in `err`'s chain of causes: such a failure
+    /// is the client's, whatever the upstream exchange reports.
+    pub fn find<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a RequestBodyError> {
+        let mut cause: Option<&'a (dyn std::error::Error + 'static)> = Some(err);
+        while let Some(e) = cause {
+            if let Some(found) = e.downcast_ref::<RequestBodyError>() {
+                return Some(found);
+            }
+            cause = e.source();
+        }
+        None
+    }
+}
+
+/// A client's request body, with a deadline on each wait for data.
+#[derive(Debug)]
+pub struct RequestBody {
+    inner: Incoming,
+    timeout: Duration,
+    /// Armed on the first wait, reset whenever data arrives; bodies that
+    /// arrive whole never allocate it.
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl RequestBody {
+    /// Wrap `inner`, allowing `timeout` of silence between its frames.
+    pub fn new(inner: Incoming, timeout: Duration) -> RequestBody {
+        RequestBody { inner, timeout, timer: None }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = RequestBodyError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(timer) = this.timer.as_mut() {
+                    timer.as_mut().reset(tokio::time::Instant::now() + this.timeout);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(RequestBodyError::Client(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                let timeout = this.timeout;
+                let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(RequestBodyError::Timeout(timeout)))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }

@@ -75,6 +75,8 @@ impl UpstreamFailure {
 pub enum ProxyError {
     /// The request is malformed (400), with the reason.
     BadRequest(&'static str),
+    /// The client stopped sending its request body (408).
+    RequestTimeout,
     /// The request head is over `max_request_header_bytes` (431).
     HeadersTooLarge,
     /// No route matches (404).
@@ -89,7 +91,7 @@ impl ProxyError {
     /// Who caused it.
     pub fn source(self) -> Source {
         match self {
-            ProxyError::BadRequest(_) | ProxyError::HeadersTooLarge => Source::Downstream,
+            ProxyError::BadRequest(_) | ProxyError::HeadersTooLarge | ProxyError::RequestTimeout => Source::Downstream,
             ProxyError::NoRoute | ProxyError::NoBackend => Source::Internal,
             ProxyError::Upstream(_) => Source::Upstream,
         }
@@ -99,6 +101,7 @@ impl ProxyError {
     pub fn status(self) -> StatusCode {
         match self {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::NoBackend => StatusCode::SERVICE_UNAVAILABLE,
@@ -110,6 +113,7 @@ impl ProxyError {
     fn body(self) -> &'static str {
         match self {
             ProxyError::BadRequest(reason) => reason,
+            ProxyError::RequestTimeout => "request body not received in time\n",
             ProxyError::HeadersTooLarge => "request headers too large\n",
             ProxyError::NoRoute => "no route for this request\n",
             ProxyError::NoBackend => "no backend available\n",
@@ -127,7 +131,7 @@ impl ProxyError {
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-        if matches!(self, ProxyError::BadRequest(_)) {
+        if matches!(self, ProxyError::BadRequest(_) | ProxyError::RequestTimeout) {
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response

@@ -73,6 +73,12 @@ impl Exchange {
         self.outcome = Outcome::Status(status);
     }
 
+    /// The client failed mid-exchange (hung up, stalled its upload): not
+    /// the backend's fault, so recorded like a cancelled request.
+    pub fn client_failed(&mut self) {
+        self.outcome = Outcome::Pending;
+    }
+
     /// The backend failed.
     pub fn failed(&mut self, kind: UpstreamFailure) {
         self.outcome = Outcome::Failed(kind);

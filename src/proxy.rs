@@ -21,7 +21,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 
-use crate::body::ProxyBody;
+use crate::body::{ProxyBody, RequestBody, RequestBodyError};
 use crate::config::ForceMatch;
 use crate::error::{ProxyError, UpstreamFailure};
 use crate::exchange::{Exchange, Recorders};
@@ -158,6 +158,7 @@ async fn forward(
         tunnel::ask_upgrade(&mut parts.headers, protocol);
     }
     let replayable = body.is_end_stream() || is_idempotent(&parts.method);
+    let body = RequestBody::new(body, snapshot.body_read_timeout);
     let mut request = Request::from_parts(parts, body);
     let downstream_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
 
@@ -194,7 +195,7 @@ async fn send(
     pool: &Arc<Pool>,
     codes: &[Arc<[prometheus::IntCounter; 5]>],
     rng: &mut SmallRng,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
     replayable: bool,
     started: Instant,
     deadline: Instant,
@@ -259,6 +260,15 @@ async fn send(
                     };
                 }
                 _ => {
+                    if let Some(cause) = RequestBodyError::find(err.error()) {
+                        // The client's side broke the exchange, not the backend.
+                        tracing::debug!(error = %cause, "request body failed");
+                        exchange.client_failed();
+                        return Err(match cause {
+                            RequestBodyError::Timeout(_) => ProxyError::RequestTimeout,
+                            RequestBodyError::Client(_) => ProxyError::BadRequest("request body incomplete\n"),
+                        });
+                    }
                     let failure = UpstreamFailure::classify(err.error());
                     tracing::debug!(error = %err.error(), backend = %backend.addr, "upstream request failed");
                     return Err(fail(exchange, failure));

@@ -15,7 +15,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -25,6 +25,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -39,6 +40,8 @@ pub struct ConnLimits {
     pub idle_timeout: Duration,
     /// Largest request head; hyper's read buffer is sized from it.
     pub max_request_header_bytes: usize,
+    /// Deadline for a request head, from its first byte.
+    pub header_read_timeout: Duration,
 }
 
 /// Live downstream connections, so shutdown can wait for the last one.
@@ -86,6 +89,13 @@ impl Drop for OpenGuard {
     }
 }
 
+/// HTTP/2 streams one client may have open at once.
+const H2_MAX_CONCURRENT_STREAMS: u32 = 256;
+/// Streams a client may reset before being accepted, before GOAWAY.
+const H2_MAX_PENDING_RESETS: usize = 20;
+/// Streams the proxy may reset because of a client's errors, before GOAWAY.
+const H2_MAX_LOCAL_RESETS: usize = 256;
+
 /// Longest a client may take to complete a TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -112,6 +122,7 @@ pub async fn serve(
                         proxy: proxy.clone(),
                         builder: builder.clone(),
                         idle_timeout: limits.idle_timeout,
+                        header_read_timeout: limits.header_read_timeout,
                         shutdown: conn_shutdown.clone(),
                     };
                     let tls = tls.clone();
@@ -161,7 +172,15 @@ fn connection_builder(limits: &ConnLimits) -> auto::Builder<TokioExecutor> {
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(limits.max_request_header_bytes).unwrap_or(u32::MAX));
+        .max_header_list_size(u32::try_from(limits.max_request_header_bytes).unwrap_or(u32::MAX))
+        // Bounded work per client: streams in parallel, and resets a client
+        // may provoke (the "rapid reset" attack) before it gets a GOAWAY.
+        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
+        .max_local_error_reset_streams(H2_MAX_LOCAL_RESETS)
+        // A peer that stops answering pings is gone: free its streams.
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(10));
     builder
 }
 
@@ -169,6 +188,7 @@ struct Connection {
     proxy: Arc<Proxy>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     idle_timeout: Duration,
+    header_read_timeout: Duration,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -190,17 +210,27 @@ impl Connection {
                 Ok::<_, Infallible>(response.map(|body| TrackedBody { body, _active: active }))
             }
         });
+        let stream = Watched { io: stream, activity: activity.clone(), first_read: true };
         let conn = self.builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         tokio::pin!(conn);
         let mut closing = false;
         loop {
             let idle_check = activity.next_check(self.idle_timeout);
+            let head_deadline = activity.head_deadline(self.header_read_timeout);
             tokio::select! {
                 result = conn.as_mut() => {
                     if let Err(e) = result {
                         tracing::debug!(error = %e, %peer, "connection ended with an error");
                     }
                     return;
+                }
+                _ = sleep_until_some(head_deadline) => {
+                    // Still owing a request head: a slowloris, or a client
+                    // gone quiet mid-head. Closing is all it deserves.
+                    if activity.head_deadline(self.header_read_timeout).is_some_and(|d| d <= Instant::now()) {
+                        tracing::debug!(%peer, "request head not received within header_read_timeout; closing");
+                        return;
+                    }
                 }
                 _ = tokio::time::sleep_until(idle_check), if !closing => {
                     if activity.idle_for() >= Some(self.idle_timeout) {
@@ -224,16 +254,55 @@ struct Activity {
     active: AtomicUsize,
     /// Milliseconds since `epoch` at which the connection last became idle.
     idle_since_ms: AtomicU64,
+    /// Milliseconds since `epoch` at which the first byte of a request head
+    /// arrived that has not become a request yet ([`NO_HEAD`]: none).
+    head_started_ms: AtomicU64,
+    /// The connection speaks HTTP/2, whose frames between requests are not
+    /// request heads: no header timer.
+    h2: AtomicBool,
 }
+
+/// `head_started_ms` when no request head is pending.
+const NO_HEAD: u64 = u64::MAX;
 
 impl Activity {
     fn new() -> Activity {
-        Activity { epoch: Instant::now(), active: AtomicUsize::new(0), idle_since_ms: AtomicU64::new(0) }
+        Activity {
+            epoch: Instant::now(),
+            active: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(0),
+            // A new connection owes its first request head from the start.
+            head_started_ms: AtomicU64::new(0),
+            h2: AtomicBool::new(false),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(Instant::now().saturating_duration_since(self.epoch).as_millis()).unwrap_or(NO_HEAD - 1)
     }
 
     fn begin(self: &Arc<Self>) -> Active {
         self.active.fetch_add(1, Ordering::Relaxed);
+        self.head_started_ms.store(NO_HEAD, Ordering::Relaxed);
         Active { activity: self.clone() }
+    }
+
+    /// Bytes arrived: if no request is in flight they start a request head.
+    fn saw_bytes(&self) {
+        if self.active.load(Ordering::Relaxed) == 0 && self.head_started_ms.load(Ordering::Relaxed) == NO_HEAD {
+            self.head_started_ms.store(self.now_ms(), Ordering::Relaxed);
+        }
+    }
+
+    /// When the pending request head (if any) runs out of time.
+    fn head_deadline(&self, timeout: Duration) -> Option<Instant> {
+        if self.h2.load(Ordering::Relaxed) || self.active.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        match self.head_started_ms.load(Ordering::Relaxed) {
+            NO_HEAD => None,
+            ms => Some(self.epoch + Duration::from_millis(ms) + timeout),
+        }
     }
 
     /// How long the connection has been idle, or `None` while busy.
@@ -291,5 +360,69 @@ impl Body for TrackedBody {
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
+    }
+}
+
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The downstream byte stream, telling the connection's [`Activity`] when
+/// bytes arrive between requests (the start of a request head) and whether
+/// the client opened with the HTTP/2 preface.
+#[derive(Debug)]
+struct Watched<I> {
+    io: I,
+    activity: Arc<Activity>,
+    first_read: bool,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            let fresh = &buf.filled()[before..];
+            if !fresh.is_empty() {
+                if this.first_read {
+                    this.first_read = false;
+                    if fresh.starts_with(b"PRI ") {
+                        this.activity.h2.store(true, Ordering::Relaxed);
+                    }
+                }
+                this.activity.saw_bytes();
+            }
+        }
+        polled
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }

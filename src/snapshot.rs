@@ -46,6 +46,8 @@ pub struct Snapshot {
     pub request_timeout: Duration,
     /// Largest accepted request head.
     pub max_request_header_bytes: usize,
+    /// Longest silence inside a request body.
+    pub body_read_timeout: Duration,
 }
 
 /// What a snapshot is built from besides the config: state that outlives
@@ -203,6 +205,7 @@ impl Snapshot {
             revision,
             request_timeout: config.server.request_timeout,
             max_request_header_bytes: config.server.max_request_header_bytes,
+            body_read_timeout: config.server.body_read_timeout,
             config,
             table,
             routes,

@@ -53,6 +53,12 @@ pub struct ServerConfig {
     pub shutdown_delay: Duration,
     /// Largest accepted request head (request line + headers); 431 above it.
     pub max_request_header_bytes: usize,
+    /// Deadline for a client to send a whole request head, counted from its
+    /// first byte (slowloris protection).
+    pub header_read_timeout: Duration,
+    /// Longest silence while a client is sending a request body (slow POST);
+    /// the request then fails with 408 and counts against the client.
+    pub body_read_timeout: Duration,
     /// Runtime worker threads; `None` means one per core.
     pub workers: Option<usize>,
     /// Optional TLS listener.

@@ -50,6 +50,10 @@ pub(crate) struct RawServer {
     pub(crate) shutdown_delay: Option<Spanned<RawDuration>>,
     /// Request head limit.
     pub(crate) max_request_header_bytes: Option<Spanned<i64>>,
+    /// Deadline for a client to send a whole request head (slowloris).
+    pub(crate) header_read_timeout: Option<Spanned<RawDuration>>,
+    /// Longest silence while a client sends a request body (slow POST).
+    pub(crate) body_read_timeout: Option<Spanned<RawDuration>>,
     /// Runtime worker threads.
     pub(crate) workers: Option<Spanned<i64>>,
     /// `[server.tls]`.

@@ -35,6 +35,11 @@ const DEFAULT_ADMIN_LISTEN: ([u8; 4], u16) = ([127, 0, 0, 1], 9901);
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Slowloris: a whole request head within 10 s of its first byte (HAProxy's
+/// usual `timeout http-request`).
+const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Slow POST: at most 30 s of silence inside a request body.
+const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_SHUTDOWN_DELAY: Duration = Duration::ZERO;
 const DEFAULT_MAX_REQUEST_HEADER_BYTES: i64 = 65_536;
@@ -190,6 +195,18 @@ impl Cx<'_> {
                 true,
             )?,
             max_request_header_bytes: to_usize(max_request_header_bytes),
+            header_read_timeout: self.duration_or(
+                raw.header_read_timeout.as_ref(),
+                "server.header_read_timeout",
+                DEFAULT_HEADER_READ_TIMEOUT,
+                false,
+            )?,
+            body_read_timeout: self.duration_or(
+                raw.body_read_timeout.as_ref(),
+                "server.body_read_timeout",
+                DEFAULT_BODY_READ_TIMEOUT,
+                false,
+            )?,
             workers: workers.map(to_usize),
             tls: tls.as_ref().map(|(tls, _)| tls.clone()),
         };
@@ -1090,6 +1107,8 @@ split = { blue = 1 }
                 drain_timeout: Duration::from_secs(45),
                 shutdown_delay: Duration::from_secs(5),
                 max_request_header_bytes: 32768,
+                header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+                body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
                 workers: Some(4),
                 tls: Some(TlsConfig {
                     listen: "0.0.0.0:8443".parse().unwrap(),
@@ -1199,6 +1218,8 @@ split = { blue = 1 }
                 drain_timeout: Duration::from_secs(30),
                 shutdown_delay: Duration::ZERO,
                 max_request_header_bytes: 65536,
+                header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+                body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
                 workers: None,
                 tls: None,
             }

@@ -23,6 +23,7 @@ use rustls::pki_types::ServerName;
 use std::sync::Arc;
 use tokio::net::TcpStream;
 
+use crate::body::RequestBody;
 use crate::config::{BackendAddr, UpstreamProtocol};
 use crate::exchange::Exchange;
 
@@ -92,9 +93,9 @@ impl Transport {
 #[derive(Debug)]
 pub enum UpstreamConn {
     /// HTTP/1.1.
-    H1(http1::SendRequest<Incoming>),
+    H1(http1::SendRequest<RequestBody>),
     /// HTTP/2.
-    H2(http2::SendRequest<Incoming>),
+    H2(http2::SendRequest<RequestBody>),
 }
 
 impl UpstreamConn {
@@ -117,8 +118,8 @@ impl UpstreamConn {
     /// Send `request`; if it could not be sent at all, the error gives it back.
     pub async fn try_send_request(
         &mut self,
-        request: Request<Incoming>,
-    ) -> Result<Response<Incoming>, TrySendError<Request<Incoming>>> {
+        request: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, TrySendError<Request<RequestBody>>> {
         match self {
             UpstreamConn::H1(c) => c.try_send_request(request).await,
             UpstreamConn::H2(c) => c.try_send_request(request).await,
@@ -274,10 +275,15 @@ impl Body for UpstreamBody {
             Poll::Ready(None) => this.finish(),
             Poll::Ready(Some(Err(e))) => {
                 // A broken body leaves the connection unusable: drop it, and
-                // count the exchange as the backend's failure.
+                // count the exchange as the backend's failure — unless it
+                // broke because the client's request body did.
                 this.conn = None;
                 if let Some(mut exchange) = this.exchange.take() {
-                    exchange.failed(crate::error::UpstreamFailure::classify(e));
+                    if crate::body::RequestBodyError::find(e).is_some() {
+                        exchange.client_failed();
+                    } else {
+                        exchange.failed(crate::error::UpstreamFailure::classify(e));
+                    }
                 }
             }
             Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.finish(),
