@@ -227,7 +227,12 @@ pub fn judge(config: &GuardConfig, stats: &WindowStats) -> Option<Breach> {
     if rate > config.max_error_rate {
         return Some(Breach {
             reason: BreachReason::ErrorRate,
-            detail: format!("error rate {rate:.2} > {} over {window}, n={}", config.max_error_rate, stats.requests),
+            detail: format!(
+                "error rate {} > {} over {window}, n={}",
+                short_rate(rate),
+                config.max_error_rate,
+                stats.requests
+            ),
         });
     }
     if let Some(threshold) = config.max_p99_latency {
@@ -246,6 +251,18 @@ pub fn judge(config: &GuardConfig, stats: &WindowStats) -> Option<Breach> {
         }
     }
     None
+}
+
+/// A share with up to four decimals and no trailing zeros (`0.31`,
+/// `0.0511`), so a rate just over a threshold never prints as equal to it.
+fn short_rate(rate: f64) -> String {
+    let text = format!("{rate:.4}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    if text.is_empty() {
+        "0".to_string()
+    } else {
+        text.to_string()
+    }
 }
 
 /// A guarded pool: its window, its thresholds, and an edge-triggered
@@ -348,7 +365,7 @@ mod tests {
         }
         let breach = guard.record(now, true, FAST).expect("trip at the 20th request");
         assert_eq!(breach.reason, BreachReason::ErrorRate);
-        assert_eq!(breach.detail, "error rate 1.00 > 0.1 over 30s, n=20");
+        assert_eq!(breach.detail, "error rate 1 > 0.1 over 30s, n=20");
         // Reported once while it lasts.
         assert_eq!(guard.record(now, true, FAST), None);
     }
@@ -445,6 +462,14 @@ mod tests {
             assert_eq!(guard.record(now, true, FAST), None);
         }
         assert!(guard.record(now, true, FAST).is_some(), "re-armed after reset");
+    }
+
+    #[test]
+    fn rates_print_without_false_equality() {
+        assert_eq!(short_rate(0.31), "0.31");
+        assert_eq!(short_rate(0.0511), "0.0511");
+        assert_eq!(short_rate(0.05112), "0.0511");
+        assert_eq!(short_rate(0.0), "0");
     }
 
     #[test]

@@ -23,7 +23,8 @@
 //! request's outcome once; [`health`] runs active checks and passive
 //! ejection; [`tunnel`] carries upgraded connections; [`metrics`] declares
 //! every metric; [`admin`] serves the admin API; and [`runtime`] ties
-//! listeners, reloads and shutdown together.
+//! listeners, reloads and shutdown together. [`demo`] is `cutover demo`: the
+//! real proxy run against demo upstreams, with load and a live display.
 
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
@@ -33,6 +34,7 @@ pub mod admin;
 pub mod body;
 pub mod config;
 pub mod control;
+pub mod demo;
 pub mod error;
 pub mod exchange;
 pub mod guard;

@@ -6,6 +6,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use cutover::config;
@@ -44,15 +45,45 @@ enum Command {
         /// Path of the config file.
         path: PathBuf,
     },
+    /// A self-contained showcase: demo upstreams, the real proxy, live load,
+    /// a guard trip and a switchback, all on 127.0.0.1.
+    Demo {
+        /// Seconds the demo runs before it stops by itself; the story is scaled to fit.
+        #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(10..=3600))]
+        duration: u64,
+        /// Seed for the proxy's random choices (the weighted split); random by default.
+        #[arg(long)]
+        seed: Option<u64>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    let default_filter =
+        if matches!(cli.command, Some(Command::Demo { .. })) { cutover::demo::default_log_filter() } else { "info" };
+    init_logging(cli.log_format, default_filter);
     let command = cli.command.unwrap_or(Command::Run { config: PathBuf::from("config/cutover.toml"), no_watch: false });
     match command {
         Command::Check { path } => check(&path),
         Command::Run { config, no_watch } => run(config, !no_watch),
+        Command::Demo { duration, seed } => demo(Duration::from_secs(duration), seed),
+    }
+}
+
+fn demo(duration: Duration, seed: Option<u64>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("cannot start the runtime: {err}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(cutover::demo::run(cutover::demo::DemoOptions { duration, seed })) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("cutover demo: {err}");
+            ExitCode::from(1)
+        }
     }
 }
 
@@ -152,9 +183,9 @@ async fn shutdown(mut terminate: Signal, mut interrupt: Signal) {
     });
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, default_filter: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     use std::io::IsTerminal;
     // Colour only for a person at a terminal; log collectors get plain text.
     let builder = tracing_subscriber::fmt()
