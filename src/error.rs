@@ -77,6 +77,8 @@ pub enum ProxyError {
     BadRequest(&'static str),
     /// The client stopped sending its request body (408).
     RequestTimeout,
+    /// A transfer coding the proxy does not implement (501).
+    NotImplemented,
     /// The request head is over `max_request_header_bytes` (431).
     HeadersTooLarge,
     /// No route matches (404).
@@ -91,7 +93,10 @@ impl ProxyError {
     /// Who caused it.
     pub fn source(self) -> Source {
         match self {
-            ProxyError::BadRequest(_) | ProxyError::HeadersTooLarge | ProxyError::RequestTimeout => Source::Downstream,
+            ProxyError::BadRequest(_)
+            | ProxyError::HeadersTooLarge
+            | ProxyError::RequestTimeout
+            | ProxyError::NotImplemented => Source::Downstream,
             ProxyError::NoRoute | ProxyError::NoBackend => Source::Internal,
             ProxyError::Upstream(_) => Source::Upstream,
         }
@@ -102,6 +107,7 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::NotImplemented => StatusCode::NOT_IMPLEMENTED,
             ProxyError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::NoBackend => StatusCode::SERVICE_UNAVAILABLE,
@@ -114,6 +120,7 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(reason) => reason,
             ProxyError::RequestTimeout => "request body not received in time\n",
+            ProxyError::NotImplemented => "transfer coding not supported\n",
             ProxyError::HeadersTooLarge => "request headers too large\n",
             ProxyError::NoRoute => "no route for this request\n",
             ProxyError::NoBackend => "no backend available\n",
@@ -131,7 +138,7 @@ impl ProxyError {
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-        if matches!(self, ProxyError::BadRequest(_) | ProxyError::RequestTimeout) {
+        if matches!(self, ProxyError::BadRequest(_) | ProxyError::RequestTimeout | ProxyError::NotImplemented) {
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response

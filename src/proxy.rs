@@ -149,9 +149,9 @@ async fn forward(
     headers::set_forwarded(&mut parts.headers, &conn.client_ip, &conn.proto, host.as_ref());
     // Normally a no-op; for HTTP/2 and absolute-form requests it carries the
     // authority into the `Host` an HTTP/1.1 backend expects.
-    if let Some(host) = &host {
-        parts.headers.insert(header::HOST, host.clone());
-    }
+    // An HTTP/1.0 request may have no host at all; HTTP/1.1 requires the
+    // field, empty when there is no authority (RFC 9112 §3.2).
+    parts.headers.insert(header::HOST, host.clone().unwrap_or_else(|| HeaderValue::from_static("")));
     let upgrade = tunnel::requested_upgrade(&parts);
     headers::strip_hop_by_hop(&mut parts.headers);
     if let Some(protocol) = &upgrade {
@@ -173,7 +173,10 @@ async fn forward(
             // client sent after its refused upgrade request are never read.
             let (mut parts, body) = answer.response.into_parts();
             headers::strip_hop_by_hop(&mut parts.headers);
-            Response::from_parts(parts, ProxyBody::Upstream(UpstreamBody::new(body, answer.conn, answer.exchange)))
+            // The body must keep flowing: silence as long as the whole
+            // request_timeout means the backend is stuck.
+            let body = UpstreamBody::new(body, answer.conn, answer.exchange, snapshot.request_timeout);
+            Response::from_parts(parts, ProxyBody::Upstream(body))
         }
     };
     if let Some(token) = choice.new_cookie {
@@ -367,6 +370,17 @@ fn check_framing(parts: &Parts, max_header_bytes: usize) -> Result<(), ProxyErro
         return Err(ProxyError::HeadersTooLarge);
     }
     let te = parts.headers.contains_key(header::TRANSFER_ENCODING);
+    // hyper decodes `chunked` only; forwarding a body still in another
+    // transfer coding would hand the backend bytes it did not ask for.
+    let other_coding = parts
+        .headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("?").split(','))
+        .any(|coding| !coding.trim().eq_ignore_ascii_case("chunked"));
+    if other_coding {
+        return Err(ProxyError::NotImplemented);
+    }
     let mut lengths = parts.headers.get_all(header::CONTENT_LENGTH).iter();
     if let Some(first) = lengths.next() {
         if te {

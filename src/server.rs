@@ -224,6 +224,8 @@ impl Connection {
                     }
                     return;
                 }
+                // A new request head began: loop to arm its deadline.
+                _ = activity.head_started.notified() => {}
                 _ = sleep_until_some(head_deadline) => {
                     // Still owing a request head: a slowloris, or a client
                     // gone quiet mid-head. Closing is all it deserves.
@@ -260,6 +262,8 @@ struct Activity {
     /// The connection speaks HTTP/2, whose frames between requests are not
     /// request heads: no header timer.
     h2: AtomicBool,
+    /// Wakes the connection loop when a request head starts, to arm its timer.
+    head_started: tokio::sync::Notify,
 }
 
 /// `head_started_ms` when no request head is pending.
@@ -274,6 +278,7 @@ impl Activity {
             // A new connection owes its first request head from the start.
             head_started_ms: AtomicU64::new(0),
             h2: AtomicBool::new(false),
+            head_started: tokio::sync::Notify::new(),
         }
     }
 
@@ -291,6 +296,7 @@ impl Activity {
     fn saw_bytes(&self) {
         if self.active.load(Ordering::Relaxed) == 0 && self.head_started_ms.load(Ordering::Relaxed) == NO_HEAD {
             self.head_started_ms.store(self.now_ms(), Ordering::Relaxed);
+            self.head_started.notify_one();
         }
     }
 
@@ -348,9 +354,9 @@ struct TrackedBody {
 
 impl Body for TrackedBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = crate::pool::BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         Pin::new(&mut self.body).poll_frame(cx)
     }
 

@@ -8,6 +8,7 @@
 //! request counts as in flight until its last byte has passed, which is what
 //! draining and `p2c` need.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -240,6 +241,11 @@ where
 #[derive(Debug)]
 pub struct UpstreamBody {
     body: Incoming,
+    /// Longest silence between two frames of the body; then it is cut and
+    /// counted as an upstream timeout.
+    idle_timeout: Duration,
+    /// Armed on the first wait for data, reset when data arrives.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The connection to give back once the body has ended.
     conn: Option<UpstreamConn>,
     /// Records the exchange (and keeps it in flight) until the body is done.
@@ -247,9 +253,10 @@ pub struct UpstreamBody {
 }
 
 impl UpstreamBody {
-    /// Wrap `body`, which arrived on `conn` for `exchange`.
-    pub fn new(body: Incoming, conn: UpstreamConn, exchange: Exchange) -> UpstreamBody {
-        let mut this = UpstreamBody { body, conn: Some(conn), exchange: Some(exchange) };
+    /// Wrap `body`, which arrived on `conn` for `exchange`; a backend
+    /// silent for `idle_timeout` mid-body is cut off.
+    pub fn new(body: Incoming, conn: UpstreamConn, exchange: Exchange, idle_timeout: Duration) -> UpstreamBody {
+        let mut this = UpstreamBody { body, idle_timeout, timer: None, conn: Some(conn), exchange: Some(exchange) };
         if this.body.is_end_stream() {
             this.finish();
         }
@@ -264,13 +271,36 @@ impl UpstreamBody {
     }
 }
 
+/// Errors of bodies streamed to clients.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The backend went silent mid-body for longer than the idle timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("the backend sent no response body data for {0:?}")]
+pub struct UpstreamBodyTimeout(pub Duration);
+
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         let polled = Pin::new(&mut this.body).poll_frame(cx);
+        if polled.is_pending() {
+            let timeout = this.idle_timeout;
+            let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+            if timer.as_mut().poll(cx).is_ready() {
+                this.conn = None;
+                if let Some(mut exchange) = this.exchange.take() {
+                    exchange.failed(crate::error::UpstreamFailure::Timeout);
+                }
+                return Poll::Ready(Some(Err(Box::new(UpstreamBodyTimeout(timeout)))));
+            }
+            return Poll::Pending;
+        }
+        if let Some(timer) = this.timer.as_mut() {
+            timer.as_mut().reset(tokio::time::Instant::now() + this.idle_timeout);
+        }
         match &polled {
             Poll::Ready(None) => this.finish(),
             Poll::Ready(Some(Err(e))) => {
@@ -289,7 +319,7 @@ impl Body for UpstreamBody {
             Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.finish(),
             _ => {}
         }
-        polled
+        polled.map(|frame| frame.map(|result| result.map_err(BoxError::from)))
     }
 
     fn is_end_stream(&self) -> bool {

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use rand::Rng;
 
 pub use backend::{Backend, BackendKey};
-pub use conn::{ConnectError, Transport, UpstreamBody, UpstreamConn};
+pub use conn::{BoxError, ConnectError, Transport, UpstreamBody, UpstreamBodyTimeout, UpstreamConn};
 
 use crate::config::LbPolicy;
 

@@ -1,0 +1,1384 @@
+//! Hostile clients and broken upstreams (SPEC §3 "Forwarding"; the limits
+//! are explained in `docs/security.md`).
+//!
+//! Every attack is written as exact bytes on a raw TCP socket, since no
+//! well-behaved client library would send them, and every test checks three
+//! things: what the client got back, what the upstream received (at most the
+//! one request the client really sent — never a request smuggled inside
+//! another one's body), and that a well-behaved request on a fresh
+//! connection right afterwards still succeeds.
+//!
+//! Most upstreams here are [`RawUpstream`]s: a few lines of TCP that parse
+//! requests strictly, record each one as it came off the wire (request line,
+//! headers, de-framed body, connection number) and answer from a script — so
+//! a test can also make the upstream itself misbehave (garbage status line,
+//! truncated body, reset mid-response) and see whether the proxy reuses the
+//! broken connection.
+//!
+//! Timing: every wait has a generous deadline and nothing asserts an exact
+//! duration, so a loaded two-core machine slows the tests down without
+//! failing them.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use support::*;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::{timeout, timeout_at, Instant};
+
+/// Generous bound for anything that should take milliseconds.
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// The answer of a well-behaved raw upstream.
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+// ---------------------------------------------------------------------------
+// A raw upstream: records requests as bytes, answers from a script.
+// ---------------------------------------------------------------------------
+
+/// One request as a [`RawUpstream`] read it off the wire.
+#[derive(Debug, Clone)]
+struct RawRequest {
+    /// The connection it arrived on, numbered from 0 in accept order.
+    conn: usize,
+    /// The request line, e.g. `GET /x HTTP/1.1`.
+    line: String,
+    /// Header fields in arrival order; names lowercased, values trimmed.
+    headers: Vec<(String, String)>,
+    /// The body with its framing (`Content-Length` or chunked) removed.
+    body: Vec<u8>,
+    /// Whether the body ended where its framing said it would.
+    complete: bool,
+}
+
+impl RawRequest {
+    fn path(&self) -> &str {
+        self.line.split(' ').nth(1).unwrap_or("")
+    }
+
+    fn count(&self, name: &str) -> usize {
+        self.headers.iter().filter(|(k, _)| k == name).count()
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// At most one framing header, never both kinds: the message the
+    /// upstream got can be read only one way.
+    fn assert_unambiguous(&self) {
+        let framing = self.count("content-length") + self.count("transfer-encoding");
+        assert!(framing <= 1, "the upstream got an ambiguously framed request: {self:#?}");
+    }
+}
+
+/// What a [`RawUpstream`] does with a request.
+#[derive(Debug, Clone)]
+enum Reply {
+    /// Write these bytes and wait for the next request on the connection.
+    KeepAlive(Vec<u8>),
+    /// Write these bytes, then close the connection (FIN).
+    Close(Vec<u8>),
+    /// Write these bytes, then reset the connection (`SO_LINGER` 0: RST).
+    Reset(Vec<u8>),
+    /// Write these bytes, then say nothing more until the proxy hangs up.
+    Stall(Vec<u8>),
+}
+
+/// Decides the reply to the `n`th request (from 0, over all connections).
+type Script = Arc<dyn Fn(usize, &RawRequest) -> Reply + Send + Sync>;
+
+/// A TCP upstream that parses HTTP/1.1 strictly and records what it got.
+struct RawUpstream {
+    addr: SocketAddr,
+    conns: Arc<AtomicUsize>,
+    requests: Arc<Mutex<Vec<RawRequest>>>,
+    task: JoinHandle<()>,
+}
+
+impl RawUpstream {
+    /// An upstream answering every request with a keep-alive `200 ok`.
+    async fn ok() -> RawUpstream {
+        RawUpstream::scripted(|_, _| Reply::KeepAlive(OK.to_vec())).await
+    }
+
+    /// An upstream answering every request with a keep-alive 200 whose body is `name`.
+    async fn named(name: &'static str) -> RawUpstream {
+        RawUpstream::scripted(move |_, _| {
+            Reply::KeepAlive(format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{name}", name.len()).into_bytes())
+        })
+        .await
+    }
+
+    async fn scripted(script: impl Fn(usize, &RawRequest) -> Reply + Send + Sync + 'static) -> RawUpstream {
+        let script: Script = Arc::new(script);
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind raw upstream");
+        let addr = listener.local_addr().unwrap();
+        let conns = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let (c, r) = (conns.clone(), requests.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let conn = c.fetch_add(1, Ordering::SeqCst);
+                let (script, requests) = (script.clone(), r.clone());
+                tokio::spawn(serve_raw(Wire::new(stream), conn, script, requests));
+            }
+        });
+        RawUpstream { addr, conns, requests, task }
+    }
+
+    fn requests(&self) -> Vec<RawRequest> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    fn conns(&self) -> usize {
+        self.conns.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for RawUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve_raw(mut wire: Wire, conn: usize, script: Script, requests: Arc<Mutex<Vec<RawRequest>>>) {
+    while let Some(index) = read_request(&mut wire, conn, &requests).await {
+        let request = requests.lock().unwrap()[index].clone();
+        if !request.complete {
+            return;
+        }
+        match script(index, &request) {
+            Reply::KeepAlive(bytes) => {
+                if wire.stream.write_all(&bytes).await.is_err() {
+                    return;
+                }
+            }
+            Reply::Close(bytes) => {
+                let _ = wire.stream.write_all(&bytes).await;
+                let _ = wire.stream.shutdown().await;
+                return;
+            }
+            Reply::Reset(bytes) => {
+                let _ = wire.stream.write_all(&bytes).await;
+                // Let the bytes reach the proxy first; then an RST instead of a FIN.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let _ = wire.stream.set_zero_linger();
+                return;
+            }
+            Reply::Stall(bytes) => {
+                let _ = wire.stream.write_all(&bytes).await;
+                while wire.fill().await {}
+                return;
+            }
+        }
+    }
+}
+
+/// A socket with a read buffer, for line- and length-based reads.
+struct Wire {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Wire {
+    fn new(stream: TcpStream) -> Wire {
+        Wire { stream, buf: Vec::new() }
+    }
+
+    /// Read more bytes; false at end of stream or on error.
+    async fn fill(&mut self) -> bool {
+        let mut chunk = [0u8; 8192];
+        match self.stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                true
+            }
+        }
+    }
+
+    /// Everything up to and including `delim`.
+    async fn until(&mut self, delim: &[u8]) -> Option<Vec<u8>> {
+        loop {
+            if let Some(at) = find(&self.buf, delim) {
+                return Some(self.buf.drain(..at + delim.len()).collect());
+            }
+            if !self.fill().await {
+                return None;
+            }
+        }
+    }
+
+    /// Exactly `n` bytes.
+    async fn take(&mut self, n: usize) -> Option<Vec<u8>> {
+        while self.buf.len() < n {
+            if !self.fill().await {
+                return None;
+            }
+        }
+        Some(self.buf.drain(..n).collect())
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Read one request, recording it as soon as its head is in (so a request
+/// whose body never completes is still seen); its index in `requests`.
+async fn read_request(wire: &mut Wire, conn: usize, requests: &Mutex<Vec<RawRequest>>) -> Option<usize> {
+    let head = wire.until(b"\r\n\r\n").await?;
+    let text = String::from_utf8_lossy(&head[..head.len() - 4]).into_owned();
+    let mut lines = text.split("\r\n");
+    let line = lines.next().unwrap_or("").to_string();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let chunked = headers.iter().any(|(k, v)| k == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked"));
+    let length = headers.iter().find(|(k, _)| k == "content-length").map(|(_, v)| v.parse::<usize>());
+    let index = {
+        let mut all = requests.lock().unwrap();
+        all.push(RawRequest { conn, line, headers, body: Vec::new(), complete: false });
+        all.len() - 1
+    };
+    let (body, complete) = match (chunked, length) {
+        (true, _) => read_chunked(wire).await,
+        (false, Some(Ok(n))) => match wire.take(n).await {
+            Some(body) => (body, true),
+            None => (std::mem::take(&mut wire.buf), false),
+        },
+        (false, Some(Err(_))) => (Vec::new(), false),
+        (false, None) => (Vec::new(), true),
+    };
+    let mut all = requests.lock().unwrap();
+    all[index].body = body;
+    all[index].complete = complete;
+    Some(index)
+}
+
+/// A chunked body, strictly: hex size, CRLF, data, CRLF; trailers ignored.
+async fn read_chunked(wire: &mut Wire) -> (Vec<u8>, bool) {
+    let mut body = Vec::new();
+    loop {
+        let Some(line) = wire.until(b"\r\n").await else { return (body, false) };
+        let text = String::from_utf8_lossy(&line[..line.len() - 2]).into_owned();
+        let Ok(size) = usize::from_str_radix(text.split(';').next().unwrap_or("").trim(), 16) else {
+            return (body, false);
+        };
+        if size == 0 {
+            loop {
+                match wire.until(b"\r\n").await {
+                    None => return (body, false),
+                    Some(l) if l.len() == 2 => return (body, true),
+                    Some(_) => {}
+                }
+            }
+        }
+        let Some(data) = wire.take(size + 2).await else { return (body, false) };
+        body.extend_from_slice(&data[..size]);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The raw client side.
+// ---------------------------------------------------------------------------
+
+/// One HTTP/1.1 response as the client read it.
+#[derive(Debug)]
+struct RawResponse {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    /// The body was as long as the response's own framing said.
+    complete: bool,
+}
+
+impl RawResponse {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Everything that came back on one connection.
+#[derive(Debug)]
+struct Outcome {
+    responses: Vec<RawResponse>,
+    /// The proxy closed (or reset) the connection before the deadline.
+    closed: bool,
+    raw: String,
+}
+
+impl Outcome {
+    /// The one response; fails when there were none or several (a second
+    /// answer would mean a second request was parsed from the bytes).
+    fn only(&self) -> &RawResponse {
+        assert_eq!(self.responses.len(), 1, "expected exactly one response: {}", self.raw);
+        &self.responses[0]
+    }
+}
+
+/// Send `raw` on a new connection (a write cut short by the proxy closing is
+/// fine) and read until the proxy closes the connection or `DEADLINE` passes.
+async fn exchange(addr: SocketAddr, raw: &[u8]) -> Outcome {
+    let mut stream = TcpStream::connect(addr).await.expect("connect to proxy");
+    let _ = stream.write_all(raw).await;
+    let (bytes, closed) = read_until_closed(&mut stream, DEADLINE).await;
+    Outcome { responses: parse_responses(&bytes), closed, raw: String::from_utf8_lossy(&bytes).into_owned() }
+}
+
+/// Read until end of stream, a reset (both count as closed) or `limit`.
+async fn read_until_closed(stream: &mut (impl AsyncRead + Unpin), limit: Duration) -> (Vec<u8>, bool) {
+    let end = Instant::now() + limit;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match timeout_at(end, stream.read(&mut buf)).await {
+            Err(_) => return (out, false),
+            Ok(Ok(0)) | Ok(Err(_)) => return (out, true),
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// Split a byte stream into responses; a truncated last one is kept with
+/// `complete: false`.
+fn parse_responses(mut rest: &[u8]) -> Vec<RawResponse> {
+    let mut out = Vec::new();
+    while let Some(end) = find(rest, b"\r\n\r\n") {
+        let head = String::from_utf8_lossy(&rest[..end]).into_owned();
+        rest = &rest[end + 4..];
+        let mut lines = head.split("\r\n");
+        let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let value = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        let (body, complete, used) = if value("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+            dechunk(rest)
+        } else if let Some(n) = value("content-length").and_then(|v| v.parse::<usize>().ok()) {
+            let n_have = n.min(rest.len());
+            (rest[..n_have].to_vec(), n_have == n, n_have)
+        } else if status == 204 || status == 304 || (100..200).contains(&status) {
+            (Vec::new(), true, 0)
+        } else {
+            (rest.to_vec(), true, rest.len())
+        };
+        rest = &rest[used..];
+        if !(100..200).contains(&status) {
+            out.push(RawResponse { status, headers, body, complete });
+        }
+    }
+    out
+}
+
+/// Decode a chunked body at the start of `raw`: (body, complete, bytes used).
+fn dechunk(raw: &[u8]) -> (Vec<u8>, bool, usize) {
+    let mut body = Vec::new();
+    let mut at = 0;
+    loop {
+        let Some(eol) = find(&raw[at..], b"\r\n") else { return (body, false, raw.len()) };
+        let size = std::str::from_utf8(&raw[at..at + eol])
+            .ok()
+            .and_then(|s| usize::from_str_radix(s.split(';').next().unwrap_or("").trim(), 16).ok());
+        let Some(size) = size else { return (body, false, raw.len()) };
+        at += eol + 2;
+        if size == 0 {
+            return match find(&raw[at..], b"\r\n") {
+                Some(e) => (body, true, at + e + 2),
+                None => (body, false, raw.len()),
+            };
+        }
+        if raw.len() < at + size + 2 {
+            body.extend_from_slice(&raw[at..raw.len().min(at + size)]);
+            return (body, false, raw.len());
+        }
+        body.extend_from_slice(&raw[at..at + size]);
+        at += size + 2;
+    }
+}
+
+/// A well-behaved request on a fresh connection: 200 from the upstream,
+/// which saw it exactly once.
+async fn assert_fresh_request_ok(proxy: &TestProxy, upstream: &RawUpstream, path: &str) {
+    let raw = format!("GET {path} HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n");
+    let out = exchange(proxy.addr, raw.as_bytes()).await;
+    let answer = out.only();
+    assert_eq!(answer.status, 200, "a well-behaved request after the attack failed: {}", out.raw);
+    assert!(answer.complete, "{}", out.raw);
+    let seen = upstream.requests().iter().filter(|r| r.path() == path).count();
+    assert_eq!(seen, 1, "the upstream saw the well-behaved request {path} {seen} times");
+}
+
+/// One pool `app` over `backends` and one catch-all route; `server` is an
+/// optional `[server]` table (which must then carry its own `listen`).
+fn config(server: &str, backends: &[SocketAddr], pool_extra: &str) -> String {
+    let backends: Vec<String> = backends.iter().map(|b| format!("\"{b}\"")).collect();
+    format!(
+        "{server}\n[pools.app]\nbackends = [{}]\n{pool_extra}\n[[routes]]\nname = \"app\"\nsplit = {{ app = 100 }}\n",
+        backends.join(", ")
+    )
+}
+
+fn server(extra: &str) -> String {
+    format!("[server]\nlisten = [\"127.0.0.1:0\"]\n{extra}\n")
+}
+
+// ---------------------------------------------------------------------------
+// 1. Request smuggling.
+// ---------------------------------------------------------------------------
+
+/// What must become of one attack.
+#[derive(Debug)]
+enum Expect {
+    /// The proxy answers with this status, closes the connection, and
+    /// nothing reaches the upstream.
+    Rejected(u16),
+    /// Exactly one request reaches the upstream, at `path`, with `body`
+    /// (de-framed) and unambiguous framing; the client gets one 200 and the
+    /// connection is closed (by the proxy or by the request's
+    /// `Connection: close`).
+    Forwarded { path: &'static str, body: &'static [u8] },
+}
+
+/// A smuggled request hidden after the body of the request carrying it.
+const SMUGGLED: &str = "GET /admin HTTP/1.1\r\nHost: app.test\r\n\r\n";
+
+/// Send `raw`, check `expect`, check no `/admin` ever reached the upstream
+/// and that a fresh request still works. `what` names the case.
+async fn probe(proxy: &TestProxy, upstream: &RawUpstream, what: &str, raw: &str, expect: Expect) {
+    let before = upstream.requests().len();
+    let out = exchange(proxy.addr, raw.as_bytes()).await;
+    assert!(out.closed, "{what}: connection still open {DEADLINE:?} after the answer: {}", out.raw);
+    assert_eq!(out.responses.len(), 1, "{what}: expected exactly one answer, got: {}", out.raw);
+    let answer = &out.responses[0];
+    let new: Vec<RawRequest> = upstream.requests()[before..].to_vec();
+    match expect {
+        Expect::Rejected(status) => {
+            assert_eq!(answer.status, status, "{what}: {}", out.raw);
+            assert!(new.is_empty(), "{what}: rejected, yet the upstream got {new:#?}");
+        }
+        Expect::Forwarded { path, body } => {
+            assert_eq!(answer.status, 200, "{what}: {}", out.raw);
+            assert_eq!(new.len(), 1, "{what}: the upstream should get exactly one request: {new:#?}");
+            let got = &new[0];
+            assert_eq!(got.path(), path, "{what}: {got:#?}");
+            assert!(got.complete, "{what}: {got:#?}");
+            assert_eq!(got.body, body, "{what}: body {:?}", String::from_utf8_lossy(&got.body));
+            got.assert_unambiguous();
+        }
+    }
+    for r in upstream.requests() {
+        assert_ne!(r.path(), "/admin", "{what}: a smuggled request reached the upstream: {r:#?}");
+    }
+    let fresh = format!("/fresh-{}", what.replace(|c: char| !c.is_ascii_alphanumeric(), "-"));
+    assert_fresh_request_ok(proxy, upstream, &fresh).await;
+}
+
+/// `Content-Length` with `Transfer-Encoding`, in both orders, each shaped as
+/// the classic CL.TE attack (a smuggled `GET /admin` after the chunked
+/// terminator, inside the declared length) and as TE.CL (the smuggled
+/// request inside a chunk, past a short declared length).
+///
+/// SPEC §3 asks for 400. hyper 1.12 resolves the conflict itself while
+/// parsing (RFC 9112 §6.3): it drops `Content-Length`, frames the body as
+/// chunked, and closes the connection after the response, so the proxy never
+/// sees both headers. That is the safe behaviour asserted here: one request
+/// forwarded with the chunked body only, never the bytes after it.
+#[tokio::test]
+async fn content_length_with_transfer_encoding_is_framed_by_chunked_and_closed() {
+    let upstream = RawUpstream::ok().await;
+    let proxy = TestProxy::start(&config("", &[upstream.addr], "")).await;
+
+    let cl_te_body = format!("0\r\n\r\n{SMUGGLED}");
+    let te_cl_body = format!("{:x}\r\n{SMUGGLED}\r\n0\r\n\r\n", SMUGGLED.len());
+    for (order, framing) in [
+        ("cl-first", format!("Content-Length: {}\r\nTransfer-Encoding: chunked\r\n", cl_te_body.len())),
+        ("te-first", format!("Transfer-Encoding: chunked\r\nContent-Length: {}\r\n", cl_te_body.len())),
+    ] {
+        let raw = format!("POST /cl-te HTTP/1.1\r\nHost: app.test\r\n{framing}\r\n{cl_te_body}");
+        probe(&proxy, &upstream, &format!("CL.TE {order}"), &raw, Expect::Forwarded { path: "/cl-te", body: b"" })
+            .await;
+    }
+    for (order, framing) in [
+        ("cl-first", "Content-Length: 3\r\nTransfer-Encoding: chunked\r\n"),
+        ("te-first", "Transfer-Encoding: chunked\r\nContent-Length: 3\r\n"),
+    ] {
+        let raw = format!("POST /te-cl HTTP/1.1\r\nHost: app.test\r\n{framing}\r\n{te_cl_body}");
+        let expect = Expect::Forwarded { path: "/te-cl", body: SMUGGLED.as_bytes() };
+        probe(&proxy, &upstream, &format!("TE.CL {order}"), &raw, expect).await;
+    }
+}
+
+/// Two different lengths are rejected; two identical ones are accepted as
+/// one (RFC 9110 §8.6 allows either) and forwarded with a single header.
+#[tokio::test]
+async fn duplicate_content_lengths() {
+    let upstream = RawUpstream::ok().await;
+    let proxy = TestProxy::start(&config("", &[upstream.addr], "")).await;
+    let different = format!(
+        "POST /dup HTTP/1.1\r\nHost: app.test\r\nContent-Length: 5\r\nContent-Length: 44\r\n\r\nhello{SMUGGLED}"
+    );
+    probe(&proxy, &upstream, "different lengths", &different, Expect::Rejected(400)).await;
+
+    let same = "POST /same HTTP/1.1\r\nHost: app.test\r\nContent-Length: 5\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello";
+    probe(&proxy, &upstream, "identical lengths", same, Expect::Forwarded { path: "/same", body: b"hello" }).await;
+    let got = upstream.requests().into_iter().find(|r| r.path() == "/same").unwrap();
+    assert_eq!(got.count("content-length"), 1, "{got:#?}");
+    assert_eq!(got.header("content-length"), Some("5"), "{got:#?}");
+
+    // A list in one field is not a length.
+    let listed = "POST /listed HTTP/1.1\r\nHost: app.test\r\nContent-Length: 5, 5\r\n\r\nhello";
+    probe(&proxy, &upstream, "listed lengths", listed, Expect::Rejected(400)).await;
+}
+
+/// Anything but plain digits is not a length. Optional whitespace around
+/// the value is just whitespace (RFC 9110 §5.5), so those are accepted;
+/// whitespace before the colon is not (RFC 9112 §5.1).
+#[tokio::test]
+async fn malformed_content_length_is_400() {
+    let upstream = RawUpstream::ok().await;
+    let proxy = TestProxy::start(&config("", &[upstream.addr], "")).await;
+    for value in ["abc", "-1", "+5", "0x5", "5.0", "5 5", "1_0", "99999999999999999999999"] {
+        let raw = format!("POST /bad-cl HTTP/1.1\r\nHost: app.test\r\nContent-Length: {value}\r\n\r\nhello");
+        probe(&proxy, &upstream, &format!("Content-Length: {value}"), &raw, Expect::Rejected(400)).await;
+    }
+    let space_before_colon = "POST /bad-cl HTTP/1.1\r\nHost: app.test\r\nContent-Length : 5\r\n\r\nhello";
+    probe(&proxy, &upstream, "Content-Length<SP>:", space_before_colon, Expect::Rejected(400)).await;
+
+    for (what, field) in [
+        ("leading spaces", "Content-Length:    5"),
+        ("trailing spaces", "Content-Length: 5   "),
+        ("tab", "Content-Length:\t5"),
+    ] {
+        let raw = format!("POST /ows-cl HTTP/1.1\r\nHost: app.test\r\n{field}\r\nConnection: close\r\n\r\nhello");
+        probe(&proxy, &upstream, what, &raw, Expect::Forwarded { path: "/ows-cl", body: b"hello" }).await;
+    }
+}
+
+/// Obfuscated `Transfer-Encoding`: anything whose last coding is not
+/// exactly `chunked` is rejected (RFC 9112 §6.3), as is a space before the
+/// colon; a tab after it, or a coding list ending in `chunked`, is a valid
+/// chunked body, which the proxy de-chunks and re-frames for the upstream.
+#[tokio::test]
+async fn obfuscated_transfer_encoding() {
+    let upstream = RawUpstream::ok().await;
+    let proxy = TestProxy::start(&config("", &[upstream.addr], "")).await;
+    let chunked_hello = "5\r\nhello\r\n0\r\n\r\n";
+    for (what, framing) in [
+        ("chunked, identity", "Transfer-Encoding: chunked, identity\r\n"),
+        ("space before colon", "Transfer-Encoding : chunked\r\n"),
+        ("xchunked", "Transfer-Encoding: xchunked\r\n"),
+        ("chunked then identity", "Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n"),
+        ("chunked with CL, no final chunked", "Transfer-Encoding: chunked, x\r\nContent-Length: 5\r\n"),
+    ] {
+        let raw = format!("POST /te HTTP/1.1\r\nHost: app.test\r\n{framing}\r\n{chunked_hello}{SMUGGLED}");
+        probe(&proxy, &upstream, what, &raw, Expect::Rejected(400)).await;
+    }
+    for (what, framing) in
+        [("tab after colon", "Transfer-Encoding:\tchunked\r\n"), ("upper case", "Transfer-Encoding: CHUNKED\r\n")]
+    {
+        let raw = format!(
+            "POST /te-ok HTTP/1.1\r\nHost: app.test\r\n{framing}Connection: close\r\n\r\n{chunked_hello}{SMUGGLED}"
+        );
+        probe(&proxy, &upstream, what, &raw, Expect::Forwarded { path: "/te-ok", body: b"hello" }).await;
+    }
+    // A valid coding list the proxy cannot decode past `chunked` (it would
+    // hand the backend gzip bytes as the plain body): 501, RFC 9112 §6.1.
+    for (what, framing) in [
+        ("two fields, chunked last", "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n"),
+        ("gzip, chunked", "Transfer-Encoding: gzip, chunked\r\n"),
+    ] {
+        let raw = format!("POST /te-gzip HTTP/1.1\r\nHost: app.test\r\n{framing}\r\n{chunked_hello}{SMUGGLED}");
+        probe(&proxy, &upstream, what, &raw, Expect::Rejected(501)).await;
+    }
+}
+
+/// A chunk size that overflows 64 bits: the body fails mid-stream. The head
+/// may already be on its way to the upstream (the proxy streams), but the
+/// upstream never gets a complete body, the client gets a 400 (or a closed
+/// connection), and nothing after the bad chunk is ever parsed.
+#[tokio::test]
+async fn chunk_size_overflow_fails_the_request() {
+    let upstream = RawUpstream::ok().await;
+    let proxy = TestProxy::start(&config("", &[upstream.addr], "")).await;
+    let raw = format!(
+        "POST /overflow HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFFFFFFFF\r\nhello\r\n0\r\n\r\n{SMUGGLED}"
+    );
+    let out = exchange(proxy.addr, raw.as_bytes()).await;
+    assert!(out.closed, "connection still open: {}", out.raw);
+    assert!(out.responses.len() <= 1, "{}", out.raw);
+    if let Some(answer) = out.responses.first() {
+        assert_eq!(answer.status, 400, "{}", out.raw);
+    }
+    let seen = upstream.requests();
+    assert!(seen.len() <= 1, "{seen:#?}");
+    for r in &seen {
+        assert_eq!(r.path(), "/overflow", "{r:#?}");
+        assert!(!r.complete, "the upstream got a complete body from a broken chunked stream: {r:#?}");
+    }
+    eprintln!("chunk-size overflow: client got {:?}; upstream saw {} request head(s)", out.raw, seen.len());
+    assert_fresh_request_ok(&proxy, &upstream, "/fresh").await;
+}
+
+/// HTTP/1.0 has no chunked coding (RFC 9112 §6.1): `Transfer-Encoding` on
+/// a 1.0 request is rejected, whatever the length says.
+#[tokio::test]
+async fn http10_with_transfer_encoding_is_400() {
+    let upstream = RawUpstream::ok().await;
+    let proxy = TestProxy::start(&config("", &[upstream.addr], "")).await;
+    let raw = format!("POST /old HTTP/1.0\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{SMUGGLED}");
+    probe(&proxy, &upstream, "HTTP/1.0 chunked", &raw, Expect::Rejected(400)).await;
+    let raw = format!(
+        "POST /old HTTP/1.0\r\nHost: app.test\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\nhello{SMUGGLED}"
+    );
+    probe(&proxy, &upstream, "HTTP/1.0 chunked with length", &raw, Expect::Rejected(400)).await;
+}
+
+/// The control for the cases above: when the client's own framing really
+/// holds a second request (pipelining), the upstream does get it — so the
+/// absence of `/admin` elsewhere is meaningful.
+#[tokio::test]
+async fn a_genuinely_pipelined_second_request_is_served() {
+    let upstream = RawUpstream::ok().await;
+    let proxy = TestProxy::start(&config("", &[upstream.addr], "")).await;
+    let raw = "POST /first HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n\
+               GET /admin HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n";
+    let out = exchange(proxy.addr, raw.as_bytes()).await;
+    assert!(out.closed, "{}", out.raw);
+    let statuses: Vec<u16> = out.responses.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [200, 200], "{}", out.raw);
+    let seen = upstream.requests();
+    let paths: Vec<&str> = seen.iter().map(|r| r.path()).collect();
+    assert_eq!(paths, ["/first", "/admin"], "{seen:#?}");
+    assert_eq!(seen[0].body, b"hello");
+    seen.iter().for_each(RawRequest::assert_unambiguous);
+    assert_fresh_request_ok(&proxy, &upstream, "/fresh").await;
+}
+
+// ---------------------------------------------------------------------------
+// 2. Host.
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn missing_or_duplicate_host_is_400() {
+    let upstream = RawUpstream::ok().await;
+    let proxy = TestProxy::start(&config("", &[upstream.addr], "")).await;
+    probe(&proxy, &upstream, "no Host", "GET /no-host HTTP/1.1\r\n\r\n", Expect::Rejected(400)).await;
+    let two = "GET /two-hosts HTTP/1.1\r\nHost: app.test\r\nHost: evil.test\r\n\r\n";
+    probe(&proxy, &upstream, "two Hosts", two, Expect::Rejected(400)).await;
+    // HTTP/1.0 may omit Host (it routes to a host-less route).
+    let old = "GET /old HTTP/1.0\r\n\r\n";
+    probe(&proxy, &upstream, "HTTP/1.0 without Host", old, Expect::Forwarded { path: "/old", body: b"" }).await;
+}
+
+/// An HTTP/1.0 request may omit `Host`, but the proxy forwards every
+/// request as HTTP/1.1, which must carry exactly one `Host` field (RFC 9112
+/// §3.2: with an empty value when there is no authority). A strict backend
+/// (nginx, for one) answers 400 to an HTTP/1.1 request without it.
+#[tokio::test]
+async fn http10_without_host_is_forwarded_with_a_host_field() {
+    let upstream = RawUpstream::ok().await;
+    let proxy = TestProxy::start(&config("", &[upstream.addr], "")).await;
+    let out = exchange(proxy.addr, b"GET /old HTTP/1.0\r\n\r\n").await;
+    assert_eq!(out.only().status, 200, "{}", out.raw);
+    let seen = upstream.requests();
+    assert_eq!(seen.len(), 1, "{seen:#?}");
+    assert_eq!(seen[0].line, "GET /old HTTP/1.1", "{seen:#?}");
+    assert_eq!(seen[0].count("host"), 1, "an HTTP/1.1 request without Host reached the upstream: {seen:#?}");
+}
+
+/// An absolute-form target's authority wins over `Host` (RFC 9112 §3.2.2),
+/// both for routing and for the `Host` the upstream sees.
+#[tokio::test]
+async fn absolute_form_authority_wins_over_host() {
+    let a = RawUpstream::named("a").await;
+    let b = RawUpstream::named("b").await;
+    let config = format!(
+        "[pools.a]\nbackends = [\"{}\"]\n[pools.b]\nbackends = [\"{}\"]\n\
+         [[routes]]\nname = \"a\"\nhost = \"a.example\"\nsplit = {{ a = 1 }}\n\
+         [[routes]]\nname = \"b\"\nhost = \"b.example\"\nsplit = {{ b = 1 }}\n",
+        a.addr, b.addr
+    );
+    let proxy = TestProxy::start(&config).await;
+    for (target, host, want, wrong, origin) in
+        [("http://a.example/x", "b.example", &a, &b, "/x"), ("http://b.example/y?q=1", "a.example", &b, &a, "/y?q=1")]
+    {
+        let raw = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        let out = exchange(proxy.addr, raw.as_bytes()).await;
+        let answer = out.only();
+        assert_eq!(answer.status, 200, "{}", out.raw);
+        let seen = want.requests();
+        assert_eq!(seen.len(), 1, "{target}: {seen:#?}");
+        let got = &seen[0];
+        assert_eq!(got.path(), origin, "the upstream gets the origin form: {got:#?}");
+        assert_eq!(got.count("host"), 1, "{got:#?}");
+        let authority = target.trim_start_matches("http://").split('/').next().unwrap();
+        assert_eq!(got.header("host"), Some(authority), "{got:#?}");
+        assert_eq!(got.header("x-forwarded-host"), Some(authority), "{got:#?}");
+        assert!(wrong.requests().is_empty(), "{target} with Host: {host} was routed by Host");
+        want.requests.lock().unwrap().clear();
+    }
+    let out = exchange(proxy.addr, b"GET /z HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(out.only().body, b"a", "{}", out.raw);
+}
+
+// ---------------------------------------------------------------------------
+// 3. Header limits.
+// ---------------------------------------------------------------------------
+
+/// hyper parses at most 100 header fields: the 101st gets 431 and a closed
+/// connection; exactly 100 go through.
+#[tokio::test]
+async fn more_than_100_headers_is_431() {
+    let upstream = RawUpstream::ok().await;
+    let proxy = TestProxy::start(&config("", &[upstream.addr], "")).await;
+    let fields = |n: usize| (0..n).map(|i| format!("X-H{i}: {i}\r\n")).collect::<String>();
+    // Host + Connection + 98 = 100 fields.
+    let hundred = format!("GET /hundred HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n{}\r\n", fields(98));
+    probe(&proxy, &upstream, "100 fields", &hundred, Expect::Forwarded { path: "/hundred", body: b"" }).await;
+    let got = upstream.requests().into_iter().find(|r| r.path() == "/hundred").unwrap();
+    assert_eq!(got.headers.iter().filter(|(k, _)| k.starts_with("x-h")).count(), 98, "{got:#?}");
+
+    let too_many = format!("GET /too-many HTTP/1.1\r\nHost: app.test\r\n{}\r\n", fields(100));
+    probe(&proxy, &upstream, "101 fields", &too_many, Expect::Rejected(431)).await;
+}
+
+/// `max_request_header_bytes = 4096`: a head over it is 431 — from the
+/// proxy's own check up to hyper's read buffer (limit + 4 KiB), from hyper
+/// itself beyond it. The same holds for a long request line.
+#[tokio::test]
+async fn oversize_heads_and_request_lines_are_431() {
+    let upstream = RawUpstream::ok().await;
+    let proxy = TestProxy::start(&config(&server("max_request_header_bytes = 4096"), &[upstream.addr], "")).await;
+    let head = |path: &str, value: usize| {
+        format!("GET {path} HTTP/1.1\r\nHost: app.test\r\nX-Big: {}\r\nConnection: close\r\n\r\n", "a".repeat(value))
+    };
+    probe(&proxy, &upstream, "5000-byte field", &head("/big", 5000), Expect::Rejected(431)).await;
+    probe(&proxy, &upstream, "20000-byte field", &head("/big", 20_000), Expect::Rejected(431)).await;
+    let long_path = |n: usize| format!("/{}", "p".repeat(n));
+    probe(&proxy, &upstream, "5000-byte target", &head(&long_path(5000), 1), Expect::Rejected(431)).await;
+    probe(&proxy, &upstream, "20000-byte target", &head(&long_path(20_000), 1), Expect::Rejected(431)).await;
+    // Just under the limit is fine.
+    probe(&proxy, &upstream, "3000-byte field", &head("/fits", 3000), Expect::Forwarded { path: "/fits", body: b"" })
+        .await;
+}
+
+/// With the default limit (64 KiB, read buffer 68 KiB) a target longer
+/// than hyper's URI limit (65534 bytes) that still fits the buffer is
+/// answered 414 by hyper.
+#[tokio::test]
+async fn request_line_over_the_uri_limit_is_414() {
+    let upstream = RawUpstream::ok().await;
+    let proxy = TestProxy::start(&config("", &[upstream.addr], "")).await;
+    let raw = format!("GET /{} HTTP/1.1\r\nHost: app.test\r\n\r\n", "u".repeat(66_000));
+    probe(&proxy, &upstream, "66000-byte target", &raw, Expect::Rejected(414)).await;
+}
+
+// ---------------------------------------------------------------------------
+// 4. Slow clients.
+// ---------------------------------------------------------------------------
+
+/// Trickle `stream` one header byte every 100 ms until the proxy closes it
+/// (or `limit` passes); how long the proxy took, `None` if it never closed.
+async fn trickle_until_closed(stream: &mut TcpStream, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut buf = [0u8; 1024];
+    while started.elapsed() < limit {
+        if stream.write_all(b"a").await.is_err() {
+            return Some(started.elapsed());
+        }
+        match timeout(Duration::from_millis(100), stream.read(&mut buf)).await {
+            Err(_) => {}
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+            Ok(Ok(n)) => panic!("the proxy answered a head that never ended: {:?}", String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+    None
+}
+
+/// Slowloris: a head trickled one byte per 100 ms is cut off after
+/// `header_read_timeout` (500 ms), without an answer and without the
+/// upstream hearing of it.
+#[tokio::test]
+async fn slowloris_head_is_closed_after_header_read_timeout() {
+    let upstream = RawUpstream::ok().await;
+    let proxy = TestProxy::start(&config(&server("header_read_timeout = \"500ms\""), &[upstream.addr], "")).await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let started = Instant::now();
+    stream.write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\nX-Slow: ").await.unwrap();
+    let took = trickle_until_closed(&mut stream, Duration::from_secs(8)).await;
+    let took = took.expect("a slowloris kept its connection for 8 s with header_read_timeout = 500ms");
+    assert!(started.elapsed() >= Duration::from_millis(400), "closed before the timeout: {took:?}");
+    assert!(upstream.requests().is_empty(), "{:#?}", upstream.requests());
+    assert_fresh_request_ok(&proxy, &upstream, "/fresh").await;
+}
+
+/// A connection that never sends a byte owes its first head from accept.
+#[tokio::test]
+async fn silent_connection_is_closed_after_header_read_timeout() {
+    let upstream = RawUpstream::ok().await;
+    let proxy = TestProxy::start(&config(&server("header_read_timeout = \"500ms\""), &[upstream.addr], "")).await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let started = Instant::now();
+    let (bytes, closed) = read_until_closed(&mut stream, Duration::from_secs(8)).await;
+    assert!(closed, "a silent connection stayed open 8 s with header_read_timeout = 500ms");
+    assert!(bytes.is_empty(), "{:?}", String::from_utf8_lossy(&bytes));
+    assert!(started.elapsed() >= Duration::from_millis(400), "closed too early: {:?}", started.elapsed());
+    assert!(upstream.requests().is_empty());
+    assert_fresh_request_ok(&proxy, &upstream, "/fresh").await;
+}
+
+/// Read one response off a keep-alive connection.
+async fn read_one_response(stream: &mut TcpStream) -> RawResponse {
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 4096];
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let parsed = parse_responses(&bytes);
+        if parsed.first().is_some_and(|r| r.complete) {
+            return parsed.into_iter().next().unwrap();
+        }
+        match timeout_at(end, stream.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => bytes.extend_from_slice(&buf[..n]),
+            other => panic!("no complete response ({other:?}): {:?}", String::from_utf8_lossy(&bytes)),
+        }
+    }
+}
+
+/// Between requests, a keep-alive connection with no bytes pending is
+/// governed by `idle_timeout`, not `header_read_timeout`: a pause of twice
+/// the header timeout does not close it.
+#[tokio::test]
+async fn idle_keep_alive_connection_outlives_header_read_timeout() {
+    let upstream = RawUpstream::ok().await;
+    let server = server("header_read_timeout = \"500ms\"\nidle_timeout = \"10s\"");
+    let proxy = TestProxy::start(&config(&server, &[upstream.addr], "")).await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream.write_all(b"GET /one HTTP/1.1\r\nHost: app.test\r\n\r\n").await.unwrap();
+    assert_eq!(read_one_response(&mut stream).await.status, 200);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stream.write_all(b"GET /two HTTP/1.1\r\nHost: app.test\r\n\r\n").await.unwrap();
+    assert_eq!(read_one_response(&mut stream).await.status, 200);
+    let paths: Vec<String> = upstream.requests().iter().map(|r| r.path().to_string()).collect();
+    assert_eq!(paths, ["/one", "/two"]);
+}
+
+/// A slowloris on the *second* request of a keep-alive connection, started
+/// after the connection sat idle longer than `header_read_timeout`, must be
+/// cut off like the first one.
+#[tokio::test]
+async fn slowloris_on_a_later_keep_alive_request_is_closed_after_header_read_timeout() {
+    let upstream = RawUpstream::ok().await;
+    let server = server("header_read_timeout = \"500ms\"\nidle_timeout = \"30s\"");
+    let proxy = TestProxy::start(&config(&server, &[upstream.addr], "")).await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream.write_all(b"GET /one HTTP/1.1\r\nHost: app.test\r\n\r\n").await.unwrap();
+    assert_eq!(read_one_response(&mut stream).await.status, 200);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stream.write_all(b"GET /two HTTP/1.1\r\nHost: app.test\r\nX-Slow: ").await.unwrap();
+    let took = trickle_until_closed(&mut stream, Duration::from_secs(5)).await;
+    assert!(took.is_some(), "a slowloris on a second request kept its connection 5 s with header_read_timeout = 500ms");
+    assert_eq!(upstream.requests().len(), 1);
+}
+
+/// Slow POST: 10 of 100 promised bytes, then silence. After
+/// `body_read_timeout` (500 ms) the client gets 408 and a closed
+/// connection; the upstream got that one request (and no complete body);
+/// and the pool's guard is not charged — it is the client's failure.
+#[tokio::test]
+async fn slow_post_is_408_and_not_charged_to_the_pool() {
+    let upstream = Upstream::with_handler("app", |req| async move {
+        match req.into_body().collect().await {
+            Ok(body) => text(StatusCode::OK, format!("{} bytes", body.to_bytes().len())),
+            Err(_) => text(StatusCode::BAD_REQUEST, "body broke"),
+        }
+    })
+    .await;
+    let guard = "[pools.app.guard]\nmax_error_rate = 0.5\nmin_requests = 1\n";
+    let proxy = TestProxy::start(&config(&server("body_read_timeout = \"500ms\""), &[upstream.addr], guard)).await;
+
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let started = Instant::now();
+    stream
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: app.test\r\nContent-Length: 100\r\n\r\n0123456789")
+        .await
+        .unwrap();
+    let (bytes, closed) = read_until_closed(&mut stream, DEADLINE).await;
+    let raw = String::from_utf8_lossy(&bytes).into_owned();
+    assert!(closed, "connection still open {DEADLINE:?} into a stalled body: {raw}");
+    let responses = parse_responses(&bytes);
+    assert!(responses.len() <= 1, "{raw}");
+    if let Some(answer) = responses.first() {
+        assert_eq!(answer.status, 408, "{raw}");
+    }
+    eprintln!("slow POST answered after {:?}: {raw:?}", started.elapsed());
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].headers["content-length"], "100");
+
+    let status = get_json(&proxy.admin_url("/status")).await;
+    let pool = status["pools"].as_array().unwrap().iter().find(|p| p["name"] == "app").expect("pool app");
+    assert_eq!(pool["guard"]["failures"], 0, "a stalled client was charged to the pool: {status:#}");
+    assert!(pool["tripped"].is_null(), "{status:#}");
+    assert_no_upstream_failures(&proxy).await;
+
+    // A complete upload on a fresh connection goes through.
+    let body = "x".repeat(100);
+    let raw =
+        format!("POST /upload HTTP/1.1\r\nHost: app.test\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{body}");
+    let out = exchange(proxy.addr, raw.as_bytes()).await;
+    assert_eq!(out.only().status, 200, "{}", out.raw);
+    assert_eq!(out.only().body, b"100 bytes");
+    assert_eq!(upstream.hits(), 2);
+    assert_no_upstream_failures(&proxy).await;
+}
+
+/// Every `cutover_upstream_failures_total` series is still 0.
+async fn assert_no_upstream_failures(proxy: &TestProxy) {
+    let metrics = get(&client(), &proxy.admin_url("/metrics"), &[]).await.body;
+    let series: Vec<&str> = metrics.lines().filter(|l| l.starts_with("cutover_upstream_failures_total{")).collect();
+    assert!(series.iter().any(|l| l.contains("pool=\"app\"")), "no failure series for pool app:\n{metrics}");
+    for line in series {
+        let value: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert_eq!(value, 0.0, "an upstream failure was counted: {line}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 5. HTTP/2 abuse.
+// ---------------------------------------------------------------------------
+
+/// HTTP/2 framing by hand (RFC 9113 §4, §6), just enough to misbehave.
+mod frame {
+    pub const DATA: u8 = 0x0;
+    pub const HEADERS: u8 = 0x1;
+    pub const RST_STREAM: u8 = 0x3;
+    pub const SETTINGS: u8 = 0x4;
+    pub const GOAWAY: u8 = 0x7;
+    pub const CONTINUATION: u8 = 0x9;
+
+    pub const END_STREAM: u8 = 0x1;
+    pub const END_HEADERS: u8 = 0x4;
+
+    pub const REFUSED_STREAM: u32 = 0x7;
+    pub const CANCEL: u32 = 0x8;
+    pub const ENHANCE_YOUR_CALM: u32 = 0xb;
+
+    /// The client connection preface followed by an empty SETTINGS frame.
+    pub fn preface() -> Vec<u8> {
+        let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        out.extend(frame(SETTINGS, 0, 0, &[]));
+        out
+    }
+
+    pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let len = payload.len();
+        let mut out = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+        out.extend((stream & 0x7fff_ffff).to_be_bytes());
+        out.extend(payload);
+        out
+    }
+
+    /// An HPACK block for `GET http://h2.test{path}`, without Huffman or
+    /// the dynamic table: indexed `:method GET` and `:scheme http`, then
+    /// `:path` and `:authority` as literals without indexing.
+    pub fn get_block(path: &str) -> Vec<u8> {
+        let mut out = vec![0x82, 0x86];
+        for (index, value) in [(0x04u8, path), (0x01, "h2.test")] {
+            assert!(value.len() < 127);
+            out.push(index);
+            out.push(value.len() as u8);
+            out.extend(value.as_bytes());
+        }
+        out
+    }
+
+    /// A complete GET request on `stream`.
+    pub fn get(stream: u32, path: &str) -> Vec<u8> {
+        frame(HEADERS, END_STREAM | END_HEADERS, stream, &get_block(path))
+    }
+
+    pub fn rst(stream: u32, code: u32) -> Vec<u8> {
+        frame(RST_STREAM, 0, stream, &code.to_be_bytes())
+    }
+
+    /// One frame received.
+    #[derive(Debug)]
+    pub struct Frame {
+        pub kind: u8,
+        pub flags: u8,
+        pub stream: u32,
+        pub payload: Vec<u8>,
+    }
+
+    impl Frame {
+        /// The error code of a RST_STREAM or GOAWAY.
+        pub fn error_code(&self) -> Option<u32> {
+            let at = match self.kind {
+                RST_STREAM => 0,
+                GOAWAY => 4,
+                _ => return None,
+            };
+            self.payload.get(at..at + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        }
+    }
+}
+
+/// The next frame, or `None` at end of stream, on a reset or at `end`.
+async fn read_frame(stream: &mut (impl AsyncRead + Unpin), end: Instant) -> Option<frame::Frame> {
+    let mut head = [0u8; 9];
+    timeout_at(end, stream.read_exact(&mut head)).await.ok()?.ok()?;
+    let len = (usize::from(head[0]) << 16) | (usize::from(head[1]) << 8) | usize::from(head[2]);
+    let mut payload = vec![0u8; len];
+    timeout_at(end, stream.read_exact(&mut payload)).await.ok()?.ok()?;
+    let stream_id = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+    Some(frame::Frame { kind: head[3], flags: head[4], stream: stream_id, payload })
+}
+
+/// Read frames until the proxy closes the connection (or `DEADLINE`):
+/// the GOAWAY seen, if any, and whether the connection closed.
+async fn until_goaway_and_close(stream: &mut (impl AsyncRead + Unpin)) -> (Option<frame::Frame>, bool) {
+    let end = Instant::now() + DEADLINE;
+    let mut goaway = None;
+    loop {
+        match read_frame(stream, end).await {
+            Some(f) if f.kind == frame::GOAWAY => goaway = Some(f),
+            Some(_) => {}
+            None => return (goaway, Instant::now() < end),
+        }
+    }
+}
+
+/// One GET over an h2c (prior knowledge) connection with hyper's client.
+async fn h2_get(addr: SocketAddr, path: &str) -> StatusCode {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.expect("h2 handshake");
+    tokio::spawn(conn);
+    let request = Request::get(format!("http://h2.test{path}")).body(Empty::<Bytes>::new()).unwrap();
+    let response = timeout(DEADLINE, sender.send_request(request))
+        .await
+        .expect("h2 request timed out")
+        .expect("h2 request failed");
+    let status = response.status();
+    let _ = response.into_body().collect().await;
+    status
+}
+
+/// An upstream that holds every request (except `/warm`) until released,
+/// and counts how many it holds at once.
+struct Held {
+    upstream: Upstream,
+    holding: Arc<AtomicUsize>,
+    most: Arc<AtomicUsize>,
+    release: watch::Sender<bool>,
+}
+
+/// Decrements the held count however the handler ends.
+struct Holding(Arc<AtomicUsize>);
+
+impl Drop for Holding {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn held_upstream() -> Held {
+    let holding = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let (release, released) = watch::channel(false);
+    let (h, m) = (holding.clone(), most.clone());
+    let upstream = Upstream::with_handler("held", move |req| {
+        let (h, m, mut released) = (h.clone(), m.clone(), released.clone());
+        async move {
+            if req.uri().path() != "/warm" {
+                m.fetch_max(h.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                let _holding = Holding(h);
+                let _ = released.wait_for(|r| *r).await;
+            }
+            text(StatusCode::OK, "released")
+        }
+    })
+    .await;
+    Held { upstream, holding, most, release }
+}
+
+/// 300 requests at once from hyper's client: the client honours the
+/// proxy's SETTINGS_MAX_CONCURRENT_STREAMS (256) and queues the rest, so at
+/// most 256 are in flight at the upstream, and every one is answered once
+/// released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_concurrent_streams_are_capped_at_256_and_none_is_lost() {
+    let held = held_upstream().await;
+    let proxy = TestProxy::start(&config("", &[held.upstream.addr], "")).await;
+    let stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.expect("h2 handshake");
+    tokio::spawn(conn);
+    // One round trip first, so the client has the proxy's SETTINGS.
+    let warm = Request::get("http://h2.test/warm").body(Empty::<Bytes>::new()).unwrap();
+    assert_eq!(timeout(DEADLINE, sender.send_request(warm)).await.unwrap().unwrap().status(), 200);
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..300 {
+        let mut sender = sender.clone();
+        tasks.spawn(async move {
+            let request = Request::get(format!("http://h2.test/held/{i}")).body(Empty::<Bytes>::new()).unwrap();
+            let response = sender.send_request(request).await?;
+            let status = response.status();
+            response.into_body().collect().await?;
+            Ok::<_, hyper::Error>(status)
+        });
+    }
+    let holding = held.holding.clone();
+    eventually(DEADLINE, "256 requests held at the upstream", || holding.load(Ordering::SeqCst) >= 256).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(held.most.load(Ordering::SeqCst), 256, "streams in flight at once at the upstream");
+
+    held.release.send(true).unwrap();
+    let mut statuses = Vec::new();
+    while let Some(joined) = timeout(DEADLINE, tasks.join_next()).await.expect("responses after release") {
+        statuses.push(joined.unwrap().expect("a stream failed"));
+    }
+    assert_eq!(statuses.len(), 300);
+    assert!(statuses.iter().all(|s| *s == StatusCode::OK), "{statuses:?}");
+    assert_eq!(held.upstream.hits(), 301);
+    assert!(held.most.load(Ordering::SeqCst) <= 256);
+    assert_eq!(h2_get(proxy.addr, "/warm").await, 200);
+}
+
+/// The same with raw frames, from a client that ignores the limit: 300
+/// HEADERS at once. The proxy accepts 256, refuses the other 44 with
+/// RST_STREAM(REFUSED_STREAM) (RFC 9113 §5.1.2: not processed, safe to
+/// retry), and answers all 256 accepted once the upstream lets go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_streams_over_the_limit_are_refused() {
+    let held = held_upstream().await;
+    let proxy = TestProxy::start(&config("", &[held.upstream.addr], "")).await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let mut out = frame::preface();
+    for i in 0..300u32 {
+        out.extend(frame::get(2 * i + 1, &format!("/raw/{i}")));
+    }
+    stream.write_all(&out).await.unwrap();
+
+    let end = Instant::now() + DEADLINE;
+    let mut refused = std::collections::BTreeSet::new();
+    let mut answered = std::collections::BTreeSet::new();
+    let mut finished = std::collections::BTreeSet::new();
+    let mut released = false;
+    while finished.len() + refused.len() < 300 {
+        let f = read_frame(&mut stream, end).await.unwrap_or_else(|| {
+            panic!("connection ended or stalled: {} answered, {} refused", answered.len(), refused.len())
+        });
+        match f.kind {
+            frame::SETTINGS if f.flags & 1 == 0 => {
+                stream.write_all(&frame::frame(frame::SETTINGS, 1, 0, &[])).await.unwrap()
+            }
+            frame::RST_STREAM => {
+                assert_eq!(f.error_code(), Some(frame::REFUSED_STREAM), "{f:?}");
+                refused.insert(f.stream);
+            }
+            frame::GOAWAY => panic!("GOAWAY: {f:?}"),
+            // `:status 200` is the static-table entry 8.
+            frame::HEADERS => {
+                assert_eq!(f.payload.first(), Some(&0x88), "not a 200: {f:?}");
+                answered.insert(f.stream);
+            }
+            frame::DATA if f.flags & frame::END_STREAM != 0 => {
+                finished.insert(f.stream);
+            }
+            _ => {}
+        }
+        if !released && refused.len() == 44 {
+            let holding = held.holding.clone();
+            eventually(DEADLINE, "256 requests held", || holding.load(Ordering::SeqCst) >= 256).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            released = true;
+            held.release.send(true).unwrap();
+        }
+    }
+    assert_eq!(refused.len(), 44, "refused streams");
+    assert_eq!(answered.len(), 256, "answered streams");
+    assert!(refused.is_disjoint(&answered));
+    assert_eq!(held.most.load(Ordering::SeqCst), 256, "streams in flight at once at the upstream");
+    assert_eq!(held.upstream.hits(), 256, "a refused stream reached the upstream");
+    assert_eq!(h2_get(proxy.addr, "/warm").await, 200);
+}
+
+/// Rapid reset (CVE-2023-44487): HEADERS + RST_STREAM(CANCEL), 1000 times.
+/// Streams reset before the proxy accepted them count against
+/// `max_pending_accept_reset_streams` (20): the proxy sends GOAWAY
+/// (ENHANCE_YOUR_CALM) and closes, the upstream sees at most a handful of
+/// the requests, and other clients are served as before.
+#[tokio::test]
+async fn h2_rapid_reset_flood_gets_goaway() {
+    let upstream = RawUpstream::ok().await;
+    let proxy = TestProxy::start(&config("", &[upstream.addr], "")).await;
+    let stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut read, mut write) = stream.into_split();
+    let mut out = frame::preface();
+    for i in 0..1000u32 {
+        out.extend(frame::get(2 * i + 1, "/reset"));
+        out.extend(frame::rst(2 * i + 1, frame::CANCEL));
+    }
+    let writer = tokio::spawn(async move {
+        let _ = write.write_all(&out).await;
+        // Keep the write half open: only the proxy may end this connection.
+        tokio::time::sleep(DEADLINE).await;
+    });
+    let (goaway, closed) = until_goaway_and_close(&mut read).await;
+    writer.abort();
+    let goaway = goaway.expect("no GOAWAY after 1000 rapid resets");
+    assert_eq!(goaway.error_code(), Some(frame::ENHANCE_YOUR_CALM), "{goaway:?}");
+    assert!(closed, "the proxy kept the connection open after its GOAWAY");
+    let reached = upstream.requests().len();
+    eprintln!("rapid reset: GOAWAY {goaway:?}; {reached} of 1000 requests reached the upstream");
+    assert!(reached <= 256, "{reached} reset streams reached the upstream");
+
+    assert_eq!(h2_get(proxy.addr, "/after").await, 200);
+    assert_fresh_request_ok(&proxy, &upstream, "/fresh").await;
+}
+
+/// CONTINUATION flood (h2 ≥ 0.4.4): HEADERS without END_HEADERS, then
+/// thousands of CONTINUATION frames that never end the block. The proxy
+/// sends GOAWAY after a handful and closes, the header block is never
+/// buffered whole, nothing reaches the upstream.
+#[tokio::test]
+async fn h2_continuation_flood_gets_goaway() {
+    let upstream = RawUpstream::ok().await;
+    let proxy = TestProxy::start(&config("", &[upstream.addr], "")).await;
+    let stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut read, mut write) = stream.into_split();
+    let mut out = frame::preface();
+    // `:method GET`, `:scheme http`, `:path /`, then a literal field whose
+    // name claims 100 000 bytes: every CONTINUATION adds to it, none ends it.
+    let mut block = vec![0x82, 0x86, 0x84, 0x00, 0x7f];
+    let mut rest = 100_000u32 - 127;
+    while rest >= 128 {
+        block.push((rest % 128) as u8 | 0x80);
+        rest /= 128;
+    }
+    block.push(rest as u8);
+    out.extend(frame::frame(frame::HEADERS, frame::END_STREAM, 1, &block));
+    let junk = [b'a'; 64];
+    for _ in 0..10_000 {
+        out.extend(frame::frame(frame::CONTINUATION, 0, 1, &junk));
+    }
+    let writer = tokio::spawn(async move {
+        let _ = write.write_all(&out).await;
+        tokio::time::sleep(DEADLINE).await;
+    });
+    let (goaway, closed) = until_goaway_and_close(&mut read).await;
+    writer.abort();
+    let goaway = goaway.expect("no GOAWAY during a CONTINUATION flood");
+    eprintln!("CONTINUATION flood: {goaway:?} ({:?})", String::from_utf8_lossy(&goaway.payload[8..]));
+    assert_eq!(goaway.error_code(), Some(frame::ENHANCE_YOUR_CALM), "{goaway:?}");
+    assert!(closed, "the proxy kept the connection open after its GOAWAY");
+    assert!(upstream.requests().is_empty(), "{:#?}", upstream.requests());
+
+    assert_eq!(h2_get(proxy.addr, "/after").await, 200);
+    assert_fresh_request_ok(&proxy, &upstream, "/fresh").await;
+}
+
+// ---------------------------------------------------------------------------
+// 6. Broken upstreams.
+// ---------------------------------------------------------------------------
+
+/// The upstream answers its first request with `broken`, every later one
+/// correctly. The client's first request must not look like a complete
+/// success; the second (on a fresh client connection) succeeds on a *new*
+/// upstream connection — the broken one is never reused.
+async fn broken_then_good(broken: Reply, exact_status: Option<u16>) -> Outcome {
+    let upstream =
+        RawUpstream::scripted(move |n, _| if n == 0 { broken.clone() } else { Reply::KeepAlive(OK.to_vec()) }).await;
+    let proxy = TestProxy::start(&config("", &[upstream.addr], "")).await;
+
+    let out = exchange(proxy.addr, b"GET /first HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n").await;
+    assert!(out.closed, "{}", out.raw);
+    assert!(out.responses.len() <= 1, "{}", out.raw);
+    if let Some(answer) = out.responses.first() {
+        let looks_complete = answer.status == 200 && answer.complete;
+        assert!(!looks_complete, "a broken upstream answer reached the client as a complete 200: {}", out.raw);
+        assert!(answer.status == 502 || answer.status == 200, "{}", out.raw);
+        if answer.status == 502 {
+            assert!(answer.header("content-type").is_some_and(|v| v.starts_with("text/plain")), "{}", out.raw);
+        }
+    }
+    if let Some(status) = exact_status {
+        assert_eq!(out.responses.first().map(|r| r.status), Some(status), "{}", out.raw);
+    }
+    assert_eq!(upstream.requests().len(), 1, "{:#?}", upstream.requests());
+
+    assert_fresh_request_ok(&proxy, &upstream, "/second").await;
+    let seen = upstream.requests();
+    assert_eq!(seen.len(), 2, "{seen:#?}");
+    assert_eq!(seen[1].conn, 1, "the second request went over the broken connection: {seen:#?}");
+    assert_eq!(upstream.conns(), 2);
+    out
+}
+
+#[tokio::test]
+async fn upstream_garbage_status_line_is_502() {
+    broken_then_good(Reply::KeepAlive(b"HTTP/1.1 abc\r\n\r\n".to_vec()), Some(502)).await;
+}
+
+#[tokio::test]
+async fn upstream_conflicting_content_lengths_is_502() {
+    let reply = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!".to_vec();
+    broken_then_good(Reply::KeepAlive(reply), Some(502)).await;
+}
+
+#[tokio::test]
+async fn upstream_truncated_body_never_looks_complete() {
+    let reply = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort".to_vec();
+    let out = broken_then_good(Reply::Close(reply), None).await;
+    eprintln!("truncated upstream body seen by the client as: {:?}", out.raw);
+}
+
+#[tokio::test]
+async fn upstream_reset_mid_response_never_looks_complete() {
+    let reply = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort".to_vec();
+    let out = broken_then_good(Reply::Reset(reply), None).await;
+    eprintln!("upstream reset mid-response seen by the client as: {:?}", out.raw);
+}
+
+/// An upstream that sends its head and 5 of 100 body bytes, then goes
+/// silent with the connection open. `request_timeout` covers only the
+/// response head, so nothing bounds the rest: the client connection and the
+/// upstream connection stay open for as long as the upstream likes. Expected:
+/// the exchange is cut off (connection closed, counted as an upstream
+/// timeout) after a bounded silence.
+#[tokio::test]
+async fn upstream_stalling_mid_body_is_cut_off() {
+    let stall = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort".to_vec();
+    let upstream =
+        RawUpstream::scripted(
+            move |n, _| if n == 0 { Reply::Stall(stall.clone()) } else { Reply::KeepAlive(OK.to_vec()) },
+        )
+        .await;
+    let limits = server("request_timeout = \"1s\"\nbody_read_timeout = \"1s\"\nidle_timeout = \"1s\"");
+    let proxy = TestProxy::start(&config(&limits, &[upstream.addr], "")).await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream.write_all(b"GET /stall HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n").await.unwrap();
+    let (bytes, closed) = read_until_closed(&mut stream, Duration::from_secs(6)).await;
+    let raw = String::from_utf8_lossy(&bytes).into_owned();
+    assert!(!parse_responses(&bytes).first().is_some_and(|r| r.complete), "{raw}");
+    assert!(closed, "a response stalled mid-body was still open after 6 s with every timeout at 1 s: {raw:?}");
+    assert_fresh_request_ok(&proxy, &upstream, "/fresh").await;
+}
