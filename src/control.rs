@@ -267,7 +267,13 @@ impl Control {
         sync_guards(&mut state.guards, &config, None, breaches.as_ref());
         let effective = all_effective(&state);
         state.revision += 1;
-        let inputs = BuildInputs { metrics: Some(&metrics), guards: &state.guards, effective: &effective.weights };
+        let tripped: Vec<String> = state.trips.keys().cloned().collect();
+        let inputs = BuildInputs {
+            metrics: Some(&metrics),
+            guards: &state.guards,
+            effective: &effective.weights,
+            tripped: &tripped,
+        };
         let (snapshot, _) = Snapshot::build(config.clone(), state.revision, None, inputs);
         let proxy = Arc::new(Proxy::new(snapshot, seed));
         let control = Control {
@@ -532,7 +538,13 @@ impl Control {
         let effective = all_effective(state);
         state.revision += 1;
         let current = self.proxy.snapshot();
-        let inputs = BuildInputs { metrics: Some(&self.metrics), guards: &state.guards, effective: &effective.weights };
+        let tripped: Vec<String> = state.trips.keys().cloned().collect();
+        let inputs = BuildInputs {
+            metrics: Some(&self.metrics),
+            guards: &state.guards,
+            effective: &effective.weights,
+            tripped: &tripped,
+        };
         let (snapshot, removed) = Snapshot::build(state.config.clone(), state.revision, Some(&current), inputs);
         self.proxy.publish(snapshot);
         self.health.sync(&self.proxy.snapshot());
@@ -637,6 +649,13 @@ impl Control {
     pub fn render_metrics(&self) -> Vec<u8> {
         let snapshot = self.proxy.snapshot();
         let m = &self.metrics;
+        // Gauges mirror the current state only: a pool or route deleted from
+        // the config disappears from them.
+        m.pool_weight.reset();
+        m.pool_tripped.reset();
+        for pool in &snapshot.config.pools {
+            m.touch_pool(&pool.name, pool.guard.is_some());
+        }
         for route in &snapshot.routes {
             for (pool, weight) in route.targets.iter().zip(route.split.weights()) {
                 m.pool_weight.with_label_values(&[&route.name, &pool.name]).set(i64::from(*weight));

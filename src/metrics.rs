@@ -88,7 +88,7 @@ impl Metrics {
             IntGauge::new("cutover_config_revision", "Revision of the effective routing state.").expect("valid metric");
         registry.register(Box::new(config_revision.clone())).expect("metric registered once");
 
-        Metrics {
+        let metrics = Metrics {
             requests: counter(
                 "cutover_requests_total",
                 "Requests answered, by route, pool, backend and status class.",
@@ -114,7 +114,11 @@ impl Metrics {
                 "In-flight requests cut when drain_timeout ran out.",
                 &["pool", "backend"],
             ),
-            backend_healthy: gauge("cutover_backend_healthy", "1 while health checks pass.", &["pool", "backend"]),
+            backend_healthy: gauge(
+                "cutover_backend_healthy",
+                "1 while the backend takes traffic: active checks pass and passive tracking has not ejected it.",
+                &["pool", "backend"],
+            ),
             backend_draining: gauge(
                 "cutover_backend_draining",
                 "1 while a removed backend finishes its requests.",
@@ -123,7 +127,12 @@ impl Metrics {
             config_reloads: counter("cutover_config_reloads_total", "Config reload attempts, by result.", &["result"]),
             config_revision,
             registry,
+        };
+        // Counters exist at 0 from the start, so `increase()` sees the first event.
+        for result in ["ok", "error"] {
+            let _ = metrics.config_reloads.with_label_values(&[result]);
         }
+        metrics
     }
 
     /// Handles for one backend.
@@ -140,6 +149,18 @@ impl Metrics {
     /// `cutover_requests_total` handles for a (route, pool, backend), by class.
     pub fn request_codes(&self, route: &str, pool: &str, backend: &str) -> [IntCounter; 5] {
         CODE_CLASSES.map(|code| self.requests.with_label_values(&[route, pool, backend, code]))
+    }
+
+    /// Create a pool's rollback and breach series at 0, so alerts on
+    /// `increase()` fire on the first trip.
+    pub fn touch_pool(&self, pool: &str, guarded: bool) {
+        let _ = self.rollbacks.with_label_values(&[pool, "manual"]);
+        if guarded {
+            for reason in ["error_rate", "latency"] {
+                let _ = self.rollbacks.with_label_values(&[pool, reason]);
+                let _ = self.guard_breaches.with_label_values(&[pool, reason]);
+            }
+        }
     }
 
     /// Forget the gauges of a backend that is gone, so dashboards do not

@@ -301,11 +301,13 @@ struct Choice {
 }
 
 /// Force rules first, then stickiness, then weights; a pool that cannot serve
-/// (no eligible backend) is skipped and its share goes to the others.
+/// (no eligible backend) is skipped and its share goes to the others. A force
+/// rule never sends traffic to a tripped or unhealthy pool: such a request is
+/// split as if no rule matched (SPEC §3).
 fn choose_target(route: &Route, parts: &Parts, rng: &mut SmallRng) -> Option<Choice> {
     let serving = |t: usize| route.targets[t].can_serve();
     for (matcher, target) in &route.force {
-        if force_matches(matcher, parts) && serving(*target) {
+        if force_matches(matcher, parts) && !route.targets[*target].tripped && serving(*target) {
             return Some(Choice { target: *target, new_cookie: None });
         }
     }

@@ -61,6 +61,8 @@ pub struct BuildInputs<'a> {
     /// Effective weights by route name, aligned with the route's split;
     /// a route absent here uses its configured weights.
     pub effective: &'a HashMap<String, Vec<u32>>,
+    /// Pools rolled back: force rules do not send traffic to them.
+    pub tripped: &'a [String],
 }
 
 impl BuildInputs<'_> {
@@ -72,6 +74,7 @@ impl BuildInputs<'_> {
             metrics: None,
             guards: NO_GUARDS.get_or_init(HashMap::new),
             effective: NO_WEIGHTS.get_or_init(HashMap::new),
+            tripped: &[],
         }
     }
 }
@@ -153,7 +156,8 @@ impl Snapshot {
                 })
                 .collect::<Vec<_>>();
             let guard = inputs.guards.get(&pc.name).cloned();
-            pools.push(Arc::new(Pool::new(name, backends, pc.lb).with_guard(guard)));
+            let tripped = inputs.tripped.iter().any(|p| *p == pc.name);
+            pools.push(Arc::new(Pool::new(name, backends, pc.lb).with_guard(guard).with_tripped(tripped)));
         }
         let removed: Vec<Arc<Backend>> = old.into_values().collect();
 

@@ -221,7 +221,11 @@ async fn a_pool_serving_alone_with_no_earlier_split_keeps_its_weight_and_counts_
         }
         let metrics = get(&client, &proxy.admin_url("/metrics"), &[]).await.body;
         if metric(&metrics, r#"cutover_guard_breaches_total{pool="only",reason="error_rate"}"#).unwrap_or(0.0) >= 1.0 {
-            assert_eq!(metric(&metrics, r#"cutover_rollbacks_total{pool="only""#), None, "{metrics}");
+            assert_eq!(
+                metric(&metrics, r#"cutover_rollbacks_total{pool="only",reason="error_rate"}"#),
+                Some(0.0),
+                "{metrics}"
+            );
             break;
         }
         assert!(tokio::time::Instant::now() < end, "breach never counted");
@@ -433,5 +437,39 @@ async fn every_spec_metric_is_exported_with_its_labels() {
         "# TYPE cutover_drain_cut_requests_total counter".to_string(),
     ] {
         assert!(metrics.contains(&series), "missing {series}\n{metrics}");
+    }
+}
+
+#[tokio::test]
+async fn a_force_rule_does_not_override_a_trip() {
+    let stable = Upstream::named("stable").await;
+    let canary = Upstream::named("canary").await;
+    let force = "\n[[routes.force]]\nheader = \"x-beta\"\nvalue = \"1\"\npool = \"canary\"\n";
+    let proxy = TestProxy::start(&(canary_config(&stable, &canary, "") + force)).await;
+    let client = client();
+    assert_eq!(get(&client, &proxy.url("/"), &[("x-beta", "1")]).await.body, "canary");
+    assert_eq!(admin(&proxy, Method::POST, "/pools/canary/trip", "", None).await.status, StatusCode::OK);
+    let hits = canary.hits();
+    for _ in 0..30 {
+        assert_eq!(get(&client, &proxy.url("/"), &[("x-beta", "1")]).await.body, "stable");
+    }
+    assert_eq!(canary.hits(), hits);
+    admin(&proxy, Method::POST, "/pools/canary/reset", "", None).await;
+    assert_eq!(get(&client, &proxy.url("/"), &[("x-beta", "1")]).await.body, "canary");
+}
+
+#[tokio::test]
+async fn rollback_and_reload_error_series_exist_before_the_first_event() {
+    let stable = Upstream::named("stable").await;
+    let canary = Upstream::named("canary").await;
+    let proxy = TestProxy::start(&canary_config(&stable, &canary, "")).await;
+    let metrics = get(&client(), &proxy.admin_url("/metrics"), &[]).await.body;
+    for series in [
+        r#"cutover_rollbacks_total{pool="canary",reason="error_rate"} 0"#,
+        r#"cutover_rollbacks_total{pool="stable",reason="manual"} 0"#,
+        r#"cutover_guard_breaches_total{pool="canary",reason="latency"} 0"#,
+        r#"cutover_config_reloads_total{result="error"} 0"#,
+    ] {
+        assert!(metrics.contains(series), "missing {series}\n{metrics}");
     }
 }

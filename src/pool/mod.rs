@@ -37,6 +37,8 @@ pub struct Pool {
     /// The pool's guard window, if it has a `[guard]`; shared across
     /// snapshots so a reload keeps its history.
     pub guard: Option<Arc<crate::guard::PoolGuard>>,
+    /// Whether the pool is rolled back (tripped) in this snapshot.
+    pub tripped: bool,
     /// Round-robin cursor (only used by [`LbPolicy::RoundRobin`]).
     next: AtomicUsize,
 }
@@ -44,7 +46,13 @@ pub struct Pool {
 impl Pool {
     /// A pool over `backends`, chosen among by `lb`.
     pub fn new(name: Arc<str>, backends: Vec<Arc<Backend>>, lb: LbPolicy) -> Pool {
-        Pool { name, backends, lb, guard: None, next: AtomicUsize::new(0) }
+        Pool { name, backends, lb, guard: None, tripped: false, next: AtomicUsize::new(0) }
+    }
+
+    /// The same pool, marked as rolled back or not.
+    pub fn with_tripped(mut self, tripped: bool) -> Pool {
+        self.tripped = tripped;
+        self
     }
 
     /// The same pool, guarded by `guard`.
