@@ -156,7 +156,7 @@ impl Snapshot {
                 })
                 .collect::<Vec<_>>();
             let guard = inputs.guards.get(&pc.name).cloned();
-            let tripped = inputs.tripped.iter().any(|p| *p == pc.name);
+            let tripped = inputs.tripped.contains(&pc.name);
             pools.push(Arc::new(Pool::new(name, backends, pc.lb).with_guard(guard).with_tripped(tripped)));
         }
         let removed: Vec<Arc<Backend>> = old.into_values().collect();
