@@ -206,16 +206,54 @@ struct State {
     history: VecDeque<Revision>,
 }
 
+/// The settings fixed when the process starts: listeners are bound, the
+/// runtime sized and each listener's connection settings built once.
 #[derive(Debug, Clone, PartialEq)]
 struct Listen {
     traffic: Vec<SocketAddr>,
     admin: SocketAddr,
     tls: Option<TlsConfig>,
+    workers: Option<usize>,
+    idle_timeout: Duration,
+    header_read_timeout: Duration,
+    max_request_header_bytes: usize,
 }
 
 impl Listen {
     fn of(config: &Config) -> Listen {
-        Listen { traffic: config.server.listen.clone(), admin: config.admin.listen, tls: config.server.tls.clone() }
+        Listen {
+            traffic: config.server.listen.clone(),
+            admin: config.admin.listen,
+            tls: config.server.tls.clone(),
+            workers: config.server.workers,
+            idle_timeout: config.server.idle_timeout,
+            header_read_timeout: config.server.header_read_timeout,
+            max_request_header_bytes: config.server.max_request_header_bytes,
+        }
+    }
+
+    /// The keys of `wanted` that differ from these and need a restart. A
+    /// lower `max_request_header_bytes` applies at once (the proxy's own
+    /// check reads the snapshot); only raising it past the read buffer sized
+    /// at start needs a restart.
+    fn needing_restart(&self, wanted: &Listen) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        let mut differs = |key: &'static str, changed: bool| {
+            if changed {
+                keys.push(key);
+            }
+        };
+        differs("server.listen", self.traffic != wanted.traffic);
+        differs("admin.listen", self.admin != wanted.admin);
+        differs("server.tls", self.tls != wanted.tls);
+        differs("server.workers", self.workers != wanted.workers);
+        differs("server.idle_timeout", self.idle_timeout != wanted.idle_timeout);
+        differs("server.header_read_timeout", self.header_read_timeout != wanted.header_read_timeout);
+        differs(
+            "server.max_request_header_bytes (raised)",
+            wanted.max_request_header_bytes > self.max_request_header_bytes,
+        );
+        keys
     }
 }
 
@@ -330,11 +368,11 @@ impl Control {
             Ok(config) => config,
             Err(err) => return Err(self.record_failure(&mut state, err, cause)),
         };
-        if Listen::of(&config) != self.started {
+        let fixed = self.started.needing_restart(&Listen::of(&config));
+        if !fixed.is_empty() {
             tracing::warn!(
-                "listener addresses changed in the config; they apply after a restart (serving on {:?}, admin {})",
-                self.started.traffic,
-                self.started.admin
+                keys = %fixed.join(", "),
+                "these settings changed in the config and apply only after a restart; the rest of the reload applies now"
             );
         }
         let old = state.config.clone();

@@ -342,3 +342,23 @@ async fn drain_timeout_cuts_what_is_still_in_flight() {
     let result = tokio::time::timeout(WAIT, in_flight).await.expect("in-flight request was never cut").unwrap();
     assert_eq!(result.expect("proxy answered"), StatusCode::BAD_GATEWAY);
 }
+
+/// The watcher must not feed on the proxy's own reads of the file: an idle
+/// proxy re-reads nothing (the reload counters stay flat).
+#[tokio::test]
+async fn an_idle_proxy_does_not_reload_in_a_loop() {
+    let blue = Upstream::named("blue").await;
+    let proxy = TestProxy::start(&format!("{}{}", pools(&[("blue", &blue)]), route("{ blue = 1 }"))).await;
+    let reloads = |text: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with("cutover_config_reloads_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    // Let the watcher start and do its one startup check.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = reloads(&get(&client(), &proxy.admin_url("/metrics"), &[]).await.body);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after = reloads(&get(&client(), &proxy.admin_url("/metrics"), &[]).await.body);
+    assert!(after - before <= 1.0, "the idle proxy reloaded {} times in 1.5 s", after - before);
+}

@@ -75,6 +75,9 @@ fn start_watcher(path: &Path, events: mpsc::UnboundedSender<()>) -> notify::Resu
     };
     let mut sender = Some(events);
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
+        // Reads (open, close-without-write) change nothing — and the reload's
+        // own read of the file would otherwise trigger the next reload.
+        Ok(event) if matches!(event.kind, notify::EventKind::Access(_)) => {}
         Ok(_) => {
             if let Some(tx) = &sender {
                 let _ = tx.send(());
