@@ -31,6 +31,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::body::ProxyBody;
+use crate::error::ProxyError;
 use crate::proxy::{ConnInfo, Proxy};
 
 /// Limits applied to every downstream connection.
@@ -204,13 +205,21 @@ impl Connection {
         let service = service_fn(move |req| {
             let proxy = proxy.clone();
             let info = info.clone();
+            let ambiguous = tracker.framing_conflict.swap(false, Ordering::Relaxed);
             let active = tracker.begin();
             async move {
-                let response = proxy.handle(&info, req).await;
+                let response = if ambiguous {
+                    // hyper resolved it safely (Transfer-Encoding wins, the
+                    // connection closes after), but such a request is an
+                    // attack or a broken client: refuse it (SPEC §3).
+                    ProxyError::BadRequest("both content-length and transfer-encoding\n").response()
+                } else {
+                    proxy.handle(&info, req).await
+                };
                 Ok::<_, Infallible>(response.map(|body| TrackedBody { body, _active: active }))
             }
         });
-        let stream = Watched { io: stream, activity: activity.clone(), first_read: true };
+        let stream = Watched { io: stream, activity: activity.clone(), first_read: true, scan: HeadScan::default() };
         let conn = self.builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         tokio::pin!(conn);
         let mut closing = false;
@@ -264,6 +273,9 @@ struct Activity {
     h2: AtomicBool,
     /// Wakes the connection loop when a request head starts, to arm its timer.
     head_started: tokio::sync::Notify,
+    /// The head just read carried both `Content-Length` and
+    /// `Transfer-Encoding` (hyper drops the former before we could see it).
+    framing_conflict: AtomicBool,
 }
 
 /// `head_started_ms` when no request head is pending.
@@ -279,6 +291,7 @@ impl Activity {
             head_started_ms: AtomicU64::new(0),
             h2: AtomicBool::new(false),
             head_started: tokio::sync::Notify::new(),
+            framing_conflict: AtomicBool::new(false),
         }
     }
 
@@ -377,13 +390,68 @@ async fn sleep_until_some(deadline: Option<Instant>) {
 }
 
 /// The downstream byte stream, telling the connection's [`Activity`] when
-/// bytes arrive between requests (the start of a request head) and whether
-/// the client opened with the HTTP/2 preface.
+/// bytes arrive between requests (the start of a request head), whether the
+/// client opened with the HTTP/2 preface, and whether a request head framed
+/// its body two ways.
 #[derive(Debug)]
 struct Watched<I> {
     io: I,
     activity: Arc<Activity>,
     first_read: bool,
+    scan: HeadScan,
+}
+
+/// A look at the header names of HTTP/1 request heads read while no request
+/// is in flight, for the one thing hyper resolves without telling: a head
+/// with both `Content-Length` and `Transfer-Encoding`. hyper's framing is
+/// the safety (it drops the length and closes the connection after); this
+/// scan only turns such a request into the 400 the spec asks for. It checks
+/// line starts only, and a header name split across two reads goes unseen,
+/// which costs nothing but the 400.
+#[derive(Debug, Default)]
+struct HeadScan {
+    in_head: bool,
+    at_line_start: bool,
+    saw_length: bool,
+    saw_chunked: bool,
+}
+
+impl HeadScan {
+    /// Scan `bytes`, which continue the current head or start a new one.
+    /// Returns true when a head ended that framed its body both ways.
+    fn feed(&mut self, bytes: &[u8]) -> bool {
+        if !self.in_head {
+            *self = HeadScan { in_head: true, at_line_start: true, ..HeadScan::default() };
+        }
+        let mut at = 0;
+        while at < bytes.len() {
+            let rest = &bytes[at..];
+            if self.at_line_start {
+                if rest.starts_with(b"\r\n") || rest[0] == b'\n' {
+                    let conflict = self.saw_length && self.saw_chunked;
+                    *self = HeadScan::default();
+                    return conflict;
+                }
+                self.saw_length |= starts_with_ignore_case(rest, b"content-length:");
+                self.saw_chunked |= starts_with_ignore_case(rest, b"transfer-encoding:");
+            }
+            match rest.iter().position(|&b| b == b'\n') {
+                Some(end) => {
+                    at += end + 1;
+                    self.at_line_start = true;
+                }
+                None => {
+                    self.at_line_start = false;
+                    break;
+                }
+            }
+        }
+        false
+    }
+}
+
+fn starts_with_ignore_case(bytes: &[u8], prefix: &[u8]) -> bool {
+    bytes.len() >= prefix.len() && bytes[..prefix.len()].eq_ignore_ascii_case(prefix)
 }
 
 impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
@@ -399,6 +467,14 @@ impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
                     if fresh.starts_with(b"PRI ") {
                         this.activity.h2.store(true, Ordering::Relaxed);
                     }
+                }
+                let idle = this.activity.active.load(Ordering::Relaxed) == 0;
+                if idle && !this.activity.h2.load(Ordering::Relaxed) {
+                    if this.scan.feed(fresh) {
+                        this.activity.framing_conflict.store(true, Ordering::Relaxed);
+                    }
+                } else {
+                    this.scan.in_head = false;
                 }
                 this.activity.saw_bytes();
             }
@@ -430,5 +506,38 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HeadScan;
+
+    #[test]
+    fn a_head_with_both_framings_is_flagged() {
+        let mut scan = HeadScan::default();
+        assert!(
+            scan.feed(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\nhello")
+        );
+        let mut scan = HeadScan::default();
+        assert!(scan.feed(b"POST / HTTP/1.1\r\ntransfer-ENCODING: chunked\r\ncontent-length: 5\r\n\r\n"));
+    }
+
+    #[test]
+    fn ordinary_heads_are_not_flagged() {
+        let mut scan = HeadScan::default();
+        assert!(!scan.feed(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nTransfer-Encoding: x\r\n"));
+        let mut scan = HeadScan::default();
+        assert!(!scan.feed(b"GET / HTTP/1.1\r\nX-Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"));
+    }
+
+    #[test]
+    fn a_head_spread_over_reads_is_followed() {
+        let mut scan = HeadScan::default();
+        assert!(!scan.feed(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n"));
+        assert!(!scan.feed(b"Transfer-Encoding: chunked\r\n"));
+        assert!(scan.feed(b"\r\n0\r\n\r\n"));
+        // The next head starts clean.
+        assert!(!scan.feed(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"));
     }
 }
