@@ -1,0 +1,508 @@
+#!/usr/bin/env bash
+# Comparison load benchmark: direct vs nginx vs HAProxy vs cutover.
+#
+# Each proxy runs with one worker pinned to core 0 (PROXY_CPU); the load
+# generator (one thread) and the fixed backend (one nginx worker returning a
+# 13-byte body, or 16 KiB on /16k) are pinned to core 1 (LOAD_CPU). HTTP/1.1
+# keep-alive to the upstream, logs off. ROUNDS interleaved rounds: in each
+# round, every case runs against direct, nginx, haproxy and cutover in turn.
+#
+# Usage (from anywhere; needs root for apt-get, or the tools already there):
+#   benches/load/run.sh                      # 3 rounds x 10 s, ~20 minutes
+#   DURATION=2 ROUNDS=1 benches/load/run.sh  # smoke run, ~3 minutes
+#   ROUNDS=0 PROFILE=1 benches/load/run.sh   # only the perf tables, ~3 minutes
+# Results: docs/performance.md explains the method and every column.
+#
+# Environment:
+#   DURATION=10        seconds per measured run
+#   ROUNDS=3           interleaved rounds
+#   WARMUP=1           seconds of unmeasured load before each measured run (0 = none)
+#   RATE=5000          requests/s of the fixed-rate case
+#   CASES="h1-c50 h1-c200 h1-16k h2c rate"   subset of cases to run
+#   PROXIES="direct nginx haproxy cutover"  subset of proxies
+#   PROXY_CPU=0 LOAD_CPU=1                   cores for the proxy and for backend + load generator
+#   BASE_PORT=18000    ports BASE_PORT..BASE_PORT+29 on 127.0.0.1 are used
+#   QUIET_BUSY_MAX=15  machine-wide busy % (over 1 s) below which a run may start
+#   QUIET_WAIT=120     longest wait (s) for the machine to get that quiet; then warn and go on
+#   SKIP_INSTALL=1     do not apt-get anything (fail if a tool is missing)
+#   SKIP_OHA=1         do not `cargo install oha`; the fixed-rate case then uses h2load --h1 --rps
+#   OHA_INSTALL_TIMEOUT=600  give up on `cargo install oha` after this many seconds (then h2load)
+#   OHA_TARGET_DIR=...       build dir of that install (kept, so a second try resumes)
+#   RATE_TOOL=oha|h2load   force the fixed-rate tool
+#   SKIP_BUILD=1       use the existing target/release/cutover
+#   PROFILE=1          after the rounds, for each proxy under the h1-c50 load and at the fixed rate:
+#                      syscalls, context switches and page faults per request, and the kernel/libc/
+#                      own-code split of its CPU (perf trace -s, perf stat, perf record); then a 5 s
+#                      perf profile of cutover with call graphs under the h1-c50 load
+#   OUT=/path          where raw outputs and the tables go (default /tmp/cutover-load-<utc time>)
+#   KEEP_TMP=1         keep the rendered configs (the temp dir) after the run
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/../.." && pwd)"
+
+DURATION="${DURATION:-10}"
+ROUNDS="${ROUNDS:-3}"
+WARMUP="${WARMUP:-1}"
+RATE="${RATE:-5000}"
+CASES="${CASES:-h1-c50 h1-c200 h1-16k h2c rate}"
+PROXIES="${PROXIES:-direct nginx haproxy cutover}"
+PROXY_CPU="${PROXY_CPU:-0}"
+LOAD_CPU="${LOAD_CPU:-1}"
+BASE_PORT="${BASE_PORT:-18000}"
+QUIET_BUSY_MAX="${QUIET_BUSY_MAX:-15}"
+QUIET_WAIT="${QUIET_WAIT:-120}"
+OHA_INSTALL_TIMEOUT="${OHA_INSTALL_TIMEOUT:-600}"
+OHA_TARGET_DIR="${OHA_TARGET_DIR:-$HOME/.cache/cutover-load/oha-target}"
+OUT="${OUT:-/tmp/cutover-load-$(date -u +%Y%m%dT%H%M%SZ)}"
+
+BACKEND=$((BASE_PORT + 0))
+BACKEND_H2=$((BASE_PORT + 1))
+NGINX=$((BASE_PORT + 10))
+NGINX_H2=$((BASE_PORT + 11))
+HAPROXY=$((BASE_PORT + 20))
+HAPROXY_H2=$((BASE_PORT + 21))
+CUTOVER=$((BASE_PORT + 25))
+CUTOVER_ADMIN=$((BASE_PORT + 26))
+
+log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+warn() { printf '[%s] WARNING: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# ---------------------------------------------------------------- cleanup --
+PIDS=()          # every long-running process this script started
+TMP=""
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    local pid all=()
+    for pid in "${PIDS[@]}"; do
+        all+=("$pid")
+        # nginx workers are children of the master we started
+        for c in $(pgrep -P "$pid" 2>/dev/null || true); do all+=("$c"); done
+    done
+    if ((${#all[@]})); then
+        kill -TERM "${all[@]}" 2>/dev/null || true
+        for _ in $(seq 50); do
+            local alive=0
+            for pid in "${all[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+            ((alive)) || break
+            sleep 0.1
+        done
+        kill -KILL "${all[@]}" 2>/dev/null || true
+        for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    fi
+    if [[ -n "$TMP" && -d "$TMP" && -z "${KEEP_TMP:-}" ]]; then rm -rf "$TMP"; fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------- install --
+need_apt=()
+command -v nginx >/dev/null || need_apt+=(nginx)
+command -v haproxy >/dev/null || need_apt+=(haproxy)
+command -v wrk >/dev/null || need_apt+=(wrk)
+command -v h2load >/dev/null || need_apt+=(nghttp2-client)
+command -v taskset >/dev/null || need_apt+=(util-linux)
+command -v pgrep >/dev/null || need_apt+=(procps)
+command -v curl >/dev/null || need_apt+=(curl)
+command -v python3 >/dev/null || need_apt+=(python3)
+if [[ "${PROFILE:-}" == 1 ]] && ! command -v perf >/dev/null; then need_apt+=(linux-perf); fi
+if ((${#need_apt[@]})); then
+    [[ -z "${SKIP_INSTALL:-}" ]] || die "missing: ${need_apt[*]} (SKIP_INSTALL is set)"
+    log "installing ${need_apt[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+# the Debian packages enable services; make sure none of them is running
+# (they would listen on :80 and use CPU). We only stop what the packages run.
+for svc in nginx haproxy; do
+    if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then
+        warn "stopping the system $svc service"; systemctl stop "$svc" || true
+    fi
+done
+
+if [[ -z "${RATE_TOOL:-}" ]]; then
+    if command -v oha >/dev/null || [[ -x "$HOME/.cargo/bin/oha" ]]; then
+        RATE_TOOL=oha
+    elif [[ -z "${SKIP_OHA:-}" && -z "${SKIP_INSTALL:-}" ]]; then
+        # bounded: on a busy 2-core machine this build can take longer than
+        # the whole benchmark. The target dir persists, so a retry resumes.
+        log "installing oha (cargo install --locked oha, at most ${OHA_INSTALL_TIMEOUT}s)"
+        if timeout "$OHA_INSTALL_TIMEOUT" cargo install --locked --target-dir "$OHA_TARGET_DIR" oha >&2; then
+            RATE_TOOL=oha
+        else
+            warn "cargo install oha failed or took over ${OHA_INSTALL_TIMEOUT}s; the fixed-rate case uses h2load --h1 --rps"
+            RATE_TOOL=h2load
+        fi
+    else
+        RATE_TOOL=h2load
+    fi
+fi
+OHA="$(command -v oha || echo "$HOME/.cargo/bin/oha")"
+log "fixed-rate tool: $RATE_TOOL"
+
+# ------------------------------------------------------------------ build --
+if [[ -z "${SKIP_BUILD:-}" ]]; then
+    log "building cutover (cargo build --release --locked)"
+    (cd "$REPO" && cargo build --release --locked >&2)
+fi
+CUTOVER_BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/cutover"
+[[ -x "$CUTOVER_BIN" ]] || die "no cutover binary at $CUTOVER_BIN"
+
+# --------------------------------------------------------------- configs --
+(( $(nproc) >= 2 )) || die "needs 2 cores (found $(nproc))"
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+TMP="$(mktemp -d /tmp/cutover-load.XXXXXX)"
+chmod 755 "$TMP"
+mkdir -p "$OUT" "$TMP/www" "$TMP/backend-tmp" "$TMP/nginx-proxy-tmp"
+head -c 16384 /dev/zero | tr '\0' 'x' >"$TMP/www/16k.bin"
+chmod 644 "$TMP/www/16k.bin"
+render() {
+    sed -e "s|@DIR@|$TMP|g" -e "s|@BACKEND@|$BACKEND|g" -e "s|@BACKEND_H2@|$BACKEND_H2|g" \
+        -e "s|@NGINX@|$NGINX|g" -e "s|@NGINX_H2@|$NGINX_H2|g" \
+        -e "s|@HAPROXY@|$HAPROXY|g" -e "s|@HAPROXY_H2@|$HAPROXY_H2|g" \
+        -e "s|@CUTOVER@|$CUTOVER|g" -e "s|@CUTOVER_ADMIN@|$CUTOVER_ADMIN|g" "$HERE/$1" >"$TMP/$1"
+}
+for f in backend-nginx.conf proxy-nginx.conf haproxy.cfg cutover.toml; do render "$f"; done
+# run a private copy: a concurrent `cargo build` may replace the original mid-run
+cp "$CUTOVER_BIN" "$TMP/cutover"
+CUTOVER_BIN="$TMP/cutover"
+"$CUTOVER_BIN" check "$TMP/cutover.toml" >/dev/null
+# runs a load tool, then writes the CPU ticks it used (children's utime+stime) to $TICKS_FILE
+cat >"$TMP/cputime.sh" <<'SH'
+#!/bin/sh
+"$@"
+rc=$?
+awk '{ sub(/^.*\) /, ""); print $14 + $15 }' /proc/$$/stat >"$TICKS_FILE"
+exit $rc
+SH
+chmod +x "$TMP/cputime.sh"
+export TICKS_FILE="$TMP/loadgen.ticks"
+
+for port in $BACKEND $BACKEND_H2 $NGINX $NGINX_H2 $HAPROXY $HAPROXY_H2 $CUTOVER $CUTOVER_ADMIN; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then die "port $port is already in use (set BASE_PORT)"; fi
+done
+
+# ---------------------------------------------------------------- helpers --
+CLK_TCK="$(getconf CLK_TCK)"
+
+# pid and its direct children (nginx: master + worker)
+proc_tree() { echo "$1"; pgrep -P "$1" 2>/dev/null || true; }
+
+# utime+stime in clock ticks, summed over the process tree (threads included)
+cpu_ticks() {
+    local total=0 p t
+    for p in $(proc_tree "$1"); do
+        t=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$p/stat" 2>/dev/null || echo 0)
+        total=$((total + t))
+    done
+    echo "$total"
+}
+
+rss_kb() {
+    local total=0 p r
+    for p in $(proc_tree "$1"); do
+        r=$(awk '/^VmRSS:/ { print $2 }' "/proc/$p/status" 2>/dev/null || echo 0)
+        total=$((total + ${r:-0}))
+    done
+    echo "$total"
+}
+
+# machine-wide busy % over one second, from /proc/stat
+busy_1s() {
+    local a b
+    a=$(awk '/^cpu / { print $2+$3+$4+$5+$6+$7+$8+$9, $5+$6 }' /proc/stat)
+    sleep 1
+    b=$(awk '/^cpu / { print $2+$3+$4+$5+$6+$7+$8+$9, $5+$6 }' /proc/stat)
+    awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " ");
+        t = y[1] - x[1]; i = y[2] - x[2]; printf "%d", (t > 0 ? 100 * (t - i) / t : 0) }'
+}
+
+# busy clock ticks of the whole machine so far (user nice system irq softirq steal)
+machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
+
+# wait for a quiet machine; sets BUSY to the last reading
+wait_quiet() {
+    local waited=0
+    while :; do
+        BUSY=$(busy_1s)
+        ((BUSY <= QUIET_BUSY_MAX)) && return 0
+        if ((waited >= QUIET_WAIT)); then
+            warn "machine still ${BUSY}% busy after ${QUIET_WAIT}s; measuring anyway"
+            return 0
+        fi
+        waited=$((waited + 1))
+    done
+}
+
+wait_http() { # url [curl args...]: wait up to 10 s for a 200
+    local url=$1; shift
+    for _ in $(seq 100); do
+        [[ "$(curl -s -o /dev/null -w '%{http_code}' "$@" "$url" 2>/dev/null)" == 200 ]] && return 0
+        sleep 0.1
+    done
+    die "$url did not answer 200"
+}
+
+check_body() { # url bytes [curl args...]
+    local url=$1 want=$2 got; shift 2
+    got=$(curl -s "$@" "$url" | wc -c)
+    [[ "$got" == "$want" ]] || die "$url returned $got bytes, expected $want"
+}
+
+start() { # name cpu cmd...: start a pinned background process
+    local name=$1 cpu=$2; shift 2
+    taskset -c "$cpu" "$@" >"$OUT/$name.stdout" 2>"$OUT/$name.stderr" &
+    PIDS+=($!)
+    eval "PID_${name//-/_}=$!"
+}
+
+# ------------------------------------------------------------------ start --
+log "results in $OUT; configs in $TMP"
+cp "$TMP"/backend-nginx.conf "$TMP"/proxy-nginx.conf "$TMP"/haproxy.cfg "$TMP"/cutover.toml "$OUT/"
+start backend "$LOAD_CPU" nginx -c "$TMP/backend-nginx.conf" -p "$TMP"
+wait_http "http://127.0.0.1:$BACKEND/"
+start nginx "$PROXY_CPU" nginx -c "$TMP/proxy-nginx.conf" -p "$TMP"
+start haproxy "$PROXY_CPU" haproxy -db -f "$TMP/haproxy.cfg"
+start cutover "$PROXY_CPU" env RUST_LOG=warn "$CUTOVER_BIN" run --config "$TMP/cutover.toml"
+
+declare -A URL URL_H2 PID
+URL[direct]="http://127.0.0.1:$BACKEND"; URL_H2[direct]="http://127.0.0.1:$BACKEND_H2"; PID[direct]=""
+URL[nginx]="http://127.0.0.1:$NGINX"; URL_H2[nginx]="http://127.0.0.1:$NGINX_H2"; PID[nginx]=$PID_nginx
+URL[haproxy]="http://127.0.0.1:$HAPROXY"; URL_H2[haproxy]="http://127.0.0.1:$HAPROXY_H2"; PID[haproxy]=$PID_haproxy
+URL[cutover]="http://127.0.0.1:$CUTOVER"; URL_H2[cutover]="http://127.0.0.1:$CUTOVER"; PID[cutover]=$PID_cutover
+
+for p in direct nginx haproxy cutover; do
+    wait_http "${URL[$p]}/"
+    check_body "${URL[$p]}/" 13
+    check_body "${URL[$p]}/16k" 16384
+    wait_http "${URL_H2[$p]}/" --http2-prior-knowledge
+    check_body "${URL_H2[$p]}/" 13 --http2-prior-knowledge
+done
+sleep 1
+
+# idle RSS: after start (and the few sanity requests above), before any load
+printf 'proxy\tprocs\tidle_kb\tafter_kb\n' >"$OUT/rss.tsv.idle"
+for p in nginx haproxy cutover; do
+    printf '%s\t%s\t%s\n' "$p" "$(proc_tree "${PID[$p]}" | wc -l)" "$(rss_kb "${PID[$p]}")" >>"$OUT/rss.tsv.idle"
+done
+
+{
+    echo "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+    echo "machine: $(nproc) cores, $(lscpu | awk -F: '/Model name/ { gsub(/^ +/, "", $2); print $2; exit }'), kernel $(uname -r)"
+    echo "versions: $(nginx -v 2>&1 | sed 's/^nginx version: //'), HAProxy $(haproxy -v | awk 'NR==1 { print $3 }'), $(wrk -v 2>&1 | awk 'NR==1 { print $1, $2 }'), $(h2load --version | head -1)$([[ $RATE_TOOL == oha ]] && echo ", $("$OHA" --version)"), cutover $(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$REPO" && git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo '+dirty')"
+    echo "settings: DURATION=$DURATION ROUNDS=$ROUNDS WARMUP=$WARMUP RATE=$RATE RATE_TOOL=$RATE_TOOL PROXY_CPU=$PROXY_CPU LOAD_CPU=$LOAD_CPU"
+} | tee "$OUT/meta.txt" >&2
+
+# ------------------------------------------------------------ load tools --
+to_ms() { # wrk latency like 305.00us / 1.20ms / 2.01s -> ms
+    awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n = n; else if (v ~ /m$/) n *= 60000; else if (v ~ /s$/) n *= 1000; printf "%.3f", n }'
+}
+
+# percentile (ms) of column 3 (µs) of an h2load log file
+log_pct() {
+    cut -f3 "$1" | sort -n | awk -v p="$2" '{ a[NR] = $1 } END { if (NR == 0) { print "-"; exit } i = int(NR * p / 100 + 0.5); if (i < 1) i = 1; if (i > NR) i = NR; printf "%.3f", a[i] / 1000 }'
+}
+
+# Each run_* prints: requests rps p50_ms p99_ms errors
+run_wrk() { # conns url duration outfile
+    "$TMP/cputime.sh" timeout $(($3 + 30)) taskset -c "$LOAD_CPU" wrk -t1 -c"$1" -d"$3"s --latency "$2" >"$4" 2>&1 || true
+    local req rps p50 p99 sock non2xx
+    req=$(awk '/requests in/ { print $1 }' "$4")
+    rps=$(awk '/^Requests\/sec:/ { print $2 }' "$4")
+    p50=$(awk '$1 == "50%" { print $2 }' "$4")
+    p99=$(awk '$1 == "99%" { print $2 }' "$4")
+    sock=$(awk '/Socket errors:/ { gsub(/,/, ""); print $4 + $6 + $8 + $10 }' "$4")
+    non2xx=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' "$4")
+    [[ -n "$req" && -n "$rps" ]] || { warn "could not parse $4"; echo "0 - - - 1"; return; }
+    echo "$req $rps $(to_ms "$p50") $(to_ms "$p99") $(( ${sock:-0} + ${non2xx:-0} ))"
+}
+
+run_h2load() { # url duration outfile [extra h2load args...]
+    local url=$1 dur=$2 outf=$3; shift 3
+    "$TMP/cputime.sh" timeout $((dur + 30)) taskset -c "$LOAD_CPU" h2load -t1 -D "$dur" --log-file="$outf.log" "$@" "$url" >"$outf" 2>&1 || true
+    local ok rps p50 p99 errs
+    ok=$(awk '/^requests:/ { for (i = 1; i <= NF; i++) if ($(i + 1) ~ /^succeeded/) print $i }' "$outf")
+    rps=$(awk '/^finished in/ { gsub(/,/, ""); print $4 }' "$outf")
+    errs=$(awk '/^requests:/ { for (i = 1; i <= NF; i++) if ($(i + 1) ~ /^(failed|errored|timeout)/) e += $i }
+                /^status codes:/ { for (i = 1; i <= NF; i++) if ($(i + 1) ~ /^[345]xx/) e += $i }
+                END { print e + 0 }' "$outf")
+    [[ -n "$ok" && -n "$rps" ]] || { warn "could not parse $outf"; echo "0 - - - 1"; return; }
+    p50=$(log_pct "$outf.log" 50)
+    p99=$(log_pct "$outf.log" 99)
+    rm -f "$outf.log"
+    echo "$ok $rps $p50 $p99 $errs"
+}
+
+run_oha() { # url duration outfile
+    "$TMP/cputime.sh" timeout $(($2 + 30)) taskset -c "$LOAD_CPU" "$OHA" --no-tui --output-format json -z "$2s" -q "$RATE" -c 50 \
+        --latency-correction "$1" >"$3" 2>"$3.err" || true
+    python3 - "$3" <<'PY' || { warn "could not parse $3"; echo "0 - - - 1"; }
+import json, sys
+d = json.load(open(sys.argv[1]))
+s = d["summary"]
+codes = d.get("statusCodeDistribution", {})
+ok = sum(v for k, v in codes.items() if k.startswith("2"))
+bad = sum(v for k, v in codes.items() if not k.startswith("2")) + sum(d.get("errorDistribution", {}).values())
+p = d["latencyPercentiles"]
+print(ok, f"{s['requestsPerSec']:.1f}", f"{p['p50'] * 1000:.3f}", f"{p['p99'] * 1000:.3f}", bad)
+PY
+}
+
+case_note() {
+    case $1 in
+        rate) if [[ $RATE_TOOL == oha ]]; then echo "${RATE} req/s, oha -c50"; else echo "${RATE} req/s, h2load --h1 -c50 --rps"; fi ;;
+        *) echo "" ;;
+    esac
+}
+
+measure() { # round case proxy
+    local rnd=$1 cs=$2 p=$3 url h2 outf res t0 t1 w0 w1
+    url=${URL[$p]}; h2=${URL_H2[$p]}
+    outf="$OUT/r$rnd-$cs-$p.txt"
+    wait_quiet
+    if ((WARMUP > 0)); then
+        case $cs in
+            h1-c50|rate) run_wrk 50 "$url/" "$WARMUP" "$outf.warmup" >/dev/null ;;
+            h1-c200) run_wrk 200 "$url/" "$WARMUP" "$outf.warmup" >/dev/null ;;
+            h1-16k) run_wrk 50 "$url/16k" "$WARMUP" "$outf.warmup" >/dev/null ;;
+            h2c) run_h2load "$h2/" "$WARMUP" "$outf.warmup" -c50 -m10 >/dev/null ;;
+        esac
+        sleep 0.5
+    fi
+    if [[ -n "${PID[$p]}" ]]; then t0=$(cpu_ticks "${PID[$p]}"); fi
+    b0=$(cpu_ticks "$PID_backend")
+    m0=$(machine_ticks)
+    echo 0 >"$TICKS_FILE"
+    w0=$(date +%s.%N)
+    case $cs in
+        h1-c50) res=$(run_wrk 50 "$url/" "$DURATION" "$outf") ;;
+        h1-c200) res=$(run_wrk 200 "$url/" "$DURATION" "$outf") ;;
+        h1-16k) res=$(run_wrk 50 "$url/16k" "$DURATION" "$outf") ;;
+        h2c) res=$(run_h2load "$h2/" "$DURATION" "$outf" -c50 -m10) ;;
+        rate)
+            if [[ $RATE_TOOL == oha ]]; then res=$(run_oha "$url/" "$DURATION" "$outf")
+            else res=$(run_h2load "$url/" "$DURATION" "$outf" --h1 -c50 --rps=$(( (RATE + 49) / 50 ))); fi ;;
+        *) die "unknown case $cs" ;;
+    esac
+    w1=$(date +%s.%N)
+    m1=$(machine_ticks)
+    b1=$(cpu_ticks "$PID_backend")
+    local req rps p50 p99 errs cpu_us="-" cpu_pct="-" other_pct lg_ticks proxy_ticks=0
+    lg_ticks=$(cat "$TICKS_FILE")
+    read -r req rps p50 p99 errs <<<"$res"
+    if [[ -n "${PID[$p]}" ]]; then
+        kill -0 "${PID[$p]}" 2>/dev/null || die "$p (pid ${PID[$p]}) died during $cs; see $OUT/$p.stderr"
+        t1=$(cpu_ticks "${PID[$p]}")
+        proxy_ticks=$((t1 - t0))
+        cpu_us=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$req" 'BEGIN { printf "%.2f", (n > 0 ? d * 1e6 / hz / n : 0) }')
+        cpu_pct=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v a="$w0" -v b="$w1" 'BEGIN { printf "%.0f", 100 * d / hz / (b - a) }')
+    fi
+    # CPU used by anything but the proxy, the backend and the load tool, in %
+    # of the whole machine (other work, steal; tick-based, so a few % of noise)
+    other_pct=$(awk -v m=$((m1 - m0 - proxy_ticks - (b1 - b0) - lg_ticks)) -v hz="$CLK_TCK" -v n="$(nproc)" \
+        -v a="$w0" -v b="$w1" 'BEGIN { v = 100 * m / hz / n / (b - a); printf "%.0f", (v < 0 ? 0 : v) }')
+    ((errs == 0)) || warn "$p $cs: $errs errors (see $outf)"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$rnd" "$cs" "$p" "$rps" "$p50" "$p99" "$req" "$errs" \
+        "$cpu_us" "$cpu_pct" "$BUSY" "$other_pct" "$(case_note "$cs")" >>"$OUT/results.tsv"
+    log "r$rnd $cs $p: $rps req/s, p50 ${p50} ms, p99 ${p99} ms, ${cpu_us} CPU-µs/req, CPU ${cpu_pct}%, errors $errs (machine busy before ${BUSY}%, other load during ${other_pct}%)"
+}
+
+# ------------------------------------------------------------------- runs --
+printf 'round\tcase\tproxy\trps\tp50_ms\tp99_ms\trequests\terrors\tcpu_us_per_req\tcpu_pct\tbusy_pct\tother_pct\tnote\n' >"$OUT/results.tsv"
+for rnd in $(seq "$ROUNDS"); do
+    for cs in $CASES; do
+        for p in $PROXIES; do
+            measure "$rnd" "$cs" "$p"
+        done
+    done
+done
+
+printf 'proxy\tprocs\tidle_kb\tafter_kb\n' >"$OUT/rss.tsv"
+tail -n +2 "$OUT/rss.tsv.idle" | while IFS=$'\t' read -r p procs idle; do
+    printf '%s\t%s\t%s\t%s\n' "$p" "$procs" "$idle" "$(rss_kb "${PID[$p]}")" >>"$OUT/rss.tsv"
+done
+rm -f "$OUT/rss.tsv.idle"
+
+# one pinned load run (an executable, so perf can run it):
+#   load.sh URL c50|rate SECONDS OUTFILE   c50 = wrk -c50; rate = h2load --h1 at RATE
+cat >"$TMP/load.sh" <<SH
+#!/bin/sh
+case \$2 in
+    c50) exec taskset -c $LOAD_CPU wrk -t1 -c50 -d"\$3"s "\$1/" >"\$4" 2>&1 ;;
+    rate) exec taskset -c $LOAD_CPU h2load -t1 --h1 -c50 --rps=$(( (RATE + 49) / 50 )) -D "\$3" "\$1/" >"\$4" 2>&1 ;;
+esac
+SH
+chmod +x "$TMP/load.sh"
+load_requests() { # output file of load.sh
+    awk '/requests in/ { print $1 } /^requests:/ { for (i = 1; i <= NF; i++) if ($(i + 1) ~ /^succeeded/) print $i }' "$1"
+}
+
+if [[ "${PROFILE:-}" == 1 ]]; then
+    # 1. per proxy and per load (c50 = the h1-c50 load, rate = the fixed rate):
+    #    syscalls (by name), context switches and page faults per request
+    #    (perf trace -s, perf stat), then the kernel / libc / own-code split of the proxy's CPU
+    #    time (perf record, no call graph). Separate runs, because tracing
+    #    slows the proxies down (unevenly): no CPU figure is taken from them.
+    printf 'proxy\tload\trequests\tsyscalls\tctx_switches\tpage_faults\ttop_syscalls\tkernel_pct\tlibc_pct\n' >"$OUT/syscalls.tsv"
+    for load in c50 rate; do
+        for p in nginx haproxy cutover; do
+            pids=$(proc_tree "${PID[$p]}" | paste -sd, -)
+            f="$OUT/prof-$p-$load"
+            wait_quiet
+            timeout 40 perf stat -x, -o "$f.stat.csv" -e context-switches,page-faults -p "$pids" -- \
+                timeout 40 perf trace -s -o "$f.trace.txt" -p "$pids" -- \
+                "$TMP/load.sh" "${URL[$p]}" "$load" 5 "$f.trace-load.txt" || warn "perf trace/stat failed for $p $load"
+            wait_quiet
+            "$TMP/load.sh" "${URL[$p]}" "$load" 7 "$f.record-load.txt" &
+            wrk_pid=$!
+            PIDS+=("$wrk_pid")
+            sleep 1
+            perf record -e cpu-clock -F 999 -o "$f.perf.data" -p "$pids" -- sleep 5 >"$f.record.txt" 2>&1 ||
+                warn "perf record failed for $p $load"
+            wait "$wrk_pid" || true
+            perf report -i "$f.perf.data" --stdio --sort dso >"$f.dso.txt" 2>/dev/null || true
+            perf report -i "$f.perf.data" --stdio --sort dso,symbol --percent-limit 0.5 >"$f.flat.txt" 2>/dev/null || true
+            n=$(load_requests "$f.trace-load.txt")
+            read -r sys top < <(awk -v n="${n:-0}" '
+                $1 ~ /^[a-z_0-9]+$/ && $2 ~ /^[0-9]+$/ && $3 ~ /^[0-9]+$/ { c[$1] += $2; t += $2 }
+                END { printf "%d ", t; k = 0
+                      while (k < 5) { best = ""; for (s in c) if (best == "" || c[s] > c[best]) best = s
+                                      if (best == "" || n == 0) break
+                                      printf "%s%s %.2f", (k ? ", " : ""), best, c[best] / n; delete c[best]; k++ }
+                      print "" }' "$f.trace.txt" 2>/dev/null || echo "0 -")
+            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$p" "$load" "${n:-0}" "$sys" \
+                "$(awk -F, '$3 ~ /context-switches/ { print $1 }' "$f.stat.csv" 2>/dev/null)" \
+                "$(awk -F, '$3 ~ /page-faults/ { print $1 }' "$f.stat.csv" 2>/dev/null)" "${top:--}" \
+                "$(awk '/\[kernel/ { sub(/%/, "", $1); k += $1 } END { print k + 0 }' "$f.dso.txt")" \
+                "$(awk '/libc[.-]/ { sub(/%/, "", $1); k += $1 } END { print k + 0 }' "$f.dso.txt")" >>"$OUT/syscalls.tsv"
+        done
+    done
+    # 2. where cutover's CPU goes under the h1-c50 load: 5 s of perf record,
+    #    DWARF call graphs (the release build has no frame pointers)
+    log "profiling cutover under h1-c50 load (perf record, 5 s)"
+    wait_quiet
+    timeout 40 taskset -c "$LOAD_CPU" wrk -t1 -c50 -d12s "${URL[cutover]}/" >"$OUT/profile-wrk.txt" 2>&1 &
+    wrk_pid=$!
+    PIDS+=("$wrk_pid")
+    sleep 2
+    if perf record -e cpu-clock -F 499 --call-graph dwarf,32768 -o "$OUT/perf.data" -p "$PID_cutover" -- sleep 5 \
+        >"$OUT/perf-record.txt" 2>&1; then
+        perf report -i "$OUT/perf.data" --stdio --no-children --sort dso -g none >"$OUT/perf-dso.txt" 2>/dev/null || true
+        perf report -i "$OUT/perf.data" --stdio --no-children --sort symbol -g none --percent-limit 0.5 >"$OUT/perf-flat.txt" 2>/dev/null || true
+        perf report -i "$OUT/perf.data" --stdio --children --sort symbol -g none --percent-limit 2 >"$OUT/perf-children.txt" 2>/dev/null || true
+        perf report -i "$OUT/perf.data" --stdio --no-children --percent-limit 2 >"$OUT/perf-report.txt" 2>/dev/null || true
+        log "profile in $OUT/perf-{dso,flat,children,report}.txt"
+    else
+        warn "perf record failed; see $OUT/perf-record.txt"
+    fi
+    wait "$wrk_pid" || true
+fi
+
+python3 "$HERE/summarize.py" "$OUT" | tee "$OUT/tables.md"
+cat "$OUT/meta.txt"
+log "raw outputs and tables in $OUT"

@@ -1,0 +1,167 @@
+#!/usr/bin/env python3
+"""Turn run.sh's results.tsv (and rss.tsv) into Markdown tables.
+
+Usage: summarize.py RESULTS_DIR
+
+Prints one table per round, the cutover ratios per round, a summary table
+(median over rounds) and the idle RSS table.
+"""
+import csv
+import statistics
+import sys
+from collections import defaultdict
+
+CASE_TITLES = {
+    "h1-c50": "HTTP/1.1, 50 conns, 13 B",
+    "h1-c200": "HTTP/1.1, 200 conns, 13 B",
+    "h1-16k": "HTTP/1.1, 50 conns, 16 KiB",
+    "h2c": "h2c, 50 clients x 10 streams",
+    "rate": "HTTP/1.1 at fixed rate",
+}
+PROXIES = ["direct", "nginx", "haproxy", "cutover"]
+
+
+def num(v):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def fmt(v, digits=0):
+    if v is None:
+        return "-"
+    if digits == 0:
+        return f"{v:,.0f}"
+    return f"{v:.{digits}f}"
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def main():
+    out = sys.argv[1]
+    rows = list(csv.DictReader(open(f"{out}/results.tsv"), delimiter="\t"))
+    if not rows:
+        print("(no measured runs)")
+    cases = []
+    for r in rows:
+        if r["case"] not in cases:
+            cases.append(r["case"])
+    rounds = sorted({int(r["round"]) for r in rows})
+    by = {(int(r["round"]), r["case"], r["proxy"]): r for r in rows}
+    notes = {}
+    for r in rows:
+        notes[r["case"]] = r.get("note", "")
+
+    def title(case):
+        t = CASE_TITLES.get(case, case)
+        if notes.get(case):
+            t += f" ({notes[case]})"
+        return t
+
+    header = ("| case | proxy | req/s | p50 ms | p99 ms | proxy CPU-µs/req | proxy CPU % | errors | machine busy % before | other load % during |\n"
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    # ratios[case][metric][other] = list over rounds
+    ratios = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    for rnd in rounds:
+        print(f"\n### Round {rnd}\n")
+        print(header)
+        for case in cases:
+            for proxy in PROXIES:
+                r = by.get((rnd, case, proxy))
+                if not r:
+                    continue
+                print(f"| {title(case)} | {proxy} | {fmt(num(r['rps']))} | {fmt(num(r['p50_ms']), 3)} | "
+                      f"{fmt(num(r['p99_ms']), 3)} | {fmt(num(r['cpu_us_per_req']), 1)} | {fmt(num(r['cpu_pct']))} | "
+                      f"{r['errors']} | {r['busy_pct']} | {r.get('other_pct', '-')} |")
+            c = by.get((rnd, case, "cutover"))
+            for other in ("nginx", "haproxy"):
+                o = by.get((rnd, case, other))
+                if c and o:
+                    ratios[case]["rps"][other].append(ratio(num(c["rps"]), num(o["rps"])))
+                    ratios[case]["cpu"][other].append(ratio(num(c["cpu_us_per_req"]), num(o["cpu_us_per_req"])))
+        print(f"\ncutover ratios, round {rnd} (req/s: higher is better for cutover; CPU-µs/req: lower is better):\n")
+        print("| case | req/s ÷ nginx | req/s ÷ HAProxy | CPU/req ÷ nginx | CPU/req ÷ HAProxy |\n|---|---:|---:|---:|---:|")
+        for case in cases:
+            vals = [ratios[case][m][o][-1] if ratios[case][m][o] and len(ratios[case][m][o]) == rounds.index(rnd) + 1 else None
+                    for m in ("rps", "cpu") for o in ("nginx", "haproxy")]
+            print(f"| {title(case)} | " + " | ".join(fmt(v, 2) for v in vals) + " |")
+
+    print(f"\n### Summary: median over {len(rounds)} round(s)\n")
+    print("| case | proxy | req/s | p50 ms | p99 ms | proxy CPU-µs/req | proxy CPU % | errors (sum) | other load % (max) |\n"
+          "|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for case in cases:
+        for proxy in PROXIES:
+            rs = [by[(rnd, case, proxy)] for rnd in rounds if (rnd, case, proxy) in by]
+            if not rs:
+                continue
+            med = {k: median([num(r[k]) for r in rs]) for k in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req", "cpu_pct")}
+            errs = sum(int(r["errors"]) for r in rs if r["errors"].isdigit())
+            others = [num(r.get("other_pct")) for r in rs if num(r.get("other_pct")) is not None]
+            print(f"| {title(case)} | {proxy} | {fmt(med['rps'])} | {fmt(med['p50_ms'], 3)} | {fmt(med['p99_ms'], 3)} | "
+                  f"{fmt(med['cpu_us_per_req'], 1)} | {fmt(med['cpu_pct'])} | {errs} | {fmt(max(others) if others else None)} |")
+
+    print("\ncutover's ratios, per round (r1 / r2 / ...) and their median:\n")
+    print("| case | req/s ÷ nginx | req/s ÷ HAProxy | CPU-µs/req ÷ nginx | CPU-µs/req ÷ HAProxy |\n|---|---|---|---|---|")
+    for case in cases:
+        cells = []
+        for m in ("rps", "cpu"):
+            for o in ("nginx", "haproxy"):
+                vs = ratios[case][m][o]
+                per = " / ".join(fmt(v, 2) for v in vs)
+                cells.append(f"{per} → **{fmt(median(vs), 2)}**" if len(vs) > 1 else fmt(median(vs), 2))
+        print(f"| {title(case)} | " + " | ".join(cells) + " |")
+
+    try:
+        rss = list(csv.DictReader(open(f"{out}/rss.tsv"), delimiter="\t"))
+    except FileNotFoundError:
+        rss = []
+    if rss:
+        print("\n### Memory (RSS, summed over the proxy's processes)\n")
+        print("| proxy | processes | idle RSS MiB (after start, before load) | RSS MiB after all rounds |\n|---|---:|---:|---:|")
+        for r in rss:
+            idle = num(r["idle_kb"])
+            after = num(r["after_kb"])
+            print(f"| {r['proxy']} | {r['procs']} | {fmt(idle / 1024 if idle else None, 1)} | "
+                  f"{fmt(after / 1024 if after else None, 1)} |")
+
+
+    try:
+        sc = list(csv.DictReader(open(f"{out}/syscalls.tsv"), delimiter="\t"))
+    except FileNotFoundError:
+        sc = []
+    if sc:
+        # the proxy's CPU-µs/req in the matching case (median over rounds), split by the profile's shares
+        case_of = {"c50": "h1-c50", "rate": "rate"}
+        title_of = {"c50": "the HTTP/1.1 50-connection load", "rate": "the fixed rate"}
+        for load in ("c50", "rate"):
+            rs = [r for r in sc if r["load"] == load]
+            if not rs:
+                continue
+            print(f"\n### Where the time goes under {title_of[load]} (perf, 5 s runs)\n")
+            print("| proxy | syscalls/req | most frequent syscalls, per req | context switches/req | page faults/req | kernel % of CPU | "
+                  "libc % | own code % | kernel CPU-µs/req | user CPU-µs/req |\n"
+                  "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+            for r in rs:
+                n = num(r["requests"])
+                per = lambda k: fmt(num(r[k]) / n if n and num(r[k]) is not None else None, 2)
+                k, lc = num(r["kernel_pct"]), num(r["libc_pct"])
+                own = 100 - k - lc if k is not None and lc is not None else None
+                c = median([num(by[(rnd, case_of[load], r["proxy"])]["cpu_us_per_req"]) for rnd in rounds
+                            if (rnd, case_of[load], r["proxy"]) in by])
+                print(f"| {r['proxy']} | {per('syscalls')} | {r['top_syscalls']} | {per('ctx_switches')} | {per('page_faults')} | "
+                      f"{fmt(k, 1)} | {fmt(lc, 1)} | {fmt(own, 1)} | "
+                      f"{fmt(c * k / 100 if c and k is not None else None, 1)} | "
+                      f"{fmt(c * (100 - k) / 100 if c and k is not None else None, 1)} |")
+
+if __name__ == "__main__":
+    main()
