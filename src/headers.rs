@@ -41,18 +41,31 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 /// Remove hop-by-hop headers, including those named by `Connection`.
 /// `TE` survives when it is exactly `trailers`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Named headers first, while `Connection` is still there to read.
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
-            if name != header::TE {
-                headers.remove(&name);
+    // One pass over the (few) headers finds out whether there is anything to
+    // do; most requests and responses carry no hop-by-hop header but the
+    // odd `Connection: keep-alive`, and nine hash lookups per message add up.
+    let present = headers.keys().any(|name| HOP_BY_HOP.contains(name));
+    if !present {
+        return;
+    }
+    // Named headers first: take `Connection` out and remove what it names,
+    // looking names up as `&str` (no allocation for the usual `keep-alive`).
+    // A message rarely carries more than one `Connection` field; only then
+    // are the values collected.
+    let connections: Vec<HeaderValue> = match headers.get_all(header::CONNECTION).iter().count() {
+        0 => Vec::new(),
+        1 => headers.remove(header::CONNECTION).into_iter().collect(),
+        _ => {
+            let all = headers.get_all(header::CONNECTION).iter().cloned().collect();
+            headers.remove(header::CONNECTION);
+            all
+        }
+    };
+    for value in &connections {
+        for token in value.to_str().unwrap_or("").split(',') {
+            let token = token.trim();
+            if !token.is_empty() && !token.eq_ignore_ascii_case("te") {
+                headers.remove(token);
             }
         }
     }

@@ -109,10 +109,18 @@ fn run(path: PathBuf, watch: bool) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(workers) = config.server.workers {
-        runtime.worker_threads(workers);
-    }
+    // One worker: a current-thread runtime, with no work-stealing and no
+    // cross-thread wake-ups — each request's tasks stay on one thread.
+    let mut runtime = match config.server.workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        workers => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            if let Some(n) = workers {
+                builder.worker_threads(n);
+            }
+            builder
+        }
+    };
     let runtime = match runtime.enable_all().build() {
         Ok(rt) => rt,
         Err(err) => {

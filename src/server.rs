@@ -226,12 +226,14 @@ impl Connection {
         loop {
             let idle_check = activity.next_check(self.idle_timeout);
             let head_deadline = activity.head_deadline(self.header_read_timeout);
+            // Biased, shutdown first: when the shutdown flag and a backend's
+            // answer are ready in the same poll, the answer must already go
+            // out with `Connection: close`.
             tokio::select! {
-                result = conn.as_mut() => {
-                    if let Err(e) = result {
-                        tracing::debug!(error = %e, %peer, "connection ended with an error");
-                    }
-                    return;
+                biased;
+                _ = stopped(&mut self.shutdown), if !closing => {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
                 }
                 // A new request head began: loop to arm its deadline.
                 _ = activity.head_started.notified() => {}
@@ -249,9 +251,11 @@ impl Connection {
                         conn.as_mut().graceful_shutdown();
                     }
                 }
-                _ = stopped(&mut self.shutdown), if !closing => {
-                    closing = true;
-                    conn.as_mut().graceful_shutdown();
+                result = conn.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, %peer, "connection ended with an error");
+                    }
+                    return;
                 }
             }
         }
