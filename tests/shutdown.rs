@@ -235,3 +235,44 @@ async fn sighup_reloads_the_config() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+/// HTTP/2 clients are told with GOAWAY: the stream in flight completes and
+/// the connection then ends (without the GOAWAY it would stay open, idle, for
+/// `idle_timeout`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_sends_goaway_to_http2_clients_and_finishes_their_streams() {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let release = Arc::new(tokio::sync::Notify::new());
+    let received = Arc::new(tokio::sync::Notify::new());
+    let (rel, rec) = (release.clone(), received.clone());
+    let upstream = Upstream::with_handler("slow", move |_req| {
+        let (rel, rec) = (rel.clone(), rec.clone());
+        async move {
+            rec.notify_one();
+            rel.notified().await;
+            text(StatusCode::OK, "done")
+        }
+    })
+    .await;
+    let mut proxy = TestProxy::start(&one_pool(&upstream)).await;
+    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
+    let conn = tokio::spawn(conn);
+    let request = http::Request::get("http://app.example/").body(http_body_util::Empty::<bytes::Bytes>::new()).unwrap();
+    let in_flight = tokio::spawn(sender.send_request(request));
+    tokio::time::timeout(WAIT, received.notified()).await.expect("request never reached the upstream");
+
+    proxy.begin_stop();
+    // Listeners close (no shutdown_delay here): new connections are refused.
+    let end = tokio::time::Instant::now() + WAIT;
+    while tokio::net::TcpStream::connect(proxy.addr).await.is_ok() {
+        assert!(tokio::time::Instant::now() < end, "listener still open after shutdown");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    release.notify_one();
+    let response = tokio::time::timeout(WAIT, in_flight).await.expect("in-flight stream hung").unwrap().unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    tokio::time::timeout(WAIT, conn).await.expect("the h2 connection never ended").unwrap().unwrap();
+    assert_eq!(upstream.hits(), 1, "a stream opened after GOAWAY reached the upstream");
+}
