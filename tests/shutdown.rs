@@ -276,3 +276,28 @@ async fn shutdown_sends_goaway_to_http2_clients_and_finishes_their_streams() {
     tokio::time::timeout(WAIT, conn).await.expect("the h2 connection never ended").unwrap().unwrap();
     assert_eq!(upstream.hits(), 1, "a stream opened after GOAWAY reached the upstream");
 }
+
+/// `workers = 1` runs a current-thread runtime (the per-core benchmark
+/// configuration): it serves, reloads and shuts down like the default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_worker_proxy_serves_reloads_and_shuts_down() {
+    let blue = Upstream::named("blue").await;
+    let green = Upstream::named("green").await;
+    let pools =
+        format!("[pools.blue]\nbackends = [\"{}\"]\n[pools.green]\nbackends = [\"{}\"]\n", blue.addr, green.addr);
+    let route = |s: &str| format!("[[routes]]\nname = \"app\"\nsplit = {s}\n");
+    let mut bin = Binary::start("workers = 1", &format!("{pools}{}", route("{ blue = 1, green = 0 }"))).await;
+    let client = client();
+    for _ in 0..50 {
+        assert_eq!(get(&client, &bin.url("/"), &[]).await.body, "blue");
+    }
+    let text = std::fs::read_to_string(&bin.config_path).unwrap().replace("blue = 1, green = 0", "blue = 0, green = 1");
+    std::fs::write(&bin.config_path, text).unwrap();
+    let end = tokio::time::Instant::now() + WAIT;
+    while get(&client, &bin.url("/"), &[]).await.body != "green" {
+        assert!(tokio::time::Instant::now() < end, "reload never applied");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    bin.signal("TERM");
+    assert_eq!(bin.wait_exit(Duration::from_secs(15)).await, Some(0));
+}
