@@ -216,11 +216,6 @@ impl Backend {
         InFlight { backend: self.clone() }
     }
 
-    /// Number of idle pooled connections.
-    pub fn idle_connections(&self) -> usize {
-        self.idle.lock().map(|idle| idle.len()).unwrap_or(0)
-    }
-
     /// A connection ready for a request: a pooled one if any is still
     /// usable, else a new one. The boolean says whether it was reused (a
     /// reused connection may have been closed by the backend just now, which

@@ -257,20 +257,20 @@ pub async fn get(
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let req = req.body(Full::new(Bytes::new())).unwrap();
-    let res = tokio::time::timeout(Duration::from_secs(30), client.request(req))
-        .await
-        .expect("request timed out")
-        .expect("request failed");
-    let (parts, body) = res.into_parts();
-    let bytes = body.collect().await.expect("read body").to_bytes();
-    Answer { status: parts.status, headers: parts.headers, body: String::from_utf8_lossy(&bytes).into_owned() }
+    send(client, req.body(Full::new(Bytes::new())).unwrap()).await
 }
 
 /// POST `url` with an empty body; returns status and body text.
 pub async fn post(url: &str) -> Answer {
-    let req = Request::post(url).body(Full::new(Bytes::new())).unwrap();
-    let res = tokio::time::timeout(Duration::from_secs(30), client().request(req))
+    send(&client(), Request::post(url).body(Full::new(Bytes::new())).unwrap()).await
+}
+
+/// Send `req` and read the whole answer, within 30 s.
+async fn send(
+    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    req: Request<Full<Bytes>>,
+) -> Answer {
+    let res = tokio::time::timeout(Duration::from_secs(30), client.request(req))
         .await
         .expect("request timed out")
         .expect("request failed");
