@@ -203,42 +203,21 @@ async fn send(
     started: Instant,
     deadline: Instant,
 ) -> Result<Answer, ProxyError> {
-    let begin = |backend: &Arc<Backend>| {
-        let at = pool.backends.iter().position(|b| Arc::ptr_eq(b, backend));
-        let recorders = Recorders {
-            guard: pool.guard.clone(),
-            codes: at.and_then(|i| codes.get(i)).cloned(),
-            pool: Some(pool.clone()),
-        };
-        Exchange::begin(backend, started, recorders)
-    };
-    let mut backend: Arc<Backend> = pool.pick(rng, None).ok_or(ProxyError::NoBackend)?.clone();
-    let mut exchange = begin(&backend);
-    let checkout = match tokio::time::timeout_at(deadline, backend.checkout()).await {
-        Err(_) => return Err(fail(exchange, UpstreamFailure::Timeout)),
-        Ok(result) => result,
-    };
-    let (mut conn, mut reused) = match checkout {
-        Ok(c) => c,
-        Err(err) => {
-            tracing::debug!(error = %err, "upstream connect failed");
-            let retry = if replayable { pool.pick(rng, Some(&backend)).cloned() } else { None };
-            let Some(other) = retry else {
-                return Err(fail(exchange, UpstreamFailure::Connect));
-            };
-            exchange.abandon_for_retry(UpstreamFailure::Connect);
-            backend = other;
-            exchange = begin(&backend);
-            match tokio::time::timeout_at(deadline, backend.checkout()).await {
-                Err(_) => return Err(fail(exchange, UpstreamFailure::Timeout)),
-                Ok(Ok(c)) => c,
-                Ok(Err(err)) => {
-                    tracing::debug!(error = %err, "upstream connect failed on retry");
+    let backend: Arc<Backend> = pool.pick(rng, None).ok_or(ProxyError::NoBackend)?.clone();
+    let exchange = begin_exchange(pool, codes, &backend, started);
+    let (backend, mut exchange, mut conn, mut reused) =
+        match tokio::time::timeout_at(deadline, backend.checkout()).await {
+            Err(_) => return Err(fail(exchange, UpstreamFailure::Timeout)),
+            Ok(Ok((conn, reused))) => (backend, exchange, conn, reused),
+            Ok(Err(err)) => {
+                tracing::debug!(error = %err, "upstream connect failed");
+                if !replayable {
                     return Err(fail(exchange, UpstreamFailure::Connect));
                 }
+                // The rare path, boxed so it does not grow every request's future.
+                Box::pin(connect_elsewhere(pool, codes, rng, backend, exchange, started, deadline)).await?
             }
-        }
-    };
+        };
 
     let mut request = request;
     loop {
@@ -253,32 +232,74 @@ async fn send(
                 // nothing reached the backend, so a new connection is safe.
                 Some(again) if reused => {
                     request = again;
-                    conn = match tokio::time::timeout_at(deadline, backend.checkout()).await {
+                    (conn, reused) = match Box::pin(tokio::time::timeout_at(deadline, backend.checkout())).await {
                         Err(_) => return Err(fail(exchange, UpstreamFailure::Timeout)),
-                        Ok(Ok((c, r))) => {
-                            reused = r;
-                            c
-                        }
+                        Ok(Ok(checked_out)) => checked_out,
                         Ok(Err(_)) => return Err(fail(exchange, UpstreamFailure::Connect)),
                     };
                 }
-                _ => {
-                    if let Some(cause) = RequestBodyError::find(err.error()) {
-                        // The client's side broke the exchange, not the backend.
-                        tracing::debug!(error = %cause, "request body failed");
-                        exchange.client_failed();
-                        return Err(match cause {
-                            RequestBodyError::Timeout(_) => ProxyError::RequestTimeout,
-                            RequestBodyError::Client(_) => ProxyError::BadRequest("request body incomplete\n"),
-                        });
-                    }
-                    let failure = UpstreamFailure::classify(err.error());
-                    tracing::debug!(error = %err.error(), backend = %backend.addr, "upstream request failed");
-                    return Err(fail(exchange, failure));
-                }
+                _ => return Err(send_failed(exchange, &backend, err.error())),
             },
         }
     }
+}
+
+/// Start counting a request on `backend` of `pool`, begun at `started`.
+fn begin_exchange(
+    pool: &Arc<Pool>,
+    codes: &[Arc<[prometheus::IntCounter; 5]>],
+    backend: &Arc<Backend>,
+    started: Instant,
+) -> Exchange {
+    let at = pool.backends.iter().position(|b| Arc::ptr_eq(b, backend));
+    let recorders = Recorders {
+        guard: pool.guard.clone(),
+        codes: at.and_then(|i| codes.get(i)).cloned(),
+        pool: Some(pool.clone()),
+    };
+    Exchange::begin(backend, started, recorders)
+}
+
+/// The connect to `failed` did not work: count that against it and try
+/// one other backend of the pool.
+async fn connect_elsewhere(
+    pool: &Arc<Pool>,
+    codes: &[Arc<[prometheus::IntCounter; 5]>],
+    rng: &mut SmallRng,
+    failed: Arc<Backend>,
+    exchange: Exchange,
+    started: Instant,
+    deadline: Instant,
+) -> Result<(Arc<Backend>, Exchange, crate::pool::UpstreamConn, bool), ProxyError> {
+    let Some(other) = pool.pick(rng, Some(&failed)).cloned() else {
+        return Err(fail(exchange, UpstreamFailure::Connect));
+    };
+    exchange.abandon_for_retry(UpstreamFailure::Connect);
+    let exchange = begin_exchange(pool, codes, &other, started);
+    match tokio::time::timeout_at(deadline, other.checkout()).await {
+        Err(_) => Err(fail(exchange, UpstreamFailure::Timeout)),
+        Ok(Ok((conn, reused))) => Ok((other, exchange, conn, reused)),
+        Ok(Err(err)) => {
+            tracing::debug!(error = %err, "upstream connect failed on retry");
+            Err(fail(exchange, UpstreamFailure::Connect))
+        }
+    }
+}
+
+/// The request could not be sent, or no answer came: say whose fault it was.
+fn send_failed(mut exchange: Exchange, backend: &Backend, err: &hyper::Error) -> ProxyError {
+    if let Some(cause) = RequestBodyError::find(err) {
+        // The client's side broke the exchange, not the backend.
+        tracing::debug!(error = %cause, "request body failed");
+        exchange.client_failed();
+        return match cause {
+            RequestBodyError::Timeout(_) => ProxyError::RequestTimeout,
+            RequestBodyError::Client(_) => ProxyError::BadRequest("request body incomplete\n"),
+        };
+    }
+    let failure = UpstreamFailure::classify(err);
+    tracing::debug!(error = %err, backend = %backend.addr, "upstream request failed");
+    fail(exchange, failure)
 }
 
 /// A backend's answer, with the connection it came on and its exchange.

@@ -222,34 +222,38 @@ impl Connection {
         let stream = Watched { io: stream, activity: activity.clone(), first_read: true, scan: HeadScan::default() };
         let conn = self.builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         tokio::pin!(conn);
+        let shutdown = stopped(&mut self.shutdown);
+        tokio::pin!(shutdown);
+        // One timer for both deadlines, re-armed only when it fires: a
+        // request costs no timer work and no wake-up of its own. While no
+        // head is pending it looks again every `header_read_timeout`, and
+        // once a head is pending it fires exactly at that head's deadline.
+        let timer = tokio::time::sleep(self.header_read_timeout.min(self.idle_timeout));
+        tokio::pin!(timer);
         let mut closing = false;
         loop {
-            let idle_check = activity.next_check(self.idle_timeout);
-            let head_deadline = activity.head_deadline(self.header_read_timeout);
             // Biased, shutdown first: when the shutdown flag and a backend's
             // answer are ready in the same poll, the answer must already go
             // out with `Connection: close`.
             tokio::select! {
                 biased;
-                _ = stopped(&mut self.shutdown), if !closing => {
+                _ = &mut shutdown, if !closing => {
                     closing = true;
                     conn.as_mut().graceful_shutdown();
                 }
-                // A new request head began: loop to arm its deadline.
-                _ = activity.head_started.notified() => {}
-                _ = sleep_until_some(head_deadline) => {
-                    // Still owing a request head: a slowloris, or a client
-                    // gone quiet mid-head. Closing is all it deserves.
-                    if activity.head_deadline(self.header_read_timeout).is_some_and(|d| d <= Instant::now()) {
+                _ = &mut timer => {
+                    let now = Instant::now();
+                    if activity.head_deadline(self.header_read_timeout).is_some_and(|d| d <= now) {
+                        // Still owing a request head: a slowloris, or a client
+                        // gone quiet mid-head. Closing is all it deserves.
                         tracing::debug!(%peer, "request head not received within header_read_timeout; closing");
                         return;
                     }
-                }
-                _ = tokio::time::sleep_until(idle_check), if !closing => {
-                    if activity.idle_for() >= Some(self.idle_timeout) {
+                    if !closing && activity.idle_for() >= Some(self.idle_timeout) {
                         closing = true;
                         conn.as_mut().graceful_shutdown();
                     }
+                    timer.as_mut().reset(activity.next_check(now, self.header_read_timeout, self.idle_timeout));
                 }
                 result = conn.as_mut() => {
                     if let Err(e) = result {
@@ -275,8 +279,6 @@ struct Activity {
     /// The connection speaks HTTP/2, whose frames between requests are not
     /// request heads: no header timer.
     h2: AtomicBool,
-    /// Wakes the connection loop when a request head starts, to arm its timer.
-    head_started: tokio::sync::Notify,
     /// The head just read carried both `Content-Length` and
     /// `Transfer-Encoding` (hyper drops the former before we could see it).
     framing_conflict: AtomicBool,
@@ -294,7 +296,6 @@ impl Activity {
             // A new connection owes its first request head from the start.
             head_started_ms: AtomicU64::new(0),
             h2: AtomicBool::new(false),
-            head_started: tokio::sync::Notify::new(),
             framing_conflict: AtomicBool::new(false),
         }
     }
@@ -313,7 +314,6 @@ impl Activity {
     fn saw_bytes(&self) {
         if self.active.load(Ordering::Relaxed) == 0 && self.head_started_ms.load(Ordering::Relaxed) == NO_HEAD {
             self.head_started_ms.store(self.now_ms(), Ordering::Relaxed);
-            self.head_started.notify_one();
         }
     }
 
@@ -337,13 +337,20 @@ impl Activity {
         Some(Instant::now().saturating_duration_since(since))
     }
 
-    /// When to look again: when an idle connection reaches the timeout, or a
-    /// full timeout from now while busy.
-    fn next_check(&self, timeout: Duration) -> Instant {
-        match self.idle_for() {
-            Some(idle) => Instant::now() + timeout.saturating_sub(idle),
-            None => Instant::now() + timeout,
-        }
+    /// When to look again: at the pending head's deadline, when an idle
+    /// connection reaches the idle timeout, and at least every
+    /// `header_timeout` while a head may start unseen.
+    fn next_check(&self, now: Instant, header_timeout: Duration, idle_timeout: Duration) -> Instant {
+        let idle_check = match self.idle_for() {
+            Some(idle) => now + idle_timeout.saturating_sub(idle),
+            None => now + idle_timeout,
+        };
+        let head_check = match self.head_deadline(header_timeout) {
+            Some(deadline) => deadline,
+            None if self.h2.load(Ordering::Relaxed) => idle_check,
+            None => now + header_timeout,
+        };
+        idle_check.min(head_check)
     }
 }
 
@@ -383,13 +390,6 @@ impl Body for TrackedBody {
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
-    }
-}
-
-async fn sleep_until_some(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 

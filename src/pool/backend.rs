@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
+use tokio::task::AbortHandle;
 
 use super::conn::{self, ConnectError, Transport, UpstreamConn};
 use crate::config::BackendAddr;
@@ -62,6 +63,8 @@ pub struct Backend {
     finished: Notify,
     /// Raised when a drain times out: every connection to the backend closes.
     cut: watch::Sender<bool>,
+    /// The tasks driving this backend's connections, aborted by a cut.
+    connection_tasks: Mutex<Vec<AbortHandle>>,
     /// In-flight requests cut that way.
     cut_requests: AtomicUsize,
     /// Pre-resolved metric handles, set once when the backend joins a proxy.
@@ -96,6 +99,7 @@ impl Backend {
             idle: Mutex::new(Vec::new()),
             finished: Notify::new(),
             cut: watch::Sender::new(false),
+            connection_tasks: Mutex::new(Vec::new()),
             cut_requests: AtomicUsize::new(0),
             metrics: std::sync::OnceLock::new(),
         }
@@ -197,7 +201,29 @@ impl Backend {
         let cut = self.in_flight();
         self.cut_requests.fetch_add(cut, Ordering::Relaxed);
         self.cut.send_replace(true);
+        self.abort_connections();
         cut
+    }
+
+    fn abort_connections(&self) {
+        if let Ok(mut tasks) = self.connection_tasks.lock() {
+            tasks.drain(..).for_each(|task| task.abort());
+        }
+    }
+
+    /// Open a new connection; its task is aborted if the backend is cut.
+    async fn connect(&self) -> Result<UpstreamConn, ConnectError> {
+        let timeout = self.connect_timeout.lock().map(|t| *t).unwrap_or(Duration::from_secs(2));
+        let (conn, task) = conn::connect(&self.addr, self.socket_addr, timeout, &self.transport).await?;
+        if let Ok(mut tasks) = self.connection_tasks.lock() {
+            tasks.retain(|task| !task.is_finished());
+            tasks.push(task);
+        }
+        // Cut while this connection was opening: it must not outlive the cut.
+        if *self.cut.borrow() {
+            self.abort_connections();
+        }
+        Ok(conn)
     }
 
     /// A flag that turns true when the backend's drain times out.
@@ -222,7 +248,7 @@ impl Backend {
     /// the caller treats as retryable).
     pub async fn checkout(&self) -> Result<(UpstreamConn, bool), ConnectError> {
         if self.transport.protocol == crate::config::UpstreamProtocol::H2 {
-            return self.checkout_shared().await;
+            return Box::pin(self.checkout_shared()).await;
         }
         loop {
             let pooled = self.idle.lock().ok().and_then(|mut idle| idle.pop());
@@ -236,8 +262,9 @@ impl Backend {
                 return Ok((conn, true));
             }
         }
-        let timeout = self.connect_timeout.lock().map(|t| *t).unwrap_or(Duration::from_secs(2));
-        let conn = conn::connect(&self.addr, self.socket_addr, timeout, &self.transport, self.cut.subscribe()).await?;
+        // Boxed: the connect (TCP, TLS, handshake) is the cold path, and
+        // inline it would make every request's future kilobytes larger.
+        let conn = Box::pin(self.connect()).await?;
         Ok((conn, false))
     }
 
@@ -257,8 +284,7 @@ impl Backend {
         if let Some(sender) = shared() {
             return Ok((UpstreamConn::H2(sender), true));
         }
-        let timeout = self.connect_timeout.lock().map(|t| *t).unwrap_or(Duration::from_secs(2));
-        let conn = conn::connect(&self.addr, self.socket_addr, timeout, &self.transport, self.cut.subscribe()).await?;
+        let conn = self.connect().await?;
         if let UpstreamConn::H2(sender) = &conn {
             if let Ok(mut idle) = self.idle.lock() {
                 *idle = vec![UpstreamConn::H2(sender.clone())];

@@ -23,6 +23,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
 use std::sync::Arc;
 use tokio::net::TcpStream;
+use tokio::task::AbortHandle;
 
 use crate::body::RequestBody;
 use crate::config::{BackendAddr, UpstreamProtocol};
@@ -175,17 +176,18 @@ pub(crate) enum Stream {
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
-/// Open a new connection to `addr` over `transport`; it closes when `cut` turns true.
+/// Open a new connection to `addr` over `transport`. The handle aborts the
+/// task that drives it: aborting closes the connection and fails whatever is
+/// in flight on it (a drain that ran out of time).
 pub(super) async fn connect(
     addr: &BackendAddr,
     resolved: Option<SocketAddr>,
     timeout: Duration,
     transport: &Transport,
-    cut: tokio::sync::watch::Receiver<bool>,
-) -> Result<UpstreamConn, ConnectError> {
+) -> Result<(UpstreamConn, AbortHandle), ConnectError> {
     match open_stream(addr, resolved, timeout, transport.tls.as_ref()).await? {
-        Stream::Plain(io) => handshake(io, addr, transport.protocol, cut).await,
-        Stream::Tls(io) => handshake(io, addr, transport.protocol, cut).await,
+        Stream::Plain(io) => handshake(io, addr, transport.protocol).await,
+        Stream::Tls(io) => handshake(io, addr, transport.protocol).await,
     }
 }
 
@@ -193,28 +195,22 @@ async fn handshake<I>(
     io: I,
     addr: &BackendAddr,
     protocol: UpstreamProtocol,
-    mut cut: tokio::sync::watch::Receiver<bool>,
-) -> Result<UpstreamConn, ConnectError>
+) -> Result<(UpstreamConn, AbortHandle), ConnectError>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let failed = |source| ConnectError::Handshake { addr: addr.to_string(), source };
+    // The connection task polls nothing but its connection: a cut is an
+    // abort from outside, so the hot path pays no per-poll check for it.
     match protocol {
         UpstreamProtocol::Http1 => {
             let (sender, connection) = http1::Builder::new().handshake(TokioIo::new(io)).await.map_err(failed)?;
-            tokio::spawn(async move {
-                tokio::select! {
-                    result = connection.with_upgrades() => {
-                        if let Err(e) = result {
-                            tracing::debug!(error = %e, "upstream connection ended with an error");
-                        }
-                    }
-                    // A drain ran out of time: dropping the connection closes
-                    // it and fails whatever is still in flight on it.
-                    _ = cut.wait_for(|cut| *cut) => {}
+            let task = tokio::spawn(async move {
+                if let Err(e) = connection.with_upgrades().await {
+                    tracing::debug!(error = %e, "upstream connection ended with an error");
                 }
             });
-            Ok(UpstreamConn::H1(sender))
+            Ok((UpstreamConn::H1(sender), task.abort_handle()))
         }
         UpstreamProtocol::H2 => {
             let (sender, connection) = http2::Builder::new(TokioExecutor::new())
@@ -222,17 +218,12 @@ where
                 .handshake(TokioIo::new(io))
                 .await
                 .map_err(failed)?;
-            tokio::spawn(async move {
-                tokio::select! {
-                    result = connection => {
-                        if let Err(e) = result {
-                            tracing::debug!(error = %e, "upstream h2 connection ended with an error");
-                        }
-                    }
-                    _ = cut.wait_for(|cut| *cut) => {}
+            let task = tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %e, "upstream h2 connection ended with an error");
                 }
             });
-            Ok(UpstreamConn::H2(sender))
+            Ok((UpstreamConn::H2(sender), task.abort_handle()))
         }
     }
 }
