@@ -25,7 +25,7 @@ const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// The fixed hop-by-hop headers (RFC 9110 §7.6.1, plus the legacy
-/// `Keep-Alive` and `Proxy-Connection`).
+/// `Keep-Alive` and `Proxy-Connection`); `Connection` must stay first.
 const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     KEEP_ALIVE,
@@ -41,40 +41,49 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 /// Remove hop-by-hop headers, including those named by `Connection`.
 /// `TE` survives when it is exactly `trailers`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the (few) headers finds out whether there is anything to
-    // do; most requests and responses carry no hop-by-hop header but the
-    // odd `Connection: keep-alive`, and nine hash lookups per message add up.
-    let present = headers.keys().any(|name| HOP_BY_HOP.contains(name));
-    if !present {
+    // One pass over the (few) header names finds which fixed hop-by-hop
+    // headers are present; only those are removed. Most messages carry none,
+    // or only `Connection: keep-alive` (every nginx response does), and a
+    // hash lookup per fixed name per message adds up.
+    let mut present = 0u16;
+    for name in headers.keys() {
+        if let Some(at) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+            present |= 1 << at;
+        }
+    }
+    if present == 0 {
         return;
     }
-    // Named headers first: take `Connection` out and remove what it names,
-    // looking names up as `&str` (no allocation for the usual `keep-alive`).
-    // A message rarely carries more than one `Connection` field; only then
-    // are the values collected.
-    let connections: Vec<HeaderValue> = match headers.get_all(header::CONNECTION).iter().count() {
-        0 => Vec::new(),
-        1 => headers.remove(header::CONNECTION).into_iter().collect(),
-        _ => {
-            let all = headers.get_all(header::CONNECTION).iter().cloned().collect();
-            headers.remove(header::CONNECTION);
-            all
-        }
-    };
-    for value in &connections {
-        for token in value.to_str().unwrap_or("").split(',') {
-            let token = token.trim();
-            if !token.is_empty() && !token.eq_ignore_ascii_case("te") {
-                headers.remove(token);
+    // Headers named by `Connection` go too. The fixed names (`keep-alive`
+    // above all) are handled by the bit set; anything else is rare, so only
+    // then is a list allocated.
+    let mut named: Vec<HeaderName> = Vec::new();
+    if present & 1 != 0 {
+        for value in headers.get_all(header::CONNECTION) {
+            for token in value.to_str().unwrap_or("").split(',') {
+                let token = token.trim();
+                let fixed = HOP_BY_HOP.iter().any(|hop| token.eq_ignore_ascii_case(hop.as_str()));
+                if token.is_empty() || fixed {
+                    continue;
+                }
+                if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                    named.push(name);
+                }
             }
         }
     }
-    let keep_te = headers.get(header::TE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    for name in &HOP_BY_HOP {
-        if *name == header::TE && keep_te {
+    for name in named {
+        headers.remove(name);
+    }
+    for (at, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << at) == 0 {
             continue;
         }
-        headers.remove(name);
+        let trailers = *name == header::TE
+            && headers.get(header::TE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+        if !trailers {
+            headers.remove(name);
+        }
     }
 }
 

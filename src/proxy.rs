@@ -9,8 +9,11 @@
 //! whose seed comes from the proxy's seed: a seeded run makes the same
 //! choices for the same requests on the same connections.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 
 use arc_swap::ArcSwap;
 use http::header::{self, HeaderValue};
@@ -19,7 +22,7 @@ use http::{Method, Request, Response, Uri, Version};
 use hyper::body::{Body as _, Incoming};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use crate::body::{ProxyBody, RequestBody, RequestBodyError};
 use crate::config::ForceMatch;
@@ -175,7 +178,7 @@ async fn forward(
             headers::strip_hop_by_hop(&mut parts.headers);
             // The body must keep flowing: silence as long as the whole
             // request_timeout means the backend is stuck.
-            let body = UpstreamBody::new(body, answer.conn, answer.exchange, snapshot.request_timeout);
+            let body = UpstreamBody::new(body, answer.conn, answer.exchange, snapshot.request_timeout, answer.timer);
             Response::from_parts(parts, ProxyBody::Upstream(body))
         }
     };
@@ -205,37 +208,39 @@ async fn send(
 ) -> Result<Answer, ProxyError> {
     let backend: Arc<Backend> = pool.pick(rng, None).ok_or(ProxyError::NoBackend)?.clone();
     let exchange = begin_exchange(pool, codes, &backend, started);
-    let (backend, mut exchange, mut conn, mut reused) =
-        match tokio::time::timeout_at(deadline, backend.checkout()).await {
-            Err(_) => return Err(fail(exchange, UpstreamFailure::Timeout)),
-            Ok(Ok((conn, reused))) => (backend, exchange, conn, reused),
-            Ok(Err(err)) => {
-                tracing::debug!(error = %err, "upstream connect failed");
-                if !replayable {
-                    return Err(fail(exchange, UpstreamFailure::Connect));
-                }
-                // The rare path, boxed so it does not grow every request's future.
-                Box::pin(connect_elsewhere(pool, codes, rng, backend, exchange, started, deadline)).await?
+    // One timer serves the whole exchange: the request deadline while
+    // connecting and waiting for the head, then the body's idle limit.
+    let mut timer = Box::pin(tokio::time::sleep_until(deadline));
+    let (backend, mut exchange, mut conn, mut reused) = match before(&mut timer, backend.checkout()).await {
+        None => return Err(fail(exchange, UpstreamFailure::Timeout)),
+        Some(Ok((conn, reused))) => (backend, exchange, conn, reused),
+        Some(Err(err)) => {
+            tracing::debug!(error = %err, "upstream connect failed");
+            if !replayable {
+                return Err(fail(exchange, UpstreamFailure::Connect));
             }
-        };
+            // The rare path, boxed so it does not grow every request's future.
+            Box::pin(connect_elsewhere(pool, codes, rng, backend, exchange, started, &mut timer)).await?
+        }
+    };
 
     let mut request = request;
     loop {
-        match tokio::time::timeout_at(deadline, conn.try_send_request(request)).await {
-            Err(_) => return Err(fail(exchange, UpstreamFailure::Timeout)),
-            Ok(Ok(response)) => {
+        match before(&mut timer, conn.try_send_request(request)).await {
+            None => return Err(fail(exchange, UpstreamFailure::Timeout)),
+            Some(Ok(response)) => {
                 exchange.answered(response.status().as_u16());
-                return Ok(Answer { response, conn, exchange });
+                return Ok(Answer { response, conn, exchange, timer });
             }
-            Ok(Err(mut err)) => match err.take_message() {
+            Some(Err(mut err)) => match err.take_message() {
                 // The pooled connection died before our request left:
                 // nothing reached the backend, so a new connection is safe.
                 Some(again) if reused => {
                     request = again;
-                    (conn, reused) = match Box::pin(tokio::time::timeout_at(deadline, backend.checkout())).await {
-                        Err(_) => return Err(fail(exchange, UpstreamFailure::Timeout)),
-                        Ok(Ok(checked_out)) => checked_out,
-                        Ok(Err(_)) => return Err(fail(exchange, UpstreamFailure::Connect)),
+                    (conn, reused) = match before(&mut timer, backend.checkout()).await {
+                        None => return Err(fail(exchange, UpstreamFailure::Timeout)),
+                        Some(Ok(checked_out)) => checked_out,
+                        Some(Err(_)) => return Err(fail(exchange, UpstreamFailure::Connect)),
                     };
                 }
                 _ => return Err(send_failed(exchange, &backend, err.error())),
@@ -269,17 +274,17 @@ async fn connect_elsewhere(
     failed: Arc<Backend>,
     exchange: Exchange,
     started: Instant,
-    deadline: Instant,
+    timer: &mut Pin<Box<Sleep>>,
 ) -> Result<(Arc<Backend>, Exchange, crate::pool::UpstreamConn, bool), ProxyError> {
     let Some(other) = pool.pick(rng, Some(&failed)).cloned() else {
         return Err(fail(exchange, UpstreamFailure::Connect));
     };
     exchange.abandon_for_retry(UpstreamFailure::Connect);
     let exchange = begin_exchange(pool, codes, &other, started);
-    match tokio::time::timeout_at(deadline, other.checkout()).await {
-        Err(_) => Err(fail(exchange, UpstreamFailure::Timeout)),
-        Ok(Ok((conn, reused))) => Ok((other, exchange, conn, reused)),
-        Ok(Err(err)) => {
+    match before(timer, other.checkout()).await {
+        None => Err(fail(exchange, UpstreamFailure::Timeout)),
+        Some(Ok((conn, reused))) => Ok((other, exchange, conn, reused)),
+        Some(Err(err)) => {
             tracing::debug!(error = %err, "upstream connect failed on retry");
             Err(fail(exchange, UpstreamFailure::Connect))
         }
@@ -302,11 +307,23 @@ fn send_failed(mut exchange: Exchange, backend: &Backend, err: &hyper::Error) ->
     fail(exchange, failure)
 }
 
-/// A backend's answer, with the connection it came on and its exchange.
+/// A backend's answer, with the connection it came on, its exchange, and
+/// the exchange's timer.
 struct Answer {
     response: Response<Incoming>,
     conn: crate::pool::UpstreamConn,
     exchange: Exchange,
+    timer: Pin<Box<Sleep>>,
+}
+
+/// The output of `work`, or `None` if `timer` fires first.
+async fn before<F: Future>(timer: &mut Pin<Box<Sleep>>, work: F) -> Option<F::Output> {
+    let mut work = std::pin::pin!(work);
+    std::future::poll_fn(|cx| match work.as_mut().poll(cx) {
+        Poll::Ready(output) => Poll::Ready(Some(output)),
+        Poll::Pending => timer.as_mut().poll(cx).map(|()| None),
+    })
+    .await
 }
 
 /// Record `kind` on the exchange (it ends here) and make the client's error.
@@ -387,29 +404,36 @@ fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
 
 /// Reject what must never be forwarded: ambiguous framing and oversized heads.
 fn check_framing(parts: &Parts, max_header_bytes: usize) -> Result<(), ProxyError> {
-    let head_bytes: usize = parts.uri.to_string_len_hint()
-        + parts.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum::<usize>();
+    // One pass for the size, noting on the way whether there is any framing
+    // to look at (most requests have neither header, and no lookup follows).
+    let (mut head_bytes, mut te, mut cl) = (parts.uri.to_string_len_hint(), false, false);
+    for (name, value) in &parts.headers {
+        head_bytes += name.as_str().len() + value.len() + 4;
+        te |= name == header::TRANSFER_ENCODING;
+        cl |= name == header::CONTENT_LENGTH;
+    }
     if head_bytes > max_header_bytes {
         return Err(ProxyError::HeadersTooLarge);
     }
-    let te = parts.headers.contains_key(header::TRANSFER_ENCODING);
     // hyper decodes `chunked` only; forwarding a body still in another
     // transfer coding would hand the backend bytes it did not ask for.
-    let other_coding = parts
-        .headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .flat_map(|v| v.to_str().unwrap_or("?").split(','))
-        .any(|coding| !coding.trim().eq_ignore_ascii_case("chunked"));
+    let other_coding = te
+        && parts
+            .headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .flat_map(|v| v.to_str().unwrap_or("?").split(','))
+            .any(|coding| !coding.trim().eq_ignore_ascii_case("chunked"));
     if other_coding {
         return Err(ProxyError::NotImplemented);
     }
-    let mut lengths = parts.headers.get_all(header::CONTENT_LENGTH).iter();
-    if let Some(first) = lengths.next() {
+    if cl {
         if te {
             return Err(ProxyError::BadRequest("both content-length and transfer-encoding\n"));
         }
-        if lengths.any(|other| other != first) {
+        let mut lengths = parts.headers.get_all(header::CONTENT_LENGTH).iter();
+        let first = lengths.next();
+        if lengths.any(|other| Some(other) != first) {
             return Err(ProxyError::BadRequest("conflicting content-length\n"));
         }
     }

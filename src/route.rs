@@ -77,7 +77,10 @@ impl RouteTable {
     /// The route position for `host` (as sent, maybe with port and any case)
     /// and `path`, or `None` for "404 from the proxy".
     pub fn find(&self, host: Option<&str>, path: &str) -> Option<usize> {
-        if let Some(host) = host.map(strip_port).filter(|h| !h.is_empty()) {
+        // A sidecar's routes usually name no host: then the host is not
+        // even looked at.
+        let by_host = !self.exact.is_empty() || !self.wildcard.is_empty();
+        if let Some(host) = host.filter(|_| by_host).map(strip_port).filter(|h| !h.is_empty()) {
             let mut buf = [0u8; 256];
             let lowered: Option<&str> = if host.len() <= buf.len() {
                 let bytes = &mut buf[..host.len()];

@@ -222,7 +222,8 @@ impl Connection {
         let stream = Watched { io: stream, activity: activity.clone(), first_read: true, scan: HeadScan::default() };
         let conn = self.builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         tokio::pin!(conn);
-        let shutdown = stopped(&mut self.shutdown);
+        let probe = self.shutdown.clone();
+        let shutdown = Gated::new(stopped(&mut self.shutdown), move || probe.has_changed().unwrap_or(true));
         tokio::pin!(shutdown);
         // One timer for both deadlines, re-armed only when it fires: a
         // request costs no timer work and no wake-up of its own. While no
@@ -263,6 +264,42 @@ impl Connection {
                 }
             }
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A future polled only when it may have moved: after its first poll it
+    /// is polled again only once `hint` says so, or the task's waker
+    /// changed. The connection loop wakes a few times per request, and
+    /// polling the shutdown flag's watch each time costs a lock; asking the
+    /// hint costs one atomic load.
+    struct Gated<F, H> {
+        #[pin]
+        inner: F,
+        hint: H,
+        waker: Option<std::task::Waker>,
+    }
+}
+
+impl<F: std::future::Future, H: FnMut() -> bool> Gated<F, H> {
+    fn new(inner: F, hint: H) -> Self {
+        Gated { inner, hint, waker: None }
+    }
+}
+
+impl<F: std::future::Future, H: FnMut() -> bool> std::future::Future for Gated<F, H> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        if this.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) && !(this.hint)() {
+            return Poll::Pending;
+        }
+        let polled = this.inner.poll(cx);
+        if polled.is_pending() {
+            *this.waker = Some(cx.waker().clone());
+        }
+        polled
     }
 }
 
@@ -439,7 +476,7 @@ impl HeadScan {
                 self.saw_length |= starts_with_ignore_case(rest, b"content-length:");
                 self.saw_chunked |= starts_with_ignore_case(rest, b"transfer-encoding:");
             }
-            match rest.iter().position(|&b| b == b'\n') {
+            match memchr::memchr(b'\n', rest) {
                 Some(end) => {
                     at += end + 1;
                     self.at_line_start = true;

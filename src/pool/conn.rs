@@ -235,8 +235,10 @@ pub struct UpstreamBody {
     /// Longest silence between two frames of the body; then it is cut and
     /// counted as an upstream timeout.
     idle_timeout: Duration,
-    /// Armed on the first wait for data, reset when data arrives.
-    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The exchange's timer, re-armed for `idle_timeout` on the first wait
+    /// for data and again whenever data arrives.
+    timer: Pin<Box<tokio::time::Sleep>>,
+    armed: bool,
     /// The connection to give back once the body has ended.
     conn: Option<UpstreamConn>,
     /// Records the exchange (and keeps it in flight) until the body is done.
@@ -245,9 +247,17 @@ pub struct UpstreamBody {
 
 impl UpstreamBody {
     /// Wrap `body`, which arrived on `conn` for `exchange`; a backend
-    /// silent for `idle_timeout` mid-body is cut off.
-    pub fn new(body: Incoming, conn: UpstreamConn, exchange: Exchange, idle_timeout: Duration) -> UpstreamBody {
-        let mut this = UpstreamBody { body, idle_timeout, timer: None, conn: Some(conn), exchange: Some(exchange) };
+    /// silent for `idle_timeout` mid-body is cut off, timed by `timer` (the
+    /// exchange's, so a request registers one timer, not one per phase).
+    pub fn new(
+        body: Incoming,
+        conn: UpstreamConn,
+        exchange: Exchange,
+        idle_timeout: Duration,
+        timer: Pin<Box<tokio::time::Sleep>>,
+    ) -> UpstreamBody {
+        let mut this =
+            UpstreamBody { body, idle_timeout, timer, armed: false, conn: Some(conn), exchange: Some(exchange) };
         if this.body.is_end_stream() {
             this.finish();
         }
@@ -279,8 +289,11 @@ impl Body for UpstreamBody {
         let polled = Pin::new(&mut this.body).poll_frame(cx);
         if polled.is_pending() {
             let timeout = this.idle_timeout;
-            let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-            if timer.as_mut().poll(cx).is_ready() {
+            if !this.armed {
+                this.armed = true;
+                this.timer.as_mut().reset(tokio::time::Instant::now() + timeout);
+            }
+            if this.timer.as_mut().poll(cx).is_ready() {
                 this.conn = None;
                 if let Some(mut exchange) = this.exchange.take() {
                     exchange.failed(crate::error::UpstreamFailure::Timeout);
@@ -289,8 +302,8 @@ impl Body for UpstreamBody {
             }
             return Poll::Pending;
         }
-        if let Some(timer) = this.timer.as_mut() {
-            timer.as_mut().reset(tokio::time::Instant::now() + this.idle_timeout);
+        if this.armed {
+            this.timer.as_mut().reset(tokio::time::Instant::now() + this.idle_timeout);
         }
         match &polled {
             Poll::Ready(None) => this.finish(),
