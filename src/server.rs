@@ -473,8 +473,12 @@ impl HeadScan {
                     *self = HeadScan::default();
                     return conflict;
                 }
-                self.saw_length |= starts_with_ignore_case(rest, b"content-length:");
-                self.saw_chunked |= starts_with_ignore_case(rest, b"transfer-encoding:");
+                // Most lines start with neither letter: one byte decides.
+                match rest[0] {
+                    b'c' | b'C' => self.saw_length |= starts_with_ignore_case(rest, b"content-length:"),
+                    b't' | b'T' => self.saw_chunked |= starts_with_ignore_case(rest, b"transfer-encoding:"),
+                    _ => {}
+                }
             }
             match memchr::memchr(b'\n', rest) {
                 Some(end) => {
