@@ -1,0 +1,363 @@
+#!/usr/bin/env bash
+# Per-request CPU cost of nginx, HAProxy and cutover, counted in instructions.
+#
+# What it measures: the user-space instructions (callgrind's Ir) that each
+# proxy executes per proxied HTTP/1.1 request, all its threads together.
+# Kernel work (TCP over loopback, epoll) is not counted. That is fair here,
+# because the three proxies make about the same syscalls per request (4-5; see the
+# syscall tables in docs/performance.md), so the difference between them is
+# user space.
+#
+# Why: the count barely depends on the machine. On a shared 2-core VM,
+# wall-clock rates and CPU-µs/request (run.sh) move 10-20 % between runs;
+# these counts moved by 1-2 % over repeated runs with 20 connections (how
+# many events each epoll_wait returns varies a little), and much less
+# with CONNS=1 (at most 0.5 %). So a change of a few percent in cutover's request path shows
+# up. It is not a time: cache misses, branch mispredictions and the kernel
+# are not in it.
+#
+# How: the fixed backend (one nginx worker, 13-byte body) runs natively. Each
+# proxy in turn runs with one worker (nginx: master_process off, so the
+# worker is the process valgrind runs; HAProxy: -db, nbthread 1; cutover:
+# workers = 1, --no-watch) under `valgrind --tool=callgrind`. The script waits
+# until the proxy answers, warms it up with WARMUP_REQUESTS requests,
+# zeroes the counters (callgrind_control -z), sends REQUESTS requests
+# (h2load -t1 --h1 -cCONNS -n REQUESTS), checks that every one succeeded, dumps the counters
+# (callgrind_control -d) and divides the dump's PROGRAM TOTALS by REQUESTS.
+#
+# Usage (from anywhere; needs root for apt-get, or the tools already there):
+#   benches/load/instructions.sh                  # builds cutover first (like run.sh)
+#   SKIP_BUILD=1 benches/load/instructions.sh     # use the existing target/release/cutover
+#   PROXIES=cutover SKIP_BUILD=1 benches/load/instructions.sh   # only cutover
+# It takes about 15 seconds on the 2-core VM (plus the build and a first apt-get).
+# Results: a table on stdout and $OUT/instructions.tsv; the callgrind files
+# stay in $OUT for `callgrind_annotate` (the script prints the command).
+#
+# Environment:
+#   REQUESTS=4000          measured requests per proxy
+#   WARMUP_REQUESTS=1000   unmeasured requests first (valgrind's translation, pools, buffers)
+#   CONNS=20               h2load connections (HTTP/1.1 keep-alive)
+#   PROXIES="nginx haproxy cutover"  subset of proxies, measured in this order
+#   PROXY_CPU=0 LOAD_CPU=1 cores for the proxy and for backend + h2load (no pinning on 1 core)
+#   BASE_PORT=18100        ports BASE_PORT..BASE_PORT+29 on 127.0.0.1 are used (same layout as
+#                          run.sh, other default, so both can run at the same time)
+#   START_TIMEOUT=120      seconds a proxy under valgrind may take to answer
+#   SKIP_INSTALL=1         do not apt-get anything (fail if a tool is missing)
+#   SKIP_BUILD=1           use the existing target/release/cutover
+#   OUT=/path              where the table and callgrind files go
+#                          (default /tmp/cutover-instructions-<utc time>)
+#   KEEP_TMP=1             keep the rendered configs (the temp dir) after the run
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/../.." && pwd)"
+
+REQUESTS="${REQUESTS:-4000}"
+WARMUP_REQUESTS="${WARMUP_REQUESTS:-1000}"
+CONNS="${CONNS:-20}"
+PROXIES="${PROXIES:-nginx haproxy cutover}"
+PROXY_CPU="${PROXY_CPU:-0}"
+LOAD_CPU="${LOAD_CPU:-1}"
+BASE_PORT="${BASE_PORT:-18100}"
+START_TIMEOUT="${START_TIMEOUT:-120}"
+OUT="${OUT:-/tmp/cutover-instructions-$(date -u +%Y%m%dT%H%M%SZ)}"
+
+BACKEND=$((BASE_PORT + 0))
+BACKEND_H2=$((BASE_PORT + 1))
+NGINX=$((BASE_PORT + 10))
+NGINX_H2=$((BASE_PORT + 11))
+HAPROXY=$((BASE_PORT + 20))
+HAPROXY_H2=$((BASE_PORT + 21))
+CUTOVER=$((BASE_PORT + 25))
+CUTOVER_ADMIN=$((BASE_PORT + 26))
+
+log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+warn() { printf '[%s] WARNING: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+for v in REQUESTS WARMUP_REQUESTS CONNS BASE_PORT START_TIMEOUT; do
+    [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a number (got '${!v}')"
+done
+((REQUESTS > 0)) || die "REQUESTS must be > 0"
+for p in $PROXIES; do
+    case $p in nginx|haproxy|cutover) ;; *) die "unknown proxy '$p' in PROXIES (nginx haproxy cutover)" ;; esac
+done
+
+# ---------------------------------------------------------------- cleanup --
+PIDS=()          # every long-running process this script started (and has not reaped yet)
+TMP=""
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    local pid c all=()
+    for pid in "${PIDS[@]}"; do
+        all+=("$pid")
+        # the backend nginx's worker is a child of the master we started
+        for c in $(pgrep -P "$pid" 2>/dev/null || true); do all+=("$c"); done
+    done
+    if ((${#all[@]})); then
+        kill -TERM "${all[@]}" 2>/dev/null || true
+        for _ in $(seq 100); do
+            local alive=0
+            for pid in "${all[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+            ((alive)) || break
+            sleep 0.1
+        done
+        kill -KILL "${all[@]}" 2>/dev/null || true
+        for pid in "${PIDS[@]}"; do
+            wait "$pid" 2>/dev/null || true
+            # valgrind's gdbserver FIFOs, left behind when a valgrind'd process is killed
+            rm -f /tmp/vgdb-pipe-*-"$pid"-by-* 2>/dev/null || true
+        done
+    fi
+    if [[ -n "$TMP" && -d "$TMP" && -z "${KEEP_TMP:-}" ]]; then rm -rf "$TMP"; fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+forget_pid() { # drop a reaped pid from PIDS, so cleanup never signals a recycled pid
+    local keep=() q
+    for q in "${PIDS[@]}"; do [[ "$q" == "$1" ]] || keep+=("$q"); done
+    PIDS=("${keep[@]}")
+}
+
+# ---------------------------------------------------------------- install --
+need_apt=()
+command -v valgrind >/dev/null || need_apt+=(valgrind)
+{ command -v callgrind_control >/dev/null && command -v callgrind_annotate >/dev/null; } || need_apt+=(valgrind)
+command -v perl >/dev/null || need_apt+=(perl)   # callgrind_control and callgrind_annotate are Perl
+command -v nginx >/dev/null || need_apt+=(nginx)
+command -v haproxy >/dev/null || need_apt+=(haproxy)
+command -v h2load >/dev/null || need_apt+=(nghttp2-client)
+command -v curl >/dev/null || need_apt+=(curl)
+command -v taskset >/dev/null || need_apt+=(util-linux)
+command -v pgrep >/dev/null || need_apt+=(procps)
+if ((${#need_apt[@]})); then
+    mapfile -t need_apt < <(printf '%s\n' "${need_apt[@]}" | sort -u)
+    [[ -z "${SKIP_INSTALL:-}" ]] || die "missing: ${need_apt[*]} (SKIP_INSTALL is set)"
+    log "installing ${need_apt[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+# the Debian packages enable services; make sure none of them is running
+# (they would listen on :80 and use CPU). We only stop what the packages run.
+for svc in nginx haproxy; do
+    if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then
+        warn "stopping the system $svc service"; systemctl stop "$svc" || true
+    fi
+done
+
+# ------------------------------------------------------------------ build --
+if [[ " $PROXIES " == *" cutover "* ]]; then
+    if [[ -z "${SKIP_BUILD:-}" ]]; then
+        log "building cutover (cargo build --release --locked)"
+        (cd "$REPO" && cargo build --release --locked >&2)
+    fi
+    CUTOVER_BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/cutover"
+    [[ -x "$CUTOVER_BIN" ]] || die "no cutover binary at $CUTOVER_BIN"
+fi
+
+# --------------------------------------------------------------- configs --
+if (($(nproc) >= 2)); then
+    PIN_PROXY=(taskset -c "$PROXY_CPU")
+    PIN_LOAD=(taskset -c "$LOAD_CPU")
+else
+    warn "one core only: nothing is pinned"
+    PIN_PROXY=()
+    PIN_LOAD=()
+fi
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+TMP="$(mktemp -d /tmp/cutover-instructions.XXXXXX)"
+chmod 755 "$TMP"
+mkdir -p "$OUT" "$TMP/www" "$TMP/backend-tmp" "$TMP/nginx-proxy-tmp"
+head -c 16384 /dev/zero | tr '\0' 'x' >"$TMP/www/16k.bin"
+chmod 644 "$TMP/www/16k.bin"
+render() {
+    sed -e "s|@DIR@|$TMP|g" -e "s|@BACKEND@|$BACKEND|g" -e "s|@BACKEND_H2@|$BACKEND_H2|g" \
+        -e "s|@NGINX@|$NGINX|g" -e "s|@NGINX_H2@|$NGINX_H2|g" \
+        -e "s|@HAPROXY@|$HAPROXY|g" -e "s|@HAPROXY_H2@|$HAPROXY_H2|g" \
+        -e "s|@CUTOVER@|$CUTOVER|g" -e "s|@CUTOVER_ADMIN@|$CUTOVER_ADMIN|g" "$HERE/$1" >"$TMP/$1"
+}
+for f in backend-nginx.conf proxy-nginx.conf haproxy.cfg cutover.toml; do render "$f"; done
+# nginx as a single process: the one worker is the process valgrind runs
+sed -i -e 's/^master_process on;/master_process off;/' "$TMP/proxy-nginx.conf"
+grep -q '^master_process off;' "$TMP/proxy-nginx.conf" || die "could not set master_process off in proxy-nginx.conf"
+grep -q '^worker_processes 1;' "$TMP/proxy-nginx.conf" || die "proxy-nginx.conf is not worker_processes 1"
+grep -Eq '^[[:space:]]*nbthread 1$' "$TMP/haproxy.cfg" || die "haproxy.cfg is not nbthread 1"
+grep -Eq '^workers = 1$' "$TMP/cutover.toml" || die "cutover.toml is not workers = 1"
+if [[ -n "${CUTOVER_BIN:-}" ]]; then
+    # run a private copy: a concurrent `cargo build` may replace the original mid-run
+    cp "$CUTOVER_BIN" "$TMP/cutover"
+    CUTOVER_BIN="$TMP/cutover"
+    "$CUTOVER_BIN" check "$TMP/cutover.toml" >/dev/null
+fi
+cp "$TMP"/backend-nginx.conf "$TMP"/proxy-nginx.conf "$TMP"/haproxy.cfg "$TMP"/cutover.toml "$OUT/"
+
+for port in $BACKEND $BACKEND_H2 $NGINX $NGINX_H2 $HAPROXY $HAPROXY_H2 $CUTOVER $CUTOVER_ADMIN; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then die "port $port is already in use (set BASE_PORT)"; fi
+done
+
+# ---------------------------------------------------------------- helpers --
+wait_http() { # url pid seconds: wait for a 200 while pid lives; returns 1 otherwise
+    local url=$1 pid=$2 deadline=$((SECONDS + $3))
+    while ((SECONDS < deadline)); do
+        kill -0 "$pid" 2>/dev/null || return 1
+        [[ "$(curl -s -m 5 -o /dev/null -w '%{http_code}' "$url" 2>/dev/null)" == 200 ]] && return 0
+        sleep 0.3
+    done
+    return 1
+}
+
+# h2load's "requests: N total, N started, N done, N succeeded, N failed, N errored, N timeout"
+h2load_field() { # file word
+    awk -v w="$2" '/^requests:/ { for (i = 1; i < NF; i++) if ($(i + 1) ~ "^" w) print $i }' "$1"
+}
+h2load_2xx() { awk '/^status codes:/ { gsub(/,/, ""); print $3 }' "$1"; }
+
+# runs h2load for n requests; returns 1 unless all n got a 2xx. In the
+# background plus `wait`, so that a signal to the script runs its trap at once
+# (bash defers traps until a foreground command ends) and cleanup stops h2load.
+load() { # url n outfile
+    local lp ok two
+    timeout 600 "${PIN_LOAD[@]}" h2load -t1 --h1 -c"$CONNS" -n "$2" "$1" >"$3" 2>&1 &
+    lp=$!
+    PIDS+=("$lp")
+    wait "$lp" || true
+    forget_pid "$lp"
+    ok=$(h2load_field "$3" succeeded)
+    two=$(h2load_2xx "$3")
+    [[ "$ok" == "$2" && "$two" == "$2" ]]
+}
+
+# callgrind_control exits 0 even when it finds no callgrind process; it prints "OK" when it did the job
+cg_control() { # -z|-d pid logfile
+    local outp
+    outp=$(timeout 60 callgrind_control "$1" "$2" 2>&1) || true
+    printf '%s\n' "$outp" >>"$3"
+    [[ "$outp" == *OK.* ]]
+}
+
+stop_pid() { # pid: TERM, wait up to 30 s, then KILL; reap it
+    local pid=$1
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then
+        warn "pid $pid still alive 30 s after SIGTERM; killing it"
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+    forget_pid "$pid"
+}
+
+# ------------------------------------------------------------------ start --
+log "results in $OUT; configs in $TMP"
+{
+    echo "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+    echo "machine: $(nproc) cores, $(lscpu | awk -F: '/Model name/ { gsub(/^ +/, "", $2); print $2; exit }'), kernel $(uname -r)"
+    echo "versions: $(valgrind --version), $(nginx -v 2>&1 | sed 's/^nginx version: //'), HAProxy $(haproxy -v | awk 'NR==1 { print $3 }'), $(h2load --version | head -1), cutover $(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$REPO" && git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo '+dirty')"
+    echo "settings: REQUESTS=$REQUESTS WARMUP_REQUESTS=$WARMUP_REQUESTS CONNS=$CONNS PROXIES=\"$PROXIES\""
+} | tee "$OUT/meta.txt" >&2
+
+"${PIN_LOAD[@]}" nginx -c "$TMP/backend-nginx.conf" -p "$TMP" >"$OUT/backend.stdout" 2>"$OUT/backend.stderr" &
+BACKEND_PID=$!
+PIDS+=("$BACKEND_PID")
+wait_http "http://127.0.0.1:$BACKEND/" "$BACKEND_PID" 10 || die "the backend did not answer 200; see $OUT/backend.stderr"
+
+# ---------------------------------------------------------------- measure --
+declare -A IR PER FILE
+MEASURED=()
+SKIPPED=()
+
+measure() { # proxy; returns 1 (after a warning) if it cannot be measured
+    local p=$1 port cmd pid url dump ir
+    case $p in
+        nginx) port=$NGINX; cmd=(nginx -c "$TMP/proxy-nginx.conf" -p "$TMP") ;;
+        haproxy) port=$HAPROXY; cmd=(haproxy -db -f "$TMP/haproxy.cfg") ;;
+        cutover) port=$CUTOVER; cmd=("$CUTOVER_BIN" run --config "$TMP/cutover.toml" --no-watch) ;;
+    esac
+    url="http://127.0.0.1:$port/"
+    log "$p: starting under callgrind"
+    # env goes first: valgrind runs only the command it starts, not what that execs
+    env RUST_LOG=warn "${PIN_PROXY[@]}" valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.$p.%p" \
+        "${cmd[@]}" >"$OUT/$p.stdout" 2>"$OUT/$p.stderr" &
+    pid=$!
+    PIDS+=("$pid")
+    if ! wait_http "$url" "$pid" "$START_TIMEOUT"; then
+        if kill -0 "$pid" 2>/dev/null; then
+            warn "$p did not answer 200 on $url within ${START_TIMEOUT}s under valgrind; see $OUT/$p.stderr"
+        else
+            warn "$p exited under valgrind before answering; see $OUT/$p.stderr"
+        fi
+        # the proxy's own messages, without valgrind's (==PID== lines)
+        grep -v '^==[0-9]*==' "$OUT/$p.stderr" | tail -n 5 >&2 || true
+        stop_pid "$pid"
+        return 1
+    fi
+    log "$p: up (pid $pid); warming up with $WARMUP_REQUESTS requests"
+    if ! load "$url" "$WARMUP_REQUESTS" "$OUT/$p.warmup.txt"; then
+        warn "$p: warm-up requests failed; see $OUT/$p.warmup.txt"
+        stop_pid "$pid"
+        return 1
+    fi
+    if ! cg_control -z "$pid" "$OUT/$p.callgrind_control.txt"; then
+        warn "$p: callgrind_control -z $pid failed; see $OUT/$p.callgrind_control.txt"
+        stop_pid "$pid"
+        return 1
+    fi
+    log "$p: measuring $REQUESTS requests"
+    if ! load "$url" "$REQUESTS" "$OUT/$p.h2load.txt"; then
+        warn "$p: not all $REQUESTS requests succeeded:"
+        grep -E '^(requests|status codes):' "$OUT/$p.h2load.txt" >&2 || tail -n 5 "$OUT/$p.h2load.txt" >&2
+        stop_pid "$pid"
+        return 1
+    fi
+    if ! cg_control -d "$pid" "$OUT/$p.callgrind_control.txt"; then
+        warn "$p: callgrind_control -d $pid failed; see $OUT/$p.callgrind_control.txt"
+        stop_pid "$pid"
+        return 1
+    fi
+    stop_pid "$pid"
+    # callgrind_control -d wrote part 1; the file without a suffix is the rest (start, warm-up, stop)
+    dump="$OUT/callgrind.$p.$pid.1"
+    [[ -s "$dump" ]] || { warn "$p: no dump at $dump"; return 1; }
+    ir=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }')
+    [[ "$ir" =~ ^[0-9]+$ ]] || { warn "$p: no PROGRAM TOTALS in callgrind_annotate $dump"; return 1; }
+    IR[$p]=$ir
+    PER[$p]=$(awk -v i="$ir" -v n="$REQUESTS" 'BEGIN { printf "%.0f", i / n }')
+    FILE[$p]=$dump
+    MEASURED+=("$p")
+    log "$p: ${PER[$p]} Ir/request ($ir Ir over $REQUESTS requests)"
+}
+
+for p in $PROXIES; do
+    if ! measure "$p"; then
+        # HAProxy is a reference only: a failure there is reported, not fatal
+        [[ $p == haproxy ]] || die "could not measure $p (outputs in $OUT)"
+        warn "skipping haproxy"
+        SKIPPED+=("$p")
+    fi
+done
+
+# ------------------------------------------------------------------ table --
+((${#MEASURED[@]})) || die "nothing measured"
+printf 'proxy\trequests\tir_total\tir_per_request\tratio_to_nginx\tcallgrind_file\n' >"$OUT/instructions.tsv"
+for p in "${MEASURED[@]}"; do
+    ratio=-
+    [[ -n "${PER[nginx]:-}" ]] && ratio=$(awk -v a="${IR[$p]}" -v b="${IR[nginx]}" 'BEGIN { printf "%.2f", a / b }')
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$p" "$REQUESTS" "${IR[$p]}" "${PER[$p]}" "$ratio" "${FILE[$p]}" >>"$OUT/instructions.tsv"
+done
+
+echo
+awk -F'\t' 'NR == 1 { printf "%-8s  %12s  %14s\n", "proxy", "Ir/request", "ratio to nginx"; next }
+            { printf "%-8s  %12s  %14s\n", $1, $4, $5 }' "$OUT/instructions.tsv"
+for p in "${SKIPPED[@]}"; do printf '%-8s  %12s  %14s\n' "$p" skipped -; done
+echo
+cat "$OUT/meta.txt"
+log "table in $OUT/instructions.tsv; callgrind files in $OUT"
+log "where the instructions go (the .1 file is the measured part):"
+log "  callgrind_annotate --inclusive=yes ${FILE[${MEASURED[-1]}]} | head -60   # inclusive"
+log "  callgrind_annotate --threshold=100 ${FILE[${MEASURED[-1]}]} | head -60   # self; the first rows"
+log "  at 100 % are the functions that were on the stack when the dump was taken (main, ...)"
