@@ -83,6 +83,11 @@ fn route_find(c: &mut Criterion) {
     for (name, host, path) in cases {
         group.bench_function(name, |b| b.iter(|| table.find(black_box(host), black_box(path))));
     }
+    // A sidecar: no route names a host, so the host is never looked at.
+    let sidecar = RouteTable::new([(&HostMatch::Any, "/api"), (&HostMatch::Any, "/")]);
+    group.bench_function("sidecar_no_host_routes", |b| {
+        b.iter(|| sidecar.find(black_box(Some("app.default.svc:8080")), black_box("/api/v2/orders/42")))
+    });
     group.finish();
 }
 
@@ -152,8 +157,26 @@ fn browser_headers() -> HeaderMap {
     map
 }
 
+/// What a typical backend (here nginx) answers: `Connection: keep-alive`
+/// is the one hop-by-hop header, as on nearly every HTTP/1.1 response.
+fn backend_response_headers() -> HeaderMap {
+    let pairs = [
+        ("server", "nginx/1.22.1"),
+        ("date", "Thu, 26 Nov 2026 16:02:31 GMT"),
+        ("content-type", "text/plain"),
+        ("content-length", "13"),
+        ("connection", "keep-alive"),
+    ];
+    let mut map = HeaderMap::new();
+    for (name, value) in pairs {
+        map.append(HeaderName::from_static(name), HeaderValue::from_static(value));
+    }
+    map
+}
+
 fn header_rewrite(c: &mut Criterion) {
     let headers = browser_headers();
+    let response = backend_response_headers();
     let client_ip = HeaderValue::from_static("198.51.100.23");
     let proto = HeaderValue::from_static("http");
     let host = HeaderValue::from_static("shop.example.com");
@@ -161,6 +184,16 @@ fn header_rewrite(c: &mut Criterion) {
     group.bench_function("strip_hop_by_hop", |b| {
         b.iter_batched(
             || headers.clone(),
+            |mut map| {
+                strip_hop_by_hop(&mut map);
+                map
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("strip_hop_by_hop_response", |b| {
+        b.iter_batched(
+            || response.clone(),
             |mut map| {
                 strip_hop_by_hop(&mut map);
                 map
