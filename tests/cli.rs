@@ -6,21 +6,15 @@
 //! before the binary binds it; waits are on conditions (a log line, a
 //! process exit) with generous deadlines.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Output;
 
-/// Generous bound for anything that should take milliseconds.
-const DEADLINE: Duration = Duration::from_secs(15);
+#[path = "support/process.rs"]
+mod process;
 
-fn cutover() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cutover"));
-    cmd.env("RUST_LOG", "info").env("NO_COLOR", "1");
-    cmd
-}
+use process::{cutover, Running, DEADLINE};
 
 /// Run `cutover args…` to completion.
 fn run_cutover(args: &[&str]) -> Output {
@@ -186,98 +180,6 @@ split = {{ app = 100 }}
     path
 }
 
-/// A child process killed (by its own pid) if the test ends before it does.
-struct Running {
-    child: Child,
-    stderr: mpsc::Receiver<String>,
-    lines: Vec<String>,
-}
-
-impl Running {
-    fn start(config: &Path, extra: &[&str]) -> Running {
-        Running::start_with_log(config, extra, "info")
-    }
-
-    fn start_with_log(config: &Path, extra: &[&str], rust_log: &str) -> Running {
-        let mut child = cutover()
-            .env("RUST_LOG", rust_log)
-            .args(extra)
-            .args(["run", "--config", config.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start cutover run");
-        let (tx, stderr) = mpsc::channel();
-        let pipe = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Running { child, stderr, lines: Vec::new() }
-    }
-
-    /// Wait for a stderr line containing `needle`.
-    fn wait_for_log(&mut self, needle: &str) {
-        if !self.try_wait_for_log(needle) {
-            panic!("no log line with {needle:?} within {DEADLINE:?}; got:\n{}", self.lines.join("\n"));
-        }
-    }
-
-    /// Wait for a stderr line containing `needle`; `false` if stderr closed
-    /// (the process ended) or the deadline passed first.
-    fn try_wait_for_log(&mut self, needle: &str) -> bool {
-        let end = Instant::now() + DEADLINE;
-        loop {
-            let left = end.saturating_duration_since(Instant::now());
-            match self.stderr.recv_timeout(left) {
-                Ok(line) => {
-                    let found = line.contains(needle);
-                    self.lines.push(line);
-                    if found {
-                        return true;
-                    }
-                }
-                Err(_) => return false,
-            }
-        }
-    }
-
-    /// Wait for the process to exit; then collect the rest of its stderr.
-    fn wait_exit(&mut self) -> ExitStatus {
-        let end = Instant::now() + DEADLINE;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(Instant::now() < end, "cutover did not exit within {DEADLINE:?}");
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        // The pipe closes with the process: this ends.
-        while let Ok(line) = self.stderr.recv_timeout(DEADLINE) {
-            self.lines.push(line);
-        }
-        status
-    }
-
-    fn sigterm(&self) {
-        let status = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().unwrap();
-        assert!(status.success(), "kill -TERM failed");
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 #[test]
 fn run_with_taken_port_exits_1_naming_the_address() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -362,8 +264,7 @@ fn signal_right_after_startup<T>(signal: &str, rounds: usize, mut settle: impl F
         let config = write_config(dir.path(), free_port(), free_port(), "127.0.0.1:9".parse().unwrap());
         let mut running = Running::start_with_log(&config, &[], "info,cutover=debug");
         running.wait_for_log("serving admin");
-        let status = Command::new("kill").arg(signal).arg(running.child.id().to_string()).status().unwrap();
-        assert!(status.success(), "kill {signal} failed");
+        running.signal(signal);
         outcomes.push(settle(&mut running));
     }
     outcomes

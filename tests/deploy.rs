@@ -20,19 +20,20 @@
 //! A failure names the file to fix.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cutover::config::{self, Config};
 use yaml_rust2::{Yaml, YamlLoader};
 
-/// Generous bound for anything that should take milliseconds (or, for the
-/// shutdown, the config's 5 s `shutdown_delay`).
-const DEADLINE: Duration = Duration::from_secs(20);
+#[path = "support/process.rs"]
+mod process;
+
+// DEADLINE (20 s) also covers the image config's 5 s `shutdown_delay`.
+use process::{cutover, Running, DEADLINE};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -717,12 +718,6 @@ fn dockerfile_has_healthcheck_user_ports_and_the_default_config() {
 
 // ---- (e) the binary with the image's default config -------------------------
 
-fn cutover() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cutover"));
-    cmd.env("RUST_LOG", "info").env("NO_COLOR", "1");
-    cmd
-}
-
 #[test]
 fn binary_accepts_the_image_default_config() {
     let path = root().join("docker/cutover.toml");
@@ -757,76 +752,6 @@ fn with_listeners(text: &str, traffic: SocketAddr, admin: SocketAddr) -> String 
         }
     }
     out
-}
-
-/// A child process, killed (by its own pid) if the test ends first.
-struct Running {
-    child: Child,
-    stderr: mpsc::Receiver<String>,
-    lines: Vec<String>,
-}
-
-impl Running {
-    fn start(config: &Path) -> Running {
-        let mut child = cutover()
-            .args(["run", "--config"])
-            .arg(config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start cutover run");
-        let (tx, stderr) = mpsc::channel();
-        let pipe = child.stderr.take().expect("piped stderr");
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Running { child, stderr, lines: Vec::new() }
-    }
-
-    fn wait_for_log(&mut self, needle: &str) {
-        let end = Instant::now() + DEADLINE;
-        loop {
-            let left = end.saturating_duration_since(Instant::now());
-            match self.stderr.recv_timeout(left) {
-                Ok(line) => {
-                    let found = line.contains(needle);
-                    self.lines.push(line);
-                    if found {
-                        return;
-                    }
-                }
-                Err(_) => panic!("no log line with {needle:?} within {DEADLINE:?}; got:\n{}", self.lines.join("\n")),
-            }
-        }
-    }
-
-    fn wait_exit(&mut self) -> ExitStatus {
-        let end = Instant::now() + DEADLINE;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("poll the child") {
-                while let Ok(line) = self.stderr.recv_timeout(Duration::from_secs(1)) {
-                    self.lines.push(line);
-                }
-                return status;
-            }
-            assert!(Instant::now() < end, "cutover did not exit within {DEADLINE:?}:\n{}", self.lines.join("\n"));
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 /// The status code of `GET path` on `addr`, over a raw TCP connection.
@@ -876,7 +801,7 @@ fn binary_serves_healthz_with_the_image_default_config_and_stops_on_sigterm() {
     assert_eq!(copy, expected, "the rewrite changed more than the listeners:\n{text}");
     assert!(original.server.shutdown_delay > Duration::ZERO, "the image's config should have a shutdown_delay");
 
-    let mut running = Running::start(&path);
+    let mut running = Running::start(&path, &[]);
     running.wait_for_log("serving admin API");
     assert_eq!(get_status(admin, "/healthz"), 200);
     assert_eq!(get_status(admin, "/ready"), 200);
@@ -885,8 +810,7 @@ fn binary_serves_healthz_with_the_image_default_config_and_stops_on_sigterm() {
     // proxy itself is up there.
     assert!(TcpStream::connect(traffic).is_ok(), "traffic listener on {traffic}");
 
-    let status = Command::new("kill").arg("-TERM").arg(running.child.id().to_string()).status().unwrap();
-    assert!(status.success(), "kill -TERM failed");
+    running.sigterm();
     running.wait_for_log("shutting down");
     // During shutdown_delay: not ready, still alive.
     let end = Instant::now() + DEADLINE;

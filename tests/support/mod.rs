@@ -7,6 +7,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod process;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
