@@ -556,7 +556,78 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
 
 #[cfg(test)]
 mod tests {
-    use super::HeadScan;
+    use super::{Activity, Gated, HeadScan};
+    use std::future::Future;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Wake, Waker};
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    /// A future that counts its polls and never finishes.
+    struct Counted(Arc<AtomicUsize>);
+
+    impl Future for Counted {
+        type Output = ();
+        fn poll(self: std::pin::Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            Poll::Pending
+        }
+    }
+
+    struct Noop;
+    impl Wake for Noop {
+        fn wake(self: Arc<Self>) {}
+    }
+
+    #[test]
+    fn a_gated_future_is_polled_again_only_when_the_hint_says_so_or_the_waker_changed() {
+        let polls = Arc::new(AtomicUsize::new(0));
+        let moved = Arc::new(AtomicBool::new(false));
+        let hint = moved.clone();
+        let mut gated = Box::pin(Gated::new(Counted(polls.clone()), move || hint.load(Ordering::Relaxed)));
+        let waker = Waker::from(Arc::new(Noop));
+        let mut cx = Context::from_waker(&waker);
+        for _ in 0..3 {
+            assert!(gated.as_mut().poll(&mut cx).is_pending());
+        }
+        assert_eq!(polls.load(Ordering::Relaxed), 1, "only the first poll reaches the inner future");
+        moved.store(true, Ordering::Relaxed);
+        assert!(gated.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(polls.load(Ordering::Relaxed), 2, "the hint lets the next poll through");
+        moved.store(false, Ordering::Relaxed);
+        let other = Waker::from(Arc::new(Noop));
+        assert!(gated.as_mut().poll(&mut Context::from_waker(&other)).is_pending());
+        assert_eq!(polls.load(Ordering::Relaxed), 3, "a new waker must be registered with the inner future");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_connection_timer_fires_at_a_pending_heads_deadline_and_otherwise_looks_again() {
+        let (header, idle) = (Duration::from_secs(10), Duration::from_secs(60));
+        let activity = Arc::new(Activity::new());
+        let start = Instant::now();
+        // A new connection owes its first head from the start.
+        assert_eq!(activity.next_check(start, header, idle), start + header);
+        // A request in flight: no head deadline, look again after the idle
+        // timeout at the latest, and every header_read_timeout for a head.
+        let active = activity.begin();
+        tokio::time::advance(Duration::from_secs(3)).await;
+        let now = Instant::now();
+        assert_eq!(activity.next_check(now, header, idle), now + header);
+        drop(active);
+        // Idle, then a head starts 4 s later: the check lands on its deadline.
+        tokio::time::advance(Duration::from_secs(4)).await;
+        activity.saw_bytes();
+        let head_started = Instant::now();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(activity.next_check(Instant::now(), header, idle), head_started + header);
+        // HTTP/2 has no head timer: only the idle check is left.
+        let h2 = Arc::new(Activity::new());
+        h2.h2.store(true, Ordering::Relaxed);
+        let _busy = h2.begin();
+        let now = Instant::now();
+        assert_eq!(h2.next_check(now, header, idle), now + idle);
+    }
 
     #[test]
     fn a_head_with_both_framings_is_flagged() {
