@@ -133,41 +133,20 @@ async fn forward(
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let started = Instant::now();
     let deadline = started + snapshot.request_timeout;
-    let (mut parts, body) = req.into_parts();
-    check_framing(&parts, snapshot.max_request_header_bytes)?;
-
-    let host = request_host(&parts)?;
-    let route_at = snapshot
-        .table
-        .find(host.as_ref().and_then(|h| h.to_str().ok()), parts.uri.path())
-        .ok_or(ProxyError::NoRoute)?;
-    let route = &snapshot.routes[route_at];
-    let choice = choose_target(route, &parts, rng).ok_or(ProxyError::NoBackend)?;
-    let pool = &route.targets[choice.target];
-
-    // Rewrite the head for the backend: origin-form URI, HTTP/1.1, hop-by-hop
-    // gone, Host kept as the client sent it.
-    parts.uri = origin_form(&parts.uri);
-    parts.version = Version::HTTP_11;
-    headers::set_forwarded(&mut parts.headers, &conn.client_ip, &conn.proto, host.as_ref());
-    // Normally a no-op; for HTTP/2 and absolute-form requests it carries the
-    // authority into the `Host` an HTTP/1.1 backend expects.
-    // An HTTP/1.0 request may have no host at all; HTTP/1.1 requires the
-    // field, empty when there is no authority (RFC 9112 §3.2).
-    parts.headers.insert(header::HOST, host.clone().unwrap_or_else(|| HeaderValue::from_static("")));
-    let upgrade = tunnel::requested_upgrade(&parts);
-    headers::strip_hop_by_hop(&mut parts.headers);
-    if let Some(protocol) = &upgrade {
-        tunnel::ask_upgrade(&mut parts.headers, protocol);
+    let target;
+    // Prepared and handed to `send` inside one block: an async fn keeps a
+    // moved-out local in its state for as long as the local is in scope,
+    // and every copy of the request there is copied again with the future.
+    let answer = {
+        let (prepared, request) = prepare(snapshot, conn, rng, req)?;
+        let route = &snapshot.routes[prepared.route];
+        let (pool, codes) = (&route.targets[prepared.target], &route.codes[prepared.target]);
+        let sending = send(pool, codes, rng, request, prepared.replayable, started, deadline);
+        target = prepared;
+        sending
     }
-    let replayable = body.is_end_stream() || is_idempotent(&parts.method);
-    let body = RequestBody::new(body, snapshot.body_read_timeout);
-    let mut request = Request::from_parts(parts, body);
-    let downstream_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
-
-    let codes = &route.codes[choice.target];
-    let answer = send(pool, codes, rng, request, replayable, started, deadline).await?;
-    let mut response = match downstream_upgrade {
+    .await?;
+    let mut response = match target.downstream_upgrade {
         Some(downstream) if answer.response.status() == http::StatusCode::SWITCHING_PROTOCOLS => {
             tunnel::open(answer.response, downstream, answer.exchange, tunnels)
         }
@@ -182,14 +161,75 @@ async fn forward(
             Response::from_parts(parts, ProxyBody::Upstream(body))
         }
     };
-    if let Some(token) = choice.new_cookie {
-        if let Some(Sticky::Cookie { name }) = &route.sticky {
+    if let Some(token) = target.new_cookie {
+        if let Some(Sticky::Cookie { name }) = &snapshot.routes[target.route].sticky {
             if let Some(value) = snapshot::sticky_cookie(name, &token) {
                 response.headers_mut().append(header::SET_COOKIE, value);
             }
         }
     }
     Ok(response)
+}
+
+/// Where a request goes, and what the answer needs from the request.
+struct Target {
+    /// Index of the route in the snapshot.
+    route: usize,
+    /// Index of the pool among the route's targets.
+    target: usize,
+    /// A new sticky token to set on the response.
+    new_cookie: Option<String>,
+    /// The client's side of an upgrade it asked for.
+    downstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    /// Whether the request may be sent again after a failed connect.
+    replayable: bool,
+}
+
+/// Check, route and choose; rewrite the head for the backend: origin-form
+/// URI, HTTP/1.1, `X-Forwarded-*` set, hop-by-hop headers gone, `Host` kept
+/// as the client sent it.
+fn prepare(
+    snapshot: &Snapshot,
+    conn: &ConnInfo,
+    rng: &mut SmallRng,
+    req: Request<Incoming>,
+) -> Result<(Target, Request<RequestBody>), ProxyError> {
+    let (mut parts, body) = req.into_parts();
+    check_framing(&parts, snapshot.max_request_header_bytes)?;
+
+    let host = request_host(&parts)?;
+    let route_at = snapshot
+        .table
+        .find(host.as_ref().and_then(|h| h.to_str().ok()), parts.uri.path())
+        .ok_or(ProxyError::NoRoute)?;
+    let route = &snapshot.routes[route_at];
+    let choice = choose_target(route, &parts, rng).ok_or(ProxyError::NoBackend)?;
+
+    parts.uri = origin_form(&parts.uri);
+    parts.version = Version::HTTP_11;
+    headers::set_forwarded(&mut parts.headers, &conn.client_ip, &conn.proto, host.as_ref());
+    // Normally a no-op; for HTTP/2 and absolute-form requests it carries the
+    // authority into the `Host` an HTTP/1.1 backend expects.
+    // An HTTP/1.0 request may have no host at all; HTTP/1.1 requires the
+    // field, empty when there is no authority (RFC 9112 §3.2).
+    parts.headers.insert(header::HOST, host.unwrap_or_else(|| HeaderValue::from_static("")));
+    let upgrade = tunnel::requested_upgrade(&parts);
+    headers::strip_hop_by_hop(&mut parts.headers);
+    if let Some(protocol) = &upgrade {
+        tunnel::ask_upgrade(&mut parts.headers, protocol);
+    }
+    let replayable = body.is_end_stream() || is_idempotent(&parts.method);
+    let body = RequestBody::new(body, snapshot.body_read_timeout);
+    let mut request = Request::from_parts(parts, body);
+    let downstream_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
+    let target = Target {
+        route: route_at,
+        target: choice.target,
+        new_cookie: choice.new_cookie,
+        downstream_upgrade,
+        replayable,
+    };
+    Ok((target, request))
 }
 
 /// Send `request` to a backend of `pool`, retrying once on another backend
@@ -211,7 +251,7 @@ async fn send(
     // One timer serves the whole exchange: the request deadline while
     // connecting and waiting for the head, then the body's idle limit.
     let mut timer = Box::pin(tokio::time::sleep_until(deadline));
-    let (backend, mut exchange, mut conn, mut reused) = match before(&mut timer, backend.checkout()).await {
+    let (backend, mut exchange, mut conn, reused) = match before(&mut timer, backend.checkout()).await {
         None => return Err(fail(exchange, UpstreamFailure::Timeout)),
         Some(Ok((conn, reused))) => (backend, exchange, conn, reused),
         Some(Err(err)) => {
@@ -224,8 +264,36 @@ async fn send(
         }
     };
 
-    let mut request = request;
+    match before(&mut timer, conn.try_send_request(request)).await {
+        None => Err(fail(exchange, UpstreamFailure::Timeout)),
+        Some(Ok(response)) => {
+            exchange.answered(response.status().as_u16());
+            Ok(Answer { response, conn, exchange, timer })
+        }
+        Some(Err(mut err)) => match err.take_message() {
+            // The pooled connection died before our request left: nothing
+            // reached the backend, so a new connection is safe. The rare
+            // path, boxed like the connect retry.
+            Some(request) if reused => Box::pin(resend(backend, exchange, request, timer)).await,
+            _ => Err(send_failed(exchange, &backend, err.error())),
+        },
+    }
+}
+
+/// Send `request` again on another connection to `backend`, after a pooled
+/// one turned out to be closed before the request was written.
+async fn resend(
+    backend: Arc<Backend>,
+    mut exchange: Exchange,
+    mut request: Request<RequestBody>,
+    mut timer: Pin<Box<Sleep>>,
+) -> Result<Answer, ProxyError> {
     loop {
+        let (mut conn, reused) = match before(&mut timer, backend.checkout()).await {
+            None => return Err(fail(exchange, UpstreamFailure::Timeout)),
+            Some(Ok(checked_out)) => checked_out,
+            Some(Err(_)) => return Err(fail(exchange, UpstreamFailure::Connect)),
+        };
         match before(&mut timer, conn.try_send_request(request)).await {
             None => return Err(fail(exchange, UpstreamFailure::Timeout)),
             Some(Ok(response)) => {
@@ -233,16 +301,7 @@ async fn send(
                 return Ok(Answer { response, conn, exchange, timer });
             }
             Some(Err(mut err)) => match err.take_message() {
-                // The pooled connection died before our request left:
-                // nothing reached the backend, so a new connection is safe.
-                Some(again) if reused => {
-                    request = again;
-                    (conn, reused) = match before(&mut timer, backend.checkout()).await {
-                        None => return Err(fail(exchange, UpstreamFailure::Timeout)),
-                        Some(Ok(checked_out)) => checked_out,
-                        Some(Err(_)) => return Err(fail(exchange, UpstreamFailure::Connect)),
-                    };
-                }
+                Some(again) if reused => request = again,
                 _ => return Err(send_failed(exchange, &backend, err.error())),
             },
         }
@@ -317,13 +376,30 @@ struct Answer {
 }
 
 /// The output of `work`, or `None` if `timer` fires first.
-async fn before<F: Future>(timer: &mut Pin<Box<Sleep>>, work: F) -> Option<F::Output> {
-    let mut work = std::pin::pin!(work);
-    std::future::poll_fn(|cx| match work.as_mut().poll(cx) {
-        Poll::Ready(output) => Poll::Ready(Some(output)),
-        Poll::Pending => timer.as_mut().poll(cx).map(|()| None),
-    })
-    .await
+fn before<F: Future>(timer: &mut Pin<Box<Sleep>>, work: F) -> Before<'_, F> {
+    Before { timer, work }
+}
+
+pin_project_lite::pin_project! {
+    /// [`before`]'s future: a plain struct rather than an `async fn`, which
+    /// would hold `work` twice (as its argument and as the pinned local).
+    struct Before<'t, F> {
+        timer: &'t mut Pin<Box<Sleep>>,
+        #[pin]
+        work: F,
+    }
+}
+
+impl<F: Future> Future for Before<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match this.work.poll(cx) {
+            Poll::Ready(output) => Poll::Ready(Some(output)),
+            Poll::Pending => this.timer.as_mut().poll(cx).map(|()| None),
+        }
+    }
 }
 
 /// Record `kind` on the exchange (it ends here) and make the client's error.
