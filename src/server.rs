@@ -254,7 +254,8 @@ impl Connection {
                         closing = true;
                         conn.as_mut().graceful_shutdown();
                     }
-                    timer.as_mut().reset(activity.next_check(now, self.header_read_timeout, self.idle_timeout));
+                    let next = activity.next_check(now, self.header_read_timeout, self.idle_timeout, closing);
+                    timer.as_mut().reset(next);
                 }
                 result = conn.as_mut() => {
                     if let Err(e) = result {
@@ -375,12 +376,14 @@ impl Activity {
     }
 
     /// When to look again: at the pending head's deadline, when an idle
-    /// connection reaches the idle timeout, and at least every
+    /// connection reaches the idle timeout (unless it is `closing`
+    /// already: then there is nothing more to do for idleness, and a
+    /// deadline already past would fire again at once), and at least every
     /// `header_timeout` while a head may start unseen.
-    fn next_check(&self, now: Instant, header_timeout: Duration, idle_timeout: Duration) -> Instant {
+    fn next_check(&self, now: Instant, header_timeout: Duration, idle_timeout: Duration, closing: bool) -> Instant {
         let idle_check = match self.idle_for() {
-            Some(idle) => now + idle_timeout.saturating_sub(idle),
-            None => now + idle_timeout,
+            Some(idle) if !closing => now + idle_timeout.saturating_sub(idle),
+            _ => now + idle_timeout,
         };
         let head_check = match self.head_deadline(header_timeout) {
             Some(deadline) => deadline,
@@ -607,26 +610,41 @@ mod tests {
         let activity = Arc::new(Activity::new());
         let start = Instant::now();
         // A new connection owes its first head from the start.
-        assert_eq!(activity.next_check(start, header, idle), start + header);
+        assert_eq!(activity.next_check(start, header, idle, false), start + header);
         // A request in flight: no head deadline, look again after the idle
         // timeout at the latest, and every header_read_timeout for a head.
         let active = activity.begin();
         tokio::time::advance(Duration::from_secs(3)).await;
         let now = Instant::now();
-        assert_eq!(activity.next_check(now, header, idle), now + header);
+        assert_eq!(activity.next_check(now, header, idle, false), now + header);
         drop(active);
         // Idle, then a head starts 4 s later: the check lands on its deadline.
         tokio::time::advance(Duration::from_secs(4)).await;
         activity.saw_bytes();
         let head_started = Instant::now();
         tokio::time::advance(Duration::from_secs(1)).await;
-        assert_eq!(activity.next_check(Instant::now(), header, idle), head_started + header);
+        assert_eq!(activity.next_check(Instant::now(), header, idle, false), head_started + header);
         // HTTP/2 has no head timer: only the idle check is left.
         let h2 = Arc::new(Activity::new());
         h2.h2.store(true, Ordering::Relaxed);
         let _busy = h2.begin();
         let now = Instant::now();
-        assert_eq!(h2.next_check(now, header, idle), now + idle);
+        assert_eq!(h2.next_check(now, header, idle, false), now + idle);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_already_closing_is_not_checked_for_idleness_again_at_once() {
+        let (header, idle) = (Duration::from_secs(10), Duration::from_secs(60));
+        // HTTP/2, idle past its timeout, GOAWAY sent but the connection not
+        // gone yet (a client that does not read): the idle deadline is in
+        // the past, and re-arming the timer there would spin.
+        let activity = Arc::new(Activity::new());
+        activity.h2.store(true, Ordering::Relaxed);
+        drop(activity.begin());
+        tokio::time::advance(Duration::from_secs(90)).await;
+        let now = Instant::now();
+        assert_eq!(activity.next_check(now, header, idle, false), now, "an idle connection is due now");
+        assert!(activity.next_check(now, header, idle, true) > now, "a closing one is not due again at once");
     }
 
     #[test]
