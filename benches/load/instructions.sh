@@ -62,18 +62,8 @@ BASE_PORT="${BASE_PORT:-18100}"
 START_TIMEOUT="${START_TIMEOUT:-120}"
 OUT="${OUT:-/tmp/cutover-instructions-$(date -u +%Y%m%dT%H%M%SZ)}"
 
-BACKEND=$((BASE_PORT + 0))
-BACKEND_H2=$((BASE_PORT + 1))
-NGINX=$((BASE_PORT + 10))
-NGINX_H2=$((BASE_PORT + 11))
-HAPROXY=$((BASE_PORT + 20))
-HAPROXY_H2=$((BASE_PORT + 21))
-CUTOVER=$((BASE_PORT + 25))
-CUTOVER_ADMIN=$((BASE_PORT + 26))
-
-log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
-warn() { printf '[%s] WARNING: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
-die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=benches/load/common.sh
+source "$HERE/common.sh"
 
 for v in REQUESTS WARMUP_REQUESTS CONNS BASE_PORT START_TIMEOUT; do
     [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a number (got '${!v}')"
@@ -82,46 +72,6 @@ done
 for p in $PROXIES; do
     case $p in nginx|haproxy|cutover) ;; *) die "unknown proxy '$p' in PROXIES (nginx haproxy cutover)" ;; esac
 done
-
-# ---------------------------------------------------------------- cleanup --
-PIDS=()          # every long-running process this script started (and has not reaped yet)
-TMP=""
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    local pid c all=()
-    for pid in "${PIDS[@]}"; do
-        all+=("$pid")
-        # the backend nginx's worker is a child of the master we started
-        for c in $(pgrep -P "$pid" 2>/dev/null || true); do all+=("$c"); done
-    done
-    if ((${#all[@]})); then
-        kill -TERM "${all[@]}" 2>/dev/null || true
-        for _ in $(seq 100); do
-            local alive=0
-            for pid in "${all[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
-            ((alive)) || break
-            sleep 0.1
-        done
-        kill -KILL "${all[@]}" 2>/dev/null || true
-        for pid in "${PIDS[@]}"; do
-            wait "$pid" 2>/dev/null || true
-            # valgrind's gdbserver FIFOs, left behind when a valgrind'd process is killed
-            rm -f /tmp/vgdb-pipe-*-"$pid"-by-* 2>/dev/null || true
-        done
-    fi
-    if [[ -n "$TMP" && -d "$TMP" && -z "${KEEP_TMP:-}" ]]; then rm -rf "$TMP"; fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-forget_pid() { # drop a reaped pid from PIDS, so cleanup never signals a recycled pid
-    local keep=() q
-    for q in "${PIDS[@]}"; do [[ "$q" == "$1" ]] || keep+=("$q"); done
-    PIDS=("${keep[@]}")
-}
 
 # ---------------------------------------------------------------- install --
 need_apt=()
@@ -134,30 +84,11 @@ command -v h2load >/dev/null || need_apt+=(nghttp2-client)
 command -v curl >/dev/null || need_apt+=(curl)
 command -v taskset >/dev/null || need_apt+=(util-linux)
 command -v pgrep >/dev/null || need_apt+=(procps)
-if ((${#need_apt[@]})); then
-    mapfile -t need_apt < <(printf '%s\n' "${need_apt[@]}" | sort -u)
-    [[ -z "${SKIP_INSTALL:-}" ]] || die "missing: ${need_apt[*]} (SKIP_INSTALL is set)"
-    log "installing ${need_apt[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq "${need_apt[@]}" >/dev/null
-fi
-# the Debian packages enable services; make sure none of them is running
-# (they would listen on :80 and use CPU). We only stop what the packages run.
-for svc in nginx haproxy; do
-    if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then
-        warn "stopping the system $svc service"; systemctl stop "$svc" || true
-    fi
-done
+install_missing "${need_apt[@]}"
 
 # ------------------------------------------------------------------ build --
 if [[ " $PROXIES " == *" cutover "* ]]; then
-    if [[ -z "${SKIP_BUILD:-}" ]]; then
-        log "building cutover (cargo build --release --locked)"
-        (cd "$REPO" && cargo build --release --locked >&2)
-    fi
-    CUTOVER_BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/cutover"
-    [[ -x "$CUTOVER_BIN" ]] || die "no cutover binary at $CUTOVER_BIN"
+    build_cutover
 fi
 
 # --------------------------------------------------------------- configs --
@@ -169,36 +100,17 @@ else
     PIN_PROXY=()
     PIN_LOAD=()
 fi
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-TMP="$(mktemp -d /tmp/cutover-instructions.XXXXXX)"
-chmod 755 "$TMP"
-mkdir -p "$OUT" "$TMP/www" "$TMP/backend-tmp" "$TMP/nginx-proxy-tmp"
-head -c 16384 /dev/zero | tr '\0' 'x' >"$TMP/www/16k.bin"
-chmod 644 "$TMP/www/16k.bin"
-render() {
-    sed -e "s|@DIR@|$TMP|g" -e "s|@BACKEND@|$BACKEND|g" -e "s|@BACKEND_H2@|$BACKEND_H2|g" \
-        -e "s|@NGINX@|$NGINX|g" -e "s|@NGINX_H2@|$NGINX_H2|g" \
-        -e "s|@HAPROXY@|$HAPROXY|g" -e "s|@HAPROXY_H2@|$HAPROXY_H2|g" \
-        -e "s|@CUTOVER@|$CUTOVER|g" -e "s|@CUTOVER_ADMIN@|$CUTOVER_ADMIN|g" "$HERE/$1" >"$TMP/$1"
-}
-for f in backend-nginx.conf proxy-nginx.conf haproxy.cfg cutover.toml; do render "$f"; done
+prepare_tmp cutover-instructions
 # nginx as a single process: the one worker is the process valgrind runs
 sed -i -e 's/^master_process on;/master_process off;/' "$TMP/proxy-nginx.conf"
 grep -q '^master_process off;' "$TMP/proxy-nginx.conf" || die "could not set master_process off in proxy-nginx.conf"
 grep -q '^worker_processes 1;' "$TMP/proxy-nginx.conf" || die "proxy-nginx.conf is not worker_processes 1"
 grep -Eq '^[[:space:]]*nbthread 1$' "$TMP/haproxy.cfg" || die "haproxy.cfg is not nbthread 1"
 grep -Eq '^workers = 1$' "$TMP/cutover.toml" || die "cutover.toml is not workers = 1"
-if [[ -n "${CUTOVER_BIN:-}" ]]; then
-    # run a private copy: a concurrent `cargo build` may replace the original mid-run
-    cp "$CUTOVER_BIN" "$TMP/cutover"
-    CUTOVER_BIN="$TMP/cutover"
-    "$CUTOVER_BIN" check "$TMP/cutover.toml" >/dev/null
-fi
+[[ -z "${CUTOVER_BIN:-}" ]] || private_cutover_copy
 cp "$TMP"/backend-nginx.conf "$TMP"/proxy-nginx.conf "$TMP"/haproxy.cfg "$TMP"/cutover.toml "$OUT/"
 
-for port in $BACKEND $BACKEND_H2 $NGINX $NGINX_H2 $HAPROXY $HAPROXY_H2 $CUTOVER $CUTOVER_ADMIN; do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then die "port $port is already in use (set BASE_PORT)"; fi
-done
+check_ports_free
 
 # ---------------------------------------------------------------- helpers --
 wait_http() { # url pid seconds: wait for a 200 while pid lives; returns 1 otherwise

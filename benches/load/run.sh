@@ -56,48 +56,8 @@ OHA_INSTALL_TIMEOUT="${OHA_INSTALL_TIMEOUT:-600}"
 OHA_TARGET_DIR="${OHA_TARGET_DIR:-$HOME/.cache/cutover-load/oha-target}"
 OUT="${OUT:-/tmp/cutover-load-$(date -u +%Y%m%dT%H%M%SZ)}"
 
-BACKEND=$((BASE_PORT + 0))
-BACKEND_H2=$((BASE_PORT + 1))
-NGINX=$((BASE_PORT + 10))
-NGINX_H2=$((BASE_PORT + 11))
-HAPROXY=$((BASE_PORT + 20))
-HAPROXY_H2=$((BASE_PORT + 21))
-CUTOVER=$((BASE_PORT + 25))
-CUTOVER_ADMIN=$((BASE_PORT + 26))
-
-log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
-warn() { printf '[%s] WARNING: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
-die() { printf 'error: %s\n' "$*" >&2; exit 1; }
-
-# ---------------------------------------------------------------- cleanup --
-PIDS=()          # every long-running process this script started
-TMP=""
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    local pid all=()
-    for pid in "${PIDS[@]}"; do
-        all+=("$pid")
-        # nginx workers are children of the master we started
-        for c in $(pgrep -P "$pid" 2>/dev/null || true); do all+=("$c"); done
-    done
-    if ((${#all[@]})); then
-        kill -TERM "${all[@]}" 2>/dev/null || true
-        for _ in $(seq 50); do
-            local alive=0
-            for pid in "${all[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
-            ((alive)) || break
-            sleep 0.1
-        done
-        kill -KILL "${all[@]}" 2>/dev/null || true
-        for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    fi
-    if [[ -n "$TMP" && -d "$TMP" && -z "${KEEP_TMP:-}" ]]; then rm -rf "$TMP"; fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+# shellcheck source=benches/load/common.sh
+source "$HERE/common.sh"
 
 # ---------------------------------------------------------------- install --
 need_apt=()
@@ -110,20 +70,7 @@ command -v pgrep >/dev/null || need_apt+=(procps)
 command -v curl >/dev/null || need_apt+=(curl)
 command -v python3 >/dev/null || need_apt+=(python3)
 if [[ "${PROFILE:-}" == 1 ]] && ! command -v perf >/dev/null; then need_apt+=(linux-perf); fi
-if ((${#need_apt[@]})); then
-    [[ -z "${SKIP_INSTALL:-}" ]] || die "missing: ${need_apt[*]} (SKIP_INSTALL is set)"
-    log "installing ${need_apt[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq "${need_apt[@]}" >/dev/null
-fi
-# the Debian packages enable services; make sure none of them is running
-# (they would listen on :80 and use CPU). We only stop what the packages run.
-for svc in nginx haproxy; do
-    if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then
-        warn "stopping the system $svc service"; systemctl stop "$svc" || true
-    fi
-done
+install_missing "${need_apt[@]}"
 
 if [[ -z "${RATE_TOOL:-}" ]]; then
     if command -v oha >/dev/null || [[ -x "$HOME/.cargo/bin/oha" ]]; then
@@ -146,32 +93,12 @@ OHA="$(command -v oha || echo "$HOME/.cargo/bin/oha")"
 log "fixed-rate tool: $RATE_TOOL"
 
 # ------------------------------------------------------------------ build --
-if [[ -z "${SKIP_BUILD:-}" ]]; then
-    log "building cutover (cargo build --release --locked)"
-    (cd "$REPO" && cargo build --release --locked >&2)
-fi
-CUTOVER_BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/cutover"
-[[ -x "$CUTOVER_BIN" ]] || die "no cutover binary at $CUTOVER_BIN"
+build_cutover
 
 # --------------------------------------------------------------- configs --
 (( $(nproc) >= 2 )) || die "needs 2 cores (found $(nproc))"
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-TMP="$(mktemp -d /tmp/cutover-load.XXXXXX)"
-chmod 755 "$TMP"
-mkdir -p "$OUT" "$TMP/www" "$TMP/backend-tmp" "$TMP/nginx-proxy-tmp"
-head -c 16384 /dev/zero | tr '\0' 'x' >"$TMP/www/16k.bin"
-chmod 644 "$TMP/www/16k.bin"
-render() {
-    sed -e "s|@DIR@|$TMP|g" -e "s|@BACKEND@|$BACKEND|g" -e "s|@BACKEND_H2@|$BACKEND_H2|g" \
-        -e "s|@NGINX@|$NGINX|g" -e "s|@NGINX_H2@|$NGINX_H2|g" \
-        -e "s|@HAPROXY@|$HAPROXY|g" -e "s|@HAPROXY_H2@|$HAPROXY_H2|g" \
-        -e "s|@CUTOVER@|$CUTOVER|g" -e "s|@CUTOVER_ADMIN@|$CUTOVER_ADMIN|g" "$HERE/$1" >"$TMP/$1"
-}
-for f in backend-nginx.conf proxy-nginx.conf haproxy.cfg cutover.toml; do render "$f"; done
-# run a private copy: a concurrent `cargo build` may replace the original mid-run
-cp "$CUTOVER_BIN" "$TMP/cutover"
-CUTOVER_BIN="$TMP/cutover"
-"$CUTOVER_BIN" check "$TMP/cutover.toml" >/dev/null
+prepare_tmp cutover-load
+private_cutover_copy
 # runs a load tool, then writes the CPU ticks it used (children's utime+stime) to $TICKS_FILE
 cat >"$TMP/cputime.sh" <<'SH'
 #!/bin/sh
@@ -183,9 +110,7 @@ SH
 chmod +x "$TMP/cputime.sh"
 export TICKS_FILE="$TMP/loadgen.ticks"
 
-for port in $BACKEND $BACKEND_H2 $NGINX $NGINX_H2 $HAPROXY $HAPROXY_H2 $CUTOVER $CUTOVER_ADMIN; do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then die "port $port is already in use (set BASE_PORT)"; fi
-done
+check_ports_free
 
 # ---------------------------------------------------------------- helpers --
 CLK_TCK="$(getconf CLK_TCK)"

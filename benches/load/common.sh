@@ -1,0 +1,122 @@
+# Shared by run.sh and instructions.sh (sourced, not run): the port layout,
+# logging, cleanup of everything started, installing missing tools, building
+# cutover, and rendering the configs into a temp dir.
+#
+# The sourcing script sets HERE, REPO, BASE_PORT and OUT first.
+
+# ------------------------------------------------------------------ ports --
+BACKEND=$((BASE_PORT + 0))
+BACKEND_H2=$((BASE_PORT + 1))
+NGINX=$((BASE_PORT + 10))
+NGINX_H2=$((BASE_PORT + 11))
+HAPROXY=$((BASE_PORT + 20))
+HAPROXY_H2=$((BASE_PORT + 21))
+CUTOVER=$((BASE_PORT + 25))
+CUTOVER_ADMIN=$((BASE_PORT + 26))
+
+log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+warn() { printf '[%s] WARNING: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# ---------------------------------------------------------------- cleanup --
+PIDS=()          # every long-running process the script started (and has not reaped yet)
+TMP=""
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    local pid c all=()
+    for pid in "${PIDS[@]}"; do
+        all+=("$pid")
+        # nginx workers are children of the master we started
+        for c in $(pgrep -P "$pid" 2>/dev/null || true); do all+=("$c"); done
+    done
+    if ((${#all[@]})); then
+        kill -TERM "${all[@]}" 2>/dev/null || true
+        for _ in $(seq 100); do
+            local alive=0
+            for pid in "${all[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+            ((alive)) || break
+            sleep 0.1
+        done
+        kill -KILL "${all[@]}" 2>/dev/null || true
+        for pid in "${PIDS[@]}"; do
+            wait "$pid" 2>/dev/null || true
+            # valgrind's gdbserver FIFOs, left behind when a valgrind'd process is killed
+            rm -f /tmp/vgdb-pipe-*-"$pid"-by-* 2>/dev/null || true
+        done
+    fi
+    if [[ -n "$TMP" && -d "$TMP" && -z "${KEEP_TMP:-}" ]]; then rm -rf "$TMP"; fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+forget_pid() { # drop a reaped pid from PIDS, so cleanup never signals a recycled pid
+    local keep=() q
+    for q in "${PIDS[@]}"; do [[ "$q" == "$1" ]] || keep+=("$q"); done
+    PIDS=("${keep[@]}")
+}
+
+# ---------------------------------------------------------------- install --
+install_missing() { # Debian packages still missing (may repeat)
+    local need=()
+    (($#)) && mapfile -t need < <(printf '%s\n' "$@" | sort -u)
+    if ((${#need[@]})); then
+        [[ -z "${SKIP_INSTALL:-}" ]] || die "missing: ${need[*]} (SKIP_INSTALL is set)"
+        log "installing ${need[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq "${need[@]}" >/dev/null
+    fi
+    # the Debian packages enable services; make sure none of them is running
+    # (they would listen on :80 and use CPU). We only stop what the packages run.
+    local svc
+    for svc in nginx haproxy; do
+        if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then
+            warn "stopping the system $svc service"; systemctl stop "$svc" || true
+        fi
+    done
+}
+
+# ------------------------------------------------------------------ build --
+build_cutover() { # sets CUTOVER_BIN
+    if [[ -z "${SKIP_BUILD:-}" ]]; then
+        log "building cutover (cargo build --release --locked)"
+        (cd "$REPO" && cargo build --release --locked >&2)
+    fi
+    CUTOVER_BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/cutover"
+    [[ -x "$CUTOVER_BIN" ]] || die "no cutover binary at $CUTOVER_BIN"
+}
+
+# --------------------------------------------------------------- configs --
+render() {
+    sed -e "s|@DIR@|$TMP|g" -e "s|@BACKEND@|$BACKEND|g" -e "s|@BACKEND_H2@|$BACKEND_H2|g" \
+        -e "s|@NGINX@|$NGINX|g" -e "s|@NGINX_H2@|$NGINX_H2|g" \
+        -e "s|@HAPROXY@|$HAPROXY|g" -e "s|@HAPROXY_H2@|$HAPROXY_H2|g" \
+        -e "s|@CUTOVER@|$CUTOVER|g" -e "s|@CUTOVER_ADMIN@|$CUTOVER_ADMIN|g" "$HERE/$1" >"$TMP/$1"
+}
+
+prepare_tmp() { # name: makes TMP (/tmp/NAME.XXXXXX) and OUT, the backend's files, and renders the configs
+    ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+    TMP="$(mktemp -d "/tmp/$1.XXXXXX")"
+    chmod 755 "$TMP"
+    mkdir -p "$OUT" "$TMP/www" "$TMP/backend-tmp" "$TMP/nginx-proxy-tmp"
+    head -c 16384 /dev/zero | tr '\0' 'x' >"$TMP/www/16k.bin"
+    chmod 644 "$TMP/www/16k.bin"
+    local f
+    for f in backend-nginx.conf proxy-nginx.conf haproxy.cfg cutover.toml; do render "$f"; done
+}
+
+private_cutover_copy() { # run a private copy: a concurrent `cargo build` may replace the original mid-run
+    cp "$CUTOVER_BIN" "$TMP/cutover"
+    CUTOVER_BIN="$TMP/cutover"
+    "$CUTOVER_BIN" check "$TMP/cutover.toml" >/dev/null
+}
+
+check_ports_free() {
+    local port
+    for port in $BACKEND $BACKEND_H2 $NGINX $NGINX_H2 $HAPROXY $HAPROXY_H2 $CUTOVER $CUTOVER_ADMIN; do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then die "port $port is already in use (set BASE_PORT)"; fi
+    done
+}
