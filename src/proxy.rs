@@ -251,7 +251,7 @@ async fn send(
     // One timer serves the whole exchange: the request deadline while
     // connecting and waiting for the head, then the body's idle limit.
     let mut timer = Box::pin(tokio::time::sleep_until(deadline));
-    let (backend, mut exchange, mut conn, reused) = match before(&mut timer, backend.checkout()).await {
+    let (backend, exchange, mut conn, reused) = match before(&mut timer, backend.checkout()).await {
         None => return Err(fail(exchange, UpstreamFailure::Timeout)),
         Some(Ok((conn, reused))) => (backend, exchange, conn, reused),
         Some(Err(err)) => {
@@ -264,19 +264,11 @@ async fn send(
         }
     };
 
-    match before(&mut timer, conn.try_send_request(request)).await {
-        None => Err(fail(exchange, UpstreamFailure::Timeout)),
-        Some(Ok(response)) => {
-            exchange.answered(response.status().as_u16());
-            Ok(Answer { response, conn, exchange, timer })
-        }
-        Some(Err(mut err)) => match err.take_message() {
-            // The pooled connection died before our request left: nothing
-            // reached the backend, so a new connection is safe. The rare
-            // path, boxed like the connect retry.
-            Some(request) if reused => Box::pin(resend(backend, exchange, request, timer)).await,
-            _ => Err(send_failed(exchange, &backend, err.error())),
-        },
+    let sent = before(&mut timer, conn.try_send_request(request)).await;
+    match settle(sent, conn, exchange, timer, &backend, reused) {
+        Attempt::Done(answer) => answer,
+        // The rare path, boxed like the connect retry.
+        Attempt::Again(exchange, request, timer) => Box::pin(resend(backend, exchange, request, timer)).await,
     }
 }
 
@@ -294,17 +286,42 @@ async fn resend(
             Some(Ok(checked_out)) => checked_out,
             Some(Err(_)) => return Err(fail(exchange, UpstreamFailure::Connect)),
         };
-        match before(&mut timer, conn.try_send_request(request)).await {
-            None => return Err(fail(exchange, UpstreamFailure::Timeout)),
-            Some(Ok(response)) => {
-                exchange.answered(response.status().as_u16());
-                return Ok(Answer { response, conn, exchange, timer });
-            }
-            Some(Err(mut err)) => match err.take_message() {
-                Some(again) if reused => request = again,
-                _ => return Err(send_failed(exchange, &backend, err.error())),
-            },
+        let sent = before(&mut timer, conn.try_send_request(request)).await;
+        match settle(sent, conn, exchange, timer, &backend, reused) {
+            Attempt::Done(answer) => return answer,
+            Attempt::Again(e, r, t) => (exchange, request, timer) = (e, r, t),
         }
+    }
+}
+
+/// What one attempt to send a request came to.
+enum Attempt {
+    /// An answer, or a failure to give the client.
+    Done(Result<Answer, ProxyError>),
+    /// The pooled connection died before the request left: nothing reached
+    /// the backend, so it may go again on a new connection.
+    Again(Exchange, Request<RequestBody>, Pin<Box<Sleep>>),
+}
+
+/// Judge the outcome `sent` of sending on `conn` (`None`: the timer fired).
+fn settle(
+    sent: Option<Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<RequestBody>>>>,
+    conn: crate::pool::UpstreamConn,
+    mut exchange: Exchange,
+    timer: Pin<Box<Sleep>>,
+    backend: &Backend,
+    reused: bool,
+) -> Attempt {
+    match sent {
+        None => Attempt::Done(Err(fail(exchange, UpstreamFailure::Timeout))),
+        Some(Ok(response)) => {
+            exchange.answered(response.status().as_u16());
+            Attempt::Done(Ok(Answer { response, conn, exchange, timer }))
+        }
+        Some(Err(mut err)) => match err.take_message() {
+            Some(request) if reused => Attempt::Again(exchange, request, timer),
+            _ => Attempt::Done(Err(send_failed(exchange, backend, err.error()))),
+        },
     }
 }
 
