@@ -150,11 +150,7 @@ fn browser_headers() -> HeaderMap {
         ("x-forwarded-proto", "https"),
         ("x-request-id", "0f8fad5b-d9cb-469f-a165-70867728950e"),
     ];
-    let mut map = HeaderMap::new();
-    for (name, value) in pairs {
-        map.append(HeaderName::from_static(name), HeaderValue::from_static(value));
-    }
-    map
+    header_map(&pairs)
 }
 
 /// What a typical backend (here nginx) answers: `Connection: keep-alive`
@@ -167,51 +163,46 @@ fn backend_response_headers() -> HeaderMap {
         ("content-length", "13"),
         ("connection", "keep-alive"),
     ];
+    header_map(&pairs)
+}
+
+fn header_map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
     let mut map = HeaderMap::new();
-    for (name, value) in pairs {
+    for &(name, value) in pairs {
         map.append(HeaderName::from_static(name), HeaderValue::from_static(value));
     }
     map
 }
 
+/// A header rewrite to time.
+type Rewrite<'a> = dyn Fn(&mut HeaderMap) + 'a;
+
 fn header_rewrite(c: &mut Criterion) {
-    let headers = browser_headers();
-    let response = backend_response_headers();
     let client_ip = HeaderValue::from_static("198.51.100.23");
     let proto = HeaderValue::from_static("http");
     let host = HeaderValue::from_static("shop.example.com");
+    let cases: [(&str, HeaderMap, &Rewrite); 3] = [
+        ("strip_hop_by_hop", browser_headers(), &|map| strip_hop_by_hop(map)),
+        ("strip_hop_by_hop_response", backend_response_headers(), &|map| strip_hop_by_hop(map)),
+        ("strip_and_set_forwarded", browser_headers(), &|map| {
+            strip_hop_by_hop(map);
+            set_forwarded(map, &client_ip, &proto, Some(&host));
+        }),
+    ];
     let mut group = c.benchmark_group("headers");
-    group.bench_function("strip_hop_by_hop", |b| {
-        b.iter_batched(
-            || headers.clone(),
-            |mut map| {
-                strip_hop_by_hop(&mut map);
-                map
-            },
-            BatchSize::SmallInput,
-        )
-    });
-    group.bench_function("strip_hop_by_hop_response", |b| {
-        b.iter_batched(
-            || response.clone(),
-            |mut map| {
-                strip_hop_by_hop(&mut map);
-                map
-            },
-            BatchSize::SmallInput,
-        )
-    });
-    group.bench_function("strip_and_set_forwarded", |b| {
-        b.iter_batched(
-            || headers.clone(),
-            |mut map| {
-                strip_hop_by_hop(&mut map);
-                set_forwarded(&mut map, &client_ip, &proto, Some(&host));
-                map
-            },
-            BatchSize::SmallInput,
-        )
-    });
+    for (name, headers, rewrite) in cases {
+        // Each iteration rewrites a fresh copy; the copy is not timed.
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                || headers.clone(),
+                |mut map| {
+                    rewrite(&mut map);
+                    map
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
     group.finish();
 }
 
