@@ -13,6 +13,7 @@ HAPROXY=$((BASE_PORT + 20))
 HAPROXY_H2=$((BASE_PORT + 21))
 CUTOVER=$((BASE_PORT + 25))
 CUTOVER_ADMIN=$((BASE_PORT + 26))
+FLOOR=$((BASE_PORT + 28))   # examples/hyper_floor.rs (instructions.sh only)
 
 log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 warn() { printf '[%s] WARNING: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
@@ -89,6 +90,15 @@ build_cutover() { # sets CUTOVER_BIN
     [[ -x "$CUTOVER_BIN" ]] || die "no cutover binary at $CUTOVER_BIN"
 }
 
+build_floor() { # sets FLOOR_BIN: the bare hyper proxy that marks what the stack itself costs
+    if [[ -z "${SKIP_BUILD:-}" ]]; then
+        log "building the hyper floor (cargo build --release --locked --example hyper_floor)"
+        (cd "$REPO" && cargo build --release --locked --example hyper_floor >&2)
+    fi
+    FLOOR_BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/examples/hyper_floor"
+    [[ -x "$FLOOR_BIN" ]] || die "no hyper_floor binary at $FLOOR_BIN"
+}
+
 # --------------------------------------------------------------- configs --
 render() {
     sed -e "s|@DIR@|$TMP|g" -e "s|@BACKEND@|$BACKEND|g" -e "s|@BACKEND_H2@|$BACKEND_H2|g" \
@@ -116,7 +126,7 @@ private_cutover_copy() { # run a private copy: a concurrent `cargo build` may re
 
 check_ports_free() {
     local port
-    for port in $BACKEND $BACKEND_H2 $NGINX $NGINX_H2 $HAPROXY $HAPROXY_H2 $CUTOVER $CUTOVER_ADMIN; do
+    for port in $BACKEND $BACKEND_H2 $NGINX $NGINX_H2 $HAPROXY $HAPROXY_H2 $CUTOVER $CUTOVER_ADMIN $FLOOR; do
         if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then die "port $port is already in use (set BASE_PORT)"; fi
     done
 }

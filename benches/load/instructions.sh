@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Per-request CPU cost of nginx, HAProxy and cutover, counted in instructions.
+# Per-request CPU cost of nginx, HAProxy and cutover, counted in instructions,
+# with the cheapest proxy hyper and tokio can make as a floor.
 #
 # What it measures: the user-space instructions (callgrind's Ir) that each
 # proxy executes per proxied HTTP/1.1 request, all its threads together.
@@ -19,7 +20,9 @@
 # How: the fixed backend (one nginx worker, 13-byte body) runs natively. Each
 # proxy in turn runs with one worker (nginx: master_process off, so the
 # worker is the process valgrind runs; HAProxy: -db, nbthread 1; cutover:
-# workers = 1, --no-watch) under `valgrind --tool=callgrind`. The script waits
+# workers = 1, --no-watch; floor: examples/hyper_floor.rs, a bare hyper proxy
+# on a current-thread runtime with one upstream connection per downstream
+# connection, both driven in one task) under `valgrind --tool=callgrind`. The script waits
 # until the proxy answers, warms it up with WARMUP_REQUESTS requests,
 # zeroes the counters (callgrind_control -z), sends REQUESTS requests
 # (h2load -t1 --h1 -cCONNS -n REQUESTS), checks that every one succeeded, dumps the counters
@@ -37,13 +40,13 @@
 #   REQUESTS=4000          measured requests per proxy
 #   WARMUP_REQUESTS=1000   unmeasured requests first (valgrind's translation, pools, buffers)
 #   CONNS=20               h2load connections (HTTP/1.1 keep-alive)
-#   PROXIES="nginx haproxy cutover"  subset of proxies, measured in this order
+#   PROXIES="nginx haproxy floor cutover"  subset of proxies, measured in this order
 #   PROXY_CPU=0 LOAD_CPU=1 cores for the proxy and for backend + h2load (no pinning on 1 core)
 #   BASE_PORT=18100        ports BASE_PORT..BASE_PORT+29 on 127.0.0.1 are used (same layout as
 #                          run.sh, other default, so both can run at the same time)
 #   START_TIMEOUT=120      seconds a proxy under valgrind may take to answer
 #   SKIP_INSTALL=1         do not apt-get anything (fail if a tool is missing)
-#   SKIP_BUILD=1           use the existing target/release/cutover
+#   SKIP_BUILD=1           use the existing target/release/cutover (and hyper_floor)
 #   OUT=/path              where the table and callgrind files go
 #                          (default /tmp/cutover-instructions-<utc time>)
 #   KEEP_TMP=1             keep the rendered configs (the temp dir) after the run
@@ -55,7 +58,7 @@ REPO="$(cd "$HERE/../.." && pwd)"
 REQUESTS="${REQUESTS:-4000}"
 WARMUP_REQUESTS="${WARMUP_REQUESTS:-1000}"
 CONNS="${CONNS:-20}"
-PROXIES="${PROXIES:-nginx haproxy cutover}"
+PROXIES="${PROXIES:-nginx haproxy floor cutover}"
 PROXY_CPU="${PROXY_CPU:-0}"
 LOAD_CPU="${LOAD_CPU:-1}"
 BASE_PORT="${BASE_PORT:-18100}"
@@ -70,7 +73,7 @@ for v in REQUESTS WARMUP_REQUESTS CONNS BASE_PORT START_TIMEOUT; do
 done
 ((REQUESTS > 0)) || die "REQUESTS must be > 0"
 for p in $PROXIES; do
-    case $p in nginx|haproxy|cutover) ;; *) die "unknown proxy '$p' in PROXIES (nginx haproxy cutover)" ;; esac
+    case $p in nginx|haproxy|floor|cutover) ;; *) die "unknown proxy '$p' in PROXIES (nginx haproxy floor cutover)" ;; esac
 done
 
 # ---------------------------------------------------------------- install --
@@ -89,6 +92,9 @@ install_missing "${need_apt[@]}"
 # ------------------------------------------------------------------ build --
 if [[ " $PROXIES " == *" cutover "* ]]; then
     build_cutover
+fi
+if [[ " $PROXIES " == *" floor "* ]]; then
+    build_floor
 fi
 
 # --------------------------------------------------------------- configs --
@@ -189,6 +195,7 @@ measure() { # proxy; returns 1 (after a warning) if it cannot be measured
         nginx) port=$NGINX; cmd=(nginx -c "$TMP/proxy-nginx.conf" -p "$TMP") ;;
         haproxy) port=$HAPROXY; cmd=(haproxy -db -f "$TMP/haproxy.cfg") ;;
         cutover) port=$CUTOVER; cmd=("$CUTOVER_BIN" run --config "$TMP/cutover.toml" --no-watch) ;;
+        floor) port=$FLOOR; cmd=("$FLOOR_BIN" "127.0.0.1:$FLOOR" "127.0.0.1:$BACKEND") ;;
     esac
     url="http://127.0.0.1:$port/"
     log "$p: starting under callgrind"
@@ -246,9 +253,9 @@ measure() { # proxy; returns 1 (after a warning) if it cannot be measured
 
 for p in $PROXIES; do
     if ! measure "$p"; then
-        # HAProxy is a reference only: a failure there is reported, not fatal
-        [[ $p == haproxy ]] || die "could not measure $p (outputs in $OUT)"
-        warn "skipping haproxy"
+        # HAProxy and the floor are references only: a failure there is reported, not fatal
+        [[ $p == haproxy || $p == floor ]] || die "could not measure $p (outputs in $OUT)"
+        warn "skipping $p"
         SKIPPED+=("$p")
     fi
 done

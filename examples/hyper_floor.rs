@@ -1,0 +1,72 @@
+//! The cheapest HTTP/1.1 proxy this stack can make: a reference point for the
+//! benchmarks, not a product.
+//!
+//! It has no routing, no splitting, no metrics, no timeouts and no header
+//! rewriting. Each downstream connection gets one dedicated upstream
+//! connection, and both hyper state machines are driven inside the same task
+//! on a current-thread runtime, so there is no pool, no connection task and no
+//! cross-task wake-up. That is the shape the performance issue measured as "a
+//! minimal proxy on the same stack". `benches/load/instructions.sh` runs it
+//! beside nginx, HAProxy and cutover: the distance from this floor to cutover
+//! is what cutover's own features cost, and the distance from nginx to this
+//! floor is what hyper and tokio cost before cutover does anything.
+//!
+//! Usage: `cargo run --release --example hyper_floor -- LISTEN_ADDR UPSTREAM_ADDR`
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let (Some(listen), Some(upstream), None) = (args.next(), args.next(), args.next()) else {
+        return Err("usage: hyper_floor LISTEN_ADDR UPSTREAM_ADDR".into());
+    };
+    let listen: SocketAddr = listen.parse()?;
+    let upstream: SocketAddr = upstream.parse()?;
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let listener = TcpListener::bind(listen).await?;
+        loop {
+            let (downstream, _) = listener.accept().await?;
+            tokio::spawn(async move {
+                if let Err(error) = proxy_connection(downstream, upstream).await {
+                    eprintln!("hyper_floor: connection ended: {error}");
+                }
+            });
+        }
+    })
+}
+
+async fn proxy_connection(downstream: TcpStream, upstream: SocketAddr) -> Result<(), hyper::Error> {
+    let Ok(upstream) = TcpStream::connect(upstream).await else {
+        return Ok(()); // the client sees the connection close
+    };
+    // Both sockets carry small messages back and forth: Nagle would only add delay.
+    let _ = downstream.set_nodelay(true);
+    let _ = upstream.set_nodelay(true);
+    let (sender, upstream_connection) = hyper::client::conn::http1::handshake(TokioIo::new(upstream)).await?;
+    // hyper serves one HTTP/1 request at a time, so the lock is never contended;
+    // it is only there because the service is `Fn` and sending needs `&mut`.
+    let sender: Arc<Mutex<SendRequest<Incoming>>> = Arc::new(Mutex::new(sender));
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        // Nothing can panic while the lock is held, so a poisoned lock is still usable.
+        let response = sender.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).send_request(request);
+        async move {
+            let response: Result<Response<Incoming>, hyper::Error> = response.await;
+            response
+        }
+    });
+    let downstream_connection =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(downstream), service);
+    // The upstream connection ends once the service (and with it the sender) is
+    // dropped, which happens when the downstream connection ends.
+    let (served, _) = tokio::join!(downstream_connection, upstream_connection);
+    served
+}
