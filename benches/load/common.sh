@@ -81,12 +81,25 @@ install_missing() { # Debian packages still missing (may repeat)
 }
 
 # ------------------------------------------------------------------ build --
-build_cutover() { # sets CUTOVER_BIN
-    if [[ -z "${SKIP_BUILD:-}" ]]; then
-        log "building cutover (cargo build --release --locked)"
-        (cd "$REPO" && cargo build --release --locked >&2)
+# PGO=1 (the default) measures what the container image ships: the
+# profile-guided build of scripts/pgo-build.sh. PGO=0 measures a plain
+# `cargo build --release`, what `cargo run --release` runs.
+build_cutover() { # sets CUTOVER_BIN and CUTOVER_BUILD
+    if [[ "${PGO:-1}" == 1 ]]; then
+        CUTOVER_BUILD="PGO (scripts/pgo-build.sh)"
+        if [[ -z "${SKIP_BUILD:-}" ]]; then
+            log "building cutover with PGO (scripts/pgo-build.sh; about two release builds)"
+            "$REPO/scripts/pgo-build.sh" >&2
+        fi
+        CUTOVER_BIN="${PGO_DIR:-${CARGO_TARGET_DIR:-$REPO/target}/pgo}/cutover"
+    else
+        CUTOVER_BUILD="plain (cargo build --release)"
+        if [[ -z "${SKIP_BUILD:-}" ]]; then
+            log "building cutover (cargo build --release --locked)"
+            (cd "$REPO" && cargo build --release --locked >&2)
+        fi
+        CUTOVER_BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/cutover"
     fi
-    CUTOVER_BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/cutover"
     [[ -x "$CUTOVER_BIN" ]] || die "no cutover binary at $CUTOVER_BIN"
 }
 

@@ -46,7 +46,10 @@
 #                          run.sh, other default, so both can run at the same time)
 #   START_TIMEOUT=120      seconds a proxy under valgrind may take to answer
 #   SKIP_INSTALL=1         do not apt-get anything (fail if a tool is missing)
-#   SKIP_BUILD=1           use the existing target/release/cutover (and hyper_floor)
+#   PGO=1                  measure the profile-guided build the image ships (scripts/pgo-build.sh,
+#                          target/pgo/cutover); PGO=0: a plain `cargo build --release`
+#   SKIP_BUILD=1           use the existing binaries (target/pgo/cutover, or target/release/cutover
+#                          with PGO=0, and target/release/examples/hyper_floor)
 #   OUT=/path              where the table and callgrind files go
 #                          (default /tmp/cutover-instructions-<utc time>)
 #   KEEP_TMP=1             keep the rendered configs (the temp dir) after the run
@@ -176,6 +179,7 @@ log "results in $OUT; configs in $TMP"
     echo "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
     echo "machine: $(nproc) cores, $(lscpu | awk -F: '/Model name/ { gsub(/^ +/, "", $2); print $2; exit }'), kernel $(uname -r)"
     echo "versions: $(valgrind --version), $(nginx -v 2>&1 | sed 's/^nginx version: //'), HAProxy $(haproxy -v | awk 'NR==1 { print $3 }'), $(h2load --version | head -1), cutover $(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$REPO" && git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo '+dirty')"
+    echo "cutover build: ${CUTOVER_BUILD:-none}"
     echo "settings: REQUESTS=$REQUESTS WARMUP_REQUESTS=$WARMUP_REQUESTS CONNS=$CONNS PROXIES=\"$PROXIES\""
 } | tee "$OUT/meta.txt" >&2
 

@@ -29,7 +29,9 @@
 #   OHA_INSTALL_TIMEOUT=600  give up on `cargo install oha` after this many seconds (then h2load)
 #   OHA_TARGET_DIR=...       build dir of that install (kept, so a second try resumes)
 #   RATE_TOOL=oha|h2load   force the fixed-rate tool
-#   SKIP_BUILD=1       use the existing target/release/cutover
+#   PGO=1              measure the profile-guided build the image ships (scripts/pgo-build.sh,
+#                      target/pgo/cutover); PGO=0: a plain `cargo build --release`
+#   SKIP_BUILD=1       use the existing binary (target/pgo/cutover, or target/release/cutover with PGO=0)
 #   PROFILE=1          after the rounds, for each proxy under the h1-c50 load and at the fixed rate:
 #                      syscalls, context switches and page faults per request, and the kernel/libc/
 #                      own-code split of its CPU (perf trace -s, perf stat, perf record); then a 5 s
@@ -220,6 +222,7 @@ done
     echo "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
     echo "machine: $(nproc) cores, $(lscpu | awk -F: '/Model name/ { gsub(/^ +/, "", $2); print $2; exit }'), kernel $(uname -r)"
     echo "versions: $(nginx -v 2>&1 | sed 's/^nginx version: //'), HAProxy $(haproxy -v | awk 'NR==1 { print $3 }'), $(wrk -v 2>&1 | awk 'NR==1 { print $1, $2 }'), $(h2load --version | head -1)$([[ $RATE_TOOL == oha ]] && echo ", $("$OHA" --version)"), cutover $(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$REPO" && git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo '+dirty')"
+    echo "cutover build: ${CUTOVER_BUILD:-none}"
     echo "settings: DURATION=$DURATION ROUNDS=$ROUNDS WARMUP=$WARMUP RATE=$RATE RATE_TOOL=$RATE_TOOL PROXY_CPU=$PROXY_CPU LOAD_CPU=$LOAD_CPU"
 } | tee "$OUT/meta.txt" >&2
 

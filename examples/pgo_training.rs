@@ -1,0 +1,337 @@
+//! The training run for the profile-guided (PGO) release build: real traffic
+//! through an instrumented `cutover` binary, so the compiler learns which
+//! code is hot. `scripts/pgo-build.sh` runs it; it is not meant to be run by
+//! hand.
+//!
+//! What the profile should look like is what a proxy in production does
+//! most, so that is what this sends: keep-alive HTTP/1.1 GETs through a
+//! weighted split with a guard on the canary (most of it), 16 KiB response
+//! bodies, uploads, HEADs, h2c with concurrent streams, a sticky route, an
+//! `h2` upstream pool, upstream 5xx, the admin API (metrics, status, a
+//! reload), and a graceful SIGTERM. Each of these runs twice: on the
+//! current-thread runtime (`workers = 1`) and on the multi-thread one,
+//! because code the training never runs is laid out and optimised as cold.
+//!
+//! The upstreams are in-process hyper servers on 127.0.0.1; only the
+//! `cutover` child writes a profile (this driver is built without
+//! instrumentation). Everything is bounded: a fixed number of requests, and
+//! a deadline on every wait.
+//!
+//! Usage: `pgo_training PATH_TO_INSTRUMENTED_CUTOVER`
+
+use std::convert::Infallible;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::{TcpListener, TcpStream};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Every wait (start-up, a response, the exit) ends by this.
+const DEADLINE: Duration = Duration::from_secs(120);
+/// Keep-alive connections that send the plain GETs at once.
+const CONNECTIONS: usize = 32;
+/// Plain GETs per connection, per runtime flavour.
+const REQUESTS_PER_CONNECTION: usize = 600;
+
+fn main() -> Result<(), BoxError> {
+    let mut args = std::env::args().skip(1);
+    let (Some(binary), None) = (args.next(), args.next()) else {
+        return Err("usage: pgo_training PATH_TO_INSTRUMENTED_CUTOVER".into());
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(train(Path::new(&binary)))
+}
+
+async fn train(binary: &Path) -> Result<(), BoxError> {
+    let http1_upstream = serve_upstream().await?;
+    let h2_upstream = serve_upstream().await?;
+    let dir = std::env::temp_dir().join(format!("cutover-pgo-training-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let result = async {
+        for workers in [1, 2] {
+            let config = dir.join(format!("workers-{workers}.toml"));
+            std::fs::write(&config, config_text(workers, http1_upstream, h2_upstream))?;
+            let started = Instant::now();
+            let requests = run_once(binary, &config).await?;
+            eprintln!("pgo_training: workers = {workers}: {requests} requests in {:.1?}", started.elapsed());
+        }
+        Ok(())
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+/// One proxy process: start it, send the mix, stop it with SIGTERM.
+async fn run_once(binary: &Path, config: &Path) -> Result<usize, BoxError> {
+    let mut proxy = Proxy::start(binary, config)?;
+    let result = send_mix(proxy.traffic, proxy.admin).await;
+    let stopped = proxy.stop();
+    let requests = result?;
+    stopped?;
+    Ok(requests)
+}
+
+/// The request mix; returns how many requests were sent.
+async fn send_mix(traffic: SocketAddr, admin: SocketAddr) -> Result<usize, BoxError> {
+    let mut clients = tokio::task::JoinSet::new();
+    for connection in 0..CONNECTIONS {
+        clients.spawn(async move {
+            let mut sender = http1_connection(traffic).await?;
+            let mut sent = 0;
+            for i in 0..REQUESTS_PER_CONNECTION {
+                let (method, path, body) = match (connection + i) % 20 {
+                    0 => ("GET", "/16k", Bytes::new()),
+                    1 => ("POST", "/upload", Bytes::from(vec![b'x'; 4096])),
+                    2 => ("HEAD", "/", Bytes::new()),
+                    3 => ("GET", "/fail", Bytes::new()),
+                    4 => ("GET", "/sticky/cart", Bytes::new()),
+                    5 => ("GET", "/h2/item", Bytes::new()),
+                    _ => ("GET", "/", Bytes::new()),
+                };
+                let request = Request::builder()
+                    .method(method)
+                    .uri(path)
+                    .header("host", "shop.example")
+                    .header("user-agent", "pgo-training")
+                    .header("cookie", format!("session=user-{connection}"))
+                    .body(Full::new(body))?;
+                let response = tokio::time::timeout(DEADLINE, sender.send_request(request)).await??;
+                response.into_body().collect().await?;
+                sent += 1;
+            }
+            Ok::<usize, BoxError>(sent)
+        });
+    }
+    clients.spawn(h2c_streams(traffic));
+    clients.spawn(admin_calls(admin));
+    let mut total = 0;
+    while let Some(joined) = clients.join_next().await {
+        total += joined??;
+    }
+    Ok(total)
+}
+
+/// HTTP/2 with prior knowledge: one connection, 10 streams at a time.
+async fn h2c_streams(traffic: SocketAddr) -> Result<usize, BoxError> {
+    let stream = TcpStream::connect(traffic).await?;
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    let mut streams = tokio::task::JoinSet::new();
+    for _ in 0..10 {
+        let mut sender = sender.clone();
+        streams.spawn(async move {
+            for i in 0..500 {
+                let path = if i % 10 == 0 { "/16k" } else { "/" };
+                let request = Request::builder()
+                    .uri(format!("http://{traffic}{path}"))
+                    .header("host", "shop.example")
+                    .body(Full::new(Bytes::new()))?;
+                let response = tokio::time::timeout(DEADLINE, sender.send_request(request)).await??;
+                response.into_body().collect().await?;
+            }
+            Ok::<usize, BoxError>(500)
+        });
+    }
+    let mut total = 0;
+    while let Some(joined) = streams.join_next().await {
+        total += joined??;
+    }
+    Ok(total)
+}
+
+/// What an operator and Prometheus do meanwhile: scrape, look, reload.
+async fn admin_calls(admin: SocketAddr) -> Result<usize, BoxError> {
+    let mut sender = http1_connection(admin).await?;
+    let calls = [("GET", "/metrics"), ("GET", "/status"), ("POST", "/reload"), ("GET", "/metrics")];
+    for (method, path) in calls {
+        let request =
+            Request::builder().method(method).uri(path).header("host", "admin").body(Full::new(Bytes::new()))?;
+        let response = tokio::time::timeout(DEADLINE, sender.send_request(request)).await??;
+        let status = response.status();
+        response.into_body().collect().await?;
+        if !status.is_success() {
+            return Err(format!("admin {method} {path} answered {status}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(calls.len())
+}
+
+async fn http1_connection(addr: SocketAddr) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, BoxError> {
+    let stream = TcpStream::connect(addr).await?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
+/// An upstream answering HTTP/1.1 and h2c: 13 bytes on most paths, 16 KiB on
+/// `/16k`, 500 on `/fail`, and the upload's size on `/upload`.
+async fn serve_upstream() -> Result<SocketAddr, BoxError> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(answer);
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+async fn answer(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (status, body) = match request.uri().path() {
+        "/16k" => (StatusCode::OK, Bytes::from(vec![b'x'; 16 * 1024])),
+        "/fail" => (StatusCode::INTERNAL_SERVER_ERROR, Bytes::from_static(b"failing\n")),
+        "/upload" => {
+            let size = request.into_body().collect().await.map(|body| body.to_bytes().len()).unwrap_or(0);
+            (StatusCode::OK, Bytes::from(format!("{size}\n")))
+        }
+        _ => (StatusCode::OK, Bytes::from_static(b"hello, world\n")),
+    };
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    Ok(response)
+}
+
+/// A config with every per-request feature switched on. The canary's guard
+/// is loose enough that the injected 5xx never trip it, so the split stays
+/// the same for the whole run.
+fn config_text(workers: usize, http1_upstream: SocketAddr, h2_upstream: SocketAddr) -> String {
+    format!(
+        r#"[server]
+listen = ["127.0.0.1:0"]
+workers = {workers}
+
+[admin]
+listen = "127.0.0.1:0"
+
+[pools.stable]
+backends = ["{http1_upstream}"]
+
+[pools.canary]
+backends = ["{http1_upstream}"]
+[pools.canary.guard]
+max_error_rate = 0.9
+window = "30s"
+min_requests = 100
+
+[pools.grpc]
+backends = ["{h2_upstream}"]
+protocol = "h2"
+
+[[routes]]
+name = "sticky"
+path_prefix = "/sticky"
+split = {{ stable = 50, canary = 50 }}
+sticky = {{ cookie = "session" }}
+
+[[routes]]
+name = "h2"
+path_prefix = "/h2"
+split = {{ grpc = 100 }}
+
+[[routes]]
+name = "app"
+path_prefix = "/"
+split = {{ stable = 90, canary = 10 }}
+"#
+    )
+}
+
+/// The instrumented proxy as a child process.
+struct Proxy {
+    child: Child,
+    traffic: SocketAddr,
+    admin: SocketAddr,
+}
+
+impl Proxy {
+    /// Start `binary run --config config` and wait until it names its
+    /// traffic and admin addresses in its log.
+    fn start(binary: &Path, config: &Path) -> Result<Proxy, BoxError> {
+        let mut child = Command::new(binary)
+            .args(["run", "--no-watch", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let Some(stderr) = child.stderr.take() else {
+            return Err("no stderr pipe".into());
+        };
+        let (lines, received) = mpsc::channel();
+        // Reads stderr to the end, so the child never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if lines.send(line).is_err() {
+                    // Nobody listens any more: keep draining, quietly.
+                    continue;
+                }
+            }
+        });
+        let (mut traffic, mut admin) = (None, None);
+        let end = Instant::now() + DEADLINE;
+        while traffic.is_none() || admin.is_none() {
+            let left = end.saturating_duration_since(Instant::now());
+            let Ok(line) = received.recv_timeout(left) else {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err("cutover did not log its addresses in time (or exited)".into());
+            };
+            if line.contains("serving traffic") {
+                traffic = address_in(&line);
+            } else if line.contains("serving admin API") {
+                admin = address_in(&line);
+            }
+        }
+        match (traffic, admin) {
+            (Some(traffic), Some(admin)) => Ok(Proxy { child, traffic, admin }),
+            _ => Err("unreachable: both addresses were seen".into()),
+        }
+    }
+
+    /// SIGTERM, then wait for a clean exit: the profile is written at exit.
+    fn stop(&mut self) -> Result<(), BoxError> {
+        let pid = self.child.id().to_string();
+        // The shell's built-in kill: no procps needed in a minimal build image.
+        let signalled = Command::new("sh").args(["-c", "kill -TERM \"$0\"", &pid]).status()?;
+        if !signalled.success() {
+            return Err(format!("kill -TERM {pid} failed").into());
+        }
+        let end = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return if status.success() { Ok(()) } else { Err(format!("cutover exited with {status}").into()) };
+            }
+            if Instant::now() > end {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return Err("cutover did not exit after SIGTERM".into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// The `addr=IP:PORT` of a log line.
+fn address_in(line: &str) -> Option<SocketAddr> {
+    let start = line.find("addr=")? + "addr=".len();
+    line[start..].split_whitespace().next()?.parse().ok()
+}
