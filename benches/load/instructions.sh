@@ -21,8 +21,8 @@
 # proxy in turn runs with one worker (nginx: master_process off, so the
 # worker is the process valgrind runs; HAProxy: -db, nbthread 1; cutover:
 # workers = 1, --no-watch; floor: examples/hyper_floor.rs, a bare hyper proxy
-# on a current-thread runtime with one upstream connection per downstream
-# connection, both driven in one task) under `valgrind --tool=callgrind`. The script waits
+# on a current-thread runtime with one dedicated upstream connection per
+# downstream connection) under `valgrind --tool=callgrind`. The script waits
 # until the proxy answers, warms it up with WARMUP_REQUESTS requests,
 # zeroes the counters (callgrind_control -z), sends REQUESTS requests
 # (h2load -t1 --h1 -cCONNS -n REQUESTS), checks that every one succeeded, dumps the counters
