@@ -18,6 +18,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -167,7 +168,10 @@ pub async fn run(
     let admin_state = Arc::new(crate::admin::AdminState::new(control.clone(), lifecycle.clone(), reloadable));
     let admin_task = tokio::spawn(crate::admin::serve(listeners.admin, admin_state, admin_stop));
 
-    let mut background = vec![tokio::spawn(control.clone().run_guards(breaches_rx))];
+    let mut background = vec![
+        tokio::spawn(control.clone().run_guards(breaches_rx)),
+        tokio::spawn(close_idle_upstream_connections(proxy.clone(), closing.clone())),
+    ];
     if reloadable && options.watch {
         let control = control.clone();
         let mut stop = closing.clone();
@@ -240,6 +244,47 @@ pub async fn run(
     Ok(())
 }
 
+/// Close pooled upstream connections once they have been idle for
+/// `[server] upstream_idle_timeout`, until the proxy starts closing.
+///
+/// One sweep over the current snapshot's backends every sixth of the timeout
+/// (at least 10 ms, at most 10 s; read each time, so a reload applies),
+/// instead of a timer per connection or a clock read per request. A
+/// connection therefore closes after between five sixths of the timeout
+/// (the timeout less 10 s, for timeouts over a minute) and the timeout:
+/// not later (except for timeouts under 60 ms, by up to 10 ms), so a
+/// backend or middlebox with a longer idle limit never closes it first.
+async fn close_idle_upstream_connections(proxy: Arc<crate::proxy::Proxy>, mut closing: watch::Receiver<bool>) {
+    let mut last_sweep = tokio::time::Instant::now();
+    loop {
+        let limit = proxy.snapshot().config.server.upstream_idle_timeout;
+        let period = idle_sweep_period(limit);
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = server::stopped(&mut closing) => return,
+        }
+        let now = tokio::time::Instant::now();
+        let elapsed = now.saturating_duration_since(last_sweep);
+        last_sweep = now;
+        let snapshot = proxy.snapshot();
+        let closed: usize = snapshot
+            .pools
+            .iter()
+            .flat_map(|pool| pool.backends.iter())
+            .map(|backend| backend.close_idle(elapsed, limit))
+            .sum();
+        if closed > 0 {
+            tracing::debug!(closed, ?limit, "closed idle upstream connections");
+        }
+    }
+}
+
+/// How often idle upstream connections are swept for `limit`: a sixth of
+/// it, between 10 ms and 10 s.
+fn idle_sweep_period(limit: Duration) -> Duration {
+    (limit / 6).clamp(Duration::from_millis(10), Duration::from_secs(10))
+}
+
 #[cfg(unix)]
 async fn reload_on_signal(
     mut hangup: tokio::signal::unix::Signal,
@@ -264,5 +309,21 @@ async fn reload_on_signal(
             }
             _ = server::stopped(&mut closing) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_sweeps_come_often_enough_to_close_before_the_timeout() {
+        // A sixth of the timeout: closed between 5/6 of it and all of it.
+        assert_eq!(idle_sweep_period(Duration::from_secs(60)), Duration::from_secs(10));
+        assert_eq!(idle_sweep_period(Duration::from_millis(300)), Duration::from_millis(50));
+        // Long timeouts are still swept every 10 s, so the overshoot stays bounded.
+        assert_eq!(idle_sweep_period(Duration::from_secs(3600)), Duration::from_secs(10));
+        // Tiny ones do not turn the sweep into a busy loop.
+        assert_eq!(idle_sweep_period(Duration::from_millis(1)), Duration::from_millis(10));
     }
 }

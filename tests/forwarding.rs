@@ -390,10 +390,12 @@ async fn h2c_prior_knowledge_is_served_and_forwarded_as_http1() {
     assert_eq!(header(&seen[0], "x-forwarded-host"), Some("h2.example.com"));
 }
 
-/// An upstream that counts the TCP connections it accepts.
+/// An upstream that counts the TCP connections it accepts, and those the
+/// proxy has closed again.
 struct CountingUpstream {
     addr: SocketAddr,
     accepted: Arc<AtomicUsize>,
+    closed: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -402,22 +404,26 @@ impl CountingUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
-        let count = accepted.clone();
+        let closed = Arc::new(AtomicUsize::new(0));
+        let (count, closes) = (accepted.clone(), closed.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };
                 count.fetch_add(1, Ordering::SeqCst);
+                let closes = closes.clone();
                 tokio::spawn(async move {
                     let service = service_fn(|_req: Request<Incoming>| async {
                         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
                     });
+                    // Ends when the proxy closes the connection (this side never does).
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
+                    closes.fetch_add(1, Ordering::SeqCst);
                 });
             }
         });
-        CountingUpstream { addr, accepted, task }
+        CountingUpstream { addr, accepted, closed, task }
     }
 }
 
@@ -438,6 +444,44 @@ async fn sequential_requests_reuse_one_upstream_connection() {
         assert_eq!(a.body, "ok");
     }
     assert_eq!(upstream.accepted.load(Ordering::SeqCst), 1, "the proxy opened a new upstream connection per request");
+}
+
+#[tokio::test]
+async fn an_idle_pooled_upstream_connection_is_closed_after_upstream_idle_timeout() {
+    let upstream = CountingUpstream::start().await;
+    let server = "[server]\nlisten = [\"127.0.0.1:0\"]\nupstream_idle_timeout = \"300ms\"\n";
+    let proxy = TestProxy::start(&single_pool(upstream.addr, server)).await;
+    let client = client();
+    assert_eq!(get(&client, &proxy.url("/"), &[]).await.status, 200);
+    assert_eq!(upstream.accepted.load(Ordering::SeqCst), 1);
+
+    // Left idle in the pool, the connection is closed by the proxy, not the backend.
+    eventually(DEADLINE, "the proxy to close its idle upstream connection", || {
+        upstream.closed.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    // The next request opens a new one and succeeds.
+    assert_eq!(get(&client, &proxy.url("/"), &[]).await.status, 200);
+    assert_eq!(upstream.accepted.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_pooled_upstream_connection_in_steady_use_is_kept() {
+    let upstream = CountingUpstream::start().await;
+    // The gaps between requests (50 ms) are a small fraction of the timeout,
+    // so even a slow machine keeps them well inside it.
+    let server = "[server]\nlisten = [\"127.0.0.1:0\"]\nupstream_idle_timeout = \"1s\"\n";
+    let proxy = TestProxy::start(&single_pool(upstream.addr, server)).await;
+    let client = client();
+    let started = tokio::time::Instant::now();
+    // Longer than the timeout in all, so an expiry that counted from the
+    // first use (rather than the last) would close it.
+    while started.elapsed() < Duration::from_millis(1500) {
+        assert_eq!(get(&client, &proxy.url("/"), &[]).await.status, 200);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(upstream.accepted.load(Ordering::SeqCst), 1, "a connection reused every 50 ms was replaced");
+    assert_eq!(upstream.closed.load(Ordering::SeqCst), 0);
 }
 
 /// Read one HTTP/1.1 response with a `Content-Length` body from `stream`:

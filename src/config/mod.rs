@@ -47,6 +47,9 @@ pub struct ServerConfig {
     pub connect_timeout: Duration,
     /// How long an idle downstream keep-alive connection is kept open.
     pub idle_timeout: Duration,
+    /// How long a pooled upstream keep-alive connection may sit unused
+    /// before the proxy closes it.
+    pub upstream_idle_timeout: Duration,
     /// Longest wait for in-flight requests on shutdown or backend removal.
     pub drain_timeout: Duration,
     /// After SIGTERM, how long to keep serving while `/ready` answers 503.

@@ -44,6 +44,8 @@ pub(crate) struct RawServer {
     pub(crate) connect_timeout: Option<Spanned<RawDuration>>,
     /// Downstream keep-alive idle time.
     pub(crate) idle_timeout: Option<Spanned<RawDuration>>,
+    /// Upstream (pooled) keep-alive idle time.
+    pub(crate) upstream_idle_timeout: Option<Spanned<RawDuration>>,
     /// Longest wait for in-flight requests.
     pub(crate) drain_timeout: Option<Spanned<RawDuration>>,
     /// The preStop sleep after SIGTERM.

@@ -35,6 +35,10 @@ const DEFAULT_ADMIN_LISTEN: ([u8; 4], u16) = ([127, 0, 0, 1], 9901);
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// nginx's upstream `keepalive_timeout`; shorter than the idle timeouts of
+/// the common cloud load balancers and NATs (Azure 4 min, AWS NLB 350 s), so
+/// a pooled connection is closed by the proxy before a middlebox forgets it.
+const DEFAULT_UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Slowloris: a whole request head within 10 s of its first byte (HAProxy's
 /// usual `timeout http-request`).
 const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -180,6 +184,12 @@ impl Cx<'_> {
                 raw.idle_timeout.as_ref(),
                 "server.idle_timeout",
                 DEFAULT_IDLE_TIMEOUT,
+                false,
+            )?,
+            upstream_idle_timeout: self.duration_or(
+                raw.upstream_idle_timeout.as_ref(),
+                "server.upstream_idle_timeout",
+                DEFAULT_UPSTREAM_IDLE_TIMEOUT,
                 false,
             )?,
             drain_timeout: self.duration_or(
@@ -1034,6 +1044,7 @@ listen = ["0.0.0.0:8080", "[::1]:8081"]
 request_timeout = "15s"
 connect_timeout = "500ms"
 idle_timeout = "2m"
+upstream_idle_timeout = "45s"
 drain_timeout = "45s"
 shutdown_delay = "5s"
 max_request_header_bytes = 32768
@@ -1104,6 +1115,7 @@ split = { blue = 1 }
                 request_timeout: Duration::from_secs(15),
                 connect_timeout: Duration::from_millis(500),
                 idle_timeout: Duration::from_secs(120),
+                upstream_idle_timeout: Duration::from_secs(45),
                 drain_timeout: Duration::from_secs(45),
                 shutdown_delay: Duration::from_secs(5),
                 max_request_header_bytes: 32768,
@@ -1215,6 +1227,7 @@ split = { blue = 1 }
                 request_timeout: Duration::from_secs(30),
                 connect_timeout: Duration::from_secs(2),
                 idle_timeout: Duration::from_secs(60),
+                upstream_idle_timeout: Duration::from_secs(60),
                 drain_timeout: Duration::from_secs(30),
                 shutdown_delay: Duration::ZERO,
                 max_request_header_bytes: 65536,

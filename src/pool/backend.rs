@@ -10,7 +10,10 @@
 //!
 //! Connections are kept per backend (not in one shared, hashed pool): a
 //! backend's idle list is a short `Vec` behind its own mutex, so checkout is a
-//! pop and draining is a clear.
+//! pop and draining is a clear. The list is last-in-first-out, so the
+//! connections that stay idle are the oldest, at its front; a sweep every
+//! few seconds (`crate::runtime`) ages them and closes those
+//! idle for `upstream_idle_timeout`, without a clock read per request.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,6 +30,21 @@ pub type BackendKey = (Arc<str>, BackendAddr);
 
 /// Most idle connections kept per backend; more are closed when released.
 const MAX_IDLE_PER_BACKEND: usize = 512;
+
+/// A connection in a backend's idle list.
+#[derive(Debug)]
+struct Pooled {
+    conn: UpstreamConn,
+    /// How long it has been idle, as counted by the sweeps that saw it
+    /// (an upper bound: the first sweep counts a whole period).
+    idle_for: Duration,
+}
+
+impl Pooled {
+    fn new(conn: UpstreamConn) -> Pooled {
+        Pooled { conn, idle_for: Duration::ZERO }
+    }
+}
 
 /// An upstream backend.
 #[derive(Debug)]
@@ -53,7 +71,7 @@ pub struct Backend {
     connect_timeout: Mutex<Duration>,
     /// Idle keep-alive HTTP/1.1 connections, most recently used last; for
     /// HTTP/2, the one shared connection.
-    idle: Mutex<Vec<UpstreamConn>>,
+    idle: Mutex<Vec<Pooled>>,
     /// How the backend is reached.
     transport: Transport,
     /// Held while opening the shared HTTP/2 connection, so a burst of first
@@ -252,7 +270,7 @@ impl Backend {
         }
         loop {
             let pooled = self.idle.lock().ok().and_then(|mut idle| idle.pop());
-            let Some(mut conn) = pooled else { break };
+            let Some(Pooled { mut conn, .. }) = pooled else { break };
             if conn.is_closed() {
                 continue;
             }
@@ -272,7 +290,7 @@ impl Backend {
     /// and again whenever it has closed.
     async fn checkout_shared(&self) -> Result<(UpstreamConn, bool), ConnectError> {
         let shared = || {
-            self.idle.lock().ok().and_then(|idle| match idle.first() {
+            self.idle.lock().ok().and_then(|idle| match idle.first().map(|pooled| &pooled.conn) {
                 Some(UpstreamConn::H2(sender)) if !sender.is_closed() => Some(sender.clone()),
                 _ => None,
             })
@@ -287,7 +305,7 @@ impl Backend {
         let conn = self.connect().await?;
         if let UpstreamConn::H2(sender) = &conn {
             if let Ok(mut idle) = self.idle.lock() {
-                *idle = vec![UpstreamConn::H2(sender.clone())];
+                *idle = vec![Pooled::new(UpstreamConn::H2(sender.clone()))];
             }
         }
         Ok((conn, false))
@@ -305,9 +323,27 @@ impl Backend {
         }
         if let Ok(mut idle) = self.idle.lock() {
             if idle.len() < MAX_IDLE_PER_BACKEND {
-                idle.push(conn);
+                idle.push(Pooled::new(conn));
             }
         }
+    }
+
+    /// Count `elapsed` more idle time on every pooled HTTP/1.1 connection,
+    /// and close those idle for `limit` or longer. Returns how many closed.
+    /// The shared HTTP/2 connection is not aged: it carries every request
+    /// to the backend, and hyper closes it when the backend goes away.
+    pub fn close_idle(&self, elapsed: Duration, limit: Duration) -> usize {
+        let Ok(mut idle) = self.idle.lock() else { return 0 };
+        let before = idle.len();
+        // Dropping a sender ends its connection task, which closes the socket.
+        idle.retain_mut(|pooled| {
+            if matches!(pooled.conn, UpstreamConn::H2(_)) {
+                return true;
+            }
+            pooled.idle_for = pooled.idle_for.saturating_add(elapsed);
+            pooled.idle_for < limit
+        });
+        before - idle.len()
     }
 }
 
