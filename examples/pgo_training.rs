@@ -209,49 +209,16 @@ async fn answer(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Inf
     Ok(response)
 }
 
-/// A config with every per-request feature switched on. The canary's guard
-/// is loose enough that the injected 5xx never trip it, so the split stays
-/// the same for the whole run.
+/// The training config, with every per-request feature switched on (see the
+/// file). `tests/deploy.rs` checks that it still loads, since the image
+/// build fails without it.
+const CONFIG_TEMPLATE: &str = include_str!("pgo_training.toml");
+
 fn config_text(workers: usize, http1_upstream: SocketAddr, h2_upstream: SocketAddr) -> String {
-    format!(
-        r#"[server]
-listen = ["127.0.0.1:0"]
-workers = {workers}
-
-[admin]
-listen = "127.0.0.1:0"
-
-[pools.stable]
-backends = ["{http1_upstream}"]
-
-[pools.canary]
-backends = ["{http1_upstream}"]
-[pools.canary.guard]
-max_error_rate = 0.9
-window = "30s"
-min_requests = 100
-
-[pools.grpc]
-backends = ["{h2_upstream}"]
-protocol = "h2"
-
-[[routes]]
-name = "sticky"
-path_prefix = "/sticky"
-split = {{ stable = 50, canary = 50 }}
-sticky = {{ cookie = "session" }}
-
-[[routes]]
-name = "h2"
-path_prefix = "/h2"
-split = {{ grpc = 100 }}
-
-[[routes]]
-name = "app"
-path_prefix = "/"
-split = {{ stable = 90, canary = 10 }}
-"#
-    )
+    CONFIG_TEMPLATE
+        .replace("@WORKERS@", &workers.to_string())
+        .replace("@HTTP1_UPSTREAM@", &http1_upstream.to_string())
+        .replace("@H2_UPSTREAM@", &h2_upstream.to_string())
 }
 
 /// The instrumented proxy as a child process.

@@ -12,7 +12,9 @@
 //! - the Grafana dashboard and the alert rules query only metrics that
 //!   `src/metrics.rs` declares, and the dashboard shows all of them;
 //! - the Dockerfile has its health check, user, ports, and a `CMD` whose
-//!   config path is where it copies `docker/cutover.toml`;
+//!   config path is where it copies `docker/cutover.toml`, and it ships the
+//!   profile-guided build, whose training config
+//!   (`examples/pgo_training.toml`) loads;
 //! - the real binary accepts the image's default config, serves `/healthz`
 //!   with it (also through the image's health-check script), and exits 0 on
 //!   SIGTERM after `/ready` turned 503.
@@ -88,6 +90,21 @@ fn every_toml_config_loads() {
     for expected in ["config/cutover.toml", "docker/cutover.toml", "docker/compose/cutover.toml"] {
         assert!(checked.iter().any(|c| c == expected), "{expected} was not checked; found {checked:?}");
     }
+}
+
+/// The config the profile-guided build trains with: the image build runs
+/// it, so a config change that breaks it breaks `docker build`.
+#[test]
+fn the_pgo_training_config_loads() {
+    let template = read("examples/pgo_training.toml");
+    let text = template
+        .replace("@WORKERS@", "2")
+        .replace("@HTTP1_UPSTREAM@", "127.0.0.1:18001")
+        .replace("@H2_UPSTREAM@", "127.0.0.1:18002");
+    assert!(!text.contains('@'), "a placeholder is left in examples/pgo_training.toml:\n{text}");
+    let config = config::parse(Path::new("examples/pgo_training.toml"), &text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.server.workers, Some(2));
+    assert!(read("examples/pgo_training.rs").contains("include_str!(\"pgo_training.toml\")"));
 }
 
 // ---- (b) YAML -------------------------------------------------------------
@@ -654,6 +671,15 @@ fn dockerfile_has_healthcheck_user_ports_and_the_default_config() {
     let msrv = manifest["package"]["rust-version"].as_str().expect("Cargo.toml has a rust-version");
     assert!(minor_version(rust) >= minor_version(msrv), "Rust {rust} in the image is older than rust-version {msrv}");
     assert!(all("RUN").iter().any(|r| r.contains("cargo build --release --locked")), "build with --locked, as CI does");
+    assert!(
+        all("RUN")
+            .iter()
+            .any(|r| r.contains("scripts/pgo-build.sh") && r.contains("cp target/pgo/cutover target/release/cutover")),
+        "the image ships the profile-guided build"
+    );
+    let pgo_script = root().join("scripts/pgo-build.sh");
+    let mode = std::fs::metadata(&pgo_script).expect("scripts/pgo-build.sh exists").permissions();
+    assert!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o111 != 0, "scripts/pgo-build.sh is not executable");
     assert!(all("RUN").iter().any(|r| r.contains("ca-certificates")), "rustls-native-certs needs the system roots");
 
     // Health check, user, ports, signal.
