@@ -205,6 +205,8 @@ fn prepare(
     let route = &snapshot.routes[route_at];
     let choice = choose_target(route, &parts, rng).ok_or(ProxyError::NoBackend)?;
 
+    // Before the version is rewritten: only an HTTP/1.1 client may upgrade.
+    let upgrade = tunnel::requested_upgrade(&parts);
     parts.uri = origin_form(&parts.uri);
     parts.version = Version::HTTP_11;
     headers::set_forwarded(&mut parts.headers, &conn.client_ip, &conn.proto, host.as_ref());
@@ -213,7 +215,6 @@ fn prepare(
     // An HTTP/1.0 request may have no host at all; HTTP/1.1 requires the
     // field, empty when there is no authority (RFC 9112 §3.2).
     parts.headers.insert(header::HOST, host.unwrap_or_else(|| HeaderValue::from_static("")));
-    let upgrade = tunnel::requested_upgrade(&parts);
     headers::strip_hop_by_hop(&mut parts.headers);
     if let Some(protocol) = &upgrade {
         tunnel::ask_upgrade(&mut parts.headers, protocol);

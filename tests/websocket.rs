@@ -1,6 +1,6 @@
 //! Upgraded connections through the proxy: a real WebSocket echo, a tunnel
-//! that outlives its backend's removal until `drain_timeout`, and an
-//! upgrade the backend refuses.
+//! that outlives its backend's removal until `drain_timeout`, an upgrade
+//! the backend refuses, and an HTTP/1.0 request that asks for one.
 
 mod support;
 
@@ -135,4 +135,24 @@ async fn a_refused_upgrade_forwards_nothing_after_it() {
     assert_eq!(seen.len(), 1, "the backend saw more than the one request: {seen:?}");
     assert_eq!(seen[0].uri.path(), "/chat");
     assert!(seen[0].headers.get("upgrade").is_some(), "the upgrade request itself is forwarded");
+}
+
+/// Upgrading is HTTP/1.1's (RFC 9110 §7.8): an HTTP/1.0 request that asks
+/// for one is forwarded as a plain request, without the upgrade headers.
+#[tokio::test]
+async fn an_http_1_0_request_is_never_upgraded() {
+    let upstream = Upstream::named("plain").await;
+    let proxy = TestProxy::start(&format!(
+        "[pools.p]\nbackends = [\"{}\"]\n[[routes]]\nname = \"app\"\nsplit = {{ p = 1 }}\n",
+        upstream.addr
+    ))
+    .await;
+    let raw = b"GET /chat HTTP/1.0\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
+    let answer = raw_exchange(proxy.addr, raw, Duration::from_secs(3)).await;
+    assert!(answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(seen[0].headers.get("upgrade").is_none(), "an HTTP/1.0 upgrade request went on: {:?}", seen[0].headers);
+    let connection = seen[0].headers.get("connection").map(|v| v.to_str().unwrap_or("").to_ascii_lowercase());
+    assert_ne!(connection.as_deref(), Some("upgrade"), "{:?}", seen[0].headers);
 }
