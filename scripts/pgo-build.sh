@@ -24,12 +24,13 @@
 # Usage: scripts/pgo-build.sh            # from anywhere in the repository
 # Environment:
 #   PGO_DIR=target/pgo   where the builds, the profile and the binary go
+#                        (under CARGO_TARGET_DIR when that is set)
 #   RUSTFLAGS            kept; the PGO flags are added to it
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO="$(pwd)"
-PGO_DIR="${PGO_DIR:-$REPO/target/pgo}"
+PGO_DIR="${PGO_DIR:-${CARGO_TARGET_DIR:-$REPO/target}/pgo}"
 mkdir -p "$PGO_DIR"
 PGO_DIR="$(cd "$PGO_DIR" && pwd)"   # -Cprofile-use needs an absolute path
 PROFILES="$PGO_DIR/profiles"
