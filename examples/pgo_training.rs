@@ -247,15 +247,16 @@ impl Proxy {
         // Reads stderr to the end, so the child never blocks on a full pipe.
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if lines.send(line).is_err() {
-                    // Nobody listens any more: keep draining, quietly.
-                    continue;
-                }
+                // Once nobody listens, the lines are only drained.
+                let _ = lines.send(line);
             }
         });
         let (mut traffic, mut admin) = (None, None);
         let end = Instant::now() + DEADLINE;
-        while traffic.is_none() || admin.is_none() {
+        loop {
+            if let (Some(traffic), Some(admin)) = (traffic, admin) {
+                return Ok(Proxy { child, traffic, admin });
+            }
             let left = end.saturating_duration_since(Instant::now());
             let Ok(line) = received.recv_timeout(left) else {
                 let _ = child.kill();
@@ -267,10 +268,6 @@ impl Proxy {
             } else if line.contains("serving admin API") {
                 admin = address_in(&line);
             }
-        }
-        match (traffic, admin) {
-            (Some(traffic), Some(admin)) => Ok(Proxy { child, traffic, admin }),
-            _ => Err("unreachable: both addresses were seen".into()),
         }
     }
 

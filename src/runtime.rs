@@ -256,17 +256,17 @@ pub async fn run(
 /// backend or middlebox with a longer idle limit never closes it first.
 async fn close_idle_upstream_connections(proxy: Arc<crate::proxy::Proxy>, mut closing: watch::Receiver<bool>) {
     let mut last_sweep = tokio::time::Instant::now();
+    let mut limit = proxy.snapshot().config.server.upstream_idle_timeout;
     loop {
-        let limit = proxy.snapshot().config.server.upstream_idle_timeout;
-        let period = idle_sweep_period(limit);
         tokio::select! {
-            _ = tokio::time::sleep(period) => {}
+            _ = tokio::time::sleep(idle_sweep_period(limit)) => {}
             _ = server::stopped(&mut closing) => return,
         }
         let now = tokio::time::Instant::now();
         let elapsed = now.saturating_duration_since(last_sweep);
         last_sweep = now;
         let snapshot = proxy.snapshot();
+        limit = snapshot.config.server.upstream_idle_timeout;
         let closed: usize = snapshot
             .pools
             .iter()

@@ -446,11 +446,18 @@ async fn sequential_requests_reuse_one_upstream_connection() {
     assert_eq!(upstream.accepted.load(Ordering::SeqCst), 1, "the proxy opened a new upstream connection per request");
 }
 
+/// A [`CountingUpstream`] behind a proxy whose `upstream_idle_timeout` is
+/// `upstream_idle_timeout`.
+async fn counted_behind_proxy(upstream_idle_timeout: &str) -> (CountingUpstream, TestProxy) {
+    let upstream = CountingUpstream::start().await;
+    let server = format!("[server]\nlisten = [\"127.0.0.1:0\"]\nupstream_idle_timeout = \"{upstream_idle_timeout}\"\n");
+    let proxy = TestProxy::start(&single_pool(upstream.addr, &server)).await;
+    (upstream, proxy)
+}
+
 #[tokio::test]
 async fn an_idle_pooled_upstream_connection_is_closed_after_upstream_idle_timeout() {
-    let upstream = CountingUpstream::start().await;
-    let server = "[server]\nlisten = [\"127.0.0.1:0\"]\nupstream_idle_timeout = \"300ms\"\n";
-    let proxy = TestProxy::start(&single_pool(upstream.addr, server)).await;
+    let (upstream, proxy) = counted_behind_proxy("300ms").await;
     let client = client();
     assert_eq!(get(&client, &proxy.url("/"), &[]).await.status, 200);
     assert_eq!(upstream.accepted.load(Ordering::SeqCst), 1);
@@ -467,11 +474,9 @@ async fn an_idle_pooled_upstream_connection_is_closed_after_upstream_idle_timeou
 
 #[tokio::test]
 async fn a_pooled_upstream_connection_in_steady_use_is_kept() {
-    let upstream = CountingUpstream::start().await;
     // The gaps between requests (50 ms) are a small fraction of the timeout,
     // so even a slow machine keeps them well inside it.
-    let server = "[server]\nlisten = [\"127.0.0.1:0\"]\nupstream_idle_timeout = \"1s\"\n";
-    let proxy = TestProxy::start(&single_pool(upstream.addr, server)).await;
+    let (upstream, proxy) = counted_behind_proxy("1s").await;
     let client = client();
     let started = tokio::time::Instant::now();
     // Longer than the timeout in all, so an expiry that counted from the

@@ -118,14 +118,21 @@ async fn eventually_revision_above(proxy: &TestProxy, than: u64) {
 /// A backend that refuses the upgrade (200): the client gets the 200, and
 /// bytes it sent after its upgrade request never reach the backend as
 /// tunnel data.
-#[tokio::test]
-async fn a_refused_upgrade_forwards_nothing_after_it() {
+/// A backend that answers every request with 200 "plain" and never
+/// upgrades, behind a proxy.
+async fn plain_backend_behind_proxy() -> (Upstream, TestProxy) {
     let upstream = Upstream::named("plain").await;
     let proxy = TestProxy::start(&format!(
         "[pools.p]\nbackends = [\"{}\"]\n[[routes]]\nname = \"app\"\nsplit = {{ p = 1 }}\n",
         upstream.addr
     ))
     .await;
+    (upstream, proxy)
+}
+
+#[tokio::test]
+async fn a_refused_upgrade_forwards_nothing_after_it() {
+    let (upstream, proxy) = plain_backend_behind_proxy().await;
     let raw =
         b"GET /chat HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n\x81\x85GARBAGE-FRAME";
     let answer = raw_exchange(proxy.addr, raw, Duration::from_secs(3)).await;
@@ -141,12 +148,7 @@ async fn a_refused_upgrade_forwards_nothing_after_it() {
 /// for one is forwarded as a plain request, without the upgrade headers.
 #[tokio::test]
 async fn an_http_1_0_request_is_never_upgraded() {
-    let upstream = Upstream::named("plain").await;
-    let proxy = TestProxy::start(&format!(
-        "[pools.p]\nbackends = [\"{}\"]\n[[routes]]\nname = \"app\"\nsplit = {{ p = 1 }}\n",
-        upstream.addr
-    ))
-    .await;
+    let (upstream, proxy) = plain_backend_behind_proxy().await;
     let raw = b"GET /chat HTTP/1.0\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
     let answer = raw_exchange(proxy.addr, raw, Duration::from_secs(3)).await;
     assert!(answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"), "{answer}");

@@ -29,7 +29,7 @@
 # (callgrind_control -d) and divides the dump's PROGRAM TOTALS by REQUESTS.
 #
 # Usage (from anywhere; needs root for apt-get, or the tools already there):
-#   benches/load/instructions.sh                  # builds cutover first (like run.sh)
+#   benches/load/instructions.sh                  # builds cutover first, with PGO (like run.sh)
 #   SKIP_BUILD=1 benches/load/instructions.sh     # use the existing target/release/cutover
 #   PROXIES=cutover SKIP_BUILD=1 benches/load/instructions.sh   # only cutover
 # It takes about 15 seconds on the 2-core VM (plus the build and a first apt-get).

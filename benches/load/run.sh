@@ -8,7 +8,7 @@
 # round, every case runs against direct, nginx, haproxy and cutover in turn.
 #
 # Usage (from anywhere; needs root for apt-get, or the tools already there):
-#   benches/load/run.sh                      # 3 rounds x 10 s, ~20 minutes
+#   benches/load/run.sh                      # 3 rounds x 10 s, ~20 minutes (plus the PGO build, 7-15 min)
 #   DURATION=2 ROUNDS=1 benches/load/run.sh  # smoke run, ~3 minutes
 #   ROUNDS=0 PROFILE=1 benches/load/run.sh   # only the perf tables, ~3 minutes
 # Results: docs/performance.md explains the method and every column.
