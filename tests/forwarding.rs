@@ -228,6 +228,33 @@ async fn forwarded_headers_are_set_and_forged_ones_replaced() {
     assert_eq!(header(second, "x-forwarded-host"), Some("plain.example.com"));
 }
 
+/// A client that names the proxy's own headers in `Connection` must not make
+/// the proxy drop them: that would hide the client's address from a backend
+/// that trusts `X-Forwarded-For`, or send an HTTP/1.1 request with no `Host`.
+/// What the client sent under those names goes (it declared them
+/// hop-by-hop); what the proxy sets afterwards stays.
+#[tokio::test]
+async fn connection_cannot_strip_the_proxys_own_headers() {
+    let upstream = Upstream::named("app").await;
+    let proxy = TestProxy::start(&single_pool(upstream.addr, "")).await;
+    let a = get(
+        &client(),
+        &proxy.url("/"),
+        &[
+            ("host", "shop.example.com"),
+            ("connection", "x-forwarded-for, x-forwarded-proto, x-forwarded-host, host"),
+            ("x-forwarded-for", "10.9.9.9"),
+        ],
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(header(&seen[0], "x-forwarded-for"), Some("127.0.0.1"), "{:?}", seen[0].headers);
+    assert_eq!(header(&seen[0], "x-forwarded-proto"), Some("http"));
+    assert_eq!(header(&seen[0], "x-forwarded-host"), Some("shop.example.com"));
+    assert_eq!(header(&seen[0], "host"), Some("shop.example.com"));
+}
 #[tokio::test]
 async fn path_and_query_are_forwarded_as_sent() {
     let upstream = Upstream::named("app").await;
