@@ -182,8 +182,12 @@ fn header_rewrite(c: &mut Criterion) {
     let proto = HeaderValue::from_static("http");
     let host = HeaderValue::from_static("shop.example.com");
     let cases: [(&str, HeaderMap, &Rewrite); 3] = [
-        ("strip_hop_by_hop", browser_headers(), &|map| strip_hop_by_hop(map)),
-        ("strip_hop_by_hop_response", backend_response_headers(), &|map| strip_hop_by_hop(map)),
+        ("strip_hop_by_hop", browser_headers(), &|map| {
+            strip_hop_by_hop(map);
+        }),
+        ("strip_hop_by_hop_response", backend_response_headers(), &|map| {
+            strip_hop_by_hop(map);
+        }),
         ("strip_and_set_forwarded", browser_headers(), &|map| {
             strip_hop_by_hop(map);
             set_forwarded(map, &client_ip, &proto, Some(&host));

@@ -39,20 +39,33 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 ];
 
 /// Remove hop-by-hop headers, including those named by `Connection`.
-/// `TE` survives when it is exactly `trailers`.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+/// `TE` survives when it is exactly `trailers`. Says whether `Connection`
+/// named any header beyond the fixed ones (which may then be gone).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
     // One pass over the (few) header names finds which fixed hop-by-hop
     // headers are present; only those are removed. Most messages carry none,
     // or only `Connection: keep-alive` (every nginx response does), and a
     // hash lookup per fixed name per message adds up.
     let mut present = 0u16;
-    for name in headers.keys() {
+    // Whether every `Connection` value is a bare `keep-alive` or `close`,
+    // which name nothing else to remove: then the header list need not be
+    // parsed.
+    let mut connection_plain = true;
+    for (name, value) in headers.iter() {
         if let Some(at) = HOP_BY_HOP.iter().position(|hop| hop == name) {
             present |= 1 << at;
+            if at == 0 {
+                let v = value.as_bytes();
+                connection_plain &= v.eq_ignore_ascii_case(b"keep-alive") || v.eq_ignore_ascii_case(b"close");
+            }
         }
     }
     if present == 0 {
-        return;
+        return false;
+    }
+    if present == 1 && connection_plain {
+        headers.remove(header::CONNECTION);
+        return false;
     }
     // Headers named by `Connection` go too. The fixed names (`keep-alive`
     // above all) are handled by the bit set; anything else is rare, so only
@@ -72,6 +85,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             }
         }
     }
+    let named_any = !named.is_empty();
     for name in named {
         headers.remove(name);
     }
@@ -85,6 +99,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
+    named_any
 }
 
 /// Set the `X-Forwarded-*` headers for a request from `client_ip` that
@@ -149,15 +164,27 @@ mod tests {
             ("te", "gzip"),
             ("x-kept", "yes"),
         ]);
-        strip_hop_by_hop(&mut h);
+        assert!(strip_hop_by_hop(&mut h), "x-secret is named by connection");
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-kept"], "yes");
+    }
+
+    #[test]
+    fn a_bare_connection_value_is_removed_and_a_second_one_still_read() {
+        let mut h = map(&[("connection", "Keep-Alive"), ("x-kept", "yes")]);
+        assert!(!strip_hop_by_hop(&mut h));
+        assert_eq!(h.len(), 1, "{h:?}");
+
+        let mut h = map(&[("connection", "close"), ("connection", "x-secret"), ("x-secret", "1"), ("x-kept", "yes")]);
+        assert!(strip_hop_by_hop(&mut h));
         assert_eq!(h.len(), 1, "{h:?}");
         assert_eq!(h["x-kept"], "yes");
     }
 
     #[test]
     fn te_trailers_survives() {
-        let mut h = map(&[("te", "trailers")]);
-        strip_hop_by_hop(&mut h);
+        let mut h = map(&[("te", "trailers"), ("connection", "keep-alive")]);
+        assert!(!strip_hop_by_hop(&mut h), "connection names no header beyond the fixed ones");
         assert_eq!(h["te"], "trailers");
     }
 

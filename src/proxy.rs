@@ -207,17 +207,27 @@ fn prepare(
 
     // Before the version is rewritten: only an HTTP/1.1 client may upgrade.
     let upgrade = tunnel::requested_upgrade(&parts);
+    let host_from_target = parts.uri.authority().is_some();
     parts.uri = origin_form(&parts.uri);
     parts.version = Version::HTTP_11;
     // Strip first, then set: a client's `Connection: x-forwarded-for, host`
     // must not remove the headers the proxy itself adds.
-    headers::strip_hop_by_hop(&mut parts.headers);
+    let named_gone = headers::strip_hop_by_hop(&mut parts.headers);
     headers::set_forwarded(&mut parts.headers, &conn.client_ip, &conn.proto, host.as_ref());
-    // Normally a no-op; for HTTP/2 and absolute-form requests it carries the
-    // authority into the `Host` an HTTP/1.1 backend expects.
-    // An HTTP/1.0 request may have no host at all; HTTP/1.1 requires the
-    // field, empty when there is no authority (RFC 9112 §3.2).
-    parts.headers.insert(header::HOST, host.unwrap_or_else(|| HeaderValue::from_static("")));
+    match host {
+        // The client's own `Host`, still in place: the usual case.
+        Some(_) if !host_from_target && !named_gone => {}
+        // HTTP/2 and absolute-form requests: the authority goes into the
+        // `Host` an HTTP/1.1 backend expects.
+        Some(host) => {
+            parts.headers.insert(header::HOST, host);
+        }
+        // An HTTP/1.0 request may have no host at all; HTTP/1.1 requires
+        // the field, empty when there is no authority (RFC 9112 §3.2).
+        None => {
+            parts.headers.insert(header::HOST, HeaderValue::from_static(""));
+        }
+    }
     if let Some(protocol) = &upgrade {
         tunnel::ask_upgrade(&mut parts.headers, protocol);
     }
