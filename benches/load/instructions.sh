@@ -40,6 +40,10 @@
 #   REQUESTS=4000          measured requests per proxy
 #   WARMUP_REQUESTS=1000   unmeasured requests first (valgrind's translation, pools, buffers)
 #   CONNS=20               h2load connections (HTTP/1.1 keep-alive)
+#   RATE=                  requests per second per connection (h2load --rps); unset: as fast
+#                          as the proxy goes. A low rate (CONNS=20 RATE=10: 200 req/s, one
+#                          request per wake-up) is the regime of run.sh's fixed-rate case,
+#                          where per-wake-up work (timers, polling) is not shared by a batch.
 #   PROXIES="nginx haproxy floor cutover"  subset of proxies, measured in this order
 #   PROXY_CPU=0 LOAD_CPU=1 cores for the proxy and for backend + h2load (no pinning on 1 core)
 #   BASE_PORT=18100        ports BASE_PORT..BASE_PORT+29 on 127.0.0.1 are used (same layout as
@@ -61,6 +65,7 @@ REPO="$(cd "$HERE/../.." && pwd)"
 REQUESTS="${REQUESTS:-4000}"
 WARMUP_REQUESTS="${WARMUP_REQUESTS:-1000}"
 CONNS="${CONNS:-20}"
+RATE="${RATE:-}"
 PROXIES="${PROXIES:-nginx haproxy floor cutover}"
 PROXY_CPU="${PROXY_CPU:-0}"
 LOAD_CPU="${LOAD_CPU:-1}"
@@ -74,6 +79,7 @@ source "$HERE/common.sh"
 for v in REQUESTS WARMUP_REQUESTS CONNS BASE_PORT START_TIMEOUT; do
     [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a number (got '${!v}')"
 done
+[[ -z "$RATE" || "$RATE" =~ ^[1-9][0-9]*$ ]] || die "RATE must be a positive number (got '$RATE')"
 ((REQUESTS > 0)) || die "REQUESTS must be > 0"
 for p in $PROXIES; do
     case $p in nginx|haproxy|floor|cutover) ;; *) die "unknown proxy '$p' in PROXIES (nginx haproxy floor cutover)" ;; esac
@@ -143,7 +149,9 @@ h2load_2xx() { awk '/^status codes:/ { gsub(/,/, ""); print $3 }' "$1"; }
 # (bash defers traps until a foreground command ends) and cleanup stops h2load.
 load() { # url n outfile
     local lp ok two
-    timeout 600 "${PIN_LOAD[@]}" h2load -t1 --h1 -c"$CONNS" -n "$2" "$1" >"$3" 2>&1 &
+    local paced=()
+    [[ -n "$RATE" ]] && paced=(--rps "$RATE")
+    timeout 600 "${PIN_LOAD[@]}" h2load -t1 --h1 -c"$CONNS" "${paced[@]}" -n "$2" "$1" >"$3" 2>&1 &
     lp=$!
     PIDS+=("$lp")
     wait "$lp" || true
@@ -180,7 +188,7 @@ log "results in $OUT; configs in $TMP"
     echo "machine: $(nproc) cores, $(lscpu | awk -F: '/Model name/ { gsub(/^ +/, "", $2); print $2; exit }'), kernel $(uname -r)"
     echo "versions: $(valgrind --version), $(nginx -v 2>&1 | sed 's/^nginx version: //'), HAProxy $(haproxy -v | awk 'NR==1 { print $3 }'), $(h2load --version | head -1), cutover $(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$REPO" && git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo '+dirty')"
     echo "cutover build: ${CUTOVER_BUILD:-none}"
-    echo "settings: REQUESTS=$REQUESTS WARMUP_REQUESTS=$WARMUP_REQUESTS CONNS=$CONNS PROXIES=\"$PROXIES\""
+    echo "settings: REQUESTS=$REQUESTS WARMUP_REQUESTS=$WARMUP_REQUESTS CONNS=$CONNS RATE=${RATE:-unpaced} PROXIES=\"$PROXIES\""
 } | tee "$OUT/meta.txt" >&2
 
 "${PIN_LOAD[@]}" nginx -c "$TMP/backend-nginx.conf" -p "$TMP" >"$OUT/backend.stdout" 2>"$OUT/backend.stderr" &
