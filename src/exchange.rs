@@ -63,6 +63,11 @@ impl Exchange {
         Exchange { in_flight: backend.begin_request(), started, outcome: Outcome::Pending, recorders, abandoned: false }
     }
 
+    /// When the request began.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
     /// The backend.
     pub fn backend(&self) -> &Arc<Backend> {
         self.in_flight.backend()

@@ -21,6 +21,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::Response;
 use http_body::{Body, Frame, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -32,7 +33,7 @@ use tokio::time::Instant;
 
 use crate::body::ProxyBody;
 use crate::error::ProxyError;
-use crate::proxy::{ConnInfo, Proxy};
+use crate::proxy::{ConnInfo, Handling, Proxy};
 
 /// Limits applied to every downstream connection.
 #[derive(Debug, Clone)]
@@ -202,22 +203,20 @@ impl Connection {
         let activity = Arc::new(Activity::new());
         let proxy = self.proxy.clone();
         let tracker = activity.clone();
+        // The request is routed and rewritten in this call; the future it
+        // returns owns what it needs, so no `Arc` is cloned per request.
         let service = service_fn(move |req| {
-            let proxy = proxy.clone();
-            let info = info.clone();
             let ambiguous = tracker.framing_conflict.swap(false, Ordering::Relaxed);
             let active = tracker.begin();
-            async move {
-                let response = if ambiguous {
-                    // hyper resolved it safely (Transfer-Encoding wins, the
-                    // connection closes after), but such a request is an
-                    // attack or a broken client: refuse it (SPEC §3).
-                    ProxyError::BadRequest("both content-length and transfer-encoding\n").response()
-                } else {
-                    proxy.handle(&info, req).await
-                };
-                Ok::<_, Infallible>(response.map(|body| TrackedBody { body, _active: active }))
-            }
+            let handling = if ambiguous {
+                // hyper resolved it safely (Transfer-Encoding wins, the
+                // connection closes after), but such a request is an
+                // attack or a broken client: refuse it (SPEC §3).
+                Handling::answered(ProxyError::BadRequest("both content-length and transfer-encoding\n").response())
+            } else {
+                proxy.handle(&info, req)
+            };
+            Tracked { handling, active: Some(active) }
         });
         let stream = Watched { io: stream, activity: activity.clone(), first_read: true, scan: HeadScan::default() };
         let conn = self.builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
@@ -409,11 +408,34 @@ impl Drop for Active {
     }
 }
 
+pin_project_lite::pin_project! {
+    /// A request being served, counted in its connection's activity until
+    /// its response body ends. (A small future rather than an `async`
+    /// block, which would hold the inner future twice.)
+    struct Tracked<F> {
+        #[pin]
+        handling: F,
+        active: Option<Active>,
+    }
+}
+
+impl<F: std::future::Future<Output = Response<ProxyBody>>> std::future::Future for Tracked<F> {
+    type Output = Result<Response<TrackedBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = std::task::ready!(this.handling.poll(cx));
+        let active = this.active.take();
+        Poll::Ready(Ok(response.map(|body| TrackedBody { body, _active: active })))
+    }
+}
+
 /// The response body, holding its connection's activity count until it ends.
 #[derive(Debug)]
 struct TrackedBody {
     body: ProxyBody,
-    _active: Active,
+    /// `None` only if the future was polled after it was ready.
+    _active: Option<Active>,
 }
 
 impl Body for TrackedBody {

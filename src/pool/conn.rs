@@ -118,13 +118,44 @@ impl UpstreamConn {
     }
 
     /// Send `request`; if it could not be sent at all, the error gives it back.
-    pub async fn try_send_request(
+    /// The request is handed to the connection now; the future waits for
+    /// the response. (Not an `async fn`, which would hold the request a
+    /// second time for as long as it waits.)
+    pub fn try_send_request(
         &mut self,
         request: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, TrySendError<Request<RequestBody>>> {
+    ) -> Sending<impl Future<Output = SendResult>, impl Future<Output = SendResult>> {
         match self {
-            UpstreamConn::H1(c) => c.try_send_request(request).await,
-            UpstreamConn::H2(c) => c.try_send_request(request).await,
+            UpstreamConn::H1(c) => Sending::H1 { sending: c.try_send_request(request) },
+            UpstreamConn::H2(c) => Sending::H2 { sending: c.try_send_request(request) },
+        }
+    }
+}
+
+/// What sending a request comes to: the response, or the error (with the
+/// request, if it was never written).
+pub type SendResult = Result<Response<Incoming>, TrySendError<Request<RequestBody>>>;
+
+pin_project_lite::pin_project! {
+    /// A request on its way over an HTTP/1.1 or an HTTP/2 connection.
+    #[project = SendingProj]
+    // pin-project-lite takes no doc comments on variant fields.
+    #[allow(missing_docs)]
+    pub enum Sending<A, B> {
+        /// HTTP/1.1.
+        H1 { #[pin] sending: A },
+        /// HTTP/2.
+        H2 { #[pin] sending: B },
+    }
+}
+
+impl<A: Future<Output = SendResult>, B: Future<Output = SendResult>> Future for Sending<A, B> {
+    type Output = SendResult;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<SendResult> {
+        match self.project() {
+            SendingProj::H1 { sending } => sending.poll(cx),
+            SendingProj::H2 { sending } => sending.poll(cx),
         }
     }
 }

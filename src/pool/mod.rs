@@ -21,7 +21,9 @@ use std::sync::Arc;
 use rand::Rng;
 
 pub use backend::{Backend, BackendKey};
-pub use conn::{BoxError, ConnectError, Transport, UpstreamBody, UpstreamBodyTimeout, UpstreamConn};
+pub use conn::{
+    BoxError, ConnectError, SendResult, Sending, Transport, UpstreamBody, UpstreamBodyTimeout, UpstreamConn,
+};
 
 use crate::config::LbPolicy;
 
