@@ -459,3 +459,50 @@ split = {{ truncating = 1 }}
     assert_eq!(a.body, "live");
     assert_eq!(panics.load(Ordering::SeqCst), 0, "the proxy panicked (see the output above)");
 }
+
+/// A raw upstream that answers each connection's first request with a
+/// keep-alive 200 (no `Connection: close`) and then closes the connection:
+/// the pattern of a backend whose keep-alive timeout is shorter than the
+/// proxy's. Counts the connections it accepted.
+async fn one_shot_upstream() -> (SocketAddr, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else { continue };
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    (addr, accepted, task)
+}
+
+/// A connection the backend has closed is never used for another request
+/// (it is not pooled when it closed before its body ended, skipped at
+/// checkout when it closed while idle, and a request hyper hands back
+/// unsent goes again on a fresh one): every request succeeds, each on a
+/// connection of its own.
+#[tokio::test]
+async fn connections_the_backend_closed_after_one_response_are_not_reused() {
+    let (addr, accepted, _task) = one_shot_upstream().await;
+    let proxy = TestProxy::start(&pool_config(&[addr], "", "", "")).await;
+    let client = client();
+    for i in 0..30 {
+        let answer = get(&client, &proxy.url("/"), &[]).await;
+        assert_eq!((answer.status.as_u16(), answer.body.as_str()), (200, "ok"), "request {i}");
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 30, "one upstream connection per request");
+}
