@@ -118,7 +118,7 @@ impl Proxy {
         let mut rng = conn.request_rng();
         match plan(&snapshot, conn, &mut rng, req) {
             Ok(plan) => {
-                let tunnels = plan.downstream_upgrade.is_some().then(|| self.tunnels.clone());
+                let tunnels = plan.target.downstream_upgrade.is_some().then(|| self.tunnels.clone());
                 Handling::Forwarding { forwarding: forward(snapshot, rng, plan, tunnels) }
             }
             Err(err) => Handling::answered(refused(err)),
@@ -179,10 +179,8 @@ fn refused(err: ProxyError) -> Response<ProxyBody> {
 struct Plan {
     /// The rewritten request, until it is sent.
     request: Request<RequestBody>,
-    /// Index of the route in the snapshot.
-    route: usize,
-    /// Index of the pool among the route's targets.
-    target: usize,
+    /// Where it goes, and what the answer needs from it.
+    target: Target,
     /// The backend chosen (another one after a failed connect).
     backend: Arc<Backend>,
     /// The request's exchange with that backend.
@@ -190,12 +188,6 @@ struct Plan {
     /// One timer serves the whole exchange: the request deadline while
     /// connecting and waiting for the head, then the body's idle limit.
     timer: Pin<Box<Sleep>>,
-    /// Whether the request may be sent again after a failed connect.
-    replayable: bool,
-    /// The client's side of an upgrade it asked for.
-    downstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
-    /// A new sticky cookie to set on the response.
-    new_cookie: Option<HeaderValue>,
 }
 
 /// Route, choose a pool and a backend, rewrite the head, and start the
@@ -207,21 +199,8 @@ fn plan(snapshot: &Snapshot, conn: &ConnInfo, rng: &mut SmallRng, req: Request<I
     let (pool, codes) = (&route.targets[target.target], &route.codes[target.target]);
     let backend: Arc<Backend> = pool.pick(rng, None).ok_or(ProxyError::NoBackend)?.clone();
     let exchange = begin_exchange(pool, codes, &backend, started);
-    let new_cookie = match (&target.new_cookie, &route.sticky) {
-        (Some(token), Some(Sticky::Cookie { name })) => snapshot::sticky_cookie(name, token),
-        _ => None,
-    };
-    Ok(Plan {
-        request,
-        route: target.route,
-        target: target.target,
-        backend,
-        exchange,
-        timer: Box::pin(tokio::time::sleep_until(started + snapshot.request_timeout)),
-        replayable: target.replayable,
-        downstream_upgrade: target.downstream_upgrade,
-        new_cookie,
-    })
+    let timer = Box::pin(tokio::time::sleep_until(started + snapshot.request_timeout));
+    Ok(Plan { request, target, backend, exchange, timer })
 }
 
 /// Send the planned request and stream the answer back. A connect that
@@ -251,7 +230,7 @@ fn forward(
                 Some(Ok(checked_out)) => checked_out,
                 Some(Err(err)) => {
                     tracing::debug!(error = %err, "upstream connect failed");
-                    if !(first && plan.replayable) {
+                    if !(first && plan.target.replayable) {
                         return refused(fail(&mut plan.exchange, UpstreamFailure::Connect));
                     }
                     // The rare path, boxed so it does not grow every request's future.
@@ -275,7 +254,7 @@ fn forward(
                 },
             }
         };
-        let mut response = match (plan.downstream_upgrade, tunnels) {
+        let mut response = match (plan.target.downstream_upgrade, tunnels) {
             (Some(downstream), Some(tunnels)) if response.status() == http::StatusCode::SWITCHING_PROTOCOLS => {
                 tunnel::open(response, downstream, plan.exchange, &tunnels)
             }
@@ -290,7 +269,7 @@ fn forward(
                 Response::from_parts(parts, ProxyBody::Upstream(body))
             }
         };
-        if let Some(cookie) = plan.new_cookie {
+        if let Some(cookie) = plan.target.new_cookie {
             response.headers_mut().append(header::SET_COOKIE, cookie);
         }
         response
@@ -303,8 +282,8 @@ struct Target {
     route: usize,
     /// Index of the pool among the route's targets.
     target: usize,
-    /// A new sticky token to set on the response.
-    new_cookie: Option<String>,
+    /// A new sticky cookie to set on the response.
+    new_cookie: Option<HeaderValue>,
     /// The client's side of an upgrade it asked for.
     downstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
     /// Whether the request may be sent again after a failed connect.
@@ -361,13 +340,11 @@ fn prepare(
     let body = RequestBody::new(body, snapshot.body_read_timeout);
     let mut request = Request::from_parts(parts, body);
     let downstream_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
-    let target = Target {
-        route: route_at,
-        target: choice.target,
-        new_cookie: choice.new_cookie,
-        downstream_upgrade,
-        replayable,
+    let new_cookie = match (choice.new_cookie, &route.sticky) {
+        (Some(token), Some(Sticky::Cookie { name })) => snapshot::sticky_cookie(name, &token),
+        _ => None,
     };
+    let target = Target { route: route_at, target: choice.target, new_cookie, downstream_upgrade, replayable };
     Ok((target, request))
 }
 
@@ -394,8 +371,8 @@ async fn connect_elsewhere(
     rng: &mut SmallRng,
     plan: &mut Plan,
 ) -> Result<(crate::pool::UpstreamConn, bool), ProxyError> {
-    let route = &snapshot.routes[plan.route];
-    let (pool, codes) = (&route.targets[plan.target], &route.codes[plan.target]);
+    let route = &snapshot.routes[plan.target.route];
+    let (pool, codes) = (&route.targets[plan.target.target], &route.codes[plan.target.target]);
     let Some(other) = pool.pick(rng, Some(&plan.backend)).cloned() else {
         return Err(fail(&mut plan.exchange, UpstreamFailure::Connect));
     };

@@ -199,12 +199,13 @@ impl Connection {
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let info = Arc::new(ConnInfo::new(peer, proto, self.proxy.connection_seed()));
+        let info = ConnInfo::new(peer, proto, self.proxy.connection_seed());
         let activity = Arc::new(Activity::new());
         let proxy = self.proxy.clone();
         let tracker = activity.clone();
         // The request is routed and rewritten in this call; the future it
-        // returns owns what it needs, so no `Arc` is cloned per request.
+        // returns owns what it needs, so neither the proxy nor the
+        // connection's info is cloned per request.
         let service = service_fn(move |req| {
             let ambiguous = tracker.framing_conflict.swap(false, Ordering::Relaxed);
             let active = tracker.begin();

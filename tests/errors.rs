@@ -102,14 +102,17 @@ async fn silent_upstream() -> Upstream {
     Upstream::with_handler("silent", |_req| std::future::pending::<Response<TestBody>>()).await
 }
 
-/// A raw upstream that answers every request with a 200 declaring 100 bytes,
-/// sends 5 and closes the connection.
-async fn truncating_upstream() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+/// A raw upstream that reads each connection's first request head, writes
+/// `response` and closes the connection. Counts the connections it accepted.
+async fn answer_once_and_close(response: &'static [u8]) -> (SocketAddr, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
     let task = tokio::spawn(async move {
         loop {
             let Ok((mut stream, _)) = listener.accept().await else { continue };
+            counter.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
                 let mut head = Vec::new();
                 let mut buf = [0u8; 1024];
@@ -119,11 +122,18 @@ async fn truncating_upstream() -> (SocketAddr, tokio::task::JoinHandle<()>) {
                         Ok(n) => head.extend_from_slice(&buf[..n]),
                     }
                 }
-                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort").await;
+                let _ = stream.write_all(response).await;
                 let _ = stream.shutdown().await;
             });
         }
     });
+    (addr, accepted, task)
+}
+
+/// A raw upstream that answers every request with a 200 declaring 100 bytes,
+/// sends 5 and closes the connection.
+async fn truncating_upstream() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let (addr, _, task) = answer_once_and_close(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort").await;
     (addr, task)
 }
 
@@ -463,31 +473,9 @@ split = {{ truncating = 1 }}
 /// A raw upstream that answers each connection's first request with a
 /// keep-alive 200 (no `Connection: close`) and then closes the connection:
 /// the pattern of a backend whose keep-alive timeout is shorter than the
-/// proxy's. Counts the connections it accepted.
+/// proxy's.
 async fn one_shot_upstream() -> (SocketAddr, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let counter = accepted.clone();
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((mut stream, _)) = listener.accept().await else { continue };
-            counter.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
-                let _ = stream.shutdown().await;
-            });
-        }
-    });
-    (addr, accepted, task)
+    answer_once_and_close(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await
 }
 
 /// A connection the backend has closed is never used for another request
