@@ -17,7 +17,16 @@
 //! instrumentation). Everything is bounded: a fixed number of requests, and
 //! a deadline on every wait.
 //!
+//! With `--start-up` it instead does what a proxy does before it sits idle:
+//! start (config watch on, as in production), serve a few keep-alive GETs
+//! through the guarded split and two h2c requests, answer a metrics scrape,
+//! stop. The build runs
+//! the optimised binary that way under callgrind, and lays out the functions
+//! it ran next to each other, so an idle proxy keeps few code pages
+//! resident. COMMAND is the binary, after any wrapper that runs it.
+//!
 //! Usage: `pgo_training PATH_TO_INSTRUMENTED_CUTOVER`
+//!        `pgo_training --start-up COMMAND...`
 
 use std::convert::Infallible;
 use std::io::{BufRead, BufReader};
@@ -42,17 +51,30 @@ const DEADLINE: Duration = Duration::from_secs(120);
 const CONNECTIONS: usize = 32;
 /// Plain GETs per connection, per runtime flavour.
 const REQUESTS_PER_CONNECTION: usize = 600;
+/// GETs the `--start-up` run sends before it stops the proxy.
+const START_UP_REQUESTS: usize = 20;
 
-fn main() -> Result<(), BoxError> {
-    let mut args = std::env::args().skip(1);
-    let (Some(binary), None) = (args.next(), args.next()) else {
-        return Err("usage: pgo_training PATH_TO_INSTRUMENTED_CUTOVER".into());
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    runtime.block_on(train(Path::new(&binary)))
+/// What a run sends: the full training mix, or the start-up only.
+#[derive(Clone, Copy)]
+enum Mix {
+    Training,
+    StartUp,
 }
 
-async fn train(binary: &Path) -> Result<(), BoxError> {
+fn main() -> Result<(), BoxError> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (mix, command) = match args.as_slice() {
+        [binary] => (Mix::Training, std::slice::from_ref(binary)),
+        [flag, command @ ..] if flag == "--start-up" && !command.is_empty() => (Mix::StartUp, command),
+        _ => {
+            return Err("usage: pgo_training PATH_TO_INSTRUMENTED_CUTOVER | --start-up COMMAND...".into());
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(train(command, mix))
+}
+
+async fn train(command: &[String], mix: Mix) -> Result<(), BoxError> {
     let http1_upstream = serve_upstream().await?;
     let h2_upstream = serve_upstream().await?;
     let dir = std::env::temp_dir().join(format!("cutover-pgo-training-{}", std::process::id()));
@@ -62,7 +84,7 @@ async fn train(binary: &Path) -> Result<(), BoxError> {
             let config = dir.join(format!("workers-{workers}.toml"));
             std::fs::write(&config, config_text(workers, http1_upstream, h2_upstream))?;
             let started = Instant::now();
-            let requests = run_once(binary, &config).await?;
+            let requests = run_once(command, &config, mix).await?;
             eprintln!("pgo_training: workers = {workers}: {requests} requests in {:.1?}", started.elapsed());
         }
         Ok(())
@@ -73,9 +95,12 @@ async fn train(binary: &Path) -> Result<(), BoxError> {
 }
 
 /// One proxy process: start it, send the mix, stop it with SIGTERM.
-async fn run_once(binary: &Path, config: &Path) -> Result<usize, BoxError> {
-    let mut proxy = Proxy::start(binary, config)?;
-    let result = send_mix(proxy.traffic, proxy.admin).await;
+async fn run_once(command: &[String], config: &Path, mix: Mix) -> Result<usize, BoxError> {
+    let mut proxy = Proxy::start(command, config, mix)?;
+    let result = match mix {
+        Mix::Training => send_mix(proxy.traffic, proxy.admin).await,
+        Mix::StartUp => start_up(proxy.traffic, proxy.admin).await,
+    };
     let stopped = proxy.stop();
     let requests = result?;
     stopped?;
@@ -120,6 +145,38 @@ async fn send_mix(traffic: SocketAddr, admin: SocketAddr) -> Result<usize, BoxEr
         total += joined??;
     }
     Ok(total)
+}
+
+/// A few keep-alive GETs through the guarded split (one with a 16 KiB body),
+/// two h2c requests and one metrics scrape.
+async fn start_up(traffic: SocketAddr, admin: SocketAddr) -> Result<usize, BoxError> {
+    let mut sender = http1_connection(traffic).await?;
+    for i in 0..START_UP_REQUESTS {
+        let path = if i == 0 { "/16k" } else { "/" };
+        let request = Request::get(path).header("host", "shop.example").body(Full::new(Bytes::new()))?;
+        // One request at a time on a single connection: wait until hyper
+        // has taken the last one off it.
+        sender.ready().await?;
+        let response = tokio::time::timeout(DEADLINE, sender.send_request(request)).await??;
+        response.into_body().collect().await?;
+    }
+    let stream = TcpStream::connect(traffic).await?;
+    let (mut h2, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    for _ in 0..2 {
+        let request =
+            Request::get(format!("http://{traffic}/")).header("host", "shop.example").body(Full::new(Bytes::new()))?;
+        h2.ready().await?;
+        let response = tokio::time::timeout(DEADLINE, h2.send_request(request)).await??;
+        response.into_body().collect().await?;
+    }
+    let mut sender = http1_connection(admin).await?;
+    let request = Request::get("/metrics").header("host", "admin").body(Full::new(Bytes::new()))?;
+    sender.ready().await?;
+    let response = tokio::time::timeout(DEADLINE, sender.send_request(request)).await??;
+    response.into_body().collect().await?;
+    Ok(START_UP_REQUESTS + 3)
 }
 
 /// HTTP/2 with prior knowledge: one connection, 10 streams at a time.
@@ -229,13 +286,24 @@ struct Proxy {
 }
 
 impl Proxy {
-    /// Start `binary run --config config` and wait until it names its
+    /// Start `COMMAND... run --config config` and wait until it names its
     /// traffic and admin addresses in its log.
-    fn start(binary: &Path, config: &Path) -> Result<Proxy, BoxError> {
-        let mut child = Command::new(binary)
-            .args(["run", "--no-watch", "--config"])
+    fn start(command: &[String], config: &Path, mix: Mix) -> Result<Proxy, BoxError> {
+        let [program, args @ ..] = command else {
+            return Err("no command to run".into());
+        };
+        let mut command = Command::new(program);
+        command.args(args).arg("run");
+        match mix {
+            // Without the watcher the training's reload is the only one.
+            Mix::Training => command.arg("--no-watch").env("RUST_LOG", "info"),
+            // What production runs: the config watched, RUST_LOG unset (the
+            // default filter is `info`), since this lays out start-up code.
+            Mix::StartUp => command.env_remove("RUST_LOG"),
+        };
+        let mut child = command
+            .arg("--config")
             .arg(config)
-            .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

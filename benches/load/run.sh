@@ -71,6 +71,8 @@ command -v taskset >/dev/null || need_apt+=(util-linux)
 command -v pgrep >/dev/null || need_apt+=(procps)
 command -v curl >/dev/null || need_apt+=(curl)
 command -v python3 >/dev/null || need_apt+=(python3)
+# the PGO build lays out the code with callgrind, as the image's build does
+if [[ "${PGO:-1}" == 1 && -z "${SKIP_BUILD:-}" ]] && ! command -v valgrind >/dev/null; then need_apt+=(valgrind); fi
 if [[ "${PROFILE:-}" == 1 ]] && ! command -v perf >/dev/null; then need_apt+=(linux-perf); fi
 install_missing "${need_apt[@]}"
 
