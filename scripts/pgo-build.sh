@@ -136,7 +136,11 @@ if [[ $layout == 1 ]]; then
     cp "$LAYOUT/order.txt" "$order"
     log "5/5 linking again with $(wc -l <"$order") functions first"
     # The same profile and flags give the same code and symbols; only the
-    # order of the functions in .text changes.
+    # order of the functions in .text changes. An ordering file switches off
+    # lld's call-graph sort, which packs the hot functions the profile names;
+    # CPU per request at a fixed rate measured the same both ways, and so it
+    # did with the most called functions first (which kept 0.3 MiB more
+    # resident at idle than this first-run-first order).
     RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-use=$PROFDATA $relocs_flag" \
         cargo rustc --release --locked --bin cutover --target-dir "$PGO_DIR/use" -- \
         "-Clink-arg=-Wl,--symbol-ordering-file=$order" -Clink-arg=-Wl,--no-warn-symbol-ordering
