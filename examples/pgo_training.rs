@@ -20,10 +20,10 @@
 //! With `--start-up` it instead does what a proxy does before it sits idle:
 //! start (config watch on, as in production), serve a few keep-alive GETs
 //! through the guarded split and two h2c requests, answer a metrics scrape,
-//! stop. The build runs
-//! the optimised binary that way under callgrind, and lays out the functions
-//! it ran next to each other, so an idle proxy keeps few code pages
-//! resident. COMMAND is the binary, after any wrapper that runs it.
+//! stop. The build runs the optimised binary that way under callgrind, and
+//! lays out the functions it ran next to each other, so an idle proxy keeps
+//! few code pages resident. COMMAND is the binary, after any wrapper that
+//! runs it (`valgrind --tool=callgrind ...`).
 //!
 //! Usage: `pgo_training PATH_TO_INSTRUMENTED_CUTOVER`
 //!        `pgo_training --start-up COMMAND...`
