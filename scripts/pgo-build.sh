@@ -28,15 +28,16 @@
 # pages are faulted in (the kernel maps up to 64 KiB around each fault).
 # Step 3 also packs the relative relocations (-z pack-relative-relocs), so
 # the dynamic loader reads 4 KiB of them instead of 330 KiB. Together they
-# take RSS right after start from 6.6 to 4.6-4.9 MiB; the code and the
-# instructions per request are the same (docs/performance.md, fifth pass). The list must
-# come from the optimised binary itself: a profile names the functions of
-# the instrumented one, which inlines differently, and that list laid out
-# half a megabyte of code start-up never runs.
+# take RSS right after start from 6.6 to 4.4-5.2 MiB; the code and the
+# instructions per request are the same (docs/performance.md, fifth
+# pass). The list must come from the optimised binary itself: a profile
+# names the functions of the instrumented one, which inlines differently,
+# and that list laid out half a megabyte of code start-up never runs.
 # The layout needs lld (Rust's default linker on x86_64 Linux) and glibc
 # >= 2.36 where the binary runs (packed relocations), and valgrind for the
-# list; without them (a test link and `command -v valgrind` decide) the
-# build goes on without that part and says so.
+# list; without them (a test link and `command -v valgrind` decide), or if
+# the run under callgrind fails, the build goes on without that part and
+# says so.
 # It takes about two plain release builds plus two minutes; nothing but
 # the Rust toolchain (and rustup, for llvm-tools) is needed, and valgrind
 # for the layout.
@@ -90,6 +91,28 @@ layout_links() {
     [[ $ok == 1 ]]
 }
 
+# Step 4: the functions of cutover that a started, idle proxy runs, in the
+# order they first run, into $LAYOUT/order.txt. Fails if callgrind cannot
+# run it.
+start_up_functions() {
+    mkdir -p "$LAYOUT"
+    cp "$built" "$LAYOUT/cutover"
+    if ! "$training" --start-up valgrind --tool=callgrind --compress-strings=no --demangle=no \
+        "--log-file=$LAYOUT/valgrind.%p.log" "--callgrind-out-file=$LAYOUT/callgrind.%p" "$LAYOUT/cutover" \
+        2>"$LAYOUT/training.log"; then
+        local log_file
+        for log_file in "$LAYOUT"/training.log "$LAYOUT"/valgrind.*.log; do
+            [[ -f "$log_file" ]] && sed 's/^/    /' "$log_file" >&2
+        done
+        return 1
+    fi
+    # Every function with a cost of its own has an "fn=NAME" line, after the
+    # "ob=PATH" of the object it is in; the binary's are the ones to order.
+    awk -v binary="$LAYOUT/cutover" '/^ob=/ { ob = substr($0, 4) } /^fn=/ && ob == binary { print substr($0, 4) }' \
+        "$LAYOUT"/callgrind.* | awk '!seen[$0]++' >"$LAYOUT/order.txt"
+    [[ -s "$LAYOUT/order.txt" ]] || { log "callgrind saw no function of cutover run"; return 1; }
+}
+
 relocs_flag="" layout=0
 if [[ "${PGO_LAYOUT:-1}" != 0 ]] && layout_links; then
     relocs_flag="-Clink-arg=-Wl,-z,pack-relative-relocs"
@@ -121,29 +144,24 @@ built="$PGO_DIR/use/release/cutover"
 
 if [[ $layout == 1 ]]; then
     log "4/5 code layout: the functions a started, idle proxy runs (callgrind)"
-    mkdir -p "$LAYOUT"
-    cp "$built" "$LAYOUT/cutover"
-    "$training" --start-up valgrind --tool=callgrind --compress-strings=no --demangle=no \
-        "--callgrind-out-file=$LAYOUT/callgrind.%p" "$LAYOUT/cutover" 2>"$LAYOUT/valgrind.log" ||
-        { cat "$LAYOUT/valgrind.log" >&2; die "the start-up run under callgrind failed"; }
-    # Every function with a cost of its own has an "fn=NAME" line, after the
-    # "ob=PATH" of the object it is in; the binary's are the ones to order.
-    awk -v binary="$LAYOUT/cutover" '/^ob=/ { ob = substr($0, 4) } /^fn=/ && ob == binary { print substr($0, 4) }' \
-        "$LAYOUT"/callgrind.* | awk '!seen[$0]++' >"$LAYOUT/order.txt"
-    [[ -s "$LAYOUT/order.txt" ]] || die "callgrind saw no function of cutover run"
-    # Named by its checksum, so that cargo links again whenever it changes.
-    order="$PGO_DIR/symbol-order-$(cksum <"$LAYOUT/order.txt" | cut -d' ' -f1).txt"
-    cp "$LAYOUT/order.txt" "$order"
-    log "5/5 linking again with $(wc -l <"$order") functions first"
-    # The same profile and flags give the same code and symbols; only the
-    # order of the functions in .text changes. An ordering file switches off
-    # lld's call-graph sort, which packs the hot functions the profile names;
-    # CPU per request at a fixed rate measured the same both ways, and so it
-    # did with the most called functions first (which kept 0.3 MiB more
-    # resident at idle than this first-run-first order).
-    RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-use=$PROFDATA $relocs_flag" \
-        cargo rustc --release --locked --bin cutover --target-dir "$PGO_DIR/use" -- \
-        "-Clink-arg=-Wl,--symbol-ordering-file=$order" -Clink-arg=-Wl,--no-warn-symbol-ordering
+    if start_up_functions; then
+        # Named by its checksum, so that cargo links again whenever it changes.
+        order="$PGO_DIR/symbol-order-$(cksum <"$LAYOUT/order.txt" | cut -d' ' -f1).txt"
+        cp "$LAYOUT/order.txt" "$order"
+        log "5/5 linking again with $(wc -l <"$order") functions first"
+        # The same profile and flags give the same code and symbols; only the
+        # order of the functions in .text changes. An ordering file switches
+        # off lld's call-graph sort, which packs the hot functions the profile
+        # names; CPU per request at a fixed rate measured the same both ways,
+        # and so it did with the most called functions first (which kept
+        # 0.3 MiB more resident at idle than this first-run-first order).
+        RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-use=$PROFDATA $relocs_flag" \
+            cargo rustc --release --locked --bin cutover --target-dir "$PGO_DIR/use" -- \
+            "-Clink-arg=-Wl,--symbol-ordering-file=$order" -Clink-arg=-Wl,--no-warn-symbol-ordering
+    else
+        # A layout is worth 1.5 MiB, not a failed build.
+        log "no list of start-up functions (see above): building without the code layout"
+    fi
 else
     log "4/5, 5/5 code layout skipped"
 fi
