@@ -131,8 +131,7 @@ async fn send_mix(traffic: SocketAddr, admin: SocketAddr) -> Result<usize, BoxEr
                     .header("user-agent", "pgo-training")
                     .header("cookie", format!("session=user-{connection}"))
                     .body(Full::new(body))?;
-                let response = tokio::time::timeout(DEADLINE, sender.send_request(request)).await??;
-                response.into_body().collect().await?;
+                complete(sender.send_request(request)).await?;
                 sent += 1;
             }
             Ok::<usize, BoxError>(sent)
@@ -157,8 +156,7 @@ async fn start_up(traffic: SocketAddr, admin: SocketAddr) -> Result<usize, BoxEr
         // One request at a time on a single connection: wait until hyper
         // has taken the last one off it.
         sender.ready().await?;
-        let response = tokio::time::timeout(DEADLINE, sender.send_request(request)).await??;
-        response.into_body().collect().await?;
+        complete(sender.send_request(request)).await?;
     }
     let stream = TcpStream::connect(traffic).await?;
     let (mut h2, connection) =
@@ -168,14 +166,12 @@ async fn start_up(traffic: SocketAddr, admin: SocketAddr) -> Result<usize, BoxEr
         let request =
             Request::get(format!("http://{traffic}/")).header("host", "shop.example").body(Full::new(Bytes::new()))?;
         h2.ready().await?;
-        let response = tokio::time::timeout(DEADLINE, h2.send_request(request)).await??;
-        response.into_body().collect().await?;
+        complete(h2.send_request(request)).await?;
     }
     let mut sender = http1_connection(admin).await?;
     let request = Request::get("/metrics").header("host", "admin").body(Full::new(Bytes::new()))?;
     sender.ready().await?;
-    let response = tokio::time::timeout(DEADLINE, sender.send_request(request)).await??;
-    response.into_body().collect().await?;
+    complete(sender.send_request(request)).await?;
     Ok(START_UP_REQUESTS + 3)
 }
 
@@ -195,8 +191,7 @@ async fn h2c_streams(traffic: SocketAddr) -> Result<usize, BoxError> {
                     .uri(format!("http://{traffic}{path}"))
                     .header("host", "shop.example")
                     .body(Full::new(Bytes::new()))?;
-                let response = tokio::time::timeout(DEADLINE, sender.send_request(request)).await??;
-                response.into_body().collect().await?;
+                complete(sender.send_request(request)).await?;
             }
             Ok::<usize, BoxError>(500)
         });
@@ -215,15 +210,24 @@ async fn admin_calls(admin: SocketAddr) -> Result<usize, BoxError> {
     for (method, path) in calls {
         let request =
             Request::builder().method(method).uri(path).header("host", "admin").body(Full::new(Bytes::new()))?;
-        let response = tokio::time::timeout(DEADLINE, sender.send_request(request)).await??;
-        let status = response.status();
-        response.into_body().collect().await?;
+        let status = complete(sender.send_request(request)).await?;
         if !status.is_success() {
             return Err(format!("admin {method} {path} answered {status}").into());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Ok(calls.len())
+}
+
+/// Wait (until the deadline) for the response to a request sent, read its
+/// body to the end, and give its status.
+async fn complete(
+    sent: impl std::future::Future<Output = hyper::Result<Response<Incoming>>>,
+) -> Result<StatusCode, BoxError> {
+    let response = tokio::time::timeout(DEADLINE, sent).await??;
+    let status = response.status();
+    response.into_body().collect().await?;
+    Ok(status)
 }
 
 async fn http1_connection(addr: SocketAddr) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, BoxError> {

@@ -138,8 +138,10 @@ log "2/5 training: real traffic through the instrumented binary"
 log "3/5 merging the profiles and building cutover with them"
 compgen -G "$PROFILES/*.profraw" >/dev/null || die "the training run wrote no profile into $PROFILES"
 "$llvm_profdata" merge -o "$PROFDATA" "$PROFILES"
-RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-use=$PROFDATA $relocs_flag" \
-    cargo build --release --locked --bin cutover --target-dir "$PGO_DIR/use"
+# Steps 3 and 5 build with the same flags: that is what keeps the code and
+# the symbol names of step 3's binary, which the order names.
+use_flags="${RUSTFLAGS:-} -Cprofile-use=$PROFDATA $relocs_flag"
+RUSTFLAGS="$use_flags" cargo build --release --locked --bin cutover --target-dir "$PGO_DIR/use"
 built="$PGO_DIR/use/release/cutover"
 
 if [[ $layout == 1 ]]; then
@@ -155,8 +157,7 @@ if [[ $layout == 1 ]]; then
         # names; CPU per request at a fixed rate measured the same both ways,
         # and so it did with the most called functions first (which kept
         # 0.3 MiB more resident at idle than this first-run-first order).
-        RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-use=$PROFDATA $relocs_flag" \
-            cargo rustc --release --locked --bin cutover --target-dir "$PGO_DIR/use" -- \
+        RUSTFLAGS="$use_flags" cargo rustc --release --locked --bin cutover --target-dir "$PGO_DIR/use" -- \
             "-Clink-arg=-Wl,--symbol-ordering-file=$order" -Clink-arg=-Wl,--no-warn-symbol-ordering
     else
         # A layout is worth 1.5 MiB, not a failed build.
