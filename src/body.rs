@@ -99,7 +99,9 @@ impl RequestBodyError {
 /// A client's request body, with a deadline on each wait for data.
 #[derive(Debug)]
 pub struct RequestBody {
-    inner: Incoming,
+    /// `None` for the empty body of a request sent again (see
+    /// [`RequestBody::empty`]).
+    inner: Option<Incoming>,
     timeout: Duration,
     /// Armed on the first wait, reset whenever data arrives; bodies that
     /// arrive whole never allocate it.
@@ -109,7 +111,13 @@ pub struct RequestBody {
 impl RequestBody {
     /// Wrap `inner`, allowing `timeout` of silence between its frames.
     pub fn new(inner: Incoming, timeout: Duration) -> RequestBody {
-        RequestBody { inner, timeout, timer: None }
+        RequestBody { inner: Some(inner), timeout, timer: None }
+    }
+
+    /// No body: for a body-less request sent a second time, whose first
+    /// (already ended) body went with the first attempt.
+    pub fn empty() -> RequestBody {
+        RequestBody { inner: None, timeout: Duration::ZERO, timer: None }
     }
 }
 
@@ -119,7 +127,8 @@ impl Body for RequestBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let Some(inner) = this.inner.as_mut() else { return Poll::Ready(None) };
+        match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(timer) = this.timer.as_mut() {
                     timer.as_mut().reset(tokio::time::Instant::now() + this.timeout);
@@ -140,10 +149,10 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(Incoming::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner.as_ref().map_or_else(|| SizeHint::with_exact(0), Incoming::size_hint)
     }
 }

@@ -29,7 +29,7 @@ use crate::config::ForceMatch;
 use crate::error::{ProxyError, UpstreamFailure};
 use crate::exchange::{Exchange, Recorders};
 use crate::headers;
-use crate::pool::{Backend, Pool, UpstreamBody};
+use crate::pool::{Backend, Pool, Reuse, UpstreamBody};
 use crate::snapshot::{self, Route, Snapshot, Sticky};
 use crate::split::{self, Split};
 use crate::tunnel;
@@ -206,7 +206,13 @@ fn plan(snapshot: &Snapshot, conn: &ConnInfo, rng: &mut SmallRng, req: Request<I
 /// Send the planned request and stream the answer back. A connect that
 /// fails is tried once on another backend of the pool when the request may
 /// be replayed; a request that could not be written on a pooled connection
-/// (closed by the backend just then) goes again on a fresh one.
+/// (closed by the backend just then) goes again on a fresh one. So does,
+/// once, a request that may reach the backend twice (see
+/// [`Target::repeatable`]) when the pooled connection it was written on
+/// closed before any answer: the backend closed it as idle while the
+/// request was on its way, the race every keep-alive client meets when
+/// the backend's keep-alive timeout is the shorter one. Go's
+/// `http.Transport` and nginx do the same.
 ///
 /// The plan is used in place (`plan.x`), never moved into locals: the
 /// future keeps what it captured for its whole life, so a moved-out copy
@@ -224,8 +230,9 @@ fn forward(
     // twice; the block uses the captured plan itself.
     async move {
         let mut first = true;
+        let mut resent = false;
         let (response, conn) = loop {
-            let (mut conn, reused) = match before(&mut plan.timer, plan.backend.checkout()).await {
+            let (mut conn, reuse) = match before(&mut plan.timer, plan.backend.checkout(!resent)).await {
                 None => return refused(fail(&mut plan.exchange, UpstreamFailure::Timeout)),
                 Some(Ok(checked_out)) => checked_out,
                 Some(Err(err)) => {
@@ -241,15 +248,28 @@ fn forward(
                 }
             };
             first = false;
+            // Boxed: it is rare, and inline it would grow every request's future.
+            let copy = match reuse {
+                Reuse::Pooled { last_request } if plan.target.repeatable => {
+                    worth_a_copy(last_request, plan.exchange.started()).then(|| Box::new(copy_head(&plan.request)))
+                }
+                _ => None,
+            };
             match before(&mut plan.timer, conn.try_send_request(plan.request)).await {
                 None => return refused(fail(&mut plan.exchange, UpstreamFailure::Timeout)),
                 Some(Ok(response)) => {
                     plan.exchange.answered(response.status().as_u16());
                     break (response, conn);
                 }
-                Some(Err(mut err)) => match err.take_message() {
+                Some(Err(mut err)) => match (err.take_message(), copy) {
                     // Nothing reached the backend: go again on a new connection.
-                    Some(request) if reused => plan.request = request,
+                    (Some(request), _) if reuse.is_reused() => plan.request = request,
+                    // Sent, but the pooled connection closed unanswered: once more, on a new one.
+                    (None, Some(copy)) if closed_unanswered(err.error()) => {
+                        tracing::debug!(error = %err.error(), backend = %plan.backend.addr, "pooled connection closed unanswered; sending again");
+                        plan.request = *copy;
+                        resent = true;
+                    }
                     _ => return refused(send_failed(&mut plan.exchange, &plan.backend, err.error())),
                 },
             }
@@ -288,6 +308,10 @@ struct Target {
     downstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
     /// Whether the request may be sent again after a failed connect.
     replayable: bool,
+    /// Whether the request may reach the backend twice: an idempotent
+    /// method and no body (RFC 9110 §9.2.2), so a copy of its head is all
+    /// a second attempt needs.
+    repeatable: bool,
 }
 
 /// Check, route and choose; rewrite the head for the backend: origin-form
@@ -336,6 +360,7 @@ fn prepare(
     if let Some(protocol) = &upgrade {
         tunnel::ask_upgrade(&mut parts.headers, protocol);
     }
+    let repeatable = body.is_end_stream() && is_idempotent(&parts.method);
     let replayable = body.is_end_stream() || is_idempotent(&parts.method);
     let body = RequestBody::new(body, snapshot.body_read_timeout);
     let mut request = Request::from_parts(parts, body);
@@ -344,7 +369,8 @@ fn prepare(
         (Some(token), Some(Sticky::Cookie { name })) => snapshot::sticky_cookie(name, &token),
         _ => None,
     };
-    let target = Target { route: route_at, target: choice.target, new_cookie, downstream_upgrade, replayable };
+    let target =
+        Target { route: route_at, target: choice.target, new_cookie, downstream_upgrade, replayable, repeatable };
     Ok((target, request))
 }
 
@@ -370,7 +396,7 @@ async fn connect_elsewhere(
     snapshot: &Snapshot,
     rng: &mut SmallRng,
     plan: &mut Plan,
-) -> Result<(crate::pool::UpstreamConn, bool), ProxyError> {
+) -> Result<(crate::pool::UpstreamConn, Reuse), ProxyError> {
     let route = &snapshot.routes[plan.target.route];
     let (pool, codes) = (&route.targets[plan.target.target], &route.codes[plan.target.target]);
     let Some(other) = pool.pick(rng, Some(&plan.backend)).cloned() else {
@@ -379,7 +405,7 @@ async fn connect_elsewhere(
     let fresh = begin_exchange(pool, codes, &other, plan.exchange.started());
     std::mem::replace(&mut plan.exchange, fresh).abandon_for_retry(UpstreamFailure::Connect);
     plan.backend = other;
-    match before(&mut plan.timer, plan.backend.checkout()).await {
+    match before(&mut plan.timer, plan.backend.checkout(true)).await {
         None => Err(fail(&mut plan.exchange, UpstreamFailure::Timeout)),
         Some(Ok(checked_out)) => Ok(checked_out),
         Some(Err(err)) => {
@@ -387,6 +413,51 @@ async fn connect_elsewhere(
             Err(fail(&mut plan.exchange, UpstreamFailure::Connect))
         }
     }
+}
+
+/// A pooled connection idle at least this long may have been closed by the
+/// backend as idle just as a request is written on it, so a request that may
+/// be repeated keeps a copy of its head to send again. Keep-alive timeouts
+/// are a second or more (gunicorn 2 s, Node.js and Apache 5 s), so this
+/// covers them all; a connection in steady use is never idle this long, so
+/// under load no request pays for the copy (about 6% of a request's
+/// instructions).
+const IDLE_BEFORE_COPY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Whether a request begun at `started` on a pooled connection whose last
+/// request began at `last_request` keeps a copy of its head (see
+/// [`IDLE_BEFORE_COPY`]).
+fn worth_a_copy(last_request: Instant, started: Instant) -> bool {
+    started.saturating_duration_since(last_request) >= IDLE_BEFORE_COPY
+}
+
+/// The head of a body-less request, to send it again.
+fn copy_head(request: &Request<RequestBody>) -> Request<RequestBody> {
+    let mut copy = Request::new(RequestBody::empty());
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    copy
+}
+
+/// Whether a request written on a connection failed because the connection
+/// closed before any of the answer came: the end of the stream, or a reset
+/// (a backend that closes with the request unread in its buffer resets).
+fn closed_unanswered(err: &hyper::Error) -> bool {
+    use std::error::Error as _;
+    if err.is_incomplete_message() {
+        return true;
+    }
+    let io = err.source().and_then(|cause| cause.downcast_ref::<std::io::Error>());
+    matches!(
+        io.map(std::io::Error::kind),
+        Some(
+            std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::ConnectionAborted
+                | std::io::ErrorKind::BrokenPipe
+        )
+    )
 }
 
 /// The request could not be sent, or no answer came: say whose fault it was.
@@ -604,12 +675,22 @@ mod tests {
 
     /// Every request's future lives in its connection's task and is moved
     /// (copied whole) a few times on its way into hyper. It was 2.2 KiB
-    /// while it held the request three times; 904 bytes now. The bound
+    /// while it held the request three times; 928 bytes now. The bound
     /// leaves room for other compilers, not for a second copy of the
     /// request or the plan.
     #[test]
     fn a_request_future_holds_the_request_once() {
         let size = future_size(Proxy::handle);
         assert!(size <= 1_200, "Proxy::handle's future is {size} bytes");
+    }
+
+    #[test]
+    fn only_a_connection_idle_long_enough_makes_a_request_keep_a_copy() {
+        let last = Instant::now();
+        assert!(!worth_a_copy(last, last + std::time::Duration::from_millis(20)), "in steady use");
+        assert!(worth_a_copy(last, last + IDLE_BEFORE_COPY));
+        assert!(worth_a_copy(last, last + std::time::Duration::from_secs(5)), "a Node.js keep-alive timeout");
+        // Not a panic if the clocks disagree.
+        assert!(!worth_a_copy(last + IDLE_BEFORE_COPY, last));
     }
 }

@@ -494,3 +494,147 @@ async fn connections_the_backend_closed_after_one_response_are_not_reused() {
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 30, "one upstream connection per request");
 }
+
+/// How a raw upstream leaves a request it does not answer.
+#[derive(Clone, Copy, Debug)]
+enum Hangup {
+    /// It reads the request, then closes: the proxy reads the end of the stream.
+    AfterReading,
+    /// It closes with the request unread in its buffer: the proxy reads a reset.
+    WithRequestUnread,
+}
+
+/// What a raw upstream has received.
+#[derive(Default)]
+struct Received {
+    connections: AtomicUsize,
+    requests: AtomicUsize,
+}
+
+/// A raw upstream that answers a request with a keep-alive 200 `ok` when
+/// `answers(n, on_connection)` — `n` counts the requests it received before
+/// this one, `on_connection` those before it on the same connection — and
+/// otherwise closes the connection the way `hangup` says, answering
+/// nothing. This is a backend closing a keep-alive connection as idle just
+/// as the proxy writes the next request on it, made deterministic.
+async fn closing_upstream(
+    hangup: Hangup,
+    answers: fn(usize, usize) -> bool,
+) -> (SocketAddr, Arc<Received>, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let received = Arc::new(Received::default());
+    let counts = received.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else { continue };
+            counts.connections.fetch_add(1, Ordering::SeqCst);
+            let counts = counts.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                for on_connection in 0.. {
+                    // Wait for the request's first bytes without taking them.
+                    match stream.peek(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => {}
+                    }
+                    let n = counts.requests.fetch_add(1, Ordering::SeqCst);
+                    let answer = answers(n, on_connection);
+                    if answer || matches!(hangup, Hangup::AfterReading) {
+                        let mut head = Vec::new();
+                        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match stream.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => head.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                    }
+                    if !answer {
+                        return;
+                    }
+                    let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                    if stream.write_all(ok).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, received, task)
+}
+
+/// Longer than a pooled connection must sit idle before a request on it keeps
+/// a copy to send again (100 ms): the backends of these tests close
+/// connections idle this long, as a backend with a short keep-alive timeout
+/// does. The proxy's own idle timeout is far longer.
+const KEEP_ALIVE_EXPIRED: Duration = Duration::from_millis(250);
+
+/// A GET written on a pooled connection that the backend closes unanswered
+/// goes again on a new connection: the client never sees the race, and
+/// nothing counts against the backend.
+async fn get_on_a_pooled_connection_closed_unanswered_is_sent_again(hangup: Hangup) {
+    let (addr, received, _task) = closing_upstream(hangup, |_, on_connection| on_connection == 0).await;
+    let proxy = TestProxy::start(&pool_config(&[addr], "", "", "")).await;
+    let client = client();
+    for i in 0..5 {
+        if i > 0 {
+            tokio::time::sleep(KEEP_ALIVE_EXPIRED).await;
+        }
+        let answer = get(&client, &proxy.url("/"), &[]).await;
+        assert_eq!((answer.status.as_u16(), answer.body.as_str()), (200, "ok"), "{hangup:?}: request {i}");
+    }
+    // Every request after the first met a closed connection first.
+    assert_eq!(received.requests.load(Ordering::SeqCst), 9, "{hangup:?}");
+    assert_eq!(received.connections.load(Ordering::SeqCst), 5, "{hangup:?}");
+    let metrics = get(&client, &proxy.admin_url("/metrics"), &[]).await.body;
+    let counted: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("cutover_upstream_failures_total{") || l.contains("code=\"5xx\""))
+        .filter(|l| !l.ends_with(" 0"))
+        .collect();
+    assert!(counted.is_empty(), "{hangup:?}: the race counted as a failure: {counted:?}");
+}
+
+#[tokio::test]
+async fn get_on_a_pooled_connection_closed_after_reading_is_sent_again() {
+    get_on_a_pooled_connection_closed_unanswered_is_sent_again(Hangup::AfterReading).await;
+}
+
+#[tokio::test]
+async fn get_on_a_pooled_connection_reset_is_sent_again() {
+    get_on_a_pooled_connection_closed_unanswered_is_sent_again(Hangup::WithRequestUnread).await;
+}
+
+/// A request that must not reach the backend twice (a POST, or a body the
+/// proxy did not keep) is not sent again when its pooled connection closes
+/// unanswered: the client gets a 502 and decides.
+#[tokio::test]
+async fn request_that_may_not_be_repeated_is_not_sent_again() {
+    for (method, body) in [("POST", ""), ("POST", "{\"order\":1}"), ("PUT", "{\"order\":2}")] {
+        let (addr, received, _task) =
+            closing_upstream(Hangup::AfterReading, |_, on_connection| on_connection == 0).await;
+        let proxy = TestProxy::start(&pool_config(&[addr], "", "", "")).await;
+        let url = proxy.url("/orders");
+        assert_eq!(get(&client(), &url, &[]).await.status, 200, "{method} {body:?}: the first request");
+        tokio::time::sleep(KEEP_ALIVE_EXPIRED).await;
+        assert_eq!(send_with_body(&url, method, "second", body).await, 502, "{method} {body:?}");
+        assert_eq!(received.requests.load(Ordering::SeqCst), 2, "{method} {body:?}: sent again");
+    }
+}
+
+/// A request is sent again once at most, and only after a pooled
+/// connection failed: a backend that closes every connection unanswered
+/// gets each request twice, not once per pooled connection.
+#[tokio::test]
+async fn request_is_sent_again_once_at_most() {
+    let (addr, received, _task) = closing_upstream(Hangup::AfterReading, |n, _| n == 0).await;
+    let proxy = TestProxy::start(&pool_config(&[addr], "", "", "")).await;
+    let client = client();
+    assert_eq!(get(&client, &proxy.url("/"), &[]).await.status, 200);
+    tokio::time::sleep(KEEP_ALIVE_EXPIRED).await;
+    assert_eq!(get(&client, &proxy.url("/"), &[]).await.status, 502, "nothing answered the second request");
+    assert_eq!(received.requests.load(Ordering::SeqCst), 3, "the second request: once pooled, once fresh");
+    // A fresh connection that closes unanswered is the backend's failure.
+    assert_eq!(get(&client, &proxy.url("/"), &[]).await.status, 502);
+    assert_eq!(received.requests.load(Ordering::SeqCst), 4, "a request on a fresh connection went again");
+}

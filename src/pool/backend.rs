@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 use tokio::task::AbortHandle;
+use tokio::time::Instant;
 
 use super::conn::{self, ConnectError, Transport, UpstreamConn};
 use crate::config::BackendAddr;
@@ -38,11 +39,37 @@ struct Pooled {
     /// How long it has been idle, as counted by the sweeps that saw it
     /// (an upper bound: the first sweep counts a whole period).
     idle_for: Duration,
+    /// When the last request on it began.
+    last_request: Instant,
 }
 
 impl Pooled {
-    fn new(conn: UpstreamConn) -> Pooled {
-        Pooled { conn, idle_for: Duration::ZERO }
+    fn new(conn: UpstreamConn, last_request: Instant) -> Pooled {
+        Pooled { conn, idle_for: Duration::ZERO, last_request }
+    }
+}
+
+/// Where a checked-out connection came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reuse {
+    /// Opened for this request.
+    New,
+    /// The HTTP/2 connection every request to the backend shares.
+    Shared,
+    /// An HTTP/1.1 connection from the idle list, whose last request began
+    /// at `last_request`.
+    Pooled {
+        /// When the connection's previous request began (it has been idle
+        /// for at most the time since).
+        last_request: Instant,
+    },
+}
+
+impl Reuse {
+    /// Whether the connection carried requests before: the backend may
+    /// have closed it just now.
+    pub fn is_reused(self) -> bool {
+        self != Reuse::New
     }
 }
 
@@ -261,34 +288,33 @@ impl Backend {
     }
 
     /// A connection ready for a request: a pooled one if any is still
-    /// usable, else a new one. The boolean says whether it was reused (a
-    /// reused connection may have been closed by the backend just now, which
-    /// the caller treats as retryable).
-    pub async fn checkout(&self) -> Result<(UpstreamConn, bool), ConnectError> {
+    /// usable (and `may_reuse`), else a new one; and where it came from. An
+    /// HTTP/2 pool's shared connection is always reused.
+    pub async fn checkout(&self, may_reuse: bool) -> Result<(UpstreamConn, Reuse), ConnectError> {
         if self.transport.protocol == crate::config::UpstreamProtocol::H2 {
             return Box::pin(self.checkout_shared()).await;
         }
         loop {
-            let pooled = self.idle.lock().ok().and_then(|mut idle| idle.pop());
-            let Some(Pooled { mut conn, .. }) = pooled else { break };
+            let pooled = if may_reuse { self.idle.lock().ok().and_then(|mut idle| idle.pop()) } else { None };
+            let Some(Pooled { mut conn, last_request, .. }) = pooled else { break };
             if conn.is_closed() {
                 continue;
             }
             // A connection is released when its response body ended; the
             // connection task may not have seen that yet, so wait briefly.
             if conn.ready().await.is_ok() {
-                return Ok((conn, true));
+                return Ok((conn, Reuse::Pooled { last_request }));
             }
         }
         // Boxed: the connect (TCP, TLS, handshake) is the cold path, and
         // inline it would make every request's future kilobytes larger.
         let conn = Box::pin(self.connect()).await?;
-        Ok((conn, false))
+        Ok((conn, Reuse::New))
     }
 
     /// HTTP/2: every request shares one connection, opened on first use
     /// and again whenever it has closed.
-    async fn checkout_shared(&self) -> Result<(UpstreamConn, bool), ConnectError> {
+    async fn checkout_shared(&self) -> Result<(UpstreamConn, Reuse), ConnectError> {
         let shared = || {
             self.idle.lock().ok().and_then(|idle| match idle.first().map(|pooled| &pooled.conn) {
                 Some(UpstreamConn::H2(sender)) if !sender.is_closed() => Some(sender.clone()),
@@ -296,19 +322,19 @@ impl Backend {
             })
         };
         if let Some(sender) = shared() {
-            return Ok((UpstreamConn::H2(sender), true));
+            return Ok((UpstreamConn::H2(sender), Reuse::Shared));
         }
         let _opening = self.h2_opening.lock().await;
         if let Some(sender) = shared() {
-            return Ok((UpstreamConn::H2(sender), true));
+            return Ok((UpstreamConn::H2(sender), Reuse::Shared));
         }
         let conn = self.connect().await?;
         if let UpstreamConn::H2(sender) = &conn {
             if let Ok(mut idle) = self.idle.lock() {
-                *idle = vec![Pooled::new(UpstreamConn::H2(sender.clone()))];
+                *idle = vec![Pooled::new(UpstreamConn::H2(sender.clone()), Instant::now())];
             }
         }
-        Ok((conn, false))
+        Ok((conn, Reuse::New))
     }
 
     /// How the backend is reached.
@@ -316,14 +342,15 @@ impl Backend {
         &self.transport
     }
 
-    /// Return a connection whose last response was read to the end.
-    pub fn release(&self, conn: UpstreamConn) {
+    /// Return a connection whose last response, to a request begun at
+    /// `last_request`, was read to the end.
+    pub fn release(&self, conn: UpstreamConn, last_request: Instant) {
         if self.is_draining() || conn.is_closed() || matches!(conn, UpstreamConn::H2(_)) {
             return;
         }
         if let Ok(mut idle) = self.idle.lock() {
             if idle.len() < MAX_IDLE_PER_BACKEND {
-                idle.push(Pooled::new(conn));
+                idle.push(Pooled::new(conn, last_request));
             }
         }
     }

@@ -297,7 +297,7 @@ impl UpstreamBody {
 
     fn finish(&mut self) {
         if let (Some(conn), Some(exchange)) = (self.conn.take(), self.exchange.as_ref()) {
-            exchange.backend().release(conn);
+            exchange.backend().release(conn, exchange.started());
         }
         self.exchange = None;
     }

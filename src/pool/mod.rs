@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use rand::Rng;
 
-pub use backend::{Backend, BackendKey};
+pub use backend::{Backend, BackendKey, Reuse};
 pub use conn::{
     BoxError, ConnectError, SendResult, Sending, Transport, UpstreamBody, UpstreamBodyTimeout, UpstreamConn,
 };
