@@ -223,13 +223,18 @@ impl Connection {
         let conn = self.builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         tokio::pin!(conn);
         let probe = self.shutdown.clone();
-        let shutdown = Gated::new(stopped(&mut self.shutdown), move || probe.has_changed().unwrap_or(true));
+        let shutdown = Gated::new(stopped(&mut self.shutdown), move |_: &_| probe.has_changed().unwrap_or(true));
         tokio::pin!(shutdown);
         // One timer for both deadlines, re-armed only when it fires: a
         // request costs no timer work and no wake-up of its own. While no
         // head is pending it looks again every `header_read_timeout`, and
         // once a head is pending it fires exactly at that head's deadline.
-        let timer = tokio::time::sleep(self.header_read_timeout.min(self.idle_timeout));
+        // Gated: between firings, a wake-up asks it one atomic load instead
+        // of a poll (which registers the waker again).
+        let timer = Gated::new(
+            tokio::time::sleep(self.header_read_timeout.min(self.idle_timeout)),
+            tokio::time::Sleep::is_elapsed,
+        );
         tokio::pin!(timer);
         let mut closing = false;
         loop {
@@ -255,7 +260,7 @@ impl Connection {
                         conn.as_mut().graceful_shutdown();
                     }
                     let next = activity.next_check(now, self.header_read_timeout, self.idle_timeout, closing);
-                    timer.as_mut().reset(next);
+                    timer.as_mut().rearm().reset(next);
                 }
                 result = conn.as_mut() => {
                     if let Err(e) = result {
@@ -272,8 +277,9 @@ pin_project_lite::pin_project! {
     /// A future polled only when it may have moved: after its first poll it
     /// is polled again only once `hint` says so, or the task's waker
     /// changed. The connection loop wakes a few times per request, and
-    /// polling the shutdown flag's watch each time costs a lock; asking the
-    /// hint costs one atomic load.
+    /// polling the shutdown flag's watch each time costs a lock, and
+    /// polling its timer registers the waker again; asking the hint costs
+    /// one atomic load.
     struct Gated<F, H> {
         #[pin]
         inner: F,
@@ -282,18 +288,25 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<F: std::future::Future, H: FnMut() -> bool> Gated<F, H> {
+impl<F: std::future::Future, H: FnMut(&F) -> bool> Gated<F, H> {
     fn new(inner: F, hint: H) -> Self {
         Gated { inner, hint, waker: None }
     }
+
+    /// The inner future, to change it: its next poll goes through.
+    fn rearm(self: Pin<&mut Self>) -> Pin<&mut F> {
+        let this = self.project();
+        *this.waker = None;
+        this.inner
+    }
 }
 
-impl<F: std::future::Future, H: FnMut() -> bool> std::future::Future for Gated<F, H> {
+impl<F: std::future::Future, H: FnMut(&F) -> bool> std::future::Future for Gated<F, H> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        if this.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) && !(this.hint)() {
+        if this.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) && !(this.hint)(&this.inner) {
             return Poll::Pending;
         }
         let polled = this.inner.poll(cx);
@@ -611,7 +624,7 @@ mod tests {
         let polls = Arc::new(AtomicUsize::new(0));
         let moved = Arc::new(AtomicBool::new(false));
         let hint = moved.clone();
-        let mut gated = Box::pin(Gated::new(Counted(polls.clone()), move || hint.load(Ordering::Relaxed)));
+        let mut gated = Box::pin(Gated::new(Counted(polls.clone()), move |_: &_| hint.load(Ordering::Relaxed)));
         let waker = Waker::from(Arc::new(Noop));
         let mut cx = Context::from_waker(&waker);
         for _ in 0..3 {
@@ -625,6 +638,27 @@ mod tests {
         let other = Waker::from(Arc::new(Noop));
         assert!(gated.as_mut().poll(&mut Context::from_waker(&other)).is_pending());
         assert_eq!(polls.load(Ordering::Relaxed), 3, "a new waker must be registered with the inner future");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_gated_timer_fires_at_its_deadline_and_again_once_rearmed() {
+        let timer = Gated::new(tokio::time::sleep(Duration::from_secs(10)), tokio::time::Sleep::is_elapsed);
+        tokio::pin!(timer);
+        let start = Instant::now();
+        // Polled again and again meanwhile, as the connection loop does.
+        let wake_ups = async {
+            loop {
+                tokio::time::sleep(Duration::from_millis(700)).await;
+            }
+        };
+        tokio::select! {
+            _ = &mut timer => {}
+            _ = wake_ups => unreachable!(),
+        }
+        assert_eq!(start.elapsed(), Duration::from_secs(10));
+        timer.as_mut().rearm().reset(Instant::now() + Duration::from_secs(5));
+        (&mut timer).await;
+        assert_eq!(start.elapsed(), Duration::from_secs(15));
     }
 
     #[tokio::test(start_paused = true)]
