@@ -171,6 +171,7 @@ pub async fn run(
     let mut background = vec![
         tokio::spawn(control.clone().run_guards(breaches_rx)),
         tokio::spawn(close_idle_upstream_connections(proxy.clone(), closing.clone())),
+        tokio::spawn(crate::memory::release_after_bursts(closing.clone())),
     ];
     if reloadable && options.watch {
         let control = control.clone();
