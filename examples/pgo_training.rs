@@ -19,8 +19,8 @@
 //!
 //! With `--start-up` it instead does what a proxy does before it sits idle:
 //! start (config watch on, as in production), serve a few keep-alive GETs
-//! through the guarded split and two h2c requests, answer a metrics scrape,
-//! stop. The build runs the optimised binary that way under callgrind, and
+//! through the guarded split, two GETs on connections the client then
+//! closes and two h2c requests, answer a metrics scrape, stop. The build runs the optimised binary that way under callgrind, and
 //! lays out the functions it ran next to each other, so an idle proxy keeps
 //! few code pages resident. COMMAND is the binary, after any wrapper that
 //! runs it (`valgrind --tool=callgrind ...`).
@@ -84,7 +84,7 @@ async fn train(command: &[String], mix: Mix) -> Result<(), BoxError> {
             let config = dir.join(format!("workers-{workers}.toml"));
             std::fs::write(&config, config_text(workers, http1_upstream, h2_upstream))?;
             let started = Instant::now();
-            let requests = run_once(command, &config, mix).await?;
+            let requests = run_once(command, &config, mix, log_filter(mix, workers)).await?;
             eprintln!("pgo_training: workers = {workers}: {requests} requests in {:.1?}", started.elapsed());
         }
         Ok(())
@@ -94,9 +94,23 @@ async fn train(command: &[String], mix: Mix) -> Result<(), BoxError> {
     result
 }
 
+/// The `RUST_LOG` a run gets (`None`: unset). The training logs at `info`.
+/// Start-up is laid out for both ways a proxy is run: with `RUST_LOG` unset
+/// (the default filter is `info`), as in production, and with `RUST_LOG`
+/// set, as the load benchmark runs it (`warn`); parsing a `RUST_LOG` runs
+/// code of its own. (`cutover::runtime=info` keeps the lines that name the
+/// addresses, which this driver waits for.)
+fn log_filter(mix: Mix, workers: usize) -> Option<&'static str> {
+    match (mix, workers) {
+        (Mix::Training, _) => Some("info"),
+        (Mix::StartUp, 1) => Some("warn,cutover::runtime=info"),
+        (Mix::StartUp, _) => None,
+    }
+}
+
 /// One proxy process: start it, send the mix, stop it with SIGTERM.
-async fn run_once(command: &[String], config: &Path, mix: Mix) -> Result<usize, BoxError> {
-    let mut proxy = Proxy::start(command, config, mix)?;
+async fn run_once(command: &[String], config: &Path, mix: Mix, rust_log: Option<&str>) -> Result<usize, BoxError> {
+    let mut proxy = Proxy::start(command, config, mix, rust_log)?;
     let result = match mix {
         Mix::Training => send_mix(proxy.traffic, proxy.admin).await,
         Mix::StartUp => start_up(proxy.traffic, proxy.admin).await,
@@ -147,7 +161,10 @@ async fn send_mix(traffic: SocketAddr, admin: SocketAddr) -> Result<usize, BoxEr
 }
 
 /// A few keep-alive GETs through the guarded split (one with a 16 KiB body),
-/// two h2c requests and one metrics scrape.
+/// two GETs from clients that close the connection after the answer, as
+/// curl and health checkers do, two h2c requests from clients that then
+/// close their connection (one with a `GOAWAY`, one without) and one
+/// metrics scrape.
 async fn start_up(traffic: SocketAddr, admin: SocketAddr) -> Result<usize, BoxError> {
     let mut sender = http1_connection(traffic).await?;
     for i in 0..START_UP_REQUESTS {
@@ -158,21 +175,40 @@ async fn start_up(traffic: SocketAddr, admin: SocketAddr) -> Result<usize, BoxEr
         sender.ready().await?;
         complete(sender.send_request(request)).await?;
     }
-    let stream = TcpStream::connect(traffic).await?;
-    let (mut h2, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await?;
-    tokio::spawn(connection);
-    for _ in 0..2 {
+    for path in ["/", "/16k"] {
+        // Dropping the sender ends the connection: the client closes it.
+        let mut sender = http1_connection(traffic).await?;
+        let request = Request::get(path)
+            .header("host", "shop.example")
+            .header("user-agent", "curl/7.88.1")
+            .header("accept", "*/*")
+            .body(Full::new(Bytes::new()))?;
+        complete(sender.send_request(request)).await?;
+    }
+    // Two h2c clients: one closes its connection with a `GOAWAY` (as curl
+    // does), the other just drops it.
+    for graceful in [true, false] {
+        let stream = TcpStream::connect(traffic).await?;
+        let (mut h2, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await?;
+        let connection = tokio::spawn(connection);
         let request =
             Request::get(format!("http://{traffic}/")).header("host", "shop.example").body(Full::new(Bytes::new()))?;
         h2.ready().await?;
         complete(h2.send_request(request)).await?;
+        if graceful {
+            // With its last sender gone the connection says GOAWAY and ends.
+            drop(h2);
+            tokio::time::timeout(DEADLINE, connection).await???;
+        } else {
+            connection.abort();
+        }
     }
     let mut sender = http1_connection(admin).await?;
     let request = Request::get("/metrics").header("host", "admin").body(Full::new(Bytes::new()))?;
     sender.ready().await?;
     complete(sender.send_request(request)).await?;
-    Ok(START_UP_REQUESTS + 3)
+    Ok(START_UP_REQUESTS + 5)
 }
 
 /// HTTP/2 with prior knowledge: one connection, 10 streams at a time.
@@ -238,7 +274,8 @@ async fn http1_connection(addr: SocketAddr) -> Result<hyper::client::conn::http1
 }
 
 /// An upstream answering HTTP/1.1 and h2c: 13 bytes on most paths, 16 KiB on
-/// `/16k`, 500 on `/fail`, and the upload's size on `/upload`.
+/// `/16k`, 500 on `/fail`, and the upload's size on `/upload`; over HTTP/1.1
+/// with `Connection: keep-alive`, as nginx answers.
 async fn serve_upstream() -> Result<SocketAddr, BoxError> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -256,7 +293,9 @@ async fn serve_upstream() -> Result<SocketAddr, BoxError> {
 }
 
 async fn answer(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    let (status, body) = match request.uri().path() {
+    let http1 = request.version() == hyper::Version::HTTP_11;
+    let path = request.uri().path().to_owned();
+    let (status, body) = match path.as_str() {
         "/16k" => (StatusCode::OK, Bytes::from(vec![b'x'; 16 * 1024])),
         "/fail" => (StatusCode::INTERNAL_SERVER_ERROR, Bytes::from_static(b"failing\n")),
         "/upload" => {
@@ -267,6 +306,17 @@ async fn answer(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Inf
     };
     let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
+    if http1 {
+        // As real backends answer, so that the proxy's removal of these
+        // hop-by-hop headers is trained as the hot path it is: nginx sends
+        // `Connection: keep-alive` on every response, Node.js adds
+        // `Keep-Alive: timeout=5`.
+        let headers = response.headers_mut();
+        headers.insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("keep-alive"));
+        if path == "/16k" {
+            headers.insert("keep-alive", hyper::header::HeaderValue::from_static("timeout=5"));
+        }
+    }
     Ok(response)
 }
 
@@ -290,28 +340,25 @@ struct Proxy {
 }
 
 impl Proxy {
-    /// Start `COMMAND... run --config config` and wait until it names its
-    /// traffic and admin addresses in its log.
-    fn start(command: &[String], config: &Path, mix: Mix) -> Result<Proxy, BoxError> {
+    /// Start `COMMAND... run --config config` with `RUST_LOG` set to
+    /// `rust_log` (or unset) and wait until it names its traffic and admin
+    /// addresses in its log.
+    fn start(command: &[String], config: &Path, mix: Mix, rust_log: Option<&str>) -> Result<Proxy, BoxError> {
         let [program, args @ ..] = command else {
             return Err("no command to run".into());
         };
         let mut command = Command::new(program);
         command.args(args).arg("run");
-        match mix {
-            // Without the watcher the training's reload is the only one.
-            Mix::Training => command.arg("--no-watch").env("RUST_LOG", "info"),
-            // What production runs: the config watched, RUST_LOG unset (the
-            // default filter is `info`), since this lays out start-up code.
-            Mix::StartUp => command.env_remove("RUST_LOG"),
+        // Without the watcher the training's reload is the only one; the
+        // start-up run watches the config, as production does.
+        if let Mix::Training = mix {
+            command.arg("--no-watch");
+        }
+        match rust_log {
+            Some(filter) => command.env("RUST_LOG", filter),
+            None => command.env_remove("RUST_LOG"),
         };
-        let mut child = command
-            .arg("--config")
-            .arg(config)
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()?;
+        let mut child = command.arg("--config").arg(config).stdout(Stdio::null()).stderr(Stdio::piped()).spawn()?;
         let Some(stderr) = child.stderr.take() else {
             return Err("no stderr pipe".into());
         };
