@@ -19,10 +19,11 @@
 //!
 //! With `--start-up` it instead does what a proxy does before it sits idle:
 //! start (config watch on, as in production), serve a few keep-alive GETs
-//! through the guarded split, two GETs on connections the client then
-//! closes and two h2c requests, answer a metrics scrape, stop. The build runs the optimised binary that way under callgrind, and
-//! lays out the functions it ran next to each other, so an idle proxy keeps
-//! few code pages resident. COMMAND is the binary, after any wrapper that
+//! through the guarded split, GETs and h2c requests from clients that then
+//! close their connection, answer a metrics scrape, stop. The build runs
+//! the optimised binary that way under callgrind, and lays out the
+//! functions it ran next to each other, so an idle proxy keeps few code
+//! pages resident. COMMAND is the binary, after any wrapper that
 //! runs it (`valgrind --tool=callgrind ...`).
 //!
 //! Usage: `pgo_training PATH_TO_INSTRUMENTED_CUTOVER`
@@ -169,7 +170,7 @@ async fn start_up(traffic: SocketAddr, admin: SocketAddr) -> Result<usize, BoxEr
     let mut sender = http1_connection(traffic).await?;
     for i in 0..START_UP_REQUESTS {
         let path = if i == 0 { "/16k" } else { "/" };
-        let request = Request::get(path).header("host", "shop.example").body(Full::new(Bytes::new()))?;
+        let request = shop_get(path)?;
         // One request at a time on a single connection: wait until hyper
         // has taken the last one off it.
         sender.ready().await?;
@@ -178,11 +179,10 @@ async fn start_up(traffic: SocketAddr, admin: SocketAddr) -> Result<usize, BoxEr
     for path in ["/", "/16k"] {
         // Dropping the sender ends the connection: the client closes it.
         let mut sender = http1_connection(traffic).await?;
-        let request = Request::get(path)
-            .header("host", "shop.example")
-            .header("user-agent", "curl/7.88.1")
-            .header("accept", "*/*")
-            .body(Full::new(Bytes::new()))?;
+        let mut request = shop_get(path)?;
+        let headers = request.headers_mut();
+        headers.insert("user-agent", hyper::header::HeaderValue::from_static("curl/7.88.1"));
+        headers.insert("accept", hyper::header::HeaderValue::from_static("*/*"));
         complete(sender.send_request(request)).await?;
     }
     // Two h2c clients: one closes its connection with a `GOAWAY` (as curl
@@ -192,8 +192,7 @@ async fn start_up(traffic: SocketAddr, admin: SocketAddr) -> Result<usize, BoxEr
         let (mut h2, connection) =
             hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await?;
         let connection = tokio::spawn(connection);
-        let request =
-            Request::get(format!("http://{traffic}/")).header("host", "shop.example").body(Full::new(Bytes::new()))?;
+        let request = shop_get(format!("http://{traffic}/"))?;
         h2.ready().await?;
         complete(h2.send_request(request)).await?;
         if graceful {
@@ -223,10 +222,7 @@ async fn h2c_streams(traffic: SocketAddr) -> Result<usize, BoxError> {
         streams.spawn(async move {
             for i in 0..500 {
                 let path = if i % 10 == 0 { "/16k" } else { "/" };
-                let request = Request::builder()
-                    .uri(format!("http://{traffic}{path}"))
-                    .header("host", "shop.example")
-                    .body(Full::new(Bytes::new()))?;
+                let request = shop_get(format!("http://{traffic}{path}"))?;
                 complete(sender.send_request(request)).await?;
             }
             Ok::<usize, BoxError>(500)
@@ -253,6 +249,12 @@ async fn admin_calls(admin: SocketAddr) -> Result<usize, BoxError> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Ok(calls.len())
+}
+
+/// A body-less GET of `uri` for the shop's host, the route most of the
+/// traffic takes.
+fn shop_get(uri: impl AsRef<str>) -> Result<Request<Full<Bytes>>, hyper::http::Error> {
+    Request::get(uri.as_ref()).header("host", "shop.example").body(Full::new(Bytes::new()))
 }
 
 /// Wait (until the deadline) for the response to a request sent, read its
@@ -294,8 +296,8 @@ async fn serve_upstream() -> Result<SocketAddr, BoxError> {
 
 async fn answer(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let http1 = request.version() == hyper::Version::HTTP_11;
-    let path = request.uri().path().to_owned();
-    let (status, body) = match path.as_str() {
+    let sixteen_k = request.uri().path() == "/16k";
+    let (status, body) = match request.uri().path() {
         "/16k" => (StatusCode::OK, Bytes::from(vec![b'x'; 16 * 1024])),
         "/fail" => (StatusCode::INTERNAL_SERVER_ERROR, Bytes::from_static(b"failing\n")),
         "/upload" => {
@@ -313,7 +315,7 @@ async fn answer(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Inf
         // `Keep-Alive: timeout=5`.
         let headers = response.headers_mut();
         headers.insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("keep-alive"));
-        if path == "/16k" {
+        if sixteen_k {
             headers.insert("keep-alive", hyper::header::HeaderValue::from_static("timeout=5"));
         }
     }

@@ -102,6 +102,20 @@ async fn silent_upstream() -> Upstream {
     Upstream::with_handler("silent", |_req| std::future::pending::<Response<TestBody>>()).await
 }
 
+/// Read one request head (the proxy never pipelines); false if the
+/// connection ended or failed first.
+async fn read_head(stream: &mut TcpStream) -> bool {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    true
+}
+
 /// A raw upstream that reads each connection's first request head, writes
 /// `response` and closes the connection. Counts the connections it accepted.
 async fn answer_once_and_close(response: &'static [u8]) -> (SocketAddr, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
@@ -114,13 +128,8 @@ async fn answer_once_and_close(response: &'static [u8]) -> (SocketAddr, Arc<Atom
             let Ok((mut stream, _)) = listener.accept().await else { continue };
             counter.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
+                if !read_head(&mut stream).await {
+                    return;
                 }
                 let _ = stream.write_all(response).await;
                 let _ = stream.shutdown().await;
@@ -531,23 +540,17 @@ async fn closing_upstream(
             counts.connections.fetch_add(1, Ordering::SeqCst);
             let counts = counts.clone();
             tokio::spawn(async move {
-                let mut buf = [0u8; 1024];
+                let mut first_byte = [0u8; 1];
                 for on_connection in 0.. {
                     // Wait for the request's first bytes without taking them.
-                    match stream.peek(&mut buf).await {
+                    match stream.peek(&mut first_byte).await {
                         Ok(0) | Err(_) => return,
                         Ok(_) => {}
                     }
                     let n = counts.requests.fetch_add(1, Ordering::SeqCst);
                     let answer = answers(n, on_connection);
-                    if answer || matches!(hangup, Hangup::AfterReading) {
-                        let mut head = Vec::new();
-                        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                            match stream.read(&mut buf).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => head.extend_from_slice(&buf[..n]),
-                            }
-                        }
+                    if (answer || matches!(hangup, Hangup::AfterReading)) && !read_head(&mut stream).await {
+                        return;
                     }
                     if !answer {
                         return;
