@@ -23,28 +23,13 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
+
+#[path = "shared/floor.rs"]
+mod floor;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
-    let (Some(listen), Some(upstream), None) = (args.next(), args.next(), args.next()) else {
-        return Err("usage: hyper_floor LISTEN_ADDR UPSTREAM_ADDR".into());
-    };
-    let listen: SocketAddr = listen.parse()?;
-    let upstream: SocketAddr = upstream.parse()?;
-
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(async move {
-        let listener = TcpListener::bind(listen).await?;
-        loop {
-            let (downstream, _) = listener.accept().await?;
-            tokio::spawn(async move {
-                if let Err(error) = proxy_connection(downstream, upstream).await {
-                    eprintln!("hyper_floor: connection ended: {error}");
-                }
-            });
-        }
-    })
+    floor::serve("hyper_floor", proxy_connection)
 }
 
 async fn proxy_connection(downstream: TcpStream, upstream: SocketAddr) -> Result<(), hyper::Error> {

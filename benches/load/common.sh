@@ -14,6 +14,7 @@ HAPROXY_H2=$((BASE_PORT + 21))
 CUTOVER=$((BASE_PORT + 25))
 CUTOVER_ADMIN=$((BASE_PORT + 26))
 FLOOR=$((BASE_PORT + 28))   # examples/hyper_floor.rs (instructions.sh only)
+INLINE=$((BASE_PORT + 29))  # examples/inline_floor.rs (instructions.sh only)
 
 log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 warn() { printf '[%s] WARNING: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
@@ -103,13 +104,15 @@ build_cutover() { # sets CUTOVER_BIN and CUTOVER_BUILD
     [[ -x "$CUTOVER_BIN" ]] || die "no cutover binary at $CUTOVER_BIN"
 }
 
-build_floor() { # sets FLOOR_BIN: the bare hyper proxy that marks what the stack itself costs
+build_floor() { # sets FLOOR_BIN and INLINE_BIN: the bare hyper proxy (what the stack itself costs) and its inline-client variant
     if [[ -z "${SKIP_BUILD:-}" ]]; then
-        log "building the hyper floor (cargo build --release --locked --example hyper_floor)"
-        (cd "$REPO" && cargo build --release --locked --example hyper_floor >&2)
+        log "building the floors (cargo build --release --locked --example hyper_floor --example inline_floor)"
+        (cd "$REPO" && cargo build --release --locked --example hyper_floor --example inline_floor >&2)
     fi
     FLOOR_BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/examples/hyper_floor"
+    INLINE_BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/examples/inline_floor"
     [[ -x "$FLOOR_BIN" ]] || die "no hyper_floor binary at $FLOOR_BIN"
+    [[ -x "$INLINE_BIN" ]] || die "no inline_floor binary at $INLINE_BIN"
 }
 
 # --------------------------------------------------------------- configs --
@@ -139,7 +142,7 @@ private_cutover_copy() { # run a private copy: a concurrent `cargo build` may re
 
 check_ports_free() {
     local port
-    for port in $BACKEND $BACKEND_H2 $NGINX $NGINX_H2 $HAPROXY $HAPROXY_H2 $CUTOVER $CUTOVER_ADMIN $FLOOR; do
+    for port in $BACKEND $BACKEND_H2 $NGINX $NGINX_H2 $HAPROXY $HAPROXY_H2 $CUTOVER $CUTOVER_ADMIN $FLOOR $INLINE; do
         if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then die "port $port is already in use (set BASE_PORT)"; fi
     done
 }

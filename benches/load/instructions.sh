@@ -22,7 +22,9 @@
 # worker is the process valgrind runs; HAProxy: -db, nbthread 1; cutover:
 # workers = 1, --no-watch; floor: examples/hyper_floor.rs, a bare hyper proxy
 # on a current-thread runtime with one dedicated upstream connection per
-# downstream connection) under `valgrind --tool=callgrind`. The script waits
+# downstream connection; inline, only when asked for: examples/inline_floor.rs,
+# the same with the upstream exchange written in the request's own future
+# instead of hyper's client) under `valgrind --tool=callgrind`. The script waits
 # until the proxy answers, warms it up with WARMUP_REQUESTS requests,
 # zeroes the counters (callgrind_control -z), sends REQUESTS requests
 # (h2load -t1 --h1 -cCONNS -n REQUESTS), checks that every one succeeded, dumps the counters
@@ -44,7 +46,8 @@
 #                          as the proxy goes. A low rate (CONNS=20 RATE=10: 200 req/s, one
 #                          request per wake-up) is the regime of run.sh's fixed-rate case,
 #                          where per-wake-up work (timers, polling) is not shared by a batch.
-#   PROXIES="nginx haproxy floor cutover"  subset of proxies, measured in this order
+#   PROXIES="nginx haproxy floor cutover"  proxies, measured in this order; add `inline`
+#                          (examples/inline_floor.rs) to see what an inline client would save
 #   PROXY_CPU=0 LOAD_CPU=1 cores for the proxy and for backend + h2load (no pinning on 1 core)
 #   BASE_PORT=18100        ports BASE_PORT..BASE_PORT+29 on 127.0.0.1 are used (same layout as
 #                          run.sh, other default, so both can run at the same time)
@@ -82,7 +85,7 @@ done
 [[ -z "$RATE" || "$RATE" =~ ^[1-9][0-9]*$ ]] || die "RATE must be a positive number (got '$RATE')"
 ((REQUESTS > 0)) || die "REQUESTS must be > 0"
 for p in $PROXIES; do
-    case $p in nginx|haproxy|floor|cutover) ;; *) die "unknown proxy '$p' in PROXIES (nginx haproxy floor cutover)" ;; esac
+    case $p in nginx|haproxy|floor|inline|cutover) ;; *) die "unknown proxy '$p' in PROXIES (nginx haproxy floor inline cutover)" ;; esac
 done
 
 # ---------------------------------------------------------------- install --
@@ -102,7 +105,7 @@ install_missing "${need_apt[@]}"
 if [[ " $PROXIES " == *" cutover "* ]]; then
     build_cutover
 fi
-if [[ " $PROXIES " == *" floor "* ]]; then
+if [[ " $PROXIES " == *" floor "* || " $PROXIES " == *" inline "* ]]; then
     build_floor
 fi
 
@@ -208,6 +211,7 @@ measure() { # proxy; returns 1 (after a warning) if it cannot be measured
         haproxy) port=$HAPROXY; cmd=(haproxy -db -f "$TMP/haproxy.cfg") ;;
         cutover) port=$CUTOVER; cmd=("$CUTOVER_BIN" run --config "$TMP/cutover.toml" --no-watch) ;;
         floor) port=$FLOOR; cmd=("$FLOOR_BIN" "127.0.0.1:$FLOOR" "127.0.0.1:$BACKEND") ;;
+        inline) port=$INLINE; cmd=("$INLINE_BIN" "127.0.0.1:$INLINE" "127.0.0.1:$BACKEND") ;;
     esac
     url="http://127.0.0.1:$port/"
     log "$p: starting under callgrind"
@@ -265,8 +269,8 @@ measure() { # proxy; returns 1 (after a warning) if it cannot be measured
 
 for p in $PROXIES; do
     if ! measure "$p"; then
-        # HAProxy and the floor are references only: a failure there is reported, not fatal
-        [[ $p == haproxy || $p == floor ]] || die "could not measure $p (outputs in $OUT)"
+        # HAProxy and the floors are references only: a failure there is reported, not fatal
+        [[ $p == haproxy || $p == floor || $p == inline ]] || die "could not measure $p (outputs in $OUT)"
         warn "skipping $p"
         SKIPPED+=("$p")
     fi
