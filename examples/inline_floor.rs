@@ -10,7 +10,7 @@
 //! response head with `httparse`: one task per connection, no channel.
 //! `benches/load/instructions.sh` runs it as `inline` beside the floor, and
 //! `docs/performance.md` (seventh pass) has what it measured: 38 % fewer
-//! instructions and 41 % fewer cache lines touched per request than the
+//! instructions and 38 % fewer cache lines fetched per request than the
 //! hyper floor, and less CPU per request than nginx at a fixed rate.
 //!
 //! What it leaves out is what a real client must do, and what the numbers
@@ -64,8 +64,9 @@ async fn proxy_connection(downstream: TcpStream, upstream: SocketAddr) -> Result
     let _ = upstream.set_nodelay(true);
     let upstream = Upstream { stream: upstream, read: BytesMut::with_capacity(8192), write: Vec::with_capacity(512) };
     // hyper serves one HTTP/1 request at a time, so the upstream connection is
-    // always here when a request starts; it is taken for the exchange and put
-    // back after. The lock is never contended: the service is `Fn`.
+    // always here when a request starts: it is taken for the exchange and put
+    // back after. The lock is never contended; it is there because the
+    // service is `Fn`.
     let slot = Arc::new(Mutex::new(Some(upstream)));
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let slot = slot.clone();

@@ -46,6 +46,11 @@
 #                          as the proxy goes. A low rate (CONNS=20 RATE=10: 200 req/s, one
 #                          request per wake-up) is the regime of run.sh's fixed-rate case,
 #                          where per-wake-up work (timers, polling) is not shared by a batch.
+#   CACHE=                 tiny: also simulate tiny caches (2 KiB L1, 16 KiB last level) and
+#                          report the cache lines each request fetches (ILmr + DLmr + DLmw).
+#                          With RATE=10 that approximates what a request costs in memory
+#                          traffic when its caches went cold while the core idled, as at
+#                          run.sh's fixed rate on a shared VM. Slower (about 3x).
 #   PROXIES="nginx haproxy floor cutover"  proxies, measured in this order; add `inline`
 #                          (examples/inline_floor.rs) to see what an inline client would save
 #   PROXY_CPU=0 LOAD_CPU=1 cores for the proxy and for backend + h2load (no pinning on 1 core)
@@ -69,6 +74,7 @@ REQUESTS="${REQUESTS:-4000}"
 WARMUP_REQUESTS="${WARMUP_REQUESTS:-1000}"
 CONNS="${CONNS:-20}"
 RATE="${RATE:-}"
+CACHE="${CACHE:-}"
 PROXIES="${PROXIES:-nginx haproxy floor cutover}"
 PROXY_CPU="${PROXY_CPU:-0}"
 LOAD_CPU="${LOAD_CPU:-1}"
@@ -83,6 +89,9 @@ for v in REQUESTS WARMUP_REQUESTS CONNS BASE_PORT START_TIMEOUT; do
     [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a number (got '${!v}')"
 done
 [[ -z "$RATE" || "$RATE" =~ ^[1-9][0-9]*$ ]] || die "RATE must be a positive number (got '$RATE')"
+[[ -z "$CACHE" || "$CACHE" == tiny ]] || die "CACHE must be empty or 'tiny' (got '$CACHE')"
+CACHE_SIM=()
+[[ "$CACHE" == tiny ]] && CACHE_SIM=(--cache-sim=yes --I1=2048,2,64 --D1=2048,2,64 --LL=16384,4,64)
 ((REQUESTS > 0)) || die "REQUESTS must be > 0"
 for p in $PROXIES; do
     case $p in nginx|haproxy|floor|inline|cutover) ;; *) die "unknown proxy '$p' in PROXIES (nginx haproxy floor inline cutover)" ;; esac
@@ -191,7 +200,7 @@ log "results in $OUT; configs in $TMP"
     echo "machine: $(nproc) cores, $(lscpu | awk -F: '/Model name/ { gsub(/^ +/, "", $2); print $2; exit }'), kernel $(uname -r)"
     echo "versions: $(valgrind --version), $(nginx -v 2>&1 | sed 's/^nginx version: //'), HAProxy $(haproxy -v | awk 'NR==1 { print $3 }'), $(h2load --version | head -1), cutover $(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$REPO" && git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo '+dirty')"
     echo "cutover build: ${CUTOVER_BUILD:-none}"
-    echo "settings: REQUESTS=$REQUESTS WARMUP_REQUESTS=$WARMUP_REQUESTS CONNS=$CONNS RATE=${RATE:-unpaced} PROXIES=\"$PROXIES\""
+    echo "settings: REQUESTS=$REQUESTS WARMUP_REQUESTS=$WARMUP_REQUESTS CONNS=$CONNS RATE=${RATE:-unpaced} CACHE=${CACHE:-none} PROXIES=\"$PROXIES\""
 } | tee "$OUT/meta.txt" >&2
 
 "${PIN_LOAD[@]}" nginx -c "$TMP/backend-nginx.conf" -p "$TMP" >"$OUT/backend.stdout" 2>"$OUT/backend.stderr" &
@@ -200,7 +209,7 @@ PIDS+=("$BACKEND_PID")
 wait_http "http://127.0.0.1:$BACKEND/" "$BACKEND_PID" 10 || die "the backend did not answer 200; see $OUT/backend.stderr"
 
 # ---------------------------------------------------------------- measure --
-declare -A IR PER FILE
+declare -A IR PER LINES FILE
 MEASURED=()
 SKIPPED=()
 
@@ -216,7 +225,7 @@ measure() { # proxy; returns 1 (after a warning) if it cannot be measured
     url="http://127.0.0.1:$port/"
     log "$p: starting under callgrind"
     # env goes first: valgrind runs only the command it starts, not what that execs
-    env RUST_LOG=warn "${PIN_PROXY[@]}" valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.$p.%p" \
+    env RUST_LOG=warn "${PIN_PROXY[@]}" valgrind --tool=callgrind "${CACHE_SIM[@]}" --callgrind-out-file="$OUT/callgrind.$p.%p" \
         "${cmd[@]}" >"$OUT/$p.stdout" 2>"$OUT/$p.stderr" &
     pid=$!
     PIDS+=("$pid")
@@ -262,6 +271,13 @@ measure() { # proxy; returns 1 (after a warning) if it cannot be measured
     [[ "$ir" =~ ^[0-9]+$ ]] || { warn "$p: no PROGRAM TOTALS in callgrind_annotate $dump"; return 1; }
     IR[$p]=$ir
     PER[$p]=$(awk -v i="$ir" -v n="$REQUESTS" 'BEGIN { printf "%.0f", i / n }')
+    LINES[$p]=-
+    if [[ "$CACHE" == tiny ]]; then
+        # PROGRAM TOTALS: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw, each followed by its (percent)
+        LINES[$p]=$(callgrind_annotate "$dump" 2>/dev/null |
+            awk -v n="$REQUESTS" '/PROGRAM TOTALS/ { gsub(",", ""); printf "%.0f", ($13 + $15 + $17) / n; exit }')
+        [[ "${LINES[$p]}" =~ ^[0-9]+$ ]] || { warn "$p: no cache counts in $dump"; return 1; }
+    fi
     FILE[$p]=$dump
     MEASURED+=("$p")
     log "$p: ${PER[$p]} Ir/request ($ir Ir over $REQUESTS requests)"
@@ -278,17 +294,17 @@ done
 
 # ------------------------------------------------------------------ table --
 ((${#MEASURED[@]})) || die "nothing measured"
-printf 'proxy\trequests\tir_total\tir_per_request\tratio_to_nginx\tcallgrind_file\n' >"$OUT/instructions.tsv"
+printf 'proxy\trequests\tir_total\tir_per_request\tratio_to_nginx\tlines_per_request\tcallgrind_file\n' >"$OUT/instructions.tsv"
 for p in "${MEASURED[@]}"; do
     ratio=-
     [[ -n "${PER[nginx]:-}" ]] && ratio=$(awk -v a="${IR[$p]}" -v b="${IR[nginx]}" 'BEGIN { printf "%.2f", a / b }')
-    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$p" "$REQUESTS" "${IR[$p]}" "${PER[$p]}" "$ratio" "${FILE[$p]}" >>"$OUT/instructions.tsv"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$p" "$REQUESTS" "${IR[$p]}" "${PER[$p]}" "$ratio" "${LINES[$p]}" "${FILE[$p]}" >>"$OUT/instructions.tsv"
 done
 
 echo
-awk -F'\t' 'NR == 1 { printf "%-8s  %12s  %14s\n", "proxy", "Ir/request", "ratio to nginx"; next }
-            { printf "%-8s  %12s  %14s\n", $1, $4, $5 }' "$OUT/instructions.tsv"
-for p in "${SKIPPED[@]}"; do printf '%-8s  %12s  %14s\n' "$p" skipped -; done
+awk -F'\t' 'NR == 1 { printf "%-8s  %12s  %14s  %13s\n", "proxy", "Ir/request", "ratio to nginx", "lines/request"; next }
+            { printf "%-8s  %12s  %14s  %13s\n", $1, $4, $5, $6 }' "$OUT/instructions.tsv"
+for p in "${SKIPPED[@]}"; do printf '%-8s  %12s  %14s  %13s\n' "$p" skipped - -; done
 echo
 cat "$OUT/meta.txt"
 log "table in $OUT/instructions.tsv; callgrind files in $OUT"
