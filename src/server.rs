@@ -1,8 +1,13 @@
 //! Traffic listeners: accept, serve HTTP/1.1 and h2c on one socket, close
 //! idle connections, stop on shutdown.
 //!
-//! Each accepted connection is served by hyper-util's `auto` builder, which
-//! sniffs the HTTP/2 preface and otherwise speaks HTTP/1.1 with keep-alive.
+//! Each accepted connection's protocol is known before hyper reads a byte:
+//! over TLS from ALPN, in the clear from a `peek` at the first bytes (the
+//! HTTP/2 preface, or anything else for HTTP/1.1). hyper-util's `auto`
+//! builder would read the preface itself and hand it back to hyper through
+//! a rewinding wrapper: one more `read` per connection, and a read buffer
+//! that starts with 24 bytes in it and is reallocated (8 KiB copied) on the
+//! first request.
 //! Idle keep-alive connections are closed by our own per-connection tracker
 //! rather than hyper's HTTP/1 `header_read_timeout`: that timer also runs
 //! while a long response is still being written, so it would cut downloads
@@ -23,10 +28,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Response;
 use http_body::{Body, Frame, SizeHint};
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -113,7 +118,7 @@ pub async fn serve(
     open: Arc<OpenConnections>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let builder = Arc::new(connection_builder(&limits));
+    let builders = Arc::new(connection_builders(&limits));
     let conn_shutdown = shutdown.clone();
     loop {
         tokio::select! {
@@ -122,7 +127,7 @@ pub async fn serve(
                     let guard = open.open();
                     let conn = Connection {
                         proxy: proxy.clone(),
-                        builder: builder.clone(),
+                        builders: builders.clone(),
                         idle_timeout: limits.idle_timeout,
                         header_read_timeout: limits.header_read_timeout,
                         shutdown: conn_shutdown.clone(),
@@ -158,7 +163,7 @@ async fn connection_task(
 ) {
     let _ = stream.set_nodelay(true);
     match tls {
-        None => Box::pin(conn.run(stream, peer, "http")).await,
+        None => Box::pin(conn.run_plain(stream, peer)).await,
         Some(tls) => Box::pin(conn.run_tls(stream, peer, tls)).await,
     }
     drop(guard);
@@ -170,17 +175,22 @@ pub async fn stopped(flag: &mut watch::Receiver<bool>) {
     let _ = flag.wait_for(|stop| *stop).await.map(|_| ());
 }
 
-fn connection_builder(limits: &ConnLimits) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
+/// hyper's two connection builders, set up once per listener.
+struct Builders {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+}
+
+fn connection_builders(limits: &ConnLimits) -> Builders {
+    let mut http1 = http1::Builder::new();
+    http1
         .keep_alive(true)
         .timer(TokioTimer::new())
         .header_read_timeout(None)
         // hyper wants at least 8 KiB; leave room for the request line.
         .max_buf_size((limits.max_request_header_bytes + 4096).max(8192));
-    builder
-        .http2()
+    let mut http2 = http2::Builder::new(TokioExecutor::new());
+    http2
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_request_header_bytes).unwrap_or(u32::MAX))
         // Bounded work per client: streams in parallel, and resets a client
@@ -191,35 +201,171 @@ fn connection_builder(limits: &ConnLimits) -> auto::Builder<TokioExecutor> {
         // A peer that stops answering pings is gone: free its streams.
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(10));
-    builder
+    Builders { http1, http2 }
+}
+
+/// The protocol a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Http1,
+    Http2,
+}
+
+/// How an HTTP/2 client with prior knowledge opens (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// The protocol a connection's first bytes announce, once they tell: the
+/// HTTP/2 preface begins with `PRI `, which no HTTP/1.1 request line does.
+/// (hyper's HTTP/2 server checks the rest of the preface.) `None` while all
+/// there is are the first one to three bytes of `PRI `.
+fn protocol_of(first: &[u8]) -> Option<Protocol> {
+    let n = first.len().min(H2_PREFACE.len());
+    if first[..n] != H2_PREFACE[..n] {
+        Some(Protocol::Http1)
+    } else if n >= 4 {
+        Some(Protocol::Http2)
+    } else {
+        None
+    }
+}
+
+/// The protocol of a cleartext connection, from a look at its first bytes
+/// that leaves them in the socket for hyper; `None` if it closes first.
+async fn sniff(stream: &TcpStream) -> std::io::Result<Option<Protocol>> {
+    let mut first = [0u8; 24];
+    loop {
+        let n = stream.peek(&mut first).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if let Some(protocol) = protocol_of(&first[..n]) {
+            return Ok(Some(protocol));
+        }
+        // Only a client that splits `PRI ` (or a request line's first
+        // letters) across packets gets here. A peek would return the same
+        // bytes at once, again and again: mark the socket as read to the
+        // end, so the next peek waits until more bytes arrive (tokio keeps
+        // the mark only if no new readiness came in meanwhile).
+        let _ = stream.try_io(Interest::READABLE, || Err::<(), _>(std::io::ErrorKind::WouldBlock.into()));
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// One connection served by hyper, in the protocol it speaks.
+    #[project = ServingProj]
+    enum Serving<I, S>
+    where
+        S: hyper::service::HttpService<hyper::body::Incoming>,
+    {
+        Http1 { #[pin] conn: http1::UpgradeableConnection<I, S> },
+        Http2 { #[pin] conn: http2::Connection<I, S, TokioExecutor> },
+    }
+}
+
+impl<I, S, B> Serving<I, S>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    TokioExecutor: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    fn new(builders: &Builders, protocol: Protocol, io: I, service: S) -> Self {
+        match protocol {
+            Protocol::Http1 => Serving::Http1 { conn: builders.http1.serve_connection(io, service).with_upgrades() },
+            Protocol::Http2 => Serving::Http2 { conn: builders.http2.serve_connection(io, service) },
+        }
+    }
+
+    /// `Connection: close` on HTTP/1 (at once if idle), `GOAWAY` on HTTP/2.
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        match self.project() {
+            ServingProj::Http1 { conn } => conn.graceful_shutdown(),
+            ServingProj::Http2 { conn } => conn.graceful_shutdown(),
+        }
+    }
+}
+
+impl<I, S, B> std::future::Future for Serving<I, S>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    TokioExecutor: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    type Output = hyper::Result<()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            ServingProj::Http1 { conn } => conn.poll(cx),
+            ServingProj::Http2 { conn } => conn.poll(cx),
+        }
+    }
 }
 
 struct Connection {
     proxy: Arc<Proxy>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builders: Arc<Builders>,
     idle_timeout: Duration,
     header_read_timeout: Duration,
     shutdown: watch::Receiver<bool>,
 }
 
 impl Connection {
+    /// Wait for the first bytes to tell the protocol, then
+    /// [`Connection::run`]. The first request head is owed from accept: a
+    /// client that sends nothing is closed once `header_read_timeout` (or a
+    /// shorter `idle_timeout`) passes, or at shutdown.
+    async fn run_plain(mut self, stream: TcpStream, peer: SocketAddr) {
+        let accepted = Instant::now();
+        let protocol = tokio::select! {
+            sniffed = sniff(&stream) => match sniffed {
+                Ok(Some(protocol)) => protocol,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::debug!(error = %e, %peer, "connection failed before its first request");
+                    return;
+                }
+            },
+            _ = tokio::time::sleep_until(accepted + self.header_read_timeout.min(self.idle_timeout)) => {
+                tracing::debug!(%peer, "no request head within header_read_timeout; closing");
+                return;
+            }
+            _ = stopped(&mut self.shutdown) => return,
+        };
+        self.run(stream, peer, "http", protocol, accepted).await
+    }
+
     /// The TLS handshake (bounded by [`TLS_HANDSHAKE_TIMEOUT`]), then
-    /// [`Connection::run`].
+    /// [`Connection::run`] in the protocol ALPN chose: HTTP/2 over TLS is
+    /// negotiated, never assumed (RFC 9113 §3.2).
     async fn run_tls(self, stream: TcpStream, peer: SocketAddr, tls: Arc<crate::tls::ServerTls>) {
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
         match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-            Ok(Ok(stream)) => self.run(stream, peer, "https").await,
+            Ok(Ok(stream)) => {
+                let protocol = match stream.get_ref().1.alpn_protocol() {
+                    Some(b"h2") => Protocol::Http2,
+                    _ => Protocol::Http1,
+                };
+                self.run(stream, peer, "https", protocol, Instant::now()).await
+            }
             Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
             Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
         }
     }
 
-    async fn run<I>(mut self, stream: I, peer: SocketAddr, proto: &'static str)
+    /// Serve `stream` in `protocol` until it closes; its first request head
+    /// is owed from `since`.
+    async fn run<I>(mut self, stream: I, peer: SocketAddr, proto: &'static str, protocol: Protocol, since: Instant)
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let info = ConnInfo::new(peer, proto, self.proxy.connection_seed());
-        let activity = Arc::new(Activity::new());
+        let activity = Arc::new(Activity::new(since));
+        activity.h2.store(protocol == Protocol::Http2, Ordering::Relaxed);
         let proxy = self.proxy.clone();
         let tracker = activity.clone();
         // The request is routed and rewritten in this call; the future it
@@ -238,8 +384,8 @@ impl Connection {
             };
             Tracked { handling, active: Some(active) }
         });
-        let stream = Watched { io: stream, activity: activity.clone(), first_read: true, scan: HeadScan::default() };
-        let conn = self.builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let stream = Watched { io: stream, activity: activity.clone(), scan: HeadScan::default() };
+        let conn = Serving::new(&self.builders, protocol, TokioIo::new(stream), service);
         tokio::pin!(conn);
         let probe = self.shutdown.clone();
         let shutdown = Gated::new(stopped(&mut self.shutdown), move |_: &_| probe.has_changed().unwrap_or(true));
@@ -358,9 +504,11 @@ struct Activity {
 const NO_HEAD: u64 = u64::MAX;
 
 impl Activity {
-    fn new() -> Activity {
+    /// A connection that owes its first request head from `since` (when
+    /// it was accepted, or its TLS handshake ended).
+    fn new(since: Instant) -> Activity {
         Activity {
-            epoch: Instant::now(),
+            epoch: since,
             active: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(0),
             // A new connection owes its first request head from the start.
@@ -489,14 +637,12 @@ impl Body for TrackedBody {
 }
 
 /// The downstream byte stream, telling the connection's [`Activity`] when
-/// bytes arrive between requests (the start of a request head), whether the
-/// client opened with the HTTP/2 preface, and whether a request head framed
-/// its body two ways.
+/// bytes arrive between requests (the start of a request head), and whether
+/// a request head framed its body two ways.
 #[derive(Debug)]
 struct Watched<I> {
     io: I,
     activity: Arc<Activity>,
-    first_read: bool,
     scan: HeadScan,
 }
 
@@ -565,12 +711,6 @@ impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
         if let Poll::Ready(Ok(())) = polled {
             let fresh = &buf.filled()[before..];
             if !fresh.is_empty() {
-                if this.first_read {
-                    this.first_read = false;
-                    if fresh.starts_with(b"PRI ") {
-                        this.activity.h2.store(true, Ordering::Relaxed);
-                    }
-                }
                 let idle = this.activity.active.load(Ordering::Relaxed) == 0;
                 if idle && !this.activity.h2.load(Ordering::Relaxed) {
                     if this.scan.feed(fresh) {
@@ -684,7 +824,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_connection_timer_fires_at_a_pending_heads_deadline_and_otherwise_looks_again() {
         let (header, idle) = (Duration::from_secs(10), Duration::from_secs(60));
-        let activity = Arc::new(Activity::new());
+        let activity = Arc::new(Activity::new(Instant::now()));
         let start = Instant::now();
         // A new connection owes its first head from the start.
         assert_eq!(activity.next_check(start, header, idle, false), start + header);
@@ -702,7 +842,7 @@ mod tests {
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(activity.next_check(Instant::now(), header, idle, false), head_started + header);
         // HTTP/2 has no head timer: only the idle check is left.
-        let h2 = Arc::new(Activity::new());
+        let h2 = Arc::new(Activity::new(Instant::now()));
         h2.h2.store(true, Ordering::Relaxed);
         let _busy = h2.begin();
         let now = Instant::now();
@@ -715,7 +855,7 @@ mod tests {
         // HTTP/2, idle past its timeout, GOAWAY sent but the connection not
         // gone yet (a client that does not read): the idle deadline is in
         // the past, and re-arming the timer there would spin.
-        let activity = Arc::new(Activity::new());
+        let activity = Arc::new(Activity::new(Instant::now()));
         activity.h2.store(true, Ordering::Relaxed);
         drop(activity.begin());
         tokio::time::advance(Duration::from_secs(90)).await;
@@ -750,6 +890,21 @@ mod tests {
         assert!(scan.feed(b"\r\n0\r\n\r\n"));
         // The next head starts clean.
         assert!(!scan.feed(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"));
+    }
+
+    #[test]
+    fn the_first_bytes_tell_http1_from_the_http2_preface() {
+        use super::{protocol_of, Protocol};
+        assert_eq!(protocol_of(b"GET / HTTP/1.1\r\n"), Some(Protocol::Http1));
+        assert_eq!(protocol_of(b"PUT /x"), Some(Protocol::Http1));
+        assert_eq!(protocol_of(b"POST"), Some(Protocol::Http1));
+        assert_eq!(protocol_of(b"PRO"), Some(Protocol::Http1), "PROPFIND parts from PRI at its third byte");
+        assert_eq!(protocol_of(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), Some(Protocol::Http2));
+        assert_eq!(protocol_of(b"PRI "), Some(Protocol::Http2));
+        // Too few bytes to tell: wait for more.
+        for undecided in [&b"P"[..], b"PR", b"PRI"] {
+            assert_eq!(protocol_of(undecided), None, "{undecided:?}");
+        }
     }
 
     /// The future `f` returns, measured without calling `f`.

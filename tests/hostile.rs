@@ -840,6 +840,45 @@ async fn silent_connection_is_closed_after_header_read_timeout() {
     assert_fresh_request_ok(&proxy, &upstream, "/fresh").await;
 }
 
+/// A client whose first packet holds only the first letter of its request
+/// line: the proxy cannot tell HTTP/1.1 from the HTTP/2 preface yet, waits
+/// for more, and serves the request once the rest arrives.
+#[tokio::test]
+async fn a_request_line_split_after_its_first_byte_is_served() {
+    let upstream = RawUpstream::ok().await;
+    let proxy = TestProxy::start(&config("", &[upstream.addr], "")).await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream.write_all(b"P").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    stream.write_all(b"UT /split HTTP/1.1\r\nHost: app.test\r\nContent-Length: 0\r\n\r\n").await.unwrap();
+    assert_eq!(read_one_response(&mut stream).await.status, 200);
+    let lines: Vec<String> = upstream.requests().iter().map(|r| r.line.clone()).collect();
+    assert_eq!(lines, ["PUT /split HTTP/1.1"]);
+}
+
+/// The HTTP/2 preface split after `PR`: once `I ` arrives the connection is
+/// HTTP/2, and the proxy answers the client's SETTINGS with its own (an
+/// HTTP/1.1 server would answer `400` instead).
+#[tokio::test]
+async fn an_h2c_preface_split_after_two_bytes_is_http2() {
+    let upstream = RawUpstream::ok().await;
+    let proxy = TestProxy::start(&config("", &[upstream.addr], "")).await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream.write_all(b"PR").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The rest of the preface, then an empty SETTINGS frame.
+    stream.write_all(b"I * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").await.unwrap();
+    let mut frame_header = [0u8; 9];
+    timeout(DEADLINE, stream.read_exact(&mut frame_header))
+        .await
+        .expect("no answer to the HTTP/2 preface")
+        .expect("the proxy closed the connection instead of speaking HTTP/2");
+    assert_eq!(frame_header[3], 0x04, "first frame is not SETTINGS: {frame_header:?}");
+    assert!(upstream.requests().is_empty());
+}
+
 /// Read one response off a keep-alive connection.
 async fn read_one_response(stream: &mut TcpStream) -> RawResponse {
     let mut bytes = Vec::new();
