@@ -121,6 +121,14 @@ async fn https_listener_serves_http1_and_h2_by_alpn() {
     assert_eq!(res.version(), Version::HTTP_2);
     assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "app");
     assert_eq!(upstream.seen()[1].headers["host"], "secure.example");
+
+    // A client that offers no ALPN speaks HTTP/1.1.
+    let mut no_alpn = (*client_config(&[&cert], b"http/1.1")).clone();
+    no_alpn.alpn_protocols.clear();
+    let stream = tls_connect(tls_addr, Arc::new(no_alpn)).await.unwrap();
+    assert_eq!(stream.get_ref().1.alpn_protocol(), None);
+    let mut h1 = h1_over(stream).await;
+    assert_eq!(h1_get(&mut h1).await, (StatusCode::OK, "app".to_string()));
 }
 
 #[tokio::test]
