@@ -5,9 +5,8 @@
 //! over TLS from ALPN, in the clear from a `peek` at the first bytes (the
 //! HTTP/2 preface, or anything else for HTTP/1.1). hyper-util's `auto`
 //! builder would read the preface itself and hand it back to hyper through
-//! a rewinding wrapper: one more `read` per connection, and a read buffer
-//! that starts with 24 bytes in it and is reallocated (8 KiB copied) on the
-//! first request.
+//! a rewinding wrapper, so hyper's read buffer would start with 24 bytes in
+//! it and be reallocated (8 KiB copied) on the first request.
 //! Idle keep-alive connections are closed by our own per-connection tracker
 //! rather than hyper's HTTP/1 `header_read_timeout`: that timer also runs
 //! while a long response is still being written, so it would cut downloads
