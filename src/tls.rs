@@ -3,8 +3,9 @@
 //!
 //! Only TLS 1.2 and 1.3 are offered (all rustls speaks), with rustls's
 //! `ring` provider: it builds with a C compiler alone, where the default
-//! provider needs cmake. The listener offers ALPN `h2` and `http/1.1`;
-//! hyper-util's auto builder then serves whichever the client chose.
+//! provider needs cmake. The listener offers ALPN `h2` and `http/1.1`, and
+//! the server speaks whichever the client chose (HTTP/1.1 when it chose
+//! none; see `server`).
 //!
 //! A certificate rotation (cert-manager renewing a Secret, an operator
 //! copying new files) must not drop a connection or serve a broken chain:

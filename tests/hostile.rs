@@ -840,6 +840,17 @@ async fn silent_connection_is_closed_after_header_read_timeout() {
     assert_fresh_request_ok(&proxy, &upstream, "/fresh").await;
 }
 
+/// A connection to `proxy` whose first bytes come in two packets: `first`,
+/// then `rest` 50 ms later.
+async fn split_first_packet(proxy: &TestProxy, first: &[u8], rest: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream.write_all(first).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    stream.write_all(rest).await.unwrap();
+    stream
+}
+
 /// A client whose first packet holds only the first letter of its request
 /// line: the proxy cannot tell HTTP/1.1 from the HTTP/2 preface yet, waits
 /// for more, and serves the request once the rest arrives.
@@ -847,11 +858,8 @@ async fn silent_connection_is_closed_after_header_read_timeout() {
 async fn a_request_line_split_after_its_first_byte_is_served() {
     let upstream = RawUpstream::ok().await;
     let proxy = TestProxy::start(&config("", &[upstream.addr], "")).await;
-    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
-    stream.set_nodelay(true).unwrap();
-    stream.write_all(b"P").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    stream.write_all(b"UT /split HTTP/1.1\r\nHost: app.test\r\nContent-Length: 0\r\n\r\n").await.unwrap();
+    let rest = b"UT /split HTTP/1.1\r\nHost: app.test\r\nContent-Length: 0\r\n\r\n";
+    let mut stream = split_first_packet(&proxy, b"P", rest).await;
     assert_eq!(read_one_response(&mut stream).await.status, 200);
     let lines: Vec<String> = upstream.requests().iter().map(|r| r.line.clone()).collect();
     assert_eq!(lines, ["PUT /split HTTP/1.1"]);
@@ -864,12 +872,9 @@ async fn a_request_line_split_after_its_first_byte_is_served() {
 async fn an_h2c_preface_split_after_two_bytes_is_http2() {
     let upstream = RawUpstream::ok().await;
     let proxy = TestProxy::start(&config("", &[upstream.addr], "")).await;
-    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
-    stream.set_nodelay(true).unwrap();
-    stream.write_all(b"PR").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
     // The rest of the preface, then an empty SETTINGS frame.
-    stream.write_all(b"I * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").await.unwrap();
+    let rest = b"I * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+    let mut stream = split_first_packet(&proxy, b"PR", rest).await;
     let mut frame_header = [0u8; 9];
     timeout(DEADLINE, stream.read_exact(&mut frame_header))
         .await
