@@ -12,6 +12,8 @@
 //! `docs/performance.md` (seventh pass) has what it measured: 38 % fewer
 //! instructions and 38 % fewer cache lines fetched per request than the
 //! hyper floor, and less CPU per request than nginx at a fixed rate.
+//! cutover took that step in its eighth pass (`src/pool/h1.rs`); this stays
+//! as the floor for the path it built.
 //!
 //! What it leaves out is what a real client must do, and what the numbers
 //! do not include: request bodies, chunked and close-delimited response
@@ -86,7 +88,7 @@ async fn exchange(
     mut upstream: Upstream,
     request: &Request<Incoming>,
 ) -> io::Result<(Upstream, Response<Full<Bytes>>)> {
-    encode_head(request, &mut upstream.write);
+    cutover::pool::h1::encode_head(request, &mut upstream.write);
     upstream.stream.write_all(&upstream.write).await?;
     loop {
         if let Some(response) = parse_response(&mut upstream.read)? {
@@ -100,21 +102,6 @@ async fn exchange(
             return Err(io::Error::other("upstream closed before the response ended"));
         }
     }
-}
-
-fn encode_head(request: &Request<Incoming>, out: &mut Vec<u8>) {
-    out.clear();
-    out.extend_from_slice(request.method().as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(request.uri().path_and_query().map_or("/", |pq| pq.as_str()).as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in request.headers() {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
 }
 
 /// The response at the front of `read` once its head and `Content-Length`

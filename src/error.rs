@@ -58,6 +58,15 @@ impl UpstreamFailure {
         }
     }
 
+    /// Classify an error of the inline HTTP/1.1 client.
+    pub fn of_inline(err: &crate::pool::H1Error) -> UpstreamFailure {
+        if err.is_protocol() {
+            UpstreamFailure::Protocol
+        } else {
+            UpstreamFailure::Reset
+        }
+    }
+
     /// Classify a hyper client error.
     pub fn classify(err: &hyper::Error) -> UpstreamFailure {
         if err.is_parse() || err.is_parse_status() || err.is_parse_too_large() {

@@ -107,7 +107,24 @@ async fn silent_upstream() -> Upstream {
 async fn read_head(stream: &mut TcpStream) -> bool {
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+    let end = loop {
+        if let Some(at) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    };
+    // A `Content-Length` body (the only framing these tests send) is read
+    // too, so that it is not taken for the next request.
+    let length = String::from_utf8_lossy(&head[..end])
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, value)| value.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    while head.len() < end + length {
         match stream.read(&mut buf).await {
             Ok(0) | Err(_) => return false,
             Ok(n) => head.extend_from_slice(&buf[..n]),
@@ -610,7 +627,9 @@ async fn get_on_a_pooled_connection_reset_is_sent_again() {
 
 /// A request that must not reach the backend twice (a POST, or a body the
 /// proxy did not keep) is not sent again when its pooled connection closes
-/// unanswered: the client gets a 502 and decides.
+/// unanswered: the client gets a 502 and decides. The first request is of
+/// the same kind, so the second finds its connection pooled (requests with
+/// and without a body keep separate connections).
 #[tokio::test]
 async fn request_that_may_not_be_repeated_is_not_sent_again() {
     for (method, body) in [("POST", ""), ("POST", "{\"order\":1}"), ("PUT", "{\"order\":2}")] {
@@ -618,7 +637,7 @@ async fn request_that_may_not_be_repeated_is_not_sent_again() {
             closing_upstream(Hangup::AfterReading, |_, on_connection| on_connection == 0).await;
         let proxy = TestProxy::start(&pool_config(&[addr], "", "", "")).await;
         let url = proxy.url("/orders");
-        assert_eq!(get(&client(), &url, &[]).await.status, 200, "{method} {body:?}: the first request");
+        assert_eq!(send_with_body(&url, method, "first", body).await, 200, "{method} {body:?}: the first request");
         tokio::time::sleep(KEEP_ALIVE_EXPIRED).await;
         assert_eq!(send_with_body(&url, method, "second", body).await, 502, "{method} {body:?}");
         assert_eq!(received.requests.load(Ordering::SeqCst), 2, "{method} {body:?}: sent again");

@@ -10,7 +10,9 @@
 //!
 //! Connections are kept per backend (not in one shared, hashed pool): a
 //! backend's idle list is a short `Vec` behind its own mutex, so checkout is a
-//! pop and draining is a clear. The list is last-in-first-out, so the
+//! pop and draining is a clear. A plain HTTP/1.1 backend has two: inline
+//! connections for requests without a body (`super::h1`), hyper's for the
+//! rest. The list is last-in-first-out, so the
 //! connections that stay idle are the oldest, at its front; a sweep every
 //! few seconds (`crate::runtime`) ages them and closes those
 //! idle for `upstream_idle_timeout`, without a clock read per request.
@@ -20,10 +22,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
-use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use super::conn::{self, ConnectError, Transport, UpstreamConn};
+use super::conn::{self, Conn, ConnectError, Cuttable, Transport, UpstreamConn};
 use crate::config::BackendAddr;
 
 /// Identity of a backend across reloads: pool name + address.
@@ -35,7 +36,7 @@ const MAX_IDLE_PER_BACKEND: usize = 512;
 /// A connection in a backend's idle list.
 #[derive(Debug)]
 struct Pooled {
-    conn: UpstreamConn,
+    conn: Conn,
     /// How long it has been idle, as counted by the sweeps that saw it
     /// (an upper bound: the first sweep counts a whole period).
     idle_for: Duration,
@@ -44,7 +45,7 @@ struct Pooled {
 }
 
 impl Pooled {
-    fn new(conn: UpstreamConn, last_request: Instant) -> Pooled {
+    fn new(conn: Conn, last_request: Instant) -> Pooled {
         Pooled { conn, idle_for: Duration::ZERO, last_request }
     }
 }
@@ -99,6 +100,10 @@ pub struct Backend {
     /// Idle keep-alive HTTP/1.1 connections, most recently used last; for
     /// HTTP/2, the one shared connection.
     idle: Mutex<Vec<Pooled>>,
+    /// Idle inline HTTP/1.1 connections (plain-TCP backends only), kept
+    /// apart so that requests with a body, which take hyper connections,
+    /// never turn the inline ones into hyper ones.
+    idle_inline: Mutex<Vec<Pooled>>,
     /// How the backend is reached.
     transport: Transport,
     /// Held while opening the shared HTTP/2 connection, so a burst of first
@@ -108,8 +113,8 @@ pub struct Backend {
     finished: Notify,
     /// Raised when a drain times out: every connection to the backend closes.
     cut: watch::Sender<bool>,
-    /// The tasks driving this backend's connections, aborted by a cut.
-    connection_tasks: Mutex<Vec<AbortHandle>>,
+    /// This backend's connections, as a cut closes them.
+    connections: Mutex<Vec<Cuttable>>,
     /// In-flight requests cut that way.
     cut_requests: AtomicUsize,
     /// Pre-resolved metric handles, set once when the backend joins a proxy.
@@ -142,9 +147,10 @@ impl Backend {
             passive: AtomicU64::new(0),
             connect_timeout: Mutex::new(connect_timeout),
             idle: Mutex::new(Vec::new()),
+            idle_inline: Mutex::new(Vec::new()),
             finished: Notify::new(),
             cut: watch::Sender::new(false),
-            connection_tasks: Mutex::new(Vec::new()),
+            connections: Mutex::new(Vec::new()),
             cut_requests: AtomicUsize::new(0),
             metrics: std::sync::OnceLock::new(),
         }
@@ -222,10 +228,12 @@ impl Backend {
     /// Stop taking new requests and close idle connections at once.
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::Relaxed);
-        // Dropping the senders lets each idle connection's task end, which
-        // closes the socket.
-        let idle = self.idle.lock().map(|mut idle| std::mem::take(&mut *idle));
-        drop(idle);
+        // Dropping an inline connection closes its socket; dropping a
+        // hyper sender lets its connection's task end, which does the same.
+        for list in [&self.idle, &self.idle_inline] {
+            let idle = list.lock().map(|mut idle| std::mem::take(&mut *idle));
+            drop(idle);
+        }
         self.finished.notify_waiters();
     }
 
@@ -246,28 +254,40 @@ impl Backend {
         let cut = self.in_flight();
         self.cut_requests.fetch_add(cut, Ordering::Relaxed);
         self.cut.send_replace(true);
-        self.abort_connections();
+        self.cut_connections();
         cut
     }
 
-    fn abort_connections(&self) {
-        if let Ok(mut tasks) = self.connection_tasks.lock() {
-            tasks.drain(..).for_each(|task| task.abort());
+    fn cut_connections(&self) {
+        if let Ok(mut connections) = self.connections.lock() {
+            connections.drain(..).for_each(|conn| conn.cut());
         }
     }
 
-    /// Open a new connection; its task is aborted if the backend is cut.
-    async fn connect(&self) -> Result<UpstreamConn, ConnectError> {
-        let timeout = self.connect_timeout.lock().map(|t| *t).unwrap_or(Duration::from_secs(2));
-        let (conn, task) = conn::connect(&self.addr, self.socket_addr, timeout, &self.transport).await?;
-        if let Ok(mut tasks) = self.connection_tasks.lock() {
-            tasks.retain(|task| !task.is_finished());
-            tasks.push(task);
+    /// Note a connection that a cut must close.
+    fn track(&self, conn: Cuttable) {
+        if let Ok(mut connections) = self.connections.lock() {
+            connections.retain(|conn| !conn.is_gone());
+            connections.push(conn);
         }
         // Cut while this connection was opening: it must not outlive the cut.
         if *self.cut.borrow() {
-            self.abort_connections();
+            self.cut_connections();
         }
+    }
+
+    /// Open a new connection; it is closed if the backend is cut.
+    async fn connect(&self) -> Result<Conn, ConnectError> {
+        let timeout = self.connect_timeout.lock().map(|t| *t).unwrap_or(Duration::from_secs(2));
+        let (conn, cuttable) = conn::connect(&self.addr, self.socket_addr, timeout, &self.transport).await?;
+        self.track(cuttable);
+        Ok(conn)
+    }
+
+    /// Hand an inline connection to hyper's client.
+    async fn hand_to_hyper(&self, conn: Box<super::H1Conn>) -> Result<UpstreamConn, ConnectError> {
+        let (conn, cuttable) = conn::into_hyper(conn, &self.addr).await?;
+        self.track(cuttable);
         Ok(conn)
     }
 
@@ -289,27 +309,40 @@ impl Backend {
 
     /// A connection ready for a request: a pooled one if any is still
     /// usable (and `may_reuse`), else a new one; and where it came from. An
-    /// HTTP/2 pool's shared connection is always reused.
-    pub async fn checkout(&self, may_reuse: bool) -> Result<(UpstreamConn, Reuse), ConnectError> {
+    /// HTTP/2 pool's shared connection is always reused. A request that
+    /// can go `inline` (no body, no upgrade) to a plain HTTP/1.1 backend
+    /// gets an inline connection; any other request a hyper one.
+    pub async fn checkout(&self, may_reuse: bool, inline: bool) -> Result<(Conn, Reuse), ConnectError> {
         if self.transport.protocol == crate::config::UpstreamProtocol::H2 {
-            return Box::pin(self.checkout_shared()).await;
+            let (conn, reuse) = Box::pin(self.checkout_shared()).await?;
+            return Ok((Conn::Hyper(conn), reuse));
         }
+        let inline = inline && self.transport.is_inline();
+        let list = if inline { &self.idle_inline } else { &self.idle };
         loop {
-            let pooled = if may_reuse { self.idle.lock().ok().and_then(|mut idle| idle.pop()) } else { None };
-            let Some(Pooled { mut conn, last_request, .. }) = pooled else { break };
-            if conn.is_closed() {
-                continue;
-            }
-            // A connection is released when its response body ended; the
-            // connection task may not have seen that yet, so wait briefly.
-            if conn.ready().await.is_ok() {
-                return Ok((conn, Reuse::Pooled { last_request }));
+            let pooled = if may_reuse { list.lock().ok().and_then(|mut idle| idle.pop()) } else { None };
+            let Some(Pooled { conn, last_request, .. }) = pooled else { break };
+            let reuse = Reuse::Pooled { last_request };
+            match conn {
+                Conn::Inline(conn) if conn.is_usable() => return Ok((Conn::Inline(conn), reuse)),
+                Conn::Inline(_) => continue,
+                Conn::Hyper(conn) if conn.is_closed() => continue,
+                // A connection is released when its response body ended;
+                // the connection task may not have seen that yet, so wait
+                // briefly.
+                Conn::Hyper(mut conn) => {
+                    if conn.ready().await.is_ok() {
+                        return Ok((Conn::Hyper(conn), reuse));
+                    }
+                }
             }
         }
         // Boxed: the connect (TCP, TLS, handshake) is the cold path, and
         // inline it would make every request's future kilobytes larger.
-        let conn = Box::pin(self.connect()).await?;
-        Ok((conn, Reuse::New))
+        match Box::pin(self.connect()).await? {
+            Conn::Inline(conn) if !inline => Ok((Conn::Hyper(Box::pin(self.hand_to_hyper(conn)).await?), Reuse::New)),
+            conn => Ok((conn, Reuse::New)),
+        }
     }
 
     /// HTTP/2: every request shares one connection, opened on first use
@@ -317,7 +350,7 @@ impl Backend {
     async fn checkout_shared(&self) -> Result<(UpstreamConn, Reuse), ConnectError> {
         let shared = || {
             self.idle.lock().ok().and_then(|idle| match idle.first().map(|pooled| &pooled.conn) {
-                Some(UpstreamConn::H2(sender)) if !sender.is_closed() => Some(sender.clone()),
+                Some(Conn::Hyper(UpstreamConn::H2(sender))) if !sender.is_closed() => Some(sender.clone()),
                 _ => None,
             })
         };
@@ -328,10 +361,14 @@ impl Backend {
         if let Some(sender) = shared() {
             return Ok((UpstreamConn::H2(sender), Reuse::Shared));
         }
-        let conn = self.connect().await?;
+        let conn = match self.connect().await? {
+            Conn::Hyper(conn) => conn,
+            // Not for an HTTP/2 backend; handled anyway.
+            Conn::Inline(conn) => self.hand_to_hyper(conn).await?,
+        };
         if let UpstreamConn::H2(sender) = &conn {
             if let Ok(mut idle) = self.idle.lock() {
-                *idle = vec![Pooled::new(UpstreamConn::H2(sender.clone()), Instant::now())];
+                *idle = vec![Pooled::new(Conn::Hyper(UpstreamConn::H2(sender.clone())), Instant::now())];
             }
         }
         Ok((conn, Reuse::New))
@@ -344,11 +381,16 @@ impl Backend {
 
     /// Return a connection whose last response, to a request begun at
     /// `last_request`, was read to the end.
-    pub fn release(&self, conn: UpstreamConn, last_request: Instant) {
-        if self.is_draining() || conn.is_closed() || matches!(conn, UpstreamConn::H2(_)) {
+    pub fn release(&self, conn: Conn, last_request: Instant) {
+        let (gone, list) = match &conn {
+            Conn::Hyper(UpstreamConn::H2(_)) => (true, &self.idle),
+            Conn::Hyper(conn) => (conn.is_closed(), &self.idle),
+            Conn::Inline(_) => (false, &self.idle_inline),
+        };
+        if gone || self.is_draining() {
             return;
         }
-        if let Ok(mut idle) = self.idle.lock() {
+        if let Ok(mut idle) = list.lock() {
             if idle.len() < MAX_IDLE_PER_BACKEND {
                 idle.push(Pooled::new(conn, last_request));
             }
@@ -360,18 +402,24 @@ impl Backend {
     /// The shared HTTP/2 connection is not aged: it carries every request
     /// to the backend, and hyper closes it when the backend goes away.
     pub fn close_idle(&self, elapsed: Duration, limit: Duration) -> usize {
-        let Ok(mut idle) = self.idle.lock() else { return 0 };
-        let before = idle.len();
-        // Dropping a sender ends its connection task, which closes the socket.
-        idle.retain_mut(|pooled| {
-            if matches!(pooled.conn, UpstreamConn::H2(_)) {
-                return true;
-            }
-            pooled.idle_for = pooled.idle_for.saturating_add(elapsed);
-            pooled.idle_for < limit
-        });
-        before - idle.len()
+        close_idle_in(&self.idle, elapsed, limit) + close_idle_in(&self.idle_inline, elapsed, limit)
     }
+}
+
+/// [`Backend::close_idle`] for one idle list.
+fn close_idle_in(list: &Mutex<Vec<Pooled>>, elapsed: Duration, limit: Duration) -> usize {
+    let Ok(mut idle) = list.lock() else { return 0 };
+    let before = idle.len();
+    // Dropping an inline connection closes its socket; dropping a sender
+    // ends its connection task, which does the same.
+    idle.retain_mut(|pooled| {
+        if matches!(pooled.conn, Conn::Hyper(UpstreamConn::H2(_))) {
+            return true;
+        }
+        pooled.idle_for = pooled.idle_for.saturating_add(elapsed);
+        pooled.idle_for < limit
+    });
+    before - idle.len()
 }
 
 /// Counts one request as in flight on a backend while it lives.

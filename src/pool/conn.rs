@@ -25,6 +25,7 @@ use std::sync::Arc;
 use tokio::net::TcpStream;
 use tokio::task::AbortHandle;
 
+use super::h1::{CutSwitch, H1Body, H1Conn};
 use crate::body::RequestBody;
 use crate::config::{BackendAddr, UpstreamProtocol};
 use crate::exchange::Exchange;
@@ -81,6 +82,12 @@ impl Transport {
     /// Plain HTTP/1.1.
     pub fn plain() -> Transport {
         Transport { protocol: UpstreamProtocol::Http1, tls: None, ca_file: None }
+    }
+
+    /// Whether requests without a body can be exchanged inline (see
+    /// [`super::h1`]): HTTP/1.1 over plain TCP.
+    pub fn is_inline(&self) -> bool {
+        self.protocol == UpstreamProtocol::Http1 && self.tls.is_none()
     }
 
     /// Whether two transports reach a backend the same way.
@@ -207,19 +214,74 @@ pub(crate) enum Stream {
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
-/// Open a new connection to `addr` over `transport`. The handle aborts the
-/// task that drives it: aborting closes the connection and fails whatever is
-/// in flight on it (a drain that ran out of time).
+/// A connection to a backend as a checkout hands it out: driven by hyper,
+/// or by the request itself (see [`super::h1`]).
+#[derive(Debug)]
+pub enum Conn {
+    /// Through hyper's client: HTTP/2, TLS, and requests with a body or an upgrade.
+    Hyper(UpstreamConn),
+    /// HTTP/1.1 over plain TCP, for body-less requests.
+    Inline(Box<H1Conn>),
+}
+
+/// What a backend closes when its drain times out: a connection task to
+/// abort, or an inline connection's switch.
+#[derive(Debug)]
+pub(super) enum Cuttable {
+    /// A hyper connection's task.
+    Task(AbortHandle),
+    /// An inline connection.
+    Switch(Arc<CutSwitch>),
+}
+
+impl Cuttable {
+    /// Whether the connection is gone already.
+    pub(super) fn is_gone(&self) -> bool {
+        match self {
+            Cuttable::Task(task) => task.is_finished(),
+            // The connection holds the other reference.
+            Cuttable::Switch(switch) => Arc::strong_count(switch) == 1,
+        }
+    }
+
+    /// Close the connection, failing what is in flight on it.
+    pub(super) fn cut(&self) {
+        match self {
+            Cuttable::Task(task) => task.abort(),
+            Cuttable::Switch(switch) => switch.cut(),
+        }
+    }
+}
+
+/// Open a new connection to `addr` over `transport`, and the handle that
+/// closes it if the backend is cut (a drain that ran out of time). Plain
+/// HTTP/1.1 connections start out inline; [`into_hyper`] hands one to
+/// hyper for a request that needs it.
 pub(super) async fn connect(
     addr: &BackendAddr,
     resolved: Option<SocketAddr>,
     timeout: Duration,
     transport: &Transport,
-) -> Result<(UpstreamConn, AbortHandle), ConnectError> {
-    match open_stream(addr, resolved, timeout, transport.tls.as_ref()).await? {
-        Stream::Plain(io) => handshake(io, addr, transport.protocol).await,
-        Stream::Tls(io) => handshake(io, addr, transport.protocol).await,
-    }
+) -> Result<(Conn, Cuttable), ConnectError> {
+    let (conn, task) = match open_stream(addr, resolved, timeout, transport.tls.as_ref()).await? {
+        Stream::Plain(io) if transport.is_inline() => {
+            let switch = Arc::new(CutSwitch::default());
+            return Ok((Conn::Inline(Box::new(H1Conn::new(io, switch.clone()))), Cuttable::Switch(switch)));
+        }
+        Stream::Plain(io) => handshake(io, addr, transport.protocol).await?,
+        Stream::Tls(io) => handshake(io, addr, transport.protocol).await?,
+    };
+    Ok((Conn::Hyper(conn), Cuttable::Task(task)))
+}
+
+/// Hand a new inline connection (nothing read or written yet) to hyper's
+/// client, for a request with a body or an upgrade.
+pub(super) async fn into_hyper(
+    conn: Box<H1Conn>,
+    addr: &BackendAddr,
+) -> Result<(UpstreamConn, Cuttable), ConnectError> {
+    let (conn, task) = handshake(conn.into_stream(), addr, UpstreamProtocol::Http1).await?;
+    Ok((conn, Cuttable::Task(task)))
 }
 
 async fn handshake<I>(
@@ -262,7 +324,7 @@ where
 /// A response body streamed from a backend.
 #[derive(Debug)]
 pub struct UpstreamBody {
-    body: Incoming,
+    source: Source,
     /// Longest silence between two frames of the body; then it is cut and
     /// counted as an upstream timeout.
     idle_timeout: Duration,
@@ -270,16 +332,31 @@ pub struct UpstreamBody {
     /// for data and again whenever data arrives.
     timer: Pin<Box<tokio::time::Sleep>>,
     armed: bool,
-    /// The connection to give back once the body has ended.
-    conn: Option<UpstreamConn>,
     /// Records the exchange (and keeps it in flight) until the body is done.
     exchange: Option<Exchange>,
 }
 
+/// Where the body comes from, with the connection to give back once it
+/// has ended.
+#[derive(Debug)]
+enum Source {
+    /// hyper's client reads it.
+    Hyper { body: Incoming, conn: Option<UpstreamConn> },
+    /// Read here, from the connection the body owns.
+    Inline(H1Body),
+}
+
+/// A failed read of a response body.
+enum BodyError {
+    Hyper(hyper::Error),
+    Inline(super::h1::H1Error),
+}
+
 impl UpstreamBody {
-    /// Wrap `body`, which arrived on `conn` for `exchange`; a backend
-    /// silent for `idle_timeout` mid-body is cut off, timed by `timer` (the
-    /// exchange's, so a request registers one timer, not one per phase).
+    /// Wrap `body`, which arrived through hyper on `conn` for `exchange`; a
+    /// backend silent for `idle_timeout` mid-body is cut off, timed by
+    /// `timer` (the exchange's, so a request registers one timer, not one
+    /// per phase).
     pub fn new(
         body: Incoming,
         conn: UpstreamConn,
@@ -287,19 +364,61 @@ impl UpstreamBody {
         idle_timeout: Duration,
         timer: Pin<Box<tokio::time::Sleep>>,
     ) -> UpstreamBody {
-        let mut this =
-            UpstreamBody { body, idle_timeout, timer, armed: false, conn: Some(conn), exchange: Some(exchange) };
-        if this.body.is_end_stream() {
+        UpstreamBody::from_source(Source::Hyper { body, conn: Some(conn) }, exchange, idle_timeout, timer)
+    }
+
+    /// The same for a body read inline (see [`super::h1`]).
+    pub fn inline(
+        body: H1Body,
+        exchange: Exchange,
+        idle_timeout: Duration,
+        timer: Pin<Box<tokio::time::Sleep>>,
+    ) -> UpstreamBody {
+        UpstreamBody::from_source(Source::Inline(body), exchange, idle_timeout, timer)
+    }
+
+    fn from_source(
+        source: Source,
+        exchange: Exchange,
+        idle_timeout: Duration,
+        timer: Pin<Box<tokio::time::Sleep>>,
+    ) -> UpstreamBody {
+        let mut this = UpstreamBody { source, idle_timeout, timer, armed: false, exchange: Some(exchange) };
+        if this.is_end_stream() {
             this.finish();
         }
         this
     }
 
+    /// The body ended: give the connection back if it can be reused.
     fn finish(&mut self) {
-        if let (Some(conn), Some(exchange)) = (self.conn.take(), self.exchange.as_ref()) {
+        let conn = match &mut self.source {
+            Source::Hyper { conn, .. } => conn.take().map(Conn::Hyper),
+            Source::Inline(body) => body.take_reusable().map(Conn::Inline),
+        };
+        if let (Some(conn), Some(exchange)) = (conn, self.exchange.as_ref()) {
             exchange.backend().release(conn, exchange.started());
         }
         self.exchange = None;
+    }
+
+    /// The body broke: its connection is closed, never reused.
+    fn drop_conn(&mut self) {
+        match &mut self.source {
+            Source::Hyper { conn, .. } => *conn = None,
+            Source::Inline(body) => drop(body.take_reusable()),
+        }
+    }
+
+    fn poll_source(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match &mut self.source {
+            Source::Hyper { body, .. } => {
+                Pin::new(body).poll_frame(cx).map(|frame| frame.map(|result| result.map_err(BodyError::Hyper)))
+            }
+            Source::Inline(body) => {
+                body.poll_frame(cx).map(|frame| frame.map(|result| result.map_err(BodyError::Inline)))
+            }
+        }
     }
 }
 
@@ -317,7 +436,7 @@ impl Body for UpstreamBody {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        let polled = this.poll_source(cx);
         if polled.is_pending() {
             let timeout = this.idle_timeout;
             if !this.armed {
@@ -325,7 +444,7 @@ impl Body for UpstreamBody {
                 this.timer.as_mut().reset(tokio::time::Instant::now() + timeout);
             }
             if this.timer.as_mut().poll(cx).is_ready() {
-                this.conn = None;
+                this.drop_conn();
                 if let Some(mut exchange) = this.exchange.take() {
                     exchange.failed(crate::error::UpstreamFailure::Timeout);
                 }
@@ -336,32 +455,58 @@ impl Body for UpstreamBody {
         if this.armed {
             this.timer.as_mut().reset(tokio::time::Instant::now() + this.idle_timeout);
         }
-        match &polled {
-            Poll::Ready(None) => this.finish(),
+        match polled {
+            Poll::Ready(None) => {
+                this.finish();
+                Poll::Ready(None)
+            }
             Poll::Ready(Some(Err(e))) => {
                 // A broken body leaves the connection unusable: drop it, and
                 // count the exchange as the backend's failure — unless it
                 // broke because the client's request body did.
-                this.conn = None;
-                if let Some(mut exchange) = this.exchange.take() {
-                    if crate::body::RequestBodyError::find(e).is_some() {
-                        exchange.client_failed();
-                    } else {
-                        exchange.failed(crate::error::UpstreamFailure::classify(e));
+                this.drop_conn();
+                let mut exchange = this.exchange.take();
+                let error: BoxError = match e {
+                    BodyError::Hyper(e) => {
+                        if let Some(exchange) = exchange.as_mut() {
+                            if crate::body::RequestBodyError::find(&e).is_some() {
+                                exchange.client_failed();
+                            } else {
+                                exchange.failed(crate::error::UpstreamFailure::classify(&e));
+                            }
+                        }
+                        Box::new(e)
                     }
-                }
+                    BodyError::Inline(e) => {
+                        if let Some(exchange) = exchange.as_mut() {
+                            exchange.failed(crate::error::UpstreamFailure::of_inline(&e));
+                        }
+                        Box::new(e)
+                    }
+                };
+                Poll::Ready(Some(Err(error)))
             }
-            Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.finish(),
-            _ => {}
+            Poll::Ready(Some(Ok(frame))) => {
+                if this.is_end_stream() {
+                    this.finish();
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Pending => Poll::Pending,
         }
-        polled.map(|frame| frame.map(|result| result.map_err(BoxError::from)))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        match &self.source {
+            Source::Hyper { body, .. } => body.is_end_stream(),
+            Source::Inline(body) => body.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        match &self.source {
+            Source::Hyper { body, .. } => body.size_hint(),
+            Source::Inline(body) => body.size_hint(),
+        }
     }
 }

@@ -14,6 +14,7 @@
 
 pub mod backend;
 pub(crate) mod conn;
+pub mod h1;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -22,8 +23,9 @@ use rand::Rng;
 
 pub use backend::{Backend, BackendKey, Reuse};
 pub use conn::{
-    BoxError, ConnectError, SendResult, Sending, Transport, UpstreamBody, UpstreamBodyTimeout, UpstreamConn,
+    BoxError, Conn, ConnectError, SendResult, Sending, Transport, UpstreamBody, UpstreamBodyTimeout, UpstreamConn,
 };
+pub use h1::{H1Body, H1Conn, H1Error, H1Head};
 
 use crate::config::LbPolicy;
 
