@@ -26,6 +26,7 @@
 
 use std::future::Future;
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -305,11 +306,17 @@ struct FieldAt {
     value: (u32, u32),
 }
 
+/// Header fields noted on the stack; a head with more notes them on the heap.
+const FIELDS_ON_STACK: usize = 32;
+
 /// Parse the response head at the front of `read`.
 fn parse_head(read: &mut BytesMut, is_head: bool) -> Result<Parsed, H1Error> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Response::new(&mut fields);
-    let head_len = match parsed.parse(read) {
+    // Uninitialised, as hyper does: filling 100 empty fields first would
+    // write 3 KiB of stack for every response.
+    let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    let parsing = httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut parsed, read, &mut fields);
+    let head_len = match parsing {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
         Err(httparse::Error::TooManyHeaders) => return Err(H1Error::Malformed("too many header fields")),
@@ -331,8 +338,14 @@ fn parse_head(read: &mut BytesMut, is_head: bool) -> Result<Parsed, H1Error> {
     let http11 = parsed.version == Some(1);
     let base = read.as_ptr() as usize;
     let at = |s: &[u8]| ((s.as_ptr() as usize - base) as u32, s.len() as u32);
-    let mut spans = [FieldAt::default(); MAX_HEADERS];
     let count = parsed.headers.len();
+    let (mut on_stack, mut on_heap) = ([FieldAt::default(); FIELDS_ON_STACK], Vec::new());
+    let spans = if count <= FIELDS_ON_STACK {
+        &mut on_stack[..count]
+    } else {
+        on_heap.resize(count, FieldAt::default());
+        &mut on_heap[..]
+    };
     let (mut length, mut chunked, mut coded, mut close, mut keep_alive) = (None, false, false, false, false);
     for (span, field) in spans.iter_mut().zip(parsed.headers.iter()) {
         *span = FieldAt { name: at(field.name.as_bytes()), value: at(field.value) };
@@ -361,7 +374,7 @@ fn parse_head(read: &mut BytesMut, is_head: bool) -> Result<Parsed, H1Error> {
     let head = read.split_to(head_len).freeze();
 
     let mut headers = HeaderMap::with_capacity(count);
-    for span in &spans[..count] {
+    for span in spans.iter() {
         let name = &head[span.name.0 as usize..(span.name.0 + span.name.1) as usize];
         let name = HeaderName::from_bytes(name).map_err(|_| H1Error::Malformed("invalid header name"))?;
         if coded && name == header::CONTENT_LENGTH {
@@ -676,6 +689,22 @@ mod tests {
         );
         let same_twice = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 2\r\n\r\n";
         assert_eq!(framing(same_twice, false).ok(), Some((Framing::Length(2), true)));
+    }
+
+    #[test]
+    fn a_head_with_more_fields_than_fit_on_the_stack_keeps_them_all() {
+        let mut bytes = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n".to_vec();
+        for i in 0..FIELDS_ON_STACK + 8 {
+            bytes.extend_from_slice(format!("x-field-{i}: value {i}\r\n").as_bytes());
+        }
+        bytes.extend_from_slice(b"\r\n");
+        let response = head(&bytes, false).map(|h| h.response).expect("a valid head");
+        assert_eq!(response.headers().len(), FIELDS_ON_STACK + 9);
+        let last = format!("x-field-{}", FIELDS_ON_STACK + 7);
+        assert_eq!(
+            response.headers().get(last.as_str()).map(|v| v.as_bytes()),
+            Some(format!("value {}", FIELDS_ON_STACK + 7).as_bytes())
+        );
     }
 
     #[test]
