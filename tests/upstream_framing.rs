@@ -721,3 +721,25 @@ async fn requests_with_and_without_a_body_each_reuse_their_own_connection() {
         "one connection for each kind of request"
     );
 }
+
+/// A `101 Switching Protocols` to a request that asked for no upgrade is
+/// not an answer the proxy can pass on: the client gets a 502, and the
+/// next request goes on a new connection.
+#[tokio::test]
+async fn a_101_to_a_request_that_asked_for_no_upgrade_is_502() {
+    let backend = WireBackend::start(|asked| {
+        if asked.n == 0 {
+            Reply::keep(&b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: x\r\n\r\n"[..])
+        } else {
+            Reply::keep(OK)
+        }
+    })
+    .await;
+    let proxy = proxy_for(&backend).await;
+    let client = client();
+
+    let read = fetch(&client, "GET", &proxy.url("/1")).await;
+    assert_eq!(read.status, 502, "{read:?}");
+    get_ok(&client, &proxy, "/2", b"ok").await;
+    assert_eq!(backend.requests(), [vec!["GET /1"], vec!["GET /2"]]);
+}
