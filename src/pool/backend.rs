@@ -12,7 +12,7 @@
 //! backend's idle list is a short `Vec` behind its own mutex, so checkout is a
 //! pop and draining is a clear. A plain HTTP/1.1 backend has two: inline
 //! connections for requests without a body (`super::h1`), hyper's for the
-//! rest. The list is last-in-first-out, so the
+//! rest. Each list is last-in-first-out, so the
 //! connections that stay idle are the oldest, at its front; a sweep every
 //! few seconds (`crate::runtime`) ages them and closes those
 //! idle for `upstream_idle_timeout`, without a clock read per request.
@@ -363,7 +363,8 @@ impl Backend {
         }
         let conn = match self.connect().await? {
             Conn::Hyper(conn) => conn,
-            // Not for an HTTP/2 backend; handled anyway.
+            // Never for an HTTP/2 backend (inline connections are
+            // HTTP/1.1), but the match must say what it would do.
             Conn::Inline(conn) => self.hand_to_hyper(conn).await?,
         };
         if let UpstreamConn::H2(sender) = &conn {
