@@ -4,8 +4,9 @@
 //! hyper's client drives each connection from a task of its own: a request
 //! travels there through a channel, its answer comes back through another,
 //! and both are copied on the way. For the request that almost every
-//! proxied request is — a head with no body — that machinery costs more
-//! than the proxying itself (`docs/performance.md`, seventh pass). So such
+//! proxied request is — a head with no body — that machinery was about a
+//! third of what a request cost (`docs/performance.md`, seventh and eighth
+//! passes). So such
 //! a request is written to the backend by its own future, which then parses
 //! the response head with `httparse` and streams the response body itself,
 //! straight from the connection's read buffer. Everything else (request
