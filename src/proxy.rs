@@ -314,8 +314,6 @@ fn forward(
                     // client sent after its refused upgrade request are never read.
                     let (mut parts, body) = response.into_parts();
                     headers::strip_hop_by_hop(&mut parts.headers);
-                    // The proxy answers in its own HTTP version (RFC 9110 §6.2).
-                    parts.version = Version::HTTP_11;
                     // The body must keep flowing: silence as long as the whole
                     // request_timeout means the backend is stuck.
                     let body = UpstreamBody::new(body, conn, plan.exchange, snapshot.request_timeout, plan.timer);
@@ -323,6 +321,9 @@ fn forward(
                 }
             },
         };
+        // The proxy answers in its own HTTP version (RFC 9110 §6.2),
+        // whatever the backend spoke.
+        *response.version_mut() = Version::HTTP_11;
         if let Some(cookie) = plan.target.new_cookie {
             response.headers_mut().append(header::SET_COOKIE, cookie);
         }

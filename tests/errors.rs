@@ -102,35 +102,10 @@ async fn silent_upstream() -> Upstream {
     Upstream::with_handler("silent", |_req| std::future::pending::<Response<TestBody>>()).await
 }
 
-/// Read one request head (the proxy never pipelines); false if the
-/// connection ended or failed first.
+/// Read one request, its `Content-Length` body included (the proxy never
+/// pipelines); false if the connection ended or failed first.
 async fn read_head(stream: &mut TcpStream) -> bool {
-    let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
-    let end = loop {
-        if let Some(at) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at + 4;
-        }
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => return false,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-        }
-    };
-    // A `Content-Length` body (the only framing these tests send) is read
-    // too, so that it is not taken for the next request.
-    let length = String::from_utf8_lossy(&head[..end])
-        .lines()
-        .filter_map(|line| line.split_once(':'))
-        .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, value)| value.trim().parse::<usize>().ok())
-        .unwrap_or(0);
-    while head.len() < end + length {
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => return false,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-        }
-    }
-    true
+    read_request(stream, &mut Vec::new()).await.is_some()
 }
 
 /// A raw upstream that reads each connection's first request head, writes

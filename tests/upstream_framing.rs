@@ -33,7 +33,7 @@ use http::{HeaderMap, Request, StatusCode, Version};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
@@ -208,44 +208,14 @@ async fn serve(
     log.lock().unwrap()[at].ended = true;
 }
 
-/// Read one request head, and its body if it has a `Content-Length` (the
-/// only framing the requests here use), and return its method and target;
-/// `None` once the connection ends or fails.
+/// Read one request (see [`read_request`]) and return its method and
+/// target; `None` once the connection ends or fails.
 async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String, String)> {
-    let end = loop {
-        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at + 4;
-        }
-        read_more(stream, buf).await?;
-    };
-    let head: Vec<u8> = buf.drain(..end).collect();
-    let head = String::from_utf8_lossy(&head).into_owned();
-    let length = head
-        .lines()
-        .filter_map(|line| line.split_once(':'))
-        .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, value)| value.trim().parse::<usize>().ok())
-        .unwrap_or(0);
-    while buf.len() < length {
-        read_more(stream, buf).await?;
-    }
-    buf.drain(..length);
+    let head = read_request(stream, buf).await?;
     let mut words = head.split(' ');
     let method = words.next().unwrap_or("").to_string();
     let path = words.next().unwrap_or("").to_string();
     Some((method, path))
-}
-
-/// Read what the peer sent next into `buf`; `None` at its end.
-async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<()> {
-    let mut chunk = [0u8; 4096];
-    match stream.read(&mut chunk).await {
-        Ok(0) | Err(_) => None,
-        Ok(n) => {
-            buf.extend_from_slice(&chunk[..n]);
-            Some(())
-        }
-    }
 }
 
 async fn write_reply(stream: &mut TcpStream, reply: &Reply) -> std::io::Result<()> {

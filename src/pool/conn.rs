@@ -334,6 +334,10 @@ pub struct UpstreamBody {
     armed: bool,
     /// Records the exchange (and keeps it in flight) until the body is done.
     exchange: Option<Exchange>,
+    /// Whether any of the body has been passed on.
+    started: bool,
+    /// A failure held back for one poll (see [`UpstreamBody::fail`]).
+    held: Option<BoxError>,
 }
 
 /// Where the body comes from, with the connection to give back once it
@@ -383,7 +387,15 @@ impl UpstreamBody {
         idle_timeout: Duration,
         timer: Pin<Box<tokio::time::Sleep>>,
     ) -> UpstreamBody {
-        let mut this = UpstreamBody { source, idle_timeout, timer, armed: false, exchange: Some(exchange) };
+        let mut this = UpstreamBody {
+            source,
+            idle_timeout,
+            timer,
+            armed: false,
+            exchange: Some(exchange),
+            started: false,
+            held: None,
+        };
         if this.is_end_stream() {
             this.finish();
         }
@@ -406,8 +418,22 @@ impl UpstreamBody {
     fn drop_conn(&mut self) {
         match &mut self.source {
             Source::Hyper { conn, .. } => *conn = None,
-            Source::Inline(body) => drop(body.take_reusable()),
+            Source::Inline(body) => body.abandon(),
         }
+    }
+
+    /// The body broke with `error`. If some of it went out already, the
+    /// error waits one poll: hyper's server drops what it has buffered
+    /// when a body fails, and the response head and the data before the
+    /// break should reach the client, which then sees a 200 cut short (as
+    /// from nginx) rather than a connection closed with no answer.
+    fn fail(&mut self, error: BoxError, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if !self.started {
+            return Poll::Ready(Some(Err(error)));
+        }
+        self.held = Some(error);
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 
     fn poll_source(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
@@ -436,6 +462,9 @@ impl Body for UpstreamBody {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        if let Some(error) = this.held.take() {
+            return Poll::Ready(Some(Err(error)));
+        }
         let polled = this.poll_source(cx);
         if polled.is_pending() {
             let timeout = this.idle_timeout;
@@ -484,9 +513,10 @@ impl Body for UpstreamBody {
                         Box::new(e)
                     }
                 };
-                Poll::Ready(Some(Err(error)))
+                this.fail(error, cx)
             }
             Poll::Ready(Some(Ok(frame))) => {
+                this.started = true;
                 if this.is_end_stream() {
                     this.finish();
                 }

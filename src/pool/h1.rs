@@ -403,8 +403,7 @@ fn parse_head(read: &mut BytesMut, is_head: bool) -> Result<Parsed, H1Error> {
 
     let mut response = Response::new(());
     *response.status_mut() = status;
-    // The proxy answers in its own HTTP version (RFC 9110 §6.2), whatever the backend's.
-    *response.version_mut() = Version::HTTP_11;
+    *response.version_mut() = if http11 { Version::HTTP_11 } else { Version::HTTP_10 };
     *response.headers_mut() = headers;
     if let Some(reason) = reason.and_then(|r| hyper::ext::ReasonPhrase::try_from(r).ok()) {
         response.extensions_mut().insert(reason);
@@ -428,16 +427,12 @@ pub struct H1Body {
     conn: Option<Box<H1Conn>>,
     framing: Framing,
     keep_alive: bool,
-    /// A failure held back for one poll (see [`H1Body::fail`]).
-    failure: Option<H1Error>,
-    /// Whether any of the body has been passed on.
-    started: bool,
 }
 
 impl H1Body {
     /// The body that follows `head` on `conn`.
     pub fn new(conn: Box<H1Conn>, head: &H1Head) -> H1Body {
-        H1Body { conn: Some(conn), framing: head.framing, keep_alive: head.keep_alive, failure: None, started: false }
+        H1Body { conn: Some(conn), framing: head.framing, keep_alive: head.keep_alive }
     }
 
     /// Whether the body has ended.
@@ -461,34 +456,19 @@ impl H1Body {
         (self.framing == Framing::Done && self.keep_alive && conn.read.is_empty()).then_some(conn)
     }
 
-    /// The body broke with `error`. If some of it went out already, the
-    /// error waits one poll: hyper's server drops what it has buffered
-    /// when a body fails, and the response head and the data before the
-    /// break should reach the client, which then sees a 200 cut short
-    /// (as from nginx) rather than a connection closed with no answer.
-    fn fail(&mut self, error: H1Error, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, H1Error>>> {
+    /// Close the connection: the body broke, or nobody will read the rest.
+    pub fn abandon(&mut self) {
         self.conn = None;
-        if !self.started {
-            return Poll::Ready(Some(Err(error)));
-        }
-        self.failure = Some(error);
-        cx.waker().wake_by_ref();
-        Poll::Pending
+    }
+
+    /// The body broke with `error`: the connection is closed with it.
+    fn fail(&mut self, error: H1Error) -> Poll<Option<Result<Frame<Bytes>, H1Error>>> {
+        self.abandon();
+        Poll::Ready(Some(Err(error)))
     }
 
     /// The next frame of the body.
     pub fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, H1Error>>> {
-        let polled = self.poll_next(cx);
-        if let Poll::Ready(Some(Ok(_))) = polled {
-            self.started = true;
-        }
-        polled
-    }
-
-    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, H1Error>>> {
-        if let Some(failure) = self.failure.take() {
-            return Poll::Ready(Some(Err(failure)));
-        }
         let Some(conn) = self.conn.as_mut() else {
             return Poll::Ready(None);
         };
@@ -500,7 +480,7 @@ impl H1Body {
                 match next_frame(&mut conn.read, &mut self.framing) {
                     Ok(Some(frame)) => return Poll::Ready(Some(Ok(frame))),
                     Ok(None) => {}
-                    Err(e) => return self.fail(e, cx),
+                    Err(e) => return self.fail(e),
                 }
                 if self.framing == Framing::Done {
                     return Poll::Ready(None);
@@ -514,7 +494,7 @@ impl H1Body {
             if conn.read.len() >= MAX_HEAD_BYTES {
                 // Only a chunk-size line or a trailer section can grow the
                 // buffer this far without a frame coming out.
-                return self.fail(H1Error::Malformed("chunk head or trailers too large"), cx);
+                return self.fail(H1Error::Malformed("chunk head or trailers too large"));
             }
             conn.read.reserve(room);
             let read = match poll_read(&mut conn.stream, &mut conn.read, &conn.cut, cx) {
@@ -526,10 +506,10 @@ impl H1Body {
                     self.framing = Framing::Done;
                     return Poll::Ready(None);
                 }
-                Ok(0) => return self.fail(H1Error::Broken(None), cx),
+                Ok(0) => return self.fail(H1Error::Broken(None)),
                 Ok(_) => {}
-                Err(ReadError::Io(e)) => return self.fail(H1Error::Broken(Some(e)), cx),
-                Err(ReadError::Cut) => return self.fail(H1Error::Cut, cx),
+                Err(ReadError::Io(e)) => return self.fail(H1Error::Broken(Some(e))),
+                Err(ReadError::Cut) => return self.fail(H1Error::Cut),
             }
         }
     }

@@ -306,3 +306,43 @@ pub async fn raw_exchange(addr: SocketAddr, raw: &[u8], timeout: Duration) -> St
     let _ = tokio::time::timeout(timeout, stream.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// Read one request from `stream` for a raw upstream: its head, returned as
+/// text, and then its body if it has a `Content-Length` (the only framing
+/// the raw upstreams' requests use), so the body is not taken for the next
+/// request. `buf` carries bytes read past the request to the next call.
+/// `None` once the connection ends or fails.
+pub async fn read_request(stream: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+    let end = loop {
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        read_more(stream, buf).await?;
+    };
+    let head: Vec<u8> = buf.drain(..end).collect();
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let length = head
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, value)| value.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    while buf.len() < length {
+        read_more(stream, buf).await?;
+    }
+    buf.drain(..length);
+    Some(head)
+}
+
+/// Read what the peer sent next into `buf`; `None` at its end.
+async fn read_more(stream: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Option<()> {
+    use tokio::io::AsyncReadExt;
+    let mut chunk = [0u8; 4096];
+    match stream.read(&mut chunk).await {
+        Ok(0) | Err(_) => None,
+        Ok(n) => {
+            buf.extend_from_slice(&chunk[..n]);
+            Some(())
+        }
+    }
+}
