@@ -713,3 +713,23 @@ async fn a_101_to_a_request_that_asked_for_no_upgrade_is_502() {
     get_ok(&client, &proxy, "/2", b"ok").await;
     assert_eq!(backend.requests(), [vec!["GET /1"], vec!["GET /2"]]);
 }
+
+/// The same through hyper's client, which carries requests with a body:
+/// a response ending in trailers gives its connection back there too.
+#[tokio::test]
+async fn a_response_ending_in_trailers_to_a_request_with_a_body_gives_its_connection_back() {
+    let backend = WireBackend::always(Reply::keep(WITH_TRAILERS)).await;
+    let proxy = proxy_for(&backend).await;
+    let client = client();
+    for path in ["/1", "/2"] {
+        let request = Request::post(proxy.url(path))
+            .header("te", "trailers")
+            .body(Full::new(Bytes::from_static(b"payload")))
+            .unwrap();
+        let response = timeout(DEADLINE, client.request(request)).await.expect("no response head").unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let body = timeout(DEADLINE, response.into_body().collect()).await.expect("body did not end").unwrap();
+        assert_eq!(body.to_bytes(), "hello world", "{path}");
+    }
+    assert_eq!(backend.requests(), [vec!["POST /1", "POST /2"]], "the connection was not reused after trailers");
+}

@@ -517,7 +517,9 @@ impl Body for UpstreamBody {
             }
             Poll::Ready(Some(Ok(frame))) => {
                 this.started = true;
-                if this.is_end_stream() {
+                // Trailers are a body's last frame, whatever `is_end_stream`
+                // says yet, and hyper's server polls no further after them.
+                if frame.is_trailers() || this.is_end_stream() {
                     this.finish();
                 }
                 Poll::Ready(Some(Ok(frame)))
