@@ -300,8 +300,8 @@ fn forward(
         let mut response = match answer {
             Answer::Inline(head, conn) => {
                 let body = H1Body::new(conn, &head);
-                let (mut parts, ()) = head.response.into_parts();
-                headers::strip_hop_by_hop(&mut parts.headers);
+                // The parse left the hop-by-hop fields out.
+                let (parts, ()) = head.response.into_parts();
                 let body = UpstreamBody::inline(body, plan.exchange, snapshot.request_timeout, plan.timer);
                 Response::from_parts(parts, ProxyBody::Upstream(body))
             }

@@ -120,7 +120,8 @@ pub struct H1Conn {
 /// A response head read from a backend, and how its body is framed.
 #[derive(Debug)]
 pub struct H1Head {
-    /// Status, version, headers (hop-by-hop ones still in).
+    /// Status, version, and the end-to-end headers: the hop-by-hop ones
+    /// are already gone.
     pub response: Response<()>,
     framing: Framing,
     keep_alive: bool,
@@ -305,6 +306,41 @@ enum Parsed {
 struct FieldAt {
     name: (u32, u32),
     value: (u32, u32),
+    /// What the name is, as far as framing and forwarding care.
+    kind: FieldKind,
+}
+
+/// The header fields a response head's parse treats specially.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+enum FieldKind {
+    /// Passed on as it is.
+    #[default]
+    Other,
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    /// Any other hop-by-hop field (RFC 9110 §7.6.1; see
+    /// [`crate::headers::strip_hop_by_hop`]), never passed on.
+    HopByHop,
+}
+
+impl FieldKind {
+    /// Sorted by length first: most names are ruled out by it alone.
+    fn of(name: &[u8]) -> FieldKind {
+        let is = |known: &[u8]| name.eq_ignore_ascii_case(known);
+        match name.len() {
+            14 if is(b"content-length") => FieldKind::ContentLength,
+            17 if is(b"transfer-encoding") => FieldKind::TransferEncoding,
+            10 if is(b"connection") => FieldKind::Connection,
+            10 if is(b"keep-alive") => FieldKind::HopByHop,
+            2 if is(b"te") => FieldKind::HopByHop,
+            7 if is(b"trailer") || is(b"upgrade") => FieldKind::HopByHop,
+            16 if is(b"proxy-connection") => FieldKind::HopByHop,
+            18 if is(b"proxy-authenticate") => FieldKind::HopByHop,
+            19 if is(b"proxy-authorization") => FieldKind::HopByHop,
+            _ => FieldKind::Other,
+        }
+    }
 }
 
 /// Header fields noted on the stack; a head with more notes them on the heap.
@@ -348,25 +384,38 @@ fn parse_head(read: &mut BytesMut, is_head: bool) -> Result<Parsed, H1Error> {
         &mut on_heap[..]
     };
     let (mut length, mut chunked, mut coded, mut close, mut keep_alive) = (None, false, false, false, false);
+    // Whether `Connection` names fields beyond the fixed hop-by-hop ones:
+    // then it stays in until `strip_hop_by_hop` has read it.
+    let mut names_others = false;
     for (span, field) in spans.iter_mut().zip(parsed.headers.iter()) {
-        *span = FieldAt { name: at(field.name.as_bytes()), value: at(field.value) };
-        let name = field.name.as_bytes();
-        if name.eq_ignore_ascii_case(b"content-length") {
-            let value = parse_length(field.value).ok_or(H1Error::Malformed("invalid content-length"))?;
-            if length.is_some_and(|seen| seen != value) {
-                return Err(H1Error::Malformed("conflicting content-length"));
+        let kind = FieldKind::of(field.name.as_bytes());
+        *span = FieldAt { name: at(field.name.as_bytes()), value: at(field.value), kind };
+        match kind {
+            FieldKind::Other | FieldKind::HopByHop => {}
+            FieldKind::ContentLength => {
+                let value = parse_length(field.value).ok_or(H1Error::Malformed("invalid content-length"))?;
+                if length.is_some_and(|seen| seen != value) {
+                    return Err(H1Error::Malformed("conflicting content-length"));
+                }
+                length = Some(value);
             }
-            length = Some(value);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            coded = true;
-            // Only the last coding counts: is the body chunked in the end?
-            let last = field.value.rsplit(|&b| b == b',').next().unwrap_or_default();
-            chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            for token in field.value.split(|&b| b == b',') {
-                let token = token.trim_ascii();
-                close |= token.eq_ignore_ascii_case(b"close");
-                keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            FieldKind::TransferEncoding => {
+                coded = true;
+                // Only the last coding counts: is the body chunked in the end?
+                let last = field.value.rsplit(|&b| b == b',').next().unwrap_or_default();
+                chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
+            }
+            FieldKind::Connection => {
+                for token in field.value.split(|&b| b == b',') {
+                    let token = token.trim_ascii();
+                    if token.eq_ignore_ascii_case(b"close") {
+                        close = true;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                        keep_alive = true;
+                    } else if !token.is_empty() {
+                        names_others = true;
+                    }
+                }
             }
         }
     }
@@ -374,18 +423,30 @@ fn parse_head(read: &mut BytesMut, is_head: bool) -> Result<Parsed, H1Error> {
     let reason = reason.map(|r| Bytes::copy_from_slice(r.as_bytes()));
     let head = read.split_to(head_len).freeze();
 
+    // Hop-by-hop fields are left out here rather than inserted and then
+    // stripped: nearly every response has `Connection: keep-alive`, and
+    // `Transfer-Encoding` is the proxy's own business on each side.
     let mut headers = HeaderMap::with_capacity(count);
     for span in spans.iter() {
-        let name = &head[span.name.0 as usize..(span.name.0 + span.name.1) as usize];
-        let name = HeaderName::from_bytes(name).map_err(|_| H1Error::Malformed("invalid header name"))?;
-        if coded && name == header::CONTENT_LENGTH {
+        let keep = match span.kind {
+            FieldKind::Other => true,
             // The coding frames the body: a length beside it is wrong, and
             // forwarded it would cut the body short (RFC 9112 §6.3).
+            FieldKind::ContentLength => !coded,
+            FieldKind::Connection => names_others,
+            FieldKind::TransferEncoding | FieldKind::HopByHop => false,
+        };
+        if !keep {
             continue;
         }
+        let name = &head[span.name.0 as usize..(span.name.0 + span.name.1) as usize];
+        let name = HeaderName::from_bytes(name).map_err(|_| H1Error::Malformed("invalid header name"))?;
         let value = head.slice(span.value.0 as usize..(span.value.0 + span.value.1) as usize);
         let value = HeaderValue::from_maybe_shared(value).map_err(|_| H1Error::Malformed("invalid header value"))?;
         headers.append(name, value);
+    }
+    if names_others {
+        crate::headers::strip_hop_by_hop(&mut headers);
     }
 
     // RFC 9112 §6.3, in its order.
@@ -686,6 +747,20 @@ mod tests {
             response.headers().get(last.as_str()).map(|v| v.as_bytes()),
             Some(format!("value {}", FIELDS_ON_STACK + 7).as_bytes())
         );
+    }
+
+    #[test]
+    fn hop_by_hop_fields_are_left_out() {
+        let names = |bytes: &[u8]| {
+            let response = head(bytes, false).map(|h| h.response).expect("a valid head");
+            response.headers().keys().map(|name| name.as_str().to_owned()).collect::<Vec<_>>()
+        };
+        let plain = b"HTTP/1.1 200 OK\r\nServer: x\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n\
+            Transfer-Encoding: chunked\r\nUpgrade: h2c\r\nProxy-Authenticate: Basic\r\nx-end: 1\r\n\r\n";
+        assert_eq!(names(plain), ["server", "x-end"]);
+        let naming =
+            b"HTTP/1.1 200 OK\r\nConnection: close, X-Hop\r\nx-hop: 1\r\nx-end: 2\r\ncontent-length: 0\r\n\r\n";
+        assert_eq!(names(naming), ["x-end", "content-length"], "Connection's own list goes too");
     }
 
     #[test]
