@@ -4,7 +4,10 @@
 //! removed in both directions (RFC 9110 §7.6.1): the fixed list below plus
 //! every header the `Connection` header names. `Proxy-Authorization` and
 //! `Proxy-Authenticate` are credentials for *this* proxy and never travel on.
-//! `TE: trailers` is kept, since gRPC over HTTP/2 depends on it.
+//! `TE: trailers` is kept, since gRPC over HTTP/2 depends on it. `Trailer`
+//! is not on the list: RFC 2616 named it hop-by-hop, RFC 9110 does not, and
+//! it must travel, since an HTTP/1.1 peer sends only the trailer fields the
+//! `Trailer` field announced (hyper's server and client both do this).
 //!
 //! `X-Forwarded-For` is appended to (earlier proxies' entries are kept; the
 //! client's own address is added), while `X-Forwarded-Proto` and
@@ -26,14 +29,13 @@ const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection")
 
 /// The fixed hop-by-hop headers (RFC 9110 §7.6.1, plus the legacy
 /// `Keep-Alive` and `Proxy-Connection`); `Connection` must stay first.
-const HOP_BY_HOP: [HeaderName; 9] = [
+const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     KEEP_ALIVE,
     PROXY_CONNECTION,
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
     header::TE,
-    header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];

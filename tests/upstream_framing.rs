@@ -370,11 +370,10 @@ fn assert_one_connection_carried_both(backend: &WireBackend) {
 }
 
 /// An HTTP/1.1 client that accepts trailers (`TE: trailers`) gets the body
-/// of a chunked response with trailers intact, and the next request
-/// succeeds too, on the same upstream connection. (Whether the trailer
-/// fields themselves reach an HTTP/1.1 client is not pinned: today they do
-/// not — the backend's `Trailer` field is dropped as hop-by-hop, and
-/// hyper's server then writes no trailer fields.)
+/// of a chunked response and its trailer fields, and the next request
+/// succeeds too, on the same upstream connection. The backend's `Trailer`
+/// field must reach the client for that: hyper's server, like any HTTP/1.1
+/// sender, writes only the trailer fields it announces.
 #[tokio::test]
 async fn chunked_body_with_trailers_reaches_an_http1_client_intact() {
     let backend = WireBackend::always(Reply::keep(WITH_TRAILERS)).await;
@@ -384,8 +383,13 @@ async fn chunked_body_with_trailers_reaches_an_http1_client_intact() {
         let request = Request::get(proxy.url(path)).header("te", "trailers").body(Full::new(Bytes::new())).unwrap();
         let response = timeout(DEADLINE, client.request(request)).await.expect("no response head").unwrap();
         assert_eq!(response.status(), 200, "{path}");
-        let body = timeout(DEADLINE, response.into_body().collect()).await.expect("body did not end").unwrap();
-        assert_eq!(body.to_bytes(), "hello world", "{path}");
+        let announced = response.headers().get("trailer").map(|v| v.as_bytes().to_vec());
+        assert_eq!(announced.as_deref(), Some(&b"X-Checksum, X-Count"[..]), "{path}");
+        let collected = timeout(DEADLINE, response.into_body().collect()).await.expect("body did not end").unwrap();
+        let trailers = collected.trailers().cloned().unwrap_or_else(|| panic!("{path}: no trailers"));
+        assert_eq!(trailers.get("x-checksum").map(|v| v.as_bytes()), Some(&b"abc123"[..]), "{path}: {trailers:?}");
+        assert_eq!(trailers.get("x-count").map(|v| v.as_bytes()), Some(&b"2"[..]), "{path}: {trailers:?}");
+        assert_eq!(collected.to_bytes(), "hello world", "{path}");
     }
     assert_one_connection_carried_both(&backend);
 }

@@ -334,7 +334,7 @@ impl FieldKind {
             10 if is(b"connection") => FieldKind::Connection,
             10 if is(b"keep-alive") => FieldKind::HopByHop,
             2 if is(b"te") => FieldKind::HopByHop,
-            7 if is(b"trailer") || is(b"upgrade") => FieldKind::HopByHop,
+            7 if is(b"upgrade") => FieldKind::HopByHop,
             16 if is(b"proxy-connection") => FieldKind::HopByHop,
             18 if is(b"proxy-authenticate") => FieldKind::HopByHop,
             19 if is(b"proxy-authorization") => FieldKind::HopByHop,
@@ -756,8 +756,8 @@ mod tests {
             response.headers().keys().map(|name| name.as_str().to_owned()).collect::<Vec<_>>()
         };
         let plain = b"HTTP/1.1 200 OK\r\nServer: x\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n\
-            Transfer-Encoding: chunked\r\nUpgrade: h2c\r\nProxy-Authenticate: Basic\r\nx-end: 1\r\n\r\n";
-        assert_eq!(names(plain), ["server", "x-end"]);
+            Transfer-Encoding: chunked\r\nUpgrade: h2c\r\nProxy-Authenticate: Basic\r\nTrailer: x-sum\r\nx-end: 1\r\n\r\n";
+        assert_eq!(names(plain), ["server", "trailer", "x-end"], "`Trailer` is end-to-end");
         let naming =
             b"HTTP/1.1 200 OK\r\nConnection: close, X-Hop\r\nx-hop: 1\r\nx-end: 2\r\ncontent-length: 0\r\n\r\n";
         assert_eq!(names(naming), ["x-end", "content-length"], "Connection's own list goes too");
