@@ -228,6 +228,50 @@ async fn https_backends_are_verified_against_the_ca_file() {
     assert_eq!(get(&client, &proxy.url("/bad"), &[]).await.status, StatusCode::BAD_GATEWAY);
 }
 
+/// A pool mixing an `https://` backend with a plain one: body-less
+/// requests to the plain one take the inline client, and `HEAD` keeps its
+/// body-less answer there; requests with a body go through hyper's client
+/// to either.
+#[tokio::test]
+async fn a_pool_mixing_https_and_plain_backends_serves_every_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = make_cert("backend");
+    std::fs::write(dir.path().join("ca.pem"), &cert.cert_pem).unwrap();
+    let secure = tls_upstream(&cert, &[b"http/1.1"]).await;
+    let plain = Upstream::named("plain").await;
+    let proxy = TestProxy::start(&format!(
+        "[pools.mixed]\nbackends = [\"https://{secure}\", \"{plain}\"]\nca_file = \"{ca}\"\n\
+         [[routes]]\nname = \"app\"\nsplit = {{ mixed = 1 }}\n",
+        plain = plain.addr,
+        ca = dir.path().join("ca.pem").display()
+    ))
+    .await;
+    let client = client();
+    let mut bodies = std::collections::BTreeSet::new();
+    for i in 0..8 {
+        let answer = get(&client, &proxy.url(&format!("/get/{i}")), &[]).await;
+        assert_eq!(answer.status, StatusCode::OK, "GET {i}: {}", answer.body);
+        bodies.insert(answer.body);
+        let answer = post(&proxy.url(&format!("/post/{i}"))).await;
+        assert_eq!(answer.status, StatusCode::OK, "POST {i}: {}", answer.body);
+        bodies.insert(answer.body);
+    }
+    let expected: std::collections::BTreeSet<String> = ["plain", "secure HTTP/1.1"].map(String::from).into();
+    assert_eq!(bodies, expected, "both backends served");
+    let before = plain.hits();
+    for _ in 0..4 {
+        let request = Request::head(proxy.url("/head")).body(http_body_util::Full::new(Bytes::new())).unwrap();
+        let response = tokio::time::timeout(Duration::from_secs(30), client.request(request))
+            .await
+            .expect("HEAD timed out")
+            .expect("HEAD failed");
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = response.into_body().collect().await.expect("HEAD body").to_bytes();
+        assert!(body.is_empty(), "a HEAD answer has no body");
+    }
+    assert!(plain.hits() > before, "the plain backend answered some HEADs");
+}
+
 #[tokio::test]
 async fn an_h2c_backend_gets_requests_over_one_shared_connection() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
