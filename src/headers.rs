@@ -29,7 +29,7 @@ const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection")
 
 /// The fixed hop-by-hop headers (RFC 9110 §7.6.1, plus the legacy
 /// `Keep-Alive` and `Proxy-Connection`); `Connection` must stay first.
-const HOP_BY_HOP: [HeaderName; 8] = [
+pub(crate) const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     KEEP_ALIVE,
     PROXY_CONNECTION,
@@ -39,6 +39,11 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];
+
+/// Whether `name` (in any case) is one of the fixed hop-by-hop fields.
+pub fn is_fixed_hop_by_hop(name: &[u8]) -> bool {
+    HOP_BY_HOP.iter().any(|hop| name.eq_ignore_ascii_case(hop.as_str().as_bytes()))
+}
 
 /// Remove hop-by-hop headers, including those named by `Connection`.
 /// `TE` survives when it is exactly `trailers`. Says whether `Connection`
@@ -77,8 +82,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
         for value in headers.get_all(header::CONNECTION) {
             for token in value.to_str().unwrap_or("").split(',') {
                 let token = token.trim();
-                let fixed = HOP_BY_HOP.iter().any(|hop| token.eq_ignore_ascii_case(hop.as_str()));
-                if token.is_empty() || fixed {
+                if token.is_empty() || is_fixed_hop_by_hop(token.as_bytes()) {
                     continue;
                 }
                 if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
