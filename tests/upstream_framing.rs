@@ -298,6 +298,23 @@ async fn get_ok(client: &Client, proxy: &TestProxy, path: &str, body: &[u8]) -> 
     read
 }
 
+/// GET `/1` and `/2` through `proxy`, answered `first` and `second`, and
+/// check each went over a backend connection of its own (`why`: what made
+/// the first unusable). Returns both reads for the caller's own checks.
+async fn two_gets_on_two_connections(
+    backend: &WireBackend,
+    proxy: &TestProxy,
+    first: &[u8],
+    second: &[u8],
+    why: &str,
+) -> (Read, Read) {
+    let client = client();
+    let one = get_ok(&client, proxy, "/1", first).await;
+    let two = get_ok(&client, proxy, "/2", second).await;
+    assert_eq!(backend.requests(), [vec!["GET /1"], vec!["GET /2"]], "{why}");
+    (one, two)
+}
+
 // ---------------------------------------------------------------------------
 // Framing: where the body ends.
 // ---------------------------------------------------------------------------
@@ -432,11 +449,7 @@ async fn close_delimited_body_is_read_to_the_close_and_the_next_request_uses_a_n
     answer.extend_from_slice(&body);
     let backend = WireBackend::always(Reply::close(answer)).await;
     let proxy = proxy_for(&backend).await;
-    let client = client();
-
-    get_ok(&client, &proxy, "/1", &body).await;
-    get_ok(&client, &proxy, "/2", &body).await;
-    assert_eq!(backend.requests(), [vec!["GET /1"], vec!["GET /2"]], "one connection per request");
+    two_gets_on_two_connections(&backend, &proxy, &body, &body, "one connection per request").await;
 }
 
 /// A backend that says `Connection: close` but leaves its side open: the
@@ -448,11 +461,7 @@ async fn connection_close_response_is_not_reused() {
     })
     .await;
     let proxy = proxy_for(&backend).await;
-    let client = client();
-
-    get_ok(&client, &proxy, "/1", b"1").await;
-    get_ok(&client, &proxy, "/2", b"2").await;
-    assert_eq!(backend.requests(), [vec!["GET /1"], vec!["GET /2"]], "a `Connection: close` connection was reused");
+    two_gets_on_two_connections(&backend, &proxy, b"1", b"2", "a `Connection: close` connection was reused").await;
     backend.until_ended(0, "the proxy to close the connection that said `Connection: close`").await;
 }
 
@@ -466,12 +475,9 @@ async fn http10_response_without_keep_alive_is_not_reused() {
         WireBackend::start(|asked| Reply::keep(format!("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n{}", asked.n + 1)))
             .await;
     let proxy = proxy_for(&backend).await;
-    let client = client();
-
-    let read = get_ok(&client, &proxy, "/1", b"1").await;
+    let (read, _) =
+        two_gets_on_two_connections(&backend, &proxy, b"1", b"2", "an HTTP/1.0 connection was reused").await;
     assert_eq!(read.version, Version::HTTP_11, "the backend's HTTP/1.0 reached the client");
-    get_ok(&client, &proxy, "/2", b"2").await;
-    assert_eq!(backend.requests(), [vec!["GET /1"], vec!["GET /2"]], "an HTTP/1.0 connection was reused");
     backend.until_ended(0, "the proxy to close the HTTP/1.0 connection").await;
 }
 
@@ -644,11 +650,8 @@ async fn bytes_after_a_complete_response_are_not_read_as_the_next_response() {
     })
     .await;
     let proxy = proxy_for(&backend).await;
-    let client = client();
-
-    get_ok(&client, &proxy, "/1", b"ok").await;
-    get_ok(&client, &proxy, "/2", b"second").await;
-    assert_eq!(backend.requests(), [vec!["GET /1"], vec!["GET /2"]], "the connection with stray bytes was reused");
+    let why = "the connection with stray bytes was reused";
+    two_gets_on_two_connections(&backend, &proxy, b"ok", b"second", why).await;
     backend.until_ended(0, "the proxy to close the connection with stray bytes").await;
 }
 
@@ -663,12 +666,9 @@ async fn a_chunked_body_beside_a_content_length_arrives_whole_and_ends_the_conne
     ))
     .await;
     let proxy = proxy_for(&backend).await;
-    let client = client();
-
-    let read = get_ok(&client, &proxy, "/1", b"hello").await;
+    let why = "a connection with ambiguous framing was reused";
+    let (read, _) = two_gets_on_two_connections(&backend, &proxy, b"hello", b"hello", why).await;
     assert_ne!(read.headers.get("content-length").map(|v| v.as_bytes()), Some(&b"3"[..]), "{read:?}");
-    get_ok(&client, &proxy, "/2", b"hello").await;
-    assert_eq!(backend.requests(), [vec!["GET /1"], vec!["GET /2"]], "a connection with ambiguous framing was reused");
 }
 
 /// Requests without a body and requests with one each keep their own
