@@ -272,8 +272,15 @@ fn forward(
                 },
             };
             // Boxed: it is rare, and inline it would grow every request's future.
-            let copy = match reuse {
-                Reuse::Pooled { last_request } if plan.target.repeatable => {
+            let copy = match (&conn, reuse) {
+                // An HTTP/2 backend may refuse the stream unprocessed; then
+                // any request with no body (`inline`: no upgrade either) may
+                // go again, and its head is all of it. Once: a backend that
+                // refuses it twice gets the 502.
+                (crate::pool::UpstreamConn::H2(_), _) if plan.target.inline && !resent => {
+                    Some(Box::new(copy_head(&plan.request)))
+                }
+                (_, Reuse::Pooled { last_request }) if plan.target.repeatable => {
                     worth_a_copy(last_request, plan.exchange.started()).then(|| Box::new(copy_head(&plan.request)))
                 }
                 _ => None,
@@ -287,8 +294,14 @@ fn forward(
                 Some(Err(mut err)) => match (err.take_message(), copy) {
                     // Nothing reached the backend: go again on a new connection.
                     (Some(request), _) if reuse.is_reused() => plan.request = request,
+                    // Sent, but the backend says it did not process it: once more.
+                    (None, Some(copy)) if unprocessed(err.error()) => {
+                        tracing::debug!(error = %err.error(), backend = %plan.backend.addr, "backend did not process the request; sending again");
+                        plan.request = *copy;
+                        resent = true;
+                    }
                     // Sent, but the pooled connection closed unanswered: once more, on a new one.
-                    (None, Some(copy)) if closed_unanswered(err.error()) => {
+                    (None, Some(copy)) if matches!(reuse, Reuse::Pooled { .. }) && closed_unanswered(err.error()) => {
                         tracing::debug!(error = %err.error(), backend = %plan.backend.addr, "pooled connection closed unanswered; sending again");
                         plan.request = *copy;
                         resent = true;
@@ -512,6 +525,24 @@ fn closed_unanswered(err: &hyper::Error) -> bool {
                 | std::io::ErrorKind::BrokenPipe
         )
     )
+}
+
+/// Whether an HTTP/2 backend says it did not process the request, so that
+/// it may go again whatever its method (RFC 9113 §8.7): it refused the
+/// stream (`RST_STREAM` with `REFUSED_STREAM`, as a server does to streams
+/// over its concurrency limit that the client opened before it learned the
+/// limit), or its `GOAWAY` left the stream out (a server shutting down tells
+/// which streams it will still answer; h2 fails only the others with the
+/// `GOAWAY`'s own error). Only a `GOAWAY` without error: one with an error
+/// code ends every stream still open with that error, answered ones too.
+fn unprocessed(err: &hyper::Error) -> bool {
+    use std::error::Error as _;
+    let Some(h2) = err.source().and_then(|cause| cause.downcast_ref::<h2::Error>()) else {
+        return false;
+    };
+    let refused = h2.is_reset() && h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+    let left_out = h2.is_go_away() && h2.reason() == Some(h2::Reason::NO_ERROR);
+    h2.is_remote() && (refused || left_out)
 }
 
 /// The request could not be sent, or no answer came: say whose fault it was.
