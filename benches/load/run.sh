@@ -5,7 +5,10 @@
 # generator (one thread) and the fixed backend (one nginx worker returning a
 # 13-byte body, or 16 KiB on /16k) are pinned to core 1 (LOAD_CPU). HTTP/1.1
 # keep-alive to the upstream, logs off. ROUNDS interleaved rounds: in each
-# round, every case runs against direct, nginx, haproxy and cutover in turn.
+# round, every case runs against direct, nginx, haproxy and cutover in turn,
+# in slices of SLICE_SECONDS: slice 1 against each proxy, then slice 2, and
+# so on, the order rotated each slice, so that a change in the machine's
+# speed within a round falls on every proxy alike.
 #
 # Usage (from anywhere; needs root for apt-get, or the tools already there):
 #   benches/load/run.sh                      # 3 rounds x 10 s, ~20 minutes (plus the PGO build, 7-15 min)
@@ -14,9 +17,10 @@
 # Results: docs/performance.md explains the method and every column.
 #
 # Environment:
-#   DURATION=10        seconds per measured run
+#   DURATION=10        measured seconds per case, proxy and round
+#   SLICE_SECONDS=2    ... taken in slices this long (the last one may be shorter); 0 = one piece
 #   ROUNDS=3           interleaved rounds
-#   WARMUP=1           seconds of unmeasured load before each measured run (0 = none)
+#   WARMUP=1           seconds of unmeasured load before a proxy's first slice of each case (0 = none)
 #   RATE=5000          requests/s of the fixed-rate case
 #   CASES="h1-c50 h1-c200 h1-16k h2c rate"   subset of cases to run
 #   PROXIES="direct nginx haproxy cutover"  subset of proxies
@@ -44,6 +48,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
 
 DURATION="${DURATION:-10}"
+SLICE_SECONDS="${SLICE_SECONDS:-2}"
 ROUNDS="${ROUNDS:-3}"
 WARMUP="${WARMUP:-1}"
 RATE="${RATE:-5000}"
@@ -131,6 +136,26 @@ cpu_ticks() {
     done
     echo "$total"
 }
+
+# CPU time in ns summed over the process tree's threads, from schedstat:
+# exact, where utime+stime are counted in 10 ms ticks (a 2 s slice at the
+# fixed rate uses only about 25 of them). A thread that exits mid-slice takes
+# its time with it; the proxies under test keep theirs.
+cpu_ns() {
+    local total=0 p f t
+    for p in $(proc_tree "$1"); do
+        for f in /proc/"$p"/task/*/schedstat; do
+            read -r t _ <"$f" 2>/dev/null || t=0
+            total=$((total + t))
+        done
+    done
+    echo "$total"
+}
+if [[ -r /proc/self/schedstat ]]; then
+    proxy_cpu_ns() { cpu_ns "$1"; }
+else # a kernel without schedstats: ticks, in ns
+    proxy_cpu_ns() { echo $(($(cpu_ticks "$1") * 1000000000 / CLK_TCK)); }
+fi
 
 rss_kb() {
     local total=0 p r
@@ -225,7 +250,7 @@ done
     echo "machine: $(nproc) cores, $(lscpu | awk -F: '/Model name/ { gsub(/^ +/, "", $2); print $2; exit }'), kernel $(uname -r)"
     echo "versions: $(nginx -v 2>&1 | sed 's/^nginx version: //'), HAProxy $(haproxy -v | awk 'NR==1 { print $3 }'), $(wrk -v 2>&1 | awk 'NR==1 { print $1, $2 }'), $(h2load --version | head -1)$([[ $RATE_TOOL == oha ]] && echo ", $("$OHA" --version)"), cutover $(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$REPO" && git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo '+dirty')"
     echo "cutover build: ${CUTOVER_BUILD:-none}"
-    echo "settings: DURATION=$DURATION ROUNDS=$ROUNDS WARMUP=$WARMUP RATE=$RATE RATE_TOOL=$RATE_TOOL PROXY_CPU=$PROXY_CPU LOAD_CPU=$LOAD_CPU"
+    echo "settings: DURATION=$DURATION SLICE_SECONDS=$SLICE_SECONDS ROUNDS=$ROUNDS WARMUP=$WARMUP RATE=$RATE RATE_TOOL=$RATE_TOOL PROXY_CPU=$PROXY_CPU LOAD_CPU=$LOAD_CPU"
 } | tee "$OUT/meta.txt" >&2
 
 # ------------------------------------------------------------ load tools --
@@ -290,12 +315,11 @@ case_note() {
     esac
 }
 
-measure() { # round case proxy
-    local rnd=$1 cs=$2 p=$3 url h2 outf res t0 t1 w0 w1
+measure() { # round case proxy slice seconds: one measured slice
+    local rnd=$1 cs=$2 p=$3 slice=$4 secs=$5 url h2 outf res t0 t1 w0 w1
     url=${URL[$p]}; h2=${URL_H2[$p]}
-    outf="$OUT/r$rnd-$cs-$p.txt"
-    wait_quiet
-    if ((WARMUP > 0)); then
+    outf="$OUT/r$rnd-$cs-$p-s$slice.txt"
+    if ((WARMUP > 0 && slice == 1)); then
         case $cs in
             h1-c50|rate) run_wrk 50 "$url/" "$WARMUP" "$outf.warmup" >/dev/null ;;
             h1-c200) run_wrk 200 "$url/" "$WARMUP" "$outf.warmup" >/dev/null ;;
@@ -304,19 +328,19 @@ measure() { # round case proxy
         esac
         sleep 0.5
     fi
-    if [[ -n "${PID[$p]}" ]]; then t0=$(cpu_ticks "${PID[$p]}"); fi
+    if [[ -n "${PID[$p]}" ]]; then t0=$(proxy_cpu_ns "${PID[$p]}"); fi
     b0=$(cpu_ticks "$PID_backend")
     m0=$(machine_ticks)
     echo 0 >"$TICKS_FILE"
     w0=$(date +%s.%N)
     case $cs in
-        h1-c50) res=$(run_wrk 50 "$url/" "$DURATION" "$outf") ;;
-        h1-c200) res=$(run_wrk 200 "$url/" "$DURATION" "$outf") ;;
-        h1-16k) res=$(run_wrk 50 "$url/16k" "$DURATION" "$outf") ;;
-        h2c) res=$(run_h2load "$h2/" "$DURATION" "$outf" -c50 -m10) ;;
+        h1-c50) res=$(run_wrk 50 "$url/" "$secs" "$outf") ;;
+        h1-c200) res=$(run_wrk 200 "$url/" "$secs" "$outf") ;;
+        h1-16k) res=$(run_wrk 50 "$url/16k" "$secs" "$outf") ;;
+        h2c) res=$(run_h2load "$h2/" "$secs" "$outf" -c50 -m10) ;;
         rate)
-            if [[ $RATE_TOOL == oha ]]; then res=$(run_oha "$url/" "$DURATION" "$outf")
-            else res=$(run_h2load "$url/" "$DURATION" "$outf" --h1 -c50 --rps=$(( (RATE + 49) / 50 ))); fi ;;
+            if [[ $RATE_TOOL == oha ]]; then res=$(run_oha "$url/" "$secs" "$outf")
+            else res=$(run_h2load "$url/" "$secs" "$outf" --h1 -c50 --rps=$(( (RATE + 49) / 50 ))); fi ;;
         *) die "unknown case $cs" ;;
     esac
     w1=$(date +%s.%N)
@@ -327,27 +351,41 @@ measure() { # round case proxy
     read -r req rps p50 p99 errs <<<"$res"
     if [[ -n "${PID[$p]}" ]]; then
         kill -0 "${PID[$p]}" 2>/dev/null || die "$p (pid ${PID[$p]}) died during $cs; see $OUT/$p.stderr"
-        t1=$(cpu_ticks "${PID[$p]}")
-        proxy_ticks=$((t1 - t0))
-        cpu_us=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$req" 'BEGIN { printf "%.2f", (n > 0 ? d * 1e6 / hz / n : 0) }')
-        cpu_pct=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v a="$w0" -v b="$w1" 'BEGIN { printf "%.0f", 100 * d / hz / (b - a) }')
+        t1=$(proxy_cpu_ns "${PID[$p]}")
+        proxy_ticks=$(((t1 - t0) * CLK_TCK / 1000000000))
+        cpu_us=$(awk -v d=$((t1 - t0)) -v n="$req" 'BEGIN { printf "%.2f", (n > 0 ? d / 1000 / n : 0) }')
+        cpu_pct=$(awk -v d=$((t1 - t0)) -v a="$w0" -v b="$w1" 'BEGIN { printf "%.0f", 100 * d / 1e9 / (b - a) }')
     fi
     # CPU used by anything but the proxy, the backend and the load tool, in %
     # of the whole machine (other work, steal; tick-based, so a few % of noise)
     other_pct=$(awk -v m=$((m1 - m0 - proxy_ticks - (b1 - b0) - lg_ticks)) -v hz="$CLK_TCK" -v n="$(nproc)" \
         -v a="$w0" -v b="$w1" 'BEGIN { v = 100 * m / hz / n / (b - a); printf "%.0f", (v < 0 ? 0 : v) }')
     ((errs == 0)) || warn "$p $cs: $errs errors (see $outf)"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$rnd" "$cs" "$p" "$rps" "$p50" "$p99" "$req" "$errs" \
-        "$cpu_us" "$cpu_pct" "$BUSY" "$other_pct" "$(case_note "$cs")" >>"$OUT/results.tsv"
-    log "r$rnd $cs $p: $rps req/s, p50 ${p50} ms, p99 ${p99} ms, ${cpu_us} CPU-µs/req, CPU ${cpu_pct}%, errors $errs (machine busy before ${BUSY}%, other load during ${other_pct}%)"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$rnd" "$cs" "$p" "$slice" "$rps" "$p50" "$p99" "$req" \
+        "$errs" "$cpu_us" "$cpu_pct" "$BUSY" "$other_pct" "$(case_note "$cs")" >>"$OUT/results.tsv"
+    log "r$rnd $cs $p s$slice: $rps req/s, p50 ${p50} ms, p99 ${p99} ms, ${cpu_us} CPU-µs/req, CPU ${cpu_pct}%, errors $errs (machine busy before ${BUSY}%, other load during ${other_pct}%)"
 }
 
 # ------------------------------------------------------------------- runs --
-printf 'round\tcase\tproxy\trps\tp50_ms\tp99_ms\trequests\terrors\tcpu_us_per_req\tcpu_pct\tbusy_pct\tother_pct\tnote\n' >"$OUT/results.tsv"
+# The slices of one case: their lengths, SLICE_SECONDS each and the rest last.
+slice_lengths=()
+if ((SLICE_SECONDS > 0 && SLICE_SECONDS < DURATION)); then
+    for ((left = DURATION; left > 0; left -= SLICE_SECONDS)); do
+        slice_lengths+=($((left < SLICE_SECONDS ? left : SLICE_SECONDS)))
+    done
+else
+    slice_lengths=("$DURATION")
+fi
+read -r -a proxies <<<"$PROXIES"
+printf 'round\tcase\tproxy\tslice\trps\tp50_ms\tp99_ms\trequests\terrors\tcpu_us_per_req\tcpu_pct\tbusy_pct\tother_pct\tnote\n' >"$OUT/results.tsv"
 for rnd in $(seq "$ROUNDS"); do
     for cs in $CASES; do
-        for p in $PROXIES; do
-            measure "$rnd" "$cs" "$p"
+        for ((i = 0; i < ${#slice_lengths[@]}; i++)); do
+            wait_quiet
+            # rotated: no proxy always runs first, or always right after another
+            for ((k = 0; k < ${#proxies[@]}; k++)); do
+                measure "$rnd" "$cs" "${proxies[(i + k) % ${#proxies[@]}]}" $((i + 1)) "${slice_lengths[i]}"
+            done
         done
     done
 done

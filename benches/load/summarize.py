@@ -5,6 +5,12 @@ Usage: summarize.py RESULTS_DIR
 
 Prints one table per round, the cutover ratios per round, a summary table
 (median over rounds) and the idle RSS table.
+
+A run is measured in slices (run.sh's SLICE_SECONDS); a round's figures for
+a case and proxy add its slices up: req/s is all requests over all the
+time, CPU-µs/req all the CPU over all the requests, and p50 and p99 are the
+slices' percentiles weighted by their requests (an approximation: the tools
+report percentiles per run, not their histograms).
 """
 import csv
 import statistics
@@ -47,9 +53,66 @@ def median(values):
     return statistics.median(values) if values else None
 
 
+def combine(slices):
+    """One row for a round, case and proxy from its slices (see the top)."""
+    first = slices[0]
+    reqs = [num(r["requests"]) or 0 for r in slices]
+    total = sum(reqs)
+    secs = sum(n / num(r["rps"]) for n, r in zip(reqs, slices) if num(r["rps"]))
+
+    def weighted(key):
+        vals = [num(r[key]) for r in slices]
+        if total == 0 or any(v is None for v in vals):
+            return None
+        return sum(v * n for v, n in zip(vals, reqs)) / total
+
+    cpu_pcts = [num(r["cpu_pct"]) for r in slices]
+    others = [num(r.get("other_pct")) for r in slices if num(r.get("other_pct")) is not None]
+    busys = [num(r["busy_pct"]) for r in slices if num(r["busy_pct"]) is not None]
+    errors = sum(int(r["errors"]) for r in slices if r["errors"].isdigit())
+    return {
+        "round": first["round"],
+        "case": first["case"],
+        "proxy": first["proxy"],
+        "slices": len(slices),
+        "rps": total / secs if secs else None,
+        "p50_ms": weighted("p50_ms"),
+        "p99_ms": weighted("p99_ms"),
+        "requests": total,
+        "errors": str(errors),
+        "cpu_us_per_req": weighted("cpu_us_per_req"),
+        "cpu_pct": None if any(v is None for v in cpu_pcts) else statistics.mean(cpu_pcts),
+        "busy_pct": fmt(max(busys)) if busys else "-",
+        "other_pct": max(others) if others else None,
+        "note": first.get("note", ""),
+    }
+
+
 def main():
     out = sys.argv[1]
-    rows = list(csv.DictReader(open(f"{out}/results.tsv"), delimiter="\t"))
+    raw = list(csv.DictReader(open(f"{out}/results.tsv"), delimiter="\t"))
+    grouped = defaultdict(list)
+    for r in raw:
+        grouped[(int(r["round"]), r["case"], r["proxy"])].append(r)
+    rows = [combine(slices) for slices in grouped.values()]
+    # per slice: did cutover beat nginx / HAProxy (more req/s, less CPU per request)?
+    slice_rows = {(int(r["round"]), r["case"], r["proxy"], r.get("slice", "1")): r for r in raw}
+    ahead = defaultdict(lambda: [0, 0, 0, 0])  # (round, case, other) -> rps ahead, rps n, cpu ahead, cpu n
+    for (rnd, case, proxy, sl), r in slice_rows.items():
+        if proxy != "cutover":
+            continue
+        for other in ("nginx", "haproxy"):
+            o = slice_rows.get((rnd, case, other, sl))
+            if not o:
+                continue
+            count = ahead[(rnd, case, other)]
+            # at the fixed rate both serve the rate: only CPU tells them apart
+            if case != "rate" and num(r["rps"]) and num(o["rps"]):
+                count[0] += num(r["rps"]) > num(o["rps"])
+                count[1] += 1
+            if num(r["cpu_us_per_req"]) and num(o["cpu_us_per_req"]):
+                count[2] += num(r["cpu_us_per_req"]) < num(o["cpu_us_per_req"])
+                count[3] += 1
     if not rows:
         print("(no measured runs)")
     cases = []
@@ -82,7 +145,7 @@ def main():
                     continue
                 print(f"| {title(case)} | {proxy} | {fmt(num(r['rps']))} | {fmt(num(r['p50_ms']), 3)} | "
                       f"{fmt(num(r['p99_ms']), 3)} | {fmt(num(r['cpu_us_per_req']), 1)} | {fmt(num(r['cpu_pct']))} | "
-                      f"{r['errors']} | {r['busy_pct']} | {r.get('other_pct', '-')} |")
+                      f"{r['errors']} | {r['busy_pct']} | {fmt(num(r.get('other_pct')))} |")
             c = by.get((rnd, case, "cutover"))
             for other in ("nginx", "haproxy"):
                 o = by.get((rnd, case, other))
@@ -90,11 +153,15 @@ def main():
                     ratios[case]["rps"][other].append(ratio(num(c["rps"]), num(o["rps"])))
                     ratios[case]["cpu"][other].append(ratio(num(c["cpu_us_per_req"]), num(o["cpu_us_per_req"])))
         print(f"\ncutover ratios, round {rnd} (req/s: higher is better for cutover; CPU-µs/req: lower is better):\n")
-        print("| case | req/s ÷ nginx | req/s ÷ HAProxy | CPU/req ÷ nginx | CPU/req ÷ HAProxy |\n|---|---:|---:|---:|---:|")
+        print("| case | req/s ÷ nginx | req/s ÷ HAProxy | CPU/req ÷ nginx | CPU/req ÷ HAProxy | "
+              "slices with more req/s than nginx / HAProxy | slices with less CPU/req than nginx / HAProxy |\n"
+              "|---|---:|---:|---:|---:|---:|---:|")
         for case in cases:
             vals = [ratios[case][m][o][-1] if ratios[case][m][o] and len(ratios[case][m][o]) == rounds.index(rnd) + 1 else None
                     for m in ("rps", "cpu") for o in ("nginx", "haproxy")]
-            print(f"| {title(case)} | " + " | ".join(fmt(v, 2) for v in vals) + " |")
+            counts = {o: ahead.get((rnd, case, o)) for o in ("nginx", "haproxy")}
+            won = lambda i: " / ".join(f"{c[i]} of {c[i + 1]}" if c and c[i + 1] else "-" for c in counts.values())
+            print(f"| {title(case)} | " + " | ".join(fmt(v, 2) for v in vals) + f" | {won(0)} | {won(2)} |")
 
     print(f"\n### Summary: median over {len(rounds)} round(s)\n")
     print("| case | proxy | req/s | p50 ms | p99 ms | proxy CPU-µs/req | proxy CPU % | errors (sum) | other load % (max) |\n"
@@ -106,7 +173,7 @@ def main():
                 continue
             med = {k: median([num(r[k]) for r in rs]) for k in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req", "cpu_pct")}
             errs = sum(int(r["errors"]) for r in rs if r["errors"].isdigit())
-            others = [num(r.get("other_pct")) for r in rs if num(r.get("other_pct")) is not None]
+            others = [r["other_pct"] for r in rs if r["other_pct"] is not None]
             print(f"| {title(case)} | {proxy} | {fmt(med['rps'])} | {fmt(med['p50_ms'], 3)} | {fmt(med['p99_ms'], 3)} | "
                   f"{fmt(med['cpu_us_per_req'], 1)} | {fmt(med['cpu_pct'])} | {errs} | {fmt(max(others) if others else None)} |")
 
