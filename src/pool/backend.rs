@@ -383,12 +383,14 @@ impl Backend {
     /// Return a connection whose last response, to a request begun at
     /// `last_request`, was read to the end.
     pub fn release(&self, conn: Conn, last_request: Instant) {
-        let (gone, list) = match &conn {
-            Conn::Hyper(UpstreamConn::H2(_)) => (true, &self.idle),
-            Conn::Hyper(conn) => (conn.is_closed(), &self.idle),
-            Conn::Inline(_) => (false, &self.idle_inline),
+        let list = match &conn {
+            // The shared HTTP/2 connection never left the list.
+            Conn::Hyper(UpstreamConn::H2(_)) => return,
+            Conn::Hyper(conn) if conn.is_closed() => return,
+            Conn::Hyper(_) => &self.idle,
+            Conn::Inline(_) => &self.idle_inline,
         };
-        if gone || self.is_draining() {
+        if self.is_draining() {
             return;
         }
         if let Ok(mut idle) = list.lock() {
