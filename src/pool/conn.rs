@@ -183,6 +183,7 @@ pub(crate) async fn open_stream(
         .map_err(|source| ConnectError::Io { addr: addr.to_string(), source })?;
         // Small request/response exchanges: do not let Nagle hold them back.
         let _ = stream.set_nodelay(true);
+        detect_dead_peers(&stream);
         let Some(config) = tls else { return Ok(Stream::Plain(stream)) };
         let name =
             server_name(&addr.authority).map_err(|source| ConnectError::Tls { addr: addr.to_string(), source })?;
@@ -196,6 +197,38 @@ pub(crate) async fn open_stream(
         Ok(result) => result,
         Err(_) => Err(ConnectError::Timeout { addr: addr.to_string(), timeout }),
     }
+}
+
+/// Idle time after which the kernel probes an upstream connection.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+/// Time between two unanswered probes.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// Unanswered probes after which the connection is closed.
+const KEEPALIVE_PROBES: u32 = 3;
+/// Longest time sent data may stay unacknowledged before the kernel closes
+/// the connection (`TCP_USER_TIMEOUT`, Linux).
+const UNACKNOWLEDGED_LIMIT: Duration = Duration::from_secs(30);
+
+/// Let the kernel find out when a backend vanishes without closing its
+/// connections (its node lost, a network partition): such a connection
+/// looks open, and what is written on it waits for retransmissions to give
+/// up, about 15 minutes. An idle connection is probed after
+/// [`KEEPALIVE_IDLE`]; on a busy one, data unacknowledged for
+/// [`UNACKNOWLEDGED_LIMIT`] closes it, which fails its requests and makes
+/// the next checkout open a new one (whose connect then fails fast). Most of
+/// all for an `h2` pool, whose one shared connection carries every request
+/// and is never closed for idleness. A backend that is merely slow still
+/// acknowledges at the TCP level, so neither limit cuts a slow answer. Best
+/// effort: a socket that refuses the options works as before.
+fn detect_dead_peers(stream: &TcpStream) {
+    let socket = socket2::SockRef::from(stream);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_PROBES);
+    let _ = socket.set_tcp_keepalive(&keepalive);
+    #[cfg(target_os = "linux")]
+    let _ = socket.set_tcp_user_timeout(Some(UNACKNOWLEDGED_LIMIT));
 }
 
 /// The name a backend's certificate must carry: its host, without port.
@@ -540,5 +573,28 @@ impl Body for UpstreamBody {
             Source::Hyper { body, .. } => body.size_hint(),
             Source::Inline(body) => body.size_hint(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn upstream_connections_detect_a_vanished_backend() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = BackendAddr {
+            scheme: crate::config::Scheme::Http,
+            authority: listener.local_addr().expect("addr").to_string(),
+        };
+        let stream = open_stream(&addr, None, Duration::from_secs(5), None).await.expect("connect");
+        let Stream::Plain(stream) = stream else { panic!("a plain backend gets a plain stream") };
+        let socket = socket2::SockRef::from(&stream);
+        assert!(socket.keepalive().expect("SO_KEEPALIVE"));
+        assert_eq!(socket.tcp_keepalive_time().expect("TCP_KEEPIDLE"), KEEPALIVE_IDLE);
+        assert_eq!(socket.tcp_keepalive_interval().expect("TCP_KEEPINTVL"), KEEPALIVE_INTERVAL);
+        assert_eq!(socket.tcp_keepalive_retries().expect("TCP_KEEPCNT"), KEEPALIVE_PROBES);
+        #[cfg(target_os = "linux")]
+        assert_eq!(socket.tcp_user_timeout().expect("TCP_USER_TIMEOUT"), Some(UNACKNOWLEDGED_LIMIT));
     }
 }
