@@ -216,6 +216,7 @@ struct Listen {
     workers: Option<usize>,
     idle_timeout: Duration,
     header_read_timeout: Duration,
+    send_timeout: Duration,
     max_request_header_bytes: usize,
 }
 
@@ -228,6 +229,7 @@ impl Listen {
             workers: config.server.workers,
             idle_timeout: config.server.idle_timeout,
             header_read_timeout: config.server.header_read_timeout,
+            send_timeout: config.server.send_timeout,
             max_request_header_bytes: config.server.max_request_header_bytes,
         }
     }
@@ -249,6 +251,7 @@ impl Listen {
         differs("server.workers", self.workers != wanted.workers);
         differs("server.idle_timeout", self.idle_timeout != wanted.idle_timeout);
         differs("server.header_read_timeout", self.header_read_timeout != wanted.header_read_timeout);
+        differs("server.send_timeout", self.send_timeout != wanted.send_timeout);
         differs(
             "server.max_request_header_bytes (raised)",
             wanted.max_request_header_bytes > self.max_request_header_bytes,

@@ -113,6 +113,7 @@ pub async fn run(
         idle_timeout: config.server.idle_timeout,
         max_request_header_bytes: config.server.max_request_header_bytes,
         header_read_timeout: config.server.header_read_timeout,
+        send_timeout: config.server.send_timeout,
     };
     // The certificate is checked before anything serves: a proxy that
     // cannot terminate TLS must not start half-working.

@@ -48,6 +48,8 @@ pub struct ConnLimits {
     pub max_request_header_bytes: usize,
     /// Deadline for a request head, from its first byte.
     pub header_read_timeout: Duration,
+    /// Longest a response write may wait on a client that reads nothing.
+    pub send_timeout: Duration,
 }
 
 /// Live downstream connections, so shutdown can wait for the last one.
@@ -129,6 +131,7 @@ pub async fn serve(
                         builders: builders.clone(),
                         idle_timeout: limits.idle_timeout,
                         header_read_timeout: limits.header_read_timeout,
+                        send_timeout: limits.send_timeout,
                         shutdown: conn_shutdown.clone(),
                     };
                     tokio::spawn(connection_task(conn, stream, peer, tls.clone(), guard));
@@ -310,6 +313,7 @@ struct Connection {
     builders: Arc<Builders>,
     idle_timeout: Duration,
     header_read_timeout: Duration,
+    send_timeout: Duration,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -419,11 +423,22 @@ impl Connection {
                         tracing::debug!(%peer, "request head not received within header_read_timeout; closing");
                         return;
                     }
+                    if activity.write_deadline(self.send_timeout).is_some_and(|d| d <= now) {
+                        // A response has waited that long on a client that
+                        // takes none of it (a slow-read attack, or a client
+                        // gone without closing): free the connection and the
+                        // upstream exchange it holds.
+                        tracing::debug!(%peer, "client read nothing of the response within send_timeout; closing");
+                        return;
+                    }
                     if !closing && activity.idle_for() >= Some(self.idle_timeout) {
                         closing = true;
                         conn.as_mut().graceful_shutdown();
                     }
-                    let next = activity.next_check(now, self.header_read_timeout, self.idle_timeout, closing);
+                    let mut next = activity.next_check(now, self.header_read_timeout, self.idle_timeout, closing);
+                    if let Some(deadline) = activity.write_deadline(self.send_timeout) {
+                        next = next.min(deadline);
+                    }
                     timer.as_mut().rearm().reset(next);
                 }
                 result = conn.as_mut() => {
@@ -497,7 +512,13 @@ struct Activity {
     /// The head just read carried both `Content-Length` and
     /// `Transfer-Encoding` (hyper drops the former before we could see it).
     framing_conflict: AtomicBool,
+    /// Milliseconds since `epoch` at which a write to the client last found
+    /// its socket full, with nothing written since ([`NOT_BLOCKED`]: none).
+    write_blocked_ms: AtomicU64,
 }
+
+/// `write_blocked_ms` when the last write went through.
+const NOT_BLOCKED: u64 = u64::MAX;
 
 /// `head_started_ms` when no request head is pending.
 const NO_HEAD: u64 = u64::MAX;
@@ -514,6 +535,7 @@ impl Activity {
             head_started_ms: AtomicU64::new(0),
             h2: AtomicBool::new(false),
             framing_conflict: AtomicBool::new(false),
+            write_blocked_ms: AtomicU64::new(NOT_BLOCKED),
         }
     }
 
@@ -541,6 +563,26 @@ impl Activity {
         }
         match self.head_started_ms.load(Ordering::Relaxed) {
             NO_HEAD => None,
+            ms => Some(self.epoch + Duration::from_millis(ms) + timeout),
+        }
+    }
+
+    /// A write to the client found its socket full (`blocked`), or went
+    /// through. Only a block reads the clock, and a write that goes through
+    /// costs one load unless a block came before it.
+    fn wrote(&self, blocked: bool) {
+        let since = self.write_blocked_ms.load(Ordering::Relaxed);
+        if blocked && since == NOT_BLOCKED {
+            self.write_blocked_ms.store(self.now_ms(), Ordering::Relaxed);
+        } else if !blocked && since != NOT_BLOCKED {
+            self.write_blocked_ms.store(NOT_BLOCKED, Ordering::Relaxed);
+        }
+    }
+
+    /// When writes to a client that takes nothing run out of time.
+    fn write_deadline(&self, timeout: Duration) -> Option<Instant> {
+        match self.write_blocked_ms.load(Ordering::Relaxed) {
+            NOT_BLOCKED => None,
             ms => Some(self.epoch + Duration::from_millis(ms) + timeout),
         }
     }
@@ -727,7 +769,10 @@ impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
 
 impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.activity.wrote(polled.is_pending());
+        polled
     }
 
     fn poll_write_vectored(
@@ -735,7 +780,10 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.activity.wrote(polled.is_pending());
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -743,7 +791,11 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        // TLS accepts a write into its buffer and blocks in the flush.
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_flush(cx);
+        this.activity.wrote(polled.is_pending());
+        polled
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -846,6 +898,27 @@ mod tests {
         let _busy = h2.begin();
         let now = Instant::now();
         assert_eq!(h2.next_check(now, header, idle, false), now + idle);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn writes_to_a_client_that_reads_nothing_run_out_of_time_from_the_first_block() {
+        let send = Duration::from_secs(60);
+        let activity = Activity::new(Instant::now());
+        assert_eq!(activity.write_deadline(send), None, "nothing written yet");
+        tokio::time::advance(Duration::from_secs(5)).await;
+        activity.wrote(false);
+        assert_eq!(activity.write_deadline(send), None, "a write that went through");
+        activity.wrote(true);
+        let blocked = Instant::now();
+        // Still blocked later: the deadline counts from the first block.
+        tokio::time::advance(Duration::from_secs(20)).await;
+        activity.wrote(true);
+        assert_eq!(activity.write_deadline(send), Some(blocked + send));
+        // The client took some: a new block starts a new count.
+        activity.wrote(false);
+        assert_eq!(activity.write_deadline(send), None);
+        activity.wrote(true);
+        assert_eq!(activity.write_deadline(send), Some(Instant::now() + send));
     }
 
     #[tokio::test(start_paused = true)]

@@ -989,6 +989,66 @@ async fn slow_post_is_408_and_not_charged_to_the_pool() {
     assert_no_upstream_failures(&proxy).await;
 }
 
+/// An endless response body that says when it is dropped: whoever read it
+/// let go of the exchange.
+struct EndlessBody {
+    chunk: Bytes,
+    dropped: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl http_body::Body for EndlessBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(self.chunk.clone()))))
+    }
+}
+
+impl Drop for EndlessBody {
+    fn drop(&mut self) {
+        self.dropped.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Slow read: a client asks for a response and reads none of it, so the
+/// proxy's writes stay blocked. After `send_timeout` (500 ms) the proxy
+/// closes the connection and lets go of the upstream exchange, which would
+/// otherwise hold an upstream connection for as long as the client likes;
+/// and the pool is not charged: it is the client's failure.
+#[tokio::test]
+async fn a_client_that_reads_nothing_is_closed_after_send_timeout() {
+    let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = dropped.clone();
+    let upstream = Upstream::with_handler("app", move |_req| {
+        let body = EndlessBody { chunk: Bytes::from(vec![b'x'; 64 << 10]), dropped: flag.clone() };
+        async move { http::Response::new(body.map_err(|e| match e {}).boxed()) }
+    })
+    .await;
+    let guard = "[pools.app.guard]\nmax_error_rate = 0.5\nmin_requests = 1\n";
+    // The connection's timer looks in at least every header_read_timeout.
+    let limits = server("send_timeout = \"500ms\"\nheader_read_timeout = \"500ms\"");
+    let proxy = TestProxy::start(&config(&limits, &[upstream.addr], guard)).await;
+
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream.write_all(b"GET /endless HTTP/1.1\r\nHost: app.test\r\n\r\n").await.unwrap();
+    eventually(Duration::from_secs(20), "the proxy to let go of a response its client reads none of", || {
+        dropped.load(Ordering::SeqCst)
+    })
+    .await;
+    // What the socket buffers held still arrives, then the end.
+    let (_, closed) = read_until_closed(&mut stream, Duration::from_secs(20)).await;
+    assert!(closed, "the connection of a client that read nothing stayed open");
+
+    let status = get_json(&proxy.admin_url("/status")).await;
+    let pool = status["pools"].as_array().unwrap().iter().find(|p| p["name"] == "app").expect("pool app");
+    assert_eq!(pool["guard"]["failures"], 0, "a client that read nothing was charged to the pool: {status:#}");
+    assert_no_upstream_failures(&proxy).await;
+}
+
 /// Every `cutover_upstream_failures_total` series is still 0.
 async fn assert_no_upstream_failures(proxy: &TestProxy) {
     let metrics = get(&client(), &proxy.admin_url("/metrics"), &[]).await.body;

@@ -62,6 +62,9 @@ pub struct ServerConfig {
     /// Longest silence while a client is sending a request body (slow POST);
     /// the request then fails with 408 and counts against the client.
     pub body_read_timeout: Duration,
+    /// Longest a response write may wait on a client that reads nothing
+    /// (slow read); the connection is then closed.
+    pub send_timeout: Duration,
     /// Runtime worker threads; `None` means one per core.
     pub workers: Option<usize>,
     /// Optional TLS listener.

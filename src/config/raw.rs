@@ -56,6 +56,8 @@ pub(crate) struct RawServer {
     pub(crate) header_read_timeout: Option<Spanned<RawDuration>>,
     /// Longest silence while a client sends a request body (slow POST).
     pub(crate) body_read_timeout: Option<Spanned<RawDuration>>,
+    /// Longest a response may wait on a client that does not read (slow read).
+    pub(crate) send_timeout: Option<Spanned<RawDuration>>,
     /// Runtime worker threads.
     pub(crate) workers: Option<Spanned<i64>>,
     /// `[server.tls]`.

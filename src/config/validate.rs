@@ -44,6 +44,9 @@ const DEFAULT_UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Slow POST: at most 30 s of silence inside a request body.
 const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// nginx's `send_timeout`: a client that takes no byte of a response for a
+/// minute is not reading it.
+const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_SHUTDOWN_DELAY: Duration = Duration::ZERO;
 const DEFAULT_MAX_REQUEST_HEADER_BYTES: i64 = 65_536;
@@ -215,6 +218,12 @@ impl Cx<'_> {
                 raw.body_read_timeout.as_ref(),
                 "server.body_read_timeout",
                 DEFAULT_BODY_READ_TIMEOUT,
+                false,
+            )?,
+            send_timeout: self.duration_or(
+                raw.send_timeout.as_ref(),
+                "server.send_timeout",
+                DEFAULT_SEND_TIMEOUT,
                 false,
             )?,
             workers: workers.map(to_usize),
@@ -1121,6 +1130,7 @@ split = { blue = 1 }
                 max_request_header_bytes: 32768,
                 header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
                 body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+                send_timeout: DEFAULT_SEND_TIMEOUT,
                 workers: Some(4),
                 tls: Some(TlsConfig {
                     listen: "0.0.0.0:8443".parse().unwrap(),
@@ -1233,6 +1243,7 @@ split = { blue = 1 }
                 max_request_header_bytes: 65536,
                 header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
                 body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+                send_timeout: DEFAULT_SEND_TIMEOUT,
                 workers: None,
                 tls: None,
             }
