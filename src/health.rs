@@ -176,13 +176,16 @@ pub async fn probe(
         .map_err(ProbeError::Request)?;
     let attempt = async {
         let resolved = addr.authority.parse::<SocketAddr>().ok();
-        let stream = crate::pool::conn::open_stream(addr, resolved, timeout, tls).await.map_err(|e| match e {
-            crate::pool::ConnectError::Io { source, .. } | crate::pool::ConnectError::Tls { source, .. } => {
-                ProbeError::Connect(source)
-            }
-            crate::pool::ConnectError::Timeout { timeout, .. } => ProbeError::Timeout(timeout),
-            crate::pool::ConnectError::Handshake { source, .. } => ProbeError::Http(source),
-        })?;
+        let unacknowledged = crate::pool::conn::UNACKNOWLEDGED_FLOOR;
+        let stream = crate::pool::conn::open_stream(addr, resolved, timeout, unacknowledged, tls).await.map_err(
+            |e| match e {
+                crate::pool::ConnectError::Io { source, .. } | crate::pool::ConnectError::Tls { source, .. } => {
+                    ProbeError::Connect(source)
+                }
+                crate::pool::ConnectError::Timeout { timeout, .. } => ProbeError::Timeout(timeout),
+                crate::pool::ConnectError::Handshake { source, .. } => ProbeError::Http(source),
+            },
+        )?;
         match stream {
             crate::pool::conn::Stream::Plain(io) => exchange(io, request, h2).await,
             crate::pool::conn::Stream::Tls(io) => exchange(io, request, h2).await,

@@ -25,7 +25,7 @@ use prometheus::IntCounter;
 use crate::config::{Config, ForceMatch, Scheme, StickyKey, UpstreamProtocol};
 use crate::guard::PoolGuard;
 use crate::metrics::Metrics;
-use crate::pool::{Backend, BackendKey, Pool, Transport};
+use crate::pool::{Backend, BackendKey, Pool, Timeouts, Transport};
 use crate::route::RouteTable;
 use crate::split::Split;
 
@@ -117,7 +117,7 @@ impl Snapshot {
         previous: Option<&Snapshot>,
         inputs: BuildInputs<'_>,
     ) -> (Snapshot, Vec<Arc<Backend>>) {
-        let connect_timeout = config.server.connect_timeout;
+        let timeouts = Timeouts { connect: config.server.connect_timeout, request: config.server.request_timeout };
         let mut old: HashMap<BackendKey, Arc<Backend>> = previous
             .map(|s| s.pools.iter().flat_map(|p| p.backends.iter()).map(|b| (b.key(), b.clone())).collect())
             .unwrap_or_default();
@@ -136,7 +136,7 @@ impl Snapshot {
                     };
                     match old.remove(&(name.clone(), addr.clone())) {
                         Some(kept) if kept.transport().same_as(&wanted) => {
-                            kept.set_connect_timeout(connect_timeout);
+                            kept.set_timeouts(timeouts);
                             kept
                         }
                         // Same address, new way to reach it: a new backend;
@@ -146,7 +146,7 @@ impl Snapshot {
                                 // Back among the leftovers, so it drains.
                                 old.insert((name.clone(), addr.clone()), old_backend);
                             }
-                            let backend = Backend::with_transport(name.clone(), addr.clone(), connect_timeout, wanted);
+                            let backend = Backend::with_transport(name.clone(), addr.clone(), timeouts, wanted);
                             if let Some(metrics) = inputs.metrics {
                                 backend.set_metrics(metrics.backend(&name, &addr.to_string()));
                             }

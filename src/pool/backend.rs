@@ -33,6 +33,22 @@ pub type BackendKey = (Arc<str>, BackendAddr);
 /// Most idle connections kept per backend; more are closed when released.
 const MAX_IDLE_PER_BACKEND: usize = 512;
 
+/// The deadlines a backend's new connections are opened with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// `[server] connect_timeout`.
+    pub connect: Duration,
+    /// `[server] request_timeout`: it bounds how long sent data may stay
+    /// unacknowledged before a connection counts as dead (see
+    /// `conn::detect_dead_peers`).
+    pub request: Duration,
+}
+
+impl Timeouts {
+    /// The config's defaults.
+    pub const DEFAULT: Timeouts = Timeouts { connect: Duration::from_secs(2), request: Duration::from_secs(30) };
+}
+
 /// A connection in a backend's idle list.
 #[derive(Debug)]
 struct Pooled {
@@ -95,8 +111,8 @@ pub struct Backend {
     /// recording a success costs one load: consecutive failures in the low
     /// 32 bits, consecutive ejections in the high 32 (`crate::health`).
     passive: AtomicU64,
-    /// Connect deadline, from `[server] connect_timeout` of the latest config.
-    connect_timeout: Mutex<Duration>,
+    /// `[server] connect_timeout` and `request_timeout` of the latest config.
+    timeouts: Mutex<Timeouts>,
     /// Idle keep-alive HTTP/1.1 connections, most recently used last; for
     /// HTTP/2, the one shared connection.
     idle: Mutex<Vec<Pooled>>,
@@ -122,18 +138,15 @@ pub struct Backend {
 }
 
 impl Backend {
-    /// A new, active, healthy backend with no connections.
+    /// A new, active, healthy backend with no connections, and the default
+    /// `request_timeout`.
     pub fn new(pool: Arc<str>, addr: BackendAddr, connect_timeout: Duration) -> Backend {
-        Backend::with_transport(pool, addr, connect_timeout, Transport::plain())
+        let timeouts = Timeouts { connect: connect_timeout, ..Timeouts::DEFAULT };
+        Backend::with_transport(pool, addr, timeouts, Transport::plain())
     }
 
     /// A new backend reached over `transport`.
-    pub fn with_transport(
-        pool: Arc<str>,
-        addr: BackendAddr,
-        connect_timeout: Duration,
-        transport: Transport,
-    ) -> Backend {
+    pub fn with_transport(pool: Arc<str>, addr: BackendAddr, timeouts: Timeouts, transport: Transport) -> Backend {
         Backend {
             transport,
             h2_opening: tokio::sync::Mutex::new(()),
@@ -145,7 +158,7 @@ impl Backend {
             healthy: AtomicBool::new(true),
             ejected: AtomicBool::new(false),
             passive: AtomicU64::new(0),
-            connect_timeout: Mutex::new(connect_timeout),
+            timeouts: Mutex::new(timeouts),
             idle: Mutex::new(Vec::new()),
             idle_inline: Mutex::new(Vec::new()),
             finished: Notify::new(),
@@ -218,10 +231,10 @@ impl Backend {
         self.is_healthy() && !self.is_ejected()
     }
 
-    /// Apply the connect timeout of a newly loaded config.
-    pub fn set_connect_timeout(&self, timeout: Duration) {
-        if let Ok(mut t) = self.connect_timeout.lock() {
-            *t = timeout;
+    /// Apply the timeouts of a newly loaded config.
+    pub fn set_timeouts(&self, timeouts: Timeouts) {
+        if let Ok(mut t) = self.timeouts.lock() {
+            *t = timeouts;
         }
     }
 
@@ -278,8 +291,8 @@ impl Backend {
 
     /// Open a new connection; it is closed if the backend is cut.
     async fn connect(&self) -> Result<Conn, ConnectError> {
-        let timeout = self.connect_timeout.lock().map(|t| *t).unwrap_or(Duration::from_secs(2));
-        let (conn, cuttable) = conn::connect(&self.addr, self.socket_addr, timeout, &self.transport).await?;
+        let timeouts = self.timeouts.lock().map(|t| *t).unwrap_or(Timeouts::DEFAULT);
+        let (conn, cuttable) = conn::connect(&self.addr, self.socket_addr, timeouts, &self.transport).await?;
         self.track(cuttable);
         Ok(conn)
     }

@@ -168,11 +168,13 @@ impl<A: Future<Output = SendResult>, B: Future<Output = SendResult>> Future for 
 }
 
 /// Open a TCP connection to `addr` within `timeout`, and TLS over it when
-/// `tls` is given; `alpn` is then what the backend agreed to.
+/// `tls` is given; `alpn` is then what the backend agreed to. Data it sends
+/// may stay unacknowledged for `unacknowledged` (see [`detect_dead_peers`]).
 pub(crate) async fn open_stream(
     addr: &BackendAddr,
     resolved: Option<SocketAddr>,
     timeout: Duration,
+    unacknowledged: Duration,
     tls: Option<&Arc<rustls::ClientConfig>>,
 ) -> Result<Stream, ConnectError> {
     let opening = async {
@@ -183,7 +185,7 @@ pub(crate) async fn open_stream(
         .map_err(|source| ConnectError::Io { addr: addr.to_string(), source })?;
         // Small request/response exchanges: do not let Nagle hold them back.
         let _ = stream.set_nodelay(true);
-        detect_dead_peers(&stream);
+        detect_dead_peers(&stream, unacknowledged);
         let Some(config) = tls else { return Ok(Stream::Plain(stream)) };
         let name =
             server_name(&addr.authority).map_err(|source| ConnectError::Tls { addr: addr.to_string(), source })?;
@@ -205,22 +207,33 @@ const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// Unanswered probes after which the connection is closed.
 const KEEPALIVE_PROBES: u32 = 3;
-/// Longest time sent data may stay unacknowledged before the kernel closes
-/// the connection (`TCP_USER_TIMEOUT`, Linux).
-const UNACKNOWLEDGED_LIMIT: Duration = Duration::from_secs(30);
+/// The least time sent data may stay unacknowledged (or unsent, the
+/// backend's window closed) before the kernel closes the connection
+/// (`TCP_USER_TIMEOUT`, Linux); a longer `request_timeout` raises it.
+pub(crate) const UNACKNOWLEDGED_FLOOR: Duration = Duration::from_secs(30);
+
+/// How long data sent to a backend may stay unacknowledged: never less than
+/// `request_timeout`, within which a request may legitimately still be on
+/// its way to a backend that reads slowly.
+fn unacknowledged_limit(request_timeout: Duration) -> Duration {
+    request_timeout.max(UNACKNOWLEDGED_FLOOR)
+}
 
 /// Let the kernel find out when a backend vanishes without closing its
 /// connections (its node lost, a network partition): such a connection
 /// looks open, and what is written on it waits for retransmissions to give
 /// up, about 15 minutes. An idle connection is probed after
 /// [`KEEPALIVE_IDLE`]; on a busy one, data unacknowledged for
-/// [`UNACKNOWLEDGED_LIMIT`] closes it, which fails its requests and makes
-/// the next checkout open a new one (whose connect then fails fast). Most of
-/// all for an `h2` pool, whose one shared connection carries every request
-/// and is never closed for idleness. A backend that is merely slow still
-/// acknowledges at the TCP level, so neither limit cuts a slow answer. Best
-/// effort: a socket that refuses the options works as before.
-fn detect_dead_peers(stream: &TcpStream) {
+/// `unacknowledged` closes it, which fails its requests and makes the next
+/// checkout open a new one (whose connect then fails fast). Most of all for
+/// an `h2` pool, whose one shared connection carries every request and is
+/// never closed for idleness. A backend that is merely slow to answer still
+/// acknowledges at the TCP level, so neither limit cuts a slow answer. One
+/// that stops reading a request body keeps the data unsent, which counts
+/// too (Linux 5.11 and later); so the limit is at least `request_timeout`,
+/// which bounds the sending of a request anyway. Best effort: a socket that
+/// refuses the options works as before.
+fn detect_dead_peers(stream: &TcpStream, unacknowledged: Duration) {
     let socket = socket2::SockRef::from(stream);
     let keepalive = socket2::TcpKeepalive::new()
         .with_time(KEEPALIVE_IDLE)
@@ -228,7 +241,7 @@ fn detect_dead_peers(stream: &TcpStream) {
         .with_retries(KEEPALIVE_PROBES);
     let _ = socket.set_tcp_keepalive(&keepalive);
     #[cfg(target_os = "linux")]
-    let _ = socket.set_tcp_user_timeout(Some(UNACKNOWLEDGED_LIMIT));
+    let _ = socket.set_tcp_user_timeout(Some(unacknowledged));
 }
 
 /// The name a backend's certificate must carry: its host, without port.
@@ -293,17 +306,19 @@ impl Cuttable {
 pub(super) async fn connect(
     addr: &BackendAddr,
     resolved: Option<SocketAddr>,
-    timeout: Duration,
+    timeouts: super::Timeouts,
     transport: &Transport,
 ) -> Result<(Conn, Cuttable), ConnectError> {
-    let (conn, task) = match open_stream(addr, resolved, timeout, transport.tls.as_ref()).await? {
-        Stream::Plain(io) if transport.is_inline() => {
-            let switch = Arc::new(CutSwitch::default());
-            return Ok((Conn::Inline(Box::new(H1Conn::new(io, switch.clone()))), Cuttable::Switch(switch)));
-        }
-        Stream::Plain(io) => handshake(io, addr, transport.protocol).await?,
-        Stream::Tls(io) => handshake(io, addr, transport.protocol).await?,
-    };
+    let unacknowledged = unacknowledged_limit(timeouts.request);
+    let (conn, task) =
+        match open_stream(addr, resolved, timeouts.connect, unacknowledged, transport.tls.as_ref()).await? {
+            Stream::Plain(io) if transport.is_inline() => {
+                let switch = Arc::new(CutSwitch::default());
+                return Ok((Conn::Inline(Box::new(H1Conn::new(io, switch.clone()))), Cuttable::Switch(switch)));
+            }
+            Stream::Plain(io) => handshake(io, addr, transport.protocol).await?,
+            Stream::Tls(io) => handshake(io, addr, transport.protocol).await?,
+        };
     Ok((Conn::Hyper(conn), Cuttable::Task(task)))
 }
 
@@ -587,7 +602,8 @@ mod tests {
             scheme: crate::config::Scheme::Http,
             authority: listener.local_addr().expect("addr").to_string(),
         };
-        let stream = open_stream(&addr, None, Duration::from_secs(5), None).await.expect("connect");
+        let unacknowledged = Duration::from_secs(45);
+        let stream = open_stream(&addr, None, Duration::from_secs(5), unacknowledged, None).await.expect("connect");
         let Stream::Plain(stream) = stream else { panic!("a plain backend gets a plain stream") };
         let socket = socket2::SockRef::from(&stream);
         assert!(socket.keepalive().expect("SO_KEEPALIVE"));
@@ -595,6 +611,12 @@ mod tests {
         assert_eq!(socket.tcp_keepalive_interval().expect("TCP_KEEPINTVL"), KEEPALIVE_INTERVAL);
         assert_eq!(socket.tcp_keepalive_retries().expect("TCP_KEEPCNT"), KEEPALIVE_PROBES);
         #[cfg(target_os = "linux")]
-        assert_eq!(socket.tcp_user_timeout().expect("TCP_USER_TIMEOUT"), Some(UNACKNOWLEDGED_LIMIT));
+        assert_eq!(socket.tcp_user_timeout().expect("TCP_USER_TIMEOUT"), Some(unacknowledged));
+    }
+
+    #[test]
+    fn the_unacknowledged_limit_is_never_below_the_request_timeout() {
+        assert_eq!(unacknowledged_limit(Duration::from_secs(5)), UNACKNOWLEDGED_FLOOR);
+        assert_eq!(unacknowledged_limit(Duration::from_secs(300)), Duration::from_secs(300));
     }
 }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use rand::Rng;
 
-pub use backend::{Backend, BackendKey, Reuse};
+pub use backend::{Backend, BackendKey, Reuse, Timeouts};
 pub use conn::{
     BoxError, Conn, ConnectError, SendResult, Sending, Transport, UpstreamBody, UpstreamBodyTimeout, UpstreamConn,
 };
