@@ -22,6 +22,7 @@ use std::time::Duration;
 use http::HeaderName;
 
 pub use validate::parse;
+pub(crate) use validate::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT};
 
 /// A validated configuration file.
 #[derive(Debug, Clone, PartialEq)]

@@ -32,8 +32,8 @@ type Result<T> = std::result::Result<T, ConfigError>;
 
 const DEFAULT_LISTEN: ([u8; 4], u16) = ([0, 0, 0, 0], 8080);
 const DEFAULT_ADMIN_LISTEN: ([u8; 4], u16) = ([127, 0, 0, 1], 9901);
-const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// nginx's upstream `keepalive_timeout`; shorter than the idle timeouts of
 /// the common cloud load balancers and NATs (Azure 4 min, AWS NLB 350 s), so

@@ -46,7 +46,8 @@ pub struct Timeouts {
 
 impl Timeouts {
     /// The config's defaults.
-    pub const DEFAULT: Timeouts = Timeouts { connect: Duration::from_secs(2), request: Duration::from_secs(30) };
+    pub const DEFAULT: Timeouts =
+        Timeouts { connect: crate::config::DEFAULT_CONNECT_TIMEOUT, request: crate::config::DEFAULT_REQUEST_TIMEOUT };
 }
 
 /// A connection in a backend's idle list.
