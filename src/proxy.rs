@@ -212,7 +212,9 @@ fn plan(snapshot: &Snapshot, conn: &ConnInfo, rng: &mut SmallRng, req: Request<I
 /// closed before any answer: the backend closed it as idle while the
 /// request was on its way, the race every keep-alive client meets when
 /// the backend's keep-alive timeout is the shorter one. Go's
-/// `http.Transport` and nginx do the same.
+/// `http.Transport` and nginx do the same. And so does, once, a request
+/// without a body that an HTTP/2 backend did not process (see
+/// [`unprocessed`]), whatever its method; Go's transport does that too.
 ///
 /// The plan is used in place (`plan.x`), never moved into locals: the
 /// future keeps what it captured for its whole life, so a moved-out copy
