@@ -143,7 +143,7 @@ pub async fn run(
         listener_tasks.push(tokio::spawn(server::serve(
             listener,
             proxy.clone(),
-            limits.clone(),
+            limits,
             None,
             open.clone(),
             closing.clone(),
@@ -156,7 +156,7 @@ pub async fn run(
         listener_tasks.push(tokio::spawn(server::serve(
             listener,
             proxy.clone(),
-            limits.clone(),
+            limits,
             Some(tls.clone()),
             open.clone(),
             closing.clone(),

@@ -40,7 +40,7 @@ use crate::error::ProxyError;
 use crate::proxy::{ConnInfo, Handling, Proxy};
 
 /// Limits applied to every downstream connection.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct ConnLimits {
     /// Close a connection with no request in flight after this long.
     pub idle_timeout: Duration,
@@ -129,9 +129,7 @@ pub async fn serve(
                     let conn = Connection {
                         proxy: proxy.clone(),
                         builders: builders.clone(),
-                        idle_timeout: limits.idle_timeout,
-                        header_read_timeout: limits.header_read_timeout,
-                        send_timeout: limits.send_timeout,
+                        limits,
                         shutdown: conn_shutdown.clone(),
                     };
                     tokio::spawn(connection_task(conn, stream, peer, tls.clone(), guard));
@@ -311,9 +309,7 @@ where
 struct Connection {
     proxy: Arc<Proxy>,
     builders: Arc<Builders>,
-    idle_timeout: Duration,
-    header_read_timeout: Duration,
-    send_timeout: Duration,
+    limits: ConnLimits,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -333,7 +329,7 @@ impl Connection {
                     return;
                 }
             },
-            _ = tokio::time::sleep_until(accepted + self.header_read_timeout.min(self.idle_timeout)) => {
+            _ = tokio::time::sleep_until(accepted + self.limits.header_read_timeout.min(self.limits.idle_timeout)) => {
                 tracing::debug!(%peer, "no request head within header_read_timeout; closing");
                 return;
             }
@@ -400,7 +396,7 @@ impl Connection {
         // Gated: between firings, a wake-up asks it one atomic load instead
         // of a poll (which registers the waker again).
         let timer = Gated::new(
-            tokio::time::sleep(self.header_read_timeout.min(self.idle_timeout)),
+            tokio::time::sleep(self.limits.header_read_timeout.min(self.limits.idle_timeout)),
             tokio::time::Sleep::is_elapsed,
         );
         tokio::pin!(timer);
@@ -417,13 +413,15 @@ impl Connection {
                 }
                 _ = &mut timer => {
                     let now = Instant::now();
-                    if activity.head_deadline(self.header_read_timeout).is_some_and(|d| d <= now) {
+                    let ConnLimits { header_read_timeout, idle_timeout, send_timeout, .. } = self.limits;
+                    if activity.head_deadline(header_read_timeout).is_some_and(|d| d <= now) {
                         // Still owing a request head: a slowloris, or a client
                         // gone quiet mid-head. Closing is all it deserves.
                         tracing::debug!(%peer, "request head not received within header_read_timeout; closing");
                         return;
                     }
-                    if activity.write_deadline(self.send_timeout).is_some_and(|d| d <= now) {
+                    let write_deadline = activity.write_deadline(send_timeout);
+                    if write_deadline.is_some_and(|d| d <= now) {
                         // A response has waited that long on a client that
                         // takes none of it (a slow-read attack, or a client
                         // gone without closing): free the connection and the
@@ -431,12 +429,12 @@ impl Connection {
                         tracing::debug!(%peer, "client read nothing of the response within send_timeout; closing");
                         return;
                     }
-                    if !closing && activity.idle_for() >= Some(self.idle_timeout) {
+                    if !closing && activity.idle_for() >= Some(idle_timeout) {
                         closing = true;
                         conn.as_mut().graceful_shutdown();
                     }
-                    let mut next = activity.next_check(now, self.header_read_timeout, self.idle_timeout, closing);
-                    if let Some(deadline) = activity.write_deadline(self.send_timeout) {
+                    let mut next = activity.next_check(now, header_read_timeout, idle_timeout, closing);
+                    if let Some(deadline) = write_deadline {
                         next = next.min(deadline);
                     }
                     timer.as_mut().rearm().reset(next);
