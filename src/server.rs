@@ -20,7 +20,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -376,6 +376,7 @@ impl Connection {
         activity.h2.store(protocol == Protocol::Http2, Ordering::Relaxed);
         let proxy = self.proxy.clone();
         let tracker = activity.clone();
+        let h2 = protocol == Protocol::Http2;
         // The request is routed and rewritten in this call; the future it
         // returns owns what it needs, so neither the proxy nor the
         // connection's info is cloned per request.
@@ -390,7 +391,7 @@ impl Connection {
             } else {
                 proxy.handle(&info, req)
             };
-            Tracked { handling, active: Some(active) }
+            Tracked { handling, active: Some(active), h2 }
         });
         let stream = Watched { io: stream, activity: activity.clone(), scan: HeadScan::default() };
         let conn = Serving::new(&self.builders, protocol, TokioIo::new(stream), service);
@@ -434,8 +435,10 @@ impl Connection {
                         // A response has waited that long on a client that
                         // takes none of it (a slow-read attack, or a client
                         // gone without closing): free the connection and the
-                        // upstream exchange it holds.
-                        tracing::debug!(%peer, "client read nothing of the response within send_timeout; closing");
+                        // upstream exchange it holds. Over HTTP/2 that is
+                        // also one stream the client gives no window: hyper
+                        // cannot reset a single stream, so the connection goes.
+                        tracing::debug!(%peer, "client took nothing of a response within send_timeout; closing");
                         return;
                     }
                     if !closing && activity.idle_for() >= Some(idle_timeout) {
@@ -522,9 +525,14 @@ struct Activity {
     /// Milliseconds since `epoch` at which a write to the client last found
     /// its socket full, with nothing written since ([`NOT_BLOCKED`]: none).
     write_blocked_ms: AtomicU64,
+    /// HTTP/2 only: the stall clock of each response stream that has sent
+    /// a chunk (see [`TrackedBody`]). Ended streams' entries are swept
+    /// when the list grows.
+    stream_stalls: Mutex<Vec<Weak<AtomicU64>>>,
 }
 
-/// `write_blocked_ms` when the last write went through.
+/// `write_blocked_ms` when the last write went through; a stream's stall
+/// clock when hyper holds none of its chunks.
 const NOT_BLOCKED: u64 = u64::MAX;
 
 /// `head_started_ms` when no request head is pending.
@@ -543,6 +551,7 @@ impl Activity {
             h2: AtomicBool::new(false),
             framing_conflict: AtomicBool::new(false),
             write_blocked_ms: AtomicU64::new(NOT_BLOCKED),
+            stream_stalls: Mutex::new(Vec::new()),
         }
     }
 
@@ -586,12 +595,31 @@ impl Activity {
         }
     }
 
-    /// When writes to a client that takes nothing run out of time.
+    /// When a response to a client that takes nothing of it runs out of
+    /// time: the socket full since the last write, or over HTTP/2 a
+    /// stream's chunk waiting for the client to open its flow-control
+    /// window (which a client can do while reading everything else).
     fn write_deadline(&self, timeout: Duration) -> Option<Instant> {
-        match self.write_blocked_ms.load(Ordering::Relaxed) {
-            NOT_BLOCKED => None,
-            ms => Some(self.epoch + Duration::from_millis(ms) + timeout),
+        let mut since = self.write_blocked_ms.load(Ordering::Relaxed);
+        if self.h2.load(Ordering::Relaxed) {
+            let stalls = self.stream_stalls.lock().unwrap_or_else(PoisonError::into_inner);
+            for stall in stalls.iter().filter_map(Weak::upgrade) {
+                since = since.min(stall.load(Ordering::Relaxed));
+            }
         }
+        (since != NOT_BLOCKED).then(|| self.epoch + Duration::from_millis(since) + timeout)
+    }
+
+    /// A stall clock for one HTTP/2 response stream, for the connection's
+    /// timer to read; it stops counting when the stream's body is dropped.
+    fn stream_stall_clock(&self) -> Arc<AtomicU64> {
+        let clock = Arc::new(AtomicU64::new(NOT_BLOCKED));
+        let mut stalls = self.stream_stalls.lock().unwrap_or_else(PoisonError::into_inner);
+        if stalls.len() == stalls.capacity() {
+            stalls.retain(|stall| stall.strong_count() > 0);
+        }
+        stalls.push(Arc::downgrade(&clock));
+        clock
     }
 
     /// How long the connection has been idle, or `None` while busy.
@@ -645,6 +673,7 @@ pin_project_lite::pin_project! {
         #[pin]
         handling: F,
         active: Option<Active>,
+        h2: bool,
     }
 }
 
@@ -655,16 +684,35 @@ impl<F: std::future::Future<Output = Response<ProxyBody>>> std::future::Future f
         let this = self.project();
         let response = std::task::ready!(this.handling.poll(cx));
         let active = this.active.take();
-        Poll::Ready(Ok(response.map(|body| TrackedBody { body, _active: active })))
+        let h2 = *this.h2;
+        Poll::Ready(Ok(response.map(|body| TrackedBody { body, active, h2, stall: None })))
     }
 }
 
-/// The response body, holding its connection's activity count until it ends.
+/// The response body, holding its connection's activity count until it
+/// ends. Over HTTP/2 it also clocks how long each chunk waits for the
+/// client's flow-control window: hyper asks for the next chunk only once the
+/// last one has gone into the stream's send buffer, which waits for window,
+/// so the time from handing a chunk over until hyper comes back (or drops
+/// the body) is time the client has given this stream no room.
 #[derive(Debug)]
 struct TrackedBody {
     body: ProxyBody,
     /// `None` only if the future was polled after it was ready.
-    _active: Option<Active>,
+    active: Option<Active>,
+    h2: bool,
+    /// HTTP/2, once a chunk went out: when the chunk hyper holds was handed
+    /// over (ms since the connection's epoch; [`NOT_BLOCKED`]: none held).
+    stall: Option<Arc<AtomicU64>>,
+}
+
+impl TrackedBody {
+    fn handed_over_chunk(&mut self) {
+        let Some(active) = &self.active else { return };
+        let activity = &active.activity;
+        let stall = self.stall.get_or_insert_with(|| activity.stream_stall_clock());
+        stall.store(activity.now_ms(), Ordering::Relaxed);
+    }
 }
 
 impl Body for TrackedBody {
@@ -672,7 +720,16 @@ impl Body for TrackedBody {
     type Error = crate::pool::BoxError;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let this = &mut *self;
+        if let Some(stall) = &this.stall {
+            // hyper came back: the chunk before has found room.
+            stall.store(NOT_BLOCKED, Ordering::Relaxed);
+        }
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        if this.h2 && matches!(&polled, Poll::Ready(Some(Ok(frame))) if frame.is_data()) {
+            this.handed_over_chunk();
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

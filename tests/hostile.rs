@@ -972,11 +972,7 @@ async fn slow_post_is_408_and_not_charged_to_the_pool() {
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert_eq!(seen[0].headers["content-length"], "100");
 
-    let status = get_json(&proxy.admin_url("/status")).await;
-    let pool = status["pools"].as_array().unwrap().iter().find(|p| p["name"] == "app").expect("pool app");
-    assert_eq!(pool["guard"]["failures"], 0, "a stalled client was charged to the pool: {status:#}");
-    assert!(pool["tripped"].is_null(), "{status:#}");
-    assert_no_upstream_failures(&proxy).await;
+    assert_pool_not_charged(&proxy, "a stalled client").await;
 
     // A complete upload on a fresh connection goes through.
     let body = "x".repeat(100);
@@ -1014,13 +1010,10 @@ impl Drop for EndlessBody {
     }
 }
 
-/// Slow read: a client asks for a response and reads none of it, so the
-/// proxy's writes stay blocked. After `send_timeout` (500 ms) the proxy
-/// closes the connection and lets go of the upstream exchange, which would
-/// otherwise hold an upstream connection for as long as the client likes;
-/// and the pool is not charged: it is the client's failure.
-#[tokio::test]
-async fn a_client_that_reads_nothing_is_closed_after_send_timeout() {
+/// A proxy with `[server]` settings `limits` in front of an upstream whose
+/// every response is endless, its pool guarded (so a charge would show);
+/// and a flag that turns true when the proxy lets go of a response.
+async fn proxy_before_endless_upstream(limits: &str) -> (TestProxy, Upstream, Arc<std::sync::atomic::AtomicBool>) {
     let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = dropped.clone();
     let upstream = Upstream::with_handler("app", move |_req| {
@@ -1029,9 +1022,20 @@ async fn a_client_that_reads_nothing_is_closed_after_send_timeout() {
     })
     .await;
     let guard = "[pools.app.guard]\nmax_error_rate = 0.5\nmin_requests = 1\n";
+    let proxy = TestProxy::start(&config(&server(limits), &[upstream.addr], guard)).await;
+    (proxy, upstream, dropped)
+}
+
+/// Slow read: a client asks for a response and reads none of it, so the
+/// proxy's writes stay blocked. After `send_timeout` (500 ms) the proxy
+/// closes the connection and lets go of the upstream exchange, which would
+/// otherwise hold an upstream connection for as long as the client likes;
+/// and the pool is not charged: it is the client's failure.
+#[tokio::test]
+async fn a_client_that_reads_nothing_is_closed_after_send_timeout() {
     // The connection's timer looks in at least every header_read_timeout.
-    let limits = server("send_timeout = \"500ms\"\nheader_read_timeout = \"500ms\"");
-    let proxy = TestProxy::start(&config(&limits, &[upstream.addr], guard)).await;
+    let (proxy, _upstream, dropped) =
+        proxy_before_endless_upstream("send_timeout = \"500ms\"\nheader_read_timeout = \"500ms\"").await;
 
     let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
     stream.write_all(b"GET /endless HTTP/1.1\r\nHost: app.test\r\n\r\n").await.unwrap();
@@ -1043,10 +1047,17 @@ async fn a_client_that_reads_nothing_is_closed_after_send_timeout() {
     let (_, closed) = read_until_closed(&mut stream, Duration::from_secs(20)).await;
     assert!(closed, "the connection of a client that read nothing stayed open");
 
+    assert_pool_not_charged(&proxy, "a client that read nothing").await;
+}
+
+/// The client's failure was not charged to pool `app`: its guard counted no
+/// failure, it is not tripped, and no upstream failure was counted.
+async fn assert_pool_not_charged(proxy: &TestProxy, client: &str) {
     let status = get_json(&proxy.admin_url("/status")).await;
     let pool = status["pools"].as_array().unwrap().iter().find(|p| p["name"] == "app").expect("pool app");
-    assert_eq!(pool["guard"]["failures"], 0, "a client that read nothing was charged to the pool: {status:#}");
-    assert_no_upstream_failures(&proxy).await;
+    assert_eq!(pool["guard"]["failures"], 0, "{client} was charged to the pool: {status:#}");
+    assert!(pool["tripped"].is_null(), "{status:#}");
+    assert_no_upstream_failures(proxy).await;
 }
 
 /// Every `cutover_upstream_failures_total` series is still 0.
@@ -1070,9 +1081,12 @@ mod frame {
     pub const HEADERS: u8 = 0x1;
     pub const RST_STREAM: u8 = 0x3;
     pub const SETTINGS: u8 = 0x4;
+    pub const PING: u8 = 0x6;
     pub const GOAWAY: u8 = 0x7;
+    pub const WINDOW_UPDATE: u8 = 0x8;
     pub const CONTINUATION: u8 = 0x9;
 
+    pub const ACK: u8 = 0x1;
     pub const END_STREAM: u8 = 0x1;
     pub const END_HEADERS: u8 = 0x4;
 
@@ -1116,6 +1130,11 @@ mod frame {
 
     pub fn rst(stream: u32, code: u32) -> Vec<u8> {
         frame(RST_STREAM, 0, stream, &code.to_be_bytes())
+    }
+
+    /// Room for `bytes` more on `stream` (0: the whole connection).
+    pub fn window_update(stream: u32, bytes: usize) -> Vec<u8> {
+        frame(WINDOW_UPDATE, 0, stream, &(bytes as u32).to_be_bytes())
     }
 
     /// One frame received.
@@ -1395,6 +1414,105 @@ async fn h2_continuation_flood_gets_goaway() {
 
     assert_eq!(h2_get(proxy.addr, "/after").await, 200);
     assert_fresh_request_ok(&proxy, &upstream, "/fresh").await;
+}
+
+/// Slow read the HTTP/2 way: the client reads every byte, so no write is
+/// ever stuck, but never opens stream 1's flow-control window, so its
+/// response stops after the first 64 KiB. Meanwhile it keeps stream 3
+/// flowing, so the connection looks busy. After `send_timeout` (500 ms) of
+/// stream 1 waiting, the proxy closes the connection (hyper cannot reset
+/// one stream) and lets go of the upstream exchanges; the pool is not
+/// charged.
+#[tokio::test]
+async fn an_h2_stream_given_no_window_is_closed_after_send_timeout() {
+    // A busy HTTP/2 connection's timer looks in every idle_timeout.
+    let (proxy, _upstream, dropped) =
+        proxy_before_endless_upstream("send_timeout = \"500ms\"\nidle_timeout = \"500ms\"").await;
+
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let mut hello = frame::preface();
+    hello.extend(frame::get(1, "/stalled"));
+    hello.extend(frame::get(3, "/flowing"));
+    stream.write_all(&hello).await.unwrap();
+    let end = Instant::now() + Duration::from_secs(20);
+    let mut flowing = 0;
+    let closed = loop {
+        let Some(f) = read_frame(&mut stream, end).await else { break Instant::now() < end };
+        // Otherwise a well-behaved client: settings and pings answered.
+        let reply = match f.kind {
+            frame::SETTINGS if f.flags & frame::ACK == 0 => frame::frame(frame::SETTINGS, frame::ACK, 0, &[]),
+            frame::PING if f.flags & frame::ACK == 0 => frame::frame(frame::PING, frame::ACK, 0, &f.payload),
+            frame::DATA if !f.payload.is_empty() => {
+                // Everything is read: the connection's window reopens for
+                // both streams, but only stream 3's own window does.
+                let mut reply = frame::window_update(0, f.payload.len());
+                if f.stream == 3 {
+                    flowing += f.payload.len();
+                    reply.extend(frame::window_update(3, f.payload.len()));
+                }
+                reply
+            }
+            _ => continue,
+        };
+        if stream.write_all(&reply).await.is_err() {
+            break true;
+        }
+    };
+    assert!(closed, "a connection with a stream given no window stayed open");
+    assert!(flowing > 256 << 10, "stream 3 did not flow meanwhile: {flowing} bytes");
+    eventually(DEADLINE, "the proxy to let go of the stalled exchanges", || dropped.load(Ordering::SeqCst)).await;
+
+    assert_pool_not_charged(&proxy, "a client that opened no window").await;
+}
+
+/// The other side of the rule above: a client on a slow link that opens the
+/// window a little at a time, every 100 ms, waits on flow control over and
+/// over but never for `send_timeout` (2 s) in one go, and is served for as
+/// long as it keeps up.
+#[tokio::test]
+async fn an_h2_stream_whose_window_opens_slowly_is_served() {
+    let (proxy, _upstream, dropped) =
+        proxy_before_endless_upstream("send_timeout = \"2s\"\nidle_timeout = \"500ms\"").await;
+
+    let stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut read, mut write) = stream.into_split();
+    let mut hello = frame::preface();
+    hello.extend(frame::get(1, "/slow"));
+    write.write_all(&hello).await.unwrap();
+    // The reader counts response bytes until the connection ends. (No
+    // SETTINGS ack and no PING answer: the proxy needs neither within 5 s.)
+    let received = Arc::new(AtomicUsize::new(0));
+    let reader = tokio::spawn({
+        let received = received.clone();
+        async move {
+            let end = Instant::now() + Duration::from_secs(60);
+            while let Some(f) = read_frame(&mut read, end).await {
+                if f.kind == frame::DATA {
+                    received.fetch_add(f.payload.len(), Ordering::SeqCst);
+                }
+            }
+        }
+    });
+    let served_for = Instant::now() + Duration::from_secs(5);
+    let mut granted = 0;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    while Instant::now() < served_for {
+        tick.tick().await;
+        let now = received.load(Ordering::SeqCst);
+        if now > granted {
+            let mut update = frame::window_update(0, now - granted);
+            update.extend(frame::window_update(1, now - granted));
+            write.write_all(&update).await.expect("the proxy closed a connection whose client kept up");
+            granted = now;
+        }
+        assert!(!reader.is_finished(), "the proxy closed a connection whose client kept up");
+    }
+    let received = received.load(Ordering::SeqCst);
+    // The first window and the send buffer are 192 KiB: beyond that,
+    // every byte came through a stall on flow control.
+    assert!(received > 512 << 10, "only {received} bytes in 5 s");
+    assert!(!dropped.load(Ordering::SeqCst), "the proxy let go of the response");
+    reader.abort();
 }
 
 // ---------------------------------------------------------------------------
