@@ -60,6 +60,10 @@ pub async fn release_after_bursts(mut closing: watch::Receiver<bool>) {
             _ = every.tick() => {}
             _ = crate::server::stopped(&mut closing) => return,
         }
+        // On the runtime's own thread, not a blocking one: the 2-5 ms a
+        // trim takes are spent in madvise with each arena's lock held, so
+        // a worker allocating from that arena would wait for it anyway, and
+        // a new thread would bring an arena of its own.
         let started = std::time::Instant::now();
         if let Some(released) = release_free_memory(RELEASE_AT) {
             tracing::debug!(
