@@ -19,6 +19,7 @@ use http_body::{Body, Frame, SizeHint};
 
 use crate::pool::UpstreamBody;
 use hyper::body::Incoming;
+use prometheus::IntCounter;
 use std::time::Duration;
 use tokio::time::Sleep;
 
@@ -106,18 +107,24 @@ pub struct RequestBody {
     /// Armed on the first wait, reset whenever data arrives; bodies that
     /// arrive whole never allocate it.
     timer: Option<Pin<Box<Sleep>>>,
+    /// Where the timeout is counted when it fires; `None` for a body that
+    /// has ended already and cannot wait (so a body-less request clones no
+    /// counter).
+    timed_out: Option<IntCounter>,
 }
 
 impl RequestBody {
-    /// Wrap `inner`, allowing `timeout` of silence between its frames.
-    pub fn new(inner: Incoming, timeout: Duration) -> RequestBody {
-        RequestBody { inner: Some(inner), timeout, timer: None }
+    /// Wrap `inner`, allowing `timeout` of silence between its frames;
+    /// each timeout is counted in `timed_out`.
+    pub fn new(inner: Incoming, timeout: Duration, timed_out: &IntCounter) -> RequestBody {
+        let timed_out = (!inner.is_end_stream()).then(|| timed_out.clone());
+        RequestBody { inner: Some(inner), timeout, timer: None, timed_out }
     }
 
     /// No body: for a body-less request sent a second time, whose first
     /// (already ended) body went with the first attempt.
     pub fn empty() -> RequestBody {
-        RequestBody { inner: None, timeout: Duration::ZERO, timer: None }
+        RequestBody { inner: None, timeout: Duration::ZERO, timer: None, timed_out: None }
     }
 }
 
@@ -141,7 +148,12 @@ impl Body for RequestBody {
                 let timeout = this.timeout;
                 let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
                 match timer.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Some(Err(RequestBodyError::Timeout(timeout)))),
+                    Poll::Ready(()) => {
+                        if let Some(counter) = this.timed_out.take() {
+                            counter.inc();
+                        }
+                        Poll::Ready(Some(Err(RequestBodyError::Timeout(timeout))))
+                    }
                     Poll::Pending => Poll::Pending,
                 }
             }

@@ -316,7 +316,7 @@ impl Control {
             tripped: &tripped,
         };
         let (snapshot, _) = Snapshot::build(config.clone(), state.revision, None, inputs);
-        let proxy = Arc::new(Proxy::new(snapshot, seed));
+        let proxy = Arc::new(Proxy::new(snapshot, seed, metrics.client_timeouts()));
         let control = Control {
             proxy,
             metrics,

@@ -47,6 +47,26 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     /// `cutover_config_revision`.
     pub config_revision: IntGauge,
+    /// `cutover_client_timeouts_total{timeout}`.
+    pub client_timeouts: IntCounterVec,
+}
+
+/// The protective client timeouts, as the `timeout` label.
+pub const CLIENT_TIMEOUTS: [&str; 4] = ["header_read", "body_read", "send", "tls_handshake"];
+
+/// Handles for `cutover_client_timeouts_total`, one per timeout, resolved
+/// once: each fires only when a client is cut off.
+#[derive(Debug, Clone)]
+pub struct ClientTimeouts {
+    /// A request head not complete within `header_read_timeout` (or a new
+    /// connection that sent nothing).
+    pub header_read: IntCounter,
+    /// A request body silent for `body_read_timeout` (the `408`).
+    pub body_read: IntCounter,
+    /// A response the client took nothing of for `send_timeout`.
+    pub send: IntCounter,
+    /// A TLS handshake not done within its 10 s.
+    pub tls_handshake: IntCounter,
 }
 
 /// Status classes, as the `code` label: index = first digit - 1.
@@ -126,13 +146,28 @@ impl Metrics {
             ),
             config_reloads: counter("cutover_config_reloads_total", "Config reload attempts, by result.", &["result"]),
             config_revision,
+            client_timeouts: counter(
+                "cutover_client_timeouts_total",
+                "Clients cut off by a protective timeout: header_read, body_read, send or tls_handshake.",
+                &["timeout"],
+            ),
             registry,
         };
         // Counters exist at 0 from the start, so `increase()` sees the first event.
         for result in ["ok", "error"] {
             let _ = metrics.config_reloads.with_label_values(&[result]);
         }
+        for timeout in CLIENT_TIMEOUTS {
+            let _ = metrics.client_timeouts.with_label_values(&[timeout]);
+        }
         metrics
+    }
+
+    /// `cutover_client_timeouts_total` handles.
+    pub fn client_timeouts(&self) -> ClientTimeouts {
+        let [header_read, body_read, send, tls_handshake] =
+            CLIENT_TIMEOUTS.map(|timeout| self.client_timeouts.with_label_values(&[timeout]));
+        ClientTimeouts { header_read, body_read, send, tls_handshake }
     }
 
     /// Handles for one backend.

@@ -20,6 +20,7 @@ use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response, Uri, Version};
 use hyper::body::{Body as _, Incoming};
+use prometheus::IntCounter;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::{Instant, Sleep};
@@ -29,6 +30,7 @@ use crate::config::ForceMatch;
 use crate::error::{ProxyError, UpstreamFailure};
 use crate::exchange::{Exchange, Recorders};
 use crate::headers;
+use crate::metrics::ClientTimeouts;
 use crate::pool::{Backend, Conn, H1Body, H1Conn, H1Error, H1Head, Pool, Reuse, UpstreamBody};
 use crate::snapshot::{self, Route, Snapshot, Sticky};
 use crate::split::{self, Split};
@@ -42,6 +44,8 @@ pub struct Proxy {
     seeds: AtomicU64,
     /// Upgraded (WebSocket) tunnels, counted for shutdown.
     tunnels: Arc<tunnel::Tunnels>,
+    /// Counts of clients cut off by the protective timeouts.
+    timeouts: ClientTimeouts,
 }
 
 /// What the proxy knows about one downstream connection.
@@ -75,9 +79,20 @@ impl ConnInfo {
 }
 
 impl Proxy {
-    /// A proxy serving `snapshot`, drawing connection seeds from `seed`.
-    pub fn new(snapshot: Snapshot, seed: u64) -> Proxy {
-        Proxy { snapshot: ArcSwap::from_pointee(snapshot), seeds: AtomicU64::new(seed), tunnels: Arc::default() }
+    /// A proxy serving `snapshot`, drawing connection seeds from `seed`,
+    /// counting its clients' timeouts in `timeouts`.
+    pub fn new(snapshot: Snapshot, seed: u64, timeouts: ClientTimeouts) -> Proxy {
+        Proxy {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            seeds: AtomicU64::new(seed),
+            tunnels: Arc::default(),
+            timeouts,
+        }
+    }
+
+    /// Where clients cut off by a timeout are counted.
+    pub fn client_timeouts(&self) -> &ClientTimeouts {
+        &self.timeouts
     }
 
     /// The upgraded tunnels this proxy carries.
@@ -116,7 +131,7 @@ impl Proxy {
     ) -> Handling<impl Future<Output = Response<ProxyBody>>> {
         let snapshot = self.snapshot.load_full();
         let mut rng = conn.request_rng();
-        match plan(&snapshot, conn, &mut rng, req) {
+        match plan(&snapshot, conn, &mut rng, req, &self.timeouts.body_read) {
             Ok(plan) => {
                 let tunnels = plan.target.downstream_upgrade.is_some().then(|| self.tunnels.clone());
                 Handling::Forwarding { forwarding: forward(snapshot, rng, plan, tunnels) }
@@ -192,9 +207,15 @@ struct Plan {
 
 /// Route, choose a pool and a backend, rewrite the head, and start the
 /// exchange's clock.
-fn plan(snapshot: &Snapshot, conn: &ConnInfo, rng: &mut SmallRng, req: Request<Incoming>) -> Result<Plan, ProxyError> {
+fn plan(
+    snapshot: &Snapshot,
+    conn: &ConnInfo,
+    rng: &mut SmallRng,
+    req: Request<Incoming>,
+    body_timeouts: &IntCounter,
+) -> Result<Plan, ProxyError> {
     let started = Instant::now();
-    let (target, request) = prepare(snapshot, conn, rng, req)?;
+    let (target, request) = prepare(snapshot, conn, rng, req, body_timeouts)?;
     let route = &snapshot.routes[target.route];
     let (pool, codes) = (&route.targets[target.target], &route.codes[target.target]);
     let backend: Arc<Backend> = pool.pick(rng, None).ok_or(ProxyError::NoBackend)?.clone();
@@ -381,6 +402,7 @@ fn prepare(
     conn: &ConnInfo,
     rng: &mut SmallRng,
     req: Request<Incoming>,
+    body_timeouts: &IntCounter,
 ) -> Result<(Target, Request<RequestBody>), ProxyError> {
     let (mut parts, body) = req.into_parts();
     check_framing(&parts, snapshot.max_request_header_bytes)?;
@@ -422,7 +444,7 @@ fn prepare(
     let repeatable = body.is_end_stream() && is_idempotent(&parts.method);
     let replayable = body.is_end_stream() || is_idempotent(&parts.method);
     let inline = body.is_end_stream() && upgrade.is_none() && parts.method != Method::CONNECT;
-    let body = RequestBody::new(body, snapshot.body_read_timeout);
+    let body = RequestBody::new(body, snapshot.body_read_timeout, body_timeouts);
     let mut request = Request::from_parts(parts, body);
     let downstream_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
     let new_cookie = match (choice.new_cookie, &route.sticky) {

@@ -340,6 +340,7 @@ impl Connection {
             },
             _ = tokio::time::sleep_until(accepted + self.limits.header_read_timeout.min(self.limits.idle_timeout)) => {
                 tracing::debug!(%peer, "no request head within header_read_timeout; closing");
+                self.proxy.client_timeouts().header_read.inc();
                 return;
             }
             _ = stopped(&mut self.shutdown) => return,
@@ -361,7 +362,10 @@ impl Connection {
                 self.run(stream, peer, "https", protocol, Instant::now()).await
             }
             Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
-            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                self.proxy.client_timeouts().tls_handshake.inc();
+            }
         }
     }
 
@@ -428,6 +432,7 @@ impl Connection {
                         // Still owing a request head: a slowloris, or a client
                         // gone quiet mid-head. Closing is all it deserves.
                         tracing::debug!(%peer, "request head not received within header_read_timeout; closing");
+                        self.proxy.client_timeouts().header_read.inc();
                         return;
                     }
                     let write_deadline = activity.write_deadline(send_timeout);
@@ -439,6 +444,7 @@ impl Connection {
                         // also one stream the client gives no window: hyper
                         // cannot reset a single stream, so the connection goes.
                         tracing::debug!(%peer, "client took nothing of a response within send_timeout; closing");
+                        self.proxy.client_timeouts().send.inc();
                         return;
                     }
                     if !closing && activity.idle_for() >= Some(idle_timeout) {

@@ -823,6 +823,7 @@ async fn slowloris_head_is_closed_after_header_read_timeout() {
     assert!(started.elapsed() >= Duration::from_millis(400), "closed before the timeout: {took:?}");
     assert!(upstream.requests().is_empty(), "{:#?}", upstream.requests());
     assert_fresh_request_ok(&proxy, &upstream, "/fresh").await;
+    assert_eq!(client_timeouts(&proxy, "header_read").await, 1.0, "the cut was not counted");
 }
 
 /// A connection that never sends a byte owes its first head from accept.
@@ -983,6 +984,7 @@ async fn slow_post_is_408_and_not_charged_to_the_pool() {
     assert_eq!(out.only().body, b"100 bytes");
     assert_eq!(upstream.hits(), 2);
     assert_no_upstream_failures(&proxy).await;
+    assert_eq!(client_timeouts(&proxy, "body_read").await, 1.0, "the 408 was not counted");
 }
 
 /// An endless response body that says when it is dropped: whoever read it
@@ -1048,6 +1050,7 @@ async fn a_client_that_reads_nothing_is_closed_after_send_timeout() {
     assert!(closed, "the connection of a client that read nothing stayed open");
 
     assert_pool_not_charged(&proxy, "a client that read nothing").await;
+    assert_eq!(client_timeouts(&proxy, "send").await, 1.0, "the cut was not counted");
 }
 
 /// The client's failure was not charged to pool `app`: its guard counted no
@@ -1463,6 +1466,7 @@ async fn an_h2_stream_given_no_window_is_closed_after_send_timeout() {
     eventually(DEADLINE, "the proxy to let go of the stalled exchanges", || dropped.load(Ordering::SeqCst)).await;
 
     assert_pool_not_charged(&proxy, "a client that opened no window").await;
+    assert_eq!(client_timeouts(&proxy, "send").await, 1.0, "the cut was not counted");
 }
 
 /// The other side of the rule above: a client on a slow link that opens the
@@ -1512,6 +1516,7 @@ async fn an_h2_stream_whose_window_opens_slowly_is_served() {
     // every byte came through a stall on flow control.
     assert!(received > 512 << 10, "only {received} bytes in 5 s");
     assert!(!dropped.load(Ordering::SeqCst), "the proxy let go of the response");
+    assert_eq!(client_timeouts(&proxy, "send").await, 0.0, "a client that kept up was counted as cut off");
     reader.abort();
 }
 

@@ -84,6 +84,27 @@ async fn h1_get(sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes
     (status, String::from_utf8_lossy(&res.into_body().collect().await.unwrap().to_bytes()).into_owned())
 }
 
+/// A proxy whose HTTPS listener serves a new certificate labelled
+/// `label`, from files in `dir` (so a test can rotate them), in front of
+/// an upstream named `app`.
+struct TlsProxy {
+    dir: tempfile::TempDir,
+    cert: Cert,
+    upstream: Upstream,
+    proxy: TestProxy,
+    addr: SocketAddr,
+}
+
+async fn start_tls_proxy(label: &str) -> TlsProxy {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = make_cert(label);
+    write_cert(dir.path(), &cert);
+    let upstream = Upstream::named("app").await;
+    let proxy = tls_proxy(dir.path(), &upstream).await;
+    let addr = proxy.tls_addr.expect("tls listener");
+    TlsProxy { dir, cert, upstream, proxy, addr }
+}
+
 async fn tls_proxy(dir: &Path, upstream: &Upstream) -> TestProxy {
     TestProxy::start(&format!(
         "[server]\nlisten = [\"127.0.0.1:0\"]\n[server.tls]\nlisten = \"127.0.0.1:0\"\ncert = \"{}\"\nkey = \"{}\"\n\
@@ -97,12 +118,7 @@ async fn tls_proxy(dir: &Path, upstream: &Upstream) -> TestProxy {
 
 #[tokio::test]
 async fn https_listener_serves_http1_and_h2_by_alpn() {
-    let dir = tempfile::tempdir().unwrap();
-    let cert = make_cert("first");
-    write_cert(dir.path(), &cert);
-    let upstream = Upstream::named("app").await;
-    let proxy = tls_proxy(dir.path(), &upstream).await;
-    let tls_addr = proxy.tls_addr.expect("tls listener");
+    let TlsProxy { dir: _dir, cert, upstream, proxy: _proxy, addr: tls_addr } = start_tls_proxy("first").await;
 
     let stream = tls_connect(tls_addr, client_config(&[&cert], b"http/1.1")).await.unwrap();
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
@@ -131,14 +147,30 @@ async fn https_listener_serves_http1_and_h2_by_alpn() {
     assert_eq!(h1_get(&mut h1).await, (StatusCode::OK, "app".to_string()));
 }
 
+/// A client that opens a connection to the HTTPS listener and never
+/// finishes its handshake (here: sends half a record header) is closed
+/// after the handshake's 10 s, counted, and other clients are served.
+#[tokio::test]
+async fn a_handshake_that_never_finishes_is_closed_and_counted() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let TlsProxy { dir: _dir, cert, upstream: _upstream, proxy, addr: tls_addr } = start_tls_proxy("stalled").await;
+
+    let mut stalled = tokio::net::TcpStream::connect(tls_addr).await.unwrap();
+    stalled.write_all(&[0x16, 0x03]).await.unwrap();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(30), stalled.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "a stalled handshake was not closed within 30 s: {read:?}");
+    assert_eq!(client_timeouts(&proxy, "tls_handshake").await, 1.0, "the cut was not counted");
+
+    let stream = tls_connect(tls_addr, client_config(&[&cert], b"http/1.1")).await.unwrap();
+    let mut h1 = h1_over(stream).await;
+    assert_eq!(h1_get(&mut h1).await, (StatusCode::OK, "app".to_string()));
+}
+
 #[tokio::test]
 async fn a_rotated_certificate_applies_without_dropping_connections() {
-    let dir = tempfile::tempdir().unwrap();
-    let first = make_cert("first");
-    write_cert(dir.path(), &first);
-    let upstream = Upstream::named("app").await;
-    let proxy = tls_proxy(dir.path(), &upstream).await;
-    let tls_addr = proxy.tls_addr.unwrap();
+    let TlsProxy { dir, cert: first, upstream: _upstream, proxy: _proxy, addr: tls_addr } =
+        start_tls_proxy("first").await;
     let trust_both = |second: &Cert| client_config(&[&first, second], b"http/1.1");
 
     let stream = tls_connect(tls_addr, client_config(&[&first], b"http/1.1")).await.unwrap();
