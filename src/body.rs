@@ -13,15 +13,15 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-
-use crate::pool::UpstreamBody;
 use hyper::body::Incoming;
 use prometheus::IntCounter;
-use std::time::Duration;
 use tokio::time::Sleep;
+
+use crate::pool::UpstreamBody;
 
 /// A response body.
 #[derive(Debug)]
