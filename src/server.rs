@@ -415,6 +415,9 @@ impl Connection {
         );
         tokio::pin!(timer);
         let mut closing = false;
+        // Set when an HTTP/2 stream's stall sent the GOAWAY: the other
+        // streams may finish until then.
+        let mut hard_close: Option<Instant> = None;
         loop {
             // Biased, shutdown first: when the shutdown flag and a backend's
             // answer are ready in the same poll, the answer must already go
@@ -435,24 +438,45 @@ impl Connection {
                         self.proxy.client_timeouts().header_read.inc();
                         return;
                     }
+                    if hard_close.is_some_and(|d| d <= now) {
+                        tracing::debug!(%peer, "streams still open send_timeout after the GOAWAY; closing");
+                        return;
+                    }
                     let write_deadline = activity.write_deadline(send_timeout);
                     if write_deadline.is_some_and(|d| d <= now) {
                         // A response has waited that long on a client that
                         // takes none of it (a slow-read attack, or a client
                         // gone without closing): free the connection and the
-                        // upstream exchange it holds. Over HTTP/2 that is
-                        // also one stream the client gives no window: hyper
-                        // cannot reset a single stream, so the connection goes.
-                        tracing::debug!(%peer, "client took nothing of a response within send_timeout; closing");
+                        // upstream exchange it holds.
+                        tracing::debug!(%peer, "client read nothing of the response within send_timeout; closing");
                         self.proxy.client_timeouts().send.inc();
                         return;
+                    }
+                    let mut stall_deadline = None;
+                    if hard_close.is_none() {
+                        stall_deadline = activity.stream_stall_deadline(send_timeout);
+                        if stall_deadline.is_some_and(|d| d <= now) {
+                            // One HTTP/2 stream has waited that long for the
+                            // client to open its window. hyper cannot reset
+                            // one stream, so the connection goes, gracefully:
+                            // a GOAWAY, and the other streams get one more
+                            // send_timeout to finish.
+                            tracing::debug!(%peer, "a stream waited send_timeout for the client's window; closing");
+                            self.proxy.client_timeouts().send.inc();
+                            if !closing {
+                                closing = true;
+                                conn.as_mut().graceful_shutdown();
+                            }
+                            hard_close = Some(now + send_timeout);
+                            stall_deadline = None;
+                        }
                     }
                     if !closing && activity.idle_for() >= Some(idle_timeout) {
                         closing = true;
                         conn.as_mut().graceful_shutdown();
                     }
                     let mut next = activity.next_check(now, header_read_timeout, idle_timeout, closing);
-                    if let Some(deadline) = write_deadline {
+                    for deadline in [write_deadline, stall_deadline, hard_close].into_iter().flatten() {
                         next = next.min(deadline);
                     }
                     timer.as_mut().rearm().reset(next);
@@ -601,19 +625,24 @@ impl Activity {
         }
     }
 
-    /// When a response to a client that takes nothing of it runs out of
-    /// time: the socket full since the last write, or over HTTP/2 a
-    /// stream's chunk waiting for the client to open its flow-control
-    /// window (which a client can do while reading everything else).
+    /// When writes to a client that takes nothing run out of time.
     fn write_deadline(&self, timeout: Duration) -> Option<Instant> {
-        let mut since = self.write_blocked_ms.load(Ordering::Relaxed);
-        if self.h2.load(Ordering::Relaxed) {
-            let stalls = self.stream_stalls.lock().unwrap_or_else(PoisonError::into_inner);
-            for stall in stalls.iter().filter_map(Weak::upgrade) {
-                since = since.min(stall.load(Ordering::Relaxed));
-            }
+        match self.write_blocked_ms.load(Ordering::Relaxed) {
+            NOT_BLOCKED => None,
+            ms => Some(self.epoch + Duration::from_millis(ms) + timeout),
         }
-        (since != NOT_BLOCKED).then(|| self.epoch + Duration::from_millis(since) + timeout)
+    }
+
+    /// HTTP/2: when the stream that has waited longest for the client to
+    /// open its flow-control window (while the client may read everything
+    /// else) runs out of time.
+    fn stream_stall_deadline(&self, timeout: Duration) -> Option<Instant> {
+        if !self.h2.load(Ordering::Relaxed) {
+            return None;
+        }
+        let stalls = self.stream_stalls.lock().unwrap_or_else(PoisonError::into_inner);
+        let since = stalls.iter().filter_map(Weak::upgrade).map(|stall| stall.load(Ordering::Relaxed)).min();
+        since.filter(|&ms| ms != NOT_BLOCKED).map(|ms| self.epoch + Duration::from_millis(ms) + timeout)
     }
 
     /// A stall clock for one HTTP/2 response stream, for the connection's

@@ -1013,19 +1013,35 @@ impl Drop for EndlessBody {
 }
 
 /// A proxy with `[server]` settings `limits` in front of an upstream whose
-/// every response is endless, its pool guarded (so a charge would show);
-/// and a flag that turns true when the proxy lets go of a response.
-async fn proxy_before_endless_upstream(limits: &str) -> (TestProxy, Upstream, Arc<std::sync::atomic::AtomicBool>) {
+/// every response is endless (but `/held`'s: that one waits for `release`,
+/// then answers `held`), its pool guarded, so a charge would show.
+struct EndlessProxy {
+    proxy: TestProxy,
+    _upstream: Upstream,
+    /// Turns true when the proxy lets go of an endless response.
+    dropped: Arc<std::sync::atomic::AtomicBool>,
+    release: watch::Sender<bool>,
+}
+
+async fn proxy_before_endless_upstream(limits: &str) -> EndlessProxy {
     let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (release, released) = watch::channel(false);
     let flag = dropped.clone();
-    let upstream = Upstream::with_handler("app", move |_req| {
+    let upstream = Upstream::with_handler("app", move |req| {
         let body = EndlessBody { chunk: Bytes::from(vec![b'x'; 64 << 10]), dropped: flag.clone() };
-        async move { http::Response::new(body.map_err(|e| match e {}).boxed()) }
+        let mut released = released.clone();
+        async move {
+            if req.uri().path() == "/held" {
+                let _ = released.wait_for(|r| *r).await;
+                return text(StatusCode::OK, "held");
+            }
+            http::Response::new(body.map_err(|e| match e {}).boxed())
+        }
     })
     .await;
     let guard = "[pools.app.guard]\nmax_error_rate = 0.5\nmin_requests = 1\n";
     let proxy = TestProxy::start(&config(&server(limits), &[upstream.addr], guard)).await;
-    (proxy, upstream, dropped)
+    EndlessProxy { proxy, _upstream: upstream, dropped, release }
 }
 
 /// Slow read: a client asks for a response and reads none of it, so the
@@ -1036,7 +1052,7 @@ async fn proxy_before_endless_upstream(limits: &str) -> (TestProxy, Upstream, Ar
 #[tokio::test]
 async fn a_client_that_reads_nothing_is_closed_after_send_timeout() {
     // The connection's timer looks in at least every header_read_timeout.
-    let (proxy, _upstream, dropped) =
+    let EndlessProxy { proxy, _upstream, dropped, .. } =
         proxy_before_endless_upstream("send_timeout = \"500ms\"\nheader_read_timeout = \"500ms\"").await;
 
     let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
@@ -1422,37 +1438,49 @@ async fn h2_continuation_flood_gets_goaway() {
 /// Slow read the HTTP/2 way: the client reads every byte, so no write is
 /// ever stuck, but never opens stream 1's flow-control window, so its
 /// response stops after the first 64 KiB. Meanwhile it keeps stream 3
-/// flowing, so the connection looks busy. After `send_timeout` (500 ms) of
-/// stream 1 waiting, the proxy closes the connection (hyper cannot reset
-/// one stream) and lets go of the upstream exchanges; the pool is not
-/// charged.
+/// flowing, so the connection looks busy, and has stream 5 waiting on the
+/// backend. After `send_timeout` (500 ms) of stream 1 waiting, hyper cannot
+/// reset that one stream, so the proxy closes the connection, gracefully: a
+/// GOAWAY, then stream 5 (answered only now) still completes, and one
+/// `send_timeout` later the connection is closed, the upstream exchanges
+/// let go, and the pool is not charged.
 #[tokio::test]
 async fn an_h2_stream_given_no_window_is_closed_after_send_timeout() {
     // A busy HTTP/2 connection's timer looks in every idle_timeout.
-    let (proxy, _upstream, dropped) =
+    let EndlessProxy { proxy, _upstream, dropped, release } =
         proxy_before_endless_upstream("send_timeout = \"500ms\"\nidle_timeout = \"500ms\"").await;
 
     let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
     let mut hello = frame::preface();
     hello.extend(frame::get(1, "/stalled"));
     hello.extend(frame::get(3, "/flowing"));
+    hello.extend(frame::get(5, "/held"));
     stream.write_all(&hello).await.unwrap();
     let end = Instant::now() + Duration::from_secs(20);
-    let mut flowing = 0;
+    let (mut flowing, mut goaway, mut held_answered) = (0, None, false);
     let closed = loop {
         let Some(f) = read_frame(&mut stream, end).await else { break Instant::now() < end };
         // Otherwise a well-behaved client: settings and pings answered.
         let reply = match f.kind {
             frame::SETTINGS if f.flags & frame::ACK == 0 => frame::frame(frame::SETTINGS, frame::ACK, 0, &[]),
             frame::PING if f.flags & frame::ACK == 0 => frame::frame(frame::PING, frame::ACK, 0, &f.payload),
-            frame::DATA if !f.payload.is_empty() => {
-                // Everything is read: the connection's window reopens for
-                // both streams, but only stream 3's own window does.
-                let mut reply = frame::window_update(0, f.payload.len());
-                if f.stream == 3 {
-                    flowing += f.payload.len();
-                    reply.extend(frame::window_update(3, f.payload.len()));
+            frame::GOAWAY => {
+                goaway = Some(Instant::now());
+                release.send_replace(true);
+                continue;
+            }
+            frame::DATA => {
+                held_answered |= f.stream == 5 && f.flags & frame::END_STREAM != 0;
+                if f.payload.is_empty() {
+                    continue;
                 }
+                // Everything is read: the connection's window reopens for
+                // every stream, but stream 1's own window never does.
+                let mut reply = frame::window_update(0, f.payload.len());
+                if f.stream != 1 {
+                    reply.extend(frame::window_update(f.stream, f.payload.len()));
+                }
+                flowing += if f.stream == 3 { f.payload.len() } else { 0 };
                 reply
             }
             _ => continue,
@@ -1462,6 +1490,8 @@ async fn an_h2_stream_given_no_window_is_closed_after_send_timeout() {
         }
     };
     assert!(closed, "a connection with a stream given no window stayed open");
+    assert!(goaway.is_some(), "the connection was closed without a GOAWAY");
+    assert!(held_answered, "a stream answered after the GOAWAY did not complete before the close");
     assert!(flowing > 256 << 10, "stream 3 did not flow meanwhile: {flowing} bytes");
     eventually(DEADLINE, "the proxy to let go of the stalled exchanges", || dropped.load(Ordering::SeqCst)).await;
 
@@ -1475,7 +1505,7 @@ async fn an_h2_stream_given_no_window_is_closed_after_send_timeout() {
 /// long as it keeps up.
 #[tokio::test]
 async fn an_h2_stream_whose_window_opens_slowly_is_served() {
-    let (proxy, _upstream, dropped) =
+    let EndlessProxy { proxy, _upstream, dropped, .. } =
         proxy_before_endless_upstream("send_timeout = \"2s\"\nidle_timeout = \"500ms\"").await;
 
     let stream = TcpStream::connect(proxy.addr).await.unwrap();
