@@ -52,14 +52,17 @@ pub struct Metrics {
 }
 
 /// The protective client timeouts, as the `timeout` label.
-pub const CLIENT_TIMEOUTS: [&str; 4] = ["header_read", "body_read", "send", "tls_handshake"];
+pub const CLIENT_TIMEOUTS: [&str; 5] = ["no_request", "header_read", "body_read", "send", "tls_handshake"];
 
 /// Handles for `cutover_client_timeouts_total`, one per timeout, resolved
 /// once: each fires only when a client is cut off.
 #[derive(Debug, Clone)]
 pub struct ClientTimeouts {
-    /// A request head not complete within `header_read_timeout` (or a new
-    /// connection that sent nothing).
+    /// A connection that sent no byte of a request within
+    /// `header_read_timeout`: a browser's unused preconnect, a port scan.
+    /// Apart from `header_read`, so that one is not drowned by them.
+    pub no_request: IntCounter,
+    /// A request head begun and not complete within `header_read_timeout`.
     pub header_read: IntCounter,
     /// A request body silent for `body_read_timeout` (the `408`).
     pub body_read: IntCounter,
@@ -148,7 +151,7 @@ impl Metrics {
             config_revision,
             client_timeouts: counter(
                 "cutover_client_timeouts_total",
-                "Clients cut off by a protective timeout: header_read, body_read, send or tls_handshake.",
+                "Clients cut off by a protective timeout: no_request, header_read, body_read, send or tls_handshake.",
                 &["timeout"],
             ),
             registry,
@@ -165,9 +168,9 @@ impl Metrics {
 
     /// `cutover_client_timeouts_total` handles.
     pub fn client_timeouts(&self) -> ClientTimeouts {
-        let [header_read, body_read, send, tls_handshake] =
+        let [no_request, header_read, body_read, send, tls_handshake] =
             CLIENT_TIMEOUTS.map(|timeout| self.client_timeouts.with_label_values(&[timeout]));
-        ClientTimeouts { header_read, body_read, send, tls_handshake }
+        ClientTimeouts { no_request, header_read, body_read, send, tls_handshake }
     }
 
     /// Handles for one backend.

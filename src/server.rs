@@ -339,8 +339,8 @@ impl Connection {
                 }
             },
             _ = tokio::time::sleep_until(accepted + self.limits.header_read_timeout.min(self.limits.idle_timeout)) => {
-                tracing::debug!(%peer, "no request head within header_read_timeout; closing");
-                self.proxy.client_timeouts().header_read.inc();
+                tracing::debug!(%peer, "no request within header_read_timeout; closing");
+                self.proxy.client_timeouts().no_request.inc();
                 return;
             }
             _ = stopped(&mut self.shutdown) => return,
@@ -435,7 +435,9 @@ impl Connection {
                         // Still owing a request head: a slowloris, or a client
                         // gone quiet mid-head. Closing is all it deserves.
                         tracing::debug!(%peer, "request head not received within header_read_timeout; closing");
-                        self.proxy.client_timeouts().header_read.inc();
+                        let timeouts = self.proxy.client_timeouts();
+                        let silent = activity.silent.load(Ordering::Relaxed);
+                        if silent { &timeouts.no_request } else { &timeouts.header_read }.inc();
                         return;
                     }
                     if hard_close.is_some_and(|d| d <= now) {
@@ -552,6 +554,8 @@ struct Activity {
     /// The head just read carried both `Content-Length` and
     /// `Transfer-Encoding` (hyper drops the former before we could see it).
     framing_conflict: AtomicBool,
+    /// No byte has arrived yet (after the TLS handshake, if any).
+    silent: AtomicBool,
     /// Milliseconds since `epoch` at which a write to the client last found
     /// its socket full, with nothing written since ([`NOT_BLOCKED`]: none).
     write_blocked_ms: AtomicU64,
@@ -580,6 +584,7 @@ impl Activity {
             head_started_ms: AtomicU64::new(0),
             h2: AtomicBool::new(false),
             framing_conflict: AtomicBool::new(false),
+            silent: AtomicBool::new(true),
             write_blocked_ms: AtomicU64::new(NOT_BLOCKED),
             stream_stalls: Mutex::new(Vec::new()),
         }
@@ -597,8 +602,13 @@ impl Activity {
 
     /// Bytes arrived: if no request is in flight they start a request head.
     fn saw_bytes(&self) {
-        if self.active.load(Ordering::Relaxed) == 0 && self.head_started_ms.load(Ordering::Relaxed) == NO_HEAD {
-            self.head_started_ms.store(self.now_ms(), Ordering::Relaxed);
+        if self.active.load(Ordering::Relaxed) == 0 {
+            if self.head_started_ms.load(Ordering::Relaxed) == NO_HEAD {
+                self.head_started_ms.store(self.now_ms(), Ordering::Relaxed);
+            }
+            if self.silent.load(Ordering::Relaxed) {
+                self.silent.store(false, Ordering::Relaxed);
+            }
         }
     }
 

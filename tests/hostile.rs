@@ -824,6 +824,7 @@ async fn slowloris_head_is_closed_after_header_read_timeout() {
     assert!(upstream.requests().is_empty(), "{:#?}", upstream.requests());
     assert_fresh_request_ok(&proxy, &upstream, "/fresh").await;
     assert_eq!(client_timeouts(&proxy, "header_read").await, 1.0, "the cut was not counted");
+    assert_eq!(client_timeouts(&proxy, "no_request").await, 0.0, "a slowloris counted as a silent connection");
 }
 
 /// A connection that never sends a byte owes its first head from accept.
@@ -839,6 +840,9 @@ async fn silent_connection_is_closed_after_header_read_timeout() {
     assert!(started.elapsed() >= Duration::from_millis(400), "closed too early: {:?}", started.elapsed());
     assert!(upstream.requests().is_empty());
     assert_fresh_request_ok(&proxy, &upstream, "/fresh").await;
+    // Counted apart from the slowloris: a browser's unused preconnect looks the same.
+    assert_eq!(client_timeouts(&proxy, "no_request").await, 1.0, "the cut was not counted");
+    assert_eq!(client_timeouts(&proxy, "header_read").await, 0.0, "a silent connection counted as a slowloris");
 }
 
 /// A connection to `proxy` whose first bytes come in two packets: `first`,

@@ -96,18 +96,23 @@ struct TlsProxy {
 }
 
 async fn start_tls_proxy(label: &str) -> TlsProxy {
+    start_tls_proxy_with(label, "").await
+}
+
+/// [`start_tls_proxy`], with more `[server]` settings.
+async fn start_tls_proxy_with(label: &str, server: &str) -> TlsProxy {
     let dir = tempfile::tempdir().unwrap();
     let cert = make_cert(label);
     write_cert(dir.path(), &cert);
     let upstream = Upstream::named("app").await;
-    let proxy = tls_proxy(dir.path(), &upstream).await;
+    let proxy = tls_proxy(dir.path(), &upstream, server).await;
     let addr = proxy.tls_addr.expect("tls listener");
     TlsProxy { dir, cert, upstream, proxy, addr }
 }
 
-async fn tls_proxy(dir: &Path, upstream: &Upstream) -> TestProxy {
+async fn tls_proxy(dir: &Path, upstream: &Upstream, server: &str) -> TestProxy {
     TestProxy::start(&format!(
-        "[server]\nlisten = [\"127.0.0.1:0\"]\n[server.tls]\nlisten = \"127.0.0.1:0\"\ncert = \"{}\"\nkey = \"{}\"\n\
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n{server}\n[server.tls]\nlisten = \"127.0.0.1:0\"\ncert = \"{}\"\nkey = \"{}\"\n\
          [pools.app]\nbackends = [\"{}\"]\n[[routes]]\nname = \"app\"\nsplit = {{ app = 1 }}\n",
         dir.join("tls.crt").display(),
         dir.join("tls.key").display(),
@@ -165,6 +170,22 @@ async fn a_handshake_that_never_finishes_is_closed_and_counted() {
     let stream = tls_connect(tls_addr, client_config(&[&cert], b"http/1.1")).await.unwrap();
     let mut h1 = h1_over(stream).await;
     assert_eq!(h1_get(&mut h1).await, (StatusCode::OK, "app".to_string()));
+}
+
+/// A client that completes the handshake and then sends nothing is closed
+/// after `header_read_timeout`, and counted as a connection that sent no
+/// request, not as a slowloris.
+#[tokio::test]
+async fn a_silent_tls_connection_is_closed_and_counted_as_no_request() {
+    use tokio::io::AsyncReadExt;
+    let TlsProxy { dir: _dir, cert, upstream: _upstream, proxy, addr } =
+        start_tls_proxy_with("silent", "header_read_timeout = \"500ms\"").await;
+    let mut silent = tls_connect(addr, client_config(&[&cert], b"http/1.1")).await.unwrap();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(10), silent.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "a silent TLS connection was not closed within 10 s: {read:?}");
+    assert_eq!(client_timeouts(&proxy, "no_request").await, 1.0, "the cut was not counted");
+    assert_eq!(client_timeouts(&proxy, "header_read").await, 0.0, "a silent connection counted as a slowloris");
 }
 
 #[tokio::test]
