@@ -380,7 +380,6 @@ impl Connection {
         activity.h2.store(protocol == Protocol::Http2, Ordering::Relaxed);
         let proxy = self.proxy.clone();
         let tracker = activity.clone();
-        let h2 = protocol == Protocol::Http2;
         // The request is routed and rewritten in this call; the future it
         // returns owns what it needs, so neither the proxy nor the
         // connection's info is cloned per request.
@@ -395,7 +394,7 @@ impl Connection {
             } else {
                 proxy.handle(&info, req)
             };
-            Tracked { handling, active: Some(active), h2 }
+            Tracked { handling, active: Some(active) }
         });
         let stream = Watched { io: stream, activity: activity.clone(), scan: HeadScan::default() };
         let conn = Serving::new(&self.builders, protocol, TokioIo::new(stream), service);
@@ -454,24 +453,23 @@ impl Connection {
                         self.proxy.client_timeouts().send.inc();
                         return;
                     }
-                    let mut stall_deadline = None;
-                    if hard_close.is_none() {
-                        stall_deadline = activity.stream_stall_deadline(send_timeout);
-                        if stall_deadline.is_some_and(|d| d <= now) {
-                            // One HTTP/2 stream has waited that long for the
-                            // client to open its window. hyper cannot reset
-                            // one stream, so the connection goes, gracefully:
-                            // a GOAWAY, and the other streams get one more
-                            // send_timeout to finish.
-                            tracing::debug!(%peer, "a stream waited send_timeout for the client's window; closing");
-                            self.proxy.client_timeouts().send.inc();
-                            if !closing {
-                                closing = true;
-                                conn.as_mut().graceful_shutdown();
-                            }
-                            hard_close = Some(now + send_timeout);
-                            stall_deadline = None;
+                    // Once the GOAWAY is out, only the hard close is left to watch.
+                    let mut stall_deadline =
+                        if hard_close.is_none() { activity.stream_stall_deadline(send_timeout) } else { None };
+                    if stall_deadline.is_some_and(|d| d <= now) {
+                        // One HTTP/2 stream has waited that long for the
+                        // client to open its window. hyper cannot reset one
+                        // stream, so the connection goes, gracefully: a
+                        // GOAWAY, and the other streams get one more
+                        // send_timeout to finish.
+                        tracing::debug!(%peer, "a stream waited send_timeout for the client's window; closing");
+                        self.proxy.client_timeouts().send.inc();
+                        if !closing {
+                            closing = true;
+                            conn.as_mut().graceful_shutdown();
                         }
+                        hard_close = Some(now + send_timeout);
+                        stall_deadline = None;
                     }
                     if !closing && activity.idle_for() >= Some(idle_timeout) {
                         closing = true;
@@ -718,7 +716,6 @@ pin_project_lite::pin_project! {
         #[pin]
         handling: F,
         active: Option<Active>,
-        h2: bool,
     }
 }
 
@@ -729,8 +726,7 @@ impl<F: std::future::Future<Output = Response<ProxyBody>>> std::future::Future f
         let this = self.project();
         let response = std::task::ready!(this.handling.poll(cx));
         let active = this.active.take();
-        let h2 = *this.h2;
-        Poll::Ready(Ok(response.map(|body| TrackedBody { body, active, h2, stall: None })))
+        Poll::Ready(Ok(response.map(|body| TrackedBody { body, active, stall: None })))
     }
 }
 
@@ -745,7 +741,6 @@ struct TrackedBody {
     body: ProxyBody,
     /// `None` only if the future was polled after it was ready.
     active: Option<Active>,
-    h2: bool,
     /// HTTP/2, once a chunk went out: when the chunk hyper holds was handed
     /// over (ms since the connection's epoch; [`NOT_BLOCKED`]: none held).
     stall: Option<Arc<AtomicU64>>,
@@ -755,6 +750,9 @@ impl TrackedBody {
     fn handed_over_chunk(&mut self) {
         let Some(active) = &self.active else { return };
         let activity = &active.activity;
+        if !activity.h2.load(Ordering::Relaxed) {
+            return;
+        }
         let stall = self.stall.get_or_insert_with(|| activity.stream_stall_clock());
         stall.store(activity.now_ms(), Ordering::Relaxed);
     }
@@ -771,7 +769,7 @@ impl Body for TrackedBody {
             stall.store(NOT_BLOCKED, Ordering::Relaxed);
         }
         let polled = Pin::new(&mut this.body).poll_frame(cx);
-        if this.h2 && matches!(&polled, Poll::Ready(Some(Ok(frame))) if frame.is_data()) {
+        if matches!(&polled, Poll::Ready(Some(Ok(frame))) if frame.is_data()) {
             this.handed_over_chunk();
         }
         polled
