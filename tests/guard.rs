@@ -89,10 +89,6 @@ async fn drive_until(proxy: &TestProxy, what: &str, mut cond: impl FnMut(&Value)
     }
 }
 
-fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
-    text.lines().find(|l| l.starts_with(name_and_labels)).and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
-
 #[tokio::test]
 async fn a_failing_canary_trips_gets_nothing_more_and_reset_brings_it_back() {
     let stable = Upstream::named("stable").await;

@@ -287,12 +287,17 @@ pub async fn get_json(url: &str) -> serde_json::Value {
     serde_json::from_str(&a.body).unwrap_or_else(|e| panic!("{url}: not JSON ({e}): {}", a.body))
 }
 
+/// The value of the first series in Prometheus `text` that starts with
+/// `name_and_labels`.
+pub fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines().find(|l| l.starts_with(name_and_labels)).and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
 /// `cutover_client_timeouts_total{timeout="<timeout>"}` as `proxy` exports it now.
 pub async fn client_timeouts(proxy: &TestProxy, timeout: &str) -> f64 {
     let metrics = get(&client(), &proxy.admin_url("/metrics"), &[]).await.body;
     let series = format!("cutover_client_timeouts_total{{timeout=\"{timeout}\"}} ");
-    let value = metrics.lines().find_map(|line| line.strip_prefix(&series)).and_then(|v| v.parse().ok());
-    value.unwrap_or_else(|| panic!("no {series}in:\n{metrics}"))
+    metric(&metrics, &series).unwrap_or_else(|| panic!("no {series}in:\n{metrics}"))
 }
 
 /// Wait until `cond` holds, polling every 20 ms, failing after `deadline`.
