@@ -602,6 +602,7 @@ fn alert_rules_query_only_declared_metrics() {
         "cutover_requests_total",
         "cutover_backend_healthy",
         "cutover_drain_cut_requests_total",
+        "cutover_client_timeouts_total",
     ] {
         assert!(used.contains(metric), "{rel}: no alert on {metric}");
     }
