@@ -11,6 +11,8 @@
 //!   they carry (ports, paths, service names, grace periods);
 //! - the Grafana dashboard and the alert rules query only metrics that
 //!   `src/metrics.rs` declares, and the dashboard shows all of them;
+//! - each alert fires on the cases of `docker/prometheus/alerts.test.yml`
+//!   that should fire it and on no other (run by promtool, where installed);
 //! - the Dockerfile has its health check, user, ports, and a `CMD` whose
 //!   config path is where it copies `docker/cutover.toml`, and it ships the
 //!   profile-guided build, whose training config
@@ -606,6 +608,95 @@ fn alert_rules_query_only_declared_metrics() {
     ] {
         assert!(used.contains(metric), "{rel}: no alert on {metric}");
     }
+}
+
+/// Where promtool is, if it is installed: `PROMTOOL`, or on the `PATH`.
+fn promtool() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("PROMTOOL") {
+        return Some(PathBuf::from(path));
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|dir| dir.join("promtool")).find(|p| p.is_file())
+}
+
+/// `rules` without the alerts' annotations. promtool's unit tests compare
+/// annotations as well as labels, and the tests are about when an alert
+/// fires: repeating every description there would only make them brittle.
+fn without_annotations(rules: &Yaml) -> String {
+    let mut rules = rules.clone();
+    if let Yaml::Hash(top) = &mut rules {
+        if let Some(Yaml::Array(groups)) = top.get_mut(&Yaml::String("groups".into())) {
+            for group in groups {
+                let Yaml::Hash(group) = group else { continue };
+                let Some(Yaml::Array(group_rules)) = group.get_mut(&Yaml::String("rules".into())) else { continue };
+                for rule in group_rules {
+                    if let Yaml::Hash(rule) = rule {
+                        rule.remove(&Yaml::String("annotations".into()));
+                    }
+                }
+            }
+        }
+    }
+    let mut out = String::new();
+    yaml_rust2::YamlEmitter::new(&mut out).dump(&rules).expect("the rules can be written back as YAML");
+    out
+}
+
+/// Each alert fires on what should fire it, and not on the near miss beside
+/// it (a series created at 0 by a restart, a draining backend, a pool at
+/// weight 0, `no_request` timeouts): the cases in
+/// `docker/prometheus/alerts.test.yml`, run by promtool. Every alert must
+/// have a case in which it fires. promtool comes from Debian's `prometheus`
+/// package, which `.ci/run` installs; where it is missing, the coverage
+/// check still runs and the promtool run is skipped with a note, unless
+/// `CUTOVER_REQUIRE_PROMTOOL` is set, as `.ci/run` sets it.
+#[test]
+fn alert_rules_fire_when_they_should_and_only_then() {
+    let rules_rel = "docker/prometheus/alerts.yml";
+    let tests_rel = "docker/prometheus/alerts.test.yml";
+    let rules = yaml_doc(rules_rel);
+    let tests = yaml_doc(tests_rel);
+
+    let alerts: BTreeSet<&str> = seq_at(&rules, &["groups"])
+        .iter()
+        .flat_map(|group| seq_at(group, &["rules"]))
+        .map(|rule| str_at(rule, &["alert"], rules_rel))
+        .collect();
+    let mut fired = BTreeSet::new();
+    for case in seq_at(&tests, &["tests"]) {
+        for check in seq_at(case, &["alert_rule_test"]) {
+            let alert = str_at(check, &["alertname"], tests_rel);
+            assert!(alerts.contains(alert), "{tests_rel}: tests {alert}, which {rules_rel} does not define");
+            if !seq_at(check, &["exp_alerts"]).is_empty() {
+                fired.insert(alert);
+            }
+        }
+    }
+    let untested: Vec<&&str> = alerts.difference(&fired).collect();
+    assert!(untested.is_empty(), "{tests_rel}: no case in which {untested:?} fires");
+
+    let Some(promtool) = promtool() else {
+        assert!(
+            std::env::var_os("CUTOVER_REQUIRE_PROMTOOL").is_none(),
+            "CUTOVER_REQUIRE_PROMTOOL is set, but promtool is neither in PROMTOOL nor on the PATH"
+        );
+        eprintln!("note: promtool is not installed, so {tests_rel} was not run (apt-get install prometheus)");
+        return;
+    };
+    let dir = tempfile::tempdir().expect("a temp dir");
+    std::fs::write(dir.path().join("alerts.yml"), without_annotations(&rules)).expect("write the rules");
+    std::fs::write(dir.path().join("alerts.test.yml"), read(tests_rel)).expect("write the tests");
+    let out = Command::new(&promtool)
+        .args(["test", "rules", "alerts.test.yml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", promtool.display()));
+    assert!(
+        out.status.success(),
+        "promtool test rules {tests_rel} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 // ---- (d) Dockerfile -------------------------------------------------------
