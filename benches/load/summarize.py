@@ -4,7 +4,8 @@
 Usage: summarize.py RESULTS_DIR
 
 Prints one table per round, the cutover ratios per round, a summary table
-(median over rounds) and the idle RSS table.
+(median over rounds), the paired slices of all rounds together, and the
+idle RSS table.
 
 A run is measured in slices (run.sh's SLICE_SECONDS); a round's figures for
 a case and proxy add its slices up: req/s is all requests over all the
@@ -13,6 +14,8 @@ slices' percentiles weighted by their requests (an approximation: the tools
 report percentiles per run, not their histograms).
 """
 import csv
+import math
+import random
 import statistics
 import sys
 from collections import defaultdict
@@ -51,6 +54,63 @@ def ratio(a, b):
 def median(values):
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None
+
+
+def paired(raw, case, other, key):
+    """cutover's ratio to `other` in each slice of `case`, over all rounds.
+
+    A slice of cutover and the same slice of the other proxy ran back to
+    back (run.sh takes slices in turn), so their ratio is as free of the
+    machine's drift as this benchmark gets; the drift between slices is
+    what the interval below is about.
+    """
+    at = {(r["round"], r.get("slice", "1"), r["proxy"]): num(r[key]) for r in raw if r["case"] == case}
+    out = []
+    for (rnd, sl, proxy), v in at.items():
+        o = at.get((rnd, sl, other))
+        if proxy == "cutover" and v and o:
+            out.append(v / o)
+    return out
+
+
+def geomean_interval(ratios, draws=2000):
+    """Geometric mean of the ratios, and a 95 % bootstrap interval for it.
+
+    Seeded, so the same results.tsv prints the same interval.
+    """
+    logs = [math.log(r) for r in ratios]
+    rng = random.Random(1)
+    means = sorted(statistics.fmean(rng.choices(logs, k=len(logs))) for _ in range(draws))
+    lo, hi = means[int(draws * 0.025)], means[int(draws * 0.975) - 1]
+    return math.exp(statistics.fmean(logs)), math.exp(lo), math.exp(hi)
+
+
+def print_paired(raw, cases, title):
+    """All rounds' slices together: is cutover ahead beyond the noise?"""
+    lines = []
+    for case in cases:
+        for other in ("nginx", "haproxy"):
+            cells = []
+            for key, better in (("rps", "higher"), ("cpu_us_per_req", "lower"), ("p99_ms", "lower")):
+                rs = paired(raw, case, other, key)
+                # at the fixed rate every proxy serves the rate: req/s tells nothing
+                if not rs or (case == "rate" and key == "rps"):
+                    cells.append("-")
+                    continue
+                won = sum(r > 1 if better == "higher" else r < 1 for r in rs)
+                g, lo, hi = geomean_interval(rs)
+                cells.append(f"{g:.3f} ({lo:.3f}–{hi:.3f}), {won} of {len(rs)}")
+            if any(c != "-" for c in cells):
+                lines.append(f"| {title(case)} | {other} | " + " | ".join(cells) + " |")
+    if not lines:
+        return
+    print("\n### All rounds' slices, paired\n")
+    print("cutover's ratio to the other proxy in each slice: geometric mean over all slices of all rounds, "
+          "its 95 % bootstrap interval, and in how many slices cutover was better. An interval that does "
+          "not include 1 is a difference beyond this machine's slice-to-slice noise.\n")
+    print("| case | against | req/s ratio (higher is better) | CPU-µs/req ratio (lower is better) | "
+          "p99 ratio (lower is better) |\n|---|---|---|---|---|")
+    print("\n".join(lines))
 
 
 def combine(slices):
@@ -187,6 +247,8 @@ def main():
                 per = " / ".join(fmt(v, 2) for v in vs)
                 cells.append(f"{per} → **{fmt(median(vs), 2)}**" if len(vs) > 1 else fmt(median(vs), 2))
         print(f"| {title(case)} | " + " | ".join(cells) + " |")
+
+    print_paired(raw, cases, title)
 
     try:
         rss = list(csv.DictReader(open(f"{out}/rss.tsv"), delimiter="\t"))
