@@ -25,12 +25,13 @@
 #      it to target/pgo/cutover.
 # Why step 4: the functions a started, idle proxy has run then sit together
 # at the front of .text instead of spread over its 5 MiB, so far fewer code
-# pages are faulted in (the kernel maps up to 64 KiB around each fault).
+# pages are faulted in (the kernel maps up to 64 KiB around each fault,
+# more for a freshly written binary in large page-cache folios).
 # Step 3 also packs the relative relocations (-z pack-relative-relocs), so
 # the dynamic loader reads 4 KiB of them instead of 330 KiB. Together they
-# take RSS right after start from 6.6 to 4.4-5.2 MiB; the code and the
-# instructions per request are the same (docs/performance.md, fifth
-# pass). The list must come from the optimised binary itself: a profile
+# take RSS right after start from 6.6 to 4.3-4.6 MiB; the code and the
+# instructions per request are the same (docs/performance.md, fifth and
+# twelfth passes). The list must come from the optimised binary itself: a profile
 # names the functions of the instrumented one, which inlines differently,
 # and that list laid out half a megabyte of code start-up never runs.
 # The layout needs lld (Rust's default linker on x86_64 Linux) and glibc
