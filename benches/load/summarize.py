@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
 """Turn run.sh's results.tsv (and rss.tsv) into Markdown tables.
 
-Usage: summarize.py RESULTS_DIR
+Usage: summarize.py RESULTS_DIR [MORE_RESULTS_DIRS...]
+
+Given several runs' directories, it reads them as one run (rounds 1..,
+101.., 201..): a lead of a few percent needs more slices than one run of
+3 rounds gives to stand out of this VM's noise.
 
 Prints one table per round, the cutover ratios per round, a summary table
-(median over rounds), the paired slices of all rounds together, and the
-idle RSS table.
+(median over rounds), the paired slices of all rounds together, the
+issue's performance goal read off them, and the idle RSS table.
 
 A run is measured in slices (run.sh's SLICE_SECONDS); a round's figures for
 a case and proxy add its slices up: req/s is all requests over all the
@@ -113,6 +117,48 @@ def print_paired(raw, cases, title):
     print("\n".join(lines))
 
 
+def print_goal(raw, out):
+    """Issue #6's goal against nginx, read off the paired slices.
+
+    "Ahead" and "fewer" must hold beyond the noise (the whole interval on
+    the right side of 1); "no higher" holds unless the whole interval is
+    above 1. A case this run did not measure is left out.
+    """
+    rows = []
+
+    def pooled(case, key):
+        rs = paired(raw, case, "nginx", key)
+        return geomean_interval(rs) + (len(rs),) if rs else None
+
+    for case, name in (("h1-c50", "50 connections"), ("h1-c200", "200 connections")):
+        rps, p99 = pooled(case, "rps"), pooled(case, "p99_ms")
+        if rps:
+            g, lo, hi, n = rps
+            rows.append((f"more req/s than nginx, {name}", f"{g:.3f}× ({lo:.3f}–{hi:.3f}), {n} slices", lo > 1))
+        if p99:
+            g, lo, hi, n = p99
+            rows.append((f"p99 no higher than nginx's, {name}", f"{g:.3f}× ({lo:.3f}–{hi:.3f})", lo <= 1))
+    cpu = pooled("rate", "cpu_us_per_req")
+    if cpu:
+        g, lo, hi, n = cpu
+        rows.append(("fewer CPU-µs/req than nginx at the fixed rate", f"{g:.3f}× ({lo:.3f}–{hi:.3f}), {n} slices", hi < 1))
+    try:
+        rss = {r["proxy"]: num(r["idle_kb"]) for r in csv.DictReader(open(f"{out}/rss.tsv"), delimiter="\t")}
+    except FileNotFoundError:
+        rss = {}
+    if rss.get("cutover"):
+        mib = rss["cutover"] / 1024
+        rows.append(("idle RSS under 5 MiB", f"{mib:.2f} MiB", mib < 5))
+    if not rows:
+        return
+    print("\n### The performance goal (issue #6), against nginx\n")
+    print("From the paired slices above: \"more\" and \"fewer\" hold when the whole 95 % interval is on "
+          "cutover's side of 1, \"no higher\" unless the whole interval is above 1.\n")
+    print("| goal | measured | holds |\n|---|---|---|")
+    for goal, measured, holds in rows:
+        print(f"| {goal} | {measured} | {'yes' if holds else '**no**'} |")
+
+
 def combine(slices):
     """One row for a round, case and proxy from its slices (see the top)."""
     first = slices[0]
@@ -149,8 +195,16 @@ def combine(slices):
 
 
 def main():
-    out = sys.argv[1]
-    raw = list(csv.DictReader(open(f"{out}/results.tsv"), delimiter="\t"))
+    if len(sys.argv) < 2:
+        sys.exit("usage: summarize.py RESULTS_DIR [MORE_RESULTS_DIRS...]")
+    # Several runs are read as one: their rounds are numbered 1.., 101..,
+    # 201.., and the memory and profile tables come from the last one.
+    out = sys.argv[-1]
+    raw = []
+    for i, results in enumerate(sys.argv[1:]):
+        for r in csv.DictReader(open(f"{results}/results.tsv"), delimiter="\t"):
+            r["round"] = str(int(r["round"]) + 100 * i)
+            raw.append(r)
     grouped = defaultdict(list)
     for r in raw:
         grouped[(int(r["round"]), r["case"], r["proxy"])].append(r)
@@ -249,6 +303,7 @@ def main():
         print(f"| {title(case)} | " + " | ".join(cells) + " |")
 
     print_paired(raw, cases, title)
+    print_goal(raw, out)
 
     try:
         rss = list(csv.DictReader(open(f"{out}/rss.tsv"), delimiter="\t"))
