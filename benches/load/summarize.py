@@ -89,21 +89,42 @@ def geomean_interval(ratios, draws=2000):
     return math.exp(statistics.fmean(logs)), math.exp(lo), math.exp(hi)
 
 
-def print_paired(raw, cases, title):
+# (key in results.tsv, the direction that is better for cutover)
+PAIRED_METRICS = (("rps", "higher"), ("cpu_us_per_req", "lower"), ("p99_ms", "lower"))
+
+
+def paired_intervals(raw, cases):
+    """{(case, other proxy, key): (geometric mean, low, high, slices won, slices)}.
+
+    Computed once: the bootstrap is the slow part, and both the paired
+    table and the goal read it.
+    """
+    out = {}
+    for case in cases:
+        for other in ("nginx", "haproxy"):
+            for key, better in PAIRED_METRICS:
+                rs = paired(raw, case, other, key)
+                # at the fixed rate every proxy serves the rate: req/s tells nothing
+                if not rs or (case == "rate" and key == "rps"):
+                    continue
+                won = sum(r > 1 if better == "higher" else r < 1 for r in rs)
+                out[(case, other, key)] = geomean_interval(rs) + (won, len(rs))
+    return out
+
+
+def print_paired(intervals, cases, title):
     """All rounds' slices together: is cutover ahead beyond the noise?"""
     lines = []
     for case in cases:
         for other in ("nginx", "haproxy"):
             cells = []
-            for key, better in (("rps", "higher"), ("cpu_us_per_req", "lower"), ("p99_ms", "lower")):
-                rs = paired(raw, case, other, key)
-                # at the fixed rate every proxy serves the rate: req/s tells nothing
-                if not rs or (case == "rate" and key == "rps"):
+            for key, _ in PAIRED_METRICS:
+                found = intervals.get((case, other, key))
+                if found:
+                    g, lo, hi, won, n = found
+                    cells.append(f"{g:.3f} ({lo:.3f}–{hi:.3f}), {won} of {n}")
+                else:
                     cells.append("-")
-                    continue
-                won = sum(r > 1 if better == "higher" else r < 1 for r in rs)
-                g, lo, hi = geomean_interval(rs)
-                cells.append(f"{g:.3f} ({lo:.3f}–{hi:.3f}), {won} of {len(rs)}")
             if any(c != "-" for c in cells):
                 lines.append(f"| {title(case)} | {other} | " + " | ".join(cells) + " |")
     if not lines:
@@ -117,7 +138,7 @@ def print_paired(raw, cases, title):
     print("\n".join(lines))
 
 
-def print_goal(raw, out):
+def print_goal(intervals, out):
     """Issue #6's goal against nginx, read off the paired slices.
 
     "Ahead" and "fewer" must hold beyond the noise (the whole interval on
@@ -125,22 +146,17 @@ def print_goal(raw, out):
     above 1. A case this run did not measure is left out.
     """
     rows = []
-
-    def pooled(case, key):
-        rs = paired(raw, case, "nginx", key)
-        return geomean_interval(rs) + (len(rs),) if rs else None
-
     for case, name in (("h1-c50", "50 connections"), ("h1-c200", "200 connections")):
-        rps, p99 = pooled(case, "rps"), pooled(case, "p99_ms")
+        rps, p99 = intervals.get((case, "nginx", "rps")), intervals.get((case, "nginx", "p99_ms"))
         if rps:
-            g, lo, hi, n = rps
+            g, lo, hi, _, n = rps
             rows.append((f"more req/s than nginx, {name}", f"{g:.3f}× ({lo:.3f}–{hi:.3f}), {n} slices", lo > 1))
         if p99:
-            g, lo, hi, n = p99
+            g, lo, hi, _, _ = p99
             rows.append((f"p99 no higher than nginx's, {name}", f"{g:.3f}× ({lo:.3f}–{hi:.3f})", lo <= 1))
-    cpu = pooled("rate", "cpu_us_per_req")
+    cpu = intervals.get(("rate", "nginx", "cpu_us_per_req"))
     if cpu:
-        g, lo, hi, n = cpu
+        g, lo, hi, _, n = cpu
         rows.append(("fewer CPU-µs/req than nginx at the fixed rate", f"{g:.3f}× ({lo:.3f}–{hi:.3f}), {n} slices", hi < 1))
     try:
         rss = {r["proxy"]: num(r["idle_kb"]) for r in csv.DictReader(open(f"{out}/rss.tsv"), delimiter="\t")}
@@ -302,8 +318,9 @@ def main():
                 cells.append(f"{per} → **{fmt(median(vs), 2)}**" if len(vs) > 1 else fmt(median(vs), 2))
         print(f"| {title(case)} | " + " | ".join(cells) + " |")
 
-    print_paired(raw, cases, title)
-    print_goal(raw, out)
+    intervals = paired_intervals(raw, cases)
+    print_paired(intervals, cases, title)
+    print_goal(intervals, out)
 
     try:
         rss = list(csv.DictReader(open(f"{out}/rss.tsv"), delimiter="\t"))
