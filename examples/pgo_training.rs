@@ -236,8 +236,8 @@ async fn h2c_get_then_close_as_curl_does(traffic: SocketAddr) -> Result<(), BoxE
     // Read frames until stream 1 ends.
     let mut buf = Vec::new();
     let deadline = Instant::now() + DEADLINE;
+    let mut at = 0; // the first frame not looked at yet
     'answer: loop {
-        let mut at = 0;
         while buf.len() >= at + 9 {
             let len = usize::from(buf[at]) << 16 | usize::from(buf[at + 1]) << 8 | usize::from(buf[at + 2]);
             let (kind, flags) = (buf[at + 3], buf[at + 4]);
