@@ -8,12 +8,10 @@
 //! both move (memcpy) several times on the way. Here the request's future
 //! writes the request head to the upstream socket itself and parses the
 //! response head with `httparse`: one task per connection, no channel.
-//! `benches/load/instructions.sh` runs it as `inline` beside the floor, and
-//! `docs/performance.md` (seventh pass) has what it measured: 38 % fewer
-//! instructions and 38 % fewer cache lines fetched per request than the
-//! hyper floor, and less CPU per request than nginx at a fixed rate.
-//! cutover took that step in its eighth pass (`src/pool/h1.rs`); this stays
-//! as the floor for the path it built.
+//! `benches/load/instructions.sh` runs it as `inline` beside the floor and
+//! prints what each costs per request. cutover's own inline client
+//! (`src/pool/h1.rs`) takes the same step; this stays as the floor for the
+//! path it built.
 //!
 //! What it leaves out is what a real client must do, and what the numbers
 //! do not include: request bodies, chunked and close-delimited response

@@ -217,8 +217,7 @@ async fn start_up(traffic: SocketAddr, admin: SocketAddr) -> Result<usize, BoxEr
 /// drops its socket unread (a reset), so without this the proxy's handling
 /// of a client's plain end of stream (h2's `recv_eof` and the `io::Error`
 /// it makes) would be left out of the start-up layout, and a curl health
-/// check would fault in 200-450 KiB of code pages elsewhere
-/// (docs/performance.md, twelfth pass).
+/// check would fault in code pages outside the laid-out start-up code.
 async fn h2c_get_then_close_as_curl_does(traffic: SocketAddr) -> Result<(), BoxError> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     const END_STREAM: u8 = 0x1;

@@ -2,9 +2,9 @@
 # Builds the release binary with profile-guided optimisation (PGO), the way
 # the container image is built. The result is target/pgo/cutover.
 #
-# Why: on the benchmark's request path the PGO build executes about a
-# quarter fewer instructions than a plain `cargo build --release` (see
-# docs/performance.md). The compiler learns from a real run which branches
+# Why: on the request path the PGO build executes fewer instructions than a
+# plain `cargo build --release` (docs/performance.md has the current
+# figures). The compiler learns from a real run which branches
 # are taken, what to inline and which code is cold; the cold code is laid
 # out apart from the hot, which also keeps fewer code pages resident.
 #
@@ -28,10 +28,9 @@
 # pages are faulted in (the kernel maps up to 64 KiB around each fault,
 # more for a freshly written binary in large page-cache folios).
 # Step 3 also packs the relative relocations (-z pack-relative-relocs), so
-# the dynamic loader reads 4 KiB of them instead of 330 KiB. Together they
-# take RSS right after start from 6.6 to 4.3-4.6 MiB; the code and the
-# instructions per request are the same (docs/performance.md, fifth and
-# twelfth passes). The list must come from the optimised binary itself: a profile
+# the dynamic loader reads a few KiB of them instead of hundreds. Together
+# they lower the RSS right after start (docs/performance.md); the code and
+# the instructions per request are the same. The list must come from the optimised binary itself: a profile
 # names the functions of the instrumented one, which inlines differently,
 # and that list laid out half a megabyte of code start-up never runs.
 # The layout needs lld (Rust's default linker on x86_64 Linux) and glibc
