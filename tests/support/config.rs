@@ -14,6 +14,7 @@
 //!     .build();
 //! ```
 
+use std::fmt::Display;
 use std::net::SocketAddr;
 
 /// A cutover config under construction; [`Config::build`] gives its text.
@@ -41,14 +42,14 @@ impl Config {
         self
     }
 
-    /// `[pools.<name>]` over `backends`.
-    pub fn pool(self, name: &str, backends: &[SocketAddr]) -> Config {
+    /// `[pools.<name>]` over `backends` (addresses, or `https://` URLs).
+    pub fn pool<B: Display>(self, name: &str, backends: &[B]) -> Config {
         self.pool_with(name, backends, "")
     }
 
     /// `[pools.<name>]` over `backends`, followed by `extra`: more keys of
     /// the pool, then possibly its sub-tables (`[pools.<name>.guard]`, …).
-    pub fn pool_with(mut self, name: &str, backends: &[SocketAddr], extra: &str) -> Config {
+    pub fn pool_with<B: Display>(mut self, name: &str, backends: &[B], extra: &str) -> Config {
         let list: Vec<String> = backends.iter().map(|b| format!("\"{b}\"")).collect();
         self.body.push_str(&format!("[pools.{name}]\nbackends = [{}]\n{extra}\n", list.join(", ")));
         self
