@@ -4,17 +4,17 @@
 //!
 //! Ports are found by binding `127.0.0.1:0` and releasing the port just
 //! before the binary binds it; waits are on conditions (a log line, a
-//! process exit) with generous deadlines.
+//! process exit) with generous deadlines. The upstream, the client and the
+//! config are the shared harness's (`support`).
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+mod support;
+
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-#[path = "support/process.rs"]
-mod process;
-
-use process::{cutover, Running, DEADLINE};
+use support::process::{cutover, Running};
+use support::{exchange, Config, RawUpstream, Reply};
 
 /// Run `cutover args…` to completion.
 fn run_cutover(args: &[&str]) -> Output {
@@ -160,23 +160,10 @@ fn free_port() -> u16 {
 /// one pool holding `backend`.
 fn write_config(dir: &Path, listen: u16, admin: u16, backend: SocketAddr) -> PathBuf {
     let path = dir.join("cutover.toml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"[server]
-listen = ["127.0.0.1:{listen}"]
-drain_timeout = "5s"
-[admin]
-listen = "127.0.0.1:{admin}"
-[pools.app]
-backends = ["{backend}"]
-[[routes]]
-name = "app"
-split = {{ app = 100 }}
-"#
-        ),
-    )
-    .unwrap();
+    let listeners = format!(
+        "[server]\nlisten = [\"127.0.0.1:{listen}\"]\ndrain_timeout = \"5s\"\n[admin]\nlisten = \"127.0.0.1:{admin}\""
+    );
+    std::fs::write(&path, Config::one_pool(&[backend]).raw(&listeners).build()).unwrap();
     path
 }
 
@@ -194,53 +181,25 @@ fn run_with_taken_port_exits_1_naming_the_address() {
     drop(taken);
 }
 
-/// A blocking upstream on a thread: answers every request with `upstream-ok`
-/// and closes the connection.
-fn tiny_upstream() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let _ = stream.set_read_timeout(Some(DEADLINE));
-            let mut head = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                match stream.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => head.extend_from_slice(&buf[..n]),
-                }
-            }
-            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\nConnection: close\r\n\r\nupstream-ok");
-        }
-    });
-    addr
-}
-
-/// GET / through the proxy at `port` on a fresh connection; the raw answer.
-fn get_through(port: u16) -> String {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream.set_read_timeout(Some(DEADLINE)).unwrap();
-    stream.write_all(b"GET /hello HTTP/1.1\r\nHost: cli.test\r\nConnection: close\r\n\r\n").unwrap();
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).expect("read the proxy's answer");
-    text(&answer)
-}
-
 /// Start `cutover run` on a fresh config, serve one request through it,
 /// SIGTERM it and expect exit 0; returns its stderr lines.
 fn serve_one_request_and_terminate(extra: &[&str]) -> Vec<String> {
-    let upstream = tiny_upstream();
+    // The upstream and the client run on this runtime's threads, while
+    // this one waits on the process.
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\nConnection: close\r\n\r\nupstream-ok";
+    let upstream = runtime.block_on(RawUpstream::always(Reply::close(&answer[..])));
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let config = write_config(dir.path(), port, free_port(), upstream);
+    let config = write_config(dir.path(), port, free_port(), upstream.addr);
     let mut running = Running::start(&config, extra);
     running.wait_for_log("serving traffic");
     running.wait_for_log("serving admin");
 
-    let answer = get_through(port);
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    assert!(answer.ends_with("upstream-ok"), "{answer}");
+    let request = b"GET /hello HTTP/1.1\r\nHost: cli.test\r\nConnection: close\r\n\r\n";
+    let out = runtime.block_on(exchange(SocketAddr::from(([127, 0, 0, 1], port)), request));
+    assert_eq!((out.only().status, out.only().body.as_slice()), (200, &b"upstream-ok"[..]), "{}", out.raw);
+    assert_eq!(upstream.requests().len(), 1, "{:#?}", upstream.requests());
 
     running.sigterm();
     let status = running.wait_exit();

@@ -24,7 +24,6 @@
 //! A failure names the file to fix.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -33,11 +32,10 @@ use std::time::{Duration, Instant};
 use cutover::config::{self, Config};
 use yaml_rust2::{Yaml, YamlLoader};
 
-#[path = "support/process.rs"]
-mod process;
+mod support;
 
 // DEADLINE (20 s) also covers the image config's 5 s `shutdown_delay`.
-use process::{cutover, Running, DEADLINE};
+use support::process::{cutover, Running, DEADLINE};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -878,19 +876,12 @@ fn with_listeners(text: &str, traffic: SocketAddr, admin: SocketAddr) -> String 
     out
 }
 
-/// The status code of `GET path` on `addr`, over a raw TCP connection.
+/// The status code of `GET path` on `addr`, with the shared raw client.
 fn get_status(addr: SocketAddr, path: &str) -> u16 {
-    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
-    stream.set_read_timeout(Some(DEADLINE)).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).expect("read the answer");
-    let answer = String::from_utf8_lossy(&answer);
-    answer
-        .strip_prefix("HTTP/1.1 ")
-        .and_then(|rest| rest.get(..3))
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("GET {path}: not an HTTP/1.1 answer: {answer:?}"))
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let out = runtime.block_on(support::exchange(addr, request.as_bytes()));
+    out.only().status
 }
 
 /// Exit code of the image's health-check script against `admin`.

@@ -12,9 +12,7 @@
 mod support;
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -24,30 +22,12 @@ use http::{Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
-
-/// Generous bound for anything that should take milliseconds.
-const DEADLINE: Duration = Duration::from_secs(10);
-
-/// One pool `app` holding `upstream`, one catch-all route; `server` is an
-/// optional `[server]` table (it must then name its own `listen`).
-fn single_pool(upstream: SocketAddr, server: &str) -> String {
-    format!(
-        r#"{server}
-[pools.app]
-backends = ["{upstream}"]
-[[routes]]
-name = "app"
-split = {{ app = 100 }}
-"#
-    )
-}
 
 /// A body fed chunk by chunk through a channel; it ends when every sender
 /// is dropped.
@@ -131,7 +111,7 @@ fn header<'a>(seen: &'a Seen, name: &str) -> Option<&'a str> {
 #[tokio::test]
 async fn hop_by_hop_request_headers_are_stripped() {
     let upstream = Upstream::named("app").await;
-    let proxy = TestProxy::start(&single_pool(upstream.addr, "")).await;
+    let proxy = TestProxy::start(&Config::one_pool(&[upstream.addr]).build()).await;
     let a = get(
         &client(),
         &proxy.url("/"),
@@ -165,7 +145,7 @@ async fn hop_by_hop_request_headers_are_stripped() {
 #[tokio::test]
 async fn te_trailers_reaches_the_upstream() {
     let upstream = Upstream::named("app").await;
-    let proxy = TestProxy::start(&single_pool(upstream.addr, "")).await;
+    let proxy = TestProxy::start(&Config::one_pool(&[upstream.addr]).build()).await;
     assert_eq!(get(&client(), &proxy.url("/"), &[("te", "trailers")]).await.status, 200);
     assert_eq!(header(&upstream.seen()[0], "te"), Some("trailers"));
 }
@@ -183,7 +163,7 @@ async fn hop_by_hop_response_headers_are_stripped() {
         r
     })
     .await;
-    let proxy = TestProxy::start(&single_pool(upstream.addr, "")).await;
+    let proxy = TestProxy::start(&Config::one_pool(&[upstream.addr]).build()).await;
     let a = get(&client(), &proxy.url("/"), &[]).await;
     assert_eq!(a.status, 200);
     assert_eq!(a.body, "secret-free");
@@ -196,7 +176,7 @@ async fn hop_by_hop_response_headers_are_stripped() {
 #[tokio::test]
 async fn forwarded_headers_are_set_and_forged_ones_replaced() {
     let upstream = Upstream::named("app").await;
-    let proxy = TestProxy::start(&single_pool(upstream.addr, "")).await;
+    let proxy = TestProxy::start(&Config::one_pool(&[upstream.addr]).build()).await;
     let client = client();
     let forged = get(
         &client,
@@ -237,7 +217,7 @@ async fn forwarded_headers_are_set_and_forged_ones_replaced() {
 #[tokio::test]
 async fn connection_cannot_strip_the_proxys_own_headers() {
     let upstream = Upstream::named("app").await;
-    let proxy = TestProxy::start(&single_pool(upstream.addr, "")).await;
+    let proxy = TestProxy::start(&Config::one_pool(&[upstream.addr]).build()).await;
     let a = get(
         &client(),
         &proxy.url("/"),
@@ -259,7 +239,7 @@ async fn connection_cannot_strip_the_proxys_own_headers() {
 #[tokio::test]
 async fn path_and_query_are_forwarded_as_sent() {
     let upstream = Upstream::named("app").await;
-    let proxy = TestProxy::start(&single_pool(upstream.addr, "")).await;
+    let proxy = TestProxy::start(&Config::one_pool(&[upstream.addr]).build()).await;
     let client = client();
     let targets = ["/a/b?x=1&y=2", "/a%20b/c%2Fd?q=%2F&empty=&x=1&x=2", "/trailing/?"];
     for target in targets {
@@ -287,7 +267,7 @@ async fn response_body_streams_before_the_upstream_finishes() {
         }
     })
     .await;
-    let proxy = TestProxy::start(&single_pool(upstream.addr, "")).await;
+    let proxy = TestProxy::start(&Config::one_pool(&[upstream.addr]).build()).await;
 
     tx.send(Bytes::from_static(FIRST)).await.unwrap();
     let request = Request::get(proxy.url("/stream")).body(Full::new(Bytes::new())).unwrap();
@@ -335,7 +315,7 @@ async fn request_body_streams_before_the_client_finishes() {
         }
     })
     .await;
-    let proxy = TestProxy::start(&single_pool(upstream.addr, "")).await;
+    let proxy = TestProxy::start(&Config::one_pool(&[upstream.addr]).build()).await;
 
     let tcp = TcpStream::connect(proxy.addr).await.unwrap();
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
@@ -374,7 +354,7 @@ async fn large_response_body_passes_through_whole() {
         async move { Response::new(boxed(RepeatBody { chunk, remaining: TOTAL })) }
     })
     .await;
-    let proxy = TestProxy::start(&single_pool(upstream.addr, "")).await;
+    let proxy = TestProxy::start(&Config::one_pool(&[upstream.addr]).build()).await;
 
     let request = Request::get(proxy.url("/big")).body(Full::new(Bytes::new())).unwrap();
     let response = timeout(DEADLINE, client().request(request)).await.expect("no response head").unwrap();
@@ -397,7 +377,7 @@ async fn large_response_body_passes_through_whole() {
 #[tokio::test]
 async fn h2c_prior_knowledge_is_served_and_forwarded_as_http1() {
     let upstream = Upstream::named("h1-upstream").await;
-    let proxy = TestProxy::start(&single_pool(upstream.addr, "")).await;
+    let proxy = TestProxy::start(&Config::one_pool(&[upstream.addr]).build()).await;
 
     let tcp = TcpStream::connect(proxy.addr).await.unwrap();
     let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
@@ -418,68 +398,25 @@ async fn h2c_prior_knowledge_is_served_and_forwarded_as_http1() {
     assert_eq!(header(&seen[0], "x-forwarded-host"), Some("h2.example.com"));
 }
 
-/// An upstream that counts the TCP connections it accepts, and those the
-/// proxy has closed again.
-struct CountingUpstream {
-    addr: SocketAddr,
-    accepted: Arc<AtomicUsize>,
-    closed: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl CountingUpstream {
-    async fn start() -> CountingUpstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let closed = Arc::new(AtomicUsize::new(0));
-        let (count, closes) = (accepted.clone(), closed.clone());
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
-                count.fetch_add(1, Ordering::SeqCst);
-                let closes = closes.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(|_req: Request<Incoming>| async {
-                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
-                    });
-                    // Ends when the proxy closes the connection (this side never does).
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                    closes.fetch_add(1, Ordering::SeqCst);
-                });
-            }
-        });
-        CountingUpstream { addr, accepted, closed, task }
-    }
-}
-
-impl Drop for CountingUpstream {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 #[tokio::test]
 async fn sequential_requests_reuse_one_upstream_connection() {
-    let upstream = CountingUpstream::start().await;
-    let proxy = TestProxy::start(&single_pool(upstream.addr, "")).await;
+    let upstream = RawUpstream::ok().await;
+    let proxy = TestProxy::start(&Config::one_pool(&[upstream.addr]).build()).await;
     let client = client();
     for _ in 0..3 {
         let a = get(&client, &proxy.url("/"), &[]).await;
         assert_eq!(a.status, 200);
         assert_eq!(a.body, "ok");
     }
-    assert_eq!(upstream.accepted.load(Ordering::SeqCst), 1, "the proxy opened a new upstream connection per request");
+    assert_eq!(upstream.conns(), 1, "the proxy opened a new upstream connection per request");
 }
 
-/// A [`CountingUpstream`] behind a proxy whose `upstream_idle_timeout` is
+/// A [`RawUpstream`] behind a proxy whose `upstream_idle_timeout` is
 /// `upstream_idle_timeout`.
-async fn counted_behind_proxy(upstream_idle_timeout: &str) -> (CountingUpstream, TestProxy) {
-    let upstream = CountingUpstream::start().await;
-    let server = format!("[server]\nlisten = [\"127.0.0.1:0\"]\nupstream_idle_timeout = \"{upstream_idle_timeout}\"\n");
-    let proxy = TestProxy::start(&single_pool(upstream.addr, &server)).await;
+async fn counted_behind_proxy(upstream_idle_timeout: &str) -> (RawUpstream, TestProxy) {
+    let upstream = RawUpstream::ok().await;
+    let server = format!("upstream_idle_timeout = \"{upstream_idle_timeout}\"");
+    let proxy = TestProxy::start(&Config::one_pool(&[upstream.addr]).server(&server).build()).await;
     (upstream, proxy)
 }
 
@@ -488,16 +425,13 @@ async fn an_idle_pooled_upstream_connection_is_closed_after_upstream_idle_timeou
     let (upstream, proxy) = counted_behind_proxy("300ms").await;
     let client = client();
     assert_eq!(get(&client, &proxy.url("/"), &[]).await.status, 200);
-    assert_eq!(upstream.accepted.load(Ordering::SeqCst), 1);
+    assert_eq!(upstream.conns(), 1);
 
     // Left idle in the pool, the connection is closed by the proxy, not the backend.
-    eventually(DEADLINE, "the proxy to close its idle upstream connection", || {
-        upstream.closed.load(Ordering::SeqCst) == 1
-    })
-    .await;
+    upstream.until_ended(0, "the proxy to close its idle upstream connection").await;
     // The next request opens a new one and succeeds.
     assert_eq!(get(&client, &proxy.url("/"), &[]).await.status, 200);
-    assert_eq!(upstream.accepted.load(Ordering::SeqCst), 2);
+    assert_eq!(upstream.conns(), 2);
 }
 
 #[tokio::test]
@@ -513,63 +447,24 @@ async fn a_pooled_upstream_connection_in_steady_use_is_kept() {
         assert_eq!(get(&client, &proxy.url("/"), &[]).await.status, 200);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(upstream.accepted.load(Ordering::SeqCst), 1, "a connection reused every 50 ms was replaced");
-    assert_eq!(upstream.closed.load(Ordering::SeqCst), 0);
+    assert_eq!(upstream.conns(), 1, "a connection reused every 50 ms was replaced");
+    assert!(!upstream.ended(0), "the connection in steady use was closed");
 }
 
-/// Read one HTTP/1.1 response with a `Content-Length` body from `stream`:
-/// the head as text and the body.
-async fn read_response(stream: &mut TcpStream) -> (String, Vec<u8>) {
-    let mut buf = Vec::new();
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        let mut chunk = [0u8; 4096];
-        let n = stream.read(&mut chunk).await.expect("read response");
-        assert!(n > 0, "connection closed before a full response head: {:?}", String::from_utf8_lossy(&buf));
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let length: usize = head
-        .lines()
-        .find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length").then(|| value.trim().parse().ok())?
-        })
-        .expect("response has a content-length");
-    let mut body = buf[head_end..].to_vec();
-    while body.len() < length {
-        let mut chunk = [0u8; 4096];
-        let n = stream.read(&mut chunk).await.expect("read body");
-        assert!(n > 0, "connection closed mid-body after {} of {length} bytes", body.len());
-        body.extend_from_slice(&chunk[..n]);
-    }
-    (head, body)
-}
-
-const IDLE_300MS: &str = "[server]\nlisten = [\"127.0.0.1:0\"]\nidle_timeout = \"300ms\"\n";
+const IDLE_300MS: &str = "idle_timeout = \"300ms\"";
 
 #[tokio::test]
 async fn idle_timeout_closes_an_idle_downstream_connection() {
     let upstream = Upstream::named("app").await;
-    let proxy = TestProxy::start(&single_pool(upstream.addr, IDLE_300MS)).await;
+    let proxy = TestProxy::start(&Config::one_pool(&[upstream.addr]).server(IDLE_300MS).build()).await;
     let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
     stream.write_all(b"GET / HTTP/1.1\r\nHost: idle.test\r\n\r\n").await.unwrap();
-    let (head, body) = timeout(DEADLINE, read_response(&mut stream)).await.expect("no response");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert_eq!(body, b"app");
+    let answer = read_one_response(&mut stream).await;
+    assert_eq!((answer.status, answer.body.as_slice()), (200, &b"app"[..]), "{answer:?}");
 
-    let mut rest = [0u8; 64];
-    let closed = timeout(Duration::from_secs(5), stream.read(&mut rest))
-        .await
-        .expect("idle connection still open 5 s after its last response (idle_timeout = 300ms)");
-    match closed {
-        Ok(0) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
-        Ok(n) => panic!("unexpected bytes on an idle connection: {:?}", String::from_utf8_lossy(&rest[..n])),
-        Err(e) => panic!("read failed: {e}"),
-    }
+    let (rest, closed) = read_until_closed(&mut stream, Duration::from_secs(5)).await;
+    assert!(closed, "idle connection still open 5 s after its last response (idle_timeout = 300ms)");
+    assert!(rest.is_empty(), "unexpected bytes on an idle connection: {:?}", String::from_utf8_lossy(&rest));
 }
 
 /// A request that outlives `idle_timeout` upstream is in flight, not idle.
@@ -580,12 +475,11 @@ async fn idle_timeout_spares_a_slow_in_flight_request() {
         text(StatusCode::OK, "slow but complete")
     })
     .await;
-    let proxy = TestProxy::start(&single_pool(upstream.addr, IDLE_300MS)).await;
+    let proxy = TestProxy::start(&Config::one_pool(&[upstream.addr]).server(IDLE_300MS).build()).await;
     let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
     stream.write_all(b"GET / HTTP/1.1\r\nHost: idle.test\r\n\r\n").await.unwrap();
-    let (head, body) = timeout(DEADLINE, read_response(&mut stream)).await.expect("no response");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert_eq!(body, b"slow but complete");
+    let answer = read_one_response(&mut stream).await;
+    assert_eq!((answer.status, answer.body.as_slice()), (200, &b"slow but complete"[..]), "{answer:?}");
 }
 
 /// A response body still streaming past `idle_timeout` is not cut either.
@@ -601,7 +495,7 @@ async fn idle_timeout_spares_a_slow_response_body() {
         Response::new(boxed(ChannelBody { rx }))
     })
     .await;
-    let proxy = TestProxy::start(&single_pool(upstream.addr, IDLE_300MS)).await;
+    let proxy = TestProxy::start(&Config::one_pool(&[upstream.addr]).server(IDLE_300MS).build()).await;
     let request = Request::get(proxy.url("/")).body(Full::new(Bytes::new())).unwrap();
     let response = timeout(DEADLINE, client().request(request)).await.expect("no response head").unwrap();
     assert_eq!(response.status(), 200);

@@ -34,6 +34,25 @@ async fn flaky(name: &str, share_in_ten: usize) -> Upstream {
     .await
 }
 
+/// An upstream failing its first `failures` requests with 500, then
+/// answering 200 with its own name.
+async fn flaky_first(name: &str, failures: usize) -> Upstream {
+    let counter = Arc::new(AtomicUsize::new(0));
+    let body = name.to_string();
+    Upstream::with_handler(name, move |_req| {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        let body = body.clone();
+        async move {
+            if n < failures {
+                text(StatusCode::INTERNAL_SERVER_ERROR, "boom")
+            } else {
+                text(StatusCode::OK, body)
+            }
+        }
+    })
+    .await
+}
+
 async fn admin(proxy: &TestProxy, method: Method, path: &str, body: &str, token: Option<&str>) -> Answer {
     let mut req = Request::builder().method(method).uri(proxy.admin_url(path));
     if let Some(token) = token {
@@ -54,23 +73,15 @@ fn pool<'a>(status: &'a Value, name: &str) -> &'a Value {
     status["pools"].as_array().unwrap().iter().find(|p| p["name"] == name).expect("pool in status")
 }
 
-fn canary_config(stable: &Upstream, canary: &Upstream, extra: &str) -> String {
-    format!(
-        r#"{extra}
-[pools.stable]
-backends = ["{}"]
-[pools.canary]
-backends = ["{}"]
-[pools.canary.guard]
-max_error_rate = 0.1
-window = "30s"
-min_requests = 40
-[[routes]]
-name = "shop"
-split = {{ stable = 50, canary = 50 }}
-"#,
-        stable.addr, canary.addr
-    )
+/// Pools `stable` and `canary` (guarded: 10% errors over at least 40
+/// requests) behind route `shop`, 50/50; `extra` comes first.
+fn canary_config(stable: &Upstream, canary: &Upstream, extra: &str) -> Config {
+    let guard = "[pools.canary.guard]\nmax_error_rate = 0.1\nwindow = \"30s\"\nmin_requests = 40";
+    Config::new()
+        .raw(extra)
+        .pool("stable", &[stable.addr])
+        .pool_with("canary", &[canary.addr], guard)
+        .route("shop", "stable = 50, canary = 50")
 }
 
 /// Send until `cond` on the status holds.
@@ -93,7 +104,7 @@ async fn drive_until(proxy: &TestProxy, what: &str, mut cond: impl FnMut(&Value)
 async fn a_failing_canary_trips_gets_nothing_more_and_reset_brings_it_back() {
     let stable = Upstream::named("stable").await;
     let canary = flaky("canary", 3).await;
-    let proxy = TestProxy::start(&canary_config(&stable, &canary, "")).await;
+    let proxy = TestProxy::start(&canary_config(&stable, &canary, "").build()).await;
 
     let status = drive_until(&proxy, "canary tripped", |s| !pool(s, "canary")["tripped"].is_null()).await;
     let trip = &pool(&status, "canary")["tripped"];
@@ -139,20 +150,53 @@ async fn a_failing_canary_trips_gets_nothing_more_and_reset_brings_it_back() {
     }
 }
 
+/// A canary answering only 4xx, far past `min_requests`, is not tripped:
+/// a 4xx is the client's error. Such answers are judged only by the
+/// periodic judge, so the test shows it ran after the canary's traffic: a
+/// witness pool whose failures all came while its window was below
+/// `min_requests` (so that only the periodic judge can catch it) gets its
+/// breach counted, and every round of the judge looks at every guard.
 #[tokio::test]
 async fn a_canary_below_min_requests_or_with_only_4xx_is_not_tripped() {
     let stable = Upstream::named("stable").await;
     let canary = Upstream::with_handler("canary", |_req| async { text(StatusCode::NOT_FOUND, "nope") }).await;
-    let proxy = TestProxy::start(&canary_config(&stable, &canary, "")).await;
+    let witness = flaky_first("witness", 5).await;
+    let guard = "[pools.witness.guard]\nmax_error_rate = 0.1\nwindow = \"30s\"\nmin_requests = 20";
+    let config = canary_config(&stable, &canary, "").pool_with("witness", &[witness.addr], guard).route_with(
+        "witness",
+        "witness = 1",
+        "host = \"witness.test\"",
+    );
+    let proxy = TestProxy::start(&config.build()).await;
     let client = client();
     for _ in 0..200 {
         get(&client, &proxy.url("/"), &[]).await;
     }
-    // Let the periodic judge run at least once.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    let status = get_json(&proxy.admin_url("/status")).await;
+    assert!(pool(&status, "canary")["guard"]["requests"].as_u64().unwrap() >= 40, "{status:#}");
+    let witness_breaches = r#"cutover_guard_breaches_total{pool="witness",reason="error_rate"}"#;
+    let breaches = |metrics: &str| metric(metrics, witness_breaches).unwrap_or_else(|| panic!("no series:\n{metrics}"));
+    assert_eq!(breaches(&get(&client, &proxy.admin_url("/metrics"), &[]).await.body), 0.0);
+    // 5 failures below `min_requests`, then 15 successes: 25% of 20.
+    for i in 0..20 {
+        let a = get(&client, &proxy.url("/"), &[("host", "witness.test")]).await;
+        assert_eq!(a.status, if i < 5 { 500 } else { 200 }, "witness request {i}");
+    }
+    let end = tokio::time::Instant::now() + WAIT;
+    let metrics = loop {
+        let metrics = get(&client, &proxy.admin_url("/metrics"), &[]).await.body;
+        if breaches(&metrics) >= 1.0 {
+            break metrics;
+        }
+        assert!(tokio::time::Instant::now() < end, "the periodic judge never ran:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for reason in ["error_rate", "latency"] {
+        let series = format!(r#"cutover_guard_breaches_total{{pool="canary",reason="{reason}"}}"#);
+        assert_eq!(metric(&metrics, &series), Some(0.0), "{metrics}");
+    }
     let status = get_json(&proxy.admin_url("/status")).await;
     assert!(pool(&status, "canary")["tripped"].is_null(), "{status:#}");
-    assert!(pool(&status, "canary")["guard"]["requests"].as_u64().unwrap() >= 40);
     assert_eq!(pool(&status, "canary")["guard"]["failures"], 0);
 }
 
@@ -163,21 +207,12 @@ async fn a_failing_green_switches_the_route_back_to_blue() {
     let blue = Upstream::named("blue").await;
     let green = flaky("green", 10).await;
     let config = |blue_w: u32, green_w: u32| {
-        format!(
-            r#"[pools.blue]
-backends = ["{}"]
-[pools.green]
-backends = ["{}"]
-[pools.green.guard]
-max_error_rate = 0.05
-window = "30s"
-min_requests = 20
-[[routes]]
-name = "app"
-split = {{ blue = {blue_w}, green = {green_w} }}
-"#,
-            blue.addr, green.addr
-        )
+        let guard = "[pools.green.guard]\nmax_error_rate = 0.05\nwindow = \"30s\"\nmin_requests = 20";
+        Config::new()
+            .pool("blue", &[blue.addr])
+            .pool_with("green", &[green.addr], guard)
+            .route("app", &format!("blue = {blue_w}, green = {green_w}"))
+            .build()
     };
     let proxy = TestProxy::start(&config(100, 0)).await;
     std::fs::write(&proxy.config_path, with_listeners(&config(0, 100))).unwrap();
@@ -204,10 +239,8 @@ split = {{ blue = {blue_w}, green = {green_w} }}
 #[tokio::test]
 async fn a_pool_serving_alone_with_no_earlier_split_keeps_its_weight_and_counts_the_breach() {
     let only = flaky("only", 10).await;
-    let config = format!(
-        "[pools.only]\nbackends = [\"{}\"]\n[pools.only.guard]\nmax_error_rate = 0.1\nmin_requests = 10\n[[routes]]\nname = \"app\"\nsplit = {{ only = 1 }}\n",
-        only.addr
-    );
+    let guard = "[pools.only.guard]\nmax_error_rate = 0.1\nmin_requests = 10";
+    let config = Config::new().pool_with("only", &[only.addr], guard).route("app", "only = 1").build();
     let proxy = TestProxy::start(&config).await;
     let client = client();
     let end = tokio::time::Instant::now() + WAIT;
@@ -235,10 +268,11 @@ async fn a_pool_serving_alone_with_no_earlier_split_keeps_its_weight_and_counts_
 async fn override_then_switchback_then_delete() {
     let blue = Upstream::named("blue").await;
     let green = Upstream::named("green").await;
-    let config = format!(
-        "[pools.blue]\nbackends = [\"{}\"]\n[pools.green]\nbackends = [\"{}\"]\n[[routes]]\nname = \"app\"\nsplit = {{ blue = 100, green = 0 }}\n",
-        blue.addr, green.addr
-    );
+    let config = Config::new()
+        .pool("blue", &[blue.addr])
+        .pool("green", &[green.addr])
+        .route("app", "blue = 100, green = 0")
+        .build();
     let proxy = TestProxy::start(&config).await;
     let client = client();
 
@@ -282,20 +316,17 @@ async fn an_override_holds_until_the_file_changes_that_route() {
     let blue = Upstream::named("blue").await;
     let green = Upstream::named("green").await;
     let config = |split: &str, comment: &str| {
-        format!(
-            "{comment}\n[pools.blue]\nbackends = [\"{}\"]\n[pools.green]\nbackends = [\"{}\"]\n[[routes]]\nname = \"app\"\nsplit = {split}\n",
-            blue.addr, green.addr
-        )
+        Config::new().raw(comment).pool("blue", &[blue.addr]).pool("green", &[green.addr]).route("app", split).build()
     };
-    let proxy = TestProxy::start(&config("{ blue = 100, green = 0 }", "")).await;
+    let proxy = TestProxy::start(&config("blue = 100, green = 0", "")).await;
     admin(&proxy, Method::PUT, "/routes/app/split", r#"{"green":1}"#, None).await;
     // An edit elsewhere in the file keeps the override.
-    std::fs::write(&proxy.config_path, with_listeners(&config("{ blue = 100, green = 0 }", "# other edit"))).unwrap();
+    std::fs::write(&proxy.config_path, with_listeners(&config("blue = 100, green = 0", "# other edit"))).unwrap();
     admin(&proxy, Method::POST, "/reload", "", None).await;
     let client = client();
     assert_eq!(get(&client, &proxy.url("/"), &[]).await.body, "green");
     // A new split for the route in the file is a newer intent: the override goes.
-    std::fs::write(&proxy.config_path, with_listeners(&config("{ blue = 99, green = 0 }", ""))).unwrap();
+    std::fs::write(&proxy.config_path, with_listeners(&config("blue = 99, green = 0", ""))).unwrap();
     admin(&proxy, Method::POST, "/reload", "", None).await;
     assert_eq!(get(&client, &proxy.url("/"), &[]).await.body, "blue");
     assert!(get_json(&proxy.admin_url("/status")).await["routes"][0]["override"].is_null());
@@ -305,10 +336,7 @@ async fn an_override_holds_until_the_file_changes_that_route() {
 async fn admin_errors_are_404_and_400_with_json() {
     let blue = Upstream::named("blue").await;
     let green = Upstream::named("green").await;
-    let config = format!(
-        "[pools.blue]\nbackends = [\"{}\"]\n[pools.green]\nbackends = [\"{}\"]\n[[routes]]\nname = \"app\"\nsplit = {{ blue = 1 }}\n",
-        blue.addr, green.addr
-    );
+    let config = Config::new().pool("blue", &[blue.addr]).pool("green", &[green.addr]).route("app", "blue = 1").build();
     let proxy = TestProxy::start(&config).await;
     for (method, path, body, code) in [
         (Method::PUT, "/routes/nope/split", r#"{"blue":1}"#, StatusCode::NOT_FOUND),
@@ -335,11 +363,8 @@ async fn mutating_calls_need_the_bearer_token() {
     let dir = tempfile::tempdir().unwrap();
     let token_path = dir.path().join("token");
     std::fs::write(&token_path, "  s3cret-token\n").unwrap();
-    let config = format!(
-        "[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n[pools.blue]\nbackends = [\"{}\"]\n[[routes]]\nname = \"app\"\nsplit = {{ blue = 1 }}\n",
-        token_path.display(),
-        blue.addr
-    );
+    let admin_section = format!("[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"", token_path.display());
+    let config = Config::new().raw(&admin_section).pool("blue", &[blue.addr]).route("app", "blue = 1").build();
     let proxy = TestProxy::start(&config).await;
     assert_eq!(admin(&proxy, Method::POST, "/pools/blue/trip", "", None).await.status, StatusCode::UNAUTHORIZED);
     assert_eq!(
@@ -359,7 +384,7 @@ async fn a_trip_survives_a_restart_through_the_state_file() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state").join("cutover.json");
     let extra = format!("[admin]\nlisten = \"127.0.0.1:0\"\nstate_file = \"{}\"", state.display());
-    let config = canary_config(&stable, &canary, &extra);
+    let config = canary_config(&stable, &canary, &extra).build();
 
     let first = TestProxy::start(&config).await;
     let trip = admin(&first, Method::POST, "/pools/canary/trip", "", None).await;
@@ -391,7 +416,7 @@ async fn a_new_version_of_the_pool_clears_its_trip() {
     let stable = Upstream::named("stable").await;
     let canary = Upstream::named("canary").await;
     let canary_v2 = Upstream::named("canary-v2").await;
-    let proxy = TestProxy::start(&canary_config(&stable, &canary, "")).await;
+    let proxy = TestProxy::start(&canary_config(&stable, &canary, "").build()).await;
     admin(&proxy, Method::POST, "/pools/canary/trip", "", None).await;
     // Weights-only edit: the trip stays.
     let text = std::fs::read_to_string(&proxy.config_path).unwrap();
@@ -411,7 +436,7 @@ async fn a_new_version_of_the_pool_clears_its_trip() {
 async fn every_spec_metric_is_exported_with_its_labels() {
     let stable = Upstream::named("stable").await;
     let canary = flaky("canary", 3).await;
-    let proxy = TestProxy::start(&canary_config(&stable, &canary, "")).await;
+    let proxy = TestProxy::start(&canary_config(&stable, &canary, "").build()).await;
     drive_until(&proxy, "canary tripped", |s| !pool(s, "canary")["tripped"].is_null()).await;
     admin(&proxy, Method::POST, "/reload", "", None).await;
     let metrics = get(&client(), &proxy.admin_url("/metrics"), &[]).await.body;
@@ -441,7 +466,7 @@ async fn a_force_rule_does_not_override_a_trip() {
     let stable = Upstream::named("stable").await;
     let canary = Upstream::named("canary").await;
     let force = "\n[[routes.force]]\nheader = \"x-beta\"\nvalue = \"1\"\npool = \"canary\"\n";
-    let proxy = TestProxy::start(&(canary_config(&stable, &canary, "") + force)).await;
+    let proxy = TestProxy::start(&canary_config(&stable, &canary, "").raw(force).build()).await;
     let client = client();
     assert_eq!(get(&client, &proxy.url("/"), &[("x-beta", "1")]).await.body, "canary");
     assert_eq!(admin(&proxy, Method::POST, "/pools/canary/trip", "", None).await.status, StatusCode::OK);
@@ -458,7 +483,7 @@ async fn a_force_rule_does_not_override_a_trip() {
 async fn rollback_and_reload_error_series_exist_before_the_first_event() {
     let stable = Upstream::named("stable").await;
     let canary = Upstream::named("canary").await;
-    let proxy = TestProxy::start(&canary_config(&stable, &canary, "")).await;
+    let proxy = TestProxy::start(&canary_config(&stable, &canary, "").build()).await;
     let metrics = get(&client(), &proxy.admin_url("/metrics"), &[]).await.body;
     for series in [
         r#"cutover_rollbacks_total{pool="canary",reason="error_rate"} 0"#,

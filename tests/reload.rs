@@ -13,12 +13,16 @@ use support::*;
 
 const WAIT: Duration = Duration::from_secs(15);
 
-fn route(split: &str) -> String {
-    format!("[[routes]]\nname = \"app\"\nsplit = {split}\n")
+/// Pools `list` (one backend each) and route `app` with `split`, after
+/// the `[server]` lines `server` (none when empty).
+fn app_with(server: &str, list: &[(&str, &Upstream)], split: &str) -> String {
+    let config = if server.is_empty() { Config::new() } else { Config::new().server(server) };
+    list.iter().fold(config, |c, (name, u)| c.pool(name, &[u.addr])).route("app", split).build()
 }
 
-fn pools(list: &[(&str, &Upstream)]) -> String {
-    list.iter().map(|(name, u)| format!("[pools.{name}]\nbackends = [\"{}\"]\n", u.addr)).collect()
+/// Pools `list` (one backend each) and route `app` with `split`.
+fn app(list: &[(&str, &Upstream)], split: &str) -> String {
+    app_with("", list, split)
 }
 
 async fn revision(proxy: &TestProxy) -> u64 {
@@ -66,10 +70,10 @@ fn write_atomically(path: &Path, text: &str) {
 async fn in_place_write_changes_the_split() {
     let blue = Upstream::named("blue").await;
     let green = Upstream::named("green").await;
-    let base = pools(&[("blue", &blue), ("green", &green)]);
-    let proxy = TestProxy::start(&format!("{base}{}", route("{ blue = 100, green = 0 }"))).await;
+    let base = [("blue", &blue), ("green", &green)];
+    let proxy = TestProxy::start(&app(&base, "blue = 100, green = 0")).await;
     wait_all_answers(&proxy, "blue").await;
-    let text = with_listeners(&format!("{base}{}", route("{ blue = 0, green = 100 }")));
+    let text = with_listeners(&app(&base, "blue = 0, green = 100"));
     std::fs::write(&proxy.config_path, text).unwrap();
     wait_all_answers(&proxy, "green").await;
 }
@@ -78,15 +82,15 @@ async fn in_place_write_changes_the_split() {
 async fn atomic_rename_changes_the_split() {
     let blue = Upstream::named("blue").await;
     let green = Upstream::named("green").await;
-    let base = pools(&[("blue", &blue), ("green", &green)]);
-    let proxy = TestProxy::start(&format!("{base}{}", route("{ blue = 100, green = 0 }"))).await;
+    let base = [("blue", &blue), ("green", &green)];
+    let proxy = TestProxy::start(&app(&base, "blue = 100, green = 0")).await;
     wait_all_answers(&proxy, "blue").await;
-    write_atomically(&proxy.config_path, &with_listeners(&format!("{base}{}", route("{ blue = 0, green = 1 }"))));
+    write_atomically(&proxy.config_path, &with_listeners(&app(&base, "blue = 0, green = 1")));
     wait_all_answers(&proxy, "green").await;
     // Delete, then recreate: also picked up.
     std::fs::remove_file(&proxy.config_path).unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
-    std::fs::write(&proxy.config_path, with_listeners(&format!("{base}{}", route("{ blue = 1, green = 0 }")))).unwrap();
+    std::fs::write(&proxy.config_path, with_listeners(&app(&base, "blue = 1, green = 0"))).unwrap();
     wait_all_answers(&proxy, "blue").await;
 }
 
@@ -97,12 +101,11 @@ async fn configmap_data_symlink_swap_changes_the_split() {
     use std::os::unix::fs::symlink;
     let blue = Upstream::named("blue").await;
     let green = Upstream::named("green").await;
-    let base = pools(&[("blue", &blue), ("green", &green)]);
+    let base = [("blue", &blue), ("green", &green)];
     let dir = tempfile::tempdir().unwrap();
     let first = dir.path().join("..2026_11_26_10_00_00.000000001");
     std::fs::create_dir(&first).unwrap();
-    std::fs::write(first.join("cutover.toml"), with_listeners(&format!("{base}{}", route("{ blue = 1, green = 0 }"))))
-        .unwrap();
+    std::fs::write(first.join("cutover.toml"), with_listeners(&app(&base, "blue = 1, green = 0"))).unwrap();
     symlink(first.file_name().unwrap(), dir.path().join("..data")).unwrap();
     symlink("..data/cutover.toml", dir.path().join("cutover.toml")).unwrap();
     let config_path = dir.path().join("cutover.toml");
@@ -112,8 +115,7 @@ async fn configmap_data_symlink_swap_changes_the_split() {
     let root = proxy.dir.path();
     let second = root.join("..2026_11_26_10_05_00.000000002");
     std::fs::create_dir(&second).unwrap();
-    std::fs::write(second.join("cutover.toml"), with_listeners(&format!("{base}{}", route("{ blue = 0, green = 1 }"))))
-        .unwrap();
+    std::fs::write(second.join("cutover.toml"), with_listeners(&app(&base, "blue = 0, green = 1"))).unwrap();
     symlink(second.file_name().unwrap(), root.join("..data_tmp")).unwrap();
     std::fs::rename(root.join("..data_tmp"), root.join("..data")).unwrap();
     std::fs::remove_dir_all(&first).unwrap();
@@ -124,12 +126,12 @@ async fn configmap_data_symlink_swap_changes_the_split() {
 async fn invalid_file_keeps_old_routing_and_reports_the_error() {
     let blue = Upstream::named("blue").await;
     let green = Upstream::named("green").await;
-    let base = pools(&[("blue", &blue), ("green", &green)]);
-    let proxy = TestProxy::start(&format!("{base}{}", route("{ blue = 1, green = 0 }"))).await;
+    let base = [("blue", &blue), ("green", &green)];
+    let proxy = TestProxy::start(&app(&base, "blue = 1, green = 0")).await;
     let before = revision(&proxy).await;
 
     // Line 9 (after the two listener lines and two pools) names a pool that does not exist.
-    let bad = with_listeners(&format!("{base}{}", route("{ blue = 1, purple = 1 }")));
+    let bad = with_listeners(&app(&base, "blue = 1, purple = 1"));
     std::fs::write(&proxy.config_path, &bad).unwrap();
     let end = tokio::time::Instant::now() + WAIT;
     let status = loop {
@@ -154,7 +156,7 @@ async fn invalid_file_keeps_old_routing_and_reports_the_error() {
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
     assert!(answer.body.contains("purple"), "{}", answer.body);
 
-    std::fs::write(&proxy.config_path, with_listeners(&format!("{base}{}", route("{ blue = 0, green = 1 }")))).unwrap();
+    std::fs::write(&proxy.config_path, with_listeners(&app(&base, "blue = 0, green = 1"))).unwrap();
     wait_all_answers(&proxy, "green").await;
     assert!(revision(&proxy).await > before);
 }
@@ -163,8 +165,8 @@ async fn invalid_file_keeps_old_routing_and_reports_the_error() {
 async fn admin_reload_applies_changes_and_unchanged_content_keeps_the_revision() {
     let blue = Upstream::named("blue").await;
     let green = Upstream::named("green").await;
-    let base = pools(&[("blue", &blue), ("green", &green)]);
-    let proxy = TestProxy::start(&format!("{base}{}", route("{ blue = 1, green = 0 }"))).await;
+    let base = [("blue", &blue), ("green", &green)];
+    let proxy = TestProxy::start(&app(&base, "blue = 1, green = 0")).await;
     let r0 = revision(&proxy).await;
     let same = post(&proxy.admin_url("/reload")).await;
     assert_eq!(same.status, StatusCode::OK);
@@ -172,7 +174,7 @@ async fn admin_reload_applies_changes_and_unchanged_content_keeps_the_revision()
     assert_eq!(same["revision"].as_u64(), Some(r0));
     assert_eq!(same["changed"], false);
 
-    std::fs::write(&proxy.config_path, with_listeners(&format!("{base}{}", route("{ blue = 0, green = 1 }")))).unwrap();
+    std::fs::write(&proxy.config_path, with_listeners(&app(&base, "blue = 0, green = 1"))).unwrap();
     // Either the watcher or this call applies it; the revision moves once.
     let answer = post(&proxy.admin_url("/reload")).await;
     assert_eq!(answer.status, StatusCode::OK);
@@ -192,12 +194,12 @@ async fn reload_under_load_fails_no_request() {
     let b = Upstream::named("b").await;
     let c = Upstream::named("c").await;
     let variants = [
-        format!("{}{}", pools(&[("a", &a), ("b", &b)]), route("{ a = 90, b = 10 }")),
-        format!("{}{}", pools(&[("a", &a), ("b", &b)]), route("{ a = 50, b = 50 }")),
-        format!("{}{}", pools(&[("b", &b), ("c", &c)]), route("{ b = 70, c = 30 }")),
-        format!("{}{}", pools(&[("c", &c)]), route("{ c = 1 }")),
-        format!("{}{}", pools(&[("a", &a), ("c", &c)]), route("{ a = 1, c = 3 }")),
-        format!("{}{}", pools(&[("a", &a), ("b", &b), ("c", &c)]), route("{ a = 1, b = 1, c = 1 }")),
+        app(&[("a", &a), ("b", &b)], "a = 90, b = 10"),
+        app(&[("a", &a), ("b", &b)], "a = 50, b = 50"),
+        app(&[("b", &b), ("c", &c)], "b = 70, c = 30"),
+        app(&[("c", &c)], "c = 1"),
+        app(&[("a", &a), ("c", &c)], "a = 1, c = 3"),
+        app(&[("a", &a), ("b", &b), ("c", &c)], "a = 1, b = 1, c = 1"),
     ];
     let proxy = TestProxy::start(&variants[0]).await;
     let stop = Arc::new(AtomicBool::new(false));
@@ -274,19 +276,13 @@ async fn removed_pool_finishes_its_in_flight_request_and_gets_no_new_one() {
     let received = Arc::new(tokio::sync::Notify::new());
     let slow = held_upstream("slow", release.clone(), received.clone()).await;
     let fast = Upstream::named("fast").await;
-    let proxy =
-        TestProxy::start(&format!("{}{}", pools(&[("fast", &fast), ("slow", &slow)]), route("{ fast = 0, slow = 1 }")))
-            .await;
+    let proxy = TestProxy::start(&app(&[("fast", &fast), ("slow", &slow)], "fast = 0, slow = 1")).await;
     let url = proxy.url("/");
     let in_flight = tokio::spawn(async move { get(&client(), &url, &[]).await });
     tokio::time::timeout(WAIT, received.notified()).await.expect("slow upstream never got the request");
 
     let r0 = revision(&proxy).await;
-    std::fs::write(
-        &proxy.config_path,
-        with_listeners(&format!("{}{}", pools(&[("fast", &fast)]), route("{ fast = 1 }"))),
-    )
-    .unwrap();
+    std::fs::write(&proxy.config_path, with_listeners(&app(&[("fast", &fast)], "fast = 1"))).unwrap();
     wait_revision_above(&proxy, r0).await;
 
     let status = get_json(&proxy.admin_url("/status")).await;
@@ -322,11 +318,8 @@ async fn drain_timeout_cuts_what_is_still_in_flight() {
     let received = Arc::new(tokio::sync::Notify::new());
     let stuck = held_upstream("stuck", release.clone(), received.clone()).await;
     let fast = Upstream::named("fast").await;
-    let server = "[server]\nlisten = [\"127.0.0.1:0\"]\ndrain_timeout = \"300ms\"\n";
-    let config = |p: &str, r: &str| format!("{server}{p}{r}");
-    let proxy =
-        TestProxy::start(&config(&pools(&[("fast", &fast), ("stuck", &stuck)]), &route("{ fast = 0, stuck = 1 }")))
-            .await;
+    let server = "drain_timeout = \"300ms\"";
+    let proxy = TestProxy::start(&app_with(server, &[("fast", &fast), ("stuck", &stuck)], "fast = 0, stuck = 1")).await;
     let url = proxy.url("/");
     let in_flight = tokio::spawn(async move {
         let req = http::Request::get(&url).body(http_body_util::Full::new(bytes::Bytes::new())).unwrap();
@@ -334,8 +327,7 @@ async fn drain_timeout_cuts_what_is_still_in_flight() {
     });
     tokio::time::timeout(WAIT, received.notified()).await.expect("stuck upstream never got the request");
     let r0 = revision(&proxy).await;
-    std::fs::write(&proxy.config_path, with_listeners(&config(&pools(&[("fast", &fast)]), &route("{ fast = 1 }"))))
-        .unwrap();
+    std::fs::write(&proxy.config_path, with_listeners(&app_with(server, &[("fast", &fast)], "fast = 1"))).unwrap();
     wait_revision_above(&proxy, r0).await;
     // Cut after 300 ms: the client gets the proxy's 502, well before the
     // upstream would ever answer.
@@ -343,22 +335,41 @@ async fn drain_timeout_cuts_what_is_still_in_flight() {
     assert_eq!(result.expect("proxy answered"), StatusCode::BAD_GATEWAY);
 }
 
-/// The watcher must not feed on the proxy's own reads of the file: an idle
-/// proxy re-reads nothing (the reload counters stay flat).
+/// The watcher must not feed on the proxy's own reads of the file: after a
+/// reload the watcher goes quiet. Every reload the watcher asks for counts
+/// in `cutover_config_reloads_total{result="ok"}` (unchanged content too),
+/// so the test first sees the watcher's startup check counted, then pokes
+/// the directory and sees that answered with exactly one more reload — the
+/// watcher is live and re-reads the file — and only then watches the count
+/// stay flat for several debounce periods.
 #[tokio::test]
 async fn an_idle_proxy_does_not_reload_in_a_loop() {
     let blue = Upstream::named("blue").await;
-    let proxy = TestProxy::start(&format!("{}{}", pools(&[("blue", &blue)]), route("{ blue = 1 }"))).await;
-    let reloads = |text: &str| -> f64 {
-        text.lines()
-            .filter(|l| l.starts_with("cutover_config_reloads_total{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+    let proxy = TestProxy::start(&app(&[("blue", &blue)], "blue = 1")).await;
+    let reloads = || async {
+        let metrics = get(&client(), &proxy.admin_url("/metrics"), &[]).await.body;
+        metric(&metrics, r#"cutover_config_reloads_total{result="ok"}"#).expect("reload series") as u64
     };
-    // Let the watcher start and do its one startup check.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = reloads(&get(&client(), &proxy.admin_url("/metrics"), &[]).await.body);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let after = reloads(&get(&client(), &proxy.admin_url("/metrics"), &[]).await.body);
-    assert!(after - before <= 1.0, "the idle proxy reloaded {} times in 1.5 s", after - before);
+    let wait_reloads = |at_least: u64, what: &'static str| async move {
+        let end = tokio::time::Instant::now() + WAIT;
+        loop {
+            let n = reloads().await;
+            if n >= at_least {
+                return n;
+            }
+            assert!(tokio::time::Instant::now() < end, "{what}: reloads stayed at {n}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    };
+    let started = wait_reloads(1, "the watcher's startup check").await;
+    // An event in the directory is a hint the watcher answers with a re-read.
+    std::fs::write(proxy.dir.path().join("unrelated.txt"), "poke").unwrap();
+    let poked = wait_reloads(started + 1, "the watcher answering an event").await;
+    // A loop would re-read within a debounce period (150 ms) of each read.
+    let end = tokio::time::Instant::now() + Duration::from_millis(1500);
+    while tokio::time::Instant::now() < end {
+        let now = reloads().await;
+        assert!(now <= poked + 1, "the idle proxy reloaded {} times after one event", now - started);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -21,18 +21,16 @@ struct Binary {
 }
 
 impl Binary {
-    async fn start(server_extra: &str, rest: &str) -> Binary {
-        Binary::start_with(server_extra, rest, &[]).await
+    async fn start(config: &Config) -> Binary {
+        Binary::start_with(config, &[]).await
     }
 
-    async fn start_with(server_extra: &str, rest: &str, flags: &[&str]) -> Binary {
+    async fn start_with(config: &Config, flags: &[&str]) -> Binary {
         // Port 0 everywhere: the binary binds and logs the real ports, so no
         // other socket on the machine can take them first.
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("cutover.toml");
-        let text =
-            format!("[server]\nlisten = [\"127.0.0.1:0\"]\n{server_extra}\n[admin]\nlisten = \"127.0.0.1:0\"\n{rest}");
-        std::fs::write(&config_path, text).unwrap();
+        std::fs::write(&config_path, with_listeners(&config.build())).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_cutover"))
             .args(["run", "--config"])
             .arg(&config_path)
@@ -117,8 +115,8 @@ impl Drop for Binary {
     }
 }
 
-fn one_pool(upstream: &Upstream) -> String {
-    format!("[pools.app]\nbackends = [\"{}\"]\n[[routes]]\nname = \"app\"\nsplit = {{ app = 1 }}\n", upstream.addr)
+fn one_pool(upstream: &Upstream) -> Config {
+    Config::one_pool(&[upstream.addr])
 }
 
 async fn status_of(url: &str) -> Option<StatusCode> {
@@ -144,7 +142,7 @@ async fn sigterm_finishes_in_flight_requests_then_exits_zero() {
         }
     })
     .await;
-    let mut bin = Binary::start("shutdown_delay = \"1s\"\ndrain_timeout = \"15s\"", &one_pool(&upstream)).await;
+    let mut bin = Binary::start(&one_pool(&upstream).server("shutdown_delay = \"1s\"\ndrain_timeout = \"15s\"")).await;
 
     let url = bin.url("/slow");
     let slow = tokio::spawn(async move { get(&client(), &url, &[]).await });
@@ -195,7 +193,7 @@ async fn a_second_signal_exits_at_once() {
         }
     })
     .await;
-    let mut bin = Binary::start("drain_timeout = \"60s\"", &one_pool(&upstream)).await;
+    let mut bin = Binary::start(&one_pool(&upstream).server("drain_timeout = \"60s\"")).await;
     let url = bin.url("/");
     let _stuck = tokio::spawn(async move {
         let _ = tokio::time::timeout(Duration::from_secs(60), client().get(url.parse().unwrap())).await;
@@ -218,11 +216,10 @@ async fn a_second_signal_exits_at_once() {
 async fn sighup_reloads_the_config() {
     let blue = Upstream::named("blue").await;
     let green = Upstream::named("green").await;
-    let pools =
-        format!("[pools.blue]\nbackends = [\"{}\"]\n[pools.green]\nbackends = [\"{}\"]\n", blue.addr, green.addr);
-    let route = |s: &str| format!("[[routes]]\nname = \"app\"\nsplit = {s}\n");
+    let config =
+        Config::new().pool("blue", &[blue.addr]).pool("green", &[green.addr]).route("app", "blue = 1, green = 0");
     // Without the watcher, only the signal can make this reload happen.
-    let bin = Binary::start_with("", &format!("{pools}{}", route("{ blue = 1, green = 0 }")), &["--no-watch"]).await;
+    let bin = Binary::start_with(&config, &["--no-watch"]).await;
     assert_eq!(get(&client(), &bin.url("/"), &[]).await.body, "blue");
     let text = std::fs::read_to_string(&bin.config_path).unwrap().replace("blue = 1, green = 0", "blue = 0, green = 1");
     std::fs::write(&bin.config_path, text).unwrap();
@@ -254,7 +251,7 @@ async fn shutdown_sends_goaway_to_http2_clients_and_finishes_their_streams() {
         }
     })
     .await;
-    let mut proxy = TestProxy::start(&one_pool(&upstream)).await;
+    let mut proxy = TestProxy::start(&one_pool(&upstream).build()).await;
     let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     let (mut sender, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
@@ -283,10 +280,9 @@ async fn shutdown_sends_goaway_to_http2_clients_and_finishes_their_streams() {
 async fn a_single_worker_proxy_serves_reloads_and_shuts_down() {
     let blue = Upstream::named("blue").await;
     let green = Upstream::named("green").await;
-    let pools =
-        format!("[pools.blue]\nbackends = [\"{}\"]\n[pools.green]\nbackends = [\"{}\"]\n", blue.addr, green.addr);
-    let route = |s: &str| format!("[[routes]]\nname = \"app\"\nsplit = {s}\n");
-    let mut bin = Binary::start("workers = 1", &format!("{pools}{}", route("{ blue = 1, green = 0 }"))).await;
+    let config =
+        Config::new().pool("blue", &[blue.addr]).pool("green", &[green.addr]).route("app", "blue = 1, green = 0");
+    let mut bin = Binary::start(&config.server("workers = 1")).await;
     let client = client();
     for _ in 0..50 {
         assert_eq!(get(&client, &bin.url("/"), &[]).await.body, "blue");

@@ -111,14 +111,13 @@ async fn start_tls_proxy_with(label: &str, server: &str) -> TlsProxy {
 }
 
 async fn tls_proxy(dir: &Path, upstream: &Upstream, server: &str) -> TestProxy {
-    TestProxy::start(&format!(
-        "[server]\nlisten = [\"127.0.0.1:0\"]\n{server}\n[server.tls]\nlisten = \"127.0.0.1:0\"\ncert = \"{}\"\nkey = \"{}\"\n\
-         [pools.app]\nbackends = [\"{}\"]\n[[routes]]\nname = \"app\"\nsplit = {{ app = 1 }}\n",
+    let tls = format!(
+        "[server.tls]\nlisten = \"127.0.0.1:0\"\ncert = \"{}\"\nkey = \"{}\"",
         dir.join("tls.crt").display(),
-        dir.join("tls.key").display(),
-        upstream.addr
-    ))
-    .await
+        dir.join("tls.key").display()
+    );
+    let config = Config::new().server(server).raw(&tls).pool("app", &[upstream.addr]).route("app", "app = 1");
+    TestProxy::start(&config.build()).await
 }
 
 #[tokio::test]
@@ -262,16 +261,15 @@ async fn https_backends_are_verified_against_the_ca_file() {
     std::fs::write(dir.path().join("ca.pem"), &cert.cert_pem).unwrap();
     let h1 = tls_upstream(&cert, &[b"http/1.1"]).await;
     let h2 = tls_upstream(&cert, &[b"h2"]).await;
-    let proxy = TestProxy::start(&format!(
-        "[pools.h1]\nbackends = [\"https://{h1}\"]\nca_file = \"{ca}\"\n\
-         [pools.h2]\nbackends = [\"https://{h2}\"]\nca_file = \"{ca}\"\nprotocol = \"h2\"\n\
-         [pools.untrusted]\nbackends = [\"https://{h1}\"]\n\
-         [[routes]]\nname = \"one\"\npath_prefix = \"/one\"\nsplit = {{ h1 = 1 }}\n\
-         [[routes]]\nname = \"two\"\npath_prefix = \"/two\"\nsplit = {{ h2 = 1 }}\n\
-         [[routes]]\nname = \"bad\"\npath_prefix = \"/bad\"\nsplit = {{ untrusted = 1 }}\n",
-        ca = dir.path().join("ca.pem").display()
-    ))
-    .await;
+    let ca = format!("ca_file = \"{}\"", dir.path().join("ca.pem").display());
+    let config = Config::new()
+        .pool_with("h1", &[format!("https://{h1}")], &ca)
+        .pool_with("h2", &[format!("https://{h2}")], &format!("{ca}\nprotocol = \"h2\""))
+        .pool("untrusted", &[format!("https://{h1}")])
+        .route_with("one", "h1 = 1", "path_prefix = \"/one\"")
+        .route_with("two", "h2 = 1", "path_prefix = \"/two\"")
+        .route_with("bad", "untrusted = 1", "path_prefix = \"/bad\"");
+    let proxy = TestProxy::start(&config.build()).await;
     let client = client();
     let one = get(&client, &proxy.url("/one"), &[]).await;
     assert_eq!((one.status, one.body.as_str()), (StatusCode::OK, "secure HTTP/1.1"));
@@ -292,13 +290,10 @@ async fn a_pool_mixing_https_and_plain_backends_serves_every_request() {
     std::fs::write(dir.path().join("ca.pem"), &cert.cert_pem).unwrap();
     let secure = tls_upstream(&cert, &[b"http/1.1"]).await;
     let plain = Upstream::named("plain").await;
-    let proxy = TestProxy::start(&format!(
-        "[pools.mixed]\nbackends = [\"https://{secure}\", \"{plain}\"]\nca_file = \"{ca}\"\n\
-         [[routes]]\nname = \"app\"\nsplit = {{ mixed = 1 }}\n",
-        plain = plain.addr,
-        ca = dir.path().join("ca.pem").display()
-    ))
-    .await;
+    let ca = format!("ca_file = \"{}\"", dir.path().join("ca.pem").display());
+    let backends = [format!("https://{secure}"), plain.addr.to_string()];
+    let proxy =
+        TestProxy::start(&Config::new().pool_with("mixed", &backends, &ca).route("app", "mixed = 1").build()).await;
     let client = client();
     let mut bodies = std::collections::BTreeSet::new();
     for i in 0..8 {
@@ -347,10 +342,8 @@ async fn an_h2c_backend_gets_requests_over_one_shared_connection() {
             });
         }
     });
-    let proxy = TestProxy::start(&format!(
-        "[pools.grpc]\nbackends = [\"{addr}\"]\nprotocol = \"h2\"\n[[routes]]\nname = \"app\"\nsplit = {{ grpc = 1 }}\n"
-    ))
-    .await;
+    let config = Config::new().pool_with("grpc", &[addr], "protocol = \"h2\"").route("app", "grpc = 1");
+    let proxy = TestProxy::start(&config.build()).await;
     let mut tasks = Vec::new();
     for _ in 0..20 {
         let url = proxy.url("/x");

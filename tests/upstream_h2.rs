@@ -24,11 +24,8 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// A proxy whose only route goes to one HTTP/2 backend.
 async fn proxy_to(backend: SocketAddr) -> TestProxy {
-    TestProxy::start(&format!(
-        "[pools.grpc]\nbackends = [\"{backend}\"]\nprotocol = \"h2\"\n\
-         [[routes]]\nname = \"app\"\nsplit = {{ grpc = 1 }}\n"
-    ))
-    .await
+    let config = Config::new().pool_with("grpc", &[backend], "protocol = \"h2\"").route("app", "grpc = 1");
+    TestProxy::start(&config.build()).await
 }
 
 /// Send `method path` with `body` through the proxy; status and body.

@@ -38,8 +38,10 @@ async fn echo_server() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
     (addr, accepted)
 }
 
-fn config(server: &str, backend: std::net::SocketAddr) -> String {
-    format!("{server}[pools.ws]\nbackends = [\"{backend}\"]\n[[routes]]\nname = \"app\"\nsplit = {{ ws = 1 }}\n")
+/// Pool `ws` over `backend` behind route `app`, with `[server]` lines `server`.
+fn config(server: &str, backend: std::net::SocketAddr) -> Config {
+    let config = if server.is_empty() { Config::new() } else { Config::new().server(server) };
+    config.pool("ws", &[backend]).route("app", "ws = 1")
 }
 
 async fn connect(proxy: &TestProxy) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
@@ -64,7 +66,7 @@ async fn echo(ws: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>
 #[tokio::test]
 async fn websocket_echo_passes_through() {
     let (backend, accepted) = echo_server().await;
-    let proxy = TestProxy::start(&config("", backend)).await;
+    let proxy = TestProxy::start(&config("", backend).build()).await;
     let mut ws = connect(&proxy).await;
     for i in 0..20 {
         assert_eq!(echo(&mut ws, &format!("hello {i}")).await, format!("hello {i}"));
@@ -76,19 +78,15 @@ async fn websocket_echo_passes_through() {
 async fn a_tunnel_survives_its_backends_removal_until_drain_timeout() {
     let (backend, _) = echo_server().await;
     let other = Upstream::named("other").await;
-    let server = "[server]\nlisten = [\"127.0.0.1:0\"]\ndrain_timeout = \"1s\"\n";
-    let text = format!("{}[pools.other]\nbackends = [\"{}\"]\n", config(server, backend), other.addr);
-    let proxy = TestProxy::start(&text).await;
+    let server = "drain_timeout = \"1s\"";
+    let proxy = TestProxy::start(&config(server, backend).pool("other", &[other.addr]).build()).await;
     let mut ws = connect(&proxy).await;
     assert_eq!(echo(&mut ws, "before").await, "before");
 
     // Remove the WebSocket pool: the tunnel is in flight, so it drains.
     let revision = get_json(&proxy.admin_url("/status")).await["revision"].as_u64().unwrap();
-    let next = format!(
-        "{server}[admin]\nlisten = \"127.0.0.1:0\"\n[pools.other]\nbackends = [\"{}\"]\n[[routes]]\nname = \"app\"\nsplit = {{ other = 1 }}\n",
-        other.addr
-    );
-    std::fs::write(&proxy.config_path, next).unwrap();
+    let next = Config::new().server(server).pool("other", &[other.addr]).route("app", "other = 1").build();
+    std::fs::write(&proxy.config_path, with_listeners(&next)).unwrap();
     eventually_revision_above(&proxy, revision).await;
     // New requests go elsewhere, while the open tunnel still carries messages.
     assert_eq!(get(&client(), &proxy.url("/"), &[]).await.body, "other");
@@ -115,29 +113,25 @@ async fn eventually_revision_above(proxy: &TestProxy, than: u64) {
     }
 }
 
-/// A backend that refuses the upgrade (200): the client gets the 200, and
-/// bytes it sent after its upgrade request never reach the backend as
-/// tunnel data.
 /// A backend that answers every request with 200 "plain" and never
 /// upgrades, behind a proxy.
 async fn plain_backend_behind_proxy() -> (Upstream, TestProxy) {
     let upstream = Upstream::named("plain").await;
-    let proxy = TestProxy::start(&format!(
-        "[pools.p]\nbackends = [\"{}\"]\n[[routes]]\nname = \"app\"\nsplit = {{ p = 1 }}\n",
-        upstream.addr
-    ))
-    .await;
+    let proxy = TestProxy::start(&Config::one_pool(&[upstream.addr]).build()).await;
     (upstream, proxy)
 }
 
+/// A backend that refuses the upgrade (200): the client gets the 200, and
+/// bytes it sent after its upgrade request never reach the backend as
+/// tunnel data.
 #[tokio::test]
 async fn a_refused_upgrade_forwards_nothing_after_it() {
     let (upstream, proxy) = plain_backend_behind_proxy().await;
     let raw =
         b"GET /chat HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n\x81\x85GARBAGE-FRAME";
-    let answer = raw_exchange(proxy.addr, raw, Duration::from_secs(3)).await;
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    assert!(answer.contains("plain"), "{answer}");
+    let out = exchange_within(proxy.addr, raw, Duration::from_secs(3)).await;
+    let first = out.responses.first().unwrap_or_else(|| panic!("no answer: {:?}", out.raw));
+    assert_eq!((first.status, first.body.as_slice()), (200, &b"plain"[..]), "{}", out.raw);
     let seen = upstream.seen();
     assert_eq!(seen.len(), 1, "the backend saw more than the one request: {seen:?}");
     assert_eq!(seen[0].uri.path(), "/chat");
@@ -150,8 +144,8 @@ async fn a_refused_upgrade_forwards_nothing_after_it() {
 async fn an_http_1_0_request_is_never_upgraded() {
     let (upstream, proxy) = plain_backend_behind_proxy().await;
     let raw = b"GET /chat HTTP/1.0\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
-    let answer = raw_exchange(proxy.addr, raw, Duration::from_secs(3)).await;
-    assert!(answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let out = exchange_within(proxy.addr, raw, Duration::from_secs(3)).await;
+    assert_eq!(out.only().status, 200, "{}", out.raw);
     let seen = upstream.seen();
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert!(seen[0].headers.get("upgrade").is_none(), "an HTTP/1.0 upgrade request went on: {:?}", seen[0].headers);

@@ -1,13 +1,34 @@
-//! Test harness: real hyper upstreams and a real proxy on `127.0.0.1:0`.
+//! The shared test harness: real upstreams, real clients and a real proxy
+//! on `127.0.0.1:0`. Nothing here is a mock.
 //!
-//! Nothing here is a mock. [`Upstream`] is a hyper server that records what
-//! it received; [`TestProxy`] writes a config into a temp dir, validates it
-//! with the same loader as the binary, binds port 0 and runs
-//! `cutover::run` in the test's runtime until dropped or stopped.
+//! - [`Upstream`]: a hyper server answering from a handler, recording what
+//!   it received — for tests about what a well-behaved backend sees.
+//! - [`RawUpstream`] (`raw_upstream`): a scripted raw TCP backend, bytes in
+//!   and hand-written bytes out, recording each request off the wire —
+//!   for tests about framing, connection reuse and broken backends.
+//! - [`client`], [`get`], [`post`], [`get_json`]: a keep-alive HTTP/1.1
+//!   client; [`exchange`] and friends (`raw_client`): exact bytes on a raw
+//!   socket, for requests no client library would send.
+//! - [`Config`] (`config`): the one config builder.
+//! - [`TestProxy`]: writes a config into a temp dir, validates it with the
+//!   same loader as the binary, binds port 0 and runs `cutover::run` in the
+//!   test's runtime until dropped or stopped; `process` runs the binary.
+//! - [`eventually`], [`metric`]: waiting on a condition with a deadline,
+//!   and reading one series off `/metrics`.
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod config;
 pub mod process;
+pub mod raw_client;
+pub mod raw_upstream;
+
+#[allow(unused_imports)]
+pub use config::Config;
+#[allow(unused_imports)]
+pub use raw_client::{exchange, exchange_within, read_one_response, read_until_closed, Outcome, RawResponse};
+#[allow(unused_imports)]
+pub use raw_upstream::{with_length, RawRequest, RawUpstream, Reply, OK};
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -29,6 +50,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+/// Generous bound for anything that should take milliseconds.
+pub const DEADLINE: Duration = Duration::from_secs(10);
 
 /// Body type of upstream handlers.
 pub type TestBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
@@ -306,56 +330,5 @@ pub async fn eventually<F: FnMut() -> bool>(deadline: Duration, what: &str, mut 
     while !cond() {
         assert!(tokio::time::Instant::now() < end, "timed out waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Send `raw` bytes on a fresh TCP connection and read until the server
-/// closes or `timeout` passes; returns what came back.
-pub async fn raw_exchange(addr: SocketAddr, raw: &[u8], timeout: Duration) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    stream.write_all(raw).await.expect("write");
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(timeout, stream.read_to_end(&mut out)).await;
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Read one request from `stream` for a raw upstream: its head, returned as
-/// text, and then its body if it has a `Content-Length` (the only framing
-/// the raw upstreams' requests use), so the body is not taken for the next
-/// request. `buf` carries bytes read past the request to the next call.
-/// `None` once the connection ends or fails.
-pub async fn read_request(stream: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Option<String> {
-    let end = loop {
-        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at + 4;
-        }
-        read_more(stream, buf).await?;
-    };
-    let head: Vec<u8> = buf.drain(..end).collect();
-    let head = String::from_utf8_lossy(&head).into_owned();
-    let length = head
-        .lines()
-        .filter_map(|line| line.split_once(':'))
-        .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, value)| value.trim().parse::<usize>().ok())
-        .unwrap_or(0);
-    while buf.len() < length {
-        read_more(stream, buf).await?;
-    }
-    buf.drain(..length);
-    Some(head)
-}
-
-/// Read what the peer sent next into `buf`; `None` at its end.
-async fn read_more(stream: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Option<()> {
-    use tokio::io::AsyncReadExt;
-    let mut chunk = [0u8; 4096];
-    match stream.read(&mut chunk).await {
-        Ok(0) | Err(_) => None,
-        Ok(n) => {
-            buf.extend_from_slice(&chunk[..n]);
-            Some(())
-        }
     }
 }

@@ -1,8 +1,7 @@
 //! The real `cutover` binary as a child process, for tests of what only a
 //! process shows: exit codes, signals, log lines, the command line.
-//!
-//! Included by path (`#[path = "support/process.rs"] mod process;`) from
-//! tests that need nothing else of the harness, and as `support::process`.
+//! Its waits are blocking (threads, not tasks), so a test using it with the
+//! async parts of the harness runs those on a runtime of their own.
 
 #![allow(dead_code, unreachable_pub)]
 
