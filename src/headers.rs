@@ -14,6 +14,12 @@
 //! `X-Forwarded-Host` are set by the proxy from what it saw and replace any
 //! value the client sent: a client could otherwise claim HTTPS or another
 //! host to the backend.
+//!
+//! Request header names containing `_` are dropped unless the config allows
+//! them (nginx's `underscores_in_headers off`, for the same reason): CGI,
+//! WSGI, PHP and Rack backends map `-` and `_` alike to `HTTP_X_FORWARDED_FOR`,
+//! so a client's `X_Forwarded_For` beside the proxy's own `X-Forwarded-For`
+//! would let it spoof what the proxy vouches for.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -108,6 +114,23 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
     named_any
 }
 
+/// Remove every header whose name contains `_`; returns how many names
+/// went. Each is logged at debug level: a backend that needs one is
+/// diagnosed from the log, and `allow_underscores_in_headers` lets it pass.
+pub fn drop_underscored(headers: &mut HeaderMap) -> u64 {
+    let underscored = |name: &HeaderName| name.as_str().as_bytes().contains(&b'_');
+    // One pass over the (few) names; nothing is allocated in the usual case.
+    if !headers.keys().any(underscored) {
+        return 0;
+    }
+    let names: Vec<HeaderName> = headers.keys().filter(|name| underscored(name)).cloned().collect();
+    for name in &names {
+        tracing::debug!(header = name.as_str(), "request header dropped: its name contains an underscore");
+        headers.remove(name);
+    }
+    names.len() as u64
+}
+
 /// Set the `X-Forwarded-*` headers for a request from `client_ip` that
 /// arrived over `proto` for `host`.
 pub fn set_forwarded(
@@ -192,6 +215,14 @@ mod tests {
         let mut h = map(&[("te", "trailers"), ("connection", "keep-alive")]);
         assert!(!strip_hop_by_hop(&mut h), "connection names no header beyond the fixed ones");
         assert_eq!(h["te"], "trailers");
+    }
+
+    #[test]
+    fn underscored_names_are_dropped_and_counted() {
+        let mut h = map(&[("x_forwarded_for", "6.6.6.6"), ("x_a", "1"), ("x_a", "2"), ("x-kept", "yes")]);
+        assert_eq!(drop_underscored(&mut h), 2);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(drop_underscored(&mut h), 0);
     }
 
     #[test]

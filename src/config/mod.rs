@@ -68,6 +68,9 @@ pub struct ServerConfig {
     pub send_timeout: Duration,
     /// Runtime worker threads; `None` means one per core.
     pub workers: Option<usize>,
+    /// Whether request headers whose name contains `_` are forwarded
+    /// (otherwise they are dropped: see [`crate::headers::drop_underscored`]).
+    pub allow_underscores_in_headers: bool,
     /// Optional TLS listener.
     pub tls: Option<TlsConfig>,
 }

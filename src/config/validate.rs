@@ -227,6 +227,7 @@ impl Cx<'_> {
                 false,
             )?,
             workers: workers.map(to_usize),
+            allow_underscores_in_headers: raw.allow_underscores_in_headers.unwrap_or(false),
             tls: tls.as_ref().map(|(tls, _)| tls.clone()),
         };
         Ok(Server { config, listen, tls_listen_span: tls.map(|(_, span)| span) })
@@ -1132,6 +1133,7 @@ split = { blue = 1 }
                 body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
                 send_timeout: DEFAULT_SEND_TIMEOUT,
                 workers: Some(4),
+                allow_underscores_in_headers: false,
                 tls: Some(TlsConfig {
                     listen: "0.0.0.0:8443".parse().unwrap(),
                     cert: PathBuf::from("/etc/cutover/certs/server.pem"),
@@ -1245,6 +1247,7 @@ split = { blue = 1 }
                 body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
                 send_timeout: DEFAULT_SEND_TIMEOUT,
                 workers: None,
+                allow_underscores_in_headers: false,
                 tls: None,
             }
         );
