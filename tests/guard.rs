@@ -35,7 +35,7 @@ async fn flaky(name: &str, share_in_ten: usize) -> Upstream {
 }
 
 async fn admin(proxy: &TestProxy, method: Method, path: &str, body: &str, token: Option<&str>) -> Answer {
-    let mut req = Request::builder().method(method).uri(proxy.admin_url(path));
+    let mut req = Request::builder().method(method).uri(proxy.admin_url(path)).header("x-cutover-admin", "1");
     if let Some(token) = token {
         req = req.header("authorization", format!("Bearer {token}"));
     }

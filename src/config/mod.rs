@@ -95,6 +95,9 @@ pub struct AdminConfig {
     pub token_file: Option<PathBuf>,
     /// File where runtime overrides and trips are persisted.
     pub state_file: Option<PathBuf>,
+    /// Host names (besides IP literals and `localhost`) the admin API
+    /// answers to, lowercase and without a port.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// A pool's name, as written in `[pools.NAME]`.

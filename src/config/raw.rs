@@ -88,6 +88,8 @@ pub(crate) struct RawAdmin {
     pub(crate) token_file: Option<Spanned<String>>,
     /// Persisted runtime state.
     pub(crate) state_file: Option<Spanned<String>>,
+    /// Extra host names the admin API answers to.
+    pub(crate) allowed_hosts: Option<Vec<Spanned<String>>>,
 }
 
 /// `[pools.NAME]`.
