@@ -9,6 +9,9 @@
 //! it must travel, since an HTTP/1.1 peer sends only the trailer fields the
 //! `Trailer` field announced (hyper's server and client both do this).
 //!
+//! A `Content-Length` beside `Transfer-Encoding` goes with it: the coding
+//! frames the message (RFC 9112 §6.3), and the next hop gets it re-framed.
+//!
 //! `X-Forwarded-For` is appended to (earlier proxies' entries are kept; the
 //! client's own address is added), while `X-Forwarded-Proto` and
 //! `X-Forwarded-Host` are set by the proxy from what it saw and replace any
@@ -46,6 +49,9 @@ pub(crate) const HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
 ];
 
+/// Where `Transfer-Encoding` is in [`HOP_BY_HOP`].
+const TRANSFER_ENCODING_AT: usize = 6;
+
 /// Whether `name` (in any case) is one of the fixed hop-by-hop fields.
 pub fn is_fixed_hop_by_hop(name: &[u8]) -> bool {
     HOP_BY_HOP.iter().any(|hop| name.eq_ignore_ascii_case(hop.as_str().as_bytes()))
@@ -79,6 +85,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
     if present == 1 && connection_plain {
         headers.remove(header::CONNECTION);
         return false;
+    }
+    // A message framed by a transfer coding has no meaningful length: the
+    // coding overrides `Content-Length`, and a proxy removes the length
+    // before forwarding (RFC 9112 §6.3). Left in, it would frame the
+    // re-encoded body for the next hop and cut it short.
+    if present & (1 << TRANSFER_ENCODING_AT) != 0 {
+        headers.remove(header::CONTENT_LENGTH);
     }
     // Headers named by `Connection` go too. The fixed names (`keep-alive`
     // above all) are handled by the bit set; anything else is rare, so only
@@ -208,6 +221,17 @@ mod tests {
         assert!(strip_hop_by_hop(&mut h));
         assert_eq!(h.len(), 1, "{h:?}");
         assert_eq!(h["x-kept"], "yes");
+    }
+
+    #[test]
+    fn a_transfer_coding_takes_the_content_length_with_it() {
+        assert_eq!(HOP_BY_HOP[TRANSFER_ENCODING_AT], header::TRANSFER_ENCODING);
+        let mut h = map(&[("content-length", "3"), ("transfer-encoding", "chunked"), ("x-kept", "yes")]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        let mut h = map(&[("content-length", "3"), ("connection", "keep-alive")]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h["content-length"], "3");
     }
 
     #[test]
