@@ -227,3 +227,22 @@ async fn with_a_token_the_bearer_header_is_enough_and_a_foreign_origin_still_fai
     let (status, _) = call(&proxy, "POST", "/pools/blue/reset", &[&host, "X-Cutover-Admin: 1"], "").await;
     assert_eq!(status, 401);
 }
+
+#[tokio::test]
+async fn allowed_hosts_takes_effect_on_reload() {
+    let upstream = Upstream::named("app").await;
+    let proxy = TestProxy::start(&config(upstream.addr, "")).await;
+    let host = format!("Host: cutover:{}", proxy.admin.port());
+    assert_eq!(call(&proxy, "GET", "/metrics", &[&host], "").await.0, 421);
+
+    let revision = || async { get_json(&proxy.admin_url("/status")).await["revision"].as_u64().expect("revision") };
+    let before = revision().await;
+    let text = config(upstream.addr, "allowed_hosts = [\"cutover\"]\n");
+    std::fs::write(&proxy.config_path, with_listeners(&text)).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while revision().await <= before {
+        assert!(tokio::time::Instant::now() < deadline, "the rewritten config was never reloaded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(call(&proxy, "GET", "/metrics", &[&host], "").await.0, 200);
+}

@@ -88,3 +88,26 @@ async fn allow_underscores_in_headers_false_is_the_default() {
         assert!(s.headers.get("x_forwarded_for").is_none(), "{s:?}");
     }
 }
+
+#[tokio::test]
+async fn allow_underscores_in_headers_takes_effect_on_reload() {
+    let upstream = Upstream::named("app").await;
+    let proxy = TestProxy::start(&config(upstream.addr, None)).await;
+    let client = client();
+    let a = get(&client, &proxy.url("/"), &[("X_Forwarded_For", "6.6.6.6")]).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert!(upstream.seen()[0].headers.get("x_forwarded_for").is_none());
+
+    let revision = || async { get_json(&proxy.admin_url("/status")).await["revision"].as_u64().expect("revision") };
+    let before = revision().await;
+    std::fs::write(&proxy.config_path, with_listeners(&config(upstream.addr, Some(true)))).unwrap();
+    // The reload is seen in `/status`; after it, the header passes.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    while revision().await <= before {
+        assert!(tokio::time::Instant::now() < deadline, "the rewritten config was never reloaded");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    get(&client, &proxy.url("/"), &[("X_Forwarded_For", "6.6.6.6")]).await;
+    let seen = upstream.seen();
+    assert_eq!(seen.last().unwrap().headers.get("x_forwarded_for").map(|v| v.as_bytes()), Some(&b"6.6.6.6"[..]));
+}
