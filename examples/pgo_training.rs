@@ -206,9 +206,12 @@ async fn start_up(traffic: SocketAddr, admin: SocketAddr) -> Result<usize, BoxEr
     }
     h2c_get_then_close_as_curl_does(traffic).await?;
     let mut sender = http1_connection(admin).await?;
-    let request = Request::get("/metrics").header("host", "admin").body(Full::new(Bytes::new()))?;
+    let request = Request::get("/metrics").header("host", admin.to_string()).body(Full::new(Bytes::new()))?;
     sender.ready().await?;
-    complete(sender.send_request(request)).await?;
+    let status = complete(sender.send_request(request)).await?;
+    if !status.is_success() {
+        return Err(format!("admin GET /metrics answered {status}").into());
+    }
     Ok(START_UP_REQUESTS + 6)
 }
 
@@ -295,8 +298,14 @@ async fn admin_calls(admin: SocketAddr) -> Result<usize, BoxError> {
     let mut sender = http1_connection(admin).await?;
     let calls = [("GET", "/metrics"), ("GET", "/status"), ("POST", "/reload"), ("GET", "/metrics")];
     for (method, path) in calls {
-        let request =
-            Request::builder().method(method).uri(path).header("host", "admin").body(Full::new(Bytes::new()))?;
+        // The admin API answers a Host that is an IP address, and takes
+        // writes that carry its header (see docs/security.md).
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", admin.to_string())
+            .header("x-cutover-admin", "1")
+            .body(Full::new(Bytes::new()))?;
         let status = complete(sender.send_request(request)).await?;
         if !status.is_success() {
             return Err(format!("admin {method} {path} answered {status}").into());

@@ -7,6 +7,24 @@
 //! `{"error": "..."}` with 400/401/404 as the spec says. Handlers only
 //! translate HTTP to calls on [`Control`], which owns every state change, and
 //! every mutation answers with the revision it made.
+//!
+//! A browser is a client too: any web page open on a machine that can reach
+//! the admin port (a laptop with `kubectl port-forward`, a bastion host) can
+//! make the browser send requests here. So the API refuses what a page can
+//! send without the browser first asking the API's permission (a CORS
+//! preflight, which the API never grants: it sends no `Access-Control-*`
+//! header at all):
+//!
+//! - **Writes** (`PUT`, `POST`, `DELETE`) need `Content-Type:
+//!   application/json`, an `X-Cutover-Admin` header or `Authorization:
+//!   Bearer`. A cross-site form or a simple `fetch` can send none of these.
+//! - **Writes with an `Origin`** other than this listener's own (as named
+//!   by `Host`) are refused, `Origin: null` included.
+//! - **`Host` must name this listener** (DNS rebinding: a page whose name
+//!   resolves to the admin address is same-origin to the browser): any IP
+//!   literal, `localhost`, or a name in `[admin] allowed_hosts`, with any
+//!   port. The page's own name is none of these. `GET /healthz` and `/ready`
+//!   are exempt, so no probe breaks; they tell a page nothing.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -73,6 +91,13 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byt
     let path = req.uri().path().to_string();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let mutating = matches!(method, Method::PUT | Method::POST | Method::DELETE);
+    let probe = method == Method::GET && matches!(segments.as_slice(), ["healthz" | "ready"]);
+    if !probe {
+        let config = state.control.proxy().snapshot().config.clone();
+        if let Err(response) = check_browser(&req, &config.admin.allowed_hosts, mutating) {
+            return *response;
+        }
+    }
     if mutating {
         if let Err(response) = authorize(state, &req) {
             return *response;
@@ -164,6 +189,122 @@ fn authorize(state: &AdminState, req: &Request<Incoming>) -> Result<(), Box<Resp
         response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         Err(Box::new(response))
     }
+}
+
+/// The header a script adds to an admin write to show it is no cross-site
+/// form: a browser sends a custom header only after a CORS preflight.
+pub const ADMIN_HEADER: &str = "x-cutover-admin";
+
+/// Refuse what a web page could make a browser send (see the module doc):
+/// a `Host` that does not name this listener, and for a `write`, a foreign
+/// `Origin` or a request a browser sends without a preflight.
+fn check_browser(
+    req: &Request<Incoming>,
+    allowed_hosts: &[String],
+    write: bool,
+) -> Result<(), Box<Response<Full<Bytes>>>> {
+    let headers = req.headers();
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let host = match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => return Err(Box::new(error(StatusCode::BAD_REQUEST, "more than one Host header"))),
+        (Some(value), None) => match value.to_str() {
+            Ok(host) => Some(host),
+            Err(_) => return Err(Box::new(error(StatusCode::BAD_REQUEST, "Host header is not ASCII"))),
+        },
+        (None, _) => None,
+    };
+    // HTTP/2 names the host in `:authority`, which may come with or without `Host`.
+    let authority = req.uri().authority().map(|a| a.as_str());
+    for name in [host, authority].into_iter().flatten() {
+        if !host_allowed(name, allowed_hosts) {
+            tracing::debug!(host = name, "admin API: refused a request whose Host does not name it");
+            return Err(Box::new(error(
+                StatusCode::MISDIRECTED_REQUEST,
+                &format!(
+                    "Host \"{name}\" does not name this admin API: use its IP address, localhost, \
+                     or a name listed in [admin] allowed_hosts"
+                ),
+            )));
+        }
+    }
+    if !write {
+        return Ok(());
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let own = host.or(authority).is_some_and(|host| same_origin(origin.as_bytes(), host));
+        if !own {
+            let origin = String::from_utf8_lossy(origin.as_bytes());
+            tracing::debug!(%origin, "admin API: refused a write from another origin");
+            return Err(Box::new(error(
+                StatusCode::FORBIDDEN,
+                &format!("admin writes from another origin ({origin}) are refused: no web page may change this proxy"),
+            )));
+        }
+    }
+    if !preflighted(headers) {
+        tracing::debug!("admin API: refused a write a cross-site form could send");
+        return Err(Box::new(error(
+            StatusCode::FORBIDDEN,
+            "admin writes need Content-Type: application/json, an X-Cutover-Admin header or \
+             Authorization: Bearer, which no cross-site web form can send; \
+             e.g. curl -X POST -H 'X-Cutover-Admin: 1' ...",
+        )));
+    }
+    Ok(())
+}
+
+/// Whether `value` (a `Host` header or an authority, port optional) names
+/// this listener: an IP literal, `localhost`, or an allowed name. The port
+/// is not compared: a rebinding page controls only the name, and a
+/// `kubectl port-forward` puts another port in front of the listener.
+fn host_allowed(value: &str, allowed_hosts: &[String]) -> bool {
+    if let Some(rest) = value.strip_prefix('[') {
+        return rest
+            .split_once(']')
+            .is_some_and(|(ip, port)| ip.parse::<std::net::Ipv6Addr>().is_ok() && valid_port_suffix(port));
+    }
+    let name = match value.rfind(':') {
+        Some(at) if valid_port_suffix(&value[at..]) => &value[..at],
+        Some(_) => return false,
+        None => value,
+    };
+    // No name at all (`Host:` empty) is what no browser sends.
+    if name.is_empty() || name.parse::<std::net::Ipv4Addr>().is_ok() {
+        return true;
+    }
+    let name = name.strip_suffix('.').unwrap_or(name);
+    name.eq_ignore_ascii_case("localhost") || allowed_hosts.iter().any(|allowed| name.eq_ignore_ascii_case(allowed))
+}
+
+/// `""` or `":"` followed by 1 to 5 digits.
+fn valid_port_suffix(s: &str) -> bool {
+    match s.strip_prefix(':') {
+        None => s.is_empty(),
+        Some(digits) => (1..=5).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()),
+    }
+}
+
+/// Whether `origin` (`scheme://host[:port]`) is the origin whose host part
+/// is `host`, as the request's `Host` names this listener.
+fn same_origin(origin: &[u8], host: &str) -> bool {
+    let Ok(origin) = std::str::from_utf8(origin) else { return false };
+    let rest = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"));
+    rest.is_some_and(|rest| rest.eq_ignore_ascii_case(host))
+}
+
+/// Whether the request carries something a browser sends cross-site only
+/// after a CORS preflight: a JSON content type, the admin header, or a
+/// bearer token (never sent by a browser on its own).
+fn preflighted(headers: &http::HeaderMap) -> bool {
+    let json = headers.get(header::CONTENT_TYPE).is_some_and(|v| {
+        let media = v.as_bytes().split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
+        media.eq_ignore_ascii_case(b"application/json")
+            || media.len() > 5 && media[media.len() - 5..].eq_ignore_ascii_case(b"+json")
+    });
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .is_some_and(|v| v.as_bytes().len() > 7 && v.as_bytes()[..7].eq_ignore_ascii_case(b"bearer "));
+    json || bearer || headers.contains_key(ADMIN_HEADER)
 }
 
 /// Compare without an early exit on the first differing byte.
@@ -325,6 +466,67 @@ fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn host_names_this_listener() {
+        let allowed = vec!["admin.internal".to_string()];
+        for ok in [
+            "127.0.0.1:9901",
+            "127.0.0.1",
+            "10.1.2.3:19901",
+            "[::1]:9901",
+            "[fe80::1]",
+            "localhost:9901",
+            "LOCALHOST",
+            "localhost.:9901",
+            "admin.internal:9901",
+            "Admin.Internal",
+            "",
+        ] {
+            assert!(host_allowed(ok, &allowed), "{ok}");
+        }
+        for refused in [
+            "evil.example:9901",
+            "evil.example",
+            "127.0.0.1.evil.example",
+            "localhost.evil",
+            "[::1",
+            "[::1]x",
+            "a:b:c",
+            "x:99999999",
+        ] {
+            assert!(!host_allowed(refused, &allowed), "{refused}");
+        }
+    }
+
+    #[test]
+    fn origin_must_be_the_listener_itself() {
+        assert!(same_origin(b"http://127.0.0.1:9901", "127.0.0.1:9901"));
+        assert!(same_origin(b"https://admin.internal", "admin.internal"));
+        for refused in [&b"null"[..], b"http://evil.example", b"http://127.0.0.1:9902", b"127.0.0.1:9901"] {
+            assert!(!same_origin(refused, "127.0.0.1:9901"), "{}", String::from_utf8_lossy(refused));
+        }
+    }
+
+    #[test]
+    fn only_non_simple_requests_pass() {
+        let with = |name: &'static str, value: &'static str| {
+            let mut h = http::HeaderMap::new();
+            h.insert(name, HeaderValue::from_static(value));
+            preflighted(&h)
+        };
+        assert!(with("content-type", "application/json"));
+        assert!(with("content-type", "Application/JSON; charset=utf-8"));
+        assert!(with("content-type", "application/merge-patch+json"));
+        assert!(with("x-cutover-admin", "1"));
+        assert!(with("authorization", "Bearer abc"));
+        assert!(!with("content-type", "text/plain"));
+        assert!(!with("content-type", "application/x-www-form-urlencoded"));
+        assert!(!with("content-type", "multipart/form-data; boundary=x"));
+        assert!(!with("content-type", "text/plain; x=application/json"));
+        assert!(!with("authorization", "Basic YTpi"));
+        assert!(!preflighted(&http::HeaderMap::new()));
+    }
 
     #[test]
     fn rfc3339_formats_utc() {

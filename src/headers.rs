@@ -9,11 +9,20 @@
 //! it must travel, since an HTTP/1.1 peer sends only the trailer fields the
 //! `Trailer` field announced (hyper's server and client both do this).
 //!
+//! A `Content-Length` beside `Transfer-Encoding` goes with it: the coding
+//! frames the message (RFC 9112 §6.3), and the next hop gets it re-framed.
+//!
 //! `X-Forwarded-For` is appended to (earlier proxies' entries are kept; the
 //! client's own address is added), while `X-Forwarded-Proto` and
 //! `X-Forwarded-Host` are set by the proxy from what it saw and replace any
 //! value the client sent: a client could otherwise claim HTTPS or another
 //! host to the backend.
+//!
+//! Request header names containing `_` are dropped unless the config allows
+//! them (nginx's `underscores_in_headers off`, for the same reason): CGI,
+//! WSGI, PHP and Rack backends map `-` and `_` alike to `HTTP_X_FORWARDED_FOR`,
+//! so a client's `X_Forwarded_For` beside the proxy's own `X-Forwarded-For`
+//! would let it spoof what the proxy vouches for.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -39,6 +48,9 @@ pub(crate) const HOP_BY_HOP: [HeaderName; 8] = [
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];
+
+/// Where `Transfer-Encoding` is in [`HOP_BY_HOP`].
+const TRANSFER_ENCODING_AT: usize = 6;
 
 /// Whether `name` (in any case) is one of the fixed hop-by-hop fields.
 pub fn is_fixed_hop_by_hop(name: &[u8]) -> bool {
@@ -74,6 +86,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
         headers.remove(header::CONNECTION);
         return false;
     }
+    // A message framed by a transfer coding has no meaningful length: the
+    // coding overrides `Content-Length`, and a proxy removes the length
+    // before forwarding (RFC 9112 §6.3). Left in, it would frame the
+    // re-encoded body for the next hop and cut it short.
+    if present & (1 << TRANSFER_ENCODING_AT) != 0 {
+        headers.remove(header::CONTENT_LENGTH);
+    }
     // Headers named by `Connection` go too. The fixed names (`keep-alive`
     // above all) are handled by the bit set; anything else is rare, so only
     // then is a list allocated.
@@ -106,6 +125,23 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
         }
     }
     named_any
+}
+
+/// Remove every header whose name contains `_`; returns how many names
+/// went. Each is logged at debug level: a backend that needs one is
+/// diagnosed from the log, and `allow_underscores_in_headers` lets it pass.
+pub fn drop_underscored(headers: &mut HeaderMap) -> u64 {
+    let underscored = |name: &HeaderName| name.as_str().as_bytes().contains(&b'_');
+    // One pass over the (few) names; nothing is allocated in the usual case.
+    if !headers.keys().any(underscored) {
+        return 0;
+    }
+    let names: Vec<HeaderName> = headers.keys().filter(|name| underscored(name)).cloned().collect();
+    for name in &names {
+        tracing::debug!(header = name.as_str(), "request header dropped: its name contains an underscore");
+        headers.remove(name);
+    }
+    names.len() as u64
 }
 
 /// Set the `X-Forwarded-*` headers for a request from `client_ip` that
@@ -188,10 +224,29 @@ mod tests {
     }
 
     #[test]
+    fn a_transfer_coding_takes_the_content_length_with_it() {
+        assert_eq!(HOP_BY_HOP[TRANSFER_ENCODING_AT], header::TRANSFER_ENCODING);
+        let mut h = map(&[("content-length", "3"), ("transfer-encoding", "chunked"), ("x-kept", "yes")]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        let mut h = map(&[("content-length", "3"), ("connection", "keep-alive")]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h["content-length"], "3");
+    }
+
+    #[test]
     fn te_trailers_survives() {
         let mut h = map(&[("te", "trailers"), ("connection", "keep-alive")]);
         assert!(!strip_hop_by_hop(&mut h), "connection names no header beyond the fixed ones");
         assert_eq!(h["te"], "trailers");
+    }
+
+    #[test]
+    fn underscored_names_are_dropped_and_counted() {
+        let mut h = map(&[("x_forwarded_for", "6.6.6.6"), ("x_a", "1"), ("x_a", "2"), ("x-kept", "yes")]);
+        assert_eq!(drop_underscored(&mut h), 2);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(drop_underscored(&mut h), 0);
     }
 
     #[test]

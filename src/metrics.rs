@@ -49,6 +49,8 @@ pub struct Metrics {
     pub config_revision: IntGauge,
     /// `cutover_client_timeouts_total{timeout}`.
     pub client_timeouts: IntCounterVec,
+    /// `cutover_request_headers_dropped_total{reason}`.
+    pub request_headers_dropped: IntCounterVec,
 }
 
 /// The protective client timeouts, as the `timeout` label.
@@ -154,6 +156,11 @@ impl Metrics {
                 "Clients cut off by a protective timeout: no_request, header_read, body_read, send or tls_handshake.",
                 &["timeout"],
             ),
+            request_headers_dropped: counter(
+                "cutover_request_headers_dropped_total",
+                "Request headers not forwarded to the backend, by reason (underscore: a name containing `_`).",
+                &["reason"],
+            ),
             registry,
         };
         // Counters exist at 0 from the start, so `increase()` sees the first event.
@@ -163,6 +170,7 @@ impl Metrics {
         for timeout in CLIENT_TIMEOUTS {
             let _ = metrics.client_timeouts.with_label_values(&[timeout]);
         }
+        let _ = metrics.underscore_headers_dropped();
         metrics
     }
 
@@ -171,6 +179,11 @@ impl Metrics {
         let [no_request, header_read, body_read, send, tls_handshake] =
             CLIENT_TIMEOUTS.map(|timeout| self.client_timeouts.with_label_values(&[timeout]));
         ClientTimeouts { no_request, header_read, body_read, send, tls_handshake }
+    }
+
+    /// `cutover_request_headers_dropped_total{reason="underscore"}`.
+    pub fn underscore_headers_dropped(&self) -> IntCounter {
+        self.request_headers_dropped.with_label_values(&["underscore"])
     }
 
     /// Handles for one backend.

@@ -420,6 +420,12 @@ fn prepare(
     let host_from_target = parts.uri.authority().is_some();
     parts.uri = origin_form(&parts.uri);
     parts.version = Version::HTTP_11;
+    if !snapshot.config.server.allow_underscores_in_headers {
+        let dropped = headers::drop_underscored(&mut parts.headers);
+        if dropped > 0 {
+            snapshot.underscore_headers_dropped.inc_by(dropped);
+        }
+    }
     // Strip first, then set: a client's `Connection: x-forwarded-for, host`
     // must not remove the headers the proxy itself adds.
     let named_gone = headers::strip_hop_by_hop(&mut parts.headers);

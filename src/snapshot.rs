@@ -48,6 +48,8 @@ pub struct Snapshot {
     pub max_request_header_bytes: usize,
     /// Longest silence inside a request body.
     pub body_read_timeout: Duration,
+    /// Where dropped underscore request headers are counted.
+    pub underscore_headers_dropped: IntCounter,
 }
 
 /// What a snapshot is built from besides the config: state that outlives
@@ -210,6 +212,10 @@ impl Snapshot {
             request_timeout: config.server.request_timeout,
             max_request_header_bytes: config.server.max_request_header_bytes,
             body_read_timeout: config.server.body_read_timeout,
+            underscore_headers_dropped: match inputs.metrics {
+                Some(m) => m.underscore_headers_dropped(),
+                None => IntCounter::new("unregistered_headers_dropped", "unregistered").expect("valid name"),
+            },
             config,
             table,
             routes,

@@ -54,7 +54,7 @@ async fn flaky_first(name: &str, failures: usize) -> Upstream {
 }
 
 async fn admin(proxy: &TestProxy, method: Method, path: &str, body: &str, token: Option<&str>) -> Answer {
-    let mut req = Request::builder().method(method).uri(proxy.admin_url(path));
+    let mut req = Request::builder().method(method).uri(proxy.admin_url(path)).header("x-cutover-admin", "1");
     if let Some(token) = token {
         req = req.header("authorization", format!("Bearer {token}"));
     }

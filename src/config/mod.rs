@@ -68,6 +68,9 @@ pub struct ServerConfig {
     pub send_timeout: Duration,
     /// Runtime worker threads; `None` means one per core.
     pub workers: Option<usize>,
+    /// Whether request headers whose name contains `_` are forwarded
+    /// (otherwise they are dropped: see [`crate::headers::drop_underscored`]).
+    pub allow_underscores_in_headers: bool,
     /// Optional TLS listener.
     pub tls: Option<TlsConfig>,
 }
@@ -92,6 +95,9 @@ pub struct AdminConfig {
     pub token_file: Option<PathBuf>,
     /// File where runtime overrides and trips are persisted.
     pub state_file: Option<PathBuf>,
+    /// Host names (besides IP literals and `localhost`) the admin API
+    /// answers to, lowercase and without a port.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// A pool's name, as written in `[pools.NAME]`.

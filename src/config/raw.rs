@@ -60,6 +60,8 @@ pub(crate) struct RawServer {
     pub(crate) send_timeout: Option<Spanned<RawDuration>>,
     /// Runtime worker threads.
     pub(crate) workers: Option<Spanned<i64>>,
+    /// Forward request headers whose name contains `_`.
+    pub(crate) allow_underscores_in_headers: Option<bool>,
     /// `[server.tls]`.
     pub(crate) tls: Option<Spanned<RawTls>>,
 }
@@ -86,6 +88,8 @@ pub(crate) struct RawAdmin {
     pub(crate) token_file: Option<Spanned<String>>,
     /// Persisted runtime state.
     pub(crate) state_file: Option<Spanned<String>>,
+    /// Extra host names the admin API answers to.
+    pub(crate) allowed_hosts: Option<Vec<Spanned<String>>>,
 }
 
 /// `[pools.NAME]`.

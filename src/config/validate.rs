@@ -227,6 +227,7 @@ impl Cx<'_> {
                 false,
             )?,
             workers: workers.map(to_usize),
+            allow_underscores_in_headers: raw.allow_underscores_in_headers.unwrap_or(false),
             tls: tls.as_ref().map(|(tls, _)| tls.clone()),
         };
         Ok(Server { config, listen, tls_listen_span: tls.map(|(_, span)| span) })
@@ -297,6 +298,26 @@ impl Cx<'_> {
             listen,
             token_file: raw.token_file.as_ref().map(|v| self.file_path(v, "admin.token_file")).transpose()?,
             state_file: raw.state_file.as_ref().map(|v| self.file_path(v, "admin.state_file")).transpose()?,
+            allowed_hosts: raw
+                .allowed_hosts
+                .iter()
+                .flatten()
+                .map(|v| {
+                    let name = v.get_ref().trim_end_matches('.').to_ascii_lowercase();
+                    if is_dns_name(&name) {
+                        Ok(name)
+                    } else {
+                        Err(self.err(
+                            v.span(),
+                            format!(
+                                "admin.allowed_hosts: \"{}\" is not a host name; write a name without a port, \
+                                 such as \"cutover-admin.internal\"",
+                                v.get_ref()
+                            ),
+                        ))
+                    }
+                })
+                .collect::<Result<Vec<_>>>()?,
         })
     }
 
@@ -1067,6 +1088,7 @@ key = "/secure/server.key"
 listen = "127.0.0.1:9902"
 token_file = "secrets/admin-token"
 state_file = "/var/lib/cutover/state.json"
+allowed_hosts = ["Cutover-Admin.internal."]
 
 [pools.green]
 backends = ["HTTPS://Green.Internal:9443/", "[::1]:9011"]
@@ -1132,6 +1154,7 @@ split = { blue = 1 }
                 body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
                 send_timeout: DEFAULT_SEND_TIMEOUT,
                 workers: Some(4),
+                allow_underscores_in_headers: false,
                 tls: Some(TlsConfig {
                     listen: "0.0.0.0:8443".parse().unwrap(),
                     cert: PathBuf::from("/etc/cutover/certs/server.pem"),
@@ -1142,6 +1165,7 @@ split = { blue = 1 }
                 listen: "127.0.0.1:9902".parse().unwrap(),
                 token_file: Some(PathBuf::from("/etc/cutover/secrets/admin-token")),
                 state_file: Some(PathBuf::from("/var/lib/cutover/state.json")),
+                allowed_hosts: vec!["cutover-admin.internal".to_string()],
             },
             pools: vec![
                 PoolConfig {
@@ -1245,12 +1269,18 @@ split = { blue = 1 }
                 body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
                 send_timeout: DEFAULT_SEND_TIMEOUT,
                 workers: None,
+                allow_underscores_in_headers: false,
                 tls: None,
             }
         );
         assert_eq!(
             config.admin,
-            AdminConfig { listen: "127.0.0.1:9901".parse().unwrap(), token_file: None, state_file: None }
+            AdminConfig {
+                listen: "127.0.0.1:9901".parse().unwrap(),
+                token_file: None,
+                state_file: None,
+                allowed_hosts: Vec::new()
+            }
         );
         let blue = config.pool("blue").unwrap();
         assert_eq!(blue.lb, LbPolicy::P2c);
@@ -1322,6 +1352,15 @@ split = { blue = 1 }
     }
 
     // ----- shape: unknown keys, wrong types, syntax ---------------------------
+
+    #[test]
+    fn admin_allowed_hosts_are_names_without_a_port() {
+        assert_err(
+            &with_server("[admin]\nallowed_hosts = [\"ok.example\", \"admin.example:9901\"]\n"),
+            "admin.allowed_hosts: \"admin.example:9901\" is not a host name",
+            (2, 32),
+        );
+    }
 
     #[test]
     fn unknown_keys_are_named_at_their_position() {

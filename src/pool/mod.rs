@@ -29,6 +29,10 @@ pub use h1::{H1Body, H1Conn, H1Error, H1Head};
 
 use crate::config::LbPolicy;
 
+/// Pools up to this size collect their usable backends on the stack when
+/// some backend is out of rotation; larger ones allocate.
+const STACK_CANDIDATES: usize = 32;
+
 /// One pool in one snapshot.
 #[derive(Debug)]
 pub struct Pool {
@@ -79,10 +83,21 @@ impl Pool {
         if exclude.is_none() && self.backends.iter().all(|b| b.is_eligible()) {
             return self.pick_among(rng, n, |i| &self.backends[i]);
         }
-        let mut candidates: [usize; 32] = [0; 32];
+        // The usable backends' indices, read once so a health change in the
+        // middle cannot shift them. Every backend must fit: a pool larger
+        // than the stack buffer spills to the heap rather than leaving its
+        // tail unchosen.
+        let mut stack = [0usize; STACK_CANDIDATES];
+        let mut heap = Vec::new();
+        let candidates: &mut [usize] = if n <= STACK_CANDIDATES {
+            &mut stack[..n]
+        } else {
+            heap.resize(n, 0);
+            &mut heap
+        };
         let mut count = 0;
         for (i, b) in self.backends.iter().enumerate() {
-            if usable(b) && count < candidates.len() {
+            if usable(b) {
                 candidates[count] = i;
                 count += 1;
             }
@@ -90,6 +105,7 @@ impl Pool {
         if count == 0 {
             return None;
         }
+        let candidates = &candidates[..count];
         self.pick_among(rng, count, |i| &self.backends[candidates[i]])
     }
 

@@ -286,9 +286,10 @@ pub async fn get(
     send(client, req.body(Full::new(Bytes::new())).unwrap()).await
 }
 
-/// POST `url` with an empty body; returns status and body text.
+/// POST `url` with an empty body; returns status and body text. It carries
+/// `X-Cutover-Admin`, as admin API writes must.
 pub async fn post(url: &str) -> Answer {
-    send(&client(), Request::post(url).body(Full::new(Bytes::new())).unwrap()).await
+    send(&client(), Request::post(url).header("x-cutover-admin", "1").body(Full::new(Bytes::new())).unwrap()).await
 }
 
 /// Send `req` and read the whole answer, within 30 s.
