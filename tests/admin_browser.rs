@@ -35,7 +35,7 @@ async fn call(proxy: &TestProxy, method: &str, path: &str, headers: &[&str], bod
         raw.push_str("\r\n");
     }
     raw.push_str(&format!("Content-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()));
-    let answer = raw_exchange(proxy.admin, raw.as_bytes(), WAIT).await;
+    let answer = exchange_within(proxy.admin, raw.as_bytes(), WAIT).await.raw;
     let status = answer
         .strip_prefix("HTTP/1.1 ")
         .and_then(|rest| rest.get(..3))
@@ -202,7 +202,7 @@ async fn allowed_hosts_adds_names_and_cors_is_never_granted() {
          Connection: close\r\n\r\n",
         proxy.admin
     );
-    let answer = raw_exchange(proxy.admin, raw.as_bytes(), WAIT).await;
+    let answer = exchange_within(proxy.admin, raw.as_bytes(), WAIT).await.raw;
     assert!(!answer.starts_with("HTTP/1.1 2"), "a preflight was granted: {answer}");
     assert!(!answer.to_ascii_lowercase().contains("access-control-"), "a CORS header: {answer}");
 }

@@ -26,16 +26,13 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use support::*;
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::timeout;
@@ -49,12 +46,8 @@ const DEADLINE: Duration = Duration::from_secs(20);
 /// Cases run at once (each with two proxies and two backends).
 const PARALLEL: usize = 8;
 
-/// The answer to every request after the case's own.
-const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
-
-/// Known differences: case name, and why the clients differ. A defect
-/// named here is to be fixed (defect 1 on another branch); its entry goes
-/// once the fix is in (the test then says so).
+/// Known differences: case name, and why the clients differ. When a
+/// difference is fixed, the test says so and its entry goes.
 const KNOWN: &[(&str, &str)] = &[
     (
         "content-length list of equal values",
@@ -318,89 +311,17 @@ fn corpus() -> Vec<Case> {
     c
 }
 
-// ---------------------------------------------------------------------------
-// The backend.
-// ---------------------------------------------------------------------------
-
-/// A raw backend answering the first request with a case's bytes and every
-/// later one with [`OK`]; it logs the connection each request came on.
-struct Backend {
-    addr: SocketAddr,
-    /// `(connection index, request path)` in arrival order.
-    log: Arc<Mutex<Vec<(usize, String)>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Backend {
-    async fn start(case: Case) -> Backend {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind backend");
-        let addr = listener.local_addr().expect("backend addr");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (l, case) = (log.clone(), Arc::new(case));
-        let task = tokio::spawn(async move {
-            let mut conns = JoinSet::new();
-            for conn in 0.. {
-                let Ok((stream, _)) = listener.accept().await else { continue };
-                conns.spawn(serve(stream, conn, case.clone(), l.clone()));
-            }
-        });
-        Backend { addr, log, task }
-    }
-
-    fn log(&self) -> Vec<(usize, String)> {
-        self.log.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        // Aborting the accept loop drops its JoinSet, which aborts every
-        // connection task (stalled ones included).
-        self.task.abort();
-    }
-}
-
-async fn serve(mut stream: TcpStream, conn: usize, case: Arc<Case>, log: Arc<Mutex<Vec<(usize, String)>>>) {
-    let _ = stream.set_nodelay(true);
-    let mut buf = Vec::new();
-    while let Some(head) = read_request(&mut stream, &mut buf).await {
-        let path = head.split(' ').nth(1).unwrap_or("").to_string();
-        let first = path == "/case";
-        log.lock().unwrap().push((conn, path));
-        if !first {
-            if stream.write_all(OK).await.is_err() {
-                return;
-            }
-            continue;
-        }
-        let written = match case.piece {
-            None => stream.write_all(&case.bytes).await,
-            Some(n) => {
-                async {
-                    for piece in case.bytes.chunks(n) {
-                        stream.write_all(piece).await?;
-                        tokio::time::sleep(Duration::from_millis(1)).await;
-                    }
-                    Ok(())
-                }
-                .await
-            }
-        };
-        if written.is_err() {
-            return;
-        }
-        match case.then {
-            Then::Keep => {}
-            Then::Close => {
-                let _ = stream.shutdown().await;
-                return;
-            }
-            Then::Stall => {
-                // Held open until the backend is dropped.
-                std::future::pending::<()>().await;
-            }
-        }
-    }
+/// A raw backend answering `/case` with the case's bytes and every other
+/// request with [`OK`]; it records the connection each request came on.
+async fn backend(case: &Case) -> RawUpstream {
+    let then = match case.then {
+        Then::Keep => support::raw_upstream::Then::KeepAlive,
+        Then::Close => support::raw_upstream::Then::Close,
+        Then::Stall => support::raw_upstream::Then::Stall,
+    };
+    let answer = Reply { bytes: case.bytes.clone(), piece: case.piece, then };
+    RawUpstream::scripted(move |_, request| if request.path() == "/case" { answer.clone() } else { Reply::keep(OK) })
+        .await
 }
 
 // ---------------------------------------------------------------------------
@@ -434,13 +355,9 @@ struct Outcome {
 /// Send `case` through a fresh backend and proxy over `path`; then a plain
 /// request, which must get `200 ok`.
 async fn run(case: Case, path: Path) -> Outcome {
-    let backend = Backend::start(case.clone()).await;
-    let proxy = TestProxy::start(&format!(
-        "[server]\nlisten = [\"127.0.0.1:0\"]\nrequest_timeout = \"{REQUEST_TIMEOUT}\"\n\
-         [pools.app]\nbackends = [\"{}\"]\n[[routes]]\nname = \"app\"\nsplit = {{ app = 1 }}\n",
-        backend.addr
-    ))
-    .await;
+    let backend = backend(&case).await;
+    let config = Config::one_pool(&[backend.addr]).server(&format!("request_timeout = \"{REQUEST_TIMEOUT}\""));
+    let proxy = TestProxy::start(&config.build()).await;
     let client = roomy_client();
     let body = match path {
         Path::Inline => Bytes::new(),
@@ -484,8 +401,8 @@ async fn run(case: Case, path: Path) -> Outcome {
         "{} over {path:?}: the next request got {status} {after:?}",
         case.name
     );
-    let log = backend.log();
-    let conn_of = |p: &str| log.iter().find(|(_, path)| path == p).map(|(conn, _)| *conn);
+    let log = backend.requests();
+    let conn_of = |p: &str| log.iter().find(|r| r.path() == p).map(|r| r.conn);
     outcome.reused = conn_of("/case").is_some() && conn_of("/case") == conn_of("/after");
     outcome
 }
