@@ -7,12 +7,16 @@
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
+use cutover::fleet::config::{FleetAuth, FleetConfig, Password};
 use cutover::fleet::etcd::{
     CasOutcome, Client, ClientOptions, Endpoint, EventKind, LeaseKeeper, WatchMessage, Watcher,
 };
 use cutover::fleet::Election;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{timeout, Instant};
 
 /// A real single-member etcd in a temp dir, killed on drop.
@@ -20,7 +24,17 @@ struct Etcd {
     dir: tempfile::TempDir,
     client_port: u16,
     peer_port: u16,
+    setup: Setup,
     child: Option<Child>,
+}
+
+/// How to run etcd beyond the defaults.
+#[derive(Clone, Default)]
+struct Setup {
+    /// Extra command-line arguments.
+    args: Vec<String>,
+    /// Serve clients over TLS with this client config to reach it.
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 fn etcd_installed() -> bool {
@@ -47,6 +61,10 @@ fn free_ports() -> (u16, u16) {
 impl Etcd {
     /// Start etcd, or `None` when it is not installed (and not required).
     async fn start() -> Option<Etcd> {
+        Etcd::start_with(Setup::default()).await
+    }
+
+    async fn start_with(setup: Setup) -> Option<Etcd> {
         if !etcd_installed() {
             return None;
         }
@@ -54,7 +72,7 @@ impl Etcd {
         for _ in 0..5 {
             let (client_port, peer_port) = free_ports();
             let dir = tempfile::tempdir().expect("temp dir");
-            let mut etcd = Etcd { dir, client_port, peer_port, child: None };
+            let mut etcd = Etcd { dir, client_port, peer_port, setup: setup.clone(), child: None };
             if etcd.launch().await {
                 return Some(etcd);
             }
@@ -69,7 +87,7 @@ impl Etcd {
 
     /// Spawn the process and wait until it answers; false if it exited.
     async fn launch(&mut self) -> bool {
-        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let client = self.endpoint().to_string();
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -82,6 +100,7 @@ impl Etcd {
             .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
             .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &format!("fleet-test={peer}")])
+            .args(&self.setup.args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -127,13 +146,39 @@ impl Etcd {
     }
 
     fn endpoint(&self) -> Endpoint {
-        Endpoint::parse(&format!("http://127.0.0.1:{}", self.client_port)).expect("endpoint")
+        let scheme = if self.setup.tls.is_some() { "https" } else { "http" };
+        Endpoint::parse(&format!("{scheme}://127.0.0.1:{}", self.client_port)).expect("endpoint")
+    }
+
+    fn options(&self) -> ClientOptions {
+        let mut options = ClientOptions::new(vec![self.endpoint()]);
+        options.timeout = Duration::from_secs(2);
+        options.tls = self.setup.tls.clone();
+        options
     }
 
     fn client(&self) -> Client {
-        let mut options = ClientOptions::new(vec![self.endpoint()]);
-        options.timeout = Duration::from_secs(2);
-        Client::new(options).expect("client")
+        Client::new(self.options()).expect("client")
+    }
+
+    /// POST `body` to the gateway without the client under test (admin
+    /// calls the client has no function for); the status and the answer.
+    async fn raw(&self, path: &str, body: serde_json::Value, token: Option<&str>) -> (u16, serde_json::Value) {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.client_port)).await.expect("connect");
+        let body = body.to_string();
+        let auth = token.map(|t| format!("Authorization: {t}\r\n")).unwrap_or_default();
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.expect("read");
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        let status = answer.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let start = answer.find('{').unwrap_or(answer.len());
+        let end = answer.rfind('}').map(|i| i + 1).unwrap_or(answer.len());
+        (status, serde_json::from_str(&answer[start..end.max(start)]).unwrap_or(serde_json::Value::Null))
     }
 }
 
@@ -403,4 +448,138 @@ async fn one_leader_and_a_successor_within_the_ttl() {
         .expect("the survivor leads within the TTL and a margin")
         .expect("the election runs");
     assert!(died_at.elapsed() >= Duration::from_millis(500), "the dead leader's lease had to expire first");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_loses_etcd_steps_down_and_one_leads_again_after() {
+    let Some(mut etcd) = Etcd::start().await else { return };
+    let client = etcd.client();
+    let ttl = Duration::from_secs(2);
+    let election = Election::start(client.clone(), "/fleet/leader".into(), "replica-a".into(), ttl);
+    let mut leading = election.is_leader();
+    timeout(Duration::from_secs(15), leading.wait_for(|l| *l)).await.expect("leads").expect("runs");
+
+    // etcd gone: leadership cannot be proven, so it ends within the TTL.
+    let lost_at = Instant::now();
+    etcd.stop();
+    timeout(ttl + Duration::from_secs(8), leading.wait_for(|l| !*l)).await.expect("steps down").expect("runs");
+    assert!(lost_at.elapsed() >= Duration::from_millis(500), "the lease's TTL ran first");
+
+    // etcd back: the election goes on and a replica leads again.
+    etcd.restart().await;
+    timeout(Duration::from_secs(30), leading.wait_for(|l| *l)).await.expect("leads again").expect("runs");
+    assert_eq!(election.leader().borrow().as_deref(), Some("replica-a"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_tokens_are_sent_and_renewed() {
+    let setup = Setup { args: vec!["--auth-token-ttl".into(), "1".into()], tls: None };
+    let Some(etcd) = Etcd::start_with(setup).await else { return };
+    for (path, body) in [
+        ("/v3/auth/user/add", json!({ "name": "root", "password": "rootpw" })),
+        ("/v3/auth/user/grant", json!({ "user": "root", "role": "root" })),
+        ("/v3/auth/enable", json!({})),
+    ] {
+        let (status, answer) = etcd.raw(path, body, None).await;
+        assert_eq!(status, 200, "{path}: {answer}");
+    }
+
+    let anonymous = etcd.client();
+    let error = anonymous.get("/secret").await.expect_err("auth is on");
+    assert!(!error.is_transient(), "a refusal, not an outage: {error}");
+
+    let mut config = FleetConfig::new(vec![etcd.endpoint()]);
+    config.auth = Some(FleetAuth { username: "root".into(), password: Password::Inline("rootpw".into()) });
+    let client = Client::new(config.client_options().expect("options")).expect("client");
+    let start = client.put("/secret/a", "1", None).await.expect("put with a token");
+    let mut watcher = client.watch_prefix("/secret/", start + 1);
+    client.put("/secret/b", "2", None).await.expect("put");
+    let (_, events) = next_events(&mut watcher).await;
+    assert_eq!(events[0].1, "/secret/b", "the watch stream carries the token too");
+
+    // The token expires (shown on a token of our own); the client renews its own.
+    let (_, answer) = etcd.raw("/v3/auth/authenticate", json!({ "name": "root", "password": "rootpw" }), None).await;
+    let token = answer["token"].as_str().expect("a token").to_string();
+    let issued = Instant::now();
+    eventually(Duration::from_secs(30), "the token expires", || {
+        let token = token.clone();
+        let etcd = &etcd;
+        async move {
+            issued.elapsed() > Duration::from_secs(2)
+                && etcd.raw("/v3/kv/range", json!({ "key": "eA==" }), Some(&token)).await.0 != 200
+        }
+    })
+    .await;
+    let got = client.get("/secret/a").await.expect("the client authenticates again");
+    assert_eq!(got.kvs[0].value, b"1");
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, as
+/// PEM files in `dir`.
+fn make_certificates(dir: &std::path::Path) {
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(rcgen::DnType::CommonName, "fleet test CA");
+    let ca_key = rcgen::KeyPair::generate().expect("key");
+    let ca_cert = ca.self_signed(&ca_key).expect("CA");
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).expect("write");
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    // etcd's gateway dials etcd's own gRPC port presenting the *server*
+    // certificate as its client certificate, so with --client-cert-auth the
+    // server certificate needs the clientAuth usage too.
+    use rcgen::ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
+    for (name, sans, usages) in [
+        ("server", vec!["127.0.0.1".to_string(), "localhost".to_string()], vec![ServerAuth, ClientAuth]),
+        ("client", vec!["cutover".to_string()], vec![ClientAuth]),
+    ] {
+        let mut params = rcgen::CertificateParams::new(sans).expect("params");
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        params.extended_key_usages = usages;
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &issuer).expect("sign");
+        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).expect("write");
+        std::fs::write(dir.join(format!("{name}-key.pem")), key.serialize_pem()).expect("write");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_private_ca_and_a_client_certificate() {
+    if !etcd_installed() {
+        return;
+    }
+    let certs = tempfile::tempdir().expect("temp dir");
+    let dir = certs.path();
+    make_certificates(dir);
+    let file = |name: &str| dir.join(name);
+    let tls = cutover::fleet::etcd::tls::client_config(
+        Some(&file("ca.pem")),
+        Some((&file("client.pem"), &file("client-key.pem"))),
+    )
+    .expect("client TLS config");
+    let mut args = vec!["--client-cert-auth".to_string()];
+    for (flag, name) in
+        [("--cert-file", "server.pem"), ("--key-file", "server-key.pem"), ("--trusted-ca-file", "ca.pem")]
+    {
+        args.push(flag.into());
+        args.push(file(name).display().to_string());
+    }
+    let Some(etcd) = Etcd::start_with(Setup { args, tls: Some(tls) }).await else { return };
+
+    // Through the config type, as a replica builds it.
+    let mut config = FleetConfig::new(vec![etcd.endpoint()]);
+    config.tls.ca_file = Some(file("ca.pem"));
+    config.tls.client_cert = Some((file("client.pem"), file("client-key.pem")));
+    let client = Client::new(config.client_options().expect("options")).expect("client");
+    client.put("/tls/a", "1", None).await.expect("put over TLS");
+    assert_eq!(client.get("/tls/a").await.expect("get").kvs[0].value, b"1");
+
+    // Without the client certificate etcd refuses; without the CA the server is not trusted.
+    config.tls.client_cert = None;
+    let no_cert = Client::new(config.client_options().expect("options")).expect("client");
+    assert!(no_cert.get("/tls/a").await.is_err(), "etcd wants a client certificate");
+    config.tls.ca_file = None;
+    config.tls.client_cert = Some((file("client.pem"), file("client-key.pem")));
+    let no_ca = Client::new(config.client_options().expect("options")).expect("client");
+    let error = no_ca.get("/tls/a").await.expect_err("an unknown CA");
+    assert!(error.to_string().contains("TLS"), "the error says TLS: {error}");
 }

@@ -49,13 +49,25 @@ struct Published {
 }
 
 impl Published {
+    /// Publish a change. The two channels change in the order that keeps
+    /// them consistent for a reader woken by `is_leader`: the name before
+    /// leading starts, and leading ends before the name goes.
     fn set(&self, leading: bool, leader: Option<String>) {
-        self.is_leader.send_if_modified(|old| std::mem::replace(old, leading) != leading);
-        self.leader.send_if_modified(|old| {
-            let changed = *old != leader;
-            *old = leader;
-            changed
-        });
+        let set_leading = || self.is_leader.send_if_modified(|old| std::mem::replace(old, leading) != leading);
+        let set_leader = || {
+            self.leader.send_if_modified(|old| {
+                let changed = *old != leader;
+                *old = leader.clone();
+                changed
+            })
+        };
+        if leading {
+            set_leader();
+            set_leading();
+        } else {
+            set_leading();
+            set_leader();
+        }
     }
 }
 
