@@ -583,3 +583,39 @@ async fn tls_with_a_private_ca_and_a_client_certificate() {
     let error = no_ca.get("/tls/a").await.expect_err("an unknown CA");
     assert!(error.to_string().contains("TLS"), "the error says TLS: {error}");
 }
+
+/// A port whose connections never complete: a listener with a backlog of
+/// one, filled and never accepted, so the kernel drops further SYNs.
+fn black_hole() -> (socket2::Socket, Vec<std::net::TcpStream>, u16) {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().expect("addr").into()).expect("bind");
+    socket.listen(0).expect("listen");
+    let addr = socket.local_addr().expect("addr").as_socket().expect("inet");
+    let mut filling = Vec::new();
+    for _ in 0..4 {
+        if let Ok(stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            filling.push(stream);
+        }
+    }
+    (socket, filling, addr.port())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_endpoint_is_skipped_within_the_timeout() {
+    let Some(etcd) = Etcd::start().await else { return };
+    let (_hole, _filling, port) = black_hole();
+    let hole = Endpoint::parse(&format!("http://127.0.0.1:{port}")).expect("endpoint");
+
+    let mut options = ClientOptions::new(vec![hole.clone(), etcd.endpoint()]);
+    options.timeout = Duration::from_secs(5);
+    let client = Client::new(options).expect("client");
+    client.put("/hole/a", "1", None).await.expect("the second endpoint answers in time");
+
+    let mut options = ClientOptions::new(vec![hole]);
+    options.timeout = Duration::from_secs(2);
+    let alone = Client::new(options).expect("client");
+    let asked = Instant::now();
+    let error = alone.get("/hole/a").await.expect_err("nothing answers");
+    assert!(error.is_transient(), "{error}");
+    assert!(asked.elapsed() < Duration::from_secs(10), "bounded by the timeout, not by TCP's");
+}

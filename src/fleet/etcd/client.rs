@@ -139,6 +139,12 @@ impl Client {
     /// Write `value` at `key` only if the key's `mod_revision` is still
     /// `expected` (0: only if the key is absent). On a conflict, the key's
     /// current value and revision come back, read in the same transaction.
+    ///
+    /// A connection lost after the request was sent may hide a write that
+    /// happened; the call is then sent again (on a fresh connection or the
+    /// next endpoint) and answers a conflict whose `current` is this very write (same value,
+    /// same lease). Callers that must tell the two apart write a value that
+    /// names the writer.
     pub async fn put_if(
         &self,
         key: impl AsRef<[u8]>,

@@ -8,7 +8,9 @@
 //! When an endpoint cannot be reached (refused, TLS failure, connect
 //! timeout, the connection closed before an answer, or etcd answering
 //! UNAVAILABLE) the next one is tried, and the one that answers becomes the
-//! first choice. Every call is bounded by the client's timeout. Connections
+//! first choice. A connection that is not up within a second counts as
+//! unreachable too, so a partitioned first endpoint leaves time for the
+//! others; every call, failover included, is bounded by the client's timeout. Connections
 //! have TCP keepalive on, so a watch stream to a host that vanished without
 //! closing (a partition) is detected in seconds, not hours.
 //!
@@ -34,6 +36,10 @@ use tokio::net::TcpStream;
 use super::wire::{AuthResponse, UnaryError};
 use super::{Endpoint, EtcdError};
 
+/// Longest a connection (TCP and TLS handshake) may take before the next
+/// endpoint is tried; at most half the call's timeout, so an unreachable
+/// first endpoint leaves time for the others.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Idle TCP time before the first keepalive probe on an etcd connection.
 const TCP_KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
 /// Time between keepalive probes.
@@ -252,8 +258,15 @@ impl Transport {
         builder.body(Full::new(body)).map_err(|e| EtcdError::Setup(format!("cannot build a request: {e}")))
     }
 
-    /// A new HTTP/1.1 connection to endpoint `index`.
+    /// A new HTTP/1.1 connection to endpoint `index`, within the connect timeout.
     async fn dial(&self, index: usize) -> Result<Sender, String> {
+        let limit = CONNECT_TIMEOUT.min(self.timeout / 2);
+        tokio::time::timeout(limit, self.connect(index))
+            .await
+            .unwrap_or_else(|_| Err(format!("no connection within {limit:?}")))
+    }
+
+    async fn connect(&self, index: usize) -> Result<Sender, String> {
         let endpoint = &self.endpoints[index];
         let tcp = TcpStream::connect((endpoint.host.as_str(), endpoint.port)).await.map_err(|e| e.to_string())?;
         let _ = tcp.set_nodelay(true);
