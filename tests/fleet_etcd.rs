@@ -407,6 +407,7 @@ async fn one_leader_and_a_successor_within_the_ttl() {
     let c = Election::start(client.clone(), key.clone(), "replica-c".into(), ttl);
 
     let all = [&a, &b, &c];
+    let monitor = LeaderMonitor::spawn(&all);
     eventually(Duration::from_secs(15), "one of three leads", || async { leaders(&all) == 1 }).await;
     let first = all.iter().position(|e| *e.is_leader().borrow()).expect("a leader");
     let first_name = format!("replica-{}", ["a", "b", "c"][first]);
@@ -448,6 +449,47 @@ async fn one_leader_and_a_successor_within_the_ttl() {
         .expect("the survivor leads within the TTL and a margin")
         .expect("the election runs");
     assert!(died_at.elapsed() >= Duration::from_millis(500), "the dead leader's lease had to expire first");
+
+    drop(survivor);
+    let (changes, most) = monitor.finish().await;
+    assert!(changes >= 3, "the monitor saw the three leaderships ({changes} changes)");
+    assert_eq!(most, 1, "never two leaders at once");
+}
+
+/// Watches every candidate's `is_leader` and records the most that led at
+/// the same moment.
+struct LeaderMonitor {
+    task: tokio::task::JoinHandle<(usize, usize)>,
+}
+
+impl LeaderMonitor {
+    fn spawn(elections: &[&Election]) -> LeaderMonitor {
+        let mut receivers: Vec<_> = elections.iter().map(|e| e.is_leader()).collect();
+        let task = tokio::spawn(async move {
+            let (mut changes, mut most) = (0, 0);
+            loop {
+                let count = receivers.iter().filter(|r| *r.borrow()).count();
+                most = most.max(count);
+                let waits = receivers.iter_mut().map(|r| Box::pin(r.changed()));
+                // Every election dropped: the channels close.
+                if futures_util::future::select_all(waits).await.0.is_err() {
+                    receivers.retain(|r| r.has_changed().is_ok());
+                    if receivers.is_empty() {
+                        return (changes, most);
+                    }
+                    continue;
+                }
+                changes += 1;
+            }
+        });
+        LeaderMonitor { task }
+    }
+
+    /// The number of changes seen and the most leaders at once, after the
+    /// elections are dropped.
+    async fn finish(self) -> (usize, usize) {
+        timeout(Duration::from_secs(10), self.task).await.expect("the monitor ends").expect("the monitor ran")
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -108,6 +108,9 @@ impl Election {
 
 impl Drop for Election {
     fn drop(&mut self) {
+        // Receivers outlive the election: they must not read "leading" from
+        // a candidacy that no longer runs.
+        self.published.set(false, None);
         self.task.abort();
     }
 }

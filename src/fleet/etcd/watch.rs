@@ -155,7 +155,7 @@ async fn read(
     backoff: &mut Duration,
     tx: &mpsc::Sender<WatchMessage>,
 ) -> End {
-    let mut buffer = BytesMut::new();
+    let mut buffer = Messages::default();
     loop {
         let frame = match stream.frame().await {
             None => return End::Broken("etcd closed the watch stream".into()),
@@ -163,23 +163,10 @@ async fn read(
             Some(Ok(frame)) => frame,
         };
         let Ok(data) = frame.into_data() else { continue };
-        buffer.extend_from_slice(&data);
-        // The gateway writes one JSON object per message, newline-separated;
-        // a message may span chunks, so only whole objects are consumed.
-        let mut parsed = serde_json::Deserializer::from_slice(&buffer).into_iter::<StreamMessage<WatchResponse>>();
-        let mut messages = Vec::new();
-        let consumed = loop {
-            match parsed.next() {
-                Some(Ok(message)) => messages.push(message),
-                Some(Err(e)) if e.is_eof() => break parsed.byte_offset(),
-                Some(Err(e)) => return End::Broken(format!("bad watch message: {e}")),
-                None => break parsed.byte_offset(),
-            }
+        let messages = match buffer.push(&data) {
+            Ok(messages) => messages,
+            Err(error) => return End::Broken(error),
         };
-        buffer.advance(consumed);
-        if buffer.len() > MAX_MESSAGE {
-            return End::Broken("watch message too long".into());
-        }
         for message in messages {
             if let Some(error) = message.error {
                 return End::Broken(format!("{} (gRPC code {})", error.message, error.grpc_code));
@@ -231,4 +218,90 @@ fn split_by_revision(events: Vec<Event>) -> Vec<Vec<Event>> {
         }
     }
     groups
+}
+
+/// Whole JSON messages out of a byte stream cut anywhere.
+///
+/// The gateway writes one JSON object per message, newline-separated, and
+/// HTTP chunks need not follow message boundaries: only whole objects are
+/// consumed, the rest waits for more bytes.
+#[derive(Default)]
+struct Messages {
+    buffer: BytesMut,
+}
+
+impl Messages {
+    fn push(&mut self, data: &[u8]) -> Result<Vec<StreamMessage<WatchResponse>>, String> {
+        self.buffer.extend_from_slice(data);
+        let mut parsed = serde_json::Deserializer::from_slice(&self.buffer).into_iter::<StreamMessage<WatchResponse>>();
+        let mut messages = Vec::new();
+        let consumed = loop {
+            match parsed.next() {
+                Some(Ok(message)) => messages.push(message),
+                Some(Err(e)) if e.is_eof() => break parsed.byte_offset(),
+                Some(Err(e)) => return Err(format!("bad watch message: {e}")),
+                None => break parsed.byte_offset(),
+            }
+        };
+        self.buffer.advance(consumed);
+        if self.buffer.len() > MAX_MESSAGE {
+            return Err("watch message too long".into());
+        }
+        Ok(messages)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STREAM: &str = concat!(
+        r#"{"result":{"header":{"revision":"3"},"created":true}}"#,
+        "\n",
+        r#"{"result":{"header":{"revision":"4"},"events":[{"kv":{"key":"cC9h","mod_revision":"4","value":"MQ=="}}]}}"#,
+        "\n",
+        r#"{"result":{"events":[{"type":"DELETE","kv":{"key":"cC9h","mod_revision":"5"}}]}}"#,
+        "\n",
+    );
+
+    #[test]
+    fn messages_cut_at_any_byte_come_out_whole_and_in_order() {
+        for cut in 1..STREAM.len() {
+            let mut messages = Messages::default();
+            let (a, b) = STREAM.as_bytes().split_at(cut);
+            let mut all = messages.push(a).expect("first part");
+            all.extend(messages.push(b).expect("second part"));
+            assert_eq!(all.len(), 3, "cut at {cut}");
+            let results: Vec<_> = all.into_iter().map(|m| m.result.expect("a result")).collect();
+            assert!(results[0].created);
+            assert_eq!(results[1].events[0].kind, "");
+            assert_eq!(results[2].events[0].kind, "DELETE");
+            assert!(messages.buffer.is_empty(), "nothing left over at {cut}");
+        }
+    }
+
+    #[test]
+    fn garbage_breaks_the_stream() {
+        let mut messages = Messages::default();
+        assert!(messages.push(b"{\"result\":{}}\nnot json").is_err());
+        assert!(Messages::default().push(b"[1,2]").is_err());
+    }
+
+    #[test]
+    fn a_catching_up_response_splits_by_revision() {
+        let event = |revision: i64| Event {
+            kind: EventKind::Put,
+            kv: KeyValue {
+                key: b"k".to_vec(),
+                value: Vec::new(),
+                create_revision: 1,
+                mod_revision: revision,
+                version: 1,
+                lease: 0,
+            },
+        };
+        let groups = split_by_revision(vec![event(4), event(4), event(6)]);
+        let revisions: Vec<Vec<i64>> = groups.iter().map(|g| g.iter().map(|e| e.kv.mod_revision).collect()).collect();
+        assert_eq!(revisions, [vec![4, 4], vec![6]]);
+    }
 }
