@@ -2,7 +2,7 @@
 //! key or a prefix, write, delete, write only if nobody else wrote since
 //! (compare the key's `mod_revision`), and leases.
 //!
-//! A [`Client`] is cheap to clone (one shared [`Transport`]); every call is
+//! A [`Client`] is cheap to clone (one shared `Transport`); every call is
 //! bounded by [`ClientOptions::timeout`].
 
 use std::sync::Arc;
