@@ -661,3 +661,23 @@ async fn a_hanging_endpoint_is_skipped_within_the_timeout() {
     assert!(error.is_transient(), "{error}");
     assert!(asked.elapsed() < Duration::from_secs(10), "bounded by the timeout, not by TCP's");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_from_the_past_catches_up_one_revision_per_message() {
+    let Some(etcd) = Etcd::start().await else { return };
+    let client = etcd.client();
+    let mut revisions = Vec::new();
+    for (key, value) in [("/past/a", "1"), ("/past/b", "2"), ("/past/a", "3")] {
+        revisions.push(client.put(key, value, None).await.expect("put"));
+    }
+    // etcd sends the history in one response; the watcher splits it.
+    let mut watcher = client.watch_prefix("/past/", revisions[0]);
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let (revision, events) = next_events(&mut watcher).await;
+        assert_eq!(events.len(), 1, "one write per revision here");
+        seen.push((revision, events[0].2.clone()));
+    }
+    let expected: Vec<_> = revisions.iter().copied().zip(["1", "2", "3"].map(String::from)).collect();
+    assert_eq!(seen, expected);
+}
