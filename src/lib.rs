@@ -39,6 +39,7 @@ pub mod control;
 pub mod demo;
 pub mod error;
 pub mod exchange;
+pub mod fleet;
 pub mod guard;
 pub mod headers;
 pub mod health;

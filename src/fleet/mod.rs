@@ -1,0 +1,15 @@
+//! Fleet mode: many cutover replicas acting as one system, with one state
+//! and one verdict kept in etcd v3.
+//!
+//! This folder holds the foundation: [`etcd`], a client for etcd's JSON
+//! gateway (reads, conditional writes, leases, watches); [`election`], a
+//! lease-backed leader election on it; and [`config`], the `[fleet]`
+//! section's domain type. Nothing here touches the request path: the
+//! replicas' shared state and evidence are built on these pieces.
+
+pub mod config;
+pub mod election;
+pub mod etcd;
+
+pub use config::FleetConfig;
+pub use election::Election;
