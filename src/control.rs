@@ -31,7 +31,6 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::admin::rfc3339;
 use crate::config::{self, BackendAddr, Config, ConfigError, RouteConfig, TlsConfig};
 use crate::exchange::BreachSender;
 use crate::guard::{Breach, BreachReason, PoolGuard};
@@ -39,6 +38,7 @@ use crate::metrics::Metrics;
 use crate::pool::Backend;
 use crate::proxy::Proxy;
 use crate::snapshot::{BuildInputs, Snapshot};
+use crate::timestamp::rfc3339;
 
 /// History entries kept in memory and in the state file.
 const HISTORY_LIMIT: usize = 200;

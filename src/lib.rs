@@ -42,6 +42,7 @@ pub mod exchange;
 pub mod guard;
 pub mod headers;
 pub mod health;
+pub mod lifecycle;
 pub mod memory;
 pub mod metrics;
 pub mod pool;
@@ -51,6 +52,7 @@ pub mod runtime;
 pub mod server;
 pub mod snapshot;
 pub mod split;
+pub mod timestamp;
 pub mod tls;
 pub mod tunnel;
 

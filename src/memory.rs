@@ -58,7 +58,7 @@ pub async fn release_after_bursts(mut closing: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = every.tick() => {}
-            _ = crate::server::stopped(&mut closing) => return,
+            _ = crate::lifecycle::stopped(&mut closing) => return,
         }
         // On the runtime's own thread, not a blocking one: the 2-5 ms a
         // trim takes are spent in madvise with each arena's lock held, so

@@ -37,6 +37,7 @@ use tokio::time::Instant;
 
 use crate::body::ProxyBody;
 use crate::error::ProxyError;
+use crate::lifecycle::{stopped, OpenConnections, OpenGuard};
 use crate::proxy::{ConnInfo, Handling, Proxy};
 
 /// Limits applied to every downstream connection.
@@ -50,51 +51,6 @@ pub struct ConnLimits {
     pub header_read_timeout: Duration,
     /// Longest a response write may wait on a client that reads nothing.
     pub send_timeout: Duration,
-}
-
-/// Live downstream connections, so shutdown can wait for the last one.
-#[derive(Debug, Default)]
-pub struct OpenConnections {
-    count: AtomicUsize,
-    closed: tokio::sync::Notify,
-}
-
-impl OpenConnections {
-    /// Connections open now.
-    pub fn count(&self) -> usize {
-        self.count.load(Ordering::SeqCst)
-    }
-
-    /// Count one more until the guard drops.
-    pub fn open(self: &Arc<Self>) -> OpenGuard {
-        self.count.fetch_add(1, Ordering::SeqCst);
-        OpenGuard { conns: self.clone() }
-    }
-
-    /// Wait until every connection has closed.
-    pub async fn all_closed(&self) {
-        loop {
-            let closed = self.closed.notified();
-            if self.count() == 0 {
-                return;
-            }
-            closed.await;
-        }
-    }
-}
-
-/// Keeps one connection (or tunnel) counted while it lives.
-#[derive(Debug)]
-pub struct OpenGuard {
-    conns: Arc<OpenConnections>,
-}
-
-impl Drop for OpenGuard {
-    fn drop(&mut self) {
-        if self.conns.count.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.conns.closed.notify_waiters();
-        }
-    }
 }
 
 /// HTTP/2 streams one client may have open at once.
@@ -175,12 +131,6 @@ async fn connection_task(
         Some(tls) => Box::pin(conn.run_tls(stream, peer, tls)).await,
     }
     drop(guard);
-}
-
-/// Resolves once the shutdown flag is up (or its sender is gone).
-pub async fn stopped(flag: &mut watch::Receiver<bool>) {
-    // The guard `wait_for` returns is not `Send`: drop it in here.
-    let _ = flag.wait_for(|stop| *stop).await.map(|_| ());
 }
 
 /// hyper's two connection builders, set up once per listener.
