@@ -36,7 +36,6 @@ pub mod admin;
 pub mod body;
 pub mod config;
 pub mod control;
-pub mod demo;
 pub mod error;
 pub mod exchange;
 pub mod guard;

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod demo;
+
 use clap::{Parser, Subcommand, ValueEnum};
 use cutover::config;
 use tokio::signal::unix::{signal, Signal, SignalKind};
@@ -74,7 +76,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_filter =
-        if matches!(cli.command, Some(Command::Demo { .. })) { cutover::demo::default_log_filter() } else { "info" };
+        if matches!(cli.command, Some(Command::Demo { .. })) { demo::default_log_filter() } else { "info" };
     init_logging(cli.log_format, default_filter);
     let command = cli.command.unwrap_or(Command::Run { config: PathBuf::from("config/cutover.toml"), no_watch: false });
     match command {
@@ -92,7 +94,7 @@ fn demo(duration: Duration, seed: Option<u64>) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(cutover::demo::run(cutover::demo::DemoOptions { duration, seed })) {
+    match runtime.block_on(demo::run(demo::DemoOptions { duration, seed })) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("cutover demo: {err}");
