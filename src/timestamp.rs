@@ -1,8 +1,8 @@
 //! Wall-clock times as the admin API and the revision history write them.
 //!
-//! One small formatter, shared by [`crate::control`] (which stamps each
-//! revision) and [`crate::admin`] (which reports the last reload), so that
-//! neither needs the other for it. RFC 3339 in UTC with second precision is
+//! One small formatter, shared by `control` (which stamps each revision)
+//! and `admin` (which reports the last reload), so that neither needs the
+//! other for it. RFC 3339 in UTC with second precision is
 //! what operators' tools parse, and it sorts as text.
 
 use std::time::SystemTime;
