@@ -10,6 +10,8 @@
 //! - [`weights`]: the trip rule, a pure computation of effective weights
 //!   (SPEC §3), tested case by case;
 //! - [`history`]: the numbered revisions and the state file;
+//! - [`outcome`]: what the writer's callers get back (reload causes and
+//!   outcomes, refusals, the `/status` view);
 //! - [`drain`]: draining the backends a change removed;
 //! - [`state`]: the records they share (overrides, trips, revisions).
 //!
@@ -18,11 +20,13 @@
 
 mod drain;
 mod history;
+mod outcome;
 mod state;
 mod weights;
 mod writer;
 
 pub use drain::{finish_drain, DrainEnd};
+pub use outcome::{AdminError, ReloadCause, ReloadOutcome, ReloadRecord, StateView};
 pub use state::{Override, Revision, Trip, TripReason, Weights};
 pub use weights::effective_weights;
-pub use writer::{AdminError, Control, ReloadCause, ReloadOutcome, ReloadRecord, StateView};
+pub use writer::Control;
