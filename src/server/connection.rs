@@ -26,7 +26,7 @@ use super::gated::Gated;
 use super::io::Watched;
 use super::limits::{Builders, ConnLimits};
 use super::sniff::{sniff, Protocol};
-use super::watchdog::{Activity, Tracked};
+use super::watchdog::{Activity, Close, Tracked, Verdict, Watchdog};
 use crate::error::ProxyError;
 use crate::lifecycle::stopped;
 use crate::proxy::{ConnInfo, Handling, Proxy};
@@ -194,9 +194,7 @@ impl Connection {
         );
         tokio::pin!(timer);
         let mut closing = false;
-        // Set when an HTTP/2 stream's stall sent the GOAWAY: the other
-        // streams may finish until then.
-        let mut hard_close: Option<Instant> = None;
+        let mut watchdog = Watchdog::new(self.limits);
         loop {
             // Biased, shutdown first: when the shutdown flag and a backend's
             // answer are ready in the same poll, the answer must already go
@@ -208,58 +206,36 @@ impl Connection {
                     conn.as_mut().graceful_shutdown();
                 }
                 _ = &mut timer => {
-                    let now = Instant::now();
-                    let ConnLimits { header_read_timeout, idle_timeout, send_timeout, .. } = self.limits;
-                    if activity.head_deadline(header_read_timeout).is_some_and(|d| d <= now) {
-                        // Still owing a request head: a slowloris, or a client
-                        // gone quiet mid-head. Closing is all it deserves.
-                        tracing::debug!(%peer, "request head not received within header_read_timeout; closing");
-                        let timeouts = self.proxy.client_timeouts();
-                        let silent = activity.silent.load(Ordering::Relaxed);
-                        if silent { &timeouts.no_request } else { &timeouts.header_read }.inc();
-                        return;
-                    }
-                    if hard_close.is_some_and(|d| d <= now) {
-                        tracing::debug!(%peer, "streams still open send_timeout after the GOAWAY; closing");
-                        return;
-                    }
-                    let write_deadline = activity.write_deadline(send_timeout);
-                    if write_deadline.is_some_and(|d| d <= now) {
-                        // A response has waited that long on a client that
-                        // takes none of it (a slow-read attack, or a client
-                        // gone without closing): free the connection and the
-                        // upstream exchange it holds.
-                        tracing::debug!(%peer, "client read nothing of the response within send_timeout; closing");
-                        self.proxy.client_timeouts().send.inc();
-                        return;
-                    }
-                    // Once the GOAWAY is out, only the hard close is left to watch.
-                    let mut stall_deadline =
-                        if hard_close.is_none() { activity.stream_stall_deadline(send_timeout) } else { None };
-                    if stall_deadline.is_some_and(|d| d <= now) {
-                        // One HTTP/2 stream has waited that long for the
-                        // client to open its window. hyper cannot reset one
-                        // stream, so the connection goes, gracefully: a
-                        // GOAWAY, and the other streams get one more
-                        // send_timeout to finish.
-                        tracing::debug!(%peer, "a stream waited send_timeout for the client's window; closing");
-                        self.proxy.client_timeouts().send.inc();
-                        if !closing {
-                            closing = true;
-                            conn.as_mut().graceful_shutdown();
+                    let timeouts = self.proxy.client_timeouts();
+                    match watchdog.check(&activity, Instant::now(), closing) {
+                        Verdict::Close(reason) => {
+                            match reason {
+                                Close::NoRequest | Close::HeadTooSlow => {
+                                    tracing::debug!(%peer, "request head not received within header_read_timeout; closing");
+                                    if reason == Close::NoRequest { &timeouts.no_request } else { &timeouts.header_read }.inc();
+                                }
+                                Close::ClientReadsNothing => {
+                                    tracing::debug!(%peer, "client read nothing of the response within send_timeout; closing");
+                                    timeouts.send.inc();
+                                }
+                                Close::StreamsOutlivedGoaway => {
+                                    tracing::debug!(%peer, "streams still open send_timeout after the GOAWAY; closing");
+                                }
+                            }
+                            return;
                         }
-                        hard_close = Some(now + send_timeout);
-                        stall_deadline = None;
+                        Verdict::Continue { stream_stalled, close_gracefully, next } => {
+                            if stream_stalled {
+                                tracing::debug!(%peer, "a stream waited send_timeout for the client's window; closing");
+                                timeouts.send.inc();
+                            }
+                            if close_gracefully {
+                                closing = true;
+                                conn.as_mut().graceful_shutdown();
+                            }
+                            timer.as_mut().rearm().reset(next);
+                        }
                     }
-                    if !closing && activity.idle_for() >= Some(idle_timeout) {
-                        closing = true;
-                        conn.as_mut().graceful_shutdown();
-                    }
-                    let mut next = activity.next_check(now, header_read_timeout, idle_timeout, closing);
-                    for deadline in [write_deadline, stall_deadline, hard_close].into_iter().flatten() {
-                        next = next.min(deadline);
-                    }
-                    timer.as_mut().rearm().reset(next);
                 }
                 result = conn.as_mut() => {
                     if let Err(e) = result {

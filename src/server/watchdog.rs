@@ -6,10 +6,10 @@
 //! request, when the connection went idle, when a pending request head
 //! started, since when writes to the client have been blocked, and (over
 //! HTTP/2) how long each response stream has waited for the client's
-//! flow-control window. The connection's loop asks it for the next deadline
-//! and arms one timer for all of them, so a request costs no timer work of
-//! its own. [`Tracked`] and [`TrackedBody`] keep a request counted until its
-//! response body ends.
+//! flow-control window. [`Watchdog`] holds the rules: when the one timer
+//! fires, it says whether to close at once, close gracefully, or look again
+//! and when, so a request costs no timer work of its own. [`Tracked`] and
+//! [`TrackedBody`] keep a request counted until its response body ends.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -23,6 +23,7 @@ use http::Response;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::Instant;
 
+use super::limits::ConnLimits;
 use crate::body::ProxyBody;
 
 /// Requests in flight on one connection, and when the last one ended.
@@ -189,6 +190,102 @@ impl Activity {
     }
 }
 
+/// Why the watchdog closes a connection at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Close {
+    /// Nothing arrived within `header_read_timeout` of accept.
+    NoRequest,
+    /// A request head started and did not complete within
+    /// `header_read_timeout`: a slowloris, or a client gone quiet mid-head.
+    HeadTooSlow,
+    /// A response waited `send_timeout` on a client that takes none of it
+    /// (a slow-read attack, or a client gone without closing): closing
+    /// frees the connection and the upstream exchange it holds.
+    ClientReadsNothing,
+    /// Streams were still open `send_timeout` after a stalled stream's
+    /// `GOAWAY`.
+    StreamsOutlivedGoaway,
+}
+
+/// What a connection does when its timer fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Verdict {
+    /// Close now, without finishing anything.
+    Close(Close),
+    /// Keep serving, and look again at `next`.
+    Continue {
+        /// An HTTP/2 stream waited `send_timeout` for the client's window
+        /// (counted as a send timeout).
+        stream_stalled: bool,
+        /// Start a graceful close (`Connection: close` or `GOAWAY`): the
+        /// connection sat idle for `idle_timeout`, or a stream stalled.
+        close_gracefully: bool,
+        /// When to look again.
+        next: Instant,
+    },
+}
+
+/// The rules a connection's timer applies to its [`Activity`]: one timer
+/// for every deadline, re-armed at the earliest.
+#[derive(Debug)]
+pub(super) struct Watchdog {
+    limits: ConnLimits,
+    /// Set when an HTTP/2 stream's stall sent the `GOAWAY`: the other
+    /// streams may finish until then.
+    hard_close: Option<Instant>,
+}
+
+impl Watchdog {
+    /// A watchdog applying `limits`.
+    pub(super) fn new(limits: ConnLimits) -> Watchdog {
+        Watchdog { limits, hard_close: None }
+    }
+
+    /// What to do at `now`, for a connection doing what `activity` says;
+    /// `closing` when it is already closing gracefully.
+    pub(super) fn check(&mut self, activity: &Activity, now: Instant, closing: bool) -> Verdict {
+        let ConnLimits { header_read_timeout, idle_timeout, send_timeout, .. } = self.limits;
+        if activity.head_deadline(header_read_timeout).is_some_and(|d| d <= now) {
+            let silent = activity.silent.load(Ordering::Relaxed);
+            return Verdict::Close(if silent { Close::NoRequest } else { Close::HeadTooSlow });
+        }
+        if self.hard_close.is_some_and(|d| d <= now) {
+            return Verdict::Close(Close::StreamsOutlivedGoaway);
+        }
+        let write_deadline = activity.write_deadline(send_timeout);
+        if write_deadline.is_some_and(|d| d <= now) {
+            return Verdict::Close(Close::ClientReadsNothing);
+        }
+        let mut closing = closing;
+        let mut close_gracefully = false;
+        let mut stream_stalled = false;
+        // Once the GOAWAY is out, only the hard close is left to watch.
+        let mut stall_deadline =
+            if self.hard_close.is_none() { activity.stream_stall_deadline(send_timeout) } else { None };
+        if stall_deadline.is_some_and(|d| d <= now) {
+            // hyper cannot reset one stream, so the connection goes,
+            // gracefully: a GOAWAY, and the other streams get one more
+            // send_timeout to finish.
+            stream_stalled = true;
+            if !closing {
+                closing = true;
+                close_gracefully = true;
+            }
+            self.hard_close = Some(now + send_timeout);
+            stall_deadline = None;
+        }
+        if !closing && activity.idle_for() >= Some(idle_timeout) {
+            closing = true;
+            close_gracefully = true;
+        }
+        let mut next = activity.next_check(now, header_read_timeout, idle_timeout, closing);
+        for deadline in [write_deadline, stall_deadline, self.hard_close].into_iter().flatten() {
+            next = next.min(deadline);
+        }
+        Verdict::Continue { stream_stalled, close_gracefully, next }
+    }
+}
+
 /// One request counted as in flight on its connection.
 #[derive(Debug)]
 pub(super) struct Active {
@@ -289,7 +386,8 @@ impl Body for TrackedBody {
 
 #[cfg(test)]
 mod tests {
-    use super::Activity;
+    use super::{Activity, Close, Verdict, Watchdog};
+    use crate::server::ConnLimits;
     use std::sync::atomic::Ordering;
     use std::sync::Arc;
     use std::time::Duration;
@@ -357,5 +455,76 @@ mod tests {
         let now = Instant::now();
         assert_eq!(activity.next_check(now, header, idle, false), now, "an idle connection is due now");
         assert!(activity.next_check(now, header, idle, true) > now, "a closing one is not due again at once");
+    }
+
+    fn limits() -> ConnLimits {
+        ConnLimits {
+            idle_timeout: Duration::from_secs(60),
+            max_request_header_bytes: 8192,
+            header_read_timeout: Duration::from_secs(10),
+            send_timeout: Duration::from_secs(30),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_head_closes_the_connection_and_says_whether_anything_came() {
+        let mut watchdog = Watchdog::new(limits());
+        let silent = Activity::new(Instant::now());
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(watchdog.check(&silent, Instant::now(), false), Verdict::Close(Close::NoRequest));
+        let slow = Activity::new(Instant::now());
+        slow.saw_bytes();
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(watchdog.check(&slow, Instant::now(), false), Verdict::Close(Close::HeadTooSlow));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_reads_nothing_is_closed_at_its_write_deadline() {
+        let mut watchdog = Watchdog::new(limits());
+        let activity = Arc::new(Activity::new(Instant::now()));
+        let _busy = activity.begin();
+        activity.wrote(true);
+        tokio::time::advance(Duration::from_secs(25)).await;
+        let blocked_until = Instant::now() + Duration::from_secs(5);
+        assert!(
+            matches!(watchdog.check(&activity, Instant::now(), false), Verdict::Continue { next, .. } if next == blocked_until),
+            "the next look is at the write deadline"
+        );
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(watchdog.check(&activity, Instant::now(), false), Verdict::Close(Close::ClientReadsNothing));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_stream_sends_goaway_and_the_rest_get_one_more_send_timeout() {
+        let mut watchdog = Watchdog::new(limits());
+        let activity = Arc::new(Activity::new(Instant::now()));
+        activity.h2.store(true, Ordering::Relaxed);
+        let _busy = activity.begin();
+        let clock = activity.stream_stall_clock();
+        clock.store(activity.now_ms(), Ordering::Relaxed);
+        tokio::time::advance(Duration::from_secs(30)).await;
+        let now = Instant::now();
+        assert_eq!(
+            watchdog.check(&activity, now, false),
+            Verdict::Continue { stream_stalled: true, close_gracefully: true, next: now + Duration::from_secs(30) }
+        );
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert_eq!(watchdog.check(&activity, Instant::now(), true), Verdict::Close(Close::StreamsOutlivedGoaway));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_is_closed_gracefully_once() {
+        let mut watchdog = Watchdog::new(limits());
+        let activity = Arc::new(Activity::new(Instant::now()));
+        activity.h2.store(true, Ordering::Relaxed);
+        drop(activity.begin());
+        tokio::time::advance(Duration::from_secs(60)).await;
+        let verdict = watchdog.check(&activity, Instant::now(), false);
+        assert!(
+            matches!(verdict, Verdict::Continue { close_gracefully: true, stream_stalled: false, .. }),
+            "{verdict:?}"
+        );
+        let verdict = watchdog.check(&activity, Instant::now(), true);
+        assert!(matches!(verdict, Verdict::Continue { close_gracefully: false, .. }), "already closing: {verdict:?}");
     }
 }
