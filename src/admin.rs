@@ -28,7 +28,6 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -44,7 +43,8 @@ use tokio::sync::watch;
 use std::collections::BTreeMap;
 
 use crate::control::{AdminError, Control, ReloadCause, ReloadOutcome};
-use crate::runtime::Lifecycle;
+use crate::lifecycle::{self, Lifecycle};
+use crate::timestamp::rfc3339;
 
 /// What the admin handlers read and act on.
 #[derive(Debug)]
@@ -78,7 +78,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut shutdown: 
                     let _ = conn.await;
                 });
             }
-            _ = crate::server::stopped(&mut shutdown) => break,
+            _ = lifecycle::stopped(&mut shutdown) => break,
         }
     }
 }
@@ -424,24 +424,6 @@ fn status(state: &AdminState) -> Value {
     })
 }
 
-/// RFC 3339 UTC with second precision (`2026-11-26T10:00:00Z`).
-pub fn rfc3339(time: SystemTime) -> String {
-    let secs = time.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
-    // Civil-from-days (Howard Hinnant's algorithm), valid for all u64 days we meet.
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}Z")
-}
-
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *response.status_mut() = status;
@@ -465,7 +447,6 @@ fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn host_names_this_listener() {
@@ -526,14 +507,5 @@ mod tests {
         assert!(!with("content-type", "text/plain; x=application/json"));
         assert!(!with("authorization", "Basic YTpi"));
         assert!(!preflighted(&http::HeaderMap::new()));
-    }
-
-    #[test]
-    fn rfc3339_formats_utc() {
-        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00Z");
-        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_687_200);
-        assert_eq!(rfc3339(t), "2026-11-26T10:00:00Z");
-        let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400);
-        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00Z");
     }
 }

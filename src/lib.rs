@@ -7,25 +7,42 @@
 //!
 //! How a request flows, and which module owns each step:
 //!
-//! - [`server`] accepts connections and serves HTTP/1.1 and h2c on them;
+//! - [`server`] accepts connections and serves HTTP/1.1 and HTTP/2 on them
+//!   (accept loop, protocol sniffing, the per-connection watchdog, the raw
+//!   head scan, each in a file of its own);
 //! - [`proxy`] loads the one [`snapshot::Snapshot`] for the request, then
 //! - [`route`] picks the route by host and path,
 //! - [`split`] picks the pool (forced, sticky or weighted),
 //! - [`pool`] picks the backend and owns its upstream connections,
 //! - [`headers`] rewrites hop-by-hop and `X-Forwarded-*` headers,
 //! - [`body`] streams the answer back, and [`error`] answers what failed,
-//!   tagged by where the failure came from.
+//!   tagged by where the failure came from; [`exchange`] records each
+//!   request's outcome once, and [`tunnel`] carries upgraded connections.
 //!
-//! Around it: [`config`] turns the file into validated types (used by
-//! `cutover check`, startup and reload alike); [`control`] owns every change
-//! of state (reloads, overrides, trips) and publishes snapshots; [`guard`]
-//! keeps each pool's sliding window and trip rule; [`exchange`] records each
-//! request's outcome once; [`health`] runs active checks and passive
-//! ejection; [`tunnel`] carries upgraded connections; [`memory`] gives
-//! memory back after a burst; [`metrics`] declares every metric; [`admin`]
-//! serves the admin API; and [`runtime`] ties listeners, reloads and
-//! shutdown together. [`demo`] is `cutover demo`: the
-//! real proxy run against demo upstreams, with load and a live display.
+//! Around it: [`config`] turns the file into validated types (`raw`, then
+//! `validate/` by section; used by `cutover check`, startup and reload
+//! alike), watches it, and names the settings a reload cannot change;
+//! [`control`] is the single writer of routing state (reloads, overrides,
+//! trips; the trip rule; the history and state file; drains) and publishes
+//! snapshots; [`guard`] keeps each pool's sliding window and trip rule;
+//! [`health`] runs active checks and passive ejection; [`metrics`] declares
+//! every metric and renders the gauges that mirror state; [`admin`] serves
+//! the admin API; [`memory`] gives memory back after a burst; and
+//! [`runtime`] ties listeners, reloads and shutdown together.
+//!
+//! Dependencies point one way, down these layers, and never back up:
+//!
+//! 1. [`runtime`], then [`admin`] (HTTP in front of [`control`]);
+//! 2. the control plane ([`control`]) and the traffic listeners ([`server`]);
+//! 3. the request path: [`proxy`], [`tunnel`], [`exchange`], [`health`],
+//!    [`error`], [`body`], [`snapshot`], [`pool`], [`guard`], [`route`];
+//! 4. the ground, importing nothing above it: [`config`], [`metrics`],
+//!    [`split`], [`headers`], [`tls`], [`memory`], and the small shared
+//!    pieces every layer uses, [`lifecycle`] (shutdown flags, open-connection
+//!    counting) and [`timestamp`].
+//!
+//! The binary (`main.rs`) adds the command line and `cutover demo`, whose
+//! module tree is the binary's own and uses only this crate's public API.
 
 // No unsafe code but two calls into glibc's malloc, in `memory`.
 #![deny(unsafe_code)]
@@ -36,13 +53,13 @@ pub mod admin;
 pub mod body;
 pub mod config;
 pub mod control;
-pub mod demo;
 pub mod error;
 pub mod exchange;
 pub mod fleet;
 pub mod guard;
 pub mod headers;
 pub mod health;
+pub mod lifecycle;
 pub mod memory;
 pub mod metrics;
 pub mod pool;
@@ -52,6 +69,7 @@ pub mod runtime;
 pub mod server;
 pub mod snapshot;
 pub mod split;
+pub mod timestamp;
 pub mod tls;
 pub mod tunnel;
 

@@ -8,23 +8,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod demo;
+
 use clap::{Parser, Subcommand, ValueEnum};
 use cutover::config;
 use tokio::signal::unix::{signal, Signal, SignalKind};
-
-/// `pow` for the whole binary, so that it never needs libm.
-///
-/// The only caller is tokio's multi-thread scheduler (a moving average of
-/// task poll times). Resolving that one symbol from `libm.so` made the
-/// dynamic loader map and relocate the library at every start: 0.3 MiB
-/// resident for one function, even with `workers = 1`, where the scheduler
-/// never runs. Defined here, the linker resolves it in the binary and, with
-/// `--as-needed`, drops libm. The `libm` crate is the Rust port of musl's
-/// libm, accurate to within 1 ULP as glibc's is.
-#[no_mangle]
-pub extern "C" fn pow(base: f64, exponent: f64) -> f64 {
-    libm::pow(base, exponent)
-}
 
 /// A layer-7 HTTP reverse proxy for zero-downtime releases.
 #[derive(Debug, Parser)]
@@ -74,7 +62,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_filter =
-        if matches!(cli.command, Some(Command::Demo { .. })) { cutover::demo::default_log_filter() } else { "info" };
+        if matches!(cli.command, Some(Command::Demo { .. })) { demo::default_log_filter() } else { "info" };
     init_logging(cli.log_format, default_filter);
     let command = cli.command.unwrap_or(Command::Run { config: PathBuf::from("config/cutover.toml"), no_watch: false });
     match command {
@@ -92,7 +80,7 @@ fn demo(duration: Duration, seed: Option<u64>) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(cutover::demo::run(cutover::demo::DemoOptions { duration, seed })) {
+    match runtime.block_on(demo::run(demo::DemoOptions { duration, seed })) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("cutover demo: {err}");
@@ -217,32 +205,5 @@ fn init_logging(format: LogFormat, default_filter: &str) {
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    /// The values glibc's `pow` gives (and the C standard's special cases),
-    /// to within one unit in the last place. Not compared with `f64::powf`:
-    /// in this binary that calls the same `pow`.
-    #[test]
-    fn pow_gives_the_values_libm_would() {
-        let cases = [
-            (0.9, 3.0, 0.7290000000000001),
-            (0.9, 0.5, 0.9486832980505138),
-            (0.9, 100.0, 2.6561398887587544e-5),
-            (2.0, -3.0, 0.125),
-            (10.0, 2.5, 316.22776601683796),
-            (0.5, 1e6, 0.0),
-            (7.0, 0.0, 1.0),
-            (1.0, f64::NAN, 1.0),
-            (-1.0, f64::INFINITY, 1.0),
-        ];
-        for (base, exponent, expected) in cases {
-            let got = super::pow(base, exponent);
-            let tolerance = f64::EPSILON * expected;
-            assert!((got - expected).abs() <= tolerance, "pow({base}, {exponent}) = {got}, expected {expected}");
-        }
-        assert!(super::pow(-8.0, 1.0 / 3.0).is_nan(), "a negative base to a non-integer power is NaN");
     }
 }

@@ -3,11 +3,11 @@
 //! A burst leaves glibc's malloc holding what its connections freed:
 //! buffers, header maps, tasks. It keeps that memory for the next burst,
 //! scattered between blocks still in use, so the heap cannot shrink and the
-//! pages stay resident. After a load test of a few seconds the proxy held
-//! 33 MiB where it started with 7, and kept it. Every ten seconds
+//! pages stay resident: after a short load test the proxy holds several
+//! times what it started with, for good. Every [`CHECK_EVERY`]
 //! [`release_after_bursts`] compares the anonymous memory resident with what
-//! the heap has in use, and when at least 8 MiB more is resident it asks
-//! malloc to give its free pages back (`malloc_trim`, which HAProxy also
+//! the heap has in use, and when at least [`RELEASE_AT`] more is resident it
+//! asks malloc to give its free pages back (`malloc_trim`, which HAProxy also
 //! calls when it releases its pools). Steady traffic reuses its free memory
 //! and seldom leaves that much, so a busy proxy is not trimmed over and over.
 //!
@@ -58,10 +58,10 @@ pub async fn release_after_bursts(mut closing: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = every.tick() => {}
-            _ = crate::server::stopped(&mut closing) => return,
+            _ = crate::lifecycle::stopped(&mut closing) => return,
         }
-        // On the runtime's own thread, not a blocking one: the 2-5 ms a
-        // trim takes are spent in madvise with each arena's lock held, so
+        // On the runtime's own thread, not a blocking one: the time a
+        // trim takes is spent in madvise with each arena's lock held, so
         // a worker allocating from that arena would wait for it anyway, and
         // a new thread would bring an arena of its own.
         let started = std::time::Instant::now();

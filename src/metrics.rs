@@ -11,6 +11,10 @@
 //! Each proxy owns its own [`Registry`], so several proxies in one process
 //! (as in the tests) never share counts.
 
+mod gauges;
+
+pub use gauges::{BackendGauges, StateGauges};
+
 use prometheus::{
     exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,

@@ -25,8 +25,9 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::control::{Control, ReloadCause};
+use crate::lifecycle::{stopped, Lifecycle, OpenConnections};
 use crate::metrics::Metrics;
-use crate::server::{self, ConnLimits, OpenConnections};
+use crate::server::{self, ConnLimits};
 
 /// The sockets the proxy serves on, bound before [`run`].
 #[derive(Debug)]
@@ -86,15 +87,6 @@ pub struct RunOptions {
     /// while starting up is queued rather than killing the process.
     #[cfg(unix)]
     pub reload_signal: Option<tokio::signal::unix::Signal>,
-}
-
-/// The shutdown phases, as flags every part can watch.
-#[derive(Debug, Clone)]
-pub struct Lifecycle {
-    /// Raised on the first shutdown signal: `/ready` answers 503.
-    pub stopping: watch::Receiver<bool>,
-    /// Raised after `shutdown_delay`: listeners close, connections finish.
-    pub closing: watch::Receiver<bool>,
 }
 
 /// Serve `config` on `listeners` until `shutdown` resolves, then shut down
@@ -180,7 +172,7 @@ pub async fn run(
         background.push(tokio::spawn(crate::config::watch::watch(
             path.clone(),
             move || control.reload_from_watch(),
-            async move { server::stopped(&mut stop).await },
+            async move { stopped(&mut stop).await },
         )));
     }
     if let Some(tls) = &server_tls {
@@ -195,7 +187,7 @@ pub async fn run(
                 background.push(tokio::spawn(crate::config::watch::watch(
                     file.to_path_buf(),
                     move || tls.reload(),
-                    async move { server::stopped(&mut stop).await },
+                    async move { stopped(&mut stop).await },
                 )));
             }
         }
@@ -262,7 +254,7 @@ async fn close_idle_upstream_connections(proxy: Arc<crate::proxy::Proxy>, mut cl
     loop {
         tokio::select! {
             _ = tokio::time::sleep(idle_sweep_period(limit)) => {}
-            _ = server::stopped(&mut closing) => return,
+            _ = stopped(&mut closing) => return,
         }
         let now = tokio::time::Instant::now();
         let elapsed = now.saturating_duration_since(last_sweep);
@@ -309,7 +301,7 @@ async fn reload_on_signal(
                     tls.reload();
                 }
             }
-            _ = server::stopped(&mut closing) => return,
+            _ = stopped(&mut closing) => return,
         }
     }
 }

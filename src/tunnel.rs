@@ -22,7 +22,7 @@ use tokio::sync::watch;
 
 use crate::body::ProxyBody;
 use crate::exchange::Exchange;
-use crate::server::OpenConnections;
+use crate::lifecycle::{stopped, OpenConnections};
 
 /// The open tunnels of one proxy, and the switch that closes them.
 #[derive(Debug)]
@@ -112,8 +112,8 @@ pub fn open(
                     tracing::debug!(error = %e, "tunnel ended with an error");
                 }
             }
-            _ = crate::server::stopped(&mut close) => tracing::debug!("tunnel closed at shutdown"),
-            _ = crate::server::stopped(&mut cut) => tracing::debug!("tunnel closed: its backend's drain timed out"),
+            _ = stopped(&mut close) => tracing::debug!("tunnel closed at shutdown"),
+            _ = stopped(&mut cut) => tracing::debug!("tunnel closed: its backend's drain timed out"),
         }
     });
     response

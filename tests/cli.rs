@@ -263,13 +263,3 @@ fn json_log_format_writes_one_json_object_per_line() {
         assert!(value.is_object(), "{line}");
     }
 }
-
-/// `src/main.rs` defines `pow`, tokio's only use of libm, so that the
-/// dynamic loader never maps libm (0.3 MiB resident at every start). A
-/// binary that needs it names `libm.so.6` among its needed libraries.
-#[test]
-fn the_binary_does_not_need_libm() {
-    let binary = std::fs::read(env!("CARGO_BIN_EXE_cutover")).expect("read the cutover binary");
-    let needs_libm = memchr::memmem::find(&binary, b"libm.so").is_some();
-    assert!(!needs_libm, "cutover links libm again: something besides tokio's pow needs it");
-}

@@ -11,6 +11,7 @@
 //! applies".
 
 mod raw;
+pub mod restart;
 mod validate;
 pub mod watch;
 

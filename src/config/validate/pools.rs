@@ -1,0 +1,494 @@
+//! `[pools.NAME]`: backends and their addresses, balancing, and each
+//! pool's active health check and guard.
+
+use std::net::Ipv6Addr;
+use std::time::Duration;
+
+use http::uri::PathAndQuery;
+use toml::Spanned;
+
+use super::super::raw::{OrderedMap, RawGuard, RawHealth, RawPool};
+use super::values::{is_dns_name, to_u32, Cx, Result};
+use crate::config::{BackendAddr, GuardConfig, HealthConfig, LbPolicy, PoolConfig, Scheme, UpstreamProtocol};
+
+pub(super) const DEFAULT_HEALTH_PATH: &str = "/healthz";
+pub(super) const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+pub(super) const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+pub(super) const DEFAULT_UNHEALTHY_AFTER: i64 = 3;
+pub(super) const DEFAULT_HEALTHY_AFTER: i64 = 2;
+pub(super) const DEFAULT_GUARD_WINDOW: Duration = Duration::from_secs(30);
+pub(super) const DEFAULT_MIN_REQUESTS: i64 = 100;
+
+impl Cx<'_> {
+    // ----- [pools.NAME] -----------------------------------------------------
+
+    pub(super) fn pools(&self, raw: Option<Spanned<OrderedMap<Spanned<RawPool>>>>) -> Result<Vec<PoolConfig>> {
+        const NO_POOLS: &str = "no pools defined; add a [pools.NAME] table with backends = [\"host:port\"]";
+        let Some(raw) = raw else {
+            return Err(self.err(0..0, NO_POOLS));
+        };
+        let span = raw.span();
+        let entries = raw.into_inner().0;
+        if entries.is_empty() {
+            return Err(self.err(span, NO_POOLS));
+        }
+        let mut pools = Vec::with_capacity(entries.len());
+        for (name, pool) in entries {
+            self.check_name(&name, "pool")?;
+            pools.push(self.pool(name.into_inner(), pool)?);
+        }
+        pools.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(pools)
+    }
+
+    pub(super) fn pool(&self, name: String, raw: Spanned<RawPool>) -> Result<PoolConfig> {
+        let table = raw.span();
+        let raw = raw.into_inner();
+        let no_backends = format!("pool \"{name}\" has no backends; add backends = [\"host:port\"]");
+        let list = raw.backends.ok_or_else(|| self.err(table.clone(), no_backends.clone()))?;
+        if list.get_ref().is_empty() {
+            return Err(self.err(list.span(), no_backends));
+        }
+        let mut backends: Vec<BackendAddr> = Vec::with_capacity(list.get_ref().len());
+        for item in list.get_ref() {
+            let backend = parse_backend(item.get_ref()).map_err(|problem| {
+                self.err(item.span(), format!("pool \"{name}\": backend \"{}\" {problem}", item.get_ref()))
+            })?;
+            if backends.contains(&backend) {
+                return Err(self.err(
+                    item.span(),
+                    format!("pool \"{name}\": backend \"{}\" is listed twice; remove one", item.get_ref()),
+                ));
+            }
+            backends.push(backend);
+        }
+
+        let lb = match &raw.lb {
+            None => LbPolicy::default(),
+            Some(v) => match v.get_ref().as_str() {
+                "p2c" => LbPolicy::P2c,
+                "round_robin" => LbPolicy::RoundRobin,
+                "random" => LbPolicy::Random,
+                other => {
+                    return Err(self.err(
+                        v.span(),
+                        format!("pool \"{name}\": unknown lb \"{other}\"; use one of p2c, round_robin, random"),
+                    ))
+                }
+            },
+        };
+
+        let protocol = match &raw.protocol {
+            None => UpstreamProtocol::Http1,
+            Some(v) => match v.get_ref().as_str() {
+                "http1" => UpstreamProtocol::Http1,
+                "h2" => UpstreamProtocol::H2,
+                other => {
+                    return Err(self.err(
+                        v.span(),
+                        format!("pool \"{name}\": unknown protocol \"{other}\"; use \"http1\" or \"h2\""),
+                    ))
+                }
+            },
+        };
+        let ca_file = match &raw.ca_file {
+            None => None,
+            Some(v) => {
+                let path = self.file_path(v, "ca_file")?;
+                // Checked here so that `cutover check` and a reload catch an
+                // unusable CA file before any backend connection needs it.
+                if let Err(e) = crate::tls::client_config(Some(&path), &[]) {
+                    return Err(self.err(v.span(), format!("pool \"{name}\": ca_file {e}")));
+                }
+                Some(path)
+            }
+        };
+        if ca_file.is_some() && !backends.iter().any(|b| b.scheme == Scheme::Https) {
+            let span = raw.ca_file.as_ref().map(|v| v.span()).unwrap_or(table.clone());
+            return Err(self.err(span, format!("pool \"{name}\": ca_file is set but no backend is https://")));
+        }
+        let health = raw.health.map(|h| self.health(&name, h)).transpose()?;
+        let guard = raw.guard.map(|g| self.guard(&name, g)).transpose()?;
+        Ok(PoolConfig { name, backends, lb, protocol, ca_file, health, guard })
+    }
+
+    pub(super) fn health(&self, pool: &str, raw: RawHealth) -> Result<HealthConfig> {
+        let path = match &raw.path {
+            None => DEFAULT_HEALTH_PATH.to_owned(),
+            Some(v) => {
+                let p = v.get_ref();
+                let valid = p.starts_with('/')
+                    && !p.contains('#')
+                    && !p.chars().any(char::is_whitespace)
+                    && p.parse::<PathAndQuery>().is_ok();
+                if !valid {
+                    return Err(self.err(
+                        v.span(),
+                        format!("pool \"{pool}\": health.path \"{p}\" must be a path starting with \"/\", e.g. \"/healthz\""),
+                    ));
+                }
+                p.clone()
+            }
+        };
+        let interval = self.duration_or(
+            raw.interval.as_ref(),
+            &format!("pool \"{pool}\": health.interval"),
+            DEFAULT_HEALTH_INTERVAL,
+            false,
+        )?;
+        let timeout = self.duration_or(
+            raw.timeout.as_ref(),
+            &format!("pool \"{pool}\": health.timeout"),
+            DEFAULT_HEALTH_TIMEOUT,
+            false,
+        )?;
+        if timeout > interval {
+            // Point at whichever of the two the operator actually wrote.
+            let span = raw.timeout.as_ref().or(raw.interval.as_ref()).map_or(0..0, Spanned::span);
+            return Err(self.err(
+                span,
+                format!(
+                    "pool \"{pool}\": health.timeout ({}) is longer than health.interval ({}); \
+                     make the timeout at most the interval",
+                    humantime::format_duration(timeout),
+                    humantime::format_duration(interval),
+                ),
+            ));
+        }
+        let threshold = |v: &Option<Spanned<i64>>, key: &str, default: i64| match v {
+            None => Ok(default),
+            Some(v) => self.int_in(v, &format!("pool \"{pool}\": health.{key}"), 1, i64::from(u32::MAX)),
+        };
+        let unhealthy_after = threshold(&raw.unhealthy_after, "unhealthy_after", DEFAULT_UNHEALTHY_AFTER)?;
+        let healthy_after = threshold(&raw.healthy_after, "healthy_after", DEFAULT_HEALTHY_AFTER)?;
+        Ok(HealthConfig {
+            path,
+            interval,
+            timeout,
+            unhealthy_after: to_u32(unhealthy_after),
+            healthy_after: to_u32(healthy_after),
+        })
+    }
+
+    pub(super) fn guard(&self, pool: &str, raw: Spanned<RawGuard>) -> Result<GuardConfig> {
+        let table = raw.span();
+        let raw = raw.into_inner();
+        let rate = raw.max_error_rate.ok_or_else(|| {
+            self.err(
+                table,
+                format!("pool \"{pool}\": guard has no max_error_rate; add e.g. max_error_rate = 0.01 (1%)"),
+            )
+        })?;
+        let max_error_rate = *rate.get_ref();
+        if !(0.0..=1.0).contains(&max_error_rate) {
+            return Err(self.err(
+                rate.span(),
+                format!(
+                    "pool \"{pool}\": guard.max_error_rate {max_error_rate} is outside 0..1; \
+                     it is a share of requests, e.g. 0.01 for 1%"
+                ),
+            ));
+        }
+        let max_p99_latency = raw
+            .max_p99_latency
+            .as_ref()
+            .map(|v| self.duration(v, &format!("pool \"{pool}\": guard.max_p99_latency"), false))
+            .transpose()?;
+        let window = self.duration_or(
+            raw.window.as_ref(),
+            &format!("pool \"{pool}\": guard.window"),
+            DEFAULT_GUARD_WINDOW,
+            false,
+        )?;
+        let min_requests = match &raw.min_requests {
+            None => DEFAULT_MIN_REQUESTS,
+            Some(v) => self.int_in(v, &format!("pool \"{pool}\": guard.min_requests"), 1, i64::MAX)?,
+        };
+        Ok(GuardConfig { max_error_rate, max_p99_latency, window, min_requests: min_requests.unsigned_abs() })
+    }
+}
+
+/// `host:port`, `http://host:port` or `https://host:port`, optionally with a
+/// trailing `/`; the error says what is wrong, after the quoted backend.
+fn parse_backend(s: &str) -> std::result::Result<BackendAddr, String> {
+    const FORMS: &str = "use host:port, http://host:port or https://host:port";
+    let lower = s.to_ascii_lowercase();
+    let (scheme, rest) = if let Some(rest) = lower.strip_prefix("http://") {
+        (Scheme::Http, rest)
+    } else if let Some(rest) = lower.strip_prefix("https://") {
+        (Scheme::Https, rest)
+    } else if let Some((scheme, _)) = lower.split_once("://") {
+        return Err(format!("has unsupported scheme \"{scheme}\"; {FORMS}"));
+    } else {
+        (Scheme::Http, lower.as_str())
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.is_empty() {
+        return Err(format!("has no host; {FORMS}"));
+    }
+    if rest.contains('@') {
+        return Err(format!("must not contain user info; {FORMS}"));
+    }
+    if rest.contains(['/', '?', '#']) {
+        return Err(format!("must not have a path or query (the request's own path is forwarded); {FORMS}"));
+    }
+    let (host, port) = if rest.starts_with('[') {
+        let end = rest.find(']').ok_or_else(|| format!("has an unclosed IPv6 bracket; {FORMS}"))?;
+        let (host, after) = rest.split_at(end + 1);
+        if host[1..end].parse::<Ipv6Addr>().is_err() {
+            return Err("has an invalid IPv6 address; write e.g. \"[::1]:9001\"".to_owned());
+        }
+        if !after.is_empty() && !after.starts_with(':') {
+            return Err("has text after the IPv6 address; write e.g. \"[::1]:9001\"".to_owned());
+        }
+        (host, after.strip_prefix(':'))
+    } else {
+        match rest.rsplit_once(':') {
+            Some((host, _)) if host.contains(':') => {
+                return Err("has an IPv6 address without brackets; write e.g. \"[::1]:9001\"".to_owned())
+            }
+            Some((host, port)) => {
+                if !is_dns_name(host) {
+                    return Err(format!("has an invalid host \"{host}\"; {FORMS}"));
+                }
+                (host, Some(port))
+            }
+            None => (rest, None),
+        }
+    };
+    let port = port.ok_or_else(|| format!("has no port; write e.g. \"{host}:80\""))?;
+    let port: u16 = match port.parse() {
+        Ok(p) if p != 0 && port.bytes().all(|b| b.is_ascii_digit()) => p,
+        _ => return Err(format!("has an invalid port \"{port}\"; use 1 to 65535")),
+    };
+    Ok(BackendAddr { scheme, authority: format!("{host}:{port}") })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::*;
+    use super::*;
+
+    // ----- [pools] ------------------------------------------------------------
+
+    #[test]
+    fn at_least_one_pool() {
+        assert_err(ROUTE, "no pools defined; add a [pools.NAME] table", (1, 1));
+        assert_err(&format!("pools = {{}}\n{ROUTE}"), "no pools defined", (1, 9));
+    }
+
+    #[test]
+    fn pool_names_are_restricted() {
+        assert_err(
+            &with_pools("[pools.\"blue green\"]\nbackends = [\"127.0.0.1:9001\"]\n"),
+            "pool name \"blue green\" may only contain ASCII letters, digits, '-', '_' and '.'",
+            (1, 8),
+        );
+        assert_err(&with_pools("[pools.\"\"]\nbackends = [\"127.0.0.1:9001\"]\n"), "pool name is empty", (1, 8));
+        let config = parse_ok(
+            "[pools.\"blue-2_a.b\"]\nbackends = [\"127.0.0.1:9001\"]\n[[routes]]\nname = \"r\"\nsplit = { \"blue-2_a.b\" = 1 }\n",
+        );
+        assert_eq!(config.pools[0].name, "blue-2_a.b");
+    }
+
+    #[test]
+    fn pool_needs_backends() {
+        assert_err(
+            &with_pools("[pools.blue]\nlb = \"p2c\"\n[pools.canary]\nbackends = [\"127.0.0.1:9003\"]\n"),
+            "pool \"blue\" has no backends; add backends = [\"host:port\"]",
+            (1, 1),
+        );
+        assert_err(
+            &with_pools("[pools.blue]\nbackends = []\n[pools.canary]\nbackends = [\"127.0.0.1:9003\"]\n"),
+            "pool \"blue\" has no backends",
+            (2, 12),
+        );
+    }
+
+    #[test]
+    fn backend_forms() {
+        let config = parse_ok(&with_pools(
+            "[pools.blue]\nbackends = [\"HTTP://App.Internal:8080/\", \"https://[::1]:9443\", \"10.0.0.1:80\", \"[FE80::1]:81/\"]\n[pools.canary]\nbackends = [\"127.0.0.1:9003\"]\n",
+        ));
+        let backends: Vec<(Scheme, &str)> =
+            config.pools[0].backends.iter().map(|b| (b.scheme, b.authority.as_str())).collect();
+        assert_eq!(
+            backends,
+            vec![
+                (Scheme::Http, "app.internal:8080"),
+                (Scheme::Https, "[::1]:9443"),
+                (Scheme::Http, "10.0.0.1:80"),
+                (Scheme::Http, "[fe80::1]:81"),
+            ]
+        );
+    }
+
+    #[test]
+    fn malformed_backends_are_rejected() {
+        let cases = [
+            ("http://127.0.0.1:9001/api", "must not have a path or query"),
+            ("127.0.0.1:9001?x=1", "must not have a path or query"),
+            ("http://user@host:80", "must not contain user info"),
+            ("127.0.0.1", "has no port; write e.g. \"127.0.0.1:80\""),
+            ("127.0.0.1:0", "has an invalid port \"0\"; use 1 to 65535"),
+            ("127.0.0.1:70000", "has an invalid port \"70000\""),
+            ("127.0.0.1:+80", "has an invalid port \"+80\""),
+            ("ftp://host:21", "has unsupported scheme \"ftp\""),
+            ("::1:9001", "has an IPv6 address without brackets"),
+            ("[::1]", "has no port"),
+            ("[zz::1]:80", "has an invalid IPv6 address"),
+            ("bad host:80", "has an invalid host \"bad host\""),
+            ("", "has no host"),
+        ];
+        for (backend, needle) in cases {
+            assert_err(
+                &with_pools(&format!(
+                    "[pools.blue]\nbackends = [\"{backend}\"]\n[pools.canary]\nbackends = [\"127.0.0.1:9003\"]\n"
+                )),
+                &format!("pool \"blue\": backend \"{backend}\" {needle}"),
+                (2, 13),
+            );
+        }
+    }
+
+    #[test]
+    fn duplicate_backends_are_rejected_at_the_second() {
+        assert_err(
+            &with_pools("[pools.blue]\nbackends = [\"127.0.0.1:9001\", \"http://127.0.0.1:9001/\"]\n[pools.canary]\nbackends = [\"127.0.0.1:9003\"]\n"),
+            "pool \"blue\": backend \"http://127.0.0.1:9001/\" is listed twice; remove one",
+            (2, 31),
+        );
+        // The same address over plain and TLS is two backends.
+        parse_ok(&with_pools(
+            "[pools.blue]\nbackends = [\"127.0.0.1:9001\", \"https://127.0.0.1:9001\"]\n[pools.canary]\nbackends = [\"127.0.0.1:9003\"]\n",
+        ));
+    }
+
+    #[test]
+    fn lb_must_be_known() {
+        assert_err(
+            &with_pools("[pools.blue]\nbackends = [\"127.0.0.1:9001\"]\nlb = \"rr\"\n[pools.canary]\nbackends = [\"127.0.0.1:9003\"]\n"),
+            "pool \"blue\": unknown lb \"rr\"; use one of p2c, round_robin, random",
+            (3, 6),
+        );
+        let config = parse_ok(&with_pools(
+            "[pools.blue]\nbackends = [\"127.0.0.1:9001\"]\nlb = \"random\"\n[pools.canary]\nbackends = [\"127.0.0.1:9003\"]\n",
+        ));
+        assert_eq!(config.pools[0].lb, LbPolicy::Random);
+    }
+
+    /// Blue with a `[pools.blue.health]` table whose body starts on line 4.
+    fn with_health(body: &str) -> String {
+        with_pools(&format!(
+            "[pools.blue]\nbackends = [\"127.0.0.1:9001\"]\n[pools.blue.health]\n{body}[pools.canary]\nbackends = [\"127.0.0.1:9003\"]\n"
+        ))
+    }
+
+    #[test]
+    fn health_timeout_must_not_exceed_interval() {
+        assert_err(
+            &with_health("interval = \"1s\"\ntimeout = \"2s\"\n"),
+            "pool \"blue\": health.timeout (2s) is longer than health.interval (1s)",
+            (5, 11),
+        );
+        // Only the interval written: the default timeout (1s) is too long for it.
+        assert_err(
+            &with_health("interval = \"500ms\"\n"),
+            "health.timeout (1s) is longer than health.interval (500ms)",
+            (4, 12),
+        );
+        assert_err(
+            &with_health("interval = \"0s\"\n"),
+            "pool \"blue\": health.interval must be greater than zero",
+            (4, 12),
+        );
+    }
+
+    #[test]
+    fn health_thresholds_are_at_least_one() {
+        assert_err(
+            &with_health("unhealthy_after = 0\n"),
+            "pool \"blue\": health.unhealthy_after is 0; it must be at least 1",
+            (4, 19),
+        );
+        assert_err(
+            &with_health("healthy_after = -1\n"),
+            "pool \"blue\": health.healthy_after is -1; it must be at least 1",
+            (4, 17),
+        );
+    }
+
+    #[test]
+    fn health_path_must_be_a_path() {
+        assert_err(
+            &with_health("path = \"healthz\"\n"),
+            "pool \"blue\": health.path \"healthz\" must be a path starting with \"/\"",
+            (4, 8),
+        );
+        assert_err(&with_health("path = \"/a b\"\n"), "health.path \"/a b\"", (4, 8));
+        let config = parse_ok(&with_health("path = \"/status?full=1\"\n"));
+        assert_eq!(config.pools[0].health.as_ref().unwrap().path, "/status?full=1");
+    }
+
+    /// Blue with a `[pools.blue.guard]` table whose body starts on line 4.
+    fn with_guard(body: &str) -> String {
+        with_pools(&format!(
+            "[pools.blue]\nbackends = [\"127.0.0.1:9001\"]\n[pools.blue.guard]\n{body}[pools.canary]\nbackends = [\"127.0.0.1:9003\"]\n"
+        ))
+    }
+
+    #[test]
+    fn guard_needs_max_error_rate() {
+        assert_err(
+            &with_guard("window = \"30s\"\n"),
+            "pool \"blue\": guard has no max_error_rate; add e.g. max_error_rate = 0.01",
+            (3, 1),
+        );
+    }
+
+    #[test]
+    fn guard_rate_must_be_within_zero_and_one() {
+        assert_err(
+            &with_guard("max_error_rate = 1.5\n"),
+            "pool \"blue\": guard.max_error_rate 1.5 is outside 0..1",
+            (4, 18),
+        );
+        assert_err(&with_guard("max_error_rate = -0.1\n"), "is outside 0..1", (4, 18));
+        assert_err(&with_guard("max_error_rate = nan\n"), "is outside 0..1", (4, 18));
+        // An integer 0 or 1 is a rate too.
+        let config = parse_ok(&with_guard("max_error_rate = 1\n"));
+        assert_eq!(config.pools[0].guard.as_ref().unwrap().max_error_rate, 1.0);
+    }
+
+    #[test]
+    fn guard_window_and_min_requests() {
+        assert_err(
+            &with_guard("max_error_rate = 0.01\nwindow = \"0s\"\n"),
+            "pool \"blue\": guard.window must be greater than zero",
+            (5, 10),
+        );
+        assert_err(
+            &with_guard("max_error_rate = 0.01\nmin_requests = 0\n"),
+            "pool \"blue\": guard.min_requests is 0; it must be at least 1",
+            (5, 16),
+        );
+        assert_err(
+            &with_guard("max_error_rate = 0.01\nmax_p99_latency = \"fast\"\n"),
+            "pool \"blue\": guard.max_p99_latency: \"fast\" is not a duration",
+            (5, 19),
+        );
+    }
+
+    #[test]
+    fn pools_are_sorted_by_name_and_routes_keep_file_order() {
+        let config = parse_ok(
+            "[pools.zeta]\nbackends = [\"127.0.0.1:1\"]\n[pools.alpha]\nbackends = [\"127.0.0.1:2\"]\n\
+             [[routes]]\nname = \"z\"\npath_prefix = \"/z\"\nsplit = { zeta = 1 }\n\
+             [[routes]]\nname = \"a\"\nsplit = { alpha = 1 }\n",
+        );
+        let pools: Vec<&str> = config.pools.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(pools, ["alpha", "zeta"]);
+        let routes: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(routes, ["z", "a"]);
+    }
+}

@@ -1,0 +1,89 @@
+//! The records the single writer keeps, and the state file holds: admin
+//! overrides, trips and numbered revisions.
+//!
+//! They are plain data, shared by the trip rule ([`super::weights`]), the
+//! history and state file ([`super::history`]) and the writer itself, and
+//! they serialise as the state file and `/history` show them.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::BackendAddr;
+use crate::guard::BreachReason;
+
+/// A route's weights as (pool, weight), in the route's split order.
+pub type Weights = Vec<(String, u32)>;
+
+/// Why a pool was tripped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TripReason {
+    /// Failure share over the guard's `max_error_rate`.
+    ErrorRate,
+    /// p99 over the guard's `max_p99_latency`.
+    Latency,
+    /// `POST /pools/{pool}/trip`.
+    Manual,
+}
+
+impl TripReason {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TripReason::ErrorRate => "error_rate",
+            TripReason::Latency => "latency",
+            TripReason::Manual => "manual",
+        }
+    }
+}
+
+impl From<BreachReason> for TripReason {
+    fn from(reason: BreachReason) -> TripReason {
+        match reason {
+            BreachReason::ErrorRate => TripReason::ErrorRate,
+            BreachReason::Latency => TripReason::Latency,
+        }
+    }
+}
+
+/// A pool rolled back to weight 0.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Trip {
+    /// Why.
+    pub reason: TripReason,
+    /// The figures that tripped it, for humans.
+    pub detail: String,
+    /// The revision the trip made.
+    pub revision: u64,
+    /// The pool's backends when it tripped: a new set is a new version and clears the trip.
+    pub backends: Vec<String>,
+}
+
+/// An admin-set split for one route.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Override {
+    /// The weights to use.
+    pub split: Weights,
+    /// The file's split when the override was set; a different one in a
+    /// later reload is a newer intent and drops the override.
+    pub file_split: Weights,
+}
+
+/// One numbered change of effective weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Revision {
+    /// Its number.
+    pub revision: u64,
+    /// When, RFC 3339 UTC.
+    pub time: String,
+    /// What caused it.
+    pub cause: String,
+    /// Effective weights of every route.
+    pub splits: BTreeMap<String, Weights>,
+}
+
+/// A pool's backends as a trip records them.
+pub(super) fn backend_names(backends: &[BackendAddr]) -> Vec<String> {
+    backends.iter().map(|b| b.to_string()).collect()
+}

@@ -1,0 +1,536 @@
+//! The single writer: every change of routing state goes through
+//! [`Control`].
+//!
+//! Changes are serialised behind one mutex (they are rare; the request path
+//! never takes it). Each change recomputes every route's effective weights
+//! ([`super::weights`]), builds the next [`Snapshot`] off the request path,
+//! publishes it with one store, keeps active health checks in step with it,
+//! drains the backends it removed ([`super::drain`]), and records a numbered
+//! revision with its cause ([`super::history`]).
+//!
+//! A reload is all or nothing: the file is read and validated first, and
+//! any error leaves the running snapshot untouched and is kept for
+//! `/status`. Unchanged content is recognised byte for byte and makes no
+//! new revision. Trips persist across reloads until reset or until the
+//! pool's backends change (a new version), and an override holds until the
+//! file's split for its route changes, so re-reading the file or editing
+//! weights cannot make a rollback flap.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use super::outcome::{AdminError, ReloadCause, ReloadOutcome, ReloadRecord, StateView};
+use super::state::{backend_names, Override, Revision, Trip, TripReason, Weights};
+use super::weights::{align, all_effective, Effective};
+use super::{drain, history};
+use crate::config::restart::FixedAtStart;
+use crate::config::{self, Config, ConfigError, RouteConfig};
+use crate::exchange::BreachSender;
+use crate::guard::{Breach, PoolGuard};
+use crate::metrics::{BackendGauges, Metrics, StateGauges};
+use crate::pool::Backend;
+use crate::proxy::Proxy;
+use crate::snapshot::{BuildInputs, Snapshot};
+use crate::timestamp::rfc3339;
+
+/// The owner of state changes.
+#[derive(Debug)]
+pub struct Control {
+    proxy: Arc<Proxy>,
+    metrics: Metrics,
+    config_path: PathBuf,
+    state: Mutex<State>,
+    /// Listener settings the process was started with; a reload cannot move them.
+    started: FixedAtStart,
+    breaches: Option<BreachSender>,
+    /// Active health checks, kept in step with every published snapshot.
+    health: crate::health::HealthChecks,
+}
+
+#[derive(Debug)]
+struct State {
+    config: Arc<Config>,
+    revision: u64,
+    /// The file content that built the running snapshot, if it came from the file.
+    applied_text: Option<String>,
+    last_reload: Option<ReloadRecord>,
+    /// Backends removed by a reload and still finishing requests.
+    draining: Vec<Arc<Backend>>,
+    guards: HashMap<String, Arc<PoolGuard>>,
+    overrides: BTreeMap<String, Override>,
+    trips: BTreeMap<String, Trip>,
+    /// Oldest first.
+    history: VecDeque<Revision>,
+}
+
+impl Control {
+    /// Build the first snapshot of `config` (read from `config_path` as
+    /// `text`, when known), restore the state file if any, and return the
+    /// control together with the proxy serving it. Breaches are reported on
+    /// `breaches`; [`Control::run_guards`] must consume the other end.
+    pub fn start(
+        config: Config,
+        config_path: PathBuf,
+        text: Option<String>,
+        seed: u64,
+        metrics: Metrics,
+        breaches: Option<BreachSender>,
+    ) -> Arc<Control> {
+        let config = Arc::new(config);
+        let mut state = State {
+            config: config.clone(),
+            revision: 0,
+            applied_text: text,
+            last_reload: None,
+            draining: Vec::new(),
+            guards: HashMap::new(),
+            overrides: BTreeMap::new(),
+            trips: BTreeMap::new(),
+            history: VecDeque::new(),
+        };
+        let mut cause = "startup".to_string();
+        if let Some(path) = &config.admin.state_file {
+            if let Some(restored) = history::restore(path, &config) {
+                state.revision = restored.revision;
+                state.overrides = restored.overrides;
+                state.trips = restored.trips;
+                state.history = restored.history.into();
+                cause = "startup (state file restored)".to_string();
+            }
+        }
+        sync_guards(&mut state.guards, &config, None, breaches.as_ref());
+        let effective = effective(&state);
+        state.revision += 1;
+        let tripped: Vec<String> = state.trips.keys().cloned().collect();
+        let inputs = BuildInputs {
+            metrics: Some(&metrics),
+            guards: &state.guards,
+            effective: &effective.weights,
+            tripped: &tripped,
+        };
+        let (snapshot, _) = Snapshot::build(config.clone(), state.revision, None, inputs);
+        let proxy = Arc::new(Proxy::new(snapshot, seed, metrics.client_timeouts()));
+        let control = Control {
+            proxy,
+            metrics,
+            config_path,
+            started: FixedAtStart::of(&config),
+            state: Mutex::new(state),
+            breaches,
+            health: crate::health::HealthChecks::new(),
+        };
+        control.health.sync(&control.proxy.snapshot());
+        {
+            let mut state = control.lock();
+            control.record_revision(&mut state, cause, &effective);
+        }
+        Arc::new(control)
+    }
+
+    /// The proxy this controls.
+    pub fn proxy(&self) -> &Arc<Proxy> {
+        &self.proxy
+    }
+
+    /// The proxy's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The config file reloads read.
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// Re-read the config file and apply it if valid and changed.
+    pub fn reload(&self, cause: ReloadCause) -> Result<ReloadOutcome, ConfigError> {
+        let text = std::fs::read_to_string(&self.config_path).map_err(|e| ConfigError {
+            path: self.config_path.clone(),
+            position: None,
+            message: format!("cannot read config: {e}"),
+        });
+        let mut state = self.lock();
+        let text = match text {
+            Ok(text) => text,
+            Err(err) => return Err(self.record_failure(&mut state, err, cause)),
+        };
+        if state.applied_text.as_deref() == Some(text.as_str()) {
+            self.metrics.config_reloads.with_label_values(&["ok"]).inc();
+            state.last_reload = Some(ReloadRecord { ok: true, time: SystemTime::now(), error: None });
+            tracing::debug!(cause = cause.as_str(), "config unchanged");
+            return Ok(ReloadOutcome::Unchanged(state.revision));
+        }
+        let config = match config::parse(&self.config_path, &text) {
+            Ok(config) => config,
+            Err(err) => return Err(self.record_failure(&mut state, err, cause)),
+        };
+        let fixed = self.started.needing_restart(&FixedAtStart::of(&config));
+        if !fixed.is_empty() {
+            tracing::warn!(
+                keys = %fixed.join(", "),
+                "these settings changed in the config and apply only after a restart; the rest of the reload applies now"
+            );
+        }
+        let old = state.config.clone();
+        // A pool whose backends changed is a new version: its trip and its
+        // guard window belong to the old one.
+        for (pool, trip) in std::mem::take(&mut state.trips) {
+            match config.pool(&pool) {
+                Some(pc) if backend_names(&pc.backends) == trip.backends => {
+                    state.trips.insert(pool, trip);
+                }
+                Some(_) => tracing::info!(pool, "pool has new backends; its trip is cleared"),
+                None => tracing::info!(pool, "pool removed; its trip is cleared"),
+            }
+        }
+        // An override holds until the file's split for its route changes.
+        for (route, ov) in std::mem::take(&mut state.overrides) {
+            match config.routes.iter().find(|r| r.name == route) {
+                Some(rc) if rc.split == ov.file_split => {
+                    state.overrides.insert(route, ov);
+                }
+                _ => tracing::info!(route, "the file changed this route's split; its admin override is dropped"),
+            }
+        }
+        let config = Arc::new(config);
+        sync_guards(&mut state.guards, &config, Some(&old), self.breaches.as_ref());
+        state.config = config;
+        state.applied_text = Some(text);
+        let revision = self.commit(&mut state, format!("reload ({})", cause.as_str()));
+        self.metrics.config_reloads.with_label_values(&["ok"]).inc();
+        state.last_reload = Some(ReloadRecord { ok: true, time: SystemTime::now(), error: None });
+        tracing::info!(cause = cause.as_str(), revision, "config reloaded");
+        Ok(ReloadOutcome::Applied(revision))
+    }
+
+    /// Like [`Control::reload`], but a file that is empty (a writer that
+    /// truncated it and has not written yet) or missing (mid-recreate) is
+    /// skipped rather than counted as an error: the write that completes it
+    /// triggers another reload.
+    pub fn reload_from_watch(&self) {
+        match std::fs::metadata(&self.config_path) {
+            Ok(meta) if meta.len() == 0 => tracing::debug!("config file is empty; waiting for its content"),
+            Err(_) => tracing::debug!("config file is missing; waiting for it to reappear"),
+            Ok(_) => {
+                let _ = self.reload(ReloadCause::Watch);
+            }
+        }
+    }
+
+    fn record_failure(&self, state: &mut State, err: ConfigError, cause: ReloadCause) -> ConfigError {
+        self.metrics.config_reloads.with_label_values(&["error"]).inc();
+        state.last_reload = Some(ReloadRecord { ok: false, time: SystemTime::now(), error: Some(err.to_string()) });
+        tracing::error!(cause = cause.as_str(), error = %err, "config reload failed; the running config stays in force");
+        err
+    }
+
+    /// Set a route's split now, until the file's split for it changes.
+    pub fn set_override(&self, route: &str, weights: &BTreeMap<String, u32>) -> Result<u64, AdminError> {
+        let mut state = self.lock();
+        let rc = find_route(&state.config, route)?.clone();
+        for pool in weights.keys() {
+            if !rc.split.iter().any(|(p, _)| p == pool) {
+                let known: Vec<&str> = rc.split.iter().map(|(p, _)| p.as_str()).collect();
+                return Err(AdminError::Invalid(format!(
+                    "pool \"{pool}\" is not in route \"{route}\" (its pools: {})",
+                    known.join(", ")
+                )));
+            }
+        }
+        // Pools the body leaves out get 0: the body is the whole split.
+        let split: Weights = rc.split.iter().map(|(p, _)| (p.clone(), weights.get(p).copied().unwrap_or(0))).collect();
+        if split.iter().all(|(_, w)| *w == 0) {
+            return Err(AdminError::Invalid("all weights are zero; at least one pool must take traffic".into()));
+        }
+        state.overrides.insert(route.to_string(), Override { split: split.clone(), file_split: rc.split.clone() });
+        Ok(self.commit(&mut state, format!("admin: set split of route {route} to {}", describe(&split))))
+    }
+
+    /// Drop a route's override; the file's split applies again.
+    pub fn clear_override(&self, route: &str) -> Result<u64, AdminError> {
+        let mut state = self.lock();
+        find_route(&state.config, route)?;
+        if state.overrides.remove(route).is_none() {
+            return Ok(state.revision);
+        }
+        Ok(self.commit(&mut state, format!("admin: cleared override of route {route}")))
+    }
+
+    /// Restore the split in force before the route's last change. A second
+    /// switchback undoes the first, like `cd -`.
+    pub fn switchback(&self, route: &str) -> Result<u64, AdminError> {
+        let mut state = self.lock();
+        let rc = find_route(&state.config, route)?.clone();
+        let current = effective(&state).splits.get(route).cloned().unwrap_or_default();
+        let previous = state
+            .history
+            .iter()
+            .rev()
+            .filter_map(|rev| rev.splits.get(route))
+            .map(|split| align(split, &rc))
+            .find(|split| *split != current && split.iter().any(|(_, w)| *w > 0));
+        let Some(previous) = previous else {
+            return Err(AdminError::Invalid(format!("route \"{route}\" has no earlier split to switch back to")));
+        };
+        state.overrides.insert(route.to_string(), Override { split: previous.clone(), file_split: rc.split.clone() });
+        Ok(self.commit(&mut state, format!("admin: switchback of route {route} to {}", describe(&previous))))
+    }
+
+    /// Roll a pool back by hand.
+    pub fn trip(&self, pool: &str) -> Result<u64, AdminError> {
+        let mut state = self.lock();
+        let pc = state.config.pool(pool).ok_or_else(|| AdminError::NotFound(format!("no pool \"{pool}\"")))?;
+        if state.trips.contains_key(pool) {
+            return Ok(state.revision);
+        }
+        let trip = Trip {
+            reason: TripReason::Manual,
+            detail: "tripped by an operator".into(),
+            revision: state.revision + 1,
+            backends: backend_names(&pc.backends),
+        };
+        state.trips.insert(pool.to_string(), trip);
+        self.metrics.rollbacks.with_label_values(&[pool, "manual"]).inc();
+        tracing::warn!(pool, "pool tripped by an operator");
+        Ok(self.commit(&mut state, format!("admin: tripped pool {pool}")))
+    }
+
+    /// Clear a pool's trip and start its guard window afresh.
+    pub fn reset(&self, pool: &str) -> Result<u64, AdminError> {
+        let mut state = self.lock();
+        if state.config.pool(pool).is_none() {
+            return Err(AdminError::NotFound(format!("no pool \"{pool}\"")));
+        }
+        if let Some(guard) = state.guards.get(pool) {
+            guard.reset();
+        }
+        if state.trips.remove(pool).is_none() {
+            return Ok(state.revision);
+        }
+        tracing::info!(pool, "trip reset by an operator");
+        Ok(self.commit(&mut state, format!("admin: reset pool {pool}")))
+    }
+
+    /// A guard reported a breach: trip the pool if that moves any traffic.
+    pub fn on_breach(&self, pool: &str, breach: &Breach) {
+        self.metrics.guard_breaches.with_label_values(&[pool, breach.reason.as_str()]).inc();
+        let mut state = self.lock();
+        if state.trips.contains_key(pool) {
+            return;
+        }
+        let Some(pc) = state.config.pool(pool) else { return };
+        let before = effective(&state);
+        let trip = Trip {
+            reason: breach.reason.into(),
+            detail: breach.detail.clone(),
+            revision: state.revision + 1,
+            backends: backend_names(&pc.backends),
+        };
+        state.trips.insert(pool.to_string(), trip);
+        let after = effective(&state);
+        if after.splits == before.splits {
+            state.trips.remove(pool);
+            tracing::warn!(
+                pool,
+                detail = %breach.detail,
+                "guard breached, but no other pool can take this pool's traffic; its weight stays"
+            );
+            return;
+        }
+        self.metrics.rollbacks.with_label_values(&[pool, breach.reason.as_str()]).inc();
+        tracing::warn!(pool, reason = breach.reason.as_str(), detail = %breach.detail, "guard tripped: pool rolled back");
+        self.commit(&mut state, format!("guard: pool {pool}: {}", breach.detail));
+    }
+
+    /// Consume breach reports and judge every guard periodically (a window
+    /// can cross `min_requests` on a success, which `record` does not judge).
+    pub async fn run_guards(self: Arc<Self>, mut breaches: tokio::sync::mpsc::UnboundedReceiver<(Arc<str>, Breach)>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                event = breaches.recv() => match event {
+                    Some((pool, breach)) => self.on_breach(&pool, &breach),
+                    None => return,
+                },
+                _ = tick.tick() => {
+                    let guards: Vec<Arc<PoolGuard>> = self.lock().guards.values().cloned().collect();
+                    let now = tokio::time::Instant::now();
+                    for guard in guards {
+                        if let Some(breach) = guard.evaluate(now) {
+                            self.on_breach(&guard.pool, &breach);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Recompute effective weights, publish a new snapshot and record the
+    /// revision. Returns the new revision.
+    fn commit(&self, state: &mut State, cause: String) -> u64 {
+        let effective = effective(state);
+        state.revision += 1;
+        let current = self.proxy.snapshot();
+        let tripped: Vec<String> = state.trips.keys().cloned().collect();
+        let inputs = BuildInputs {
+            metrics: Some(&self.metrics),
+            guards: &state.guards,
+            effective: &effective.weights,
+            tripped: &tripped,
+        };
+        let (snapshot, removed) = Snapshot::build(state.config.clone(), state.revision, Some(&current), inputs);
+        self.proxy.publish(snapshot);
+        self.health.sync(&self.proxy.snapshot());
+        let drain_timeout = state.config.server.drain_timeout;
+        for backend in removed {
+            self.drain(state, backend, drain_timeout);
+        }
+        for (route, pool) in &effective.stranded {
+            tracing::warn!(route, pool, "tripped pool still serves this route: no other pool can take its traffic");
+        }
+        self.record_revision(state, cause, &effective);
+        self.persist(state);
+        state.revision
+    }
+
+    fn record_revision(&self, state: &mut State, cause: String, effective: &Effective) {
+        self.metrics.config_revision.set(i64::try_from(state.revision).unwrap_or(i64::MAX));
+        let revision = Revision {
+            revision: state.revision,
+            time: rfc3339(SystemTime::now()),
+            cause,
+            splits: effective.splits.clone(),
+        };
+        history::push(&mut state.history, revision);
+    }
+
+    /// Write overrides, trips and history to `state_file`, if set.
+    fn persist(&self, state: &State) {
+        let Some(path) = &state.config.admin.state_file else { return };
+        history::save(path, state.revision, &state.overrides, &state.trips, &state.history);
+    }
+
+    /// Stop sending to `backend` and let its in-flight requests finish.
+    fn drain(&self, state: &mut State, backend: Arc<Backend>, timeout: Duration) {
+        drain::start(backend.clone(), timeout, self.metrics.clone());
+        state.draining.retain(|b| b.in_flight() > 0);
+        state.draining.push(backend);
+    }
+
+    /// Stop active health checks (at shutdown).
+    pub fn stop_health(&self) {
+        self.health.stop();
+    }
+
+    /// Backends still draining (removed from the config, requests in flight).
+    pub fn draining(&self) -> Vec<Arc<Backend>> {
+        let mut state = self.lock();
+        state.draining.retain(|b| b.in_flight() > 0);
+        state.draining.clone()
+    }
+
+    /// The last reload attempt, if any.
+    pub fn last_reload(&self) -> Option<ReloadRecord> {
+        self.lock().last_reload.clone()
+    }
+
+    /// A consistent view of the state for `/status`.
+    pub fn view(&self) -> StateView {
+        let state = self.lock();
+        let now = tokio::time::Instant::now();
+        StateView {
+            config: state.config.clone(),
+            revision: state.revision,
+            overrides: state.overrides.clone(),
+            trips: state.trips.clone(),
+            guards: state.guards.iter().map(|(p, g)| (p.clone(), g.window.stats(now))).collect(),
+        }
+    }
+
+    /// The history, newest first.
+    pub fn history(&self) -> Vec<Revision> {
+        self.lock().history.iter().rev().cloned().collect()
+    }
+
+    /// Set the gauges that mirror state, then render `/metrics`.
+    pub fn render_metrics(&self) -> Vec<u8> {
+        let snapshot = self.proxy.snapshot();
+        let tripped: Vec<String> = self.lock().trips.keys().cloned().collect();
+        let backend = |pool: &str, b: &Backend, draining: bool| BackendGauges {
+            pool: pool.to_string(),
+            addr: b.addr.to_string(),
+            in_flight: b.in_flight(),
+            healthy: b.is_eligible(),
+            draining,
+        };
+        let mut pools = Vec::with_capacity(snapshot.pools.len());
+        let mut backends = Vec::new();
+        for pool in &snapshot.pools {
+            pools.push((pool.name.to_string(), tripped.contains(&pool.name.to_string())));
+            backends.extend(pool.backends.iter().map(|b| backend(&pool.name, b, false)));
+        }
+        backends.extend(self.draining().iter().map(|b| backend(&b.pool, b, true)));
+        let gauges = StateGauges {
+            guarded: snapshot.config.pools.iter().map(|p| (p.name.clone(), p.guard.is_some())).collect(),
+            weights: snapshot
+                .routes
+                .iter()
+                .flat_map(|r| {
+                    r.targets.iter().zip(r.split.weights()).map(|(p, w)| (r.name.to_string(), p.name.to_string(), *w))
+                })
+                .collect(),
+            tripped: pools,
+            backends,
+        };
+        self.metrics.show_state(&gauges);
+        self.metrics.render()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // State is only changed by whole assignments under the lock; a panic
+        // elsewhere must not stop reloads and switchbacks: recover it.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Every route's effective weights in `state`.
+fn effective(state: &State) -> Effective {
+    all_effective(&state.config, &state.overrides, &state.trips, &state.history)
+}
+
+fn describe(split: &[(String, u32)]) -> String {
+    let parts: Vec<String> = split.iter().map(|(p, w)| format!("{p}={w}")).collect();
+    parts.join(" ")
+}
+
+fn find_route<'a>(config: &'a Config, route: &str) -> Result<&'a RouteConfig, AdminError> {
+    config.routes.iter().find(|r| r.name == route).ok_or_else(|| AdminError::NotFound(format!("no route \"{route}\"")))
+}
+
+/// Keep guards whose pool, thresholds and backends are unchanged (a reload
+/// keeps their windows); create the others afresh.
+fn sync_guards(
+    guards: &mut HashMap<String, Arc<PoolGuard>>,
+    config: &Config,
+    old: Option<&Config>,
+    breaches: Option<&BreachSender>,
+) {
+    let mut next = HashMap::new();
+    for pc in &config.pools {
+        let Some(gc) = &pc.guard else { continue };
+        let same_version = old.and_then(|o| o.pool(&pc.name)).is_some_and(|op| op.backends == pc.backends);
+        match guards.remove(&pc.name) {
+            Some(g) if g.config == *gc && (same_version || old.is_none()) => {
+                next.insert(pc.name.clone(), g);
+            }
+            _ => {
+                let guard = PoolGuard::new(Arc::from(pc.name.as_str()), gc.clone(), breaches.cloned());
+                next.insert(pc.name.clone(), Arc::new(guard));
+            }
+        }
+    }
+    *guards = next;
+}
