@@ -49,6 +49,7 @@
 #![deny(rust_2018_idioms)]
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod access_log;
 pub mod admin;
 pub mod body;
 pub mod config;

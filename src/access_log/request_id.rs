@@ -1,0 +1,78 @@
+//! Request IDs: keep the client's, or make one.
+//!
+//! A request ID is what a user quotes in a support ticket and what joins the
+//! proxy's log line to the backend's. The client's own ID (`X-Request-Id` by
+//! default) is kept only when it is short and made of safe characters: it is
+//! written into log lines and passed to backends, so anything else could
+//! forge log fields or smuggle bytes into a backend's logs. A missing or
+//! unsafe ID is replaced by a new one: 32 hex digits from the request's
+//! seeded RNG, so a seeded run makes the same IDs.
+
+use http::HeaderValue;
+use rand::Rng;
+
+/// The longest client-supplied ID kept, in bytes.
+pub const DEFAULT_MAX_LEN: usize = 128;
+
+/// Whether `value` is a request ID worth keeping: 1 to `max_len` bytes of
+/// ASCII letters, digits and `-._:+/=@`.
+pub fn acceptable(value: &[u8], max_len: usize) -> bool {
+    !value.is_empty()
+        && value.len() <= max_len
+        && value.iter().all(|&b| b.is_ascii_alphanumeric() || b"-._:+/=@".contains(&b))
+}
+
+/// The request's ID: the client's `given` one when acceptable, otherwise a
+/// new one drawn from `rng`.
+pub fn keep_or_make(given: Option<&HeaderValue>, max_len: usize, rng: &mut impl Rng) -> HeaderValue {
+    match given {
+        Some(value) if acceptable(value.as_bytes(), max_len) => value.clone(),
+        _ => make(rng),
+    }
+}
+
+/// A new ID: 128 random bits as 32 lowercase hex digits.
+pub fn make(rng: &mut impl Rng) -> HeaderValue {
+    let id = format!("{:016x}{:016x}", rng.random::<u64>(), rng.random::<u64>());
+    // Hex digits are always a valid header value.
+    HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::rngs::SmallRng;
+    use rand::SeedableRng;
+
+    use super::*;
+
+    #[test]
+    fn a_safe_client_id_is_kept() {
+        let mut rng = SmallRng::seed_from_u64(1);
+        let given = HeaderValue::from_static("req-42.a:b/c+d=e@f_G");
+        assert_eq!(keep_or_make(Some(&given), DEFAULT_MAX_LEN, &mut rng), given);
+    }
+
+    #[test]
+    fn unsafe_or_long_ids_are_replaced() {
+        let mut rng = SmallRng::seed_from_u64(1);
+        for bad in ["", "has space", "quote\"", "tab\t", "semi;colon", "ünï"] {
+            let given = HeaderValue::from_bytes(bad.as_bytes()).expect("value");
+            let made = keep_or_make(Some(&given), DEFAULT_MAX_LEN, &mut rng);
+            assert_ne!(made, given, "{bad:?} replaced");
+            assert_eq!(made.len(), 32);
+        }
+        let long = HeaderValue::from_str(&"a".repeat(DEFAULT_MAX_LEN + 1)).expect("value");
+        assert_eq!(keep_or_make(Some(&long), DEFAULT_MAX_LEN, &mut rng).len(), 32);
+        let exact = HeaderValue::from_str(&"a".repeat(DEFAULT_MAX_LEN)).expect("value");
+        assert_eq!(keep_or_make(Some(&exact), DEFAULT_MAX_LEN, &mut rng), exact);
+    }
+
+    #[test]
+    fn made_ids_are_hex_and_follow_the_seed() {
+        let a = make(&mut SmallRng::seed_from_u64(7));
+        let b = make(&mut SmallRng::seed_from_u64(7));
+        assert_eq!(a, b);
+        assert!(a.as_bytes().iter().all(u8::is_ascii_hexdigit));
+        assert_ne!(make(&mut SmallRng::seed_from_u64(8)), a);
+    }
+}

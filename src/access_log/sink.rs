@@ -1,0 +1,305 @@
+//! Where access-log lines go, and the queue that keeps writing them off the
+//! request path.
+//!
+//! A request's record goes into a bounded queue with `try_send`, which never
+//! waits: when the queue is full (the sink is slower than the traffic, or
+//! blocked outright, like a pipe nobody reads), the record is dropped and
+//! counted in `cutover_access_log_dropped_total`. One writer thread owns the
+//! sink: it formats a record, takes whatever else is already queued, and
+//! writes them in one batch, so lines are visible as soon as the queue is
+//! empty and writes are large when it is not.
+//!
+//! A file is opened for appending, so `copytruncate` rotation is safe; after
+//! a rename rotation, [`AccessLog::reopen`] (SIGUSR1) makes the writer open
+//! the path again before its next batch.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use prometheus::IntCounter;
+
+use super::record::{Format, Record};
+
+/// Where lines are written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// The process's standard output.
+    Stdout,
+    /// The process's standard error.
+    Stderr,
+    /// A file, created if missing, appended to.
+    File(PathBuf),
+}
+
+/// How the log is set up.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Where lines go.
+    pub destination: Destination,
+    /// The line format.
+    pub format: Format,
+    /// The share of successful requests logged, 0.0 to 1.0; failed requests
+    /// are always logged.
+    pub sample: f64,
+    /// How many records may wait for the writer before new ones are dropped.
+    pub queue: usize,
+}
+
+/// A failure to open the sink.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The file could not be opened for appending.
+    #[error("cannot open access log {path}: {source}")]
+    Open {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The writer thread could not be started.
+    #[error("cannot start the access log writer: {0}")]
+    Thread(io::Error),
+}
+
+/// The handle the request path logs through. Cheap to share (`Arc`).
+#[derive(Debug)]
+pub struct AccessLog {
+    queue: SyncSender<Record>,
+    sample: f64,
+    reopen: Arc<AtomicBool>,
+    dropped: IntCounter,
+    /// Signalled by the writer thread when it has written everything and ended.
+    done: Receiver<()>,
+}
+
+impl AccessLog {
+    /// Open the sink and start the writer thread. Records dropped for a full
+    /// queue are counted on `dropped`.
+    pub fn start(options: &Options, dropped: IntCounter) -> Result<AccessLog, SinkError> {
+        let sink = Sink::open(&options.destination)?;
+        let (queue, records) = mpsc::sync_channel(options.queue.max(1));
+        let (finished, done) = mpsc::channel();
+        let reopen = Arc::new(AtomicBool::new(false));
+        let writer =
+            Writer { sink, destination: options.destination.clone(), format: options.format, reopen: reopen.clone() };
+        thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || {
+                writer.run(&records);
+                let _ = finished.send(());
+            })
+            .map_err(SinkError::Thread)?;
+        Ok(AccessLog { queue, sample: options.sample.clamp(0.0, 1.0), reopen, dropped, done })
+    }
+
+    /// Whether a request is logged: always when it failed; otherwise when
+    /// `roll` (uniform in `[0, 1)`, from the request's seeded RNG) falls
+    /// under the sample share. Asked before a record is built, so an
+    /// unsampled request allocates nothing for the log.
+    pub fn wants(&self, failed: bool, roll: f64) -> bool {
+        failed || roll < self.sample
+    }
+
+    /// Hand a record to the writer. Never waits: a full queue drops it and
+    /// counts the drop.
+    pub fn log(&self, record: Record) {
+        match self.queue.try_send(record) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => self.dropped.inc(),
+        }
+    }
+
+    /// Make the writer open its file again before the next batch (after a
+    /// rotation that renamed it). No effect on stdout and stderr.
+    pub fn reopen(&self) {
+        self.reopen.store(true, Ordering::Release);
+    }
+
+    /// Stop taking records and wait up to `grace` for the queued ones to be
+    /// written. Says whether the writer finished in time; a writer stuck on a
+    /// blocked sink is left behind rather than holding up shutdown.
+    pub fn close(self, grace: Duration) -> bool {
+        let AccessLog { queue, done, .. } = self;
+        drop(queue);
+        match done.recv_timeout(grace) {
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => true,
+            Err(RecvTimeoutError::Timeout) => false,
+        }
+    }
+}
+
+enum Sink {
+    Stdout(io::Stdout),
+    Stderr(io::Stderr),
+    File(File),
+}
+
+impl Sink {
+    fn open(destination: &Destination) -> Result<Sink, SinkError> {
+        Ok(match destination {
+            Destination::Stdout => Sink::Stdout(io::stdout()),
+            Destination::Stderr => Sink::Stderr(io::stderr()),
+            Destination::File(path) => Sink::File(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|source| SinkError::Open { path: path.clone(), source })?,
+            ),
+        })
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Sink::Stdout(out) => {
+                let mut out = out.lock();
+                out.write_all(bytes)?;
+                out.flush()
+            }
+            Sink::Stderr(err) => err.lock().write_all(bytes),
+            Sink::File(file) => file.write_all(bytes),
+        }
+    }
+}
+
+struct Writer {
+    sink: Sink,
+    destination: Destination,
+    format: Format,
+    reopen: Arc<AtomicBool>,
+}
+
+/// Records written in one batch at most, so that one write stays bounded.
+const BATCH: usize = 256;
+
+impl Writer {
+    fn run(mut self, records: &Receiver<Record>) {
+        let mut lines = String::new();
+        // Ends when every sender is gone and the queue is empty.
+        while let Ok(first) = records.recv() {
+            lines.clear();
+            first.write_line(self.format, &mut lines);
+            for record in records.try_iter().take(BATCH - 1) {
+                record.write_line(self.format, &mut lines);
+            }
+            if self.reopen.swap(false, Ordering::AcqRel) {
+                match Sink::open(&self.destination) {
+                    Ok(sink) => self.sink = sink,
+                    Err(err) => tracing::warn!(error = %err, "access log not reopened; writing to the old file"),
+                }
+            }
+            if let Err(err) = self.sink.write_all(lines.as_bytes()) {
+                tracing::warn!(error = %err, "access log write failed; lines lost");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::access_log::record::tests::sample;
+
+    fn counter() -> IntCounter {
+        IntCounter::new("dropped", "test").expect("counter")
+    }
+
+    fn options(destination: Destination, queue: usize) -> Options {
+        Options { destination, format: Format::Json, sample: 0.25, queue }
+    }
+
+    #[test]
+    fn lines_reach_the_file_and_close_waits_for_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("access.log");
+        let log = AccessLog::start(&options(Destination::File(path.clone()), 64), counter()).expect("start");
+        for _ in 0..10 {
+            log.log(sample());
+        }
+        assert!(log.close(Duration::from_secs(10)), "writer finished");
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert_eq!(text.lines().count(), 10);
+        for line in text.lines() {
+            serde_json::from_str::<serde_json::Value>(line).expect("each line is JSON");
+        }
+    }
+
+    #[test]
+    fn sampling_keeps_every_failure_and_a_share_of_the_rest() {
+        let log = AccessLog::start(&options(Destination::Stderr, 1), counter()).expect("start");
+        assert!(log.wants(true, 0.99), "a failure is always logged");
+        assert!(log.wants(false, 0.1));
+        assert!(!log.wants(false, 0.25));
+        assert!(!log.wants(false, 0.9));
+    }
+
+    #[test]
+    fn reopen_follows_a_renamed_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("access.log");
+        let rotated = dir.path().join("access.log.1");
+        let log = AccessLog::start(&options(Destination::File(path.clone()), 64), counter()).expect("start");
+        log.log(sample());
+        wait_for_lines(&path, 1);
+        std::fs::rename(&path, &rotated).expect("rotate");
+        log.reopen();
+        log.log(sample());
+        assert!(log.close(Duration::from_secs(10)));
+        assert_eq!(std::fs::read_to_string(&rotated).expect("old").lines().count(), 1);
+        assert_eq!(std::fs::read_to_string(&path).expect("new").lines().count(), 1);
+    }
+
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[test]
+    fn a_blocked_sink_drops_and_counts_and_never_waits() {
+        // A pipe nobody reads: once its buffer is full, the writer blocks.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("fifo");
+        let status = std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+        assert!(status.success());
+        // Opening a FIFO for writing waits for a reader: hold one open that never reads.
+        let reader = OpenOptions::new().read(true).custom_flags_nonblock().open(&fifo).expect("reader");
+        let dropped = counter();
+        let log = AccessLog::start(&options(Destination::File(fifo.clone()), 16), dropped.clone()).expect("start");
+        let started = Instant::now();
+        // Far more than the pipe's buffer and the queue together can hold.
+        for _ in 0..20_000 {
+            log.log(sample());
+        }
+        let spent = started.elapsed();
+        assert!(dropped.get() > 0, "drops are counted");
+        assert!(spent < Duration::from_secs(5), "logging never waited on the sink ({spent:?})");
+        // The writer is stuck on the full pipe; closing does not hang.
+        assert!(!log.close(Duration::from_millis(50)));
+        drop(reader);
+    }
+
+    fn wait_for_lines(path: &std::path::Path, lines: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::read_to_string(path).map(|t| t.lines().count()).unwrap_or(0) < lines {
+            assert!(Instant::now() < deadline, "line never written");
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    trait NonBlock {
+        fn custom_flags_nonblock(&mut self) -> &mut Self;
+    }
+
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    impl NonBlock for OpenOptions {
+        fn custom_flags_nonblock(&mut self) -> &mut Self {
+            use std::os::unix::fs::OpenOptionsExt;
+            self.custom_flags(libc::O_NONBLOCK)
+        }
+    }
+}
