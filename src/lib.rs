@@ -65,6 +65,7 @@ pub mod memory;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
+pub mod rollout;
 pub mod route;
 pub mod runtime;
 pub mod server;
