@@ -23,7 +23,9 @@
 //! request's outcome once; [`health`] runs active checks and passive
 //! ejection; [`tunnel`] carries upgraded connections; [`memory`] gives
 //! memory back after a burst; [`metrics`] declares every metric; [`admin`]
-//! serves the admin API; and [`runtime`] ties listeners, reloads and
+//! serves the admin API, and [`console`] its operator page and the
+//! per-second figures behind its charts; [`cli`] is the operator's command
+//! line over that API; and [`runtime`] ties listeners, reloads and
 //! shutdown together. [`demo`] is `cutover demo`: the
 //! real proxy run against demo upstreams, with load and a live display.
 
@@ -34,7 +36,9 @@
 
 pub mod admin;
 pub mod body;
+pub mod cli;
 pub mod config;
+pub mod console;
 pub mod control;
 pub mod demo;
 pub mod error;
