@@ -74,8 +74,11 @@ async fn switchable(name: &str, failing: Arc<AtomicBool>) -> Upstream {
 /// The stand-in admin listener: the console's routes, else the proxy's.
 struct ConsoleServer {
     addr: SocketAddr,
-    /// `(method, content-type, x-cutover-admin)` of each write passed on.
-    writes: Arc<Mutex<Vec<(String, String, String)>>>,
+    /// `(method, path, content-type, x-cutover-admin)` of each write passed on.
+    writes: Arc<Mutex<Vec<Write>>>,
+    /// While set, the server also answers the fields the judgement and
+    /// rollout issues add to the admin API (see [`with_future_fields`]).
+    future: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -85,11 +88,15 @@ impl Drop for ConsoleServer {
     }
 }
 
+type Write = (String, String, String, String);
+
 async fn console_server(admin: SocketAddr, series: SharedSeries) -> ConsoleServer {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let writes = Arc::new(Mutex::new(Vec::new()));
     let seen = writes.clone();
+    let future = Arc::new(AtomicBool::new(false));
+    let future_on = future.clone();
     let task = tokio::spawn(async move {
         let client = support::client();
         // Connections live in this task's set, so stopping the server
@@ -97,16 +104,24 @@ async fn console_server(admin: SocketAddr, series: SharedSeries) -> ConsoleServe
         let mut connections = tokio::task::JoinSet::new();
         loop {
             let Ok((stream, _)) = listener.accept().await else { continue };
-            let (client, series, seen) = (client.clone(), series.clone(), seen.clone());
+            let (client, series, seen, future) = (client.clone(), series.clone(), seen.clone(), future_on.clone());
             while connections.try_join_next().is_some() {}
             connections.spawn(async move {
                 let service = service_fn(move |req: Request<Incoming>| {
-                    let (client, series, seen) = (client.clone(), series.clone(), seen.clone());
+                    let (client, series, seen, future) = (client.clone(), series.clone(), seen.clone(), future.clone());
                     async move {
                         if let Some(r) = cutover::console::routes::serve(req.method(), req.uri(), &series) {
                             return Ok::<_, Infallible>(r);
                         }
-                        Ok(pass_on(&client, admin, req, &seen).await)
+                        let path = req.uri().path().to_string();
+                        if future.load(Ordering::SeqCst) && path == "/rollouts" {
+                            return Ok(json_response(future_rollouts()));
+                        }
+                        let answer = pass_on(&client, admin, req, &seen).await;
+                        if future.load(Ordering::SeqCst) && path == "/status" {
+                            return Ok(with_future_fields(answer).await);
+                        }
+                        Ok(answer)
                     }
                 });
                 let _ =
@@ -114,19 +129,55 @@ async fn console_server(admin: SocketAddr, series: SharedSeries) -> ConsoleServe
             });
         }
     });
-    ConsoleServer { addr, writes, task }
+    ConsoleServer { addr, writes, future, task }
+}
+
+/// A `/rollouts` answer in the shape the rollout issue describes: until
+/// that API lands, the page's rollout panel is shown this one.
+fn future_rollouts() -> Value {
+    json!([{"route": "shop", "state": "progressing", "step": 1, "steps": [10, 25, 50, 100], "weight": 25,
+            "hold_left_ms": 42_000,
+            "verdict": {"kind": "healthy", "reason": "canary healthy: 0.2% of 1,210 vs blue 0.3% of 10,890"}}])
+}
+
+/// `/status` with the judgement issue's fields on the canary's guard: a
+/// verdict with its evidence, the baseline pool and the limits.
+async fn with_future_fields(answer: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
+    let bytes = answer.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let mut status: Value = serde_json::from_slice(&bytes).unwrap();
+    for pool in status["pools"].as_array_mut().unwrap() {
+        if pool["name"] == "canary" {
+            let guard = pool["guard"].as_object_mut().unwrap();
+            guard.insert(
+                "verdict".into(),
+                json!({"kind": "inconclusive", "reason": "canary inconclusive: 0.0% of 36 vs blue 0.0% of 310; needs 10 more requests"}),
+            );
+            guard.insert("evidence".into(), json!({"pool": {"requests": 36, "failures": 0}, "baseline": {"requests": 310, "failures": 0}, "allowed": 0.01}));
+            guard.insert("baseline".into(), json!("blue"));
+            guard.insert("max_error_rate".into(), json!(0.2));
+            guard.insert("max_p99_ms".into(), json!(20.0));
+        }
+    }
+    json_response(status)
+}
+
+fn json_response(body: Value) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    r.headers_mut().insert("content-type", http::HeaderValue::from_static("application/json"));
+    r
 }
 
 async fn pass_on(
     client: &hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
     admin: SocketAddr,
     req: Request<Incoming>,
-    seen: &Mutex<Vec<(String, String, String)>>,
+    seen: &Mutex<Vec<Write>>,
 ) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     if parts.method != http::Method::GET {
-        seen.lock().unwrap().push((parts.method.to_string(), header("content-type"), header("x-cutover-admin")));
+        let path = parts.uri.path().to_string();
+        seen.lock().unwrap().push((parts.method.to_string(), path, header("content-type"), header("x-cutover-admin")));
     }
     let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let uri = format!("http://{admin}{}", parts.uri.path_and_query().map_or("/", |p| p.as_str()));
@@ -265,7 +316,13 @@ async fn until(browser: &Client, what: &str, script: &str) {
         if v == Value::Bool(true) {
             return;
         }
-        assert!(tokio::time::Instant::now() < end, "timed out waiting in the page for: {what} ({script})");
+        if tokio::time::Instant::now() >= end {
+            // What the page showed then, for whoever reads the failure.
+            if let Ok(png) = browser.screenshot().await {
+                let _ = std::fs::write(screenshot_dir().join("failure.png"), png);
+            }
+            panic!("timed out waiting in the page for: {what} ({script}); see failure.png beside the screenshots");
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -277,6 +334,18 @@ async fn shown_split(browser: &Client, route: &str, which: &str) -> Value {
     );
     let v = browser.execute(&script, vec![]).await.unwrap();
     serde_json::from_str(v.as_str().unwrap_or("null")).unwrap()
+}
+
+/// Click `button`, then confirm in the dialog.
+async fn confirm(browser: &Client, button: &str) {
+    browser.find(Locator::Id(button)).await.unwrap().click().await.unwrap();
+    until(browser, "the confirmation dialog", "document.getElementById('dialog').open").await;
+    browser.find(Locator::Id("dialog-ok")).await.unwrap().click().await.unwrap();
+    until(browser, "the dialog closed", "!document.getElementById('dialog').open").await;
+}
+
+fn route_of(status: &Value, name: &str) -> Value {
+    status["routes"].as_array().unwrap().iter().find(|r| r["name"] == name).unwrap().clone()
 }
 
 fn screenshot_dir() -> PathBuf {
@@ -427,8 +496,11 @@ async fn the_console_shows_the_release_and_steers_it_in_a_real_browser() {
     // Switch api back to blue: confirm, be asked for the token, give it.
     browser.find(Locator::Id("switchback-api")).await.unwrap().click().await.unwrap();
     until(&browser, "the confirmation dialog", "document.getElementById('dialog').open").await;
+    let asked =
+        browser.execute("return document.getElementById('dialog-token').checkVisibility();", vec![]).await.unwrap();
+    assert_eq!(asked, Value::Bool(false), "no token asked for before the proxy wants one");
     browser.find(Locator::Id("dialog-ok")).await.unwrap().click().await.unwrap();
-    until(&browser, "the token prompt after a 401", "!document.getElementById('dialog-token').hidden").await;
+    until(&browser, "the token prompt after a 401", "document.getElementById('dialog-token').checkVisibility()").await;
     std::fs::write(screenshot_dir().join("token.png"), browser.screenshot().await.unwrap()).unwrap();
     browser.find(Locator::Id("token")).await.unwrap().send_keys(TOKEN).await.unwrap();
     browser.find(Locator::Id("dialog-ok")).await.unwrap().click().await.unwrap();
@@ -440,8 +512,7 @@ async fn the_console_shows_the_release_and_steers_it_in_a_real_browser() {
     )
     .await;
     let status = get_json(&proxy.admin_url("/status")).await;
-    let api = status["routes"].as_array().unwrap().iter().find(|r| r["name"] == "api").unwrap().clone();
-    assert_eq!(api["effective"], json!({"blue": 100, "green": 0}));
+    assert_eq!(route_of(&status, "api")["effective"], json!({"blue": 100, "green": 0}));
     let history = get_json(&proxy.admin_url("/history")).await;
     assert!(history[0]["cause"].as_str().unwrap().contains("switchback of route api"), "{history}");
     // The token lives in this tab's session only.
@@ -453,10 +524,79 @@ async fn the_console_shows_the_release_and_steers_it_in_a_real_browser() {
     // Every write carried what a cross-site form cannot send.
     let writes = console.writes.lock().unwrap().clone();
     assert_eq!(writes.len(), 2, "refused once, then accepted: {writes:?}");
-    for (method, content_type, marker) in &writes {
-        assert_eq!((method.as_str(), content_type.as_str(), marker.as_str()), ("POST", "application/json", "1"));
+    for (method, path, content_type, marker) in &writes {
+        let write = (method.as_str(), path.as_str(), content_type.as_str(), marker.as_str());
+        assert_eq!(write, ("POST", "/routes/api/switchback", "application/json", "1"));
     }
     std::fs::write(screenshot_dir().join("switched-back.png"), browser.screenshot().await.unwrap()).unwrap();
+
+    // Reset the canary, then set a split by hand: the token is remembered.
+    failing.store(false, Ordering::SeqCst);
+    confirm(&browser, "reset-canary").await;
+    until(&browser, "the trip cleared", "!document.querySelector('[data-tripped]')").await;
+    browser.find(Locator::Id("set-shop")).await.unwrap().click().await.unwrap();
+    until(
+        &browser,
+        "the split editor",
+        "document.getElementById('dialog').open && document.getElementById('weight-canary')",
+    )
+    .await;
+    for (pool, weight) in [("blue", "75"), ("canary", "25")] {
+        let input = browser.find(Locator::Id(&format!("weight-{pool}"))).await.unwrap();
+        input.clear().await.unwrap();
+        input.send_keys(weight).await.unwrap();
+    }
+    browser.find(Locator::Id("dialog-ok")).await.unwrap().click().await.unwrap();
+    until(&browser, "the dialog closed", "!document.getElementById('dialog').open").await;
+    until(
+        &browser,
+        "shop at 75/25",
+        "JSON.parse(document.querySelector('[aria-labelledby=\"route-shop-effective-label\"]').getAttribute('data-split')).canary === 25",
+    )
+    .await;
+    let status = get_json(&proxy.admin_url("/status")).await;
+    assert_eq!(route_of(&status, "shop")["effective"], json!({"blue": 75, "canary": 25}));
+
+    // The fields the judgement and rollout issues add: shown when present.
+    console.future.store(true, Ordering::SeqCst);
+    until(&browser, "the rollout panel", "document.querySelector('[data-route=\"shop\"] .rollout')").await;
+    until(&browser, "the verdict", "document.querySelector('[data-pool=\"canary\"] [data-verdict=\"inconclusive\"]')")
+        .await;
+    until(&browser, "the baseline line", "document.querySelector('[data-pool=\"canary\"] svg.chart polyline.base')")
+        .await;
+    until(
+        &browser,
+        "the limit line",
+        "document.querySelectorAll('[data-pool=\"canary\"] svg.chart line.limit').length === 2",
+    )
+    .await;
+    let panel = browser.find(Locator::Css("[data-route=\"shop\"] .rollout")).await.unwrap().text().await.unwrap();
+    for part in ["progressing", "2 of 4", "25%", "42s", "healthy"] {
+        assert!(panel.contains(part), "{part} missing from the rollout panel: {panel}");
+    }
+    std::fs::write(screenshot_dir().join("rollout.png"), browser.screenshot().await.unwrap()).unwrap();
+    // Its commands go to /routes/{route}/rollout/{command}; this proxy has
+    // no rollouts yet, and the dialog says it refused.
+    browser.find(Locator::Id("rollout-pause-shop")).await.unwrap().click().await.unwrap();
+    until(&browser, "the confirmation dialog", "document.getElementById('dialog').open").await;
+    browser.find(Locator::Id("dialog-ok")).await.unwrap().click().await.unwrap();
+    until(&browser, "the refusal shown", "document.getElementById('dialog-error').textContent.includes('404')").await;
+    browser.find(Locator::Id("dialog-cancel")).await.unwrap().click().await.unwrap();
+    let last = console.writes.lock().unwrap().last().cloned().unwrap();
+    assert_eq!((last.0.as_str(), last.1.as_str()), ("POST", "/routes/shop/rollout/pause"));
+    // Without the new fields the panel and the verdict go away again.
+    console.future.store(false, Ordering::SeqCst);
+    until(
+        &browser,
+        "no rollout panel",
+        "!document.querySelector('.rollout') && !document.querySelector('[data-verdict]')",
+    )
+    .await;
+
+    // A phone: one column, nothing wider than the screen.
+    browser.set_window_size(390, 1400).await.unwrap();
+    until(&browser, "no sideways scrolling", "document.documentElement.scrollWidth <= window.innerWidth").await;
+    std::fs::write(screenshot_dir().join("phone.png"), browser.screenshot().await.unwrap()).unwrap();
 
     // The admin listener goes away: the page says so.
     sampler.abort();

@@ -23,7 +23,7 @@
       if (k === "onclick") el.addEventListener("click", v);
       else el.setAttribute(k, v === true ? "" : String(v));
     }
-    for (const c of children.flat()) {
+    for (const c of children.flat(Infinity)) {
       if (c === null || c === undefined || c === false) continue;
       el.append(c instanceof Node ? c : document.createTextNode(String(c)));
     }
@@ -57,7 +57,9 @@
   }
   function text(v) {
     if (v === null || v === undefined) return "–";
-    if (typeof v === "object") return Object.entries(v).map(([k, x]) => k + " " + text(x)).join(", ");
+    if (typeof v === "object") {
+      return Object.entries(v).map(([k, x]) => (x && typeof x === "object" ? k + " (" + text(x) + ")" : k + " " + text(x))).join(", ");
+    }
     return typeof v === "number" ? num(Math.round(v * 10000) / 10000) : String(v);
   }
 
