@@ -557,6 +557,35 @@ async fn the_console_shows_the_release_and_steers_it_in_a_real_browser() {
     let status = get_json(&proxy.admin_url("/status")).await;
     assert_eq!(route_of(&status, "shop")["effective"], json!({"blue": 75, "canary": 25}));
 
+    // By keyboard: Enter opens the dialog with focus inside it, Escape
+    // closes it and gives focus back to the button.
+    browser.execute("document.getElementById('set-api').focus(); return true;", vec![]).await.unwrap();
+    browser.active_element().await.unwrap().send_keys("\u{E007}").await.unwrap();
+    until(
+        &browser,
+        "the editor focused",
+        "document.getElementById('dialog').open && document.activeElement.id === 'weight-blue'",
+    )
+    .await;
+    browser.active_element().await.unwrap().send_keys("\u{E00C}").await.unwrap();
+    until(
+        &browser,
+        "focus back on the button",
+        "!document.getElementById('dialog').open && document.activeElement.id === 'set-api'",
+    )
+    .await;
+    // Polling redraws the pool cards every second; focus stays put.
+    browser
+        .execute(
+            "window.__tripBlue = document.getElementById('trip-blue'); window.__tripBlue.focus(); return true;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    until(&browser, "the pools redrawn", "document.getElementById('trip-blue') !== window.__tripBlue").await;
+    let focused = browser.execute("return document.activeElement.id;", vec![]).await.unwrap();
+    assert_eq!(focused, json!("trip-blue"), "a redraw keeps keyboard focus");
+
     // The fields the judgement and rollout issues add: shown when present.
     console.future.store(true, Ordering::SeqCst);
     until(&browser, "the rollout panel", "document.querySelector('[data-route=\"shop\"] .rollout')").await;

@@ -402,4 +402,42 @@ mod tests {
         let e = Top::try_parse_from(["cutover", "set", "shop"]).unwrap_err();
         assert_eq!(e.exit_code(), 2, "weights or --clear");
     }
+
+    /// The shape `main.rs` gives them: flattened beside its own commands,
+    /// under a global option, so `cutover status` and `cutover run` coexist.
+    #[test]
+    fn the_commands_flatten_into_the_binary_s_own() {
+        use clap::{Parser, Subcommand};
+        #[derive(Debug, Parser)]
+        struct Binary {
+            #[arg(long, global = true, default_value = "text")]
+            log_format: String,
+            #[command(subcommand)]
+            command: Option<Command>,
+        }
+        #[derive(Debug, Subcommand)]
+        enum Command {
+            Run {
+                #[arg(long, short, default_value = "config/cutover.toml")]
+                config: std::path::PathBuf,
+            },
+            Check {
+                path: std::path::PathBuf,
+            },
+            #[command(flatten)]
+            Admin(CliCommand),
+        }
+        use clap::CommandFactory;
+        Binary::command().debug_assert();
+        let b = Binary::try_parse_from(["cutover", "switchback", "shop", "-c", "/etc/cutover.toml"]).unwrap();
+        match b.command {
+            Some(Command::Admin(CliCommand::Switchback { route, connection })) => {
+                assert_eq!(route, "shop");
+                assert_eq!(connection.config, std::path::PathBuf::from("/etc/cutover.toml"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let b = Binary::try_parse_from(["cutover", "run", "-c", "x.toml"]).unwrap();
+        assert!(matches!(b.command, Some(Command::Run { .. })));
+    }
 }
