@@ -333,8 +333,8 @@ async fn watch(
     err: &mut dyn Write,
     tty: bool,
 ) -> u8 {
-    if !(interval.is_finite() && interval >= 0.1) {
-        return report(err, &CliError::Usage("--interval must be at least 0.1 seconds".into()));
+    if !(0.1..=3600.0).contains(&interval) {
+        return report(err, &CliError::Usage("--interval must be from 0.1 to 3600 seconds".into()));
     }
     let mut shown = 0u64;
     let mut last;

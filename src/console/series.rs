@@ -96,16 +96,16 @@ impl Series {
     /// so the next call's deltas cover the whole stretch. A counter that
     /// went down (its backends' series were recreated) counts from zero.
     pub fn record_second<'a>(&mut self, now: u64, totals: impl IntoIterator<Item = (&'a str, &'a PoolTotals)>) {
-        let span = match self.last_t {
-            Some(last) if now <= last => return,
-            Some(last) => Some(now - last),
-            None => None,
-        };
+        if self.last_t.is_some_and(|last| now <= last) {
+            return;
+        }
         self.last_t = Some(now);
         for (name, current) in totals {
             let ring = self.pools.entry(name.to_string()).or_default();
-            if let (Some(span), Some(last)) = (span, &ring.last) {
-                ring.points.push_back(delta(now, span, last, current));
+            if let Some(last) = &ring.last {
+                // Since this pool's own last sample: a pool absent for a
+                // while comes back with one point over the whole gap.
+                ring.points.push_back(delta(now, now - ring.seen, last, current));
             }
             ring.last = Some(current.clone());
             ring.seen = now;
@@ -308,6 +308,18 @@ mod tests {
         assert_eq!(points.len(), 2);
         assert_eq!((points[0].t, points[0].span, points[0].requests), (13, 3, 30));
         assert_eq!((points[1].t, points[1].span, points[1].requests), (14, 1, 10));
+    }
+
+    #[test]
+    fn a_pool_absent_for_a_while_comes_back_with_one_point_over_the_gap() {
+        let mut s = Series::new();
+        record(&mut s, 1, &[("a", totals(0, 0, &[])), ("b", totals(0, 0, &[]))]);
+        record(&mut s, 2, &[("a", totals(1, 0, &[]))]);
+        record(&mut s, 3, &[("a", totals(2, 0, &[]))]);
+        record(&mut s, 4, &[("a", totals(3, 0, &[])), ("b", totals(30, 0, &[]))]);
+        let b = &s.since(0).pools["b"];
+        assert_eq!(b.len(), 1);
+        assert_eq!((b[0].t, b[0].span, b[0].requests), (4, 3, 30));
     }
 
     #[test]

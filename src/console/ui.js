@@ -64,14 +64,19 @@
   }
 
   // ---- reading ----
+  // A proxy that accepts and never answers is as gone as one that refuses.
+  const TIMEOUT_MS = 5000;
   async function getJSON(path) {
-    const r = await fetch(path, { cache: "no-store", headers: { Accept: "application/json" } });
+    const r = await fetch(path, { cache: "no-store", headers: { Accept: "application/json" }, signal: AbortSignal.timeout(TIMEOUT_MS) });
     if (r.status === 404) return { missing: true };
     if (!r.ok) throw new Error(path + ": " + r.status);
     return { body: await r.json() };
   }
 
+  let polling = false;
   async function poll() {
+    if (polling) return;
+    polling = true;
     try {
       const [status, history, series, rollouts] = await Promise.all([
         getJSON("/status"), getJSON("/history"),
@@ -87,6 +92,8 @@
       render();
     } catch (e) {
       connected(false);
+    } finally {
+      polling = false;
     }
   }
 
@@ -318,7 +325,7 @@
     const headers = { "Content-Type": "application/json", "X-Cutover-Admin": "1" };
     const token = sessionStorage.getItem(TOKEN_KEY);
     if (token) headers.Authorization = "Bearer " + token;
-    const r = await fetch(path, { method, headers, cache: "no-store", body: JSON.stringify(body === undefined ? {} : body) });
+    const r = await fetch(path, { method, headers, cache: "no-store", signal: AbortSignal.timeout(10000), body: JSON.stringify(body === undefined ? {} : body) });
     let answer = {};
     try { answer = await r.json(); } catch (e) { answer = {}; }
     return { status: r.status, answer };
