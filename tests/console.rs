@@ -55,6 +55,22 @@ fn the_page_is_small_offline_and_self_contained() {
     assert!(PAGE.contains("<script src=\"/ui/app.js\">") && PAGE.contains("href=\"/ui/app.css\""));
 }
 
+/// docs/console.md says what the code does: the policy, the window, the
+/// exit codes.
+#[test]
+fn the_console_doc_matches_the_code() {
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/console.md")).unwrap();
+    let policy = format!("Content-Security-Policy: {}", cutover::console::CONTENT_SECURITY_POLICY);
+    assert!(doc.contains(&policy), "docs/console.md must quote the policy as served:\n{policy}");
+    let window = cutover::console::series::WINDOW_SECS;
+    assert!(doc.contains(&format!("\"window\": {window}")) && doc.contains(&format!("At most {window} points")));
+    for code in
+        [cutover::cli::EXIT_OK, cutover::cli::EXIT_REFUSED, cutover::cli::EXIT_USAGE, cutover::cli::EXIT_UNREACHABLE]
+    {
+        assert!(doc.contains(&format!("\n| {code} | ")), "exit code {code} is not in docs/console.md");
+    }
+}
+
 /// A real backend whose answers turn to 500 while `failing` is set.
 async fn switchable(name: &str, failing: Arc<AtomicBool>) -> Upstream {
     let body = name.to_string();
