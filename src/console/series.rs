@@ -249,11 +249,17 @@ pub fn totals_from_families(families: &[MetricFamily]) -> BTreeMap<String, PoolT
 
 /// Sample `metrics` into `series` once a second until `shutdown` turns
 /// true: the task the runtime spawns beside the admin listener.
+///
+/// The wall clock is read once, at the start; each sample's second is
+/// that plus the monotonic time since, so a clock step never reorders the
+/// ring, and paused tokio time drives it in tests.
 pub async fn sample(
     series: SharedSeries,
     metrics: crate::metrics::Metrics,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
+    let start_unix = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let start = tokio::time::Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -261,7 +267,7 @@ pub async fn sample(
             _ = tick.tick() => {}
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
-        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let now = start_unix + start.elapsed().as_secs();
         let totals = totals_from_families(&metrics.registry.gather());
         if let Ok(mut series) = series.lock() {
             series.record_second(now, totals.iter().map(|(k, v)| (k.as_str(), v)));
@@ -405,6 +411,30 @@ mod tests {
         assert_eq!(canary.latency.first(), Some(&(0.001, 1)));
         assert_eq!(canary.latency.get(1), Some(&(0.002, 3)));
         assert_eq!(canary.latency.last().map(|b| b.1), Some(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_sampler_records_each_second_from_the_registry_until_shutdown() {
+        let metrics = crate::metrics::Metrics::new();
+        let [_, ok, _, _, err] = metrics.request_codes("shop", "canary", "127.0.0.1:1");
+        let series = Series::shared();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(sample(series.clone(), metrics.clone(), stopped));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for _ in 0..3 {
+            ok.inc_by(9);
+            err.inc();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let view = series.lock().unwrap().since(0);
+        let points = &view.pools["canary"];
+        assert_eq!(points.len(), 3, "{points:?}");
+        assert!(points.iter().all(|p| p.span == 1 && p.requests == 10 && p.failures == 1), "{points:?}");
+        stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), task).await.expect("the sampler stops on shutdown").unwrap();
+        let held = series.lock().unwrap().len();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(series.lock().unwrap().len(), held, "nothing sampled after shutdown");
     }
 
     #[test]
