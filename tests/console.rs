@@ -384,6 +384,7 @@ async fn the_console_shows_the_release_and_steers_it_in_a_real_browser() {
         return;
     };
 
+    let _ = std::fs::remove_file(screenshot_dir().join("failure.png"));
     let failing = Arc::new(AtomicBool::new(false));
     let blue = Upstream::named("blue").await;
     let green = Upstream::named("green").await;
