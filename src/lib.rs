@@ -25,17 +25,25 @@
 //! [`control`] is the single writer of routing state (reloads, overrides,
 //! trips; the trip rule; the history and state file; drains) and publishes
 //! snapshots; [`guard`] keeps each pool's sliding window and trip rule;
-//! [`health`] runs active checks and passive ejection; [`metrics`] declares
-//! every metric and renders the gauges that mirror state; [`admin`] serves
-//! the admin API; [`memory`] gives memory back after a burst; and
-//! [`runtime`] ties listeners, reloads and shutdown together.
+//! [`rollout`] is a progressive rollout's plan and state machine;
+//! [`health`] runs active checks and passive ejection; [`access_log`]
+//! writes one line per request off the request path, with request IDs and
+//! trace context; [`metrics`] declares every metric and renders the gauges
+//! that mirror state; [`admin`] serves the admin API, and [`console`] its
+//! operator page and the per-second figures behind its charts; [`cli`] is
+//! the operator's command line over that API; [`fleet`] speaks to etcd for
+//! replicas that share one state; [`memory`] gives memory back after a
+//! burst; and [`runtime`] ties listeners, reloads and shutdown together.
 //!
 //! Dependencies point one way, down these layers, and never back up:
 //!
-//! 1. [`runtime`], then [`admin`] (HTTP in front of [`control`]);
-//! 2. the control plane ([`control`]) and the traffic listeners ([`server`]);
+//! 1. [`runtime`], then [`admin`] (HTTP in front of [`control`]) and
+//!    [`console`]; [`cli`] beside them, a client of the admin API;
+//! 2. the control plane ([`control`], [`rollout`], [`fleet`]) and the
+//!    traffic listeners ([`server`]);
 //! 3. the request path: [`proxy`], [`tunnel`], [`exchange`], [`health`],
-//!    [`error`], [`body`], [`snapshot`], [`pool`], [`guard`], [`route`];
+//!    [`error`], [`body`], [`snapshot`], [`pool`], [`guard`], [`route`],
+//!    [`access_log`];
 //! 4. the ground, importing nothing above it: [`config`], [`metrics`],
 //!    [`split`], [`headers`], [`tls`], [`memory`], and the small shared
 //!    pieces every layer uses, [`lifecycle`] (shutdown flags, open-connection
@@ -52,7 +60,9 @@
 pub mod access_log;
 pub mod admin;
 pub mod body;
+pub mod cli;
 pub mod config;
+pub mod console;
 pub mod control;
 pub mod error;
 pub mod exchange;
