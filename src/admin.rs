@@ -42,6 +42,7 @@ use tokio::sync::watch;
 
 use std::collections::BTreeMap;
 
+use crate::console::series::SharedSeries;
 use crate::control::{AdminError, Control, ReloadCause, ReloadOutcome};
 use crate::lifecycle::{self, Lifecycle};
 use crate::timestamp::rfc3339;
@@ -52,12 +53,15 @@ pub struct AdminState {
     control: Arc<Control>,
     lifecycle: Lifecycle,
     reloadable: bool,
+    /// The per-second figures behind the console's charts.
+    series: SharedSeries,
 }
 
 impl AdminState {
-    /// Admin state over `control`; `/ready` follows `lifecycle`.
-    pub fn new(control: Arc<Control>, lifecycle: Lifecycle, reloadable: bool) -> AdminState {
-        AdminState { control, lifecycle, reloadable }
+    /// Admin state over `control`; `/ready` follows `lifecycle`; the
+    /// console's charts read `series`.
+    pub fn new(control: Arc<Control>, lifecycle: Lifecycle, reloadable: bool, series: SharedSeries) -> AdminState {
+        AdminState { control, lifecycle, reloadable, series }
     }
 }
 
@@ -97,6 +101,11 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byt
         if let Err(response) = check_browser(&req, &config.admin.allowed_hosts, mutating) {
             return *response;
         }
+    }
+    // The console's page and series are reads; answered after the Host
+    // check, so a rebound name cannot read them either.
+    if let Some(response) = crate::console::routes::serve(&method, req.uri(), &state.series) {
+        return response;
     }
     if mutating {
         if let Err(response) = authorize(state, &req) {

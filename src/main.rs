@@ -57,6 +57,9 @@ enum Command {
         #[arg(long)]
         seed: Option<u64>,
     },
+    /// The operator's commands over a running proxy's admin API.
+    #[command(flatten)]
+    Admin(cutover::cli::CliCommand),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +72,7 @@ fn main() -> ExitCode {
         Command::Check { path } => check(&path),
         Command::Run { config, no_watch } => run(config, !no_watch),
         Command::Demo { duration, seed } => demo(Duration::from_secs(duration), seed),
+        Command::Admin(command) => cutover::cli::run(command),
     }
 }
 

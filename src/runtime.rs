@@ -158,13 +158,16 @@ pub async fn run(
         tracing::info!(%addr, "serving admin API");
     }
     let (admin_stop_tx, admin_stop) = watch::channel(false);
-    let admin_state = Arc::new(crate::admin::AdminState::new(control.clone(), lifecycle.clone(), reloadable));
-    let admin_task = tokio::spawn(crate::admin::serve(listeners.admin, admin_state, admin_stop));
+    let series = crate::console::series::Series::shared();
+    let admin_state =
+        Arc::new(crate::admin::AdminState::new(control.clone(), lifecycle.clone(), reloadable, series.clone()));
+    let admin_task = tokio::spawn(crate::admin::serve(listeners.admin, admin_state, admin_stop.clone()));
 
     let mut background = vec![
         tokio::spawn(control.clone().run_guards(breaches_rx)),
         tokio::spawn(close_idle_upstream_connections(proxy.clone(), closing.clone())),
         tokio::spawn(crate::memory::release_after_bursts(closing.clone())),
+        tokio::spawn(crate::console::series::sample(series, control.metrics().clone(), admin_stop)),
     ];
     if reloadable && options.watch {
         let control = control.clone();

@@ -34,6 +34,7 @@ pub(super) fn print_banner(urls: &Urls, config_path: &Path, backends: &Backends,
         "It runs for {}s (--duration) or until Ctrl-C, and leaves nothing running.\n",
         duration.as_secs()
     );
+    let _ = writeln!(out, "  console   http://{}/ui   (open it in a browser: the release, live)", urls.admin);
     let _ = writeln!(out, "  proxy     http://{}/", urls.proxy);
     let _ = writeln!(out, "  status    http://{}/status", urls.admin);
     let _ = writeln!(out, "  metrics   http://{}/metrics", urls.admin);
@@ -57,9 +58,9 @@ pub(super) fn curl_lines(urls: &Urls, title: &str) -> String {
          curl -s http://{proxy}/                                  # blue, green or canary\n  \
          curl -s http://{admin}/status\n  \
          curl -s http://{admin}/metrics | grep cutover_pool\n  \
-         curl -s -X PUT http://{admin}/routes/{ROUTE}/split -d '{{\"blue\":0,\"green\":100}}'\n  \
-         curl -s -X POST http://{admin}/routes/{ROUTE}/switchback\n  \
-         curl -s -X POST http://{admin}/pools/canary/reset\n\n"
+         curl -s -X PUT http://{admin}/routes/{ROUTE}/split -H 'Content-Type: application/json' -d '{{\"blue\":0,\"green\":100}}'\n  \
+         curl -s -X POST http://{admin}/routes/{ROUTE}/switchback -H 'X-Cutover-Admin: 1'\n  \
+         curl -s -X POST http://{admin}/pools/canary/reset -H 'X-Cutover-Admin: 1'\n\n"
     )
 }
 

@@ -150,7 +150,7 @@ impl Story {
         // Phase 4: an operator moves traffic by the admin API, then switches back.
         self.phase("4/4", "operator", "an operator shifts to green, then switches back (admin API)", "");
         self.event(&format!(
-            "   $ curl -X PUT http://{}/routes/{ROUTE}/split -d '{{\"blue\":0,\"green\":100}}'",
+            "   $ curl -X PUT http://{}/routes/{ROUTE}/split -H 'Content-Type: application/json' -d '{{\"blue\":0,\"green\":100}}'",
             self.urls.admin
         ));
         let (code, body) =
@@ -162,7 +162,10 @@ impl Story {
         lock(&self.screen).phase = "4/4 on green".into();
         self.hold(plan.on_green).await;
 
-        self.event(&format!("   $ curl -X POST http://{}/routes/{ROUTE}/switchback", self.urls.admin));
+        self.event(&format!(
+            "   $ curl -X POST http://{}/routes/{ROUTE}/switchback -H 'X-Cutover-Admin: 1'",
+            self.urls.admin
+        ));
         let (code, body) = self.admin.send(Method::POST, &format!("/routes/{ROUTE}/switchback"), None).await?;
         if code != StatusCode::OK {
             return Err(format!("POST /routes/{ROUTE}/switchback answered {code}: {body}"));
