@@ -14,14 +14,11 @@ use std::sync::Arc;
 use prometheus::IntCounter;
 use tokio::time::Instant;
 
-use crate::error::UpstreamFailure;
-use crate::guard::{Breach, PoolGuard};
+pub use crate::guard::BreachSender;
+use crate::guard::PoolGuard;
 use crate::health::PassiveOutcome;
 use crate::pool::backend::InFlight;
-use crate::pool::Backend;
-
-/// Where the guard sends a breach: (pool, breach), to the control task.
-pub type BreachSender = tokio::sync::mpsc::UnboundedSender<(Arc<str>, Breach)>;
+use crate::pool::{Backend, UpstreamFailure};
 
 /// How the exchange ended, as far as the backend is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

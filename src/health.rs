@@ -57,8 +57,7 @@ use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
 use crate::config::{BackendAddr, HealthConfig, Scheme};
-use crate::error::UpstreamFailure;
-use crate::pool::{Backend, BackendKey, Transport};
+use crate::pool::{Backend, BackendKey, Transport, UpstreamFailure};
 use crate::snapshot::Snapshot;
 
 /// `User-Agent` of every probe, so backends can tell probes from traffic.

@@ -46,6 +46,7 @@ pub mod memory;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
+pub mod request_body;
 pub mod route;
 pub mod runtime;
 pub mod server;

@@ -25,13 +25,13 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::{Instant, Sleep};
 
-use crate::body::{ProxyBody, RequestBody, RequestBodyError};
+use crate::body::{ProxyBody, RequestBody, RequestBodyError, UpstreamBody};
 use crate::config::ForceMatch;
 use crate::error::{ProxyError, UpstreamFailure};
 use crate::exchange::{Exchange, Recorders};
 use crate::headers;
 use crate::metrics::ClientTimeouts;
-use crate::pool::{Backend, Conn, H1Body, H1Conn, H1Error, H1Head, Pool, Reuse, UpstreamBody};
+use crate::pool::{Backend, Conn, H1Body, H1Conn, H1Error, H1Head, Pool, Reuse};
 use crate::snapshot::{self, Route, Snapshot, Sticky};
 use crate::split::{self, Split};
 use crate::tunnel;
@@ -290,7 +290,7 @@ fn forward(
                     }
                     Some(Err(err)) => {
                         tracing::debug!(error = %err, backend = %plan.backend.addr, "upstream request failed");
-                        return refused(fail(&mut plan.exchange, UpstreamFailure::of_inline(&err)));
+                        return refused(fail(&mut plan.exchange, err.failure()));
                     }
                 },
             };
@@ -580,7 +580,7 @@ fn send_failed(exchange: &mut Exchange, backend: &Backend, err: &hyper::Error) -
             RequestBodyError::Client(_) => ProxyError::BadRequest("request body incomplete\n"),
         };
     }
-    let failure = UpstreamFailure::classify(err);
+    let failure = UpstreamFailure::of_hyper(err);
     tracing::debug!(error = %err, backend = %backend.addr, "upstream request failed");
     fail(exchange, failure)
 }

@@ -41,6 +41,8 @@ use http_body::{Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 
+use super::failure::UpstreamFailure;
+
 /// Most header fields in a response head (hyper's limit too).
 const MAX_HEADERS: usize = 100;
 /// The largest response head, 1xx heads included, and the largest trailer
@@ -102,6 +104,15 @@ impl H1Error {
     /// its connection failing).
     pub fn is_protocol(&self) -> bool {
         matches!(self, H1Error::Malformed(_))
+    }
+
+    /// The kind of upstream failure it is.
+    pub fn failure(&self) -> UpstreamFailure {
+        if self.is_protocol() {
+            UpstreamFailure::Protocol
+        } else {
+            UpstreamFailure::Reset
+        }
     }
 }
 

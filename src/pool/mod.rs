@@ -14,6 +14,7 @@
 
 pub mod backend;
 pub(crate) mod conn;
+pub mod failure;
 pub mod h1;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,9 +23,8 @@ use std::sync::Arc;
 use rand::Rng;
 
 pub use backend::{Backend, BackendKey, Reuse, Timeouts};
-pub use conn::{
-    BoxError, Conn, ConnectError, SendResult, Sending, Transport, UpstreamBody, UpstreamBodyTimeout, UpstreamConn,
-};
+pub use conn::{BoxError, Conn, ConnectError, SendResult, Sending, Transport, UpstreamConn};
+pub use failure::UpstreamFailure;
 pub use h1::{H1Body, H1Conn, H1Error, H1Head};
 
 use crate::config::LbPolicy;
