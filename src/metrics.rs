@@ -49,7 +49,13 @@ pub struct Metrics {
     pub config_revision: IntGauge,
     /// `cutover_client_timeouts_total{timeout}`.
     pub client_timeouts: IntCounterVec,
+    /// `cutover_upstream_retries_total{pool,reason}`.
+    pub upstream_retries: IntCounterVec,
 }
+
+/// Why a request went to a backend again, as the `reason` label of
+/// `cutover_upstream_retries_total`.
+pub const RETRY_REASONS: [&str; 3] = ["connect", "unprocessed", "closed_unanswered"];
 
 /// The protective client timeouts, as the `timeout` label.
 pub const CLIENT_TIMEOUTS: [&str; 5] = ["no_request", "header_read", "body_read", "send", "tls_handshake"];
@@ -82,6 +88,8 @@ pub struct BackendMetrics {
     pub duration: Histogram,
     /// Failures by kind: connect, timeout, reset, protocol.
     pub failures: [IntCounter; 4],
+    /// The pool's requests sent again, by [`RETRY_REASONS`].
+    pub retries: [IntCounter; 3],
 }
 
 impl Metrics {
@@ -154,6 +162,11 @@ impl Metrics {
                 "Clients cut off by a protective timeout: no_request, header_read, body_read, send or tls_handshake.",
                 &["timeout"],
             ),
+            upstream_retries: counter(
+                "cutover_upstream_retries_total",
+                "Requests sent to a backend again: after a failed connect, a stream the backend did not process, or a connection closed before any answer.",
+                &["pool", "reason"],
+            ),
             registry,
         };
         // Counters exist at 0 from the start, so `increase()` sees the first event.
@@ -181,6 +194,7 @@ impl Metrics {
         BackendMetrics {
             duration: self.request_duration.with_label_values(&[pool, backend]),
             failures: [kind("connect"), kind("timeout"), kind("reset"), kind("protocol")],
+            retries: RETRY_REASONS.map(|reason| self.upstream_retries.with_label_values(&[pool, reason])),
         }
     }
 
