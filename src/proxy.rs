@@ -715,10 +715,9 @@ mod tests {
     }
 
     /// Every request's future lives in its connection's task and is moved
-    /// (copied whole) a few times on its way into hyper. It was 2.2 KiB
-    /// while it held the request three times; 952 bytes now. The bound
-    /// leaves room for other compilers, not for a second copy of the
-    /// request or the plan.
+    /// (copied whole) a few times on its way into hyper, so it must hold the
+    /// request and the plan once. The bound leaves room for other compilers,
+    /// not for a second copy of either.
     #[test]
     fn a_request_future_holds_the_request_once() {
         let size = future_size(Proxy::handle);

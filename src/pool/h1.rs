@@ -4,13 +4,12 @@
 //! hyper's client drives each connection from a task of its own: a request
 //! travels there through a channel, its answer comes back through another,
 //! and both are copied on the way. For the request that almost every
-//! proxied request is — a head with no body — that machinery was about a
-//! third of what a request cost (`docs/performance.md`, seventh and eighth
-//! passes). So such
-//! a request is written to the backend by its own future, which then parses
+//! proxied request is — a head with no body — that machinery costs more
+//! than the rest of the request path. So such a request is written to the
+//! backend by its own future, which then parses
 //! the response head with `httparse` and streams the response body itself,
 //! straight from the connection's read buffer. Everything else (request
-//! bodies, upgrades, TLS and HTTP/2 backends) still goes through hyper's
+//! bodies, upgrades, TLS and HTTP/2 backends) goes through hyper's
 //! client, on connections of its own: a plain backend keeps one idle list
 //! of each kind (see [`crate::pool::Backend::checkout`]), so a POST never
 //! turns an inline connection into a hyper one.
@@ -338,8 +337,8 @@ enum FieldKind {
 impl FieldKind {
     /// Sorted by length first: most names are ruled out by it alone. The
     /// names are spelled out rather than looked up in `crate::headers`'
-    /// list, which costs 200 instructions a response more; a test keeps
-    /// the two lists the same.
+    /// list, so the compiler turns the match into a few comparisons per
+    /// field; a test keeps the two lists the same.
     fn of(name: &[u8]) -> FieldKind {
         let is = |known: &[u8]| name.eq_ignore_ascii_case(known);
         match name.len() {
