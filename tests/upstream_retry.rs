@@ -1,0 +1,143 @@
+//! A backend that dies with a request in hand (issue 21, defect 7): when
+//! the connection closes after the request was written and before any of
+//! the answer came, an idempotent request without a body goes once more to
+//! another backend of the pool; a request with a body, or with a method that
+//! is not idempotent, gets the `502`. Each resend is counted in
+//! `cutover_upstream_retries_total{pool,reason}`.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use support::*;
+use tokio::net::TcpListener;
+
+/// A raw backend that reads each request whole and closes the connection
+/// without answering: a backend killed with the request in hand, made
+/// deterministic. It keeps the request lines it read.
+struct DyingUpstream {
+    addr: SocketAddr,
+    requests: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl DyingUpstream {
+    async fn start() -> DyingUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let seen = requests.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else { continue };
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    if let Some(head) = read_request(&mut stream, &mut buf).await {
+                        let line = head.lines().next().unwrap_or_default().to_string();
+                        seen.lock().unwrap().push(line);
+                    }
+                    // Dropped: closed with no byte of an answer.
+                });
+            }
+        });
+        DyingUpstream { addr, requests, task }
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+impl Drop for DyingUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// One round-robin pool `app` over `backends`, one route to it.
+fn config(backends: &[SocketAddr]) -> String {
+    let backends: Vec<String> = backends.iter().map(|b| format!("\"{b}\"")).collect();
+    with_listeners(&format!(
+        r#"
+[pools.app]
+backends = [{}]
+lb = "round_robin"
+
+[[routes]]
+name = "app"
+split = {{ app = 100 }}
+"#,
+        backends.join(", ")
+    ))
+}
+
+/// `cutover_upstream_retries_total` of pool `app` for `reason`.
+async fn retries(proxy: &TestProxy, reason: &str) -> f64 {
+    let text = get(&client(), &proxy.admin_url("/metrics"), &[]).await.body;
+    text.lines()
+        .filter(|l| l.starts_with("cutover_upstream_retries_total{"))
+        .find(|l| l.contains("pool=\"app\"") && l.contains(&format!("reason=\"{reason}\"")))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no retries series for {reason} in:\n{text}"))
+}
+
+/// Send `method` to `url` with `body`; the status.
+async fn send(url: &str, method: &str, body: &'static str) -> u16 {
+    let req = Request::builder().method(method).uri(url).body(Full::new(Bytes::from_static(body.as_bytes()))).unwrap();
+    let res = client().request(req).await.expect("request");
+    let status = res.status().as_u16();
+    let _ = res.into_body().collect().await;
+    status
+}
+
+#[tokio::test]
+async fn a_get_closed_unanswered_goes_once_more_to_another_backend() {
+    let dying = DyingUpstream::start().await;
+    let good = Upstream::named("good").await;
+    let proxy = TestProxy::start(&config(&[dying.addr, good.addr])).await;
+    let client = client();
+    for i in 0..4 {
+        let answer = get(&client, &proxy.url(&format!("/get/{i}")), &[]).await;
+        assert_eq!((answer.status.as_u16(), answer.body.as_str()), (200, "good"), "request {i}");
+    }
+    // Round robin sent half of them to the dying backend first: the
+    // mechanism ran, and every one of those went on to the good backend.
+    let died = dying.requests();
+    assert_eq!(died.len(), 2, "{died:?}");
+    assert!(died.iter().all(|line| line.starts_with("GET /get/")), "{died:?}");
+    assert_eq!(good.hits(), 4);
+    assert_eq!(retries(&proxy, "closed_unanswered").await, 2.0);
+}
+
+#[tokio::test]
+async fn a_request_with_a_body_or_a_post_is_not_sent_again() {
+    for (method, body) in [("POST", ""), ("POST", "{\"order\":1}"), ("PUT", "{\"order\":2}")] {
+        let dying = DyingUpstream::start().await;
+        let good = Upstream::named("good").await;
+        let proxy = TestProxy::start(&config(&[dying.addr, good.addr])).await;
+        let url = proxy.url("/orders");
+        // Round robin: one of the two goes to the dying backend.
+        let mut statuses = [send(&url, method, body).await, send(&url, method, body).await];
+        statuses.sort_unstable();
+        assert_eq!(statuses, [200, 502], "{method} {body:?}");
+        assert_eq!(dying.requests().len(), 1, "{method} {body:?}");
+        assert_eq!(good.hits(), 1, "{method} {body:?}: sent again");
+        assert_eq!(retries(&proxy, "closed_unanswered").await, 0.0, "{method} {body:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_retry_series_exist_before_the_first_retry() {
+    let good = Upstream::named("good").await;
+    let proxy = TestProxy::start(&config(&[good.addr])).await;
+    assert_eq!(get(&client(), &proxy.url("/"), &[]).await.status, 200);
+    for reason in ["connect", "unprocessed", "closed_unanswered"] {
+        assert_eq!(retries(&proxy, reason).await, 0.0, "{reason}");
+    }
+    assert_eq!(good.hits(), 1);
+}
