@@ -400,17 +400,21 @@ fn parse_head(read: &mut BytesMut, is_head: bool) -> Result<Parsed, H1Error> {
     // Whether `Connection` names fields beyond the fixed hop-by-hop ones:
     // then it stays in until `strip_hop_by_hop` has read it.
     let mut names_others = false;
+    let (mut length_fields, mut repeated_length) = (0, false);
     for (span, field) in spans.iter_mut().zip(parsed.headers.iter()) {
         let kind = FieldKind::of(field.name.as_bytes());
         *span = FieldAt { name: at(field.name.as_bytes()), value: at(field.value), kind };
         match kind {
             FieldKind::Other | FieldKind::HopByHop => {}
             FieldKind::ContentLength => {
-                let value = parse_length(field.value).ok_or(H1Error::Malformed("invalid content-length"))?;
+                let value = parse_lengths(field.value).ok_or(H1Error::Malformed("invalid content-length"))?;
                 if length.is_some_and(|seen| seen != value) {
                     return Err(H1Error::Malformed("conflicting content-length"));
                 }
                 length = Some(value);
+                // Repeated, or a list: forwarded as one plain value.
+                repeated_length |= length_fields > 0 || field.value.contains(&b',');
+                length_fields += 1;
             }
             FieldKind::TransferEncoding => {
                 coded = true;
@@ -445,7 +449,17 @@ fn parse_head(read: &mut BytesMut, is_head: bool) -> Result<Parsed, H1Error> {
             FieldKind::Other => true,
             // The coding frames the body: a length beside it is wrong, and
             // forwarded it would cut the body short (RFC 9112 §6.3).
-            FieldKind::ContentLength => !coded,
+            FieldKind::ContentLength if coded => false,
+            // Identical values (RFC 9110 §8.6) go on as one.
+            FieldKind::ContentLength if repeated_length => {
+                if !headers.contains_key(header::CONTENT_LENGTH) {
+                    if let Some(n) = length {
+                        headers.append(header::CONTENT_LENGTH, HeaderValue::from(n));
+                    }
+                }
+                false
+            }
+            FieldKind::ContentLength => true,
             FieldKind::Connection => names_others,
             FieldKind::TransferEncoding | FieldKind::HopByHop => false,
         };
@@ -483,6 +497,14 @@ fn parse_head(read: &mut BytesMut, is_head: bool) -> Result<Parsed, H1Error> {
         response.extensions_mut().insert(reason);
     }
     Ok(Parsed::Final(H1Head { response, framing, keep_alive }))
+}
+
+/// A `Content-Length` field's value: one length, or a list of identical
+/// ones, which RFC 9110 §8.6 allows a recipient to take as that one.
+pub(super) fn parse_lengths(value: &[u8]) -> Option<u64> {
+    let mut lengths = value.split(|&b| b == b',').map(parse_length);
+    let first = lengths.next()??;
+    lengths.all(|other| other == Some(first)).then_some(first)
 }
 
 /// A `Content-Length` value: digits only, as RFC 9110 §8.6 allows.
@@ -849,5 +871,30 @@ mod tests {
         let request = Request::get("/y?q=1").header("host", "a").body(()).expect("a valid request");
         encode_head(&request, &mut out);
         assert_eq!(out, b"GET /y?q=1 HTTP/1.1\r\nhost: a\r\n\r\n");
+    }
+
+    #[test]
+    fn a_list_of_identical_lengths_is_that_length() {
+        assert_eq!(parse_lengths(b"5"), Some(5));
+        assert_eq!(parse_lengths(b"5, 5"), Some(5));
+        assert_eq!(parse_lengths(b" 5 ,5 , 5 "), Some(5));
+        assert_eq!(parse_lengths(b"5, 6"), None);
+        assert_eq!(parse_lengths(b"5,,5"), None);
+        assert_eq!(parse_lengths(b","), None);
+        assert_eq!(parse_lengths(b""), None);
+    }
+
+    #[test]
+    fn identical_lengths_are_forwarded_as_one() {
+        for raw in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\ncontent-length: 5\r\n\r\n",
+        ] {
+            let head = head(raw, false).expect("parses");
+            let values: Vec<_> = head.response.headers().get_all(header::CONTENT_LENGTH).iter().collect();
+            assert_eq!(values, [&HeaderValue::from_static("5")]);
+            assert_eq!(head.framing, Framing::Length(5));
+        }
+        assert!(head(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", false).is_err());
     }
 }

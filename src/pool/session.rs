@@ -26,14 +26,14 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::{Request, Response, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 use super::backend::Reuse;
 use super::conn::{Conn, UpstreamConn};
 use super::failure::UpstreamFailure;
-use super::h1::{H1Conn, H1Error, H1Head};
+use super::h1::{parse_lengths, H1Conn, H1Error, H1Head};
 use crate::request_body::{RequestBody, RequestBodyError};
 
 /// A checked-out connection to a backend, ready for one request.
@@ -195,7 +195,15 @@ impl Session {
         let sent = std::mem::replace(request, Request::new(RequestBody::empty()));
         let err = match before(timer, conn.try_send_request(sent)).await {
             None => return Err(SendError { failure: SendFailure::TimedOut, resendable: false }),
-            Some(Ok(response)) => return Ok(Answer::Hyper(response, conn)),
+            Some(Ok(mut response)) => {
+                if one_content_length(response.headers_mut()) {
+                    return Ok(Answer::Hyper(response, conn));
+                }
+                // Dropping the connection closes it: its framing is lost.
+                tracing::debug!("the backend sent conflicting content-length values");
+                let failure = SendFailure::MaybeProcessed(UpstreamFailure::Protocol);
+                return Err(SendError { failure, resendable: false });
+            }
             Some(Err(err)) => err,
         };
         let mut err = err;
@@ -227,6 +235,26 @@ impl Session {
         };
         Err(SendError { failure, resendable })
     }
+}
+
+/// Make a response's `Content-Length` one plain value, as the inline client
+/// does: repeated fields or a list of identical values become one field
+/// (RFC 9110 §8.6); differing values (which hyper takes as the first) are
+/// `false`, a malformed answer.
+fn one_content_length(headers: &mut HeaderMap) -> bool {
+    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
+    let (first, more) = (values.next(), values.next().is_some());
+    let Some(first) = first else { return true };
+    if !more && first.as_bytes().iter().all(u8::is_ascii_digit) {
+        return true;
+    }
+    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter().map(|v| parse_lengths(v.as_bytes()));
+    let Some(Some(length)) = lengths.next() else { return false };
+    if !lengths.all(|other| other == Some(length)) {
+        return false;
+    }
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    true
 }
 
 /// Whether a request begun at `started` on a pooled connection whose last
