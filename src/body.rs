@@ -19,10 +19,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::Response;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::exchange::Exchange;
+use crate::pool::session::Answer;
 use crate::pool::{BoxError, Conn, H1Body, UpstreamConn, UpstreamFailure};
 pub use crate::request_body::{RequestBody, RequestBodyError};
 
@@ -122,6 +124,32 @@ impl UpstreamBody {
         timer: Pin<Box<tokio::time::Sleep>>,
     ) -> UpstreamBody {
         UpstreamBody::from_source(Source::Hyper { body, conn: Some(conn) }, exchange, idle_timeout, timer)
+    }
+
+    /// The client's response for a backend's `answer`: its head without
+    /// hop-by-hop fields, and its body streamed for `exchange`, cut off
+    /// after `idle_timeout` of silence (timed by `timer`).
+    pub fn respond(
+        answer: Answer,
+        exchange: Exchange,
+        idle_timeout: Duration,
+        timer: Pin<Box<tokio::time::Sleep>>,
+    ) -> Response<ProxyBody> {
+        match answer {
+            Answer::Inline(head, conn) => {
+                let body = H1Body::new(conn, &head);
+                // The parse left the hop-by-hop fields out.
+                let (parts, ()) = head.response.into_parts();
+                let body = UpstreamBody::inline(body, exchange, idle_timeout, timer);
+                Response::from_parts(parts, ProxyBody::Upstream(body))
+            }
+            Answer::Hyper(response, conn) => {
+                let (mut parts, body) = response.into_parts();
+                crate::headers::strip_hop_by_hop(&mut parts.headers);
+                let body = UpstreamBody::new(body, conn, exchange, idle_timeout, timer);
+                Response::from_parts(parts, ProxyBody::Upstream(body))
+            }
+        }
     }
 
     /// The same for a body read inline (see [`crate::pool::h1`]).

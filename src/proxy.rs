@@ -31,8 +31,8 @@ use crate::error::{ProxyError, UpstreamFailure};
 use crate::exchange::{Exchange, Recorders};
 use crate::headers;
 use crate::metrics::ClientTimeouts;
-use crate::pool::session::{before, Answer, ClientFailure, SendError, SendFailure, Session, WouldResend};
-use crate::pool::{Backend, Conn, H1Body, Pool, Reuse};
+use crate::pool::session::{before, ClientFailure, SendError, SendFailure, Session, WouldResend};
+use crate::pool::{Backend, Conn, Pool, Reuse};
 use crate::snapshot::{self, Route, Snapshot, Sticky};
 use crate::split::{self, Split};
 use crate::tunnel;
@@ -325,29 +325,20 @@ fn forward(
             };
             return refused(send_failed(&mut plan.exchange, failure));
         };
-        let mut response = match answer {
-            Answer::Inline(head, conn) => {
-                let body = H1Body::new(conn, &head);
-                // The parse left the hop-by-hop fields out.
-                let (parts, ()) = head.response.into_parts();
-                let body = UpstreamBody::inline(body, plan.exchange, snapshot.request_timeout, plan.timer);
-                Response::from_parts(parts, ProxyBody::Upstream(body))
-            }
-            Answer::Hyper(response, conn) => match (plan.target.downstream_upgrade, tunnels) {
-                (Some(downstream), Some(tunnels)) if response.status() == http::StatusCode::SWITCHING_PROTOCOLS => {
-                    tunnel::open(response, downstream, plan.exchange, &tunnels)
-                }
-                _ => {
-                    // Not (or no longer) an upgrade: an ordinary response. Bytes the
-                    // client sent after its refused upgrade request are never read.
-                    let (mut parts, body) = response.into_parts();
-                    headers::strip_hop_by_hop(&mut parts.headers);
-                    // The body must keep flowing: silence as long as the whole
-                    // request_timeout means the backend is stuck.
-                    let body = UpstreamBody::new(body, conn, plan.exchange, snapshot.request_timeout, plan.timer);
-                    Response::from_parts(parts, ProxyBody::Upstream(body))
-                }
+        let switching = match (plan.target.downstream_upgrade, tunnels) {
+            (Some(downstream), Some(tunnels)) => match answer.into_switching() {
+                Ok(switching) => Ok((switching, downstream, tunnels)),
+                Err(answer) => Err(answer),
             },
+            _ => Err(answer),
+        };
+        let mut response = match switching {
+            Ok((switching, downstream, tunnels)) => tunnel::open(switching, downstream, plan.exchange, &tunnels),
+            // Not (or no longer) an upgrade: an ordinary response. Bytes the
+            // client sent after its refused upgrade request are never read.
+            // The body must keep flowing: silence as long as the whole
+            // request_timeout means the backend is stuck.
+            Err(answer) => UpstreamBody::respond(answer, plan.exchange, snapshot.request_timeout, plan.timer),
         };
         // The proxy answers in its own HTTP version (RFC 9110 §6.2),
         // whatever the backend spoke.

@@ -53,6 +53,15 @@ pub enum Answer {
 }
 
 impl Answer {
+    /// The response, if it is hyper's `101 Switching Protocols` (an
+    /// upgrade the backend accepted); else the answer back.
+    pub fn into_switching(self) -> Result<Response<Incoming>, Answer> {
+        match self {
+            Answer::Hyper(response, _) if response.status() == StatusCode::SWITCHING_PROTOCOLS => Ok(response),
+            answer => Err(answer),
+        }
+    }
+
     /// The answer's status.
     pub fn status(&self) -> StatusCode {
         match self {
