@@ -60,6 +60,23 @@ pub enum ConnectError {
     },
 }
 
+/// The deadlines a backend's new connections are opened with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// `[server] connect_timeout`.
+    pub connect: Duration,
+    /// `[server] request_timeout`: it bounds how long sent data may stay
+    /// unacknowledged before a connection counts as dead (see
+    /// [`detect_dead_peers`]).
+    pub request: Duration,
+}
+
+impl Timeouts {
+    /// The config's defaults.
+    pub const DEFAULT: Timeouts =
+        Timeouts { connect: crate::config::DEFAULT_CONNECT_TIMEOUT, request: crate::config::DEFAULT_REQUEST_TIMEOUT };
+}
+
 /// How a backend is reached: plain or TLS, HTTP/1.1 or HTTP/2.
 #[derive(Debug, Clone)]
 pub struct Transport {
@@ -299,7 +316,7 @@ impl Cuttable {
 pub(super) async fn connect(
     addr: &BackendAddr,
     resolved: Option<SocketAddr>,
-    timeouts: super::Timeouts,
+    timeouts: Timeouts,
     transport: &Transport,
 ) -> Result<(Conn, Cuttable), ConnectError> {
     let unacknowledged = unacknowledged_limit(timeouts.request);

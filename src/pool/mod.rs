@@ -23,8 +23,8 @@ use std::sync::Arc;
 
 use rand::Rng;
 
-pub use backend::{Backend, BackendKey, Reuse, Timeouts};
-pub use conn::{BoxError, Conn, ConnectError, SendResult, Sending, Transport, UpstreamConn};
+pub use backend::{Backend, BackendKey, Reuse};
+pub use conn::{BoxError, Conn, ConnectError, SendResult, Sending, Timeouts, Transport, UpstreamConn};
 pub use failure::UpstreamFailure;
 pub use h1::{H1Body, H1Conn, H1Error, H1Head};
 

@@ -4,7 +4,7 @@
 //! Three clients carry requests: the inline HTTP/1.1 client ([`super::h1`])
 //! for body-less requests to plain backends, hyper's HTTP/1.1 client for
 //! the rest, and hyper's HTTP/2 client. Each fails in its own vocabulary (an
-//! [`super::H1Error`], a `TrySendError` that may hand the request back, an
+//! [`super::h1::H1Error`], a `TrySendError` that may hand the request back, an
 //! `h2::Error` under a `hyper::Error`). A [`Session`] hides which one is in
 //! use, as Pingora's `HttpSession::{H1, H2}` does, and classifies a failure
 //! where it is detected into the one thing the caller's retry policy needs
