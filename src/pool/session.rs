@@ -55,6 +55,8 @@ pub enum Answer {
 impl Answer {
     /// The response, if it is hyper's `101 Switching Protocols` (an
     /// upgrade the backend accepted); else the answer back.
+    // The answer is moved either way: the `Err` is no larger than `self`.
+    #[allow(clippy::result_large_err)]
     pub fn into_switching(self) -> Result<Response<Incoming>, Answer> {
         match self {
             Answer::Hyper(response, _) if response.status() == StatusCode::SWITCHING_PROTOCOLS => Ok(response),
