@@ -67,7 +67,7 @@ pub struct Timeouts {
     pub connect: Duration,
     /// `[server] request_timeout`: it bounds how long sent data may stay
     /// unacknowledged before a connection counts as dead (see
-    /// [`detect_dead_peers`]).
+    /// `detect_dead_peers`).
     pub request: Duration,
 }
 
