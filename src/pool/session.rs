@@ -162,32 +162,19 @@ impl Session {
 
     /// Send `request`, begun at `started`, before `timer` fires, and read
     /// the answer's head. On failure, `request` holds what can be sent
-    /// again when [`SendError::resendable`] says so.
-    pub async fn send(
+    /// again when [`SendError::resendable`] says so. What a resend needs is
+    /// decided here, before the future starts, so the future holds only
+    /// the client it drives.
+    pub fn send<'a>(
         self,
-        request: &mut Request<RequestBody>,
+        request: &'a mut Request<RequestBody>,
         would_resend: WouldResend,
         started: Instant,
-        timer: &mut Pin<Box<Sleep>>,
-    ) -> Result<Answer, SendError> {
+        timer: &'a mut Pin<Box<Sleep>>,
+    ) -> Sent<impl Future<Output = SendResult> + 'a, impl Future<Output = SendResult> + 'a> {
         let Session { conn, reuse } = self;
-        let mut conn = match conn {
-            Conn::Inline(mut conn) => {
-                // The inline client only borrows the request: it stays whole.
-                return match before(timer, conn.exchange(request)).await {
-                    None => Err(SendError { failure: SendFailure::TimedOut, resendable: true }),
-                    Some(Ok(head)) => Ok(Answer::Inline(head, conn)),
-                    Some(Err(err)) => {
-                        tracing::debug!(error = %err, "upstream request failed");
-                        let failure = match err {
-                            H1Error::NotSent(_) => SendFailure::NotSent,
-                            H1Error::ClosedUnanswered(_) => SendFailure::ClosedUnanswered,
-                            err => SendFailure::MaybeProcessed(err.failure()),
-                        };
-                        Err(SendError { failure, resendable: true })
-                    }
-                };
-            }
+        let conn = match conn {
+            Conn::Inline(conn) => return Sent::Inline { sending: send_inline(conn, request, timer) },
             Conn::Hyper(conn) => conn,
         };
         let h2 = matches!(conn, UpstreamConn::H2(_));
@@ -203,49 +190,112 @@ impl Session {
         };
         // Boxed: it is rare, and inline it would grow every request's future.
         let copy = keep_copy.then(|| Box::new(copy_head(request)));
-        let sent = std::mem::replace(request, Request::new(RequestBody::empty()));
-        let err = match before(timer, conn.try_send_request(sent)).await {
-            None => return Err(SendError { failure: SendFailure::TimedOut, resendable: false }),
-            Some(Ok(mut response)) => {
-                if one_content_length(response.headers_mut()) {
-                    return Ok(Answer::Hyper(response, conn));
-                }
-                // Dropping the connection closes it: its framing is lost.
-                tracing::debug!("the backend sent conflicting content-length values");
-                let failure = SendFailure::MaybeProcessed(UpstreamFailure::Protocol);
-                return Err(SendError { failure, resendable: false });
-            }
-            Some(Err(err)) => err,
-        };
-        let mut err = err;
-        if let Some(unsent) = err.take_message() {
-            *request = unsent;
-            return Err(SendError { failure: SendFailure::NotSent, resendable: true });
-        }
-        let err = err.into_error();
-        let failure = if let Some(cause) = RequestBodyError::find(&err) {
-            tracing::debug!(error = %cause, "request body failed");
-            SendFailure::Client(match cause {
-                RequestBodyError::Timeout(_) => ClientFailure::Stalled,
-                RequestBodyError::Client(_) => ClientFailure::Incomplete,
-            })
-        } else if h2 && unprocessed(&err) {
-            SendFailure::Unprocessed
-        } else if !h2 && closed_unanswered(&err) {
-            SendFailure::ClosedUnanswered
-        } else {
-            SendFailure::MaybeProcessed(UpstreamFailure::of_hyper(&err))
-        };
-        tracing::debug!(error = %err, ?failure, "upstream request failed");
-        let resendable = match (failure, copy) {
-            (SendFailure::Unprocessed | SendFailure::ClosedUnanswered, Some(copy)) => {
-                *request = *copy;
-                true
-            }
-            _ => false,
-        };
-        Err(SendError { failure, resendable })
+        Sent::Hyper { sending: send_hyper(conn, copy, request, timer) }
     }
+}
+
+/// What a send comes to.
+pub type SendResult = Result<Answer, SendError>;
+
+pin_project_lite::pin_project! {
+    /// [`Session::send`]'s future: over the inline client or hyper's.
+    #[project = SentProj]
+    // pin-project-lite takes no doc comments on variant fields.
+    #[allow(missing_docs)]
+    #[derive(Debug)]
+    pub enum Sent<A, B> {
+        /// The inline HTTP/1.1 client.
+        Inline { #[pin] sending: A },
+        /// hyper's HTTP/1.1 or HTTP/2 client.
+        Hyper { #[pin] sending: B },
+    }
+}
+
+impl<A: Future<Output = SendResult>, B: Future<Output = SendResult>> Future for Sent<A, B> {
+    type Output = SendResult;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<SendResult> {
+        match self.project() {
+            SentProj::Inline { sending } => sending.poll(cx),
+            SentProj::Hyper { sending } => sending.poll(cx),
+        }
+    }
+}
+
+/// Exchange a body-less request inline. The client only borrows the
+/// request, so it stays whole for any resend.
+async fn send_inline(
+    mut conn: Box<H1Conn>,
+    request: &mut Request<RequestBody>,
+    timer: &mut Pin<Box<Sleep>>,
+) -> SendResult {
+    match before(timer, conn.exchange(request)).await {
+        None => Err(SendError { failure: SendFailure::TimedOut, resendable: true }),
+        Some(Ok(head)) => Ok(Answer::Inline(head, conn)),
+        Some(Err(err)) => {
+            tracing::debug!(error = %err, "upstream request failed");
+            let failure = match err {
+                H1Error::NotSent(_) => SendFailure::NotSent,
+                H1Error::ClosedUnanswered(_) => SendFailure::ClosedUnanswered,
+                err => SendFailure::MaybeProcessed(err.failure()),
+            };
+            Err(SendError { failure, resendable: true })
+        }
+    }
+}
+
+/// Send a request through hyper's client, which consumes it: it comes back
+/// into `request` when hyper returns it unsent, or as `copy` (a copy of its
+/// head) after a failure the caller would resend.
+async fn send_hyper(
+    mut conn: UpstreamConn,
+    copy: Option<Box<Request<RequestBody>>>,
+    request: &mut Request<RequestBody>,
+    timer: &mut Pin<Box<Sleep>>,
+) -> SendResult {
+    let sent = std::mem::replace(request, Request::new(RequestBody::empty()));
+    let h2 = matches!(conn, UpstreamConn::H2(_));
+    let err = match before(timer, conn.try_send_request(sent)).await {
+        None => return Err(SendError { failure: SendFailure::TimedOut, resendable: false }),
+        Some(Ok(mut response)) => {
+            if one_content_length(response.headers_mut()) {
+                return Ok(Answer::Hyper(response, conn));
+            }
+            // Dropping the connection closes it: its framing is lost.
+            tracing::debug!("the backend sent conflicting content-length values");
+            let failure = SendFailure::MaybeProcessed(UpstreamFailure::Protocol);
+            return Err(SendError { failure, resendable: false });
+        }
+        Some(Err(err)) => err,
+    };
+    let mut err = err;
+    if let Some(unsent) = err.take_message() {
+        *request = unsent;
+        return Err(SendError { failure: SendFailure::NotSent, resendable: true });
+    }
+    let err = err.into_error();
+    let failure = if let Some(cause) = RequestBodyError::find(&err) {
+        tracing::debug!(error = %cause, "request body failed");
+        SendFailure::Client(match cause {
+            RequestBodyError::Timeout(_) => ClientFailure::Stalled,
+            RequestBodyError::Client(_) => ClientFailure::Incomplete,
+        })
+    } else if h2 && unprocessed(&err) {
+        SendFailure::Unprocessed
+    } else if !h2 && closed_unanswered(&err) {
+        SendFailure::ClosedUnanswered
+    } else {
+        SendFailure::MaybeProcessed(UpstreamFailure::of_hyper(&err))
+    };
+    tracing::debug!(error = %err, ?failure, "upstream request failed");
+    let resendable = match (failure, copy) {
+        (SendFailure::Unprocessed | SendFailure::ClosedUnanswered, Some(copy)) => {
+            *request = *copy;
+            true
+        }
+        _ => false,
+    };
+    Err(SendError { failure, resendable })
 }
 
 /// Make a response's `Content-Length` one plain value, as the inline client
