@@ -112,6 +112,19 @@ async fn a_get_closed_unanswered_goes_once_more_to_another_backend() {
     assert!(died.iter().all(|line| line.starts_with("GET /get/")), "{died:?}");
     assert_eq!(good.hits(), 4);
     assert_eq!(retries(&proxy, "closed_unanswered").await, 2.0);
+    // The dying backend's failures count against it, not the pool: the
+    // client saw no 5xx.
+    let text = get(&client, &proxy.admin_url("/metrics"), &[]).await.body;
+    let value = |pred: &dyn Fn(&str) -> bool| -> f64 {
+        text.lines().filter(|l| pred(l)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+    };
+    let dying_addr = format!("backend=\"{}\"", dying.addr);
+    let resets = value(&|l: &str| {
+        l.starts_with("cutover_upstream_failures_total{") && l.contains(&dying_addr) && l.contains("kind=\"reset\"")
+    });
+    assert_eq!(resets, 2.0, "{text}");
+    let server_errors = value(&|l: &str| l.starts_with("cutover_requests_total{") && l.contains("code=\"5xx\""));
+    assert_eq!(server_errors, 0.0, "{text}");
 }
 
 #[tokio::test]
