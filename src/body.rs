@@ -4,11 +4,14 @@
 //! a short body the proxy wrote itself — an enum rather than a boxed trait
 //! object, so the common path allocates nothing for the body.
 //!
-//! [`RequestBody`] is a client's request body on its way to a backend. It
-//! enforces `body_read_timeout` (a client that stops sending mid-body — a
-//! slow POST — must not hold a backend connection forever) and marks its
-//! errors as the client's, so a client that hangs up or stalls mid-upload
-//! is never counted as a backend failure.
+//! [`UpstreamBody`] is a backend's response body on its way to the client.
+//! It gives its connection back to the backend only once it has been read
+//! to its end: a body dropped half-way (the client went away) leaves the
+//! connection mid-message, so it is closed instead. It holds the request's
+//! [`Exchange`], so a request counts as in flight until its last byte has
+//! passed, which is what draining and `p2c` need.
+//!
+//! A client's request body is [`crate::request_body`]'s, re-exported here.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,12 +19,14 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::Response;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use prometheus::IntCounter;
-use tokio::time::Sleep;
 
-use crate::pool::UpstreamBody;
+use crate::exchange::Exchange;
+use crate::pool::session::Answer;
+use crate::pool::{BoxError, Conn, H1Body, UpstreamConn, UpstreamFailure};
+pub use crate::request_body::{RequestBody, RequestBodyError};
 
 /// A response body.
 #[derive(Debug)]
@@ -46,7 +51,7 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = crate::pool::BoxError;
+    type Error = BoxError;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
@@ -71,100 +76,247 @@ impl Body for ProxyBody {
     }
 }
 
-/// A request body failed on the client's side.
-#[derive(Debug, thiserror::Error)]
-pub enum RequestBodyError {
-    /// The client sent nothing for `body_read_timeout`.
-    #[error("the client sent no request body data for {0:?}")]
-    Timeout(Duration),
-    /// The client's connection failed mid-body.
-    #[error("reading the request body from the client failed: {0}")]
-    Client(hyper::Error),
-}
-
-impl RequestBodyError {
-    /// Find a request-body error in `err`'s chain of causes: such a failure
-    /// is the client's, whatever the upstream exchange reports.
-    pub fn find<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a RequestBodyError> {
-        let mut cause: Option<&'a (dyn std::error::Error + 'static)> = Some(err);
-        while let Some(e) = cause {
-            if let Some(found) = e.downcast_ref::<RequestBodyError>() {
-                return Some(found);
-            }
-            cause = e.source();
-        }
-        None
-    }
-}
-
-/// A client's request body, with a deadline on each wait for data.
+/// A response body streamed from a backend.
 #[derive(Debug)]
-pub struct RequestBody {
-    /// `None` for the empty body of a request sent again (see
-    /// [`RequestBody::empty`]).
-    inner: Option<Incoming>,
-    timeout: Duration,
-    /// Armed on the first wait, reset whenever data arrives; bodies that
-    /// arrive whole never allocate it.
-    timer: Option<Pin<Box<Sleep>>>,
-    /// Where the timeout is counted when it fires; `None` for a body that
-    /// has ended already and cannot wait (so a body-less request clones no
-    /// counter).
-    timed_out: Option<IntCounter>,
+pub struct UpstreamBody {
+    source: Source,
+    /// Longest silence between two frames of the body; then it is cut and
+    /// counted as an upstream timeout.
+    idle_timeout: Duration,
+    /// The exchange's timer, re-armed for `idle_timeout` on the first wait
+    /// for data and again whenever data arrives.
+    timer: Pin<Box<tokio::time::Sleep>>,
+    armed: bool,
+    /// Records the exchange (and keeps it in flight) until the body is done.
+    exchange: Option<Exchange>,
+    /// Whether any of the body has been passed on.
+    started: bool,
+    /// A failure held back for one poll (see [`UpstreamBody::fail`]).
+    held: Option<BoxError>,
 }
 
-impl RequestBody {
-    /// Wrap `inner`, allowing `timeout` of silence between its frames;
-    /// each timeout is counted in `timed_out`.
-    pub fn new(inner: Incoming, timeout: Duration, timed_out: &IntCounter) -> RequestBody {
-        let timed_out = (!inner.is_end_stream()).then(|| timed_out.clone());
-        RequestBody { inner: Some(inner), timeout, timer: None, timed_out }
+/// Where the body comes from, with the connection to give back once it
+/// has ended.
+#[derive(Debug)]
+enum Source {
+    /// hyper's client reads it.
+    Hyper { body: Incoming, conn: Option<UpstreamConn> },
+    /// Read here, from the connection the body owns.
+    Inline(H1Body),
+}
+
+/// A failed read of a response body.
+enum BodyError {
+    Hyper(hyper::Error),
+    Inline(crate::pool::H1Error),
+}
+
+impl UpstreamBody {
+    /// Wrap `body`, which arrived through hyper on `conn` for `exchange`; a
+    /// backend silent for `idle_timeout` mid-body is cut off, timed by
+    /// `timer` (the exchange's, so a request registers one timer, not one
+    /// per phase).
+    pub fn new(
+        body: Incoming,
+        conn: UpstreamConn,
+        exchange: Exchange,
+        idle_timeout: Duration,
+        timer: Pin<Box<tokio::time::Sleep>>,
+    ) -> UpstreamBody {
+        UpstreamBody::from_source(Source::Hyper { body, conn: Some(conn) }, exchange, idle_timeout, timer)
     }
 
-    /// No body: for a body-less request sent a second time, whose first
-    /// (already ended) body went with the first attempt.
-    pub fn empty() -> RequestBody {
-        RequestBody { inner: None, timeout: Duration::ZERO, timer: None, timed_out: None }
+    /// The client's response for a backend's `answer`: its head without
+    /// hop-by-hop fields, and its body streamed for `exchange`, cut off
+    /// after `idle_timeout` of silence (timed by `timer`).
+    pub fn respond(
+        answer: Answer,
+        exchange: Exchange,
+        idle_timeout: Duration,
+        timer: Pin<Box<tokio::time::Sleep>>,
+    ) -> Response<ProxyBody> {
+        match answer {
+            Answer::Inline(head, conn) => {
+                let body = H1Body::new(conn, &head);
+                // The parse left the hop-by-hop fields out.
+                let (parts, ()) = head.response.into_parts();
+                let body = UpstreamBody::inline(body, exchange, idle_timeout, timer);
+                Response::from_parts(parts, ProxyBody::Upstream(body))
+            }
+            Answer::Hyper(response, conn) => {
+                let (mut parts, body) = response.into_parts();
+                crate::headers::strip_hop_by_hop(&mut parts.headers);
+                let body = UpstreamBody::new(body, conn, exchange, idle_timeout, timer);
+                Response::from_parts(parts, ProxyBody::Upstream(body))
+            }
+        }
+    }
+
+    /// The same for a body read inline (see [`crate::pool::h1`]).
+    pub fn inline(
+        body: H1Body,
+        exchange: Exchange,
+        idle_timeout: Duration,
+        timer: Pin<Box<tokio::time::Sleep>>,
+    ) -> UpstreamBody {
+        UpstreamBody::from_source(Source::Inline(body), exchange, idle_timeout, timer)
+    }
+
+    fn from_source(
+        source: Source,
+        exchange: Exchange,
+        idle_timeout: Duration,
+        timer: Pin<Box<tokio::time::Sleep>>,
+    ) -> UpstreamBody {
+        let mut this = UpstreamBody {
+            source,
+            idle_timeout,
+            timer,
+            armed: false,
+            exchange: Some(exchange),
+            started: false,
+            held: None,
+        };
+        if this.is_end_stream() {
+            this.finish();
+        }
+        this
+    }
+
+    /// The body ended: give the connection back if it can be reused.
+    fn finish(&mut self) {
+        let conn = match &mut self.source {
+            Source::Hyper { conn, .. } => conn.take().map(Conn::Hyper),
+            Source::Inline(body) => body.take_reusable().map(Conn::Inline),
+        };
+        if let (Some(conn), Some(exchange)) = (conn, self.exchange.as_ref()) {
+            exchange.backend().release(conn, exchange.started());
+        }
+        self.exchange = None;
+    }
+
+    /// The body broke: its connection is closed, never reused.
+    fn drop_conn(&mut self) {
+        match &mut self.source {
+            Source::Hyper { conn, .. } => *conn = None,
+            Source::Inline(body) => body.abandon(),
+        }
+    }
+
+    /// The body broke with `error`. If some of it went out already, the
+    /// error waits one poll: hyper's server drops what it has buffered
+    /// when a body fails, and the response head and the data before the
+    /// break should reach the client, which then sees a 200 cut short (as
+    /// from nginx) rather than a connection closed with no answer.
+    fn fail(&mut self, error: BoxError, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if !self.started {
+            return Poll::Ready(Some(Err(error)));
+        }
+        self.held = Some(error);
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    fn poll_source(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match &mut self.source {
+            Source::Hyper { body, .. } => {
+                Pin::new(body).poll_frame(cx).map(|frame| frame.map(|result| result.map_err(BodyError::Hyper)))
+            }
+            Source::Inline(body) => {
+                body.poll_frame(cx).map(|frame| frame.map(|result| result.map_err(BodyError::Inline)))
+            }
+        }
     }
 }
 
-impl Body for RequestBody {
+/// The backend went silent mid-body for longer than the idle timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("the backend sent no response body data for {0:?}")]
+pub struct UpstreamBodyTimeout(pub Duration);
+
+impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = RequestBodyError;
+    type Error = BoxError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = self.get_mut();
-        let Some(inner) = this.inner.as_mut() else { return Poll::Ready(None) };
-        match Pin::new(inner).poll_frame(cx) {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if let Some(error) = this.held.take() {
+            return Poll::Ready(Some(Err(error)));
+        }
+        let polled = this.poll_source(cx);
+        if polled.is_pending() {
+            let timeout = this.idle_timeout;
+            if !this.armed {
+                this.armed = true;
+                this.timer.as_mut().reset(tokio::time::Instant::now() + timeout);
+            }
+            if this.timer.as_mut().poll(cx).is_ready() {
+                this.drop_conn();
+                if let Some(mut exchange) = this.exchange.take() {
+                    exchange.failed(UpstreamFailure::Timeout);
+                }
+                return Poll::Ready(Some(Err(Box::new(UpstreamBodyTimeout(timeout)))));
+            }
+            return Poll::Pending;
+        }
+        if this.armed {
+            this.timer.as_mut().reset(tokio::time::Instant::now() + this.idle_timeout);
+        }
+        match polled {
+            Poll::Ready(None) => {
+                this.finish();
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                // A broken body leaves the connection unusable: drop it, and
+                // count the exchange as the backend's failure — unless it
+                // broke because the client's request body did.
+                this.drop_conn();
+                let mut exchange = this.exchange.take();
+                let error: BoxError = match e {
+                    BodyError::Hyper(e) => {
+                        if let Some(exchange) = exchange.as_mut() {
+                            if RequestBodyError::find(&e).is_some() {
+                                exchange.client_failed();
+                            } else {
+                                exchange.failed(UpstreamFailure::of_hyper(&e));
+                            }
+                        }
+                        Box::new(e)
+                    }
+                    BodyError::Inline(e) => {
+                        if let Some(exchange) = exchange.as_mut() {
+                            exchange.failed(e.failure());
+                        }
+                        Box::new(e)
+                    }
+                };
+                this.fail(error, cx)
+            }
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some(timer) = this.timer.as_mut() {
-                    timer.as_mut().reset(tokio::time::Instant::now() + this.timeout);
+                this.started = true;
+                // Trailers are a body's last frame, whatever `is_end_stream`
+                // says yet, and hyper's server polls no further after them.
+                if frame.is_trailers() || this.is_end_stream() {
+                    this.finish();
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(RequestBodyError::Client(e)))),
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => {
-                let timeout = this.timeout;
-                let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-                match timer.as_mut().poll(cx) {
-                    Poll::Ready(()) => {
-                        if let Some(counter) = this.timed_out.take() {
-                            counter.inc();
-                        }
-                        Poll::Ready(Some(Err(RequestBodyError::Timeout(timeout))))
-                    }
-                    Poll::Pending => Poll::Pending,
-                }
-            }
+            Poll::Pending => Poll::Pending,
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(Incoming::is_end_stream)
+        match &self.source {
+            Source::Hyper { body, .. } => body.is_end_stream(),
+            Source::Inline(body) => body.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.as_ref().map_or_else(|| SizeHint::with_exact(0), Incoming::size_hint)
+        match &self.source {
+            Source::Hyper { body, .. } => body.size_hint(),
+            Source::Inline(body) => body.size_hint(),
+        }
     }
 }

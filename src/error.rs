@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 
 use crate::body::ProxyBody;
+pub use crate::pool::UpstreamFailure;
 
 /// Who caused a failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,62 +22,6 @@ pub enum Source {
     Downstream,
     /// The proxy's own state (no route, no backend).
     Internal,
-}
-
-/// How an upstream failed, as the `kind` label of
-/// `cutover_upstream_failures_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpstreamFailure {
-    /// The TCP connect failed or timed out.
-    Connect,
-    /// No response within `request_timeout`.
-    Timeout,
-    /// The connection was closed or reset mid-exchange.
-    Reset,
-    /// The backend's answer was not valid HTTP.
-    Protocol,
-}
-
-impl UpstreamFailure {
-    /// The metric label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UpstreamFailure::Connect => "connect",
-            UpstreamFailure::Timeout => "timeout",
-            UpstreamFailure::Reset => "reset",
-            UpstreamFailure::Protocol => "protocol",
-        }
-    }
-
-    /// Position in per-kind handle arrays (the order of the variants).
-    pub fn index(self) -> usize {
-        match self {
-            UpstreamFailure::Connect => 0,
-            UpstreamFailure::Timeout => 1,
-            UpstreamFailure::Reset => 2,
-            UpstreamFailure::Protocol => 3,
-        }
-    }
-
-    /// Classify an error of the inline HTTP/1.1 client.
-    pub fn of_inline(err: &crate::pool::H1Error) -> UpstreamFailure {
-        if err.is_protocol() {
-            UpstreamFailure::Protocol
-        } else {
-            UpstreamFailure::Reset
-        }
-    }
-
-    /// Classify a hyper client error.
-    pub fn classify(err: &hyper::Error) -> UpstreamFailure {
-        if err.is_parse() || err.is_parse_status() || err.is_parse_too_large() {
-            UpstreamFailure::Protocol
-        } else if err.is_timeout() {
-            UpstreamFailure::Timeout
-        } else {
-            UpstreamFailure::Reset
-        }
-    }
 }
 
 /// A request the proxy answers itself.

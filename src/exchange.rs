@@ -14,14 +14,11 @@ use std::sync::Arc;
 use prometheus::IntCounter;
 use tokio::time::Instant;
 
-use crate::error::UpstreamFailure;
-use crate::guard::{Breach, PoolGuard};
+pub use crate::guard::BreachSender;
+use crate::guard::PoolGuard;
 use crate::health::PassiveOutcome;
 use crate::pool::backend::InFlight;
-use crate::pool::Backend;
-
-/// Where the guard sends a breach: (pool, breach), to the control task.
-pub type BreachSender = tokio::sync::mpsc::UnboundedSender<(Arc<str>, Breach)>;
+use crate::pool::{Backend, UpstreamFailure};
 
 /// How the exchange ended, as far as the backend is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,14 +86,20 @@ impl Exchange {
         self.outcome = Outcome::Failed(kind);
     }
 
-    /// The connect failed and the request moves to another backend: count
-    /// the failure against this backend, but not the request against the
-    /// pool's guard or status counters — the request itself goes on.
+    /// The request moves to another backend after this one failed it:
+    /// count the failure against this backend, but not the request against
+    /// the pool's guard or status counters — the request itself goes on.
     pub fn abandon_for_retry(mut self, kind: UpstreamFailure) {
         if let Some(m) = self.backend().metrics() {
             m.failures[kind.index()].inc();
         }
-        self.report_passive(PassiveOutcome::ConnectFailure);
+        self.report_passive(kind.into());
+        self.abandoned = true;
+    }
+
+    /// The request moves to another backend through no fault of this one:
+    /// record nothing.
+    pub fn abandon(mut self) {
         self.abandoned = true;
     }
 }

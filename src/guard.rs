@@ -28,6 +28,10 @@ use tokio::time::Instant;
 
 use crate::config::GuardConfig;
 
+/// Where a guard sends a breach: (pool, breach), to the control task. The
+/// guard owns the channel's type; the control side holds its receiver.
+pub type BreachSender = tokio::sync::mpsc::UnboundedSender<(std::sync::Arc<str>, Breach)>;
+
 /// Number of slices in a window.
 const SLICES: u64 = 10;
 
@@ -278,16 +282,12 @@ pub struct PoolGuard {
     /// Set while a breach has been reported and not yet cleared.
     breached: AtomicBool,
     /// Where breaches are reported (the control task).
-    events: Option<crate::exchange::BreachSender>,
+    events: Option<BreachSender>,
 }
 
 impl PoolGuard {
     /// A guard with an empty window, reporting breaches to `events`.
-    pub fn new(
-        pool: std::sync::Arc<str>,
-        config: GuardConfig,
-        events: Option<crate::exchange::BreachSender>,
-    ) -> PoolGuard {
+    pub fn new(pool: std::sync::Arc<str>, config: GuardConfig, events: Option<BreachSender>) -> PoolGuard {
         let window = GuardWindow::new(config.window, config.max_p99_latency);
         PoolGuard { pool, config, window, breached: AtomicBool::new(false), events }
     }

@@ -75,6 +75,7 @@ pub mod memory;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
+pub mod request_body;
 pub mod rollout;
 pub mod route;
 pub mod runtime;

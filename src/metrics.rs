@@ -55,7 +55,13 @@ pub struct Metrics {
     pub client_timeouts: IntCounterVec,
     /// `cutover_request_headers_dropped_total{reason}`.
     pub request_headers_dropped: IntCounterVec,
+    /// `cutover_upstream_retries_total{pool,reason}`.
+    pub upstream_retries: IntCounterVec,
 }
+
+/// Why a request went to a backend again, as the `reason` label of
+/// `cutover_upstream_retries_total`.
+pub const RETRY_REASONS: [&str; 3] = ["connect", "unprocessed", "closed_unanswered"];
 
 /// The protective client timeouts, as the `timeout` label.
 pub const CLIENT_TIMEOUTS: [&str; 5] = ["no_request", "header_read", "body_read", "send", "tls_handshake"];
@@ -88,6 +94,8 @@ pub struct BackendMetrics {
     pub duration: Histogram,
     /// Failures by kind: connect, timeout, reset, protocol.
     pub failures: [IntCounter; 4],
+    /// The pool's requests sent again, by [`RETRY_REASONS`].
+    pub retries: [IntCounter; 3],
 }
 
 impl Metrics {
@@ -165,6 +173,11 @@ impl Metrics {
                 "Request headers not forwarded to the backend, by reason (underscore: a name containing `_`).",
                 &["reason"],
             ),
+            upstream_retries: counter(
+                "cutover_upstream_retries_total",
+                "Requests sent to a backend again: after a failed connect, a stream the backend did not process, or a connection closed before any answer.",
+                &["pool", "reason"],
+            ),
             registry,
         };
         // Counters exist at 0 from the start, so `increase()` sees the first event.
@@ -198,6 +211,7 @@ impl Metrics {
         BackendMetrics {
             duration: self.request_duration.with_label_values(&[pool, backend]),
             failures: [kind("connect"), kind("timeout"), kind("reset"), kind("protocol")],
+            retries: RETRY_REASONS.map(|reason| self.upstream_retries.with_label_values(&[pool, reason])),
         }
     }
 

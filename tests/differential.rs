@@ -48,25 +48,12 @@ const PARALLEL: usize = 8;
 
 /// Known differences: case name, and why the clients differ. When a
 /// difference is fixed, the test says so and its entry goes.
-const KNOWN: &[(&str, &str)] = &[
-    (
-        "content-length list of equal values",
-        "defect 1 of issue 21: the inline client answers 502, hyper's forwards `Content-Length: 5, 5` verbatim; \
-         both must forward one `Content-Length: 5`",
-    ),
-    (
-        "101 to a request that asked for no upgrade",
-        "defect found by this test: to a request with a body, hyper's client hands the 101 on and the client \
-         gets `101` with no headers; the inline client answers 502. src/proxy.rs must answer 502 to a 101 \
-         whenever the client asked for no upgrade, on both paths",
-    ),
-    (
-        "content-length beside chunked",
-        "hardening gap of hyper's client: both read the chunked body and forward it whole (the Content-Length \
+const KNOWN: &[(&str, &str)] = &[(
+    "content-length beside chunked",
+    "hardening gap of hyper's client: both read the chunked body and forward it whole (the Content-Length \
          removed, RFC 9112 §6.3), but only the inline client then drops the connection, since an answer with \
          both framings is a sign of response splitting; hyper's client gives it back to the pool",
-    ),
-];
+)];
 
 /// What the backend does after writing a case's bytes.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -24,7 +24,7 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
-use super::conn::{self, Conn, ConnectError, Cuttable, Transport, UpstreamConn};
+use super::conn::{self, Conn, ConnectError, Cuttable, Timeouts, Transport, UpstreamConn};
 use crate::config::BackendAddr;
 
 /// Identity of a backend across reloads: pool name + address.
@@ -32,23 +32,6 @@ pub type BackendKey = (Arc<str>, BackendAddr);
 
 /// Most idle connections kept per backend; more are closed when released.
 const MAX_IDLE_PER_BACKEND: usize = 512;
-
-/// The deadlines a backend's new connections are opened with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timeouts {
-    /// `[server] connect_timeout`.
-    pub connect: Duration,
-    /// `[server] request_timeout`: it bounds how long sent data may stay
-    /// unacknowledged before a connection counts as dead (see
-    /// `conn::detect_dead_peers`).
-    pub request: Duration,
-}
-
-impl Timeouts {
-    /// The config's defaults.
-    pub const DEFAULT: Timeouts =
-        Timeouts { connect: crate::config::DEFAULT_CONNECT_TIMEOUT, request: crate::config::DEFAULT_REQUEST_TIMEOUT };
-}
 
 /// A connection in a backend's idle list.
 #[derive(Debug)]
@@ -299,7 +282,7 @@ impl Backend {
     }
 
     /// Hand an inline connection to hyper's client.
-    async fn hand_to_hyper(&self, conn: Box<super::H1Conn>) -> Result<UpstreamConn, ConnectError> {
+    async fn hand_to_hyper(&self, conn: Box<super::h1::H1Conn>) -> Result<UpstreamConn, ConnectError> {
         let (conn, cuttable) = conn::into_hyper(conn, &self.addr).await?;
         self.track(cuttable);
         Ok(conn)

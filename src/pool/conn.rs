@@ -1,12 +1,8 @@
-//! Opening upstream connections, and the response body that gives its
-//! connection back.
-//!
-//! A connection is returned to its backend's idle list only once the
-//! response body has been read to its end: a body dropped half-way (the
-//! client went away) leaves the connection mid-message, so it is closed
-//! instead. The same body type holds the request's [`Exchange`], so a
-//! request counts as in flight until its last byte has passed, which is what
-//! draining and `p2c` need.
+//! Opening upstream connections: TCP (with dead-peer detection), TLS, and
+//! the HTTP handshake that makes a [`Conn`] — an inline HTTP/1.1 connection
+//! (see [`super::h1`]) or one driven by hyper's client — and the handle a
+//! drain uses to cut it. The body a response streams back through is
+//! `crate::body::UpstreamBody`, above this layer.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -14,9 +10,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{Request, Response};
-use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2, TrySendError};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -25,10 +19,9 @@ use std::sync::Arc;
 use tokio::net::TcpStream;
 use tokio::task::AbortHandle;
 
-use super::h1::{CutSwitch, H1Body, H1Conn};
-use crate::body::RequestBody;
+use super::h1::{CutSwitch, H1Conn};
 use crate::config::{BackendAddr, UpstreamProtocol};
-use crate::exchange::Exchange;
+use crate::request_body::RequestBody;
 
 /// Why no connection to a backend could be opened.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +58,23 @@ pub enum ConnectError {
         /// hyper's error.
         source: hyper::Error,
     },
+}
+
+/// The deadlines a backend's new connections are opened with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// `[server] connect_timeout`.
+    pub connect: Duration,
+    /// `[server] request_timeout`: it bounds how long sent data may stay
+    /// unacknowledged before a connection counts as dead (see
+    /// `detect_dead_peers`).
+    pub request: Duration,
+}
+
+impl Timeouts {
+    /// The config's defaults.
+    pub const DEFAULT: Timeouts =
+        Timeouts { connect: crate::config::DEFAULT_CONNECT_TIMEOUT, request: crate::config::DEFAULT_REQUEST_TIMEOUT };
 }
 
 /// How a backend is reached: plain or TLS, HTTP/1.1 or HTTP/2.
@@ -306,7 +316,7 @@ impl Cuttable {
 pub(super) async fn connect(
     addr: &BackendAddr,
     resolved: Option<SocketAddr>,
-    timeouts: super::Timeouts,
+    timeouts: Timeouts,
     transport: &Transport,
 ) -> Result<(Conn, Cuttable), ConnectError> {
     let unacknowledged = unacknowledged_limit(timeouts.request);
@@ -369,227 +379,8 @@ where
     }
 }
 
-/// A response body streamed from a backend.
-#[derive(Debug)]
-pub struct UpstreamBody {
-    source: Source,
-    /// Longest silence between two frames of the body; then it is cut and
-    /// counted as an upstream timeout.
-    idle_timeout: Duration,
-    /// The exchange's timer, re-armed for `idle_timeout` on the first wait
-    /// for data and again whenever data arrives.
-    timer: Pin<Box<tokio::time::Sleep>>,
-    armed: bool,
-    /// Records the exchange (and keeps it in flight) until the body is done.
-    exchange: Option<Exchange>,
-    /// Whether any of the body has been passed on.
-    started: bool,
-    /// A failure held back for one poll (see [`UpstreamBody::fail`]).
-    held: Option<BoxError>,
-}
-
-/// Where the body comes from, with the connection to give back once it
-/// has ended.
-#[derive(Debug)]
-enum Source {
-    /// hyper's client reads it.
-    Hyper { body: Incoming, conn: Option<UpstreamConn> },
-    /// Read here, from the connection the body owns.
-    Inline(H1Body),
-}
-
-/// A failed read of a response body.
-enum BodyError {
-    Hyper(hyper::Error),
-    Inline(super::h1::H1Error),
-}
-
-impl UpstreamBody {
-    /// Wrap `body`, which arrived through hyper on `conn` for `exchange`; a
-    /// backend silent for `idle_timeout` mid-body is cut off, timed by
-    /// `timer` (the exchange's, so a request registers one timer, not one
-    /// per phase).
-    pub fn new(
-        body: Incoming,
-        conn: UpstreamConn,
-        exchange: Exchange,
-        idle_timeout: Duration,
-        timer: Pin<Box<tokio::time::Sleep>>,
-    ) -> UpstreamBody {
-        UpstreamBody::from_source(Source::Hyper { body, conn: Some(conn) }, exchange, idle_timeout, timer)
-    }
-
-    /// The same for a body read inline (see [`super::h1`]).
-    pub fn inline(
-        body: H1Body,
-        exchange: Exchange,
-        idle_timeout: Duration,
-        timer: Pin<Box<tokio::time::Sleep>>,
-    ) -> UpstreamBody {
-        UpstreamBody::from_source(Source::Inline(body), exchange, idle_timeout, timer)
-    }
-
-    fn from_source(
-        source: Source,
-        exchange: Exchange,
-        idle_timeout: Duration,
-        timer: Pin<Box<tokio::time::Sleep>>,
-    ) -> UpstreamBody {
-        let mut this = UpstreamBody {
-            source,
-            idle_timeout,
-            timer,
-            armed: false,
-            exchange: Some(exchange),
-            started: false,
-            held: None,
-        };
-        if this.is_end_stream() {
-            this.finish();
-        }
-        this
-    }
-
-    /// The body ended: give the connection back if it can be reused.
-    fn finish(&mut self) {
-        let conn = match &mut self.source {
-            Source::Hyper { conn, .. } => conn.take().map(Conn::Hyper),
-            Source::Inline(body) => body.take_reusable().map(Conn::Inline),
-        };
-        if let (Some(conn), Some(exchange)) = (conn, self.exchange.as_ref()) {
-            exchange.backend().release(conn, exchange.started());
-        }
-        self.exchange = None;
-    }
-
-    /// The body broke: its connection is closed, never reused.
-    fn drop_conn(&mut self) {
-        match &mut self.source {
-            Source::Hyper { conn, .. } => *conn = None,
-            Source::Inline(body) => body.abandon(),
-        }
-    }
-
-    /// The body broke with `error`. If some of it went out already, the
-    /// error waits one poll: hyper's server drops what it has buffered
-    /// when a body fails, and the response head and the data before the
-    /// break should reach the client, which then sees a 200 cut short (as
-    /// from nginx) rather than a connection closed with no answer.
-    fn fail(&mut self, error: BoxError, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if !self.started {
-            return Poll::Ready(Some(Err(error)));
-        }
-        self.held = Some(error);
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    }
-
-    fn poll_source(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        match &mut self.source {
-            Source::Hyper { body, .. } => {
-                Pin::new(body).poll_frame(cx).map(|frame| frame.map(|result| result.map_err(BodyError::Hyper)))
-            }
-            Source::Inline(body) => {
-                body.poll_frame(cx).map(|frame| frame.map(|result| result.map_err(BodyError::Inline)))
-            }
-        }
-    }
-}
-
 /// Errors of bodies streamed to clients.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// The backend went silent mid-body for longer than the idle timeout.
-#[derive(Debug, thiserror::Error)]
-#[error("the backend sent no response body data for {0:?}")]
-pub struct UpstreamBodyTimeout(pub Duration);
-
-impl Body for UpstreamBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        if let Some(error) = this.held.take() {
-            return Poll::Ready(Some(Err(error)));
-        }
-        let polled = this.poll_source(cx);
-        if polled.is_pending() {
-            let timeout = this.idle_timeout;
-            if !this.armed {
-                this.armed = true;
-                this.timer.as_mut().reset(tokio::time::Instant::now() + timeout);
-            }
-            if this.timer.as_mut().poll(cx).is_ready() {
-                this.drop_conn();
-                if let Some(mut exchange) = this.exchange.take() {
-                    exchange.failed(crate::error::UpstreamFailure::Timeout);
-                }
-                return Poll::Ready(Some(Err(Box::new(UpstreamBodyTimeout(timeout)))));
-            }
-            return Poll::Pending;
-        }
-        if this.armed {
-            this.timer.as_mut().reset(tokio::time::Instant::now() + this.idle_timeout);
-        }
-        match polled {
-            Poll::Ready(None) => {
-                this.finish();
-                Poll::Ready(None)
-            }
-            Poll::Ready(Some(Err(e))) => {
-                // A broken body leaves the connection unusable: drop it, and
-                // count the exchange as the backend's failure — unless it
-                // broke because the client's request body did.
-                this.drop_conn();
-                let mut exchange = this.exchange.take();
-                let error: BoxError = match e {
-                    BodyError::Hyper(e) => {
-                        if let Some(exchange) = exchange.as_mut() {
-                            if crate::body::RequestBodyError::find(&e).is_some() {
-                                exchange.client_failed();
-                            } else {
-                                exchange.failed(crate::error::UpstreamFailure::classify(&e));
-                            }
-                        }
-                        Box::new(e)
-                    }
-                    BodyError::Inline(e) => {
-                        if let Some(exchange) = exchange.as_mut() {
-                            exchange.failed(crate::error::UpstreamFailure::of_inline(&e));
-                        }
-                        Box::new(e)
-                    }
-                };
-                this.fail(error, cx)
-            }
-            Poll::Ready(Some(Ok(frame))) => {
-                this.started = true;
-                // Trailers are a body's last frame, whatever `is_end_stream`
-                // says yet, and hyper's server polls no further after them.
-                if frame.is_trailers() || this.is_end_stream() {
-                    this.finish();
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.source {
-            Source::Hyper { body, .. } => body.is_end_stream(),
-            Source::Inline(body) => body.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.source {
-            Source::Hyper { body, .. } => body.size_hint(),
-            Source::Inline(body) => body.size_hint(),
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -14,17 +14,18 @@
 
 pub mod backend;
 pub(crate) mod conn;
+pub mod failure;
 pub mod h1;
+pub mod session;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use rand::Rng;
 
-pub use backend::{Backend, BackendKey, Reuse, Timeouts};
-pub use conn::{
-    BoxError, Conn, ConnectError, SendResult, Sending, Transport, UpstreamBody, UpstreamBodyTimeout, UpstreamConn,
-};
+pub use backend::{Backend, BackendKey, Reuse};
+pub use conn::{BoxError, Conn, ConnectError, SendResult, Sending, Timeouts, Transport, UpstreamConn};
+pub use failure::UpstreamFailure;
 pub use h1::{H1Body, H1Conn, H1Error, H1Head};
 
 use crate::config::LbPolicy;
@@ -47,6 +48,10 @@ pub struct Pool {
     pub guard: Option<Arc<crate::guard::PoolGuard>>,
     /// Whether the pool is rolled back (tripped) in this snapshot.
     pub tripped: bool,
+    /// Whether a request that may reach a backend twice goes again (on
+    /// another backend when there is one) after its connection closed
+    /// before any answer came. On by default.
+    pub retry_unanswered: bool,
     /// Round-robin cursor (only used by [`LbPolicy::RoundRobin`]).
     next: AtomicUsize,
 }
@@ -54,12 +59,18 @@ pub struct Pool {
 impl Pool {
     /// A pool over `backends`, chosen among by `lb`.
     pub fn new(name: Arc<str>, backends: Vec<Arc<Backend>>, lb: LbPolicy) -> Pool {
-        Pool { name, backends, lb, guard: None, tripped: false, next: AtomicUsize::new(0) }
+        Pool { name, backends, lb, guard: None, tripped: false, retry_unanswered: true, next: AtomicUsize::new(0) }
     }
 
     /// The same pool, marked as rolled back or not.
     pub fn with_tripped(mut self, tripped: bool) -> Pool {
         self.tripped = tripped;
+        self
+    }
+
+    /// The same pool, sending a request closed unanswered again or not.
+    pub fn with_retry_unanswered(mut self, retry: bool) -> Pool {
+        self.retry_unanswered = retry;
         self
     }
 

@@ -1,0 +1,208 @@
+//! Planning a request before any future is polled: what the proxy knows
+//! of the client's connection, the checks and rewrite of the head, the
+//! choice of a route, a pool and a backend, and the start of the request's
+//! exchange. A [`Plan`] owns all of it and borrows nothing, so the future
+//! that forwards it holds the request once.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Version};
+use hyper::body::{Body as _, Incoming};
+use prometheus::IntCounter;
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+use tokio::time::{Instant, Sleep};
+
+use super::choose::choose_target;
+use super::head::{check_framing, is_idempotent, origin_form, request_host};
+use crate::body::RequestBody;
+use crate::error::ProxyError;
+use crate::exchange::{Exchange, Recorders};
+use crate::headers;
+use crate::pool::{Backend, Pool};
+use crate::snapshot::{self, Snapshot, Sticky};
+use crate::tunnel;
+
+/// What the proxy knows about one downstream connection.
+#[derive(Debug)]
+pub struct ConnInfo {
+    /// The client's IP, ready for `X-Forwarded-For`.
+    pub client_ip: HeaderValue,
+    /// `http` or `https`, for `X-Forwarded-Proto`.
+    pub proto: HeaderValue,
+    /// Seed sequence for this connection's per-request RNGs.
+    rng: AtomicU64,
+}
+
+/// splitmix64's increment: consecutive seeds land far apart.
+pub(super) const GOLDEN_GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
+
+impl ConnInfo {
+    /// Info for a connection from `client`, over `proto`, seeded with `seed`.
+    pub fn new(client: std::net::SocketAddr, proto: &'static str, seed: u64) -> ConnInfo {
+        let ip = client.ip().to_string();
+        ConnInfo {
+            client_ip: HeaderValue::from_str(&ip).unwrap_or(HeaderValue::from_static("unknown")),
+            proto: HeaderValue::from_static(proto),
+            rng: AtomicU64::new(seed),
+        }
+    }
+
+    pub(super) fn request_rng(&self) -> SmallRng {
+        SmallRng::seed_from_u64(self.rng.fetch_add(GOLDEN_GAMMA, Ordering::Relaxed))
+    }
+}
+
+/// A routed request and the backend it goes to: everything `forward`
+/// needs, owned.
+pub(super) struct Plan {
+    /// The rewritten request, until it is sent.
+    pub(super) request: Request<RequestBody>,
+    /// Where it goes, and what the answer needs from it.
+    pub(super) target: Target,
+    /// The backend chosen (another one after a failed connect).
+    pub(super) backend: Arc<Backend>,
+    /// The request's exchange with that backend.
+    pub(super) exchange: Exchange,
+    /// One timer serves the whole exchange: the request deadline while
+    /// connecting and waiting for the head, then the body's idle limit.
+    pub(super) timer: Pin<Box<Sleep>>,
+}
+
+/// Route, choose a pool and a backend, rewrite the head, and start the
+/// exchange's clock.
+pub(super) fn plan(
+    snapshot: &Snapshot,
+    conn: &ConnInfo,
+    rng: &mut SmallRng,
+    req: Request<Incoming>,
+    body_timeouts: &IntCounter,
+) -> Result<Plan, ProxyError> {
+    let started = Instant::now();
+    let (target, request) = prepare(snapshot, conn, rng, req, body_timeouts)?;
+    let route = &snapshot.routes[target.route];
+    let (pool, codes) = (&route.targets[target.target], &route.codes[target.target]);
+    let backend: Arc<Backend> = pool.pick(rng, None).ok_or(ProxyError::NoBackend)?.clone();
+    let exchange = begin_exchange(pool, codes, &backend, started);
+    let timer = Box::pin(tokio::time::sleep_until(started + snapshot.request_timeout));
+    Ok(Plan { request, target, backend, exchange, timer })
+}
+
+/// Where a request goes, and what the answer needs from the request.
+pub(super) struct Target {
+    /// Index of the route in the snapshot.
+    pub(super) route: usize,
+    /// Index of the pool among the route's targets.
+    pub(super) target: usize,
+    /// A new sticky cookie to set on the response.
+    pub(super) new_cookie: Option<HeaderValue>,
+    /// The client's side of an upgrade it asked for.
+    pub(super) downstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    /// Whether the request may be sent again after a failed connect.
+    pub(super) replayable: bool,
+    /// Whether the request may reach the backend twice: an idempotent
+    /// method and no body (RFC 9110 §9.2.2), so a copy of its head is all
+    /// a second attempt needs.
+    pub(super) repeatable: bool,
+    /// Whether the pool sends a request again after a connection closed
+    /// unanswered (see `forward`).
+    pub(super) retry_unanswered: bool,
+    /// Whether its exchange can run inline on a plain HTTP/1.1 connection
+    /// (see [`crate::pool::h1`]): no body, no upgrade.
+    pub(super) inline: bool,
+}
+
+/// Check, route and choose; rewrite the head for the backend: origin-form
+/// URI, HTTP/1.1, `X-Forwarded-*` set, hop-by-hop headers gone, `Host` kept
+/// as the client sent it.
+fn prepare(
+    snapshot: &Snapshot,
+    conn: &ConnInfo,
+    rng: &mut SmallRng,
+    req: Request<Incoming>,
+    body_timeouts: &IntCounter,
+) -> Result<(Target, Request<RequestBody>), ProxyError> {
+    let (mut parts, body) = req.into_parts();
+    check_framing(&parts, snapshot.max_request_header_bytes)?;
+
+    let host = request_host(&parts)?;
+    let route_at = snapshot
+        .table
+        .find(host.as_ref().and_then(|h| h.to_str().ok()), parts.uri.path())
+        .ok_or(ProxyError::NoRoute)?;
+    let route = &snapshot.routes[route_at];
+    let choice = choose_target(route, &parts, rng).ok_or(ProxyError::NoBackend)?;
+
+    // Before the version is rewritten: only an HTTP/1.1 client may upgrade.
+    let upgrade = tunnel::requested_upgrade(&parts);
+    let host_from_target = parts.uri.authority().is_some();
+    parts.uri = origin_form(&parts.uri);
+    parts.version = Version::HTTP_11;
+    if !snapshot.config.server.allow_underscores_in_headers {
+        let dropped = headers::drop_underscored(&mut parts.headers);
+        if dropped > 0 {
+            snapshot.underscore_headers_dropped.inc_by(dropped);
+        }
+    }
+    // Strip first, then set: a client's `Connection: x-forwarded-for, host`
+    // must not remove the headers the proxy itself adds.
+    let named_gone = headers::strip_hop_by_hop(&mut parts.headers);
+    headers::set_forwarded(&mut parts.headers, &conn.client_ip, &conn.proto, host.as_ref());
+    match host {
+        // The client's own `Host`, still in place: the usual case.
+        Some(_) if !host_from_target && !named_gone => {}
+        // HTTP/2 and absolute-form requests: the authority goes into the
+        // `Host` an HTTP/1.1 backend expects.
+        Some(host) => {
+            parts.headers.insert(header::HOST, host);
+        }
+        // An HTTP/1.0 request may have no host at all; HTTP/1.1 requires
+        // the field, empty when there is no authority (RFC 9112 §3.2).
+        None => {
+            parts.headers.insert(header::HOST, HeaderValue::from_static(""));
+        }
+    }
+    if let Some(protocol) = &upgrade {
+        tunnel::ask_upgrade(&mut parts.headers, protocol);
+    }
+    let repeatable = body.is_end_stream() && is_idempotent(&parts.method);
+    let replayable = body.is_end_stream() || is_idempotent(&parts.method);
+    let inline = body.is_end_stream() && upgrade.is_none() && parts.method != Method::CONNECT;
+    let body = RequestBody::new(body, snapshot.body_read_timeout, body_timeouts);
+    let mut request = Request::from_parts(parts, body);
+    let downstream_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
+    let new_cookie = match (choice.new_cookie, &route.sticky) {
+        (Some(token), Some(Sticky::Cookie { name })) => snapshot::sticky_cookie(name, &token),
+        _ => None,
+    };
+    let target = Target {
+        route: route_at,
+        target: choice.target,
+        new_cookie,
+        downstream_upgrade,
+        replayable,
+        repeatable,
+        inline,
+        retry_unanswered: route.targets[choice.target].retry_unanswered,
+    };
+    Ok((target, request))
+}
+
+/// Start counting a request on `backend` of `pool`, begun at `started`.
+pub(super) fn begin_exchange(
+    pool: &Arc<Pool>,
+    codes: &[Arc<[prometheus::IntCounter; 5]>],
+    backend: &Arc<Backend>,
+    started: Instant,
+) -> Exchange {
+    let at = pool.backends.iter().position(|b| Arc::ptr_eq(b, backend));
+    let recorders = Recorders {
+        guard: pool.guard.clone(),
+        codes: at.and_then(|i| codes.get(i)).cloned(),
+        pool: Some(pool.clone()),
+    };
+    Exchange::begin(backend, started, recorders)
+}
