@@ -11,45 +11,11 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
+use super::error::CliError;
 use super::target::Target;
 
 /// How long one call may take, connect to last byte.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Why a command did not succeed.
-#[derive(Debug, thiserror::Error)]
-pub enum CliError {
-    /// The command line itself is wrong (exit 2).
-    #[error("{0}")]
-    Usage(String),
-    /// The proxy answered, and refused (exit 1).
-    #[error("{status}: {message}")]
-    Refused {
-        /// The answer's status.
-        status: StatusCode,
-        /// Its `error`, or its body.
-        message: String,
-    },
-    /// No answer from the admin API (exit 3).
-    #[error("cannot reach the admin API at {base}: {reason}")]
-    Unreachable {
-        /// The URL tried.
-        base: String,
-        /// What went wrong.
-        reason: String,
-    },
-}
-
-impl CliError {
-    /// The exit code this error ends the command with.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            CliError::Usage(_) => super::EXIT_USAGE,
-            CliError::Refused { .. } => super::EXIT_REFUSED,
-            CliError::Unreachable { .. } => super::EXIT_UNREACHABLE,
-        }
-    }
-}
 
 /// A client for one admin API.
 #[derive(Debug, Clone)]

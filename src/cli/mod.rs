@@ -18,6 +18,7 @@
 //! - [`view`]: the human tables, pure functions of the JSON.
 
 pub mod client;
+pub mod error;
 pub mod target;
 pub mod view;
 
@@ -29,16 +30,9 @@ use std::time::Duration;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::Value;
 
-use client::{AdminClient, CliError};
+use client::AdminClient;
 
-/// Exit code: done.
-pub const EXIT_OK: u8 = 0;
-/// Exit code: the proxy answered with a refusal (4xx, or 5xx).
-pub const EXIT_REFUSED: u8 = 1;
-/// Exit code: the command line was wrong.
-pub const EXIT_USAGE: u8 = 2;
-/// Exit code: the admin API could not be reached.
-pub const EXIT_UNREACHABLE: u8 = 3;
+pub use error::{CliError, EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE};
 
 /// How to reach the admin API, and how to print.
 #[derive(Debug, Clone, Args)]

@@ -15,7 +15,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use super::client::CliError;
+use super::error::CliError;
 use super::Connection;
 
 /// The default admin listener (SPEC §2).
