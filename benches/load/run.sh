@@ -504,7 +504,7 @@ wait_line() { # file pattern seconds pid: wait until a line of file matches, or 
 field() { tr ' ' '\n' <"$1" | awk -F= -v k="$2" '$1 == k { v = $2 } END { print v }'; } # last key=value in a file
 
 if [[ -n "$MEM_CASES" ]]; then
-    printf 'case\tproxy\tconns\tanswered\terrors\trss_before_kb\trss_after_kb\tkib_per_conn\trequests\tcpu_us_per_req\tcpu_pct\tupstream_opened\n' >"$OUT/mem.tsv"
+    printf 'case\tproxy\tconns\tanswered\terrors\trss_before_kb\trss_after_kb\tkib_per_conn\trequests\texpected\tcpu_us_per_req\tcpu_pct\tupstream_opened\n' >"$OUT/mem.tsv"
 fi
 for cs in $MEM_CASES; do
     for p in "${proxies[@]}"; do
@@ -539,15 +539,16 @@ for cs in $MEM_CASES; do
         a1=$(backend_accepts)
         answered=$(field "$f" answered); errs=$(field "$f" errors); req=$(field "$f" requests)
         per_conn=$(awk -v a="$r0" -v b="$r1" -v n="${answered:-0}" 'BEGIN { printf "%.2f", (n > 0 ? (b - a) / n : 0) }')
-        cpu_us=-; cpu_pct=-
+        cpu_us=-; cpu_pct=-; expected=-
         if [[ $cs == rate10k ]]; then
+            expected=$((MEM_CONNS * MEM_SECONDS))
             cpu_us=$(awk -v d=$((t1 - t0)) -v n="${req:-0}" 'BEGIN { printf "%.2f", (n > 0 ? d / 1000 / n : 0) }')
             cpu_pct=$(awk -v d=$((t1 - t0)) -v a="$w0" -v b="$w1" 'BEGIN { printf "%.0f", 100 * d / 1e9 / (b - a) }')
         fi
         opened=$(opened_between "$a0" "$a1")
-        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$cs" "$p" "$MEM_CONNS" "${answered:-0}" "${errs:-?}" \
-            "$r0" "$r1" "$per_conn" "${req:--}" "$cpu_us" "$cpu_pct" "$opened" >>"$OUT/mem.tsv"
-        log "$cs $p: ${answered:-0} answered, errors ${errs:-?}, RSS $r0 -> $r1 KiB ($per_conn KiB/conn), ${req:--} requests measured, $cpu_us CPU-µs/req, upstream conns opened $opened"
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$cs" "$p" "$MEM_CONNS" "${answered:-0}" "${errs:-?}" \
+            "$r0" "$r1" "$per_conn" "${req:--}" "$expected" "$cpu_us" "$cpu_pct" "$opened" >>"$OUT/mem.tsv"
+        log "$cs $p: ${answered:-0} answered, errors ${errs:-?}, RSS $r0 -> $r1 KiB ($per_conn KiB/conn), ${req:--} requests measured of $expected, $cpu_us CPU-µs/req, upstream conns opened $opened"
         # the proxies close their side of the connections as the client's closes arrive
         sleep 1
     done

@@ -214,15 +214,20 @@ def print_memory_cases(out):
     print("\n### Memory per connection (memory cases)\n")
     print("idle10k: each connection sent one request, then sat idle; RSS read 2 s after the last answer. "
           "rate10k: each connection sends one request a second; RSS at the end of the measured window, "
-          "CPU over it. KiB/conn = (RSS after − RSS before) ÷ connections answered.\n")
+          "CPU over it. KiB/conn = (RSS after − RSS before) ÷ connections answered. Requests measured well "
+          "under connections × seconds mean the load core did not keep up (or requests queued): the figures "
+          "are then not those of the rate; many upstream connections opened mean requests piled up beyond a "
+          "proxy's idle pool.\n")
     print("| case | proxy | connections (answered) | errors | RSS before MiB | RSS after MiB | KiB/conn | "
-          "requests measured | proxy CPU-µs/req | proxy CPU % | upstream conns opened |\n"
+          "requests measured (of conns × s) | proxy CPU-µs/req | proxy CPU % | upstream conns opened |\n"
           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         b, a = num(r["rss_before_kb"]), num(r["rss_after_kb"])
+        expected = num(r.get("expected"))
+        requests = fmt(num(r["requests"])) + (f" ({fmt(expected)})" if expected else "")
         print(f"| {r['case']} | {r['proxy']} | {fmt(num(r['conns']))} ({fmt(num(r['answered']))}) | {r['errors']} | "
               f"{fmt(b / 1024 if b else None, 1)} | {fmt(a / 1024 if a else None, 1)} | {fmt(num(r['kib_per_conn']), 2)} | "
-              f"{fmt(num(r['requests']))} | {fmt(num(r['cpu_us_per_req']), 1)} | {fmt(num(r['cpu_pct']))} | {r['upstream_opened']} |")
+              f"{requests} | {fmt(num(r['cpu_us_per_req']), 1)} | {fmt(num(r['cpu_pct']))} | {r['upstream_opened']} |")
 
 
 def print_headers(out):
