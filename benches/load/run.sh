@@ -41,7 +41,9 @@
 #   PROXIES="direct nginx haproxy cutover cutover-pgo"  subset of proxies (cutover = plain build,
 #                      cutover-pgo = PGO build; PGO=0 leaves cutover-pgo out of the default)
 #   MEM_CASES="idle10k rate10k"  memory cases after the rounds ("" = none)
-#   MEM_CONNS=10000    connections of the memory cases (needs 2 x that many file descriptors)
+#   MEM_CONNS=10000    connections of the memory cases: needs a hard `ulimit -n` of MEM_CONNS + 1200
+#                      (the client and each proxy hold that many); above 10,000, raise nginx's
+#                      worker_connections and HAProxy's maxconn too
 #   MEM_HOLD=5         seconds idle10k holds its connections open after RSS is read
 #   MEM_SECONDS=10     measured seconds of rate10k
 #   PROXY_CPU=0 LOAD_CPU=1                   cores for the proxy and for backend + load generator
@@ -155,6 +157,11 @@ for p in "${!BIN[@]}"; do
     "${BIN[$p]}" check "$TMP/$p.toml" >/dev/null
 done
 [[ -z "$MEM_CASES" ]] || { cp "$CONN_HOLD" "$TMP/conn_hold"; CONN_HOLD="$TMP/conn_hold"; }
+# prepare_tmp raised the soft limit to the hard one
+fds="$(ulimit -n)"
+if [[ -n "$MEM_CASES" && "$fds" != unlimited ]] && ((fds < MEM_CONNS + 1200)); then
+    die "ulimit -n is $fds: the memory cases need MEM_CONNS + 1200 = $((MEM_CONNS + 1200)) (raise the hard limit, or lower MEM_CONNS)"
+fi
 # runs a load tool, then writes the CPU ticks it used (children's utime+stime) to $TICKS_FILE
 cat >"$TMP/cputime.sh" <<'SH'
 #!/bin/sh
