@@ -7,10 +7,13 @@
 # ------------------------------------------------------------------ ports --
 BACKEND=$((BASE_PORT + 0))
 BACKEND_H2=$((BASE_PORT + 1))
+BACKEND_STATUS=$((BASE_PORT + 2))  # the backend's stub_status: connections it accepted (run.sh)
 NGINX=$((BASE_PORT + 10))
 NGINX_H2=$((BASE_PORT + 11))
 HAPROXY=$((BASE_PORT + 20))
 HAPROXY_H2=$((BASE_PORT + 21))
+CUTOVER_PGO=$((BASE_PORT + 23))       # the PGO build beside the plain one (run.sh)
+CUTOVER_PGO_ADMIN=$((BASE_PORT + 24))
 CUTOVER=$((BASE_PORT + 25))
 CUTOVER_ADMIN=$((BASE_PORT + 26))
 FLOOR=$((BASE_PORT + 28))   # examples/hyper_floor.rs (instructions.sh only)
@@ -82,26 +85,46 @@ install_missing() { # Debian packages still missing (may repeat)
 }
 
 # ------------------------------------------------------------------ build --
-# PGO=1 (the default) measures what the container image ships: the
-# profile-guided build of scripts/pgo-build.sh. PGO=0 measures a plain
-# `cargo build --release`, what `cargo run --release` runs.
-build_cutover() { # sets CUTOVER_BIN and CUTOVER_BUILD
+# The plain build is what `cargo build --release`, `cargo run --release` and
+# `cargo install` give; the PGO build (scripts/pgo-build.sh) is what the
+# container image ships. Both honour SKIP_BUILD=1 (use what is there);
+# PGO_BIN=/path uses that binary as the PGO build and builds nothing for it.
+build_cutover_plain() { # prints the binary's path
+    if [[ -z "${SKIP_BUILD:-}" ]]; then
+        log "building cutover (cargo build --release --locked)"
+        (cd "$REPO" && cargo build --release --locked >&2)
+    fi
+    local bin="${CARGO_TARGET_DIR:-$REPO/target}/release/cutover"
+    [[ -x "$bin" ]] || die "no cutover binary at $bin"
+    echo "$bin"
+}
+
+build_cutover_pgo() { # prints the binary's path
+    if [[ -n "${PGO_BIN:-}" ]]; then
+        [[ -x "$PGO_BIN" ]] || die "PGO_BIN=$PGO_BIN is not an executable"
+        echo "$PGO_BIN"
+        return
+    fi
+    if [[ -z "${SKIP_BUILD:-}" ]]; then
+        log "building cutover with PGO (scripts/pgo-build.sh; about two release builds)"
+        "$REPO/scripts/pgo-build.sh" >&2
+    fi
+    local bin="${PGO_DIR:-${CARGO_TARGET_DIR:-$REPO/target}/pgo}/cutover"
+    [[ -x "$bin" ]] || die "no PGO cutover binary at $bin"
+    echo "$bin"
+}
+
+# One build, for instructions.sh: PGO=1 (the default) the PGO build, PGO=0
+# the plain one. Sets CUTOVER_BIN and CUTOVER_BUILD.
+build_cutover() {
     if [[ "${PGO:-1}" == 1 ]]; then
         CUTOVER_BUILD="PGO (scripts/pgo-build.sh)"
-        if [[ -z "${SKIP_BUILD:-}" ]]; then
-            log "building cutover with PGO (scripts/pgo-build.sh; about two release builds)"
-            "$REPO/scripts/pgo-build.sh" >&2
-        fi
-        CUTOVER_BIN="${PGO_DIR:-${CARGO_TARGET_DIR:-$REPO/target}/pgo}/cutover"
+        CUTOVER_BIN="$(build_cutover_pgo)"
     else
         CUTOVER_BUILD="plain (cargo build --release)"
-        if [[ -z "${SKIP_BUILD:-}" ]]; then
-            log "building cutover (cargo build --release --locked)"
-            (cd "$REPO" && cargo build --release --locked >&2)
-        fi
-        CUTOVER_BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/cutover"
+        CUTOVER_BIN="$(build_cutover_plain)"
     fi
-    [[ -x "$CUTOVER_BIN" ]] || die "no cutover binary at $CUTOVER_BIN"
+    [[ -x "$CUTOVER_BIN" ]] || die "no cutover binary"
 }
 
 build_floor() { # sets FLOOR_BIN and INLINE_BIN: the bare hyper proxy (what the stack itself costs) and its inline-client variant
@@ -120,7 +143,7 @@ render() {
     sed -e "s|@DIR@|$TMP|g" -e "s|@BACKEND@|$BACKEND|g" -e "s|@BACKEND_H2@|$BACKEND_H2|g" \
         -e "s|@NGINX@|$NGINX|g" -e "s|@NGINX_H2@|$NGINX_H2|g" \
         -e "s|@HAPROXY@|$HAPROXY|g" -e "s|@HAPROXY_H2@|$HAPROXY_H2|g" \
-        -e "s|@CUTOVER@|$CUTOVER|g" -e "s|@CUTOVER_ADMIN@|$CUTOVER_ADMIN|g" "$HERE/$1" >"$TMP/$1"
+        -e "s|@BACKEND_STATUS@|$BACKEND_STATUS|g" -e "s|@CUTOVER@|$CUTOVER|g" -e "s|@CUTOVER_ADMIN@|$CUTOVER_ADMIN|g" "$HERE/$1" >"$TMP/$1"
 }
 
 prepare_tmp() { # name: makes TMP (/tmp/NAME.XXXXXX) and OUT, the backend's files, and renders the configs
@@ -132,6 +155,9 @@ prepare_tmp() { # name: makes TMP (/tmp/NAME.XXXXXX) and OUT, the backend's file
     chmod 644 "$TMP/www/16k.bin"
     local f
     for f in backend-nginx.conf proxy-nginx.conf haproxy.cfg cutover.toml; do render "$f"; done
+    # the PGO build runs beside the plain one, on ports of its own
+    sed -e "s|\"127.0.0.1:$CUTOVER\"|\"127.0.0.1:$CUTOVER_PGO\"|" -e "s|\"127.0.0.1:$CUTOVER_ADMIN\"|\"127.0.0.1:$CUTOVER_PGO_ADMIN\"|" \
+        "$TMP/cutover.toml" >"$TMP/cutover-pgo.toml"
 }
 
 private_cutover_copy() { # run a private copy: a concurrent `cargo build` may replace the original mid-run
@@ -142,7 +168,7 @@ private_cutover_copy() { # run a private copy: a concurrent `cargo build` may re
 
 check_ports_free() {
     local port
-    for port in $BACKEND $BACKEND_H2 $NGINX $NGINX_H2 $HAPROXY $HAPROXY_H2 $CUTOVER $CUTOVER_ADMIN $FLOOR $INLINE; do
+    for port in $BACKEND $BACKEND_H2 $BACKEND_STATUS $CUTOVER_PGO $CUTOVER_PGO_ADMIN $NGINX $NGINX_H2 $HAPROXY $HAPROXY_H2 $CUTOVER $CUTOVER_ADMIN $FLOOR $INLINE; do
         if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then die "port $port is already in use (set BASE_PORT)"; fi
     done
 }

@@ -1,18 +1,33 @@
 #!/usr/bin/env bash
-# Comparison load benchmark: direct vs nginx vs HAProxy vs cutover.
+# Comparison load benchmark: direct vs nginx vs HAProxy vs cutover, the
+# plain `cargo build --release` and the PGO build side by side.
 #
 # Each proxy runs with one worker pinned to core 0 (PROXY_CPU); the load
 # generator (one thread) and the fixed backend (one nginx worker returning a
 # 13-byte body, or 16 KiB on /16k) are pinned to core 1 (LOAD_CPU). HTTP/1.1
 # keep-alive to the upstream, logs off. ROUNDS interleaved rounds: in each
-# round, every case runs against direct, nginx, haproxy and cutover in turn,
+# round, every case runs against direct, nginx, haproxy, cutover (plain build)
+# and cutover-pgo (PGO build) in turn,
 # in slices of SLICE_SECONDS: slice 1 against each proxy, then slice 2, and
 # so on, the order rotated each slice, so that a change in the machine's
 # speed within a round falls on every proxy alike.
 #
+# Fairness checks printed with the results: the upstream connections each
+# proxy opened during each case (the backend nginx's stub_status `accepts`,
+# read around every slice), and the request head each proxy sent the backend
+# (one request through each, HTTP/1.1 and h2c, against a header echo, before
+# the real backend starts).
+#
+# After the rounds, the memory cases (MEM_CASES; examples/conn_hold.rs is the
+# client): idle10k opens MEM_CONNS HTTP/1.1 keep-alive connections to each
+# proxy, each sends one request and then stays open: RSS before and after,
+# KiB per connection. rate10k: MEM_CONNS connections each sending one request
+# a second for MEM_SECONDS: RSS, and CPU per request at scale.
+#
 # Usage (from anywhere; needs root for apt-get, or the tools already there):
 #   benches/load/run.sh                      # 3 rounds x 10 s, ~20 minutes (plus the PGO build, 7-15 min)
-#   DURATION=2 ROUNDS=1 benches/load/run.sh  # smoke run, ~3 minutes
+#   DURATION=2 ROUNDS=1 benches/load/run.sh  # smoke run, ~5 minutes (plus the builds)
+#   PGO=0 benches/load/run.sh                # without the PGO build (saves its 7-15 min)
 #   ROUNDS=0 PROFILE=1 benches/load/run.sh   # only the perf tables, ~3 minutes
 # Results: docs/performance.md explains the method and every column.
 #
@@ -23,7 +38,14 @@
 #   WARMUP=1           seconds of unmeasured load before a proxy's first slice of each case (0 = none)
 #   RATE=5000          requests/s of the fixed-rate case
 #   CASES="h1-c50 h1-c200 h1-16k h2c rate"   subset of cases to run
-#   PROXIES="direct nginx haproxy cutover"  subset of proxies
+#   PROXIES="direct nginx haproxy cutover cutover-pgo"  subset of proxies (cutover = plain build,
+#                      cutover-pgo = PGO build; PGO=0 leaves cutover-pgo out of the default)
+#   MEM_CASES="idle10k rate10k"  memory cases after the rounds ("" = none)
+#   MEM_CONNS=10000    connections of the memory cases: needs a hard `ulimit -n` of MEM_CONNS + 1200
+#                      (the client and each proxy hold that many); above 10,000, raise nginx's
+#                      worker_connections and HAProxy's maxconn too
+#   MEM_HOLD=5         seconds idle10k holds its connections open after RSS is read
+#   MEM_SECONDS=10     measured seconds of rate10k
 #   PROXY_CPU=0 LOAD_CPU=1                   cores for the proxy and for backend + load generator
 #   BASE_PORT=18000    ports BASE_PORT..BASE_PORT+29 on 127.0.0.1 are used
 #   QUIET_BUSY_MAX=15  machine-wide busy % (over 1 s) below which a run may start
@@ -33,9 +55,10 @@
 #   OHA_INSTALL_TIMEOUT=600  give up on `cargo install oha` after this many seconds (then h2load)
 #   OHA_TARGET_DIR=...       build dir of that install (kept, so a second try resumes)
 #   RATE_TOOL=oha|h2load   force the fixed-rate tool
-#   PGO=1              measure the profile-guided build the image ships (scripts/pgo-build.sh,
-#                      target/pgo/cutover); PGO=0: a plain `cargo build --release`
-#   SKIP_BUILD=1       use the existing binary (target/pgo/cutover, or target/release/cutover with PGO=0)
+#   PGO=0              skip the PGO build (scripts/pgo-build.sh, 7-15 min): measure the plain build only
+#   PGO_BIN=/path      use this binary as cutover-pgo (no PGO build)
+#   SKIP_BUILD=1       use the existing binaries (target/release/cutover, target/pgo/cutover,
+#                      target/release/examples/conn_hold)
 #   PROFILE=1          after the rounds, for each proxy under the h1-c50 load and at the fixed rate:
 #                      syscalls, context switches and page faults per request, and the kernel/libc/
 #                      own-code split of its CPU (perf trace -s, perf stat, perf record); then a 5 s
@@ -53,7 +76,12 @@ ROUNDS="${ROUNDS:-3}"
 WARMUP="${WARMUP:-1}"
 RATE="${RATE:-5000}"
 CASES="${CASES:-h1-c50 h1-c200 h1-16k h2c rate}"
-PROXIES="${PROXIES:-direct nginx haproxy cutover}"
+if [[ "${PGO:-1}" == 1 ]]; then PROXIES="${PROXIES:-direct nginx haproxy cutover cutover-pgo}"
+else PROXIES="${PROXIES:-direct nginx haproxy cutover}"; fi
+MEM_CASES="${MEM_CASES-idle10k rate10k}"
+MEM_CONNS="${MEM_CONNS:-10000}"
+MEM_HOLD="${MEM_HOLD:-5}"
+MEM_SECONDS="${MEM_SECONDS:-10}"
 PROXY_CPU="${PROXY_CPU:-0}"
 LOAD_CPU="${LOAD_CPU:-1}"
 BASE_PORT="${BASE_PORT:-18000}"
@@ -77,7 +105,7 @@ command -v pgrep >/dev/null || need_apt+=(procps)
 command -v curl >/dev/null || need_apt+=(curl)
 command -v python3 >/dev/null || need_apt+=(python3)
 # the PGO build lays out the code with callgrind, as the image's build does
-if [[ "${PGO:-1}" == 1 && -z "${SKIP_BUILD:-}" ]] && ! command -v valgrind >/dev/null; then need_apt+=(valgrind); fi
+if [[ " $PROXIES " == *" cutover-pgo "* && -z "${SKIP_BUILD:-}${PGO_BIN:-}" ]] && ! command -v valgrind >/dev/null; then need_apt+=(valgrind); fi
 if [[ "${PROFILE:-}" == 1 ]] && ! command -v perf >/dev/null; then need_apt+=(linux-perf); fi
 install_missing "${need_apt[@]}"
 
@@ -102,12 +130,38 @@ OHA="$(command -v oha || echo "$HOME/.cargo/bin/oha")"
 log "fixed-rate tool: $RATE_TOOL"
 
 # ------------------------------------------------------------------ build --
-build_cutover
+declare -A BIN
+BUILDS=()
+if [[ " $PROXIES " == *" cutover "* ]]; then BIN[cutover]="$(build_cutover_plain)"; BUILDS+=("cutover: plain (cargo build --release)"); fi
+if [[ " $PROXIES " == *" cutover-pgo "* ]]; then
+    BIN[cutover-pgo]="$(build_cutover_pgo)"
+    BUILDS+=("cutover-pgo: ${PGO_BIN:+$PGO_BIN, given as }PGO (scripts/pgo-build.sh)")
+fi
+for p in "${!BIN[@]}"; do [[ -x "${BIN[$p]}" ]] || die "no binary for $p"; done
+if [[ -n "$MEM_CASES" ]]; then
+    if [[ -z "${SKIP_BUILD:-}" ]]; then
+        log "building the memory cases' client (cargo build --release --locked --example conn_hold)"
+        (cd "$REPO" && cargo build --release --locked --example conn_hold >&2)
+    fi
+    CONN_HOLD="${CARGO_TARGET_DIR:-$REPO/target}/release/examples/conn_hold"
+    [[ -x "$CONN_HOLD" ]] || die "no conn_hold binary at $CONN_HOLD"
+fi
 
 # --------------------------------------------------------------- configs --
 (( $(nproc) >= 2 )) || die "needs 2 cores (found $(nproc))"
 prepare_tmp cutover-load
-private_cutover_copy
+# private copies: a concurrent `cargo build` may replace the originals mid-run
+for p in "${!BIN[@]}"; do
+    cp "${BIN[$p]}" "$TMP/$p"
+    BIN[$p]="$TMP/$p"
+    "${BIN[$p]}" check "$TMP/$p.toml" >/dev/null
+done
+[[ -z "$MEM_CASES" ]] || { cp "$CONN_HOLD" "$TMP/conn_hold"; CONN_HOLD="$TMP/conn_hold"; }
+# prepare_tmp raised the soft limit to the hard one
+fds="$(ulimit -n)"
+if [[ -n "$MEM_CASES" && "$fds" != unlimited ]] && ((fds < MEM_CONNS + 1200)); then
+    die "ulimit -n is $fds: the memory cases need MEM_CONNS + 1200 = $((MEM_CONNS + 1200)) (raise the hard limit, or lower MEM_CONNS)"
+fi
 # runs a load tool, then writes the CPU ticks it used (children's utime+stime) to $TICKS_FILE
 cat >"$TMP/cputime.sh" <<'SH'
 #!/bin/sh
@@ -208,6 +262,19 @@ check_body() { # url bytes [curl args...]
     [[ "$got" == "$want" ]] || die "$url returned $got bytes, expected $want"
 }
 
+# connections the backend nginx has accepted so far (its stub_status), the
+# one this reading opens included
+backend_accepts() {
+    local n
+    n=$(curl -s --max-time 5 "http://127.0.0.1:$BACKEND_STATUS/" | awk 'NR == 3 { print $1 }')
+    [[ "$n" =~ ^[0-9]+$ ]] || { warn "could not read the backend's stub_status"; echo -1; return; }
+    echo "$n"
+}
+
+# connections opened between two backend_accepts readings (less the second
+# reading's own): "-" if either failed
+opened_between() { if (($1 < 0 || $2 < 0)); then echo -; else echo $(($2 - $1 - 1)); fi; }
+
 start() { # name cpu cmd...: start a pinned background process
     local name=$1 cpu=$2; shift 2
     taskset -c "$cpu" "$@" >"$OUT/$name.stdout" 2>"$OUT/$name.stderr" &
@@ -217,20 +284,44 @@ start() { # name cpu cmd...: start a pinned background process
 
 # ------------------------------------------------------------------ start --
 log "results in $OUT; configs in $TMP"
-cp "$TMP"/backend-nginx.conf "$TMP"/proxy-nginx.conf "$TMP"/haproxy.cfg "$TMP"/cutover.toml "$OUT/"
-start backend "$LOAD_CPU" nginx -c "$TMP/backend-nginx.conf" -p "$TMP"
-wait_http "http://127.0.0.1:$BACKEND/"
-start nginx "$PROXY_CPU" nginx -c "$TMP/proxy-nginx.conf" -p "$TMP"
-start haproxy "$PROXY_CPU" haproxy -db -f "$TMP/haproxy.cfg"
-start cutover "$PROXY_CPU" env RUST_LOG=warn "$CUTOVER_BIN" run --config "$TMP/cutover.toml"
-
+cp "$TMP"/backend-nginx.conf "$TMP"/proxy-nginx.conf "$TMP"/haproxy.cfg "$TMP"/cutover.toml "$TMP"/cutover-pgo.toml "$OUT/"
+read -r -a proxies <<<"$PROXIES"
 declare -A URL URL_H2 PID
 URL[direct]="http://127.0.0.1:$BACKEND"; URL_H2[direct]="http://127.0.0.1:$BACKEND_H2"; PID[direct]=""
-URL[nginx]="http://127.0.0.1:$NGINX"; URL_H2[nginx]="http://127.0.0.1:$NGINX_H2"; PID[nginx]=$PID_nginx
-URL[haproxy]="http://127.0.0.1:$HAPROXY"; URL_H2[haproxy]="http://127.0.0.1:$HAPROXY_H2"; PID[haproxy]=$PID_haproxy
-URL[cutover]="http://127.0.0.1:$CUTOVER"; URL_H2[cutover]="http://127.0.0.1:$CUTOVER"; PID[cutover]=$PID_cutover
+URL[nginx]="http://127.0.0.1:$NGINX"; URL_H2[nginx]="http://127.0.0.1:$NGINX_H2"
+URL[haproxy]="http://127.0.0.1:$HAPROXY"; URL_H2[haproxy]="http://127.0.0.1:$HAPROXY_H2"
+URL[cutover]="http://127.0.0.1:$CUTOVER"; URL_H2[cutover]="http://127.0.0.1:$CUTOVER"
+URL[cutover-pgo]="http://127.0.0.1:$CUTOVER_PGO"; URL_H2[cutover-pgo]="http://127.0.0.1:$CUTOVER_PGO"
+for p in "${proxies[@]}"; do [[ -n "${URL[$p]:-}" ]] || die "unknown proxy $p (PROXIES)"; done
 
-for p in direct nginx haproxy cutover; do
+# First a header echo on the backend's port: one request through each proxy,
+# HTTP/1.1 and h2c, and what the backend saw of it, so that the forwarding
+# headers can be compared (summarize.py prints them side by side).
+start echo "$LOAD_CPU" python3 "$HERE/echo_headers.py" "$BACKEND"
+wait_http "http://127.0.0.1:$BACKEND/"
+for p in "${proxies[@]}"; do
+    case $p in
+        direct) ;;
+        nginx) start nginx "$PROXY_CPU" nginx -c "$TMP/proxy-nginx.conf" -p "$TMP" ;;
+        haproxy) start haproxy "$PROXY_CPU" haproxy -db -f "$TMP/haproxy.cfg" ;;
+        cutover*) start "$p" "$PROXY_CPU" env RUST_LOG=warn "${BIN[$p]}" run --config "$TMP/$p.toml" ;;
+    esac
+    [[ $p == direct ]] || PID[$p]=$(eval echo "\$PID_${p//-/_}")
+done
+: >"$OUT/headers.txt"
+for p in "${proxies[@]}"; do
+    [[ $p == direct ]] && continue
+    wait_http "${URL[$p]}/"
+    { echo "== $p http/1.1"; curl -s "${URL[$p]}/headers?x=1"; echo "== $p h2c"; curl -s --http2-prior-knowledge "${URL_H2[$p]}/headers?x=1"; } |
+        tr -d '\r' | grep -v '^$' >>"$OUT/headers.txt"
+done
+kill "$PID_echo"; wait "$PID_echo" 2>/dev/null || true; forget_pid "$PID_echo"
+
+start backend "$LOAD_CPU" nginx -c "$TMP/backend-nginx.conf" -p "$TMP"
+wait_http "http://127.0.0.1:$BACKEND/"
+wait_http "http://127.0.0.1:$BACKEND_STATUS/"
+
+for p in "${proxies[@]}"; do
     wait_http "${URL[$p]}/"
     check_body "${URL[$p]}/" 13
     check_body "${URL[$p]}/16k" 16384
@@ -241,7 +332,8 @@ sleep 1
 
 # idle RSS: after start (and the few sanity requests above), before any load
 printf 'proxy\tprocs\tidle_kb\tafter_kb\n' >"$OUT/rss.tsv.idle"
-for p in nginx haproxy cutover; do
+for p in "${proxies[@]}"; do
+    [[ $p == direct ]] && continue
     printf '%s\t%s\t%s\n' "$p" "$(proc_tree "${PID[$p]}" | wc -l)" "$(rss_kb "${PID[$p]}")" >>"$OUT/rss.tsv.idle"
 done
 
@@ -249,8 +341,8 @@ done
     echo "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
     echo "machine: $(nproc) cores, $(lscpu | awk -F: '/Model name/ { gsub(/^ +/, "", $2); print $2; exit }'), kernel $(uname -r)"
     echo "versions: $(nginx -v 2>&1 | sed 's/^nginx version: //'), HAProxy $(haproxy -v | awk 'NR==1 { print $3 }'), $(wrk -v 2>&1 | awk 'NR==1 { print $1, $2 }'), $(h2load --version | head -1)$([[ $RATE_TOOL == oha ]] && echo ", $("$OHA" --version)"), cutover $(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$REPO" && git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo '+dirty')"
-    echo "cutover build: ${CUTOVER_BUILD:-none}"
-    echo "settings: DURATION=$DURATION SLICE_SECONDS=$SLICE_SECONDS ROUNDS=$ROUNDS WARMUP=$WARMUP RATE=$RATE RATE_TOOL=$RATE_TOOL PROXY_CPU=$PROXY_CPU LOAD_CPU=$LOAD_CPU"
+    echo "cutover builds: $(IFS=';'; echo "${BUILDS[*]:-none}")"
+    echo "settings: DURATION=$DURATION SLICE_SECONDS=$SLICE_SECONDS ROUNDS=$ROUNDS WARMUP=$WARMUP RATE=$RATE RATE_TOOL=$RATE_TOOL PROXY_CPU=$PROXY_CPU LOAD_CPU=$LOAD_CPU MEM_CASES=\"$MEM_CASES\" MEM_CONNS=$MEM_CONNS"
 } | tee "$OUT/meta.txt" >&2
 
 # ------------------------------------------------------------ load tools --
@@ -318,7 +410,7 @@ case_note() {
 }
 
 measure() { # round case proxy slice seconds: one measured slice
-    local rnd=$1 cs=$2 p=$3 slice=$4 secs=$5 url h2 outf res t0 t1 w0 w1
+    local rnd=$1 cs=$2 p=$3 slice=$4 secs=$5 url h2 outf res t0 t1 w0 w1 a0 a1 opened
     url=${URL[$p]}; h2=${URL_H2[$p]}
     outf="$OUT/r$rnd-$cs-$p-s$slice.txt"
     if ((WARMUP > 0 && slice == 1)); then
@@ -330,6 +422,7 @@ measure() { # round case proxy slice seconds: one measured slice
         esac
         sleep 0.5
     fi
+    a0=$(backend_accepts)
     if [[ -n "${PID[$p]}" ]]; then t0=$(proxy_cpu_ns "${PID[$p]}"); fi
     b0=$(cpu_ticks "$PID_backend")
     m0=$(machine_ticks)
@@ -348,6 +441,7 @@ measure() { # round case proxy slice seconds: one measured slice
     w1=$(date +%s.%N)
     m1=$(machine_ticks)
     b1=$(cpu_ticks "$PID_backend")
+    a1=$(backend_accepts)
     local req rps p50 p99 errs cpu_us="-" cpu_pct="-" other_pct lg_ticks proxy_ticks=0
     lg_ticks=$(cat "$TICKS_FILE")
     read -r req rps p50 p99 errs <<<"$res"
@@ -362,10 +456,11 @@ measure() { # round case proxy slice seconds: one measured slice
     # of the whole machine (other work, steal; tick-based, so a few % of noise)
     other_pct=$(awk -v m=$((m1 - m0 - proxy_ticks - (b1 - b0) - lg_ticks)) -v hz="$CLK_TCK" -v n="$(nproc)" \
         -v a="$w0" -v b="$w1" 'BEGIN { v = 100 * m / hz / n / (b - a); printf "%.0f", (v < 0 ? 0 : v) }')
+    opened=$(opened_between "$a0" "$a1")
     ((errs == 0)) || warn "$p $cs: $errs errors (see $outf)"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$rnd" "$cs" "$p" "$slice" "$rps" "$p50" "$p99" "$req" \
-        "$errs" "$cpu_us" "$cpu_pct" "$BUSY" "$other_pct" "$(case_note "$cs")" >>"$OUT/results.tsv"
-    log "r$rnd $cs $p s$slice: $rps req/s, p50 ${p50} ms, p99 ${p99} ms, ${cpu_us} CPU-µs/req, CPU ${cpu_pct}%, errors $errs (machine busy before ${BUSY}%, other load during ${other_pct}%)"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$rnd" "$cs" "$p" "$slice" "$rps" "$p50" "$p99" "$req" \
+        "$errs" "$cpu_us" "$cpu_pct" "$BUSY" "$other_pct" "$opened" "$(case_note "$cs")" >>"$OUT/results.tsv"
+    log "r$rnd $cs $p s$slice: $rps req/s, p50 ${p50} ms, p99 ${p99} ms, ${cpu_us} CPU-µs/req, CPU ${cpu_pct}%, errors $errs, upstream conns opened $opened (machine busy before ${BUSY}%, other load during ${other_pct}%)"
 }
 
 # ------------------------------------------------------------------- runs --
@@ -378,8 +473,7 @@ if ((SLICE_SECONDS > 0 && SLICE_SECONDS < DURATION)); then
 else
     slice_lengths=("$DURATION")
 fi
-read -r -a proxies <<<"$PROXIES"
-printf 'round\tcase\tproxy\tslice\trps\tp50_ms\tp99_ms\trequests\terrors\tcpu_us_per_req\tcpu_pct\tbusy_pct\tother_pct\tnote\n' >"$OUT/results.tsv"
+printf 'round\tcase\tproxy\tslice\trps\tp50_ms\tp99_ms\trequests\terrors\tcpu_us_per_req\tcpu_pct\tbusy_pct\tother_pct\tupstream_opened\tnote\n' >"$OUT/results.tsv"
 for rnd in $(seq "$ROUNDS"); do
     for cs in $CASES; do
         for ((i = 0; i < ${#slice_lengths[@]}; i++)); do
@@ -397,6 +491,75 @@ tail -n +2 "$OUT/rss.tsv.idle" | while IFS=$'\t' read -r p procs idle; do
     printf '%s\t%s\t%s\t%s\n' "$p" "$procs" "$idle" "$(rss_kb "${PID[$p]}")" >>"$OUT/rss.tsv"
 done
 rm -f "$OUT/rss.tsv.idle"
+
+# ---------------------------------------------------------- memory cases --
+# One proxy at a time (not sliced: a case is one long state, not a rate).
+# idle10k: RSS before the client starts and once every connection has had
+# its answer and sat idle for 2 s; the client then holds them MEM_HOLD s more
+# and closes them. rate10k: MEM_CONNS connections each sending one request a
+# second; CPU and requests counted over the client's measured MEM_SECONDS,
+# RSS at the end of them.
+wait_line() { # file pattern seconds pid: wait until a line of file matches, or the pid exits
+    local i
+    for ((i = 0; i < $3 * 20; i++)); do
+        grep -q "$2" "$1" 2>/dev/null && return 0
+        kill -0 "$4" 2>/dev/null || { grep -q "$2" "$1" 2>/dev/null; return; }
+        sleep 0.05
+    done
+    return 1
+}
+field() { tr ' ' '\n' <"$1" | awk -F= -v k="$2" '$1 == k { v = $2 } END { print v }'; } # last key=value in a file
+
+if [[ -n "$MEM_CASES" ]]; then
+    printf 'case\tproxy\tconns\tanswered\terrors\trss_before_kb\trss_after_kb\tkib_per_conn\trequests\texpected\tcpu_us_per_req\tcpu_pct\tupstream_opened\n' >"$OUT/mem.tsv"
+fi
+for cs in $MEM_CASES; do
+    for p in "${proxies[@]}"; do
+        [[ $p == direct ]] && continue
+        f="$OUT/mem-$cs-$p.txt"
+        wait_quiet
+        r0=$(rss_kb "${PID[$p]}")
+        a0=$(backend_accepts)
+        addr="${URL[$p]#http://}"
+        case $cs in
+            idle10k) args=(--mode idle --hold "$((MEM_HOLD + 2))") ;;
+            rate10k) args=(--mode rate --seconds "$MEM_SECONDS") ;;
+            *) die "unknown memory case $cs (MEM_CASES)" ;;
+        esac
+        log "$cs $p: $MEM_CONNS connections"
+        taskset -c "$LOAD_CPU" "$CONN_HOLD" --addr "$addr" --conns "$MEM_CONNS" "${args[@]}" >"$f" 2>&1 &
+        client=$!
+        PIDS+=("$client")
+        wait_line "$f" '^ready' 180 "$client" || warn "$cs $p: the client was not ready (see $f)"
+        t0=$(proxy_cpu_ns "${PID[$p]}"); w0=$(date +%s.%N)
+        if [[ $cs == idle10k ]]; then
+            sleep 2
+            r1=$(rss_kb "${PID[$p]}")
+        else
+            wait_line "$f" '^measured' $((MEM_SECONDS + 60)) "$client" || warn "$cs $p: no measurement (see $f)"
+            r1=$(rss_kb "${PID[$p]}")
+        fi
+        t1=$(proxy_cpu_ns "${PID[$p]}"); w1=$(date +%s.%N)
+        wait "$client" || warn "$cs $p: the client failed (see $f)"
+        forget_pid "$client"
+        kill -0 "${PID[$p]}" 2>/dev/null || die "$p (pid ${PID[$p]}) died during $cs; see $OUT/$p.stderr"
+        a1=$(backend_accepts)
+        answered=$(field "$f" answered); errs=$(field "$f" errors); req=$(field "$f" requests)
+        per_conn=$(awk -v a="$r0" -v b="$r1" -v n="${answered:-0}" 'BEGIN { printf "%.2f", (n > 0 ? (b - a) / n : 0) }')
+        cpu_us=-; cpu_pct=-; expected=-
+        if [[ $cs == rate10k ]]; then
+            expected=$((MEM_CONNS * MEM_SECONDS))
+            cpu_us=$(awk -v d=$((t1 - t0)) -v n="${req:-0}" 'BEGIN { printf "%.2f", (n > 0 ? d / 1000 / n : 0) }')
+            cpu_pct=$(awk -v d=$((t1 - t0)) -v a="$w0" -v b="$w1" 'BEGIN { printf "%.0f", 100 * d / 1e9 / (b - a) }')
+        fi
+        opened=$(opened_between "$a0" "$a1")
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$cs" "$p" "$MEM_CONNS" "${answered:-0}" "${errs:-?}" \
+            "$r0" "$r1" "$per_conn" "${req:--}" "$expected" "$cpu_us" "$cpu_pct" "$opened" >>"$OUT/mem.tsv"
+        log "$cs $p: ${answered:-0} answered, errors ${errs:-?}, RSS $r0 -> $r1 KiB ($per_conn KiB/conn), ${req:--} requests measured of $expected, $cpu_us CPU-µs/req, upstream conns opened $opened"
+        # the proxies close their side of the connections as the client's closes arrive
+        sleep 1
+    done
+done
 
 # one pinned load run (an executable, so perf can run it):
 #   load.sh URL c50|rate SECONDS OUTFILE   c50 = wrk -c50; rate = h2load --h1 at RATE
@@ -420,7 +583,8 @@ if [[ "${PROFILE:-}" == 1 ]]; then
     #    slows the proxies down (unevenly): no CPU figure is taken from them.
     printf 'proxy\tload\trequests\tsyscalls\tctx_switches\tpage_faults\ttop_syscalls\tkernel_pct\tlibc_pct\n' >"$OUT/syscalls.tsv"
     for load in c50 rate; do
-        for p in nginx haproxy cutover; do
+        for p in "${proxies[@]}"; do
+            [[ $p == direct ]] && continue
             pids=$(proc_tree "${PID[$p]}" | paste -sd, -)
             f="$OUT/prof-$p-$load"
             wait_quiet
@@ -454,13 +618,16 @@ if [[ "${PROFILE:-}" == 1 ]]; then
     done
     # 2. where cutover's CPU goes under the h1-c50 load: 5 s of perf record,
     #    DWARF call graphs (the release build has no frame pointers)
-    log "profiling cutover under h1-c50 load (perf record, 5 s)"
+    #    (the plain build when it ran: it is the one most users run)
+    prof=cutover; [[ -n "${PID[cutover]:-}" ]] || prof=cutover-pgo
+    [[ -n "${PID[$prof]:-}" ]] || die "PROFILE=1 needs cutover or cutover-pgo in PROXIES"
+    log "profiling $prof under h1-c50 load (perf record, 5 s)"
     wait_quiet
-    timeout 40 taskset -c "$LOAD_CPU" wrk -t1 -c50 -d12s "${URL[cutover]}/" >"$OUT/profile-wrk.txt" 2>&1 &
+    timeout 40 taskset -c "$LOAD_CPU" wrk -t1 -c50 -d12s "${URL[$prof]}/" >"$OUT/profile-wrk.txt" 2>&1 &
     wrk_pid=$!
     PIDS+=("$wrk_pid")
     sleep 2
-    if perf record -e cpu-clock -F 499 --call-graph dwarf,32768 -o "$OUT/perf.data" -p "$PID_cutover" -- sleep 5 \
+    if perf record -e cpu-clock -F 499 --call-graph dwarf,32768 -o "$OUT/perf.data" -p "${PID[$prof]}" -- sleep 5 \
         >"$OUT/perf-record.txt" 2>&1; then
         perf report -i "$OUT/perf.data" --stdio --no-children --sort dso -g none >"$OUT/perf-dso.txt" 2>/dev/null || true
         perf report -i "$OUT/perf.data" --stdio --no-children --sort symbol -g none --percent-limit 0.5 >"$OUT/perf-flat.txt" 2>/dev/null || true

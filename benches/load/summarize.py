@@ -9,7 +9,19 @@ Given several runs' directories, it reads them as one run (rounds 1..,
 
 Prints one table per round, the cutover ratios per round, a summary table
 (median over rounds), the paired slices of all rounds together, the
-issue's performance goal read off them, and the idle RSS table.
+issue's performance goal read off them, the idle RSS table, the memory
+cases (memory per connection at scale) and the request head each proxy
+sent the backend.
+
+cutover appears as two proxies when the run measured both builds: `cutover`
+(the plain `cargo build --release`) and `cutover-pgo` (scripts/pgo-build.sh).
+Each is compared with nginx and HAProxy, and the PGO build with the plain one.
+
+"upstream conns opened" is how many connections the backend accepted during
+a proxy's measured slices of a case (its stub_status): a proxy that keeps
+its upstream connections opens none after its first slice; one that churns
+them opens them all the time, and pays a handshake each time. For `direct`
+they are the load generator's own connections.
 
 A run is measured in slices (run.sh's SLICE_SECONDS); a round's figures for
 a case and proxy add its slices up: req/s is all requests over all the
@@ -31,7 +43,10 @@ CASE_TITLES = {
     "h2c": "h2c, 50 clients x 10 streams",
     "rate": "HTTP/1.1 at fixed rate",
 }
-PROXIES = ["direct", "nginx", "haproxy", "cutover"]
+PROXIES = ["direct", "nginx", "haproxy", "cutover", "cutover-pgo"]
+# the builds of cutover, and what each is compared with
+BUILDS = {"cutover": ("nginx", "haproxy"), "cutover-pgo": ("nginx", "haproxy", "cutover")}
+BUILD_NAMES = {"cutover": "plain", "cutover-pgo": "PGO"}
 
 
 def num(v):
@@ -60,8 +75,8 @@ def median(values):
     return statistics.median(values) if values else None
 
 
-def paired(raw, case, other, key):
-    """cutover's ratio to `other` in each slice of `case`, over all rounds.
+def paired(raw, case, other, key, build="cutover"):
+    """`build`'s ratio to `other` in each slice of `case`, over all rounds.
 
     A slice of cutover and the same slice of the other proxy ran back to
     back (run.sh takes slices in turn), so their ratio is as free of the
@@ -72,7 +87,7 @@ def paired(raw, case, other, key):
     out = []
     for (rnd, sl, proxy), v in at.items():
         o = at.get((rnd, sl, other))
-        if proxy == "cutover" and v and o:
+        if proxy == build and v and o:
             out.append(v / o)
     return out
 
@@ -94,21 +109,22 @@ PAIRED_METRICS = (("rps", "higher"), ("cpu_us_per_req", "lower"), ("p99_ms", "lo
 
 
 def paired_intervals(raw, cases):
-    """{(case, other proxy, key): (geometric mean, low, high, slices won, slices)}.
+    """{(build, case, other proxy, key): (geometric mean, low, high, slices won, slices)}.
 
     Computed once: the bootstrap is the slow part, and both the paired
     table and the goal read it.
     """
     out = {}
-    for case in cases:
-        for other in ("nginx", "haproxy"):
-            for key, better in PAIRED_METRICS:
-                rs = paired(raw, case, other, key)
-                # at the fixed rate every proxy serves the rate: req/s tells nothing
-                if not rs or (case == "rate" and key == "rps"):
-                    continue
-                won = sum(r > 1 if better == "higher" else r < 1 for r in rs)
-                out[(case, other, key)] = geomean_interval(rs) + (won, len(rs))
+    for build, others in BUILDS.items():
+        for case in cases:
+            for other in others:
+                for key, better in PAIRED_METRICS:
+                    rs = paired(raw, case, other, key, build)
+                    # at the fixed rate every proxy serves the rate: req/s tells nothing
+                    if not rs or (case == "rate" and key == "rps"):
+                        continue
+                    won = sum(r > 1 if better == "higher" else r < 1 for r in rs)
+                    out[(build, case, other, key)] = geomean_interval(rs) + (won, len(rs))
     return out
 
 
@@ -116,63 +132,136 @@ def print_paired(intervals, cases, title):
     """All rounds' slices together: is cutover ahead beyond the noise?"""
     lines = []
     for case in cases:
-        for other in ("nginx", "haproxy"):
-            cells = []
-            for key, _ in PAIRED_METRICS:
-                found = intervals.get((case, other, key))
-                if found:
-                    g, lo, hi, won, n = found
-                    cells.append(f"{g:.3f} ({lo:.3f}–{hi:.3f}), {won} of {n}")
-                else:
-                    cells.append("-")
-            if any(c != "-" for c in cells):
-                lines.append(f"| {title(case)} | {other} | " + " | ".join(cells) + " |")
+        for build, others in BUILDS.items():
+            for other in others:
+                cells = []
+                for key, _ in PAIRED_METRICS:
+                    found = intervals.get((build, case, other, key))
+                    if found:
+                        g, lo, hi, won, n = found
+                        cells.append(f"{g:.3f} ({lo:.3f}–{hi:.3f}), {won} of {n}")
+                    else:
+                        cells.append("-")
+                if any(c != "-" for c in cells):
+                    lines.append(f"| {title(case)} | {build} | {other} | " + " | ".join(cells) + " |")
     if not lines:
         return
     print("\n### All rounds' slices, paired\n")
-    print("cutover's ratio to the other proxy in each slice: geometric mean over all slices of all rounds, "
-          "its 95 % bootstrap interval, and in how many slices cutover was better. An interval that does "
-          "not include 1 is a difference beyond this machine's slice-to-slice noise.\n")
-    print("| case | against | req/s ratio (higher is better) | CPU-µs/req ratio (lower is better) | "
-          "p99 ratio (lower is better) |\n|---|---|---|---|---|")
+    print("Each cutover build's ratio to the other proxy in each slice: geometric mean over all slices of all "
+          "rounds, its 95 % bootstrap interval, and in how many slices that build was better. An interval that "
+          "does not include 1 is a difference beyond this machine's slice-to-slice noise.\n")
+    print("| case | build | against | req/s ratio (higher is better) | CPU-µs/req ratio (lower is better) | "
+          "p99 ratio (lower is better) |\n|---|---|---|---|---|---|")
     print("\n".join(lines))
 
 
+def read_tsv(path):
+    try:
+        return list(csv.DictReader(open(path), delimiter="\t"))
+    except FileNotFoundError:
+        return []
+
+
 def print_goal(intervals, out):
-    """Issue #6's goal against nginx, read off the paired slices.
+    """Issue 27's goal for each build, read off the paired slices.
 
     "Ahead" and "fewer" must hold beyond the noise (the whole interval on
-    the right side of 1); "no higher" holds unless the whole interval is
-    above 1. A case this run did not measure is left out.
+    the right side of the bound); a case this run did not measure is left
+    out. The memory lines come from rss.tsv and mem.tsv.
     """
+    rss = {r["proxy"]: num(r["idle_kb"]) for r in read_tsv(f"{out}/rss.tsv")}
+    idle = {r["proxy"]: num(r["kib_per_conn"]) for r in read_tsv(f"{out}/mem.tsv") if r["case"] == "idle10k"}
     rows = []
-    for case, name in (("h1-c50", "50 connections"), ("h1-c200", "200 connections")):
-        rps, p99 = intervals.get((case, "nginx", "rps")), intervals.get((case, "nginx", "p99_ms"))
-        if rps:
-            g, lo, hi, _, n = rps
-            rows.append((f"more req/s than nginx, {name}", f"{g:.3f}× ({lo:.3f}–{hi:.3f}), {n} slices", lo > 1))
-        if p99:
-            g, lo, hi, _, _ = p99
-            rows.append((f"p99 no higher than nginx's, {name}", f"{g:.3f}× ({lo:.3f}–{hi:.3f})", lo <= 1))
-    cpu = intervals.get(("rate", "nginx", "cpu_us_per_req"))
-    if cpu:
-        g, lo, hi, _, n = cpu
-        rows.append(("fewer CPU-µs/req than nginx at the fixed rate", f"{g:.3f}× ({lo:.3f}–{hi:.3f}), {n} slices", hi < 1))
-    try:
-        rss = {r["proxy"]: num(r["idle_kb"]) for r in csv.DictReader(open(f"{out}/rss.tsv"), delimiter="\t")}
-    except FileNotFoundError:
-        rss = {}
-    if rss.get("cutover"):
-        mib = rss["cutover"] / 1024
-        rows.append(("idle RSS under 5 MiB", f"{mib:.2f} MiB", mib < 5))
+    for build in BUILDS:
+        name = BUILD_NAMES[build]
+        for case, conns in (("h1-c50", "50 connections"), ("h1-c200", "200 connections")):
+            for other in ("nginx", "haproxy"):
+                found = intervals.get((build, case, other, "rps"))
+                if found:
+                    g, lo, hi, _, n = found
+                    rows.append((f"{name}: more req/s than {other}, {conns}", f"{g:.3f}× ({lo:.3f}–{hi:.3f}), {n} slices", lo > 1))
+        cpu = intervals.get((build, "rate", "nginx", "cpu_us_per_req"))
+        if cpu:
+            g, lo, hi, _, n = cpu
+            rows.append((f"{name}: at most 0.9× nginx's CPU-µs/req at the fixed rate", f"{g:.3f}× ({lo:.3f}–{hi:.3f}), {n} slices", hi <= 0.9))
+        if build == "cutover-pgo":
+            for case in ("h1-c50", "h1-c200"):
+                found = intervals.get((build, case, "cutover", "rps"))
+                if found:
+                    g, lo, hi, _, n = found
+                    rows.append((f"PGO: more req/s than plain, {case}", f"{g:.3f}× ({lo:.3f}–{hi:.3f}), {n} slices", lo > 1))
+        limit = 8 if build == "cutover" else 5
+        if rss.get(build):
+            mib = rss[build] / 1024
+            rows.append((f"{name}: idle RSS under {limit} MiB", f"{mib:.2f} MiB", mib < limit))
+        if idle.get(build) is not None:
+            rows.append((f"{name}: at most 2 KiB per idle HTTP/1.1 connection", f"{idle[build]:.2f} KiB", idle[build] <= 2))
     if not rows:
         return
-    print("\n### The performance goal (issue #6), against nginx\n")
-    print("From the paired slices above: \"more\" and \"fewer\" hold when the whole 95 % interval is on "
-          "cutover's side of 1, \"no higher\" unless the whole interval is above 1.\n")
+    print("\n### The performance goal (issue 27)\n")
+    print("From the paired slices above: \"more\" holds when the whole 95 % interval is above 1, "
+          "\"at most\" when the whole interval is at or under the bound.\n")
     print("| goal | measured | holds |\n|---|---|---|")
     for goal, measured, holds in rows:
         print(f"| {goal} | {measured} | {'yes' if holds else '**no**'} |")
+
+
+def print_memory_cases(out):
+    """The memory cases (run.sh MEM_CASES): memory per connection at scale."""
+    rows = read_tsv(f"{out}/mem.tsv")
+    if not rows:
+        return
+    print("\n### Memory per connection (memory cases)\n")
+    print("idle10k: each connection sent one request, then sat idle; RSS read 2 s after the last answer. "
+          "rate10k: each connection sends one request a second; RSS at the end of the measured window, "
+          "CPU over it. KiB/conn = (RSS after − RSS before) ÷ connections answered. Requests measured well "
+          "under connections × seconds mean the load core did not keep up (or requests queued): the figures "
+          "are then not those of the rate; many upstream connections opened mean requests piled up beyond a "
+          "proxy's idle pool.\n")
+    print("| case | proxy | connections (answered) | errors | RSS before MiB | RSS after MiB | KiB/conn | "
+          "requests measured (of conns × s) | proxy CPU-µs/req | proxy CPU % | upstream conns opened |\n"
+          "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        b, a = num(r["rss_before_kb"]), num(r["rss_after_kb"])
+        expected = num(r.get("expected"))
+        requests = fmt(num(r["requests"])) + (f" ({fmt(expected)})" if expected else "")
+        print(f"| {r['case']} | {r['proxy']} | {fmt(num(r['conns']))} ({fmt(num(r['answered']))}) | {r['errors']} | "
+              f"{fmt(b / 1024 if b else None, 1)} | {fmt(a / 1024 if a else None, 1)} | {fmt(num(r['kib_per_conn']), 2)} | "
+              f"{requests} | {fmt(num(r['cpu_us_per_req']), 1)} | {fmt(num(r['cpu_pct']))} | {r['upstream_opened']} |")
+
+
+def print_headers(out):
+    """What each proxy sent the backend for the same request (headers.txt)."""
+    try:
+        lines = open(f"{out}/headers.txt").read().splitlines()
+    except FileNotFoundError:
+        return
+    seen = defaultdict(dict)  # (proxy, protocol) -> {header name: value}
+    order = []
+    key = None
+    for line in lines:
+        if line.startswith("== "):
+            key = tuple(line[3:].split(" ", 1))
+            order.append(key)
+        elif key and ":" in line:
+            name, value = line.split(":", 1)
+            seen[key][name.strip().lower()] = value.strip()
+        elif key:
+            seen[key]["(request line)"] = line.strip()
+    if not order:
+        return
+    names = []
+    for k in order:
+        for n in seen[k]:
+            if n not in names:
+                names.append(n)
+    print("\n### Request head each proxy sent the backend\n")
+    print("One `curl` request (`GET /headers?x=1`) through each proxy, as the backend (a header echo) saw it; "
+          "\"—\" = not sent. The forwarding headers must match for the comparison to be like for like.\n")
+    print("| header | " + " | ".join(f"{p} ({proto})" for p, proto in order) + " |")
+    print("|---|" + "---|" * len(order))
+    for n in names:
+        print(f"| {n} | " + " | ".join(f"`{seen[k][n]}`" if n in seen[k] else "—" for k in order) + " |")
 
 
 def combine(slices):
@@ -192,6 +281,7 @@ def combine(slices):
     others = [num(r.get("other_pct")) for r in slices if num(r.get("other_pct")) is not None]
     busys = [num(r["busy_pct"]) for r in slices if num(r["busy_pct"]) is not None]
     errors = sum(int(r["errors"]) for r in slices if r["errors"].isdigit())
+    opened = [r.get("upstream_opened", "-") for r in slices]
     return {
         "round": first["round"],
         "case": first["case"],
@@ -207,6 +297,8 @@ def combine(slices):
         "busy_pct": fmt(max(busys)) if busys else "-",
         "other_pct": max(others) if others else None,
         "note": first.get("note", ""),
+        # "-" when a reading failed or the run predates the column
+        "upstream_opened": sum(int(v) for v in opened) if all(v.isdigit() for v in opened) else None,
     }
 
 
@@ -225,17 +317,18 @@ def main():
     for r in raw:
         grouped[(int(r["round"]), r["case"], r["proxy"])].append(r)
     rows = [combine(slices) for slices in grouped.values()]
-    # per slice: did cutover beat nginx / HAProxy (more req/s, less CPU per request)?
+    builds = [b for b in BUILDS if any(r["proxy"] == b for r in rows)]
+    # per slice: did each build beat the other proxy (more req/s, less CPU per request)?
     slice_rows = {(int(r["round"]), r["case"], r["proxy"], r.get("slice", "1")): r for r in raw}
-    ahead = defaultdict(lambda: [0, 0, 0, 0])  # (round, case, other) -> rps ahead, rps n, cpu ahead, cpu n
+    ahead = defaultdict(lambda: [0, 0, 0, 0])  # (build, round, case, other) -> rps ahead, rps n, cpu ahead, cpu n
     for (rnd, case, proxy, sl), r in slice_rows.items():
-        if proxy != "cutover":
+        if proxy not in BUILDS:
             continue
-        for other in ("nginx", "haproxy"):
+        for other in BUILDS[proxy]:
             o = slice_rows.get((rnd, case, other, sl))
             if not o:
                 continue
-            count = ahead[(rnd, case, other)]
+            count = ahead[(proxy, rnd, case, other)]
             # at the fixed rate both serve the rate: only CPU tells them apart
             if case != "rate" and num(r["rps"]) and num(o["rps"]):
                 count[0] += num(r["rps"]) > num(o["rps"])
@@ -261,10 +354,14 @@ def main():
             t += f" ({notes[case]})"
         return t
 
-    header = ("| case | proxy | req/s | p50 ms | p99 ms | proxy CPU-µs/req | proxy CPU % | errors | machine busy % before | other load % during |\n"
-              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    # ratios[case][metric][other] = list over rounds
-    ratios = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    def opened(v):
+        return "-" if v is None else fmt(v)
+
+    header = ("| case | proxy | req/s | p50 ms | p99 ms | proxy CPU-µs/req | proxy CPU % | errors | upstream conns opened | "
+              "machine busy % before | other load % during |\n"
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    # ratios[build][case][metric][other] = list over rounds
+    ratios = defaultdict(lambda: defaultdict(lambda: defaultdict(lambda: defaultdict(list))))
     for rnd in rounds:
         print(f"\n### Round {rnd}\n")
         print(header)
@@ -275,27 +372,32 @@ def main():
                     continue
                 print(f"| {title(case)} | {proxy} | {fmt(num(r['rps']))} | {fmt(num(r['p50_ms']), 3)} | "
                       f"{fmt(num(r['p99_ms']), 3)} | {fmt(num(r['cpu_us_per_req']), 1)} | {fmt(num(r['cpu_pct']))} | "
-                      f"{r['errors']} | {r['busy_pct']} | {fmt(num(r.get('other_pct')))} |")
-            c = by.get((rnd, case, "cutover"))
-            for other in ("nginx", "haproxy"):
-                o = by.get((rnd, case, other))
-                if c and o:
-                    ratios[case]["rps"][other].append(ratio(num(c["rps"]), num(o["rps"])))
-                    ratios[case]["cpu"][other].append(ratio(num(c["cpu_us_per_req"]), num(o["cpu_us_per_req"])))
-        print(f"\ncutover ratios, round {rnd} (req/s: higher is better for cutover; CPU-µs/req: lower is better):\n")
-        print("| case | req/s ÷ nginx | req/s ÷ HAProxy | CPU/req ÷ nginx | CPU/req ÷ HAProxy | "
-              "slices with more req/s than nginx / HAProxy | slices with less CPU/req than nginx / HAProxy |\n"
-              "|---|---:|---:|---:|---:|---:|---:|")
-        for case in cases:
-            vals = [ratios[case][m][o][-1] if ratios[case][m][o] and len(ratios[case][m][o]) == rounds.index(rnd) + 1 else None
-                    for m in ("rps", "cpu") for o in ("nginx", "haproxy")]
-            counts = {o: ahead.get((rnd, case, o)) for o in ("nginx", "haproxy")}
-            won = lambda i: " / ".join(f"{c[i]} of {c[i + 1]}" if c and c[i + 1] else "-" for c in counts.values())
-            print(f"| {title(case)} | " + " | ".join(fmt(v, 2) for v in vals) + f" | {won(0)} | {won(2)} |")
+                      f"{r['errors']} | {opened(r['upstream_opened'])} | {r['busy_pct']} | {fmt(num(r.get('other_pct')))} |")
+            for build in builds:
+                c = by.get((rnd, case, build))
+                for other in BUILDS[build]:
+                    o = by.get((rnd, case, other))
+                    if c and o:
+                        ratios[build][case]["rps"][other].append(ratio(num(c["rps"]), num(o["rps"])))
+                        ratios[build][case]["cpu"][other].append(ratio(num(c["cpu_us_per_req"]), num(o["cpu_us_per_req"])))
+        for build in builds:
+            others = BUILDS[build]
+            print(f"\n{build} ({BUILD_NAMES[build]} build) ratios, round {rnd} (req/s: higher is better for {build}; "
+                  "CPU-µs/req: lower is better):\n")
+            print("| case | " + " | ".join(f"req/s ÷ {o}" for o in others) + " | " + " | ".join(f"CPU/req ÷ {o}" for o in others)
+                  + f" | slices with more req/s than {' / '.join(others)} | slices with less CPU/req than {' / '.join(others)} |")
+            print("|---|" + "---:|" * (2 * len(others) + 2))
+            for case in cases:
+                vals = [ratios[build][case][m][o][-1] if len(ratios[build][case][m][o]) == rounds.index(rnd) + 1 else None
+                        for m in ("rps", "cpu") for o in others]
+                counts = [ahead.get((build, rnd, case, o)) for o in others]
+                won = lambda i: " / ".join(f"{c[i]} of {c[i + 1]}" if c and c[i + 1] else "-" for c in counts)
+                print(f"| {title(case)} | " + " | ".join(fmt(v, 2) for v in vals) + f" | {won(0)} | {won(2)} |")
 
     print(f"\n### Summary: median over {len(rounds)} round(s)\n")
-    print("| case | proxy | req/s | p50 ms | p99 ms | proxy CPU-µs/req | proxy CPU % | errors (sum) | other load % (max) |\n"
-          "|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| case | proxy | req/s | p50 ms | p99 ms | proxy CPU-µs/req | proxy CPU % | errors (sum) | "
+          "upstream conns opened (sum) | other load % (max) |\n"
+          "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for case in cases:
         for proxy in PROXIES:
             rs = [by[(rnd, case, proxy)] for rnd in rounds if (rnd, case, proxy) in by]
@@ -304,28 +406,30 @@ def main():
             med = {k: median([num(r[k]) for r in rs]) for k in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req", "cpu_pct")}
             errs = sum(int(r["errors"]) for r in rs if r["errors"].isdigit())
             others = [r["other_pct"] for r in rs if r["other_pct"] is not None]
+            ups = [r["upstream_opened"] for r in rs]
             print(f"| {title(case)} | {proxy} | {fmt(med['rps'])} | {fmt(med['p50_ms'], 3)} | {fmt(med['p99_ms'], 3)} | "
-                  f"{fmt(med['cpu_us_per_req'], 1)} | {fmt(med['cpu_pct'])} | {errs} | {fmt(max(others) if others else None)} |")
+                  f"{fmt(med['cpu_us_per_req'], 1)} | {fmt(med['cpu_pct'])} | {errs} | "
+                  f"{opened(None if None in ups else sum(ups))} | {fmt(max(others) if others else None)} |")
 
-    print("\ncutover's ratios, per round (r1 / r2 / ...) and their median:\n")
-    print("| case | req/s ÷ nginx | req/s ÷ HAProxy | CPU-µs/req ÷ nginx | CPU-µs/req ÷ HAProxy |\n|---|---|---|---|---|")
-    for case in cases:
-        cells = []
-        for m in ("rps", "cpu"):
-            for o in ("nginx", "haproxy"):
-                vs = ratios[case][m][o]
-                per = " / ".join(fmt(v, 2) for v in vs)
-                cells.append(f"{per} → **{fmt(median(vs), 2)}**" if len(vs) > 1 else fmt(median(vs), 2))
-        print(f"| {title(case)} | " + " | ".join(cells) + " |")
+    for build in builds:
+        others = BUILDS[build]
+        print(f"\n{build}'s ({BUILD_NAMES[build]} build) ratios, per round (r1 / r2 / ...) and their median:\n")
+        print("| case | " + " | ".join(f"req/s ÷ {o}" for o in others) + " | " + " | ".join(f"CPU-µs/req ÷ {o}" for o in others)
+              + " |\n|---|" + "---|" * (2 * len(others)))
+        for case in cases:
+            cells = []
+            for m in ("rps", "cpu"):
+                for o in others:
+                    vs = ratios[build][case][m][o]
+                    per = " / ".join(fmt(v, 2) for v in vs)
+                    cells.append(f"{per} → **{fmt(median(vs), 2)}**" if len(vs) > 1 else fmt(median(vs), 2))
+            print(f"| {title(case)} | " + " | ".join(cells) + " |")
 
     intervals = paired_intervals(raw, cases)
     print_paired(intervals, cases, title)
     print_goal(intervals, out)
 
-    try:
-        rss = list(csv.DictReader(open(f"{out}/rss.tsv"), delimiter="\t"))
-    except FileNotFoundError:
-        rss = []
+    rss = read_tsv(f"{out}/rss.tsv")
     if rss:
         print("\n### Memory (RSS, summed over the proxy's processes)\n")
         print("| proxy | processes | idle RSS MiB (after start, before load) | RSS MiB after all rounds |\n|---|---:|---:|---:|")
@@ -334,7 +438,8 @@ def main():
             after = num(r["after_kb"])
             print(f"| {r['proxy']} | {r['procs']} | {fmt(idle / 1024 if idle else None, 1)} | "
                   f"{fmt(after / 1024 if after else None, 1)} |")
-
+    print_memory_cases(out)
+    print_headers(out)
 
     try:
         sc = list(csv.DictReader(open(f"{out}/syscalls.tsv"), delimiter="\t"))
