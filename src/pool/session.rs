@@ -255,18 +255,9 @@ async fn send_hyper(
 ) -> SendResult {
     let sent = std::mem::replace(request, Request::new(RequestBody::empty()));
     let h2 = matches!(conn, UpstreamConn::H2(_));
-    let asked_upgrade = sent.headers().contains_key(http::header::UPGRADE);
     let err = match before(timer, conn.try_send_request(sent)).await {
         None => return Err(SendError { failure: SendFailure::TimedOut, resendable: false }),
         Some(Ok(mut response)) => {
-            // A 101 to a request that asked for no upgrade leaves the
-            // connection in a protocol nobody agreed on, as the inline
-            // client also finds; dropping the connection closes it.
-            if response.status() == StatusCode::SWITCHING_PROTOCOLS && !asked_upgrade {
-                tracing::debug!("the backend switched protocols unasked");
-                let failure = SendFailure::MaybeProcessed(UpstreamFailure::Protocol);
-                return Err(SendError { failure, resendable: false });
-            }
             if one_content_length(response.headers_mut()) {
                 return Ok(Answer::Hyper(response, conn));
             }

@@ -9,7 +9,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use http::header;
-use http::{Response, Version};
+use http::{Response, StatusCode, Version};
 use rand::rngs::SmallRng;
 
 use super::plan::{begin_exchange, Plan};
@@ -136,6 +136,13 @@ pub(super) fn forward(
         };
         let mut response = match switching {
             Ok((switching, downstream, tunnels)) => tunnel::open(switching, downstream, plan.exchange, &tunnels),
+            // A 101 to a request that asked for no upgrade leaves the
+            // connection in a protocol nobody agreed on (the inline client
+            // refuses it as it parses); dropping the answer closes it.
+            Err(answer) if answer.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                tracing::debug!(backend = %plan.backend.addr, "the backend switched protocols unasked");
+                return refused(fail(&mut plan.exchange, UpstreamFailure::Protocol));
+            }
             // Not (or no longer) an upgrade: an ordinary response. Bytes the
             // client sent after its refused upgrade request are never read.
             // The body must keep flowing: silence as long as the whole
