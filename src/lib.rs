@@ -42,6 +42,7 @@ pub mod exchange;
 pub mod guard;
 pub mod headers;
 pub mod health;
+pub mod judge;
 pub mod memory;
 pub mod metrics;
 pub mod pool;
