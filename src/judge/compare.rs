@@ -37,7 +37,7 @@
 //!
 //! A change after a long good run is caught by a CUSUM over the same factors:
 //! the lower-side process is restarted at its running minimum (only at
-//! restart points one second apart, and only with no debt outstanding). The
+//! restart points a few seconds apart, and only with no debt outstanding). The
 //! restarted statistic is bounded by the Shiryaev–Roberts sum of processes
 //! started at each restart point, whose mean grows by one per restart; so
 //! with threshold `c` the chance of a false alarm within a period holding

@@ -56,11 +56,19 @@ use window::{Edges, Window};
 /// Length of a tick: the step of the sequential tests.
 pub const TICK: Duration = Duration::from_millis(250);
 
-/// Ticks between the points where the recent-span test may restart.
-const RESTART_TICKS: u64 = 4;
+/// Ticks between the points where the recent-span test may restart (4 s:
+/// fewer points cost the bound less; a change waits at most this long for a
+/// restart close before it).
+const RESTART_TICKS: u64 = 16;
 
 /// Restart points per hour, which the recent-span test's bound counts.
 const RESTARTS_PER_HOUR: f64 = 3600.0 / (RESTART_TICKS as f64 * 0.25);
+
+/// How much surer the "worse than its baseline" gate of an absolute limit
+/// is than the relative rules: its false-alarm budget is a tenth of theirs,
+/// because it is judged at an excess of zero, where a canary just like its
+/// baseline sits exactly on the boundary.
+const GATE_MARGIN: f64 = 10.0;
 
 /// The latency rule's allowance: a pool like its baseline has about 1% of
 /// its answers beyond the baseline's p99 (fewer beyond a multiple of it).
@@ -288,6 +296,11 @@ struct Levels {
     recent: f64,
     /// Upper side, for `healthy`: `ln(1/α_h)`.
     healthy: f64,
+    /// The since-version test of "worse than the baseline at all" that
+    /// gates an absolute limit.
+    gate_version: f64,
+    /// The recent-span test of the same.
+    gate_recent: f64,
 }
 
 /// The latency rule's threshold, from the baseline's p99.
@@ -350,6 +363,8 @@ impl Judge {
             version: libm::log(2.0 * rules / alpha),
             recent: libm::log(RESTARTS_PER_HOUR * 2.0 * rules / alpha),
             healthy: libm::log(rules / alpha),
+            gate_version: libm::log(GATE_MARGIN * 2.0 * rules / alpha),
+            gate_recent: libm::log(GATE_MARGIN * RESTARTS_PER_HOUR * 2.0 * rules / alpha),
         };
         let edges = Edges::new(config.max_p99_latency);
         let p99_at = config.max_p99_latency.map(|limit| edges.at_or_above(limit));
@@ -528,7 +543,7 @@ impl Judge {
     fn worse_than_baseline(&self, cmp: Option<&Comparison>) -> bool {
         match cmp {
             None => true,
-            Some(c) => c.lower(0.0) >= self.levels.version || c.recent(0.0) >= self.levels.recent,
+            Some(c) => c.lower(0.0) >= self.levels.gate_version || c.recent(0.0) >= self.levels.gate_recent,
         }
     }
 
@@ -687,10 +702,10 @@ impl Judge {
                     text::percent(max),
                     text::count(p.requests)
                 );
-                let bound = self.errors.as_ref().and_then(|e| {
-                    let version = e.lower_bound(self.levels.version).unwrap_or(-1.0);
-                    let recent = e.recent_lower_bound(self.levels.recent).unwrap_or(-1.0);
-                    Some(version.max(recent))
+                let bound = self.errors.as_ref().map(|e| {
+                    let version = e.lower_bound(self.levels.gate_version).unwrap_or(-1.0);
+                    let recent = e.recent_lower_bound(self.levels.gate_recent).unwrap_or(-1.0);
+                    version.max(recent)
                 });
                 if let Some(bound) = bound {
                     reason.push_str(&format!(
