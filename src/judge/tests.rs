@@ -361,3 +361,32 @@ fn verdicts_and_rules_have_fixed_labels() {
     assert_eq!(Rule::ErrorRate.as_str(), "error_rate");
     assert_eq!(Rule::P99Latency.as_str(), "latency");
 }
+
+#[test]
+fn the_worked_example_of_the_docs_holds() {
+    // docs/rollback.md, "A worked example": 5 canary and 45 stable requests
+    // a tick; the canary fails one request in four ticks (5%), stable two
+    // in all.
+    let config = JudgeConfig { max_error_rate: None, max_p99_latency: None, ..against_stable() };
+    let start = Instant::now();
+    let mut judge = Judge::new("canary", config, start);
+    let mut verdicts = Vec::new();
+    for tick in 0..48u32 {
+        let at = start + TICK * tick + TICK / 2;
+        judge.record_many(Side::Pool, 5, u64::from(tick % 4 == 3), FAST, at);
+        judge.record_many(Side::Baseline, 45, u64::from(tick == 1 || tick == 30), FAST, at);
+        verdicts.push(judge.verdict(start + TICK * (tick + 1)));
+    }
+    let at_10s = &verdicts[39];
+    assert_eq!((at_10s.evidence.pool, at_10s.evidence.baseline), (Counts { requests: 200, bad: 10 }, Counts { requests: 1_800, bad: 2 }));
+    assert_eq!(at_10s.kind, VerdictKind::Inconclusive, "{at_10s:?}");
+    let first = verdicts.iter().position(|v| v.kind == VerdictKind::Failing).expect("fails by 12 s");
+    assert_eq!(first, 43, "at 11 s");
+    let at_11s = &verdicts[43];
+    assert_eq!(
+        at_11s.reason,
+        "canary failing: 5.0% of 220 vs stable 0.1% of 1,980; excess ≥ 1.1 points at 99% > allowed 1.0",
+        "{at_11s:?}"
+    );
+    assert_eq!(verdicts[47], *at_11s, "and holds");
+}
