@@ -46,7 +46,8 @@
 
 /// Mixed bets `θ`: `ln 1.5`, `ln 2`, `ln 4`, `ln 8` — from an excess of a
 /// few tenths of the null share to an order of magnitude.
-const THETAS: [f64; 4] = [0.405_465_108_108_164_4, std::f64::consts::LN_2, 2.0 * std::f64::consts::LN_2, 3.0 * std::f64::consts::LN_2];
+const THETAS: [f64; 4] =
+    [0.405_465_108_108_164_4, std::f64::consts::LN_2, 2.0 * std::f64::consts::LN_2, 3.0 * std::f64::consts::LN_2];
 
 /// Largest `1 − e^{−ψ}` paid per baseline request (so `ψ ≤ ln 10`): one bad
 /// baseline answer never wipes a bet out.
@@ -135,10 +136,7 @@ impl Arm {
     /// Log of the restarted lower-side process at allowance `a`.
     fn restarted(&self, pool: Counts, a: f64) -> f64 {
         let span = pool.since(self.mark.pool);
-        self.theta * span.bad as f64
-            - (self.low_paid - self.mark.paid)
-            - a * self.g * span.requests as f64
-            - self.debt
+        self.theta * span.bad as f64 - (self.low_paid - self.mark.paid) - a * self.g * span.requests as f64 - self.debt
     }
 
     /// Log of the upper-side process at allowance `a`.

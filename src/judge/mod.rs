@@ -49,8 +49,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-pub use compare::Counts;
 use compare::Comparison;
+pub use compare::Counts;
 use window::{Edges, Window};
 
 /// Length of a tick: the step of the sequential tests.
@@ -447,7 +447,7 @@ impl Judge {
 
     /// The verdict at `now`, on the ticks closed by then.
     pub fn verdict(&mut self, now: Instant) -> Verdict {
-        let decision = self.decide(now);
+        let decision = self.decide_tracked(now);
         let verdict = match (&self.latched, decision) {
             (Some(latched), _) => latched.clone(),
             (None, decision) => self.explain(decision, now),
@@ -461,11 +461,26 @@ impl Judge {
     /// Only the kind of verdict at `now`: what [`Judge::verdict`] gives,
     /// without writing its reason (cheap enough for every tick).
     pub fn kind(&mut self, now: Instant) -> VerdictKind {
-        match self.decide(now) {
+        match self.decide_tracked(now) {
             Decision::Failing(..) => self.verdict(now).kind,
             Decision::Healthy => VerdictKind::Healthy,
             Decision::Inconclusive => VerdictKind::Inconclusive,
         }
+    }
+
+    /// [`Judge::decide`], noting since when the kind of verdict holds.
+    fn decide_tracked(&mut self, now: Instant) -> Decision {
+        let decision = self.decide(now);
+        let kind = match decision {
+            Decision::Failing(..) => VerdictKind::Failing,
+            Decision::Healthy => VerdictKind::Healthy,
+            Decision::Inconclusive => VerdictKind::Inconclusive,
+        };
+        if kind != self.last {
+            self.last = kind;
+            self.since = now;
+        }
+        decision
     }
 
     /// Close the ticks that ended by `now` and move the window.
@@ -549,9 +564,9 @@ impl Judge {
 
     fn over_error_rate(&self) -> bool {
         let w = self.window.side(Side::Pool);
-        self.config.max_error_rate.is_some_and(|max| {
-            w.requests >= self.config.min_requests && w.failures as f64 / w.requests as f64 > max
-        })
+        self.config
+            .max_error_rate
+            .is_some_and(|max| w.requests >= self.config.min_requests && w.failures as f64 / w.requests as f64 > max)
     }
 
     fn over_p99(&self) -> bool {
@@ -618,10 +633,6 @@ impl Judge {
                 (VerdictKind::Inconclusive, evidence, reason)
             }
         };
-        if kind != self.last {
-            self.last = kind;
-            self.since = now;
-        }
         Verdict { kind, evidence, reason, since: self.since }
     }
 
@@ -676,9 +687,9 @@ impl Judge {
                         "{pool} slow: {} of {} slower than {} ({} x {base} p99 {})",
                         text::percent(p.share()),
                         text::count(p.requests),
-                        text::span(limit),
+                        text::latency(limit),
                         self.config.max_latency_ratio.unwrap_or(1.0),
-                        text::span(p99)
+                        text::latency(p99)
                     )
                 };
                 let reason = format!(
@@ -725,11 +736,11 @@ impl Judge {
                 let p = Counts { requests: w.requests, bad: w.slower_than(at) };
                 let b = Counts { requests: bw.requests, bad: bw.slower_than(at) };
                 let limit = self.config.max_p99_latency.unwrap_or_default();
-                let p99 = |side: &window::SideWindow| side.p99_bucket().map(|i| text::span(self.edges.edge(i)));
+                let p99 = |side: &window::SideWindow| side.p99_bucket().map(|i| text::latency(self.edges.edge(i)));
                 let mut reason = format!(
                     "{pool} slow: p99 latency {} > {} over {window}, n={} ({} slower)",
                     p99(w).unwrap_or_default(),
-                    text::span(limit),
+                    text::latency(limit),
                     text::count(p.requests),
                     text::count(p.bad)
                 );
@@ -779,8 +790,13 @@ impl Judge {
         let (p, b) = errors.totals();
         let upper = errors.upper_bound(self.levels.healthy);
         let lower = errors.lower_bound(self.levels.version);
-        let figures =
-            format!("{} of {} vs {base} {} of {}", text::percent(p.share()), text::count(p.requests), text::percent(b.share()), text::count(b.requests));
+        let figures = format!(
+            "{} of {} vs {base} {} of {}",
+            text::percent(p.share()),
+            text::count(p.requests),
+            text::percent(b.share()),
+            text::count(b.requests)
+        );
         let reason = if healthy {
             format!(
                 "{pool} healthy: {figures}; excess ≤ {} points at {conf} < allowed {}",

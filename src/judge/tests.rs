@@ -30,10 +30,6 @@ struct Behaviour {
     latency: fn(f64) -> Duration,
 }
 
-fn fast(_: f64) -> Duration {
-    FAST
-}
-
 /// 1 ms to 5 ms, with 1% between 5 and 6 ms: p99 about 5 ms.
 fn like_stable(u: f64) -> Duration {
     if u < 0.99 {
@@ -70,7 +66,15 @@ struct Sim {
 impl Sim {
     fn new(config: JudgeConfig, rate: f64, seed: u64) -> Sim {
         let start = Instant::now();
-        Sim { judge: Judge::new("canary", config, start), start, at: Duration::ZERO, rng: SmallRng::seed_from_u64(seed), rate, share: 0.1, carry: 0.0 }
+        Sim {
+            judge: Judge::new("canary", config, start),
+            start,
+            at: Duration::ZERO,
+            rng: SmallRng::seed_from_u64(seed),
+            rate,
+            share: 0.1,
+            carry: 0.0,
+        }
     }
 
     fn now(&self) -> Instant {
@@ -207,6 +211,7 @@ fn a_canary_slower_than_its_baseline_fails_the_latency_rule() {
     let v = sim.verdict();
     assert_eq!(v.evidence.rule, Rule::LatencyRatio, "{v:?}");
     assert!(v.reason.starts_with("canary slow: "), "{}", v.reason);
+    assert!(v.reason.contains("ms (1.5 x stable p99 5."), "{}", v.reason);
 }
 
 #[test]
@@ -378,14 +383,16 @@ fn the_worked_example_of_the_docs_holds() {
         verdicts.push(judge.verdict(start + TICK * (tick + 1)));
     }
     let at_10s = &verdicts[39];
-    assert_eq!((at_10s.evidence.pool, at_10s.evidence.baseline), (Counts { requests: 200, bad: 10 }, Counts { requests: 1_800, bad: 2 }));
+    assert_eq!(
+        (at_10s.evidence.pool, at_10s.evidence.baseline),
+        (Counts { requests: 200, bad: 10 }, Counts { requests: 1_800, bad: 2 })
+    );
     assert_eq!(at_10s.kind, VerdictKind::Inconclusive, "{at_10s:?}");
     let first = verdicts.iter().position(|v| v.kind == VerdictKind::Failing).expect("fails by 12 s");
     assert_eq!(first, 43, "at 11 s");
     let at_11s = &verdicts[43];
     assert_eq!(
-        at_11s.reason,
-        "canary failing: 5.0% of 220 vs stable 0.1% of 1,980; excess ≥ 1.1 points at 99% > allowed 1.0",
+        at_11s.reason, "canary failing: 5.0% of 220 vs stable 0.1% of 1,980; excess ≥ 1.1 points at 99% > allowed 1.0",
         "{at_11s:?}"
     );
     assert_eq!(verdicts[47], *at_11s, "and holds");

@@ -23,7 +23,7 @@ pub(crate) fn count(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -51,9 +51,26 @@ pub(crate) fn confidence(c: f64) -> String {
 /// A span of time, to the second (`14s`, `2m 5s`) or to the millisecond
 /// under a second.
 pub(crate) fn span(d: Duration) -> String {
-    let rounded =
-        if d >= Duration::from_secs(1) { Duration::from_secs(d.as_secs()) } else { Duration::from_millis(d.as_millis() as u64) };
+    let rounded = if d >= Duration::from_secs(1) {
+        Duration::from_secs(d.as_secs())
+    } else {
+        Duration::from_millis(d.as_millis() as u64)
+    };
     humantime::format_duration(rounded).to_string()
+}
+
+/// A latency to two or three significant figures: `7.8ms`, `300ms`, `1.2s`.
+pub(crate) fn latency(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1_000.0;
+    if ms < 1.0 {
+        format!("{}µs", d.as_micros())
+    } else if ms < 10.0 {
+        format!("{ms:.1}ms")
+    } else if ms < 1_000.0 {
+        format!("{ms:.0}ms")
+    } else {
+        format!("{:.2}s", ms / 1_000.0)
+    }
 }
 
 #[cfg(test)]
@@ -78,5 +95,9 @@ mod tests {
         assert_eq!(confidence(0.999), "99.9%");
         assert_eq!(span(Duration::from_millis(14_700)), "14s");
         assert_eq!(span(Duration::from_millis(250)), "250ms");
+        assert_eq!(latency(Duration::from_micros(7_800)), "7.8ms");
+        assert_eq!(latency(Duration::from_millis(300)), "300ms");
+        assert_eq!(latency(Duration::from_micros(450)), "450µs");
+        assert_eq!(latency(Duration::from_millis(1_200)), "1.20s");
     }
 }
