@@ -425,8 +425,13 @@ impl Judge {
         if requests == 0 {
             return;
         }
-        let failures = failures.min(requests);
         let bucket = self.edges.bucket(latency);
+        self.add(side, requests, failures.min(requests), bucket);
+    }
+
+    /// Count `requests` in latency `bucket`, `failures` of them failed, in
+    /// the open tick and the window.
+    fn add(&mut self, side: Side, requests: u64, failures: u64, bucket: usize) {
         let tally = &mut self.open[side as usize];
         tally.requests += requests;
         tally.failures += failures;
@@ -437,6 +442,35 @@ impl Judge {
             tally.over_limit += requests;
         }
         self.window.add(side, requests, failures, bucket);
+    }
+
+    /// Number of latency buckets of a tally for [`Judge::record_tally`].
+    pub fn buckets(&self) -> usize {
+        self.edges.buckets()
+    }
+
+    /// The latency bucket of `latency`, for a recorder that tallies the
+    /// requests of a tick outside the judge (with atomic counters on the
+    /// request path, say) and hands the tally over once per tick.
+    pub fn bucket(&self, latency: Duration) -> usize {
+        self.edges.bucket(latency)
+    }
+
+    /// Record a tally of `side`'s requests that ended at `at` (an instant in
+    /// the tick the tally covers): `buckets[i]` requests ended in latency
+    /// bucket `i` (see [`Judge::bucket`]), and `failures` of all of them
+    /// failed. Buckets past [`Judge::buckets`] are counted in the last.
+    pub fn record_tally(&mut self, side: Side, failures: u64, buckets: &[u64], at: Instant) {
+        self.advance(at);
+        let last = self.edges.buckets() - 1;
+        let mut requests = 0;
+        for (i, &n) in buckets.iter().enumerate().filter(|(_, &n)| n > 0) {
+            self.add(side, n, 0, i.min(last));
+            requests += n;
+        }
+        let failures = failures.min(requests);
+        self.open[side as usize].failures += failures;
+        self.window.add(side, 0, failures, 0);
     }
 
     /// Clear the evidence (a new version of the pool, or an operator's

@@ -397,3 +397,33 @@ fn the_worked_example_of_the_docs_holds() {
     );
     assert_eq!(verdicts[47], *at_11s, "and holds");
 }
+
+#[test]
+fn a_tally_per_tick_judges_as_the_requests_one_by_one() {
+    // The same seeded stream, fed request by request and as one tally per
+    // tick, gives the same verdicts.
+    let config = against_stable();
+    let start = Instant::now();
+    let mut one_by_one = Judge::new("canary", config.clone(), start);
+    let mut tallied = Judge::new("canary", config, start);
+    let mut rng = SmallRng::seed_from_u64(15);
+    for tick in 0..400u32 {
+        let at = start + TICK * tick + TICK / 2;
+        for side in [Side::Pool, Side::Baseline] {
+            let mut buckets = vec![0; tallied.buckets()];
+            let mut failures = 0;
+            let n = if side == Side::Pool { 5 } else { 45 };
+            for _ in 0..n {
+                let failed = rng.random::<f64>() < if side == Side::Pool { 0.03 } else { 0.001 };
+                let latency = like_stable(rng.random::<f64>()) * if side == Side::Pool && tick > 200 { 3 } else { 1 };
+                one_by_one.record(side, failed, latency, at);
+                buckets[tallied.bucket(latency)] += 1;
+                failures += u64::from(failed);
+            }
+            tallied.record_tally(side, failures, &buckets, at);
+        }
+        let now = start + TICK * (tick + 1);
+        assert_eq!(one_by_one.verdict(now), tallied.verdict(now), "tick {tick}");
+    }
+    assert_eq!(tallied.verdict(start + TICK * 400).kind, VerdictKind::Failing, "a slower canary is caught");
+}
