@@ -24,7 +24,8 @@
 //! alike), watches it, and names the settings a reload cannot change;
 //! [`control`] is the single writer of routing state (reloads, overrides,
 //! trips; the trip rule; the history and state file; drains) and publishes
-//! snapshots; [`guard`] keeps each pool's sliding window and trip rule;
+//! snapshots; [`guard`] keeps each pool's sliding window and trip rule,
+//! and [`judge`] the verdict against a baseline with its confidence;
 //! [`rollout`] is a progressive rollout's plan and state machine;
 //! [`health`] runs active checks and passive ejection; [`access_log`]
 //! writes one line per request off the request path, with request IDs and
@@ -42,7 +43,7 @@
 //! 2. the control plane ([`control`], [`rollout`], [`fleet`]) and the
 //!    traffic listeners ([`server`]);
 //! 3. the request path: [`proxy`], [`tunnel`], [`exchange`], [`health`],
-//!    [`error`], [`body`], [`snapshot`], [`pool`], [`guard`], [`route`],
+//!    [`error`], [`body`], [`snapshot`], [`pool`], [`guard`], [`judge`], [`route`],
 //!    [`access_log`];
 //! 4. the ground, importing nothing above it: [`config`], [`metrics`],
 //!    [`split`], [`headers`], [`tls`], [`memory`], and the small shared
@@ -70,6 +71,7 @@ pub mod fleet;
 pub mod guard;
 pub mod headers;
 pub mod health;
+pub mod judge;
 pub mod lifecycle;
 pub mod memory;
 pub mod metrics;
