@@ -118,8 +118,8 @@ impl Arm {
     fn new(theta: f64) -> Arm {
         Arm {
             theta,
-            g: libm::expm1(theta),
-            h: -libm::expm1(-theta),
+            g: theta.exp_m1(),
+            h: -(-theta).exp_m1(),
             low_paid: 0.0,
             debt: 0.0,
             up_paid: 0.0,
@@ -196,12 +196,12 @@ impl Comparison {
             if m > 0.0 && arm.debt > 0.0 {
                 let wanted = arm.debt / m;
                 let q = wanted.min(PAY_CAP);
-                arm.low_paid += -libm::log1p(-q) * y;
+                arm.low_paid += -(-q).ln_1p() * y;
                 arm.debt = if wanted <= PAY_CAP { 0.0 } else { arm.debt - q * m };
             }
             arm.credit += n * arm.h;
             if m > 0.0 && arm.credit > 0.0 {
-                arm.up_paid += libm::log1p(arm.credit / m) * y;
+                arm.up_paid += (arm.credit / m).ln_1p() * y;
                 arm.credit = 0.0;
             }
         }
@@ -269,8 +269,8 @@ fn mix(logs: impl Iterator<Item = f64> + Clone) -> f64 {
     if !max.is_finite() {
         return max;
     }
-    let (sum, count) = logs.fold((0.0, 0.0), |(s, c), x| (s + libm::exp(x - max), c + 1.0));
-    max + libm::log(sum / count)
+    let (sum, count): (f64, f64) = logs.fold((0.0, 0.0), |(s, c), x| (s + (x - max).exp(), c + 1.0));
+    max + (sum / count).ln()
 }
 
 /// The largest `a` in `-1..=1` with `f(a) ≥ level`, for `f` non-increasing;
@@ -304,8 +304,8 @@ mod tests {
 
     #[test]
     fn mixing_is_the_log_of_the_mean() {
-        let logs = [0.0, libm::log(3.0)];
-        assert!((mix(logs.iter().copied()) - libm::log(2.0)).abs() < 1e-12);
+        let logs = [0.0, 3.0_f64.ln()];
+        assert!((mix(logs.iter().copied()) - 2.0_f64.ln()).abs() < 1e-12);
         assert_eq!(mix([f64::NEG_INFINITY].iter().copied()), f64::NEG_INFINITY);
     }
 
@@ -317,7 +317,7 @@ mod tests {
         }
         // 20% against 0%: far beyond an allowance of 1 point.
         assert!(cmp.lower(0.01) > 20.0, "{}", cmp.lower(0.01));
-        let bound = cmp.lower_bound(libm::log(200.0)).expect("a bound");
+        let bound = cmp.lower_bound(200.0_f64.ln()).expect("a bound");
         assert!(bound > 0.1 && bound < 0.2, "{bound}");
         assert!(cmp.upper(0.01) < 0.0);
     }
@@ -332,10 +332,10 @@ mod tests {
             cmp.fold(tick, pool, base, tick % 4 == 3);
         }
         assert!(cmp.lower(0.01) < 0.0, "{}", cmp.lower(0.01));
-        assert!(cmp.recent(0.01) < libm::log(100.0), "{}", cmp.recent(0.01));
+        assert!(cmp.recent(0.01) < 100.0_f64.ln(), "{}", cmp.recent(0.01));
         // The bound is loose at shares this high (the exponential bounds on
         // each factor lose more as the share grows), but it exists.
-        let upper = cmp.upper_bound(libm::log(100.0)).expect("an upper bound");
+        let upper = cmp.upper_bound(100.0_f64.ln()).expect("an upper bound");
         assert!(upper > 0.0 && upper < 0.1, "{upper}");
     }
 
@@ -345,10 +345,10 @@ mod tests {
         for tick in 0..100 {
             cmp.fold(tick, c(4, 1), c(40, 1), false);
         }
-        let loose = cmp.lower_bound(libm::log(10.0)).unwrap();
-        let tight = cmp.lower_bound(libm::log(1000.0)).unwrap();
+        let loose = cmp.lower_bound(10.0_f64.ln()).unwrap();
+        let tight = cmp.lower_bound(1000.0_f64.ln()).unwrap();
         assert!(loose > tight, "{loose} {tight}");
-        assert!((cmp.lower(loose) - libm::log(10.0)).abs() < 1e-6);
+        assert!((cmp.lower(loose) - 10.0_f64.ln()).abs() < 1e-6);
     }
 
     #[test]

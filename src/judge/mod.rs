@@ -360,11 +360,11 @@ impl Judge {
         let with_latency = with_baseline && config.max_latency_ratio.is_some();
         let rules = if with_latency { 2.0 } else { 1.0 };
         let levels = Levels {
-            version: libm::log(2.0 * rules / alpha),
-            recent: libm::log(RESTARTS_PER_HOUR * 2.0 * rules / alpha),
-            healthy: libm::log(rules / alpha),
-            gate_version: libm::log(GATE_MARGIN * 2.0 * rules / alpha),
-            gate_recent: libm::log(GATE_MARGIN * RESTARTS_PER_HOUR * 2.0 * rules / alpha),
+            version: (2.0 * rules / alpha).ln(),
+            recent: (RESTARTS_PER_HOUR * 2.0 * rules / alpha).ln(),
+            healthy: (rules / alpha).ln(),
+            gate_version: (GATE_MARGIN * 2.0 * rules / alpha).ln(),
+            gate_recent: (GATE_MARGIN * RESTARTS_PER_HOUR * 2.0 * rules / alpha).ln(),
         };
         let edges = Edges::new(config.max_p99_latency);
         let p99_at = config.max_p99_latency.map(|limit| edges.at_or_above(limit));

@@ -37,9 +37,8 @@ pub(crate) struct Edges {
 impl Edges {
     /// The log-spaced edges, plus `exact` if given.
     pub(crate) fn new(exact: Option<Duration>) -> Edges {
-        let mut edges: Vec<u64> = (0..LOG_EDGES)
-            .map(|k| libm::round(FIRST_EDGE_US * libm::exp2(f64::from(k) / PER_DOUBLING)) as u64)
-            .collect();
+        let mut edges: Vec<u64> =
+            (0..LOG_EDGES).map(|k| (FIRST_EDGE_US * (f64::from(k) / PER_DOUBLING).exp2()).round() as u64).collect();
         if let Some(t) = exact {
             let us = micros(t);
             if !edges.contains(&us) {
