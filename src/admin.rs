@@ -78,8 +78,19 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut shutdown: 
                     async move { Ok::<_, Infallible>(handle(&state, req).await) }
                 });
                 let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                // A kept-alive connection (a browser's, a `--watch`) ends
+                // with the listener: finished requests close it, one in
+                // flight is answered first.
+                let mut stop = shutdown.clone();
                 tokio::spawn(async move {
-                    let _ = conn.await;
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        _ = conn.as_mut() => {}
+                        _ = lifecycle::stopped(&mut stop) => {
+                            conn.as_mut().graceful_shutdown();
+                            let _ = conn.await;
+                        }
+                    }
                 });
             }
             _ = lifecycle::stopped(&mut shutdown) => break,
