@@ -41,8 +41,20 @@ fn check(schema: &Value, value: &Value, at: &str, problems: &mut Vec<String>) {
     let schema = schema.as_object().expect("a schema is an object");
     for keyword in schema.keys() {
         let known = [
-            "$schema", "title", "description", "examples", "pattern", "type", "properties", "required",
-            "additionalProperties", "items", "minItems", "enum", "minimum", "maximum",
+            "$schema",
+            "title",
+            "description",
+            "examples",
+            "pattern",
+            "type",
+            "properties",
+            "required",
+            "additionalProperties",
+            "items",
+            "minItems",
+            "enum",
+            "minimum",
+            "maximum",
         ];
         assert!(known.contains(&keyword.as_str()), "the schema uses {keyword:?}, which this test does not check");
     }

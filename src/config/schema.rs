@@ -291,6 +291,9 @@ mod tests {
         assert_eq!(schema["additionalProperties"], false);
         let pool = &schema["properties"]["pools"]["additionalProperties"];
         assert_eq!(pool["properties"]["guard"]["required"], json!(["max_error_rate"]));
-        assert_eq!(schema["properties"]["routes"]["items"]["properties"]["force"]["items"]["required"], json!(["value", "pool"]));
+        assert_eq!(
+            schema["properties"]["routes"]["items"]["properties"]["force"]["items"]["required"],
+            json!(["value", "pool"])
+        );
     }
 }
