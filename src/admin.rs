@@ -25,20 +25,28 @@
 //!   literal, `localhost`, or a name in `[admin] allowed_hosts`, with any
 //!   port. The page's own name is none of these. `GET /healthz` and `/ready`
 //!   are exempt, so no probe breaks; they tell a page nothing.
+//!
+//! Since the listener serves a page to browsers, it also gets the traffic
+//! side's protections against clients that hold connections: a deadline for
+//! a request head (a connection that sends nothing included) and for a
+//! write's body, a bound on the head's size and one on the connections open
+//! at once, past which a new one is closed unanswered. They are fixed: the
+//! admin API's clients are few and quick.
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
 use std::collections::BTreeMap;
 
@@ -67,19 +75,47 @@ impl AdminState {
 
 /// Serve the admin API on `listener` until `shutdown` turns true.
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut shutdown: watch::Receiver<bool>) {
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).max_buf_size(MAX_HEAD_BYTES);
+    builder.http2().timer(TokioTimer::new()).max_header_list_size(MAX_HEAD_BYTES as u32);
+    let open = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
+                let Ok(permit) = open.clone().try_acquire_owned() else {
+                    tracing::warn!(limit = MAX_CONNECTIONS, "admin connection refused: too many open");
+                    continue;
+                };
                 let state = state.clone();
                 let service = service_fn(move |req| {
                     let state = state.clone();
                     async move { Ok::<_, Infallible>(handle(&state, req).await) }
                 });
-                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                let builder = builder.clone();
+                // A kept-alive connection (a browser's, a `--watch`) ends
+                // with the listener: finished requests close it, one in
+                // flight is answered first.
+                let mut stop = shutdown.clone();
                 tokio::spawn(async move {
-                    let _ = conn.await;
+                    let _permit = permit;
+                    // hyper's head deadline starts once it knows the
+                    // protocol; a connection that sends nothing gets the
+                    // same deadline here.
+                    let mut first = [0u8; 1];
+                    match tokio::time::timeout(HEADER_READ_TIMEOUT, stream.peek(&mut first)).await {
+                        Ok(Ok(n)) if n > 0 => {}
+                        _ => return,
+                    }
+                    let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        _ = conn.as_mut() => {}
+                        _ = lifecycle::stopped(&mut stop) => {
+                            conn.as_mut().graceful_shutdown();
+                            let _ = conn.await;
+                        }
+                    }
                 });
             }
             _ = lifecycle::stopped(&mut shutdown) => break,
@@ -89,6 +125,14 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut shutdown: 
 
 /// Largest admin request body accepted.
 const MAX_BODY: usize = 64 * 1024;
+/// Deadline for a request head, and for the first byte of a connection.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Deadline for a write's whole body.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request head (hyper's read buffer; it wants at least 8 KiB).
+pub const MAX_HEAD_BYTES: usize = 32 * 1024;
+/// Admin connections open at once; past it a new one is closed unanswered.
+pub const MAX_CONNECTIONS: usize = 128;
 
 async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let method = req.method().clone();
@@ -328,9 +372,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 async fn read_body(req: Request<Incoming>) -> Result<Bytes, Box<Response<Full<Bytes>>>> {
     use http_body_util::BodyExt;
     let limited = http_body_util::Limited::new(req.into_body(), MAX_BODY);
-    match limited.collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(_) => Err(Box::new(error(StatusCode::BAD_REQUEST, "unreadable or oversized body"))),
+    match tokio::time::timeout(BODY_READ_TIMEOUT, limited.collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(_)) => Err(Box::new(error(StatusCode::BAD_REQUEST, "unreadable or oversized body"))),
+        Err(_) => Err(Box::new(error(StatusCode::REQUEST_TIMEOUT, "the body did not arrive in time"))),
     }
 }
 

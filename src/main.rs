@@ -1,4 +1,7 @@
-//! The `cutover` command line: `run` (the default), `check` and `demo`.
+//! The `cutover` command line: `run` (the default), `check` and `demo`, the
+//! operator's admin commands (`src/cli/`), and what an operator's tools read
+//! from the binary itself: shell completions and a man page generated from
+//! this definition, and the config file's JSON Schema.
 //!
 //! Exit codes are part of the contract (SPEC §1): 0 after a clean shutdown,
 //! 1 for a bad config or a listener that cannot be bound, 2 for a usage error
@@ -10,7 +13,7 @@ use std::time::Duration;
 
 mod demo;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use cutover::config;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
@@ -57,6 +60,16 @@ enum Command {
         #[arg(long)]
         seed: Option<u64>,
     },
+    /// Print a shell completion script for this command line.
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) for this command line.
+    Man,
+    /// Print the JSON Schema of the config file, for editors that check TOML.
+    Schema,
     /// The operator's commands over a running proxy's admin API.
     #[command(flatten)]
     Admin(cutover::cli::CliCommand),
@@ -73,6 +86,27 @@ fn main() -> ExitCode {
         Command::Run { config, no_watch } => run(config, !no_watch),
         Command::Demo { duration, seed } => demo(Duration::from_secs(duration), seed),
         Command::Admin(command) => cutover::cli::run(command),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "cutover", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Man => print_man(),
+        Command::Schema => {
+            println!("{}", cutover::config::schema::json_schema());
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// The man page of the whole command line, its subcommands as sections.
+fn print_man() -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    match clap_mangen::Man::new(Cli::command()).render(&mut out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("cannot write the man page: {err}");
+            ExitCode::from(1)
+        }
     }
 }
 

@@ -12,6 +12,7 @@
 
 mod raw;
 pub mod restart;
+pub mod schema;
 mod validate;
 pub mod watch;
 

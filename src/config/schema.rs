@@ -1,0 +1,299 @@
+//! The config file's JSON Schema, for editors that complete and check TOML
+//! against one (taplo, Even Better TOML): `cutover schema` prints it and
+//! `docs/cutover.schema.json` is its committed copy.
+//!
+//! It is built from one table per TOML table of the file ([`TABLES`]): each
+//! key with its type and a line of meaning. The schema says *shape* — keys,
+//! TOML types, the few closed sets of words, the simple lower bounds — the
+//! way [`super::raw`] does, and leaves the rest (cross references, clashes,
+//! addresses) to validation, whose messages say more than an editor can. A
+//! test here asks the parser itself which keys each table accepts (serde's
+//! "expected one of" on an unknown key) and compares them with these tables,
+//! so a key added to the parser without one here, or the reverse, fails.
+
+use serde_json::{json, Map, Value};
+
+/// What a key's value is.
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    /// Any string.
+    Text,
+    /// A duration string such as `"250ms"` or `"30s"`.
+    Duration,
+    /// An integer of at least this value.
+    Integer(i64),
+    /// A number between 0 and 1.
+    Share,
+    /// `true` or `false`.
+    Bool,
+    /// One of these words.
+    OneOf(&'static [&'static str]),
+    /// An array of strings; `true` when it must not be empty.
+    TextList(bool),
+    /// A table of name = integer weight (a route's split).
+    Weights,
+    /// A sub-table with these keys.
+    Table(&'static Table),
+    /// A table of named sub-tables with these keys (`[pools.NAME]`).
+    Named(&'static Table),
+    /// An array of tables with these keys (`[[routes]]`).
+    Tables(&'static Table),
+}
+
+/// One key: its name, its kind, whether the file must have it, and a line
+/// of meaning (docs/configuration.md has the whole story).
+#[derive(Debug)]
+pub struct Key {
+    /// The TOML key.
+    pub name: &'static str,
+    /// Its type.
+    pub kind: Kind,
+    /// Whether validation requires it.
+    pub required: bool,
+    /// What it sets.
+    pub doc: &'static str,
+}
+
+/// One TOML table: where it is in the file and its keys.
+#[derive(Debug)]
+pub struct Table {
+    /// Its place in the file, as docs/configuration.md heads it.
+    pub path: &'static str,
+    /// Its keys, in the order the reference lists them.
+    pub keys: &'static [Key],
+}
+
+const fn key(name: &'static str, kind: Kind, doc: &'static str) -> Key {
+    Key { name, kind, required: false, doc }
+}
+
+const fn required(name: &'static str, kind: Kind, doc: &'static str) -> Key {
+    Key { name, kind, required: true, doc }
+}
+
+/// `[server.tls]`.
+pub static TLS: Table = Table {
+    path: "[server.tls]",
+    keys: &[
+        required("listen", Kind::Text, "TLS listen address, host:port."),
+        required("cert", Kind::Text, "PEM certificate chain file."),
+        required("key", Kind::Text, "PEM private key file."),
+    ],
+};
+
+/// `[server]`.
+pub static SERVER: Table = Table {
+    path: "[server]",
+    keys: &[
+        key("listen", Kind::TextList(true), "Plain HTTP/1.1 and h2c listen addresses. Restart to change."),
+        key("request_timeout", Kind::Duration, "Deadline for connect, send and the response head; 504 past it."),
+        key("connect_timeout", Kind::Duration, "Deadline for opening a connection to a backend."),
+        key("idle_timeout", Kind::Duration, "Idle downstream keep-alive connections close after this."),
+        key("upstream_idle_timeout", Kind::Duration, "Pooled upstream connections unused this long are closed."),
+        key("drain_timeout", Kind::Duration, "Longest wait for in-flight requests at shutdown or backend removal."),
+        key("shutdown_delay", Kind::Duration, "After SIGTERM, keep serving this long while /ready answers 503."),
+        key("max_request_header_bytes", Kind::Integer(1024), "Largest request head; 431 above it (1024-1048576)."),
+        key("header_read_timeout", Kind::Duration, "Deadline for a client to send a whole HTTP/1 request head."),
+        key("body_read_timeout", Kind::Duration, "Longest silence while a client sends a request body; 408 past it."),
+        key("send_timeout", Kind::Duration, "Longest a response may wait on a client that reads nothing."),
+        key("workers", Kind::Integer(1), "Runtime worker threads; one per CPU core by default."),
+        key("allow_underscores_in_headers", Kind::Bool, "Forward request headers whose name contains '_'."),
+        key("tls", Kind::Table(&TLS), "[server.tls]: a TLS listener."),
+    ],
+};
+
+/// `[admin]`.
+pub static ADMIN: Table = Table {
+    path: "[admin]",
+    keys: &[
+        key("listen", Kind::Text, "Admin API listen address (loopback by default). Restart to change."),
+        key("token_file", Kind::Text, "File whose content is the bearer token every write needs."),
+        key("state_file", Kind::Text, "Overrides, trips and history are kept here across restarts."),
+        key("allowed_hosts", Kind::TextList(false), "Host names the admin API answers to besides IPs and localhost."),
+    ],
+};
+
+/// `[pools.NAME.health]`.
+pub static HEALTH: Table = Table {
+    path: "[pools.NAME.health]",
+    keys: &[
+        key("path", Kind::Text, "Path probed with GET; a 2xx is healthy."),
+        key("interval", Kind::Duration, "Time between probes."),
+        key("timeout", Kind::Duration, "Deadline of one probe; at most interval."),
+        key("unhealthy_after", Kind::Integer(1), "Consecutive failed probes that mark a backend unhealthy."),
+        key("healthy_after", Kind::Integer(1), "Consecutive good probes that mark it healthy again."),
+    ],
+};
+
+/// `[pools.NAME.guard]`.
+pub static GUARD: Table = Table {
+    path: "[pools.NAME.guard]",
+    keys: &[
+        required("max_error_rate", Kind::Share, "Largest tolerated share of failed requests, 0 to 1."),
+        key("max_p99_latency", Kind::Duration, "The pool also trips when its p99 latency exceeds this."),
+        key("window", Kind::Duration, "Length of the sliding window."),
+        key("min_requests", Kind::Integer(1), "Nothing is judged before the window holds this many requests."),
+    ],
+};
+
+/// `[pools.NAME]`.
+pub static POOL: Table = Table {
+    path: "[pools.NAME]",
+    keys: &[
+        required("backends", Kind::TextList(true), "host:port, http://host:port or https://host:port."),
+        key("lb", Kind::OneOf(&["p2c", "round_robin", "random"]), "How a request chooses a backend in the pool."),
+        key("protocol", Kind::OneOf(&["http1", "h2"]), "The HTTP version spoken to the backends."),
+        key("ca_file", Kind::Text, "Extra PEM CA certificates for the pool's https:// backends."),
+        key("health", Kind::Table(&HEALTH), "[pools.NAME.health]: active health checks."),
+        key("guard", Kind::Table(&GUARD), "[pools.NAME.guard]: automatic rollback on errors or latency."),
+    ],
+};
+
+/// `sticky = { … }`.
+pub static STICKY: Table = Table {
+    path: "sticky",
+    keys: &[
+        key("cookie", Kind::Text, "Keep a user on one pool by this cookie."),
+        key("header", Kind::Text, "Keep a user on one pool by this header."),
+    ],
+};
+
+/// `[[routes.force]]`.
+pub static FORCE: Table = Table {
+    path: "[[routes.force]]",
+    keys: &[
+        key("header", Kind::Text, "Match a request header by name (one of header and cookie)."),
+        key("cookie", Kind::Text, "Match a cookie by name (one of header and cookie)."),
+        required("value", Kind::Text, "The exact value to match."),
+        required("pool", Kind::Text, "The pool matching requests go to; it must be in the split."),
+    ],
+};
+
+/// `[[routes]]`.
+pub static ROUTE: Table = Table {
+    path: "[[routes]]",
+    keys: &[
+        required("name", Kind::Text, "Unique route name, used in /status, admin paths and metrics."),
+        key("host", Kind::Text, "Exact host or a leading-wildcard host (*.example.com); any host if absent."),
+        key("path_prefix", Kind::Text, "Matched on whole path segments; \"/\" by default."),
+        required("split", Kind::Weights, "Relative weights per pool, such as { blue = 90, canary = 10 }."),
+        key("sticky", Kind::Table(&STICKY), "{ cookie = \"NAME\" } or { header = \"NAME\" }, not both."),
+        key("force", Kind::Tables(&FORCE), "[[routes.force]]: override rules."),
+    ],
+};
+
+/// The whole file.
+pub static FILE: Table = Table {
+    path: "the file",
+    keys: &[
+        key("server", Kind::Table(&SERVER), "[server]: listeners, timeouts and limits of the traffic side."),
+        key("admin", Kind::Table(&ADMIN), "[admin]: the admin API."),
+        required("pools", Kind::Named(&POOL), "[pools.NAME]: named groups of backends."),
+        required("routes", Kind::Tables(&ROUTE), "[[routes]]: which requests go where, in file order."),
+    ],
+};
+
+/// Every table of the file, for the test that compares them with the parser.
+pub static TABLES: [&Table; 10] = [&FILE, &SERVER, &TLS, &ADMIN, &POOL, &HEALTH, &GUARD, &ROUTE, &STICKY, &FORCE];
+
+/// The schema (draft 2020-12) as pretty-printed JSON, ending in no newline.
+pub fn json_schema() -> String {
+    let mut schema = Map::new();
+    schema.insert("$schema".into(), json!("https://json-schema.org/draft/2020-12/schema"));
+    schema.insert("title".into(), json!("cutover.toml"));
+    schema.insert(
+        "description".into(),
+        json!("The cutover config file. Shape only: `cutover check` validates the rest (docs/configuration.md)."),
+    );
+    if let Value::Object(file) = table(&FILE) {
+        schema.extend(file);
+    }
+    serde_json::to_string_pretty(&Value::Object(schema)).unwrap_or_default()
+}
+
+fn table(t: &Table) -> Value {
+    let properties: Map<String, Value> = t.keys.iter().map(|k| (k.name.to_string(), value(k))).collect();
+    let required: Vec<&str> = t.keys.iter().filter(|k| k.required).map(|k| k.name).collect();
+    let mut out = json!({"type": "object", "additionalProperties": false, "properties": properties});
+    if !required.is_empty() {
+        out["required"] = json!(required);
+    }
+    out
+}
+
+fn value(k: &Key) -> Value {
+    let mut v = match k.kind {
+        Kind::Text => json!({"type": "string"}),
+        Kind::Duration => json!({"type": "string", "pattern": "^[0-9]", "examples": ["250ms", "30s", "5m"]}),
+        Kind::Integer(min) => json!({"type": "integer", "minimum": min}),
+        Kind::Share => json!({"type": "number", "minimum": 0, "maximum": 1}),
+        Kind::Bool => json!({"type": "boolean"}),
+        Kind::OneOf(words) => json!({"type": "string", "enum": words}),
+        Kind::TextList(non_empty) => {
+            let mut list = json!({"type": "array", "items": {"type": "string"}});
+            if non_empty {
+                list["minItems"] = json!(1);
+            }
+            list
+        }
+        Kind::Weights => json!({"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}}),
+        Kind::Table(t) => table(t),
+        Kind::Named(t) => json!({"type": "object", "additionalProperties": table(t)}),
+        Kind::Tables(t) => json!({"type": "array", "items": table(t)}),
+    };
+    v["description"] = json!(k.doc);
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The keys the parser accepts in a table, from its refusal of one it
+    /// does not know.
+    fn parser_keys(toml_text: &str) -> Vec<String> {
+        let err = toml::from_str::<super::super::raw::RawConfig>(toml_text).expect_err("an unknown key is refused");
+        let message = err.to_string();
+        let list = message.split("expected one of ").nth(1).or_else(|| message.split("expected ").nth(1));
+        let list = list.unwrap_or_else(|| panic!("no list of keys in: {message}"));
+        let list = list.lines().next().unwrap_or_default();
+        // serde writes `a`, `b`, `c` for three or more and `a` or `b` for two.
+        list.split(", ").flat_map(|k| k.split(" or ")).map(|k| k.trim().trim_matches('`').to_string()).collect()
+    }
+
+    #[test]
+    fn every_table_has_the_keys_the_parser_accepts() {
+        let probes: [(&Table, &str); 10] = [
+            (&FILE, "zz_unknown = 1\n"),
+            (&SERVER, "[server]\nzz_unknown = 1\n"),
+            (&TLS, "[server.tls]\nzz_unknown = 1\n"),
+            (&ADMIN, "[admin]\nzz_unknown = 1\n"),
+            (&POOL, "[pools.a]\nzz_unknown = 1\n"),
+            (&HEALTH, "[pools.a.health]\nzz_unknown = 1\n"),
+            (&GUARD, "[pools.a.guard]\nzz_unknown = 1\n"),
+            (&ROUTE, "[[routes]]\nzz_unknown = 1\n"),
+            (&STICKY, "[[routes]]\nsticky = { zz_unknown = \"x\" }\n"),
+            (&FORCE, "[[routes]]\n[[routes.force]]\nzz_unknown = 1\n"),
+        ];
+        assert_eq!(probes.len(), TABLES.len(), "a probe for every table");
+        for (table, probe) in probes {
+            let mut ours: Vec<&str> = table.keys.iter().map(|k| k.name).collect();
+            let mut parsers = parser_keys(probe);
+            ours.sort_unstable();
+            parsers.sort_unstable();
+            assert_eq!(ours, parsers, "{}: the schema's keys and the parser's differ", table.path);
+        }
+    }
+
+    #[test]
+    fn the_schema_is_json_with_every_table() {
+        let schema: Value = serde_json::from_str(&json_schema()).unwrap();
+        assert_eq!(schema["additionalProperties"], false);
+        let pool = &schema["properties"]["pools"]["additionalProperties"];
+        assert_eq!(pool["properties"]["guard"]["required"], json!(["max_error_rate"]));
+        assert_eq!(
+            schema["properties"]["routes"]["items"]["properties"]["force"]["items"]["required"],
+            json!(["value", "pool"])
+        );
+    }
+}
