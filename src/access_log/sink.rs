@@ -267,6 +267,11 @@ mod tests {
         assert!(status.success());
         // Opening a FIFO for writing waits for a reader: hold one open that never reads.
         let reader = OpenOptions::new().read(true).custom_flags_nonblock().open(&fifo).expect("reader");
+        // Fill the pipe first, so that the writer's first write blocks
+        // however few records reach it before the queue fills.
+        let mut filler = OpenOptions::new().write(true).custom_flags_nonblock().open(&fifo).expect("filler");
+        let chunk = [b'x'; 4096];
+        while filler.write(&chunk).is_ok() {}
         let dropped = counter();
         let log = AccessLog::start(&options(Destination::File(fifo.clone()), 16), dropped.clone()).expect("start");
         let started = Instant::now();
@@ -279,7 +284,7 @@ mod tests {
         assert!(spent < Duration::from_secs(5), "logging never waited on the sink ({spent:?})");
         // The writer is stuck on the full pipe; closing does not hang.
         assert!(!log.close(Duration::from_millis(50)));
-        drop(reader);
+        drop((reader, filler));
     }
 
     fn wait_for_lines(path: &std::path::Path, lines: usize) {
