@@ -27,6 +27,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::config::GuardConfig;
+use crate::judge::{Judge, JudgeConfig, Verdict};
 
 /// Where a guard sends a breach: (pool, breach), to the control task. The
 /// guard owns the channel's type; the control side holds its receiver.
@@ -283,13 +284,22 @@ pub struct PoolGuard {
     breached: AtomicBool,
     /// Where breaches are reported (the control task).
     events: Option<BreachSender>,
+    /// The verdict on this version of the pool; only the 250 ms task and
+    /// `/status` lock it, never the request path.
+    judge: std::sync::Mutex<Judge>,
 }
 
 impl PoolGuard {
     /// A guard with an empty window, reporting breaches to `events`.
     pub fn new(pool: std::sync::Arc<str>, config: GuardConfig, events: Option<BreachSender>) -> PoolGuard {
         let window = GuardWindow::new(config.window, config.max_p99_latency);
-        PoolGuard { pool, config, window, breached: AtomicBool::new(false), events }
+        let judge = std::sync::Mutex::new(Judge::new(&pool, judge_config(&config), Instant::now()));
+        PoolGuard { pool, config, window, breached: AtomicBool::new(false), events, judge }
+    }
+
+    /// The verdict at `now` (the 250 ms task asks each tick).
+    pub fn verdict(&self, now: Instant) -> Verdict {
+        self.judge.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).verdict(now)
     }
 
     /// Record a finished request and report a new breach to the control task.
@@ -333,10 +343,22 @@ impl PoolGuard {
         }
     }
 
-    /// Start afresh: empty window, breach re-armed.
+    /// Start afresh: empty window, breach re-armed, evidence cleared.
     pub fn reset(&self) {
         self.window.clear();
         self.breached.store(false, Ordering::Release);
+        self.judge.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).reset(Instant::now());
+    }
+}
+
+/// How the judge sees a guard's settings.
+fn judge_config(config: &GuardConfig) -> JudgeConfig {
+    JudgeConfig {
+        max_error_rate: Some(config.max_error_rate),
+        max_p99_latency: config.max_p99_latency,
+        min_requests: config.min_requests,
+        window: config.window,
+        ..JudgeConfig::default()
     }
 }
 

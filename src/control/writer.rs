@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use super::outcome::{AdminError, ReloadCause, ReloadOutcome, ReloadRecord, StateView};
+use super::outcome::{AdminError, ReloadCause, ReloadOutcome, ReloadRecord, StateView, Verdicts};
 use super::state::{backend_names, Override, Revision, Trip, TripReason, Weights};
 use super::weights::{align, all_effective, Effective};
 use super::{drain, history};
@@ -47,6 +47,8 @@ pub struct Control {
     breaches: Option<BreachSender>,
     /// Active health checks, kept in step with every published snapshot.
     health: crate::health::HealthChecks,
+    /// Every guarded pool's verdict, published each 250 ms tick.
+    verdicts: tokio::sync::watch::Sender<Verdicts>,
 }
 
 #[derive(Debug)]
@@ -120,6 +122,7 @@ impl Control {
             state: Mutex::new(state),
             breaches,
             health: crate::health::HealthChecks::new(),
+            verdicts: tokio::sync::watch::Sender::new(Verdicts::default()),
         };
         control.health.sync(&control.proxy.snapshot());
         {
@@ -358,11 +361,14 @@ impl Control {
                 _ = tick.tick() => {
                     let guards: Vec<Arc<PoolGuard>> = self.lock().guards.values().cloned().collect();
                     let now = tokio::time::Instant::now();
+                    let mut verdicts = BTreeMap::new();
                     for guard in guards {
                         if let Some(breach) = guard.evaluate(now) {
                             self.on_breach(&guard.pool, &breach);
                         }
+                        verdicts.insert(guard.pool.to_string(), guard.verdict(now));
                     }
+                    self.verdicts.send_replace(Arc::new(verdicts));
                 }
             }
         }
@@ -448,6 +454,18 @@ impl Control {
             trips: state.trips.clone(),
             guards: state.guards.iter().map(|(p, g)| (p.clone(), g.window.stats(now))).collect(),
         }
+    }
+
+    /// The latest verdict on guarded pool `pool` (computed every 250 ms);
+    /// `None` for a pool without a guard, or before the first tick.
+    pub fn verdict(&self, pool: &str) -> Option<crate::judge::Verdict> {
+        self.verdicts.borrow().get(pool).cloned()
+    }
+
+    /// Every guarded pool's verdict, updated each 250 ms tick: `borrow()`
+    /// for the latest, `changed().await` to wait for the next tick's.
+    pub fn watch_verdicts(&self) -> tokio::sync::watch::Receiver<Verdicts> {
+        self.verdicts.subscribe()
     }
 
     /// The history, newest first.
