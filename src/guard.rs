@@ -27,7 +27,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::config::GuardConfig;
-use crate::judge::{Judge, JudgeConfig, Verdict};
+use crate::judge::{Judge, Verdict};
 
 /// Where a guard sends a breach: (pool, breach), to the control task. The
 /// guard owns the channel's type; the control side holds its receiver.
@@ -229,15 +229,10 @@ pub fn judge(config: &GuardConfig, stats: &WindowStats) -> Option<Breach> {
     }
     let window = humantime::format_duration(config.window);
     let rate = stats.error_rate();
-    if rate > config.max_error_rate {
+    if let Some(max) = config.max_error_rate.filter(|max| rate > *max) {
         return Some(Breach {
             reason: BreachReason::ErrorRate,
-            detail: format!(
-                "error rate {} > {} over {window}, n={}",
-                short_rate(rate),
-                config.max_error_rate,
-                stats.requests
-            ),
+            detail: format!("error rate {} > {max} over {window}, n={}", short_rate(rate), stats.requests),
         });
     }
     if let Some(threshold) = config.max_p99_latency {
@@ -293,7 +288,7 @@ impl PoolGuard {
     /// A guard with an empty window, reporting breaches to `events`.
     pub fn new(pool: std::sync::Arc<str>, config: GuardConfig, events: Option<BreachSender>) -> PoolGuard {
         let window = GuardWindow::new(config.window, config.max_p99_latency);
-        let judge = std::sync::Mutex::new(Judge::new(&pool, judge_config(&config), Instant::now()));
+        let judge = std::sync::Mutex::new(Judge::new(&pool, config.judge(), Instant::now()));
         PoolGuard { pool, config, window, breached: AtomicBool::new(false), events, judge }
     }
 
@@ -351,27 +346,17 @@ impl PoolGuard {
     }
 }
 
-/// How the judge sees a guard's settings.
-fn judge_config(config: &GuardConfig) -> JudgeConfig {
-    JudgeConfig {
-        max_error_rate: Some(config.max_error_rate),
-        max_p99_latency: config.max_p99_latency,
-        min_requests: config.min_requests,
-        window: config.window,
-        ..JudgeConfig::default()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn config(rate: f64, p99: Option<u64>, min: u64) -> GuardConfig {
         GuardConfig {
-            max_error_rate: rate,
+            max_error_rate: Some(rate),
             max_p99_latency: p99.map(Duration::from_millis),
             window: Duration::from_secs(30),
             min_requests: min,
+            ..GuardConfig::default()
         }
     }
 
