@@ -20,6 +20,13 @@
 //! `min_requests`; above it, a failure share over `max_error_rate` or a p99
 //! over `max_p99_latency` is a [`Breach`]. What a breach does to routes is
 //! decided in [`crate::control`].
+//!
+//! Each guard also has a [`Judgement`]: the verdict (`healthy`,
+//! `inconclusive`, `failing`) of [`crate::judge`], fed per tick from
+//! [`TickTally`] counters. With a `baseline`, the verdict alone decides a
+//! trip and the window above only shows figures, so a failure the baseline
+//! shares never trips the pool; without one, the rule above decides, as
+//! SPEC §3 says, and the verdict is shown beside it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -27,7 +34,13 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::config::GuardConfig;
-use crate::judge::{Judge, Verdict};
+use crate::judge::Verdict;
+
+mod judgement;
+mod tally;
+
+pub use judgement::Judgement;
+pub use tally::TickTally;
 
 /// Where a guard sends a breach: (pool, breach), to the control task. The
 /// guard owns the channel's type; the control side holds its receiver.
@@ -49,6 +62,10 @@ pub enum BreachReason {
     ErrorRate,
     /// p99 over `max_p99_latency`.
     Latency,
+    /// Failure share over the baseline's by more than `max_error_increase`.
+    ErrorIncrease,
+    /// Slow answers beyond `max_latency_ratio` × the baseline's p99.
+    LatencyRatio,
 }
 
 impl BreachReason {
@@ -57,6 +74,20 @@ impl BreachReason {
         match self {
             BreachReason::ErrorRate => "error_rate",
             BreachReason::Latency => "latency",
+            BreachReason::ErrorIncrease => "error_increase",
+            BreachReason::LatencyRatio => "latency_ratio",
+        }
+    }
+}
+
+impl From<crate::judge::Rule> for BreachReason {
+    fn from(rule: crate::judge::Rule) -> BreachReason {
+        use crate::judge::Rule;
+        match rule {
+            Rule::ErrorRate => BreachReason::ErrorRate,
+            Rule::P99Latency => BreachReason::Latency,
+            Rule::ErrorIncrease => BreachReason::ErrorIncrease,
+            Rule::LatencyRatio => BreachReason::LatencyRatio,
         }
     }
 }
@@ -279,26 +310,48 @@ pub struct PoolGuard {
     breached: AtomicBool,
     /// Where breaches are reported (the control task).
     events: Option<BreachSender>,
-    /// The verdict on this version of the pool; only the 250 ms task and
-    /// `/status` lock it, never the request path.
-    judge: std::sync::Mutex<Judge>,
+    /// The verdict on this version of the pool.
+    pub judgement: Judgement,
+    /// Set once a `failing` verdict has been reported, until a reset.
+    failing_reported: AtomicBool,
 }
 
 impl PoolGuard {
     /// A guard with an empty window, reporting breaches to `events`.
     pub fn new(pool: std::sync::Arc<str>, config: GuardConfig, events: Option<BreachSender>) -> PoolGuard {
         let window = GuardWindow::new(config.window, config.max_p99_latency);
-        let judge = std::sync::Mutex::new(Judge::new(&pool, config.judge(), Instant::now()));
-        PoolGuard { pool, config, window, breached: AtomicBool::new(false), events, judge }
+        let judgement = Judgement::new(&pool, config.judge(), Instant::now());
+        PoolGuard {
+            pool,
+            config,
+            window,
+            breached: AtomicBool::new(false),
+            events,
+            judgement,
+            failing_reported: AtomicBool::new(false),
+        }
     }
 
-    /// The verdict at `now` (the 250 ms task asks each tick).
-    pub fn verdict(&self, now: Instant) -> Verdict {
-        self.judge.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).verdict(now)
+    /// Whether the pool is judged against a baseline (then its verdict, not
+    /// the window's thresholds, decides a trip).
+    pub fn has_baseline(&self) -> bool {
+        self.config.baseline.is_some()
+    }
+
+    /// Feed the tick's counts to the judge and return the verdict at `now`
+    /// (the 250 ms task, each tick), with whether it is a `failing` verdict
+    /// that trips the pool and was not reported before.
+    pub fn tick(&self, now: Instant) -> (Verdict, bool) {
+        let verdict = self.judgement.tick(now);
+        let trips = self.has_baseline()
+            && verdict.kind == crate::judge::VerdictKind::Failing
+            && !self.failing_reported.swap(true, Ordering::AcqRel);
+        (verdict, trips)
     }
 
     /// Record a finished request and report a new breach to the control task.
     pub fn observe(&self, now: Instant, failed: bool, latency: Duration) {
+        self.judgement.record(failed, latency);
         if let Some(breach) = self.record(now, failed, latency) {
             if let Some(events) = &self.events {
                 let _ = events.send((self.pool.clone(), breach));
@@ -322,6 +375,10 @@ impl PoolGuard {
     /// Judge the window now (also called periodically, to catch a window
     /// that reaches `min_requests` on a success).
     pub fn evaluate(&self, now: Instant) -> Option<Breach> {
+        if self.has_baseline() {
+            // The verdict against the baseline decides instead.
+            return None;
+        }
         let breach = judge(&self.config, &self.window.stats(now));
         match breach {
             Some(b) => {
@@ -342,7 +399,8 @@ impl PoolGuard {
     pub fn reset(&self) {
         self.window.clear();
         self.breached.store(false, Ordering::Release);
-        self.judge.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).reset(Instant::now());
+        self.judgement.reset(Instant::now());
+        self.failing_reported.store(false, Ordering::Release);
     }
 }
 

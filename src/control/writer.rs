@@ -28,7 +28,8 @@ use super::{drain, history};
 use crate::config::restart::FixedAtStart;
 use crate::config::{self, Config, ConfigError, RouteConfig};
 use crate::exchange::BreachSender;
-use crate::guard::{Breach, PoolGuard};
+use crate::guard::{Breach, BreachReason, PoolGuard};
+use crate::judge::Verdict;
 use crate::metrics::{BackendGauges, Metrics, StateGauges};
 use crate::pool::Backend;
 use crate::proxy::Proxy;
@@ -318,7 +319,18 @@ impl Control {
 
     /// A guard reported a breach: trip the pool if that moves any traffic.
     pub fn on_breach(&self, pool: &str, breach: &Breach) {
-        self.metrics.guard_breaches.with_label_values(&[pool, breach.reason.as_str()]).inc();
+        let cause = format!("guard: pool {pool}: {}", breach.detail);
+        self.trip_by_guard(pool, breach.reason, &breach.detail, cause);
+    }
+
+    /// A guard judged its pool `failing` against its baseline: trip it as
+    /// a breach does, with the verdict's reason as the history's cause.
+    pub fn on_failing(&self, pool: &str, verdict: &Verdict) {
+        self.trip_by_guard(pool, verdict.evidence.rule.into(), &verdict.reason, format!("guard: {}", verdict.reason));
+    }
+
+    fn trip_by_guard(&self, pool: &str, reason: BreachReason, detail: &str, cause: String) {
+        self.metrics.guard_breaches.with_label_values(&[pool, reason.as_str()]).inc();
         let mut state = self.lock();
         if state.trips.contains_key(pool) {
             return;
@@ -326,8 +338,8 @@ impl Control {
         let Some(pc) = state.config.pool(pool) else { return };
         let before = effective(&state);
         let trip = Trip {
-            reason: breach.reason.into(),
-            detail: breach.detail.clone(),
+            reason: reason.into(),
+            detail: detail.to_string(),
             revision: state.revision + 1,
             backends: backend_names(&pc.backends),
         };
@@ -337,18 +349,20 @@ impl Control {
             state.trips.remove(pool);
             tracing::warn!(
                 pool,
-                detail = %breach.detail,
+                detail,
                 "guard breached, but no other pool can take this pool's traffic; its weight stays"
             );
             return;
         }
-        self.metrics.rollbacks.with_label_values(&[pool, breach.reason.as_str()]).inc();
-        tracing::warn!(pool, reason = breach.reason.as_str(), detail = %breach.detail, "guard tripped: pool rolled back");
-        self.commit(&mut state, format!("guard: pool {pool}: {}", breach.detail));
+        self.metrics.rollbacks.with_label_values(&[pool, reason.as_str()]).inc();
+        tracing::warn!(pool, reason = reason.as_str(), detail, "guard tripped: pool rolled back");
+        self.commit(&mut state, cause);
     }
 
     /// Consume breach reports and judge every guard periodically (a window
-    /// can cross `min_requests` on a success, which `record` does not judge).
+    /// can cross `min_requests` on a success, which `record` does not judge);
+    /// each tick also feeds every guard's judge, trips a pool newly judged
+    /// `failing` against its baseline, and publishes the verdicts.
     pub async fn run_guards(self: Arc<Self>, mut breaches: tokio::sync::mpsc::UnboundedReceiver<(Arc<str>, Breach)>) {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -366,7 +380,11 @@ impl Control {
                         if let Some(breach) = guard.evaluate(now) {
                             self.on_breach(&guard.pool, &breach);
                         }
-                        verdicts.insert(guard.pool.to_string(), guard.verdict(now));
+                        let (verdict, trips) = guard.tick(now);
+                        if trips {
+                            self.on_failing(&guard.pool, &verdict);
+                        }
+                        verdicts.insert(guard.pool.to_string(), verdict);
                     }
                     self.verdicts.send_replace(Arc::new(verdicts));
                 }
