@@ -42,9 +42,25 @@ mod tally;
 pub use judgement::Judgement;
 pub use tally::TickTally;
 
-/// Where a guard sends a breach: (pool, breach), to the control task. The
-/// guard owns the channel's type; the control side holds its receiver.
-pub type BreachSender = tokio::sync::mpsc::UnboundedSender<(std::sync::Arc<str>, Breach)>;
+/// Where a guard sends a breach, to the control task. The guard owns the
+/// channel's type; the control side holds its receiver.
+pub type BreachSender = tokio::sync::mpsc::UnboundedSender<BreachReport>;
+
+/// A breach as the control task receives it: which guard, of which pool.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BreachReport {
+    /// The pool's name.
+    pub pool: std::sync::Arc<str>,
+    /// The reporting guard's [`PoolGuard::id`]: a guard of a version the
+    /// config has since replaced still reports the requests in flight to
+    /// its backends, and the control side ignores it by this.
+    pub guard: u64,
+    /// What breached.
+    pub breach: Breach,
+}
+
+/// Identities of guards, unique in the process.
+static NEXT_GUARD_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Number of slices in a window.
 const SLICES: u64 = 10;
@@ -302,6 +318,9 @@ fn short_rate(rate: f64) -> String {
 pub struct PoolGuard {
     /// The pool's name.
     pub pool: std::sync::Arc<str>,
+    /// This guard's identity: a new version of the pool (new backends) or
+    /// new settings get a new guard, and a new identity.
+    pub id: u64,
     /// Its thresholds.
     pub config: GuardConfig,
     /// Its outcomes.
@@ -323,6 +342,7 @@ impl PoolGuard {
         let judgement = Judgement::new(&pool, config.judge(), Instant::now());
         PoolGuard {
             pool,
+            id: NEXT_GUARD_ID.fetch_add(1, Ordering::Relaxed),
             config,
             window,
             breached: AtomicBool::new(false),
@@ -354,7 +374,7 @@ impl PoolGuard {
         self.judgement.record(failed, latency);
         if let Some(breach) = self.record(now, failed, latency) {
             if let Some(events) = &self.events {
-                let _ = events.send((self.pool.clone(), breach));
+                let _ = events.send(BreachReport { pool: self.pool.clone(), guard: self.id, breach });
             }
         }
     }

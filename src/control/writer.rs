@@ -28,7 +28,7 @@ use super::{drain, history};
 use crate::config::restart::FixedAtStart;
 use crate::config::{self, Config, ConfigError, RouteConfig};
 use crate::exchange::BreachSender;
-use crate::guard::{Breach, BreachReason, PoolGuard};
+use crate::guard::{Breach, BreachReason, BreachReport, PoolGuard};
 use crate::judge::Verdict;
 use crate::metrics::{BackendGauges, Metrics, StateGauges};
 use crate::pool::Backend;
@@ -323,6 +323,26 @@ impl Control {
         self.trip_by_guard(pool, breach.reason, &breach.detail, cause);
     }
 
+    /// A breach reported from the request path: only the pool's current
+    /// guard may trip it. A superseded guard (the pool got new backends or
+    /// new settings) still sees the requests in flight to the old version,
+    /// and its breach is counted, but never trips the version in force.
+    pub fn on_breach_report(&self, report: &BreachReport) {
+        let current = self.lock().guards.get(&*report.pool).map(|g| g.id);
+        if current == Some(report.guard) {
+            self.on_breach(&report.pool, &report.breach);
+            return;
+        }
+        let (pool, reason) = (&*report.pool, report.breach.reason.as_str());
+        self.metrics.guard_breaches.with_label_values(&[pool, reason]).inc();
+        tracing::info!(
+            pool,
+            reason,
+            detail = %report.breach.detail,
+            "guard of a superseded version of the pool breached; the version in force is not tripped"
+        );
+    }
+
     /// A guard judged its pool `failing` against its baseline: trip it as
     /// a breach does, with the verdict's reason as the history's cause.
     pub fn on_failing(&self, pool: &str, verdict: &Verdict) {
@@ -363,13 +383,13 @@ impl Control {
     /// can cross `min_requests` on a success, which `record` does not judge);
     /// each tick also feeds every guard's judge, trips a pool newly judged
     /// `failing` against its baseline, and publishes the verdicts.
-    pub async fn run_guards(self: Arc<Self>, mut breaches: tokio::sync::mpsc::UnboundedReceiver<(Arc<str>, Breach)>) {
+    pub async fn run_guards(self: Arc<Self>, mut breaches: tokio::sync::mpsc::UnboundedReceiver<BreachReport>) {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 event = breaches.recv() => match event {
-                    Some((pool, breach)) => self.on_breach(&pool, &breach),
+                    Some(report) => self.on_breach_report(&report),
                     None => return,
                 },
                 _ = tick.tick() => {
