@@ -29,7 +29,7 @@ use crate::config::restart::FixedAtStart;
 use crate::config::{self, Config, ConfigError, RouteConfig};
 use crate::exchange::BreachSender;
 use crate::guard::{Breach, BreachReason, BreachReport, PoolGuard};
-use crate::judge::Verdict;
+use crate::judge::{Verdict, VerdictKind};
 use crate::metrics::{BackendGauges, Metrics, StateGauges};
 use crate::pool::Backend;
 use crate::proxy::Proxy;
@@ -491,6 +491,7 @@ impl Control {
             overrides: state.overrides.clone(),
             trips: state.trips.clone(),
             guards: state.guards.iter().map(|(p, g)| (p.clone(), g.window.stats(now))).collect(),
+            verdicts: self.verdicts.borrow().clone(),
         }
     }
 
@@ -540,6 +541,19 @@ impl Control {
                 .collect(),
             tripped: pools,
             backends,
+            verdicts: {
+                let verdicts = self.verdicts.borrow().clone();
+                snapshot
+                    .config
+                    .pools
+                    .iter()
+                    .filter(|p| p.guard.is_some())
+                    .map(|p| {
+                        let kind = verdicts.get(&p.name).map_or(VerdictKind::Inconclusive, |v| v.kind);
+                        (p.name.clone(), kind.as_str())
+                    })
+                    .collect()
+            },
         };
         self.metrics.show_state(&gauges);
         self.metrics.render()
