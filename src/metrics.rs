@@ -59,6 +59,8 @@ pub struct Metrics {
     pub upstream_retries: IntCounterVec,
     /// `cutover_guard_verdict{pool,verdict}`.
     pub guard_verdict: IntGaugeVec,
+    /// `cutover_guard_superseded_breaches_total{pool}`.
+    pub superseded_breaches: IntCounterVec,
 }
 
 /// A guard's verdicts, as the `verdict` label of `cutover_guard_verdict`.
@@ -187,6 +189,11 @@ impl Metrics {
                 "cutover_guard_verdict",
                 "1 for a guarded pool's current verdict (healthy, inconclusive, failing), 0 for the others.",
                 &["pool", "verdict"],
+            ),
+            superseded_breaches: counter(
+                "cutover_guard_superseded_breaches_total",
+                "Breaches of the guard of a version the config has replaced (requests still in flight to its backends): ignored.",
+                &["pool"],
             ),
             registry,
         };

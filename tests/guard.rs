@@ -498,8 +498,8 @@ async fn rollback_and_reload_error_series_exist_before_the_first_event() {
 /// Issue 21, defect 3: failures still in flight to a superseded version's
 /// backends breach that version's guard after a reload deployed new
 /// backends; the new version must not be tripped by them. The breach is
-/// seen to reach the control side (it is counted), so the test shows the
-/// mechanism ran, not only that nothing happened.
+/// seen to reach the control side (it is counted apart), so the test shows
+/// the mechanism ran, not only that nothing happened.
 #[tokio::test]
 async fn a_superseded_versions_breach_does_not_trip_the_new_version() {
     const SLOW: usize = 12;
@@ -537,7 +537,7 @@ async fn a_superseded_versions_breach_does_not_trip_the_new_version() {
     }
 
     // The old guard's breach reached the control side...
-    let series = r#"cutover_guard_breaches_total{pool="canary",reason="error_rate"}"#;
+    let series = r#"cutover_guard_superseded_breaches_total{pool="canary"}"#;
     let end = tokio::time::Instant::now() + WAIT;
     loop {
         let metrics = get(&client, &proxy.admin_url("/metrics"), &[]).await.body;

@@ -325,8 +325,8 @@ impl Control {
 
     /// A breach reported from the request path: only the pool's current
     /// guard may trip it. A superseded guard (the pool got new backends or
-    /// new settings) still sees the requests in flight to the old version,
-    /// and its breach is counted, but never trips the version in force.
+    /// new settings) still sees the requests in flight to the old version;
+    /// its breach is counted apart, and never trips the version in force.
     pub fn on_breach_report(&self, report: &BreachReport) {
         let current = self.lock().guards.get(&*report.pool).map(|g| g.id);
         if current == Some(report.guard) {
@@ -334,7 +334,7 @@ impl Control {
             return;
         }
         let (pool, reason) = (&*report.pool, report.breach.reason.as_str());
-        self.metrics.guard_breaches.with_label_values(&[pool, reason]).inc();
+        self.metrics.superseded_breaches.with_label_values(&[pool]).inc();
         tracing::info!(
             pool,
             reason,
