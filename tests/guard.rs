@@ -515,7 +515,11 @@ async fn a_superseded_versions_breach_does_not_trip_the_new_version() {
         Config::new()
             .pool("stable", &[stable.addr])
             .pool_with("canary", &[canary], guard)
-            .route_with("shop", "stable = 50, canary = 50", "[[routes.force]]\nheader = \"x-canary\"\nvalue = \"1\"\npool = \"canary\"\n")
+            .route_with(
+                "shop",
+                "stable = 50, canary = 50",
+                "[[routes.force]]\nheader = \"x-canary\"\nvalue = \"1\"\npool = \"canary\"\n",
+            )
             .build()
     };
     let proxy = TestProxy::start(&config(old.addr)).await;

@@ -176,7 +176,8 @@ async fn a_reset_and_new_backends_clear_the_evidence() {
     let guard = "baseline = \"stable\"\nmax_error_increase = 0.05\nmin_requests = 20\n";
     let proxy = TestProxy::start(&config(&[stable.addr], &[canary.addr], guard)).await;
 
-    let status = drive_until(&proxy, "a healthy verdict", 20, Duration::ZERO, |s| verdict(s, "canary") == "healthy").await;
+    let status =
+        drive_until(&proxy, "a healthy verdict", 20, Duration::ZERO, |s| verdict(s, "canary") == "healthy").await;
     let evidence = &pool(&status, "canary")["guard"]["evidence"];
     assert!(evidence["pool"]["requests"].as_u64().unwrap() >= 20, "{evidence:#}");
     assert!(evidence["bound"].as_f64().unwrap() < 0.05, "{evidence:#}");
@@ -204,7 +205,8 @@ async fn the_absolute_limit_trips_with_a_baseline_when_the_pool_is_worse() {
     let guard = "baseline = \"stable\"\nmax_error_increase = 0.9\nmax_error_rate = 0.1\nmin_requests = 20\n";
     let proxy = TestProxy::start(&config(&[stable.addr], &[canary.addr], guard)).await;
     let status =
-        drive_until(&proxy, "the canary tripped", 10, Duration::ZERO, |s| !pool(s, "canary")["tripped"].is_null()).await;
+        drive_until(&proxy, "the canary tripped", 10, Duration::ZERO, |s| !pool(s, "canary")["tripped"].is_null())
+            .await;
     let canary_status = pool(&status, "canary");
     assert_eq!(canary_status["tripped"]["reason"], "error_rate", "{status:#}");
     let reason = canary_status["guard"]["verdict"]["reason"].as_str().unwrap();
@@ -220,13 +222,15 @@ async fn without_a_baseline_the_absolute_limit_trips_and_the_verdict_shows_it() 
     let guard = "max_error_rate = 0.1\nmin_requests = 20\n";
     let proxy = TestProxy::start(&config(&[stable.addr], &[canary.addr], guard)).await;
     let status =
-        drive_until(&proxy, "the canary tripped", 10, Duration::ZERO, |s| !pool(s, "canary")["tripped"].is_null()).await;
+        drive_until(&proxy, "the canary tripped", 10, Duration::ZERO, |s| !pool(s, "canary")["tripped"].is_null())
+            .await;
     let canary_status = pool(&status, "canary");
     assert_eq!(canary_status["tripped"]["reason"], "error_rate", "{status:#}");
     assert!(canary_status["guard"]["baseline"].is_null());
     // The verdict follows within a tick or two.
-    let failing = drive_until(&proxy, "a failing verdict", 0, Duration::from_millis(50), |s| verdict(s, "canary") == "failing")
-        .await;
+    let failing =
+        drive_until(&proxy, "a failing verdict", 0, Duration::from_millis(50), |s| verdict(s, "canary") == "failing")
+            .await;
     let evidence = &pool(&failing, "canary")["guard"]["evidence"];
     assert_eq!(evidence["rule"], "error_rate", "{evidence:#}");
     assert!(evidence["pool"]["failures"].as_u64().unwrap() > 0, "{evidence:#}");
