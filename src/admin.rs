@@ -388,8 +388,8 @@ fn status(state: &AdminState) -> Value {
                 "error_rate": (g.error_rate() * 10_000.0).round() / 10_000.0,
                 "p99_ms": g.p99.map(|d| d.as_secs_f64() * 1000.0),
             });
-            let baseline = view.config.pool(name).and_then(|p| p.guard.as_ref()).and_then(|g| g.baseline.as_deref());
-            verdict::add(&mut guard, view.verdicts.get(name), baseline);
+            let config = view.config.pool(name).and_then(|p| p.guard.as_ref());
+            verdict::add(&mut guard, view.verdicts.get(name), config);
             guard
         });
         json!({"name": name, "tripped": tripped, "guard": guard, "backends": backends})

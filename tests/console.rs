@@ -630,12 +630,13 @@ async fn the_console_shows_the_release_and_steers_it_in_a_real_browser() {
     browser.find(Locator::Id("dialog-cancel")).await.unwrap().click().await.unwrap();
     let last = console.writes.lock().unwrap().last().cloned().unwrap();
     assert_eq!((last.0.as_str(), last.1.as_str()), ("POST", "/routes/shop/rollout/pause"));
-    // Without the new fields the panel and the verdict go away again.
+    // Without the rollout's fields its panel goes away again; the verdict
+    // stays, from the proxy's own /status.
     console.future.store(false, Ordering::SeqCst);
     until(
         &browser,
-        "no rollout panel",
-        "!document.querySelector('.rollout') && !document.querySelector('[data-verdict]')",
+        "no rollout panel, the proxy's own verdict",
+        "!document.querySelector('.rollout') && document.querySelector('[data-pool=\"canary\"] [data-verdict]')",
     )
     .await;
 

@@ -1,19 +1,24 @@
 //! A guarded pool's verdict as `/status` shows it, under the pool's
 //! `guard`: `verdict` (kind, one-line reason, since when), `evidence` (the
-//! figures the deciding rule weighed) and `baseline`.
+//! figures the deciding rule weighed), `baseline`, and the absolute limits
+//! (`max_error_rate`, `max_p99_ms`) the console draws.
 
 use std::time::SystemTime;
 
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
+use crate::config::GuardConfig;
 use crate::judge::{Rule, Scope, Verdict};
 use crate::timestamp::rfc3339;
 
-/// Add `verdict`, `evidence` and `baseline` to a pool's `guard` object.
-pub(super) fn add(guard: &mut Value, verdict: Option<&Verdict>, baseline: Option<&str>) {
+/// Add `verdict`, `evidence`, `baseline` and the limits of `config` to a
+/// pool's `guard` object.
+pub(super) fn add(guard: &mut Value, verdict: Option<&Verdict>, config: Option<&GuardConfig>) {
     let Some(object) = guard.as_object_mut() else { return };
-    object.insert("baseline".into(), json!(baseline));
+    object.insert("baseline".into(), json!(config.and_then(|c| c.baseline.as_deref())));
+    object.insert("max_error_rate".into(), json!(config.and_then(|c| c.max_error_rate)));
+    object.insert("max_p99_ms".into(), json!(config.and_then(|c| c.max_p99_latency).map(|d| d.as_secs_f64() * 1000.0)));
     let Some(v) = verdict else {
         object.insert("verdict".into(), json!({"kind": "inconclusive", "reason": "not judged yet", "since": null}));
         object.insert("evidence".into(), Value::Null);
