@@ -237,3 +237,26 @@ async fn without_a_baseline_the_absolute_limit_trips_and_the_verdict_shows_it() 
     let text = metrics(&proxy).await;
     assert_eq!(metric(&text, r#"cutover_guard_verdict{pool="canary",verdict="failing"}"#), Some(1.0), "{text}");
 }
+
+#[tokio::test]
+async fn a_canary_slower_than_its_baseline_trips_on_the_latency_ratio() {
+    let stable = Upstream::named("stable").await;
+    let canary = Upstream::with_handler("canary", |_req| async {
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        text(StatusCode::OK, "canary")
+    })
+    .await;
+    let guard = "baseline = \"stable\"\nmax_latency_ratio = 1.5\nmin_requests = 20\n";
+    let proxy = TestProxy::start(&config(&[stable.addr], &[canary.addr], guard)).await;
+    let status =
+        drive_until(&proxy, "the canary tripped", 10, Duration::ZERO, |s| !pool(s, "canary")["tripped"].is_null())
+            .await;
+    let canary_status = pool(&status, "canary");
+    assert_eq!(canary_status["tripped"]["reason"], "latency_ratio", "{status:#}");
+    let reason = canary_status["guard"]["verdict"]["reason"].as_str().unwrap();
+    assert!(reason.starts_with("canary slow: ") && reason.contains("stable p99"), "{reason}");
+    assert_eq!(canary_status["guard"]["evidence"]["rule"], "latency_ratio");
+    assert!(canary_status["guard"]["evidence"]["pool"]["slow"].as_u64().unwrap() > 0, "{canary_status:#}");
+    let text = metrics(&proxy).await;
+    assert_eq!(metric(&text, r#"cutover_rollbacks_total{pool="canary",reason="latency_ratio"}"#), Some(1.0), "{text}");
+}
