@@ -55,6 +55,8 @@ use crate::control::{AdminError, Control, ReloadCause, ReloadOutcome};
 use crate::lifecycle::{self, Lifecycle};
 use crate::timestamp::rfc3339;
 
+mod verdict;
+
 /// What the admin handlers read and act on.
 #[derive(Debug)]
 pub struct AdminState {
@@ -425,12 +427,15 @@ fn status(state: &AdminState) -> Value {
             .get(name)
             .map(|t| json!({"reason": t.reason.as_str(), "detail": t.detail, "revision": t.revision}));
         let guard = view.guards.get(name).map(|g| {
-            json!({
+            let mut guard = json!({
                 "requests": g.requests,
                 "failures": g.failures,
                 "error_rate": (g.error_rate() * 10_000.0).round() / 10_000.0,
                 "p99_ms": g.p99.map(|d| d.as_secs_f64() * 1000.0),
-            })
+            });
+            let config = view.config.pool(name).and_then(|p| p.guard.as_ref());
+            verdict::add(&mut guard, view.verdicts.get(name), config);
+            guard
         });
         json!({"name": name, "tripped": tripped, "guard": guard, "backends": backends})
     };

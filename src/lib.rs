@@ -43,9 +43,11 @@
 //! 2. the control plane ([`control`], [`rollout`], [`fleet`]) and the
 //!    traffic listeners ([`server`]);
 //! 3. the request path: [`proxy`], [`tunnel`], [`exchange`], [`health`],
-//!    [`error`], [`body`], [`snapshot`], [`pool`], [`guard`], [`judge`], [`route`],
+//!    [`error`], [`body`], [`snapshot`], [`pool`], [`guard`], [`route`],
 //!    [`access_log`];
-//! 4. the ground, importing nothing above it: [`config`], [`metrics`],
+//! 4. the ground, importing nothing above it: [`config`], [`judge`] (pure,
+//!    importing nothing of the crate; the config validator asks it what
+//!    settings it can work with), [`metrics`],
 //!    [`split`], [`headers`], [`tls`], [`memory`], and the small shared
 //!    pieces every layer uses, [`lifecycle`] (shutdown flags, open-connection
 //!    counting) and [`timestamp`].

@@ -57,7 +57,14 @@ pub struct Metrics {
     pub request_headers_dropped: IntCounterVec,
     /// `cutover_upstream_retries_total{pool,reason}`.
     pub upstream_retries: IntCounterVec,
+    /// `cutover_guard_verdict{pool,verdict}`.
+    pub guard_verdict: IntGaugeVec,
+    /// `cutover_guard_superseded_breaches_total{pool}`.
+    pub superseded_breaches: IntCounterVec,
 }
+
+/// A guard's verdicts, as the `verdict` label of `cutover_guard_verdict`.
+pub const VERDICTS: [&str; 3] = ["healthy", "inconclusive", "failing"];
 
 /// Why a request went to a backend again, as the `reason` label of
 /// `cutover_upstream_retries_total`.
@@ -178,6 +185,16 @@ impl Metrics {
                 "Requests sent to a backend again: after a failed connect, a stream the backend did not process, or a connection closed before any answer.",
                 &["pool", "reason"],
             ),
+            guard_verdict: gauge(
+                "cutover_guard_verdict",
+                "1 for a guarded pool's current verdict (healthy, inconclusive, failing), 0 for the others.",
+                &["pool", "verdict"],
+            ),
+            superseded_breaches: counter(
+                "cutover_guard_superseded_breaches_total",
+                "Breaches of the guard of a version the config has replaced (requests still in flight to its backends): ignored.",
+                &["pool"],
+            ),
             registry,
         };
         // Counters exist at 0 from the start, so `increase()` sees the first event.
@@ -225,7 +242,7 @@ impl Metrics {
     pub fn touch_pool(&self, pool: &str, guarded: bool) {
         let _ = self.rollbacks.with_label_values(&[pool, "manual"]);
         if guarded {
-            for reason in ["error_rate", "latency"] {
+            for reason in ["error_rate", "latency", "error_increase", "latency_ratio"] {
                 let _ = self.rollbacks.with_label_values(&[pool, reason]);
                 let _ = self.guard_breaches.with_label_values(&[pool, reason]);
             }

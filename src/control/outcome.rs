@@ -87,4 +87,10 @@ pub struct StateView {
     pub trips: BTreeMap<String, Trip>,
     /// Guard window figures by pool.
     pub guards: BTreeMap<String, crate::guard::WindowStats>,
+    /// The latest verdict of every guarded pool.
+    pub verdicts: Verdicts,
 }
+
+/// The latest verdict of every guarded pool, by pool name, as the 250 ms
+/// task last computed them.
+pub type Verdicts = Arc<BTreeMap<String, crate::judge::Verdict>>;

@@ -25,6 +25,12 @@ pub enum TripReason {
     Latency,
     /// `POST /pools/{pool}/trip`.
     Manual,
+    /// Failing against its baseline: failure share over the baseline's by
+    /// more than `max_error_increase`.
+    ErrorIncrease,
+    /// Failing against its baseline: slower than `max_latency_ratio` × the
+    /// baseline's p99.
+    LatencyRatio,
 }
 
 impl TripReason {
@@ -34,6 +40,8 @@ impl TripReason {
             TripReason::ErrorRate => "error_rate",
             TripReason::Latency => "latency",
             TripReason::Manual => "manual",
+            TripReason::ErrorIncrease => "error_increase",
+            TripReason::LatencyRatio => "latency_ratio",
         }
     }
 }
@@ -43,6 +51,8 @@ impl From<BreachReason> for TripReason {
         match reason {
             BreachReason::ErrorRate => TripReason::ErrorRate,
             BreachReason::Latency => TripReason::Latency,
+            BreachReason::ErrorIncrease => TripReason::ErrorIncrease,
+            BreachReason::LatencyRatio => TripReason::LatencyRatio,
         }
     }
 }

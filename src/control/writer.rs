@@ -21,14 +21,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use super::outcome::{AdminError, ReloadCause, ReloadOutcome, ReloadRecord, StateView};
+use super::outcome::{AdminError, ReloadCause, ReloadOutcome, ReloadRecord, StateView, Verdicts};
 use super::state::{backend_names, Override, Revision, Trip, TripReason, Weights};
 use super::weights::{align, all_effective, Effective};
 use super::{drain, history};
 use crate::config::restart::FixedAtStart;
 use crate::config::{self, Config, ConfigError, RouteConfig};
 use crate::exchange::BreachSender;
-use crate::guard::{Breach, PoolGuard};
+use crate::guard::{Breach, BreachReason, BreachReport, PoolGuard};
+use crate::judge::{Verdict, VerdictKind};
 use crate::metrics::{BackendGauges, Metrics, StateGauges};
 use crate::pool::Backend;
 use crate::proxy::Proxy;
@@ -47,6 +48,8 @@ pub struct Control {
     breaches: Option<BreachSender>,
     /// Active health checks, kept in step with every published snapshot.
     health: crate::health::HealthChecks,
+    /// Every guarded pool's verdict, published each 250 ms tick.
+    verdicts: tokio::sync::watch::Sender<Verdicts>,
 }
 
 #[derive(Debug)]
@@ -120,6 +123,7 @@ impl Control {
             state: Mutex::new(state),
             breaches,
             health: crate::health::HealthChecks::new(),
+            verdicts: tokio::sync::watch::Sender::new(Verdicts::default()),
         };
         control.health.sync(&control.proxy.snapshot());
         {
@@ -315,7 +319,38 @@ impl Control {
 
     /// A guard reported a breach: trip the pool if that moves any traffic.
     pub fn on_breach(&self, pool: &str, breach: &Breach) {
-        self.metrics.guard_breaches.with_label_values(&[pool, breach.reason.as_str()]).inc();
+        let cause = format!("guard: pool {pool}: {}", breach.detail);
+        self.trip_by_guard(pool, breach.reason, &breach.detail, cause);
+    }
+
+    /// A breach reported from the request path: only the pool's current
+    /// guard may trip it. A superseded guard (the pool got new backends or
+    /// new settings) still sees the requests in flight to the old version;
+    /// its breach is counted apart, and never trips the version in force.
+    pub fn on_breach_report(&self, report: &BreachReport) {
+        let current = self.lock().guards.get(&*report.pool).map(|g| g.id);
+        if current == Some(report.guard) {
+            self.on_breach(&report.pool, &report.breach);
+            return;
+        }
+        let (pool, reason) = (&*report.pool, report.breach.reason.as_str());
+        self.metrics.superseded_breaches.with_label_values(&[pool]).inc();
+        tracing::info!(
+            pool,
+            reason,
+            detail = %report.breach.detail,
+            "guard of a superseded version of the pool breached; the version in force is not tripped"
+        );
+    }
+
+    /// A guard judged its pool `failing` against its baseline: trip it as
+    /// a breach does, with the verdict's reason as the history's cause.
+    pub fn on_failing(&self, pool: &str, verdict: &Verdict) {
+        self.trip_by_guard(pool, verdict.evidence.rule.into(), &verdict.reason, format!("guard: {}", verdict.reason));
+    }
+
+    fn trip_by_guard(&self, pool: &str, reason: BreachReason, detail: &str, cause: String) {
+        self.metrics.guard_breaches.with_label_values(&[pool, reason.as_str()]).inc();
         let mut state = self.lock();
         if state.trips.contains_key(pool) {
             return;
@@ -323,8 +358,8 @@ impl Control {
         let Some(pc) = state.config.pool(pool) else { return };
         let before = effective(&state);
         let trip = Trip {
-            reason: breach.reason.into(),
-            detail: breach.detail.clone(),
+            reason: reason.into(),
+            detail: detail.to_string(),
             revision: state.revision + 1,
             backends: backend_names(&pc.backends),
         };
@@ -334,35 +369,44 @@ impl Control {
             state.trips.remove(pool);
             tracing::warn!(
                 pool,
-                detail = %breach.detail,
+                detail,
                 "guard breached, but no other pool can take this pool's traffic; its weight stays"
             );
             return;
         }
-        self.metrics.rollbacks.with_label_values(&[pool, breach.reason.as_str()]).inc();
-        tracing::warn!(pool, reason = breach.reason.as_str(), detail = %breach.detail, "guard tripped: pool rolled back");
-        self.commit(&mut state, format!("guard: pool {pool}: {}", breach.detail));
+        self.metrics.rollbacks.with_label_values(&[pool, reason.as_str()]).inc();
+        tracing::warn!(pool, reason = reason.as_str(), detail, "guard tripped: pool rolled back");
+        self.commit(&mut state, cause);
     }
 
     /// Consume breach reports and judge every guard periodically (a window
-    /// can cross `min_requests` on a success, which `record` does not judge).
-    pub async fn run_guards(self: Arc<Self>, mut breaches: tokio::sync::mpsc::UnboundedReceiver<(Arc<str>, Breach)>) {
+    /// can cross `min_requests` on a success, which `record` does not judge);
+    /// each tick also feeds every guard's judge, trips a pool newly judged
+    /// `failing` against its baseline, and publishes the verdicts.
+    pub async fn run_guards(self: Arc<Self>, mut breaches: tokio::sync::mpsc::UnboundedReceiver<BreachReport>) {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 event = breaches.recv() => match event {
-                    Some((pool, breach)) => self.on_breach(&pool, &breach),
+                    Some(report) => self.on_breach_report(&report),
                     None => return,
                 },
                 _ = tick.tick() => {
                     let guards: Vec<Arc<PoolGuard>> = self.lock().guards.values().cloned().collect();
                     let now = tokio::time::Instant::now();
+                    let mut verdicts = BTreeMap::new();
                     for guard in guards {
                         if let Some(breach) = guard.evaluate(now) {
                             self.on_breach(&guard.pool, &breach);
                         }
+                        let (verdict, trips) = guard.tick(now);
+                        if trips {
+                            self.on_failing(&guard.pool, &verdict);
+                        }
+                        verdicts.insert(guard.pool.to_string(), verdict);
                     }
+                    self.verdicts.send_replace(Arc::new(verdicts));
                 }
             }
         }
@@ -447,7 +491,20 @@ impl Control {
             overrides: state.overrides.clone(),
             trips: state.trips.clone(),
             guards: state.guards.iter().map(|(p, g)| (p.clone(), g.window.stats(now))).collect(),
+            verdicts: self.verdicts.borrow().clone(),
         }
+    }
+
+    /// The latest verdict on guarded pool `pool` (computed every 250 ms);
+    /// `None` for a pool without a guard, or before the first tick.
+    pub fn verdict(&self, pool: &str) -> Option<crate::judge::Verdict> {
+        self.verdicts.borrow().get(pool).cloned()
+    }
+
+    /// Every guarded pool's verdict, updated each 250 ms tick: `borrow()`
+    /// for the latest, `changed().await` to wait for the next tick's.
+    pub fn watch_verdicts(&self) -> tokio::sync::watch::Receiver<Verdicts> {
+        self.verdicts.subscribe()
     }
 
     /// The history, newest first.
@@ -484,6 +541,19 @@ impl Control {
                 .collect(),
             tripped: pools,
             backends,
+            verdicts: {
+                let verdicts = self.verdicts.borrow().clone();
+                snapshot
+                    .config
+                    .pools
+                    .iter()
+                    .filter(|p| p.guard.is_some())
+                    .map(|p| {
+                        let kind = verdicts.get(&p.name).map_or(VerdictKind::Inconclusive, |v| v.kind);
+                        (p.name.clone(), kind.as_str())
+                    })
+                    .collect()
+            },
         };
         self.metrics.show_state(&gauges);
         self.metrics.render()

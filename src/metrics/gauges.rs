@@ -1,5 +1,5 @@
-//! The gauges that mirror state: weights, trips, and each backend's
-//! in-flight, healthy and draining figures.
+//! The gauges that mirror state: weights, trips, guard verdicts, and each
+//! backend's in-flight, healthy and draining figures.
 //!
 //! They are set from the state when `/metrics` is scraped, never from the
 //! request path. The caller describes the state in plain figures
@@ -7,7 +7,7 @@
 //! plane that own that state. Gauges mirror the current state only: a pool
 //! or route deleted from the config disappears from them.
 
-use super::Metrics;
+use super::{Metrics, VERDICTS};
 
 /// The state the gauges show, as plain figures.
 #[derive(Debug, Default)]
@@ -20,6 +20,8 @@ pub struct StateGauges {
     pub tripped: Vec<(String, bool)>,
     /// The backends serving, then the backends draining.
     pub backends: Vec<BackendGauges>,
+    /// Every guarded pool's verdict (`healthy`, `inconclusive`, `failing`).
+    pub verdicts: Vec<(String, &'static str)>,
 }
 
 /// One backend's figures.
@@ -44,6 +46,12 @@ impl Metrics {
         self.pool_tripped.reset();
         for (pool, guarded) in &state.guarded {
             self.touch_pool(pool, *guarded);
+        }
+        self.guard_verdict.reset();
+        for (pool, verdict) in &state.verdicts {
+            for kind in VERDICTS {
+                self.guard_verdict.with_label_values(&[pool, kind]).set(i64::from(kind == *verdict));
+            }
         }
         for (route, pool, weight) in &state.weights {
             self.pool_weight.with_label_values(&[route, pool]).set(i64::from(*weight));
