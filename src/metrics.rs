@@ -57,6 +57,14 @@ pub struct Metrics {
     pub request_headers_dropped: IntCounterVec,
     /// `cutover_upstream_retries_total{pool,reason}`.
     pub upstream_retries: IntCounterVec,
+    /// `cutover_rollout_step{route}`: the rollout's current step, 1-based (0 before the first).
+    pub rollout_step: IntGaugeVec,
+    /// `cutover_rollout_weight{route}`: the canary's share in percent while the rollout sets it.
+    pub rollout_weight: IntGaugeVec,
+    /// `cutover_rollout_state{route,state}`: 1 for the rollout's state, 0 for the others.
+    pub rollout_state: IntGaugeVec,
+    /// `cutover_rollout_aborts_total{route,reason}`: failing, operator, switchback or bake.
+    pub rollout_aborts: IntCounterVec,
 }
 
 /// Why a request went to a backend again, as the `reason` label of
@@ -177,6 +185,22 @@ impl Metrics {
                 "cutover_upstream_retries_total",
                 "Requests sent to a backend again: after a failed connect, a stream the backend did not process, or a connection closed before any answer.",
                 &["pool", "reason"],
+            ),
+            rollout_step: gauge("cutover_rollout_step", "Current step of the route's rollout, 1-based.", &["route"]),
+            rollout_weight: gauge(
+                "cutover_rollout_weight",
+                "Canary share of the route in percent while its rollout sets it.",
+                &["route"],
+            ),
+            rollout_state: gauge(
+                "cutover_rollout_state",
+                "1 for the state the route's rollout is in (idle, progressing, paused, aborted, promoted).",
+                &["route", "state"],
+            ),
+            rollout_aborts: counter(
+                "cutover_rollout_aborts_total",
+                "Rollouts aborted, by reason: failing, operator, switchback or bake.",
+                &["route", "reason"],
             ),
             registry,
         };

@@ -25,6 +25,8 @@ pub enum TripReason {
     Latency,
     /// `POST /pools/{pool}/trip`.
     Manual,
+    /// A rollout aborted: a failing verdict, an operator's abort or a switchback.
+    Rollout,
 }
 
 impl TripReason {
@@ -34,6 +36,7 @@ impl TripReason {
             TripReason::ErrorRate => "error_rate",
             TripReason::Latency => "latency",
             TripReason::Manual => "manual",
+            TripReason::Rollout => "rollout",
         }
     }
 }
