@@ -73,19 +73,19 @@ pub(super) fn verdict_kind(verdict: &Verdict) -> (&'static str, Option<&str>) {
 }
 
 /// The history's cause for the events of one change of route `route`, or
-/// `None` when they change nothing worth a revision.
+/// `None` when there are none.
 pub(super) fn cause(route: &str, events: &[Event]) -> Option<String> {
     let parts: Vec<String> = events
         .iter()
-        .filter_map(|event| match event {
-            Event::Started => Some("rollout started".to_string()),
-            Event::Advanced { step, share } => Some(format!("rollout step {}: canary {share}%", step + 1)),
-            Event::Paused(reason) => Some(format!("rollout paused: {}", reason.as_str())),
-            Event::Resumed => Some("rollout resumed".to_string()),
-            Event::Aborted(reason) => Some(format!("rollout aborted: {reason}")),
-            Event::Promoted => Some("rollout promoted".to_string()),
-            Event::Baked => Some("rollout baked".to_string()),
-            Event::BakeFailed(reason) => Some(format!("rollout aborted: failed during bake: {reason}")),
+        .map(|event| match event {
+            Event::Started => "rollout started".to_string(),
+            Event::Advanced { step, share } => format!("rollout step {}: canary {share}%", step + 1),
+            Event::Paused(reason) => format!("rollout paused: {}", reason.as_str()),
+            Event::Resumed => "rollout resumed".to_string(),
+            Event::Aborted(reason) => format!("rollout aborted: {reason}"),
+            Event::Promoted => "rollout promoted".to_string(),
+            Event::Baked => "rollout baked".to_string(),
+            Event::BakeFailed(reason) => format!("rollout aborted: failed during bake: {reason}"),
         })
         .collect();
     (!parts.is_empty()).then(|| format!("route {route}: {}", parts.join("; ")))
