@@ -4,7 +4,8 @@
 //! request — into the response body when the backend answers — until the
 //! last byte has passed or the request is abandoned. Its `Drop` is the one
 //! place that records the outcome: the in-flight count, the status class
-//! counter, the latency histogram, the pool's guard window and the backend's
+//! counter, the latency histogram, the pool's guard window, the tallies of
+//! the guards that judge other pools against this one, and the backend's
 //! passive health. Recording in `Drop` (as tower's load trackers do) means a
 //! cancelled request — the client hung up — is still counted, with its
 //! latency, but never as a backend failure.
@@ -155,6 +156,11 @@ impl Drop for Exchange {
         }
         if let Some(guard) = &self.recorders.guard {
             guard.observe(now, failed, latency);
+        }
+        if let Some(pool) = &self.recorders.pool {
+            for tally in &pool.baseline_for {
+                tally.record(failed, latency);
+            }
         }
     }
 }

@@ -20,6 +20,13 @@
 //! `min_requests`; above it, a failure share over `max_error_rate` or a p99
 //! over `max_p99_latency` is a [`Breach`]. What a breach does to routes is
 //! decided in [`crate::control`].
+//!
+//! Each guard also has a [`Judgement`]: the verdict (`healthy`,
+//! `inconclusive`, `failing`) of [`crate::judge`], fed per tick from
+//! [`TickTally`] counters. With a `baseline`, the verdict alone decides a
+//! trip and the window above only shows figures, so a failure the baseline
+//! shares never trips the pool; without one, the rule above decides, as
+//! SPEC §3 says, and the verdict is shown beside it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -27,10 +34,33 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::config::GuardConfig;
+use crate::judge::Verdict;
 
-/// Where a guard sends a breach: (pool, breach), to the control task. The
-/// guard owns the channel's type; the control side holds its receiver.
-pub type BreachSender = tokio::sync::mpsc::UnboundedSender<(std::sync::Arc<str>, Breach)>;
+mod judgement;
+mod tally;
+
+pub use judgement::Judgement;
+pub use tally::TickTally;
+
+/// Where a guard sends a breach, to the control task. The guard owns the
+/// channel's type; the control side holds its receiver.
+pub type BreachSender = tokio::sync::mpsc::UnboundedSender<BreachReport>;
+
+/// A breach as the control task receives it: which guard, of which pool.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BreachReport {
+    /// The pool's name.
+    pub pool: std::sync::Arc<str>,
+    /// The reporting guard's [`PoolGuard::id`]: a guard of a version the
+    /// config has since replaced still reports the requests in flight to
+    /// its backends, and the control side ignores it by this.
+    pub guard: u64,
+    /// What breached.
+    pub breach: Breach,
+}
+
+/// Identities of guards, unique in the process.
+static NEXT_GUARD_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Number of slices in a window.
 const SLICES: u64 = 10;
@@ -48,6 +78,10 @@ pub enum BreachReason {
     ErrorRate,
     /// p99 over `max_p99_latency`.
     Latency,
+    /// Failure share over the baseline's by more than `max_error_increase`.
+    ErrorIncrease,
+    /// Slow answers beyond `max_latency_ratio` × the baseline's p99.
+    LatencyRatio,
 }
 
 impl BreachReason {
@@ -56,6 +90,20 @@ impl BreachReason {
         match self {
             BreachReason::ErrorRate => "error_rate",
             BreachReason::Latency => "latency",
+            BreachReason::ErrorIncrease => "error_increase",
+            BreachReason::LatencyRatio => "latency_ratio",
+        }
+    }
+}
+
+impl From<crate::judge::Rule> for BreachReason {
+    fn from(rule: crate::judge::Rule) -> BreachReason {
+        use crate::judge::Rule;
+        match rule {
+            Rule::ErrorRate => BreachReason::ErrorRate,
+            Rule::P99Latency => BreachReason::Latency,
+            Rule::ErrorIncrease => BreachReason::ErrorIncrease,
+            Rule::LatencyRatio => BreachReason::LatencyRatio,
         }
     }
 }
@@ -228,15 +276,10 @@ pub fn judge(config: &GuardConfig, stats: &WindowStats) -> Option<Breach> {
     }
     let window = humantime::format_duration(config.window);
     let rate = stats.error_rate();
-    if rate > config.max_error_rate {
+    if let Some(max) = config.max_error_rate.filter(|max| rate > *max) {
         return Some(Breach {
             reason: BreachReason::ErrorRate,
-            detail: format!(
-                "error rate {} > {} over {window}, n={}",
-                short_rate(rate),
-                config.max_error_rate,
-                stats.requests
-            ),
+            detail: format!("error rate {} > {max} over {window}, n={}", short_rate(rate), stats.requests),
         });
     }
     if let Some(threshold) = config.max_p99_latency {
@@ -275,6 +318,9 @@ fn short_rate(rate: f64) -> String {
 pub struct PoolGuard {
     /// The pool's name.
     pub pool: std::sync::Arc<str>,
+    /// This guard's identity: a new version of the pool (new backends) or
+    /// new settings get a new guard, and a new identity.
+    pub id: u64,
     /// Its thresholds.
     pub config: GuardConfig,
     /// Its outcomes.
@@ -283,20 +329,52 @@ pub struct PoolGuard {
     breached: AtomicBool,
     /// Where breaches are reported (the control task).
     events: Option<BreachSender>,
+    /// The verdict on this version of the pool.
+    pub judgement: Judgement,
+    /// Set once a `failing` verdict has been reported, until a reset.
+    failing_reported: AtomicBool,
 }
 
 impl PoolGuard {
     /// A guard with an empty window, reporting breaches to `events`.
     pub fn new(pool: std::sync::Arc<str>, config: GuardConfig, events: Option<BreachSender>) -> PoolGuard {
         let window = GuardWindow::new(config.window, config.max_p99_latency);
-        PoolGuard { pool, config, window, breached: AtomicBool::new(false), events }
+        let judgement = Judgement::new(&pool, config.judge(), Instant::now());
+        PoolGuard {
+            pool,
+            id: NEXT_GUARD_ID.fetch_add(1, Ordering::Relaxed),
+            config,
+            window,
+            breached: AtomicBool::new(false),
+            events,
+            judgement,
+            failing_reported: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether the pool is judged against a baseline (then its verdict, not
+    /// the window's thresholds, decides a trip).
+    pub fn has_baseline(&self) -> bool {
+        self.config.baseline.is_some()
+    }
+
+    /// Feed the tick's counts to the judge and return the verdict at `now`
+    /// (the 250 ms task, each tick), with whether it is a `failing` verdict
+    /// that trips the pool and was not reported before.
+    pub fn tick(&self, now: Instant) -> (Verdict, bool) {
+        let verdict = self.judgement.tick(now);
+        let trips = self.has_baseline()
+            && verdict.kind == crate::judge::VerdictKind::Failing
+            && !self.failing_reported.swap(true, Ordering::AcqRel);
+        (verdict, trips)
     }
 
     /// Record a finished request and report a new breach to the control task.
     pub fn observe(&self, now: Instant, failed: bool, latency: Duration) {
+        self.judgement.record(failed, latency);
         if let Some(breach) = self.record(now, failed, latency) {
             if let Some(events) = &self.events {
-                let _ = events.send((self.pool.clone(), breach));
+                let _ = events.send(BreachReport { pool: self.pool.clone(), guard: self.id, breach });
             }
         }
     }
@@ -317,6 +395,10 @@ impl PoolGuard {
     /// Judge the window now (also called periodically, to catch a window
     /// that reaches `min_requests` on a success).
     pub fn evaluate(&self, now: Instant) -> Option<Breach> {
+        if self.has_baseline() {
+            // The verdict against the baseline decides instead.
+            return None;
+        }
         let breach = judge(&self.config, &self.window.stats(now));
         match breach {
             Some(b) => {
@@ -333,10 +415,12 @@ impl PoolGuard {
         }
     }
 
-    /// Start afresh: empty window, breach re-armed.
+    /// Start afresh: empty window, breach re-armed, evidence cleared.
     pub fn reset(&self) {
         self.window.clear();
         self.breached.store(false, Ordering::Release);
+        self.judgement.reset(Instant::now());
+        self.failing_reported.store(false, Ordering::Release);
     }
 }
 
@@ -346,10 +430,11 @@ mod tests {
 
     fn config(rate: f64, p99: Option<u64>, min: u64) -> GuardConfig {
         GuardConfig {
-            max_error_rate: rate,
+            max_error_rate: Some(rate),
             max_p99_latency: p99.map(Duration::from_millis),
             window: Duration::from_secs(30),
             min_requests: min,
+            ..GuardConfig::default()
         }
     }
 

@@ -159,7 +159,18 @@ impl Snapshot {
                 .collect::<Vec<_>>();
             let guard = inputs.guards.get(&pc.name).cloned();
             let tripped = inputs.tripped.contains(&pc.name);
-            pools.push(Arc::new(Pool::new(name, backends, pc.lb).with_guard(guard).with_tripped(tripped)));
+            let baseline_for = inputs
+                .guards
+                .values()
+                .filter(|g| g.config.baseline.as_deref() == Some(pc.name.as_str()))
+                .filter_map(|g| g.judgement.baseline_tally().cloned())
+                .collect();
+            pools.push(Arc::new(
+                Pool::new(name, backends, pc.lb)
+                    .with_guard(guard)
+                    .with_baseline_for(baseline_for)
+                    .with_tripped(tripped),
+            ));
         }
         let removed: Vec<Arc<Backend>> = old.into_values().collect();
 

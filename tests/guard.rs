@@ -494,3 +494,67 @@ async fn rollback_and_reload_error_series_exist_before_the_first_event() {
         assert!(metrics.contains(series), "missing {series}\n{metrics}");
     }
 }
+
+/// Issue 21, defect 3: failures still in flight to a superseded version's
+/// backends breach that version's guard after a reload deployed new
+/// backends; the new version must not be tripped by them. The breach is
+/// seen to reach the control side (it is counted), so the test shows the
+/// mechanism ran, not only that nothing happened.
+#[tokio::test]
+async fn a_superseded_versions_breach_does_not_trip_the_new_version() {
+    const SLOW: usize = 12;
+    let stable = Upstream::named("stable").await;
+    let old = Upstream::with_handler("canary-old", |_req| async {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        text(StatusCode::INTERNAL_SERVER_ERROR, "boom")
+    })
+    .await;
+    let new = Upstream::named("canary-new").await;
+    let config = |canary: std::net::SocketAddr| {
+        let guard = "[pools.canary.guard]\nmax_error_rate = 0.1\nwindow = \"30s\"\nmin_requests = 10";
+        Config::new()
+            .pool("stable", &[stable.addr])
+            .pool_with("canary", &[canary], guard)
+            .route_with(
+                "shop",
+                "stable = 50, canary = 50",
+                "[[routes.force]]\nheader = \"x-canary\"\nvalue = \"1\"\npool = \"canary\"\n",
+            )
+            .build()
+    };
+    let proxy = TestProxy::start(&config(old.addr)).await;
+    let client = client();
+    let url = proxy.url("/");
+    let slow: Vec<_> = (0..SLOW)
+        .map(|_| {
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move { get(&client, &url, &[("x-canary", "1")]).await })
+        })
+        .collect();
+    eventually(WAIT, "every slow request reached the old canary", || old.hits() >= SLOW).await;
+
+    std::fs::write(&proxy.config_path, with_listeners(&config(new.addr))).unwrap();
+    let reload = admin(&proxy, Method::POST, "/reload", "", None).await;
+    assert_eq!(reload.status, StatusCode::OK, "{}", reload.body);
+    for request in slow {
+        assert_eq!(request.await.unwrap().status, StatusCode::INTERNAL_SERVER_ERROR, "answered by the old version");
+    }
+
+    // The old guard's breach reached the control side...
+    let series = r#"cutover_guard_breaches_total{pool="canary",reason="error_rate"}"#;
+    let end = tokio::time::Instant::now() + WAIT;
+    loop {
+        let metrics = get(&client, &proxy.admin_url("/metrics"), &[]).await.body;
+        if metric(&metrics, series).unwrap_or(0.0) >= 1.0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < end, "the old version's breach was never seen:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ...and left the new version alone.
+    let status = get_json(&proxy.admin_url("/status")).await;
+    assert!(pool(&status, "canary")["tripped"].is_null(), "the new version was tripped:\n{status:#}");
+    assert_eq!(status["routes"][0]["effective"]["canary"], 50, "{status:#}");
+    let a = get(&client, &url, &[("x-canary", "1")]).await;
+    assert_eq!((a.status, a.body.as_str()), (StatusCode::OK, "canary-new"));
+}

@@ -187,17 +187,60 @@ pub struct HealthConfig {
     pub healthy_after: u32,
 }
 
-/// `[pools.NAME.guard]`: thresholds that trip an automatic rollback.
+/// `[pools.NAME.guard]`: thresholds that trip an automatic rollback, and
+/// the baseline the pool is judged against.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GuardConfig {
-    /// Largest tolerated failure share, in `0.0..=1.0`.
-    pub max_error_rate: f64,
+    /// Largest tolerated failure share, in `0.0..=1.0`; always set without
+    /// a baseline.
+    pub max_error_rate: Option<f64>,
     /// Largest tolerated p99 latency, if judged at all.
     pub max_p99_latency: Option<Duration>,
     /// Length of the sliding window.
     pub window: Duration,
     /// Fewest requests in the window before anything is judged; at least 1.
     pub min_requests: u64,
+    /// The pool this one is judged against: another pool of the config.
+    pub baseline: Option<PoolName>,
+    /// Allowed excess of the failure share over the baseline's, in `0..1`.
+    pub max_error_increase: f64,
+    /// If set (at least 1), the p99 may be at most this multiple of the
+    /// baseline's.
+    pub max_latency_ratio: Option<f64>,
+    /// Confidence of every verdict, in `0.5..1`.
+    pub confidence: f64,
+}
+
+impl Default for GuardConfig {
+    /// The documented defaults, with no threshold and no baseline.
+    fn default() -> GuardConfig {
+        GuardConfig {
+            max_error_rate: None,
+            max_p99_latency: None,
+            window: Duration::from_secs(30),
+            min_requests: 100,
+            baseline: None,
+            max_error_increase: 0.01,
+            max_latency_ratio: None,
+            confidence: 0.99,
+        }
+    }
+}
+
+impl GuardConfig {
+    /// How the judge sees these settings.
+    pub fn judge(&self) -> crate::judge::JudgeConfig {
+        crate::judge::JudgeConfig {
+            baseline: self.baseline.clone(),
+            max_error_increase: self.max_error_increase,
+            max_latency_ratio: self.max_latency_ratio,
+            confidence: self.confidence,
+            max_error_rate: self.max_error_rate,
+            max_p99_latency: self.max_p99_latency,
+            min_requests: self.min_requests,
+            window: self.window,
+        }
+    }
 }
 
 /// `[[routes]]`: which requests go where.
@@ -313,7 +356,16 @@ impl Config {
         for pool in &self.pools {
             let backends: Vec<String> = pool.backends.iter().map(|b| b.to_string()).collect();
             let guard = match &pool.guard {
-                Some(g) => format!("  guard: error rate <= {}", g.max_error_rate),
+                Some(g) => {
+                    let mut parts = Vec::new();
+                    if let Some(baseline) = &g.baseline {
+                        parts.push(format!("vs {baseline} +{}", g.max_error_increase));
+                    }
+                    if let Some(rate) = g.max_error_rate {
+                        parts.push(format!("error rate <= {rate}"));
+                    }
+                    format!("  guard: {}", parts.join(", "))
+                }
                 None => String::new(),
             };
             let _ = writeln!(out, "  {:<12} {}{guard}", pool.name, backends.join(", "));

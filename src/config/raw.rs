@@ -130,7 +130,7 @@ pub(crate) struct RawHealth {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawGuard {
-    /// Failure share threshold (required). A TOML integer (`0`, `1`) is
+    /// Failure share threshold (required without a baseline). A TOML integer (`0`, `1`) is
     /// accepted too: serde's `f64` takes integers.
     pub(crate) max_error_rate: Option<Spanned<f64>>,
     /// p99 latency threshold.
@@ -139,6 +139,14 @@ pub(crate) struct RawGuard {
     pub(crate) window: Option<Spanned<RawDuration>>,
     /// Requests needed before judging.
     pub(crate) min_requests: Option<Spanned<i64>>,
+    /// The pool judged against.
+    pub(crate) baseline: Option<Spanned<String>>,
+    /// Allowed excess failure share over the baseline's.
+    pub(crate) max_error_increase: Option<Spanned<f64>>,
+    /// Allowed p99 as a multiple of the baseline's.
+    pub(crate) max_latency_ratio: Option<Spanned<f64>>,
+    /// Confidence of every verdict.
+    pub(crate) confidence: Option<Spanned<f64>>,
 }
 
 /// `[[routes]]`.

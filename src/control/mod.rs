@@ -29,7 +29,7 @@ mod weights;
 mod writer;
 
 pub use drain::{finish_drain, DrainEnd};
-pub use outcome::{AdminError, ReloadCause, ReloadOutcome, ReloadRecord, StateView};
+pub use outcome::{AdminError, ReloadCause, ReloadOutcome, ReloadRecord, StateView, Verdicts};
 pub use rollouts::RolloutView;
 pub use state::{Override, Revision, Trip, TripReason, Weights};
 pub use weights::effective_weights;

@@ -91,3 +91,7 @@ pub struct StateView {
     /// Guard window figures by pool.
     pub guards: BTreeMap<String, crate::guard::WindowStats>,
 }
+
+/// The latest verdict of every guarded pool, by pool name, as the 250 ms
+/// task last computed them.
+pub type Verdicts = Arc<BTreeMap<String, crate::judge::Verdict>>;

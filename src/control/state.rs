@@ -27,6 +27,12 @@ pub enum TripReason {
     Manual,
     /// A rollout aborted: a failing verdict, an operator's abort or a switchback.
     Rollout,
+    /// Failing against its baseline: failure share over the baseline's by
+    /// more than `max_error_increase`.
+    ErrorIncrease,
+    /// Failing against its baseline: slower than `max_latency_ratio` × the
+    /// baseline's p99.
+    LatencyRatio,
 }
 
 impl TripReason {
@@ -37,6 +43,8 @@ impl TripReason {
             TripReason::Latency => "latency",
             TripReason::Manual => "manual",
             TripReason::Rollout => "rollout",
+            TripReason::ErrorIncrease => "error_increase",
+            TripReason::LatencyRatio => "latency_ratio",
         }
     }
 }
@@ -46,6 +54,8 @@ impl From<BreachReason> for TripReason {
         match reason {
             BreachReason::ErrorRate => TripReason::ErrorRate,
             BreachReason::Latency => TripReason::Latency,
+            BreachReason::ErrorIncrease => TripReason::ErrorIncrease,
+            BreachReason::LatencyRatio => TripReason::LatencyRatio,
         }
     }
 }

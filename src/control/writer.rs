@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use super::outcome::{AdminError, ReloadCause, ReloadOutcome, ReloadRecord, StateView};
+use super::outcome::{AdminError, ReloadCause, ReloadOutcome, ReloadRecord, StateView, Verdicts};
 use super::rollouts::{abort_class, cause as rollout_cause, guard_verdict, RolloutView, SavedRollout};
 use super::state::{backend_names, Override, Revision, Trip, TripReason, Weights};
 use super::weights::{align, all_effective, Effective};
@@ -29,11 +29,12 @@ use super::{drain, history};
 use crate::config::restart::FixedAtStart;
 use crate::config::{self, Config, ConfigError, RouteConfig};
 use crate::exchange::BreachSender;
-use crate::guard::{Breach, PoolGuard};
+use crate::guard::{Breach, BreachReason, BreachReport, PoolGuard};
+use crate::judge::Verdict;
 use crate::metrics::{BackendGauges, Metrics, StateGauges};
 use crate::pool::Backend;
 use crate::proxy::Proxy;
-use crate::rollout::{Command, Event, Rollout, State as RolloutState, Verdict};
+use crate::rollout::{Command, Event, Rollout, State as RolloutState, Verdict as RolloutVerdict};
 use crate::snapshot::{BuildInputs, Snapshot};
 use crate::timestamp::rfc3339;
 
@@ -49,6 +50,8 @@ pub struct Control {
     breaches: Option<BreachSender>,
     /// Active health checks, kept in step with every published snapshot.
     health: crate::health::HealthChecks,
+    /// Every guarded pool's verdict, published each 250 ms tick.
+    verdicts: tokio::sync::watch::Sender<Verdicts>,
 }
 
 #[derive(Debug)]
@@ -68,7 +71,7 @@ struct State {
     /// Progressive rollouts by route.
     rollouts: BTreeMap<String, Rollout>,
     /// Each rollout's latest verdict, for `/rollouts`.
-    verdicts: BTreeMap<String, Verdict>,
+    rollout_verdicts: BTreeMap<String, RolloutVerdict>,
     /// When the state file was last written, so that a rollout's served hold
     /// is saved now and then between changes.
     persisted_at: tokio::time::Instant,
@@ -99,7 +102,7 @@ impl Control {
             trips: BTreeMap::new(),
             history: VecDeque::new(),
             rollouts: BTreeMap::new(),
-            verdicts: BTreeMap::new(),
+            rollout_verdicts: BTreeMap::new(),
             persisted_at: tokio::time::Instant::now(),
         };
         let mut cause = "startup".to_string();
@@ -159,6 +162,7 @@ impl Control {
             state: Mutex::new(state),
             breaches,
             health: crate::health::HealthChecks::new(),
+            verdicts: tokio::sync::watch::Sender::new(Verdicts::default()),
         };
         control.health.sync(&control.proxy.snapshot());
         {
@@ -368,7 +372,38 @@ impl Control {
 
     /// A guard reported a breach: trip the pool if that moves any traffic.
     pub fn on_breach(&self, pool: &str, breach: &Breach) {
-        self.metrics.guard_breaches.with_label_values(&[pool, breach.reason.as_str()]).inc();
+        let cause = format!("guard: pool {pool}: {}", breach.detail);
+        self.trip_by_guard(pool, breach.reason, &breach.detail, cause);
+    }
+
+    /// A breach reported from the request path: only the pool's current
+    /// guard may trip it. A superseded guard (the pool got new backends or
+    /// new settings) still sees the requests in flight to the old version,
+    /// and its breach is counted, but never trips the version in force.
+    pub fn on_breach_report(&self, report: &BreachReport) {
+        let current = self.lock().guards.get(&*report.pool).map(|g| g.id);
+        if current == Some(report.guard) {
+            self.on_breach(&report.pool, &report.breach);
+            return;
+        }
+        let (pool, reason) = (&*report.pool, report.breach.reason.as_str());
+        self.metrics.guard_breaches.with_label_values(&[pool, reason]).inc();
+        tracing::info!(
+            pool,
+            reason,
+            detail = %report.breach.detail,
+            "guard of a superseded version of the pool breached; the version in force is not tripped"
+        );
+    }
+
+    /// A guard judged its pool `failing` against its baseline: trip it as
+    /// a breach does, with the verdict's reason as the history's cause.
+    pub fn on_failing(&self, pool: &str, verdict: &Verdict) {
+        self.trip_by_guard(pool, verdict.evidence.rule.into(), &verdict.reason, format!("guard: {}", verdict.reason));
+    }
+
+    fn trip_by_guard(&self, pool: &str, reason: BreachReason, detail: &str, cause: String) {
+        self.metrics.guard_breaches.with_label_values(&[pool, reason.as_str()]).inc();
         let mut state = self.lock();
         if state.trips.contains_key(pool) {
             return;
@@ -376,8 +411,8 @@ impl Control {
         let Some(pc) = state.config.pool(pool) else { return };
         let before = effective(&state);
         let trip = Trip {
-            reason: breach.reason.into(),
-            detail: breach.detail.clone(),
+            reason: reason.into(),
+            detail: detail.to_string(),
             revision: state.revision + 1,
             backends: backend_names(&pc.backends),
         };
@@ -387,36 +422,45 @@ impl Control {
             state.trips.remove(pool);
             tracing::warn!(
                 pool,
-                detail = %breach.detail,
+                detail,
                 "guard breached, but no other pool can take this pool's traffic; its weight stays"
             );
             return;
         }
-        self.metrics.rollbacks.with_label_values(&[pool, breach.reason.as_str()]).inc();
-        tracing::warn!(pool, reason = breach.reason.as_str(), detail = %breach.detail, "guard tripped: pool rolled back");
-        self.commit(&mut state, format!("guard: pool {pool}: {}", breach.detail));
+        self.metrics.rollbacks.with_label_values(&[pool, reason.as_str()]).inc();
+        tracing::warn!(pool, reason = reason.as_str(), detail, "guard tripped: pool rolled back");
+        self.commit(&mut state, cause);
     }
 
     /// Consume breach reports and judge every guard periodically (a window
-    /// can cross `min_requests` on a success, which `record` does not judge),
-    /// then move every rollout on with its canary's verdict.
-    pub async fn run_guards(self: Arc<Self>, mut breaches: tokio::sync::mpsc::UnboundedReceiver<(Arc<str>, Breach)>) {
+    /// can cross `min_requests` on a success, which `record` does not judge);
+    /// each tick also feeds every guard's judge, trips a pool newly judged
+    /// `failing` against its baseline, publishes the verdicts, and moves
+    /// every rollout on with its canary's verdict.
+    pub async fn run_guards(self: Arc<Self>, mut breaches: tokio::sync::mpsc::UnboundedReceiver<BreachReport>) {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 event = breaches.recv() => match event {
-                    Some((pool, breach)) => self.on_breach(&pool, &breach),
+                    Some(report) => self.on_breach_report(&report),
                     None => return,
                 },
                 _ = tick.tick() => {
                     let guards: Vec<Arc<PoolGuard>> = self.lock().guards.values().cloned().collect();
                     let now = tokio::time::Instant::now();
+                    let mut verdicts = BTreeMap::new();
                     for guard in guards {
                         if let Some(breach) = guard.evaluate(now) {
                             self.on_breach(&guard.pool, &breach);
                         }
+                        let (verdict, trips) = guard.tick(now);
+                        if trips {
+                            self.on_failing(&guard.pool, &verdict);
+                        }
+                        verdicts.insert(guard.pool.to_string(), verdict);
                     }
+                    self.verdicts.send_replace(Arc::new(verdicts));
                     self.tick_rollouts(now);
                 }
             }
@@ -431,11 +475,17 @@ impl Control {
         let mut held = false;
         for route in routes {
             let Some(pool) = state.rollouts.get(&route).map(|r| r.plan().pool.clone()) else { continue };
-            let verdict = guard_verdict(state.guards.get(&pool).map(|g| g.as_ref()), state.trips.get(&pool), now);
+            let guard = state.guards.get(&pool).map(|g| g.as_ref());
+            // A guard with a baseline is judged by its judge; one without, by its window.
+            let judged = guard.filter(|g| g.has_baseline()).and_then(|_| self.verdict(&pool));
+            let verdict = match judged {
+                Some(judged) if !state.trips.contains_key(&pool) => from_judge(&judged),
+                _ => guard_verdict(guard, state.trips.get(&pool), now),
+            };
             let Some(rollout) = state.rollouts.get_mut(&route) else { continue };
             let events = rollout.tick(now, &verdict);
             held |= rollout.hold_left(now).is_some();
-            state.verdicts.insert(route.clone(), verdict);
+            state.rollout_verdicts.insert(route.clone(), verdict);
             if let Some(cause) = absorb(&mut state, &self.metrics, &route, &events) {
                 self.commit(&mut state, cause);
             }
@@ -475,7 +525,7 @@ impl Control {
             .rollouts
             .iter()
             .map(|(route, rollout)| {
-                let verdict = state.verdicts.get(route).cloned().unwrap_or(Verdict::Inconclusive);
+                let verdict = state.rollout_verdicts.get(route).cloned().unwrap_or(RolloutVerdict::Inconclusive);
                 RolloutView::of(route, rollout, &verdict, now)
             })
             .collect()
@@ -487,7 +537,7 @@ impl Control {
     fn reload_rollouts(&self, state: &mut State, old: &Config, config: &Config) -> Vec<String> {
         let now = tokio::time::Instant::now();
         state.rollouts.retain(|route, _| config.routes.iter().any(|r| r.name == *route && r.rollout.is_some()));
-        state.verdicts.retain(|route, _| config.routes.iter().any(|r| r.name == *route && r.rollout.is_some()));
+        state.rollout_verdicts.retain(|route, _| config.routes.iter().any(|r| r.name == *route && r.rollout.is_some()));
         let mut causes = Vec::new();
         for rc in &config.routes {
             let Some(plan) = rc.rollout.clone() else { continue };
@@ -609,6 +659,18 @@ impl Control {
         }
     }
 
+    /// The latest verdict on guarded pool `pool` (computed every 250 ms);
+    /// `None` for a pool without a guard, or before the first tick.
+    pub fn verdict(&self, pool: &str) -> Option<crate::judge::Verdict> {
+        self.verdicts.borrow().get(pool).cloned()
+    }
+
+    /// Every guarded pool's verdict, updated each 250 ms tick: `borrow()`
+    /// for the latest, `changed().await` to wait for the next tick's.
+    pub fn watch_verdicts(&self) -> tokio::sync::watch::Receiver<Verdicts> {
+        self.verdicts.subscribe()
+    }
+
     /// The history, newest first.
     pub fn history(&self) -> Vec<Revision> {
         self.lock().history.iter().rev().cloned().collect()
@@ -685,6 +747,15 @@ impl Control {
     }
 }
 
+/// The judge's verdict as a rollout takes it.
+fn from_judge(verdict: &Verdict) -> RolloutVerdict {
+    match verdict.kind {
+        crate::judge::VerdictKind::Healthy => RolloutVerdict::Healthy,
+        crate::judge::VerdictKind::Inconclusive => RolloutVerdict::Inconclusive,
+        crate::judge::VerdictKind::Failing => RolloutVerdict::Failing(verdict.reason.clone()),
+    }
+}
+
 /// How often a rollout holding a step writes its served hold to the state file.
 const PERSIST_HOLD_EVERY: Duration = Duration::from_secs(2);
 
@@ -713,7 +784,7 @@ fn absorb(state: &mut State, metrics: &Metrics, route: &str, events: &[Event]) -
                 if let Some(guard) = state.guards.get(&pool) {
                     guard.reset();
                 }
-                state.verdicts.insert(route.to_string(), Verdict::Inconclusive);
+                state.rollout_verdicts.insert(route.to_string(), RolloutVerdict::Inconclusive);
             }
             Event::Aborted(reason) | Event::BakeFailed(reason) => {
                 if let Some(class) = abort_class(event) {

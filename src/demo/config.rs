@@ -139,7 +139,7 @@ mod tests {
                 vec![("blue".into(), split.blue), ("green".into(), split.green), ("canary".into(), split.canary)];
             assert_eq!(route.split, weights);
             let guard = config.pool("canary").and_then(|p| p.guard.as_ref()).expect("canary guard");
-            assert_eq!(guard.max_error_rate, MAX_ERROR_RATE);
+            assert_eq!(guard.max_error_rate, Some(MAX_ERROR_RATE));
         }
     }
 }

@@ -51,7 +51,8 @@ use tokio::time::Instant;
 
 use compare::Comparison;
 pub use compare::Counts;
-use window::{Edges, Window};
+pub use window::Edges;
+use window::Window;
 
 /// Length of a tick: the step of the sequential tests.
 pub const TICK: Duration = Duration::from_millis(250);
@@ -442,6 +443,12 @@ impl Judge {
             tally.over_limit += requests;
         }
         self.window.add(side, requests, failures, bucket);
+    }
+
+    /// The latency buckets of a tally for [`Judge::record_tally`], for a
+    /// recorder that needs its own copy to count without the judge.
+    pub fn edges(&self) -> &Edges {
+        &self.edges
     }
 
     /// Number of latency buckets of a tally for [`Judge::record_tally`].

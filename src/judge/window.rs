@@ -28,9 +28,10 @@ const FIRST_EDGE_US: f64 = 100.0;
 const LOG_EDGES: u32 = 161;
 
 /// Histogram bucket edges in microseconds, ascending. Bucket `i` holds
-/// latencies in `(edge[i-1], edge[i]]`; the last bucket is open.
+/// latencies in `(edge[i-1], edge[i]]`; the last bucket is open. A recorder
+/// outside the judge holds a copy to tally a tick's requests by bucket.
 #[derive(Debug, Clone)]
-pub(crate) struct Edges {
+pub struct Edges {
     edges: Box<[u64]>,
 }
 
@@ -51,12 +52,12 @@ impl Edges {
     }
 
     /// Number of buckets (one more than edges).
-    pub(crate) fn buckets(&self) -> usize {
+    pub fn buckets(&self) -> usize {
         self.edges.len() + 1
     }
 
     /// The bucket of `latency`.
-    pub(crate) fn bucket(&self, latency: Duration) -> usize {
+    pub fn bucket(&self, latency: Duration) -> usize {
         let us = micros(latency);
         self.edges.partition_point(|&edge| edge < us)
     }

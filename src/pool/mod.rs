@@ -46,6 +46,9 @@ pub struct Pool {
     /// The pool's guard window, if it has a `[guard]`; shared across
     /// snapshots so a reload keeps its history.
     pub guard: Option<Arc<crate::guard::PoolGuard>>,
+    /// Where this pool's outcomes are counted for the guards that judge
+    /// another pool against it (`baseline = "this pool"`).
+    pub baseline_for: Vec<Arc<crate::guard::TickTally>>,
     /// Whether the pool is rolled back (tripped) in this snapshot.
     pub tripped: bool,
     /// Whether a request that may reach a backend twice goes again (on
@@ -59,7 +62,16 @@ pub struct Pool {
 impl Pool {
     /// A pool over `backends`, chosen among by `lb`.
     pub fn new(name: Arc<str>, backends: Vec<Arc<Backend>>, lb: LbPolicy) -> Pool {
-        Pool { name, backends, lb, guard: None, tripped: false, retry_unanswered: true, next: AtomicUsize::new(0) }
+        Pool {
+            name,
+            backends,
+            lb,
+            guard: None,
+            baseline_for: Vec::new(),
+            tripped: false,
+            retry_unanswered: true,
+            next: AtomicUsize::new(0),
+        }
     }
 
     /// The same pool, marked as rolled back or not.
@@ -77,6 +89,13 @@ impl Pool {
     /// The same pool, guarded by `guard`.
     pub fn with_guard(mut self, guard: Option<Arc<crate::guard::PoolGuard>>) -> Pool {
         self.guard = guard;
+        self
+    }
+
+    /// The same pool, counting its outcomes into `tallies` for the guards
+    /// judging against it.
+    pub fn with_baseline_for(mut self, tallies: Vec<Arc<crate::guard::TickTally>>) -> Pool {
+        self.baseline_for = tallies;
         self
     }
 

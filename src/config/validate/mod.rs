@@ -179,10 +179,11 @@ split = { blue = 1 }
                         healthy_after: 2,
                     }),
                     guard: Some(GuardConfig {
-                        max_error_rate: 0.0,
+                        max_error_rate: Some(0.0),
                         max_p99_latency: None,
                         window: Duration::from_secs(30),
                         min_requests: 100,
+                        ..GuardConfig::default()
                     }),
                 },
                 PoolConfig {
@@ -202,10 +203,11 @@ split = { blue = 1 }
                         healthy_after: 1,
                     }),
                     guard: Some(GuardConfig {
-                        max_error_rate: 0.05,
+                        max_error_rate: Some(0.05),
                         max_p99_latency: Some(Duration::from_millis(250)),
                         window: Duration::from_secs(60),
                         min_requests: 20,
+                        ..GuardConfig::default()
                     }),
                 },
             ],

@@ -33,10 +33,15 @@ impl Cx<'_> {
             return Err(self.err(span, NO_POOLS));
         }
         let mut pools = Vec::with_capacity(entries.len());
+        let mut baselines = Vec::new();
         for (name, pool) in entries {
             self.check_name(&name, "pool")?;
+            if let Some(baseline) = pool.get_ref().guard.as_ref().and_then(|g| g.get_ref().baseline.clone()) {
+                baselines.push((name.get_ref().clone(), baseline));
+            }
             pools.push(self.pool(name.into_inner(), pool)?);
         }
+        self.baselines_exist(&pools, &baselines)?;
         pools.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(pools)
     }
@@ -173,22 +178,32 @@ impl Cx<'_> {
     pub(super) fn guard(&self, pool: &str, raw: Spanned<RawGuard>) -> Result<GuardConfig> {
         let table = raw.span();
         let raw = raw.into_inner();
-        let rate = raw.max_error_rate.ok_or_else(|| {
-            self.err(
-                table,
-                format!("pool \"{pool}\": guard has no max_error_rate; add e.g. max_error_rate = 0.01 (1%)"),
-            )
-        })?;
-        let max_error_rate = *rate.get_ref();
-        if !(0.0..=1.0).contains(&max_error_rate) {
-            return Err(self.err(
-                rate.span(),
-                format!(
-                    "pool \"{pool}\": guard.max_error_rate {max_error_rate} is outside 0..1; \
-                     it is a share of requests, e.g. 0.01 for 1%"
-                ),
-            ));
-        }
+        let baseline = raw.baseline.as_ref().map(|b| b.get_ref().clone());
+        let max_error_rate = match &raw.max_error_rate {
+            None if baseline.is_none() => {
+                return Err(self.err(
+                    table,
+                    format!(
+                        "pool \"{pool}\": guard has no max_error_rate; add e.g. max_error_rate = 0.01 (1%), \
+                         or a baseline = \"POOL\" to judge it against"
+                    ),
+                ))
+            }
+            None => None,
+            Some(rate) => {
+                let max_error_rate = *rate.get_ref();
+                if !(0.0..=1.0).contains(&max_error_rate) {
+                    return Err(self.err(
+                        rate.span(),
+                        format!(
+                            "pool \"{pool}\": guard.max_error_rate {max_error_rate} is outside 0..1; \
+                             it is a share of requests, e.g. 0.01 for 1%"
+                        ),
+                    ));
+                }
+                Some(max_error_rate)
+            }
+        };
         let max_p99_latency = raw
             .max_p99_latency
             .as_ref()
@@ -204,7 +219,51 @@ impl Cx<'_> {
             None => DEFAULT_MIN_REQUESTS,
             Some(v) => self.int_in(v, &format!("pool \"{pool}\": guard.min_requests"), 1, i64::MAX)?,
         };
-        Ok(GuardConfig { max_error_rate, max_p99_latency, window, min_requests: min_requests.unsigned_abs() })
+        let defaults = GuardConfig::default();
+        let guard = GuardConfig {
+            max_error_rate,
+            max_p99_latency,
+            window,
+            min_requests: min_requests.unsigned_abs(),
+            baseline,
+            max_error_increase: raw.max_error_increase.as_ref().map_or(defaults.max_error_increase, |v| *v.get_ref()),
+            max_latency_ratio: raw.max_latency_ratio.as_ref().map(|v| *v.get_ref()),
+            confidence: raw.confidence.as_ref().map_or(defaults.confidence, |v| *v.get_ref()),
+        };
+        // The judge knows what it can work with; the span is the key's own.
+        guard.judge().check(pool).map_err(|e| {
+            let span = match e.field {
+                "baseline" => raw.baseline.as_ref().map(Spanned::span),
+                "max_error_increase" => raw.max_error_increase.as_ref().map(Spanned::span),
+                "max_latency_ratio" => raw.max_latency_ratio.as_ref().map(Spanned::span),
+                "confidence" => raw.confidence.as_ref().map(Spanned::span),
+                "max_error_rate" => raw.max_error_rate.as_ref().map(Spanned::span),
+                "min_requests" => raw.min_requests.as_ref().map(Spanned::span),
+                "window" => raw.window.as_ref().map(Spanned::span),
+                _ => None,
+            };
+            self.err(span.unwrap_or(table), format!("pool \"{pool}\": {e}"))
+        })?;
+        Ok(guard)
+    }
+
+    /// Every guard's baseline names another pool of `pools`: `baselines`
+    /// holds (pool, its guard's `baseline` as written).
+    pub(super) fn baselines_exist(&self, pools: &[PoolConfig], baselines: &[(String, Spanned<String>)]) -> Result<()> {
+        for (pool, baseline) in baselines {
+            let name = baseline.get_ref();
+            if !pools.iter().any(|p| &p.name == name) {
+                let known: Vec<&str> = pools.iter().map(|p| p.name.as_str()).filter(|p| p != pool).collect();
+                return Err(self.err(
+                    baseline.span(),
+                    format!(
+                        "pool \"{pool}\": guard.baseline \"{name}\" is not a pool; name one of: {}",
+                        known.join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -447,6 +506,59 @@ mod tests {
     }
 
     #[test]
+    fn a_baseline_makes_max_error_rate_optional_and_takes_the_defaults() {
+        let config = parse_ok(&with_guard("baseline = \"canary\"\n"));
+        let guard = config.pools[0].guard.as_ref().unwrap();
+        assert_eq!(guard.baseline.as_deref(), Some("canary"));
+        assert_eq!(guard.max_error_rate, None);
+        assert_eq!((guard.max_error_increase, guard.confidence, guard.max_latency_ratio), (0.01, 0.99, None));
+        let config = parse_ok(&with_guard(
+            "baseline = \"canary\"\nmax_error_increase = 0.02\nmax_latency_ratio = 1.5\nconfidence = 0.95\nmax_error_rate = 0.1\n",
+        ));
+        let guard = config.pools[0].guard.as_ref().unwrap();
+        assert_eq!(guard.max_error_rate, Some(0.1));
+        assert_eq!((guard.max_error_increase, guard.confidence, guard.max_latency_ratio), (0.02, 0.95, Some(1.5)));
+    }
+
+    #[test]
+    fn a_baseline_must_be_another_pool() {
+        assert_err(
+            &with_guard("baseline = \"stable\"\n"),
+            "pool \"blue\": guard.baseline \"stable\" is not a pool; name one of: canary",
+            (4, 12),
+        );
+        assert_err(
+            &with_guard("baseline = \"blue\"\n"),
+            "pool \"blue\": guard.baseline: pool \"blue\" cannot be its own baseline",
+            (4, 12),
+        );
+    }
+
+    #[test]
+    fn judge_settings_are_checked_where_written() {
+        assert_err(
+            &with_guard("baseline = \"canary\"\nconfidence = 1.0\n"),
+            "pool \"blue\": guard.confidence: 1 is outside 0.5..1",
+            (5, 14),
+        );
+        assert_err(
+            &with_guard("baseline = \"canary\"\nmax_error_increase = 1.5\n"),
+            "guard.max_error_increase: 1.5 is outside 0..1",
+            (5, 22),
+        );
+        assert_err(
+            &with_guard("baseline = \"canary\"\nmax_latency_ratio = 0.5\n"),
+            "guard.max_latency_ratio: 0.5 is below 1",
+            (5, 21),
+        );
+        assert_err(
+            &with_guard("max_error_rate = 0.1\nmax_latency_ratio = 1.5\n"),
+            "guard.max_latency_ratio: needs a baseline",
+            (5, 21),
+        );
+    }
+
+    #[test]
     fn guard_rate_must_be_within_zero_and_one() {
         assert_err(
             &with_guard("max_error_rate = 1.5\n"),
@@ -457,7 +569,7 @@ mod tests {
         assert_err(&with_guard("max_error_rate = nan\n"), "is outside 0..1", (4, 18));
         // An integer 0 or 1 is a rate too.
         let config = parse_ok(&with_guard("max_error_rate = 1\n"));
-        assert_eq!(config.pools[0].guard.as_ref().unwrap().max_error_rate, 1.0);
+        assert_eq!(config.pools[0].guard.as_ref().unwrap().max_error_rate, Some(1.0));
     }
 
     #[test]
