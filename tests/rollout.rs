@@ -201,6 +201,30 @@ async fn a_canary_failing_at_step_two_is_aborted_there_and_the_route_goes_back_t
 }
 
 #[tokio::test]
+async fn a_canary_failing_during_the_bake_switches_the_route_back() {
+    let stable = Upstream::named("stable").await;
+    let failing = Arc::new(AtomicBool::new(false));
+    let canary = switchable("canary", failing.clone()).await;
+    // Blue-green: one step of 100% and a bake.
+    let rollout = "steps = [100]\nhold = \"300ms\"\nbake = \"1h\"";
+    let proxy = TestProxy::start(&config(&stable, &[&canary], GUARD, rollout, "")).await;
+    let load = Load::start(proxy.url("/"));
+    let baking = wait_rollout(&proxy, "the bake", |r| r["state"] == "promoted").await;
+    assert_eq!(baking["baking"], true, "{baking}");
+    assert!(baking["hold_left_ms"].as_u64().is_some(), "the bake's time left: {baking}");
+    failing.store(true, Ordering::SeqCst);
+    let aborted = wait_rollout(&proxy, "the switchback", |r| r["state"] == "aborted").await;
+    assert!(aborted["reason"].as_str().unwrap().starts_with("failed during bake"), "{aborted}");
+    load.more(20).await;
+    let stable_before = load.count(200, "stable");
+    load.more(30).await;
+    assert!(load.count(200, "stable") >= stable_before + 30, "not back on stable: {:?}", load.answers);
+    let metrics = get(&client(), &proxy.admin_url("/metrics"), &[]).await.body;
+    assert_eq!(metric(&metrics, "cutover_rollout_aborts_total{reason=\"bake\",route=\"shop\"}"), Some(1.0));
+    proxy.stop().await;
+}
+
+#[tokio::test]
 async fn an_inconclusive_verdict_past_max_hold_pauses() {
     let stable = Upstream::named("stable").await;
     let canary = Upstream::named("canary").await;
@@ -321,6 +345,34 @@ async fn a_restart_mid_rollout_resumes_the_same_step() {
         canary_seen |= get(&client, &proxy.url("/"), &[]).await.body == "canary";
     }
     assert!(canary_seen, "the canary gets its 50% after the restart");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_rollout_added_while_its_canary_is_tripped_does_not_undo_the_rollback() {
+    let stable = Upstream::named("stable").await;
+    let canary = Upstream::named("canary").await;
+    let state_dir = tempfile::tempdir().unwrap();
+    let head = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\nstate_file = \"{}\"",
+        state_dir.path().join("state.json").display()
+    );
+    let plain = Config::new()
+        .pool("stable", &[stable.addr])
+        .pool_with("canary", &[canary.addr], GUARD)
+        .route("shop", "stable = 90, canary = 10")
+        .build();
+    let proxy = TestProxy::start(&format!("{head}\n{plain}")).await;
+    assert_eq!(admin(&proxy, Method::POST, "/pools/canary/trip", None).await.status, StatusCode::OK);
+    proxy.stop().await;
+
+    let proxy =
+        TestProxy::start(&config(&stable, &[&canary], GUARD, "steps = [10, 100]\nhold = \"300ms\"", &head)).await;
+    let r = shop_rollout(&proxy).await;
+    assert_eq!(r["state"], "aborted", "{r}");
+    let status = get_json(&proxy.admin_url("/status")).await;
+    let canary_pool = status["pools"].as_array().unwrap().iter().find(|p| p["name"] == "canary").unwrap();
+    assert!(canary_pool["tripped"].is_object(), "still tripped: {canary_pool}");
     proxy.stop().await;
 }
 

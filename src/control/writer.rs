@@ -34,7 +34,7 @@ use crate::judge::Verdict;
 use crate::metrics::{BackendGauges, Metrics, StateGauges};
 use crate::pool::Backend;
 use crate::proxy::Proxy;
-use crate::rollout::{Command, Event, Rollout, State as RolloutState, Verdict as RolloutVerdict};
+use crate::rollout::{Command, Event, Rollout, Saved, State as RolloutState, Verdict as RolloutVerdict};
 use crate::snapshot::{BuildInputs, Snapshot};
 use crate::timestamp::rfc3339;
 
@@ -129,6 +129,14 @@ impl Control {
                     let events = if was == backends { Vec::new() } else { rollout.new_version(now) };
                     state.rollouts.insert(rc.name.clone(), rollout);
                     events
+                }
+                // A canary tripped before the restart stays tripped: a
+                // restart does not undo a rollback, so its rollout is aborted.
+                None if state.trips.contains_key(&plan.pool) => {
+                    let reason = "the canary was tripped before the restart".to_string();
+                    let saved = Saved { state: RolloutState::Aborted { step: 0, reason }, served: Duration::ZERO };
+                    state.rollouts.insert(rc.name.clone(), Rollout::restore(plan, saved, now));
+                    Vec::new()
                 }
                 None => {
                     let (rollout, events) = Rollout::new(plan, now);
