@@ -189,6 +189,14 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byt
             json_response(StatusCode::OK, &Value::Array(history))
         }
         (&Method::POST, ["reload"]) => reload(state),
+        (&Method::GET, ["rollouts"]) => json_response(StatusCode::OK, &json!(state.control.rollouts())),
+        (&Method::POST, ["routes", route, "rollout", command]) => match crate::rollout::Command::parse(command) {
+            Some(command) => mutation(state.control.rollout_command(route, command)),
+            None => error(
+                StatusCode::NOT_FOUND,
+                "no such rollout command; use start, pause, resume, promote, abort or restart",
+            ),
+        },
         (&Method::PUT, ["routes", route, "split"]) => {
             let body = match read_body(req).await {
                 Ok(body) => body,
@@ -209,8 +217,9 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byt
         (&Method::POST, ["routes", route, "switchback"]) => mutation(state.control.switchback(route)),
         (&Method::POST, ["pools", pool, "trip"]) => mutation(state.control.trip(pool)),
         (&Method::POST, ["pools", pool, "reset"]) => mutation(state.control.reset(pool)),
-        (_, ["healthz" | "ready" | "metrics" | "status" | "history" | "reload"])
+        (_, ["healthz" | "ready" | "metrics" | "status" | "history" | "reload" | "rollouts"])
         | (_, ["routes", _, "split" | "switchback"])
+        | (_, ["routes", _, "rollout", _])
         | (_, ["pools", _, "trip" | "reset"]) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
         _ => error(StatusCode::NOT_FOUND, "no such endpoint"),
     }
@@ -386,6 +395,7 @@ fn mutation(result: Result<u64, AdminError>) -> Response<Full<Bytes>> {
         Ok(revision) => json_response(StatusCode::OK, &json!({"revision": revision})),
         Err(AdminError::NotFound(msg)) => error(StatusCode::NOT_FOUND, &msg),
         Err(AdminError::Invalid(msg)) => error(StatusCode::BAD_REQUEST, &msg),
+        Err(AdminError::Conflict(msg)) => error(StatusCode::CONFLICT, &msg),
     }
 }
 

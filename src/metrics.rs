@@ -61,6 +61,14 @@ pub struct Metrics {
     pub guard_verdict: IntGaugeVec,
     /// `cutover_guard_superseded_breaches_total{pool}`.
     pub superseded_breaches: IntCounterVec,
+    /// `cutover_rollout_step{route}`: the rollout's current step, 1-based (0 before the first).
+    pub rollout_step: IntGaugeVec,
+    /// `cutover_rollout_weight{route}`: the canary's share in percent while the rollout sets it.
+    pub rollout_weight: IntGaugeVec,
+    /// `cutover_rollout_state{route,state}`: 1 for the rollout's state, 0 for the others.
+    pub rollout_state: IntGaugeVec,
+    /// `cutover_rollout_aborts_total{route,reason}`: failing, operator, switchback or bake.
+    pub rollout_aborts: IntCounterVec,
 }
 
 /// A guard's verdicts, as the `verdict` label of `cutover_guard_verdict`.
@@ -194,6 +202,22 @@ impl Metrics {
                 "cutover_guard_superseded_breaches_total",
                 "Breaches of the guard of a version the config has replaced (requests still in flight to its backends): ignored.",
                 &["pool"],
+            ),
+            rollout_step: gauge("cutover_rollout_step", "Current step of the route's rollout, 1-based.", &["route"]),
+            rollout_weight: gauge(
+                "cutover_rollout_weight",
+                "Canary share of the route in percent while its rollout sets it.",
+                &["route"],
+            ),
+            rollout_state: gauge(
+                "cutover_rollout_state",
+                "1 for the state the route's rollout is in (idle, progressing, paused, aborted, promoted).",
+                &["route", "state"],
+            ),
+            rollout_aborts: counter(
+                "cutover_rollout_aborts_total",
+                "Rollouts aborted, by reason: failing, operator, switchback or bake.",
+                &["route", "reason"],
             ),
             registry,
         };

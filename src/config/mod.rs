@@ -261,6 +261,8 @@ pub struct RouteConfig {
     pub sticky: Option<StickyKey>,
     /// Force rules, in file order; the first that matches wins.
     pub force: Vec<ForceRule>,
+    /// `[routes.rollout]`: the route's progressive rollout, if any.
+    pub rollout: Option<crate::rollout::Plan>,
 }
 
 /// How a route matches the request's `Host`.

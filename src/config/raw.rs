@@ -165,6 +165,72 @@ pub(crate) struct RawRoute {
     pub(crate) sticky: Option<Spanned<RawSticky>>,
     /// `[[routes.force]]`.
     pub(crate) force: Option<Vec<Spanned<RawForce>>>,
+    /// `[routes.rollout]`.
+    pub(crate) rollout: Option<Spanned<RawRollout>>,
+}
+
+/// `[routes.rollout]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRollout {
+    /// The canary pool.
+    pub(crate) pool: Option<Spanned<String>>,
+    /// Percent integers, `{ weight, hold }` or `{ pause = true }` tables.
+    pub(crate) steps: Option<Spanned<Vec<Spanned<RawStep>>>>,
+    /// Each step's hold.
+    pub(crate) hold: Option<Spanned<RawDuration>>,
+    /// Longest inconclusive wait after a hold.
+    pub(crate) max_hold: Option<Spanned<RawDuration>>,
+    /// "on_new_version" or "manual".
+    pub(crate) start: Option<Spanned<String>>,
+    /// Judging after promotion.
+    pub(crate) bake: Option<Spanned<RawDuration>>,
+}
+
+/// One rollout step as written: `25`, `{ weight = 25, hold = "10m" }` or
+/// `{ pause = true }`.
+#[derive(Debug)]
+pub(crate) enum RawStep {
+    /// A bare integer: the canary's percent.
+    Percent(i64),
+    /// A table.
+    Table(RawStepTable),
+}
+
+/// A step written as a table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawStepTable {
+    /// The canary's percent.
+    pub(crate) weight: Option<i64>,
+    /// This step's own hold.
+    pub(crate) hold: Option<RawDuration>,
+    /// A step that waits for an operator.
+    pub(crate) pause: Option<bool>,
+}
+
+impl<'de> Deserialize<'de> for RawStep {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct StepVisitor;
+
+        impl<'de> Visitor<'de> for StepVisitor {
+            type Value = RawStep;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a percent like 25, or a table like { weight = 25, hold = \"10m\" } or { pause = true }")
+            }
+
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawStep, E> {
+                Ok(RawStep::Percent(v))
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawStep, A::Error> {
+                RawStepTable::deserialize(de::value::MapAccessDeserializer::new(map)).map(RawStep::Table)
+            }
+        }
+
+        deserializer.deserialize_any(StepVisitor)
+    }
 }
 
 /// `sticky = { cookie = "..." }` or `{ header = "..." }`.

@@ -2,7 +2,7 @@
 //!
 //! Every change of effective weights is a numbered [`Revision`], kept in
 //! memory (the newest [`HISTORY_LIMIT`]) for `/history` and switchbacks. With
-//! `admin.state_file` set, overrides, trips and the history are written
+//! `admin.state_file` set, overrides, trips, rollouts and the history are written
 //! after each change, atomically (a temporary file renamed over the old
 //! one), and read back at start, keeping only what still applies to the
 //! config: a restart does not undo a rollback.
@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::rollouts::SavedRollout;
 use super::state::{backend_names, Override, Revision, Trip};
 use crate::config::Config;
 
@@ -34,6 +35,9 @@ pub(super) struct Persisted {
     pub(super) overrides: BTreeMap<String, Override>,
     pub(super) trips: BTreeMap<String, Trip>,
     pub(super) history: Vec<Revision>,
+    /// Rollouts by route; absent from state files written before rollouts.
+    #[serde(default)]
+    pub(super) rollouts: BTreeMap<String, SavedRollout>,
 }
 
 /// Read `state_file`, keeping only what still applies to `config`. A
@@ -68,6 +72,7 @@ pub(super) fn restore(path: &Path, config: &Config) -> Option<Persisted> {
         }
         keep
     });
+    persisted.rollouts.retain(|route, _| config.routes.iter().any(|r| r.name == *route && r.rollout.is_some()));
     tracing::info!(
         path = %path.display(),
         trips = persisted.trips.len(),
@@ -101,7 +106,7 @@ fn write_atomically(path: &Path, persisted: &Persisted) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Write overrides, trips and history to `path`, atomically. A failure is
+/// Write overrides, trips, history and rollouts to `path`, atomically. A failure is
 /// logged, not returned: the change it records is already in force, and
 /// only its survival across a restart is lost.
 pub(super) fn save(
@@ -110,6 +115,7 @@ pub(super) fn save(
     overrides: &BTreeMap<String, Override>,
     trips: &BTreeMap<String, Trip>,
     history: &VecDeque<Revision>,
+    rollouts: BTreeMap<String, SavedRollout>,
 ) {
     let persisted = Persisted {
         version: 1,
@@ -117,6 +123,7 @@ pub(super) fn save(
         overrides: overrides.clone(),
         trips: trips.clone(),
         history: history.iter().cloned().collect(),
+        rollouts,
     };
     if let Err(e) = write_atomically(path, &persisted) {
         tracing::error!(path = %path.display(), error = %e, "cannot write the state file; overrides and trips will not survive a restart");

@@ -12,6 +12,8 @@
 //! - [`history`]: the numbered revisions and the state file;
 //! - [`outcome`]: what the writer's callers get back (reload causes and
 //!   outcomes, refusals, the `/status` view);
+//! - [`rollouts`]: what connects rollouts to routes: canary shares as
+//!   weights, verdicts from guards, history causes, the state file's form;
 //! - [`drain`]: draining the backends a change removed;
 //! - [`state`]: the records they share (overrides, trips, revisions).
 //!
@@ -21,12 +23,14 @@
 mod drain;
 mod history;
 mod outcome;
+mod rollouts;
 mod state;
 mod weights;
 mod writer;
 
 pub use drain::{finish_drain, DrainEnd};
 pub use outcome::{AdminError, ReloadCause, ReloadOutcome, ReloadRecord, StateView, Verdicts};
+pub use rollouts::RolloutView;
 pub use state::{Override, Revision, Trip, TripReason, Weights};
 pub use weights::effective_weights;
 pub use writer::Control;

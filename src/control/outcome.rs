@@ -72,6 +72,9 @@ pub enum AdminError {
     /// The request makes no sense (400).
     #[error("{0}")]
     Invalid(String),
+    /// The request does not apply to the current state (409).
+    #[error("{0}")]
+    Conflict(String),
 }
 
 /// What `/status` needs, copied out under the lock.

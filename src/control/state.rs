@@ -25,6 +25,8 @@ pub enum TripReason {
     Latency,
     /// `POST /pools/{pool}/trip`.
     Manual,
+    /// A rollout aborted: a failing verdict, an operator's abort or a switchback.
+    Rollout,
     /// Failing against its baseline: failure share over the baseline's by
     /// more than `max_error_increase`.
     ErrorIncrease,
@@ -40,6 +42,7 @@ impl TripReason {
             TripReason::ErrorRate => "error_rate",
             TripReason::Latency => "latency",
             TripReason::Manual => "manual",
+            TripReason::Rollout => "rollout",
             TripReason::ErrorIncrease => "error_increase",
             TripReason::LatencyRatio => "latency_ratio",
         }

@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
+use super::rollouts::with_canary_share;
 use super::state::{Override, Revision, Trip, Weights};
 use crate::config::{Config, RouteConfig};
 
@@ -24,19 +25,22 @@ pub(super) struct Effective {
     pub(super) stranded: Vec<(String, String)>,
 }
 
-/// Every route's effective weights: its override (or the file's split),
-/// with the trip rule applied.
+/// Every route's effective weights: its override, else its rollout's canary
+/// share over the file's split (`shares`: route → (canary, percent)), else
+/// the file's split, with the trip rule applied.
 pub(super) fn all_effective(
     config: &Config,
     overrides: &BTreeMap<String, Override>,
     trips: &BTreeMap<String, Trip>,
     history: &VecDeque<Revision>,
+    shares: &BTreeMap<String, (String, u32)>,
 ) -> Effective {
     let mut out = Effective { weights: HashMap::new(), splits: BTreeMap::new(), stranded: Vec::new() };
     for rc in &config.routes {
-        let base = match overrides.get(&rc.name) {
-            Some(ov) => align(&ov.split, rc),
-            None => rc.split.clone(),
+        let base = match (overrides.get(&rc.name), shares.get(&rc.name)) {
+            (Some(ov), _) => align(&ov.split, rc),
+            (None, Some((canary, share))) => with_canary_share(&rc.split, canary, *share),
+            (None, None) => rc.split.clone(),
         };
         let (split, stranded) = effective_weights(rc, base, trips, history);
         out.stranded.extend(stranded.into_iter().map(|p| (rc.name.clone(), p)));
@@ -108,6 +112,7 @@ mod tests {
             split: w(split),
             sticky: None,
             force: Vec::new(),
+            rollout: None,
         }
     }
 

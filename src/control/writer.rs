@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use super::outcome::{AdminError, ReloadCause, ReloadOutcome, ReloadRecord, StateView, Verdicts};
+use super::rollouts::{abort_class, cause as rollout_cause, guard_verdict, RolloutView, SavedRollout};
 use super::state::{backend_names, Override, Revision, Trip, TripReason, Weights};
 use super::weights::{align, all_effective, Effective};
 use super::{drain, history};
@@ -33,6 +34,7 @@ use crate::judge::{Verdict, VerdictKind};
 use crate::metrics::{BackendGauges, Metrics, StateGauges};
 use crate::pool::Backend;
 use crate::proxy::Proxy;
+use crate::rollout::{Command, Event, Rollout, Saved, State as RolloutState, Verdict as RolloutVerdict};
 use crate::snapshot::{BuildInputs, Snapshot};
 use crate::timestamp::rfc3339;
 
@@ -66,6 +68,13 @@ struct State {
     trips: BTreeMap<String, Trip>,
     /// Oldest first.
     history: VecDeque<Revision>,
+    /// Progressive rollouts by route.
+    rollouts: BTreeMap<String, Rollout>,
+    /// Each rollout's latest verdict, for `/rollouts`.
+    rollout_verdicts: BTreeMap<String, RolloutVerdict>,
+    /// When the state file was last written, so that a rollout's served hold
+    /// is saved now and then between changes.
+    persisted_at: tokio::time::Instant,
 }
 
 impl Control {
@@ -92,18 +101,56 @@ impl Control {
             overrides: BTreeMap::new(),
             trips: BTreeMap::new(),
             history: VecDeque::new(),
+            rollouts: BTreeMap::new(),
+            rollout_verdicts: BTreeMap::new(),
+            persisted_at: tokio::time::Instant::now(),
         };
         let mut cause = "startup".to_string();
+        let mut saved_rollouts = BTreeMap::new();
         if let Some(path) = &config.admin.state_file {
             if let Some(restored) = history::restore(path, &config) {
                 state.revision = restored.revision;
                 state.overrides = restored.overrides;
                 state.trips = restored.trips;
                 state.history = restored.history.into();
+                saved_rollouts = restored.rollouts;
                 cause = "startup (state file restored)".to_string();
             }
         }
         sync_guards(&mut state.guards, &config, None, breaches.as_ref());
+        let now = tokio::time::Instant::now();
+        let mut started = Vec::new();
+        for rc in &config.routes {
+            let Some(plan) = rc.rollout.clone() else { continue };
+            let backends = config.pool(&plan.pool).map(|pc| backend_names(&pc.backends)).unwrap_or_default();
+            let events = match saved_rollouts.get(&rc.name).and_then(|s| Some((s.saved()?, s.backends.clone()))) {
+                Some((saved, was)) => {
+                    let mut rollout = Rollout::restore(plan, saved, now);
+                    let events = if was == backends { Vec::new() } else { rollout.new_version(now) };
+                    state.rollouts.insert(rc.name.clone(), rollout);
+                    events
+                }
+                // A canary tripped before the restart stays tripped: a
+                // restart does not undo a rollback, so its rollout is aborted.
+                None if state.trips.contains_key(&plan.pool) => {
+                    let reason = "the canary was tripped before the restart".to_string();
+                    let saved = Saved { state: RolloutState::Aborted { step: 0, reason }, served: Duration::ZERO };
+                    state.rollouts.insert(rc.name.clone(), Rollout::restore(plan, saved, now));
+                    Vec::new()
+                }
+                None => {
+                    let (rollout, events) = Rollout::new(plan, now);
+                    state.rollouts.insert(rc.name.clone(), rollout);
+                    events
+                }
+            };
+            started.push((rc.name.clone(), events));
+        }
+        for (route, events) in started {
+            if let Some(c) = absorb(&mut state, &metrics, &route, &events) {
+                cause = format!("{cause}; {c}");
+            }
+        }
         let effective = effective(&state);
         state.revision += 1;
         let tripped: Vec<String> = state.trips.keys().cloned().collect();
@@ -200,9 +247,13 @@ impl Control {
         }
         let config = Arc::new(config);
         sync_guards(&mut state.guards, &config, Some(&old), self.breaches.as_ref());
-        state.config = config;
+        state.config = config.clone();
         state.applied_text = Some(text);
-        let revision = self.commit(&mut state, format!("reload ({})", cause.as_str()));
+        let mut why = format!("reload ({})", cause.as_str());
+        for c in self.reload_rollouts(&mut state, &old, &config) {
+            why = format!("{why}; {c}");
+        }
+        let revision = self.commit(&mut state, why);
         self.metrics.config_reloads.with_label_values(&["ok"]).inc();
         state.last_reload = Some(ReloadRecord { ok: true, time: SystemTime::now(), error: None });
         tracing::info!(cause = cause.as_str(), revision, "config reloaded");
@@ -249,7 +300,12 @@ impl Control {
             return Err(AdminError::Invalid("all weights are zero; at least one pool must take traffic".into()));
         }
         state.overrides.insert(route.to_string(), Override { split: split.clone(), file_split: rc.split.clone() });
-        Ok(self.commit(&mut state, format!("admin: set split of route {route} to {}", describe(&split))))
+        let events = state.rollouts.get_mut(route).map(Rollout::overridden).unwrap_or_default();
+        let mut cause = format!("admin: set split of route {route} to {}", describe(&split));
+        if let Some(c) = absorb(&mut state, &self.metrics, route, &events) {
+            cause = format!("{cause}; {c}");
+        }
+        Ok(self.commit(&mut state, cause))
     }
 
     /// Drop a route's override; the file's split applies again.
@@ -279,7 +335,12 @@ impl Control {
             return Err(AdminError::Invalid(format!("route \"{route}\" has no earlier split to switch back to")));
         };
         state.overrides.insert(route.to_string(), Override { split: previous.clone(), file_split: rc.split.clone() });
-        Ok(self.commit(&mut state, format!("admin: switchback of route {route} to {}", describe(&previous))))
+        let events = state.rollouts.get_mut(route).map(Rollout::switched_back).unwrap_or_default();
+        let mut cause = format!("admin: switchback of route {route} to {}", describe(&previous));
+        if let Some(c) = absorb(&mut state, &self.metrics, route, &events) {
+            cause = format!("{cause}; {c}");
+        }
+        Ok(self.commit(&mut state, cause))
     }
 
     /// Roll a pool back by hand.
@@ -382,7 +443,8 @@ impl Control {
     /// Consume breach reports and judge every guard periodically (a window
     /// can cross `min_requests` on a success, which `record` does not judge);
     /// each tick also feeds every guard's judge, trips a pool newly judged
-    /// `failing` against its baseline, and publishes the verdicts.
+    /// `failing` against its baseline, publishes the verdicts, and moves
+    /// every rollout on with its canary's verdict.
     pub async fn run_guards(self: Arc<Self>, mut breaches: tokio::sync::mpsc::UnboundedReceiver<BreachReport>) {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -407,9 +469,109 @@ impl Control {
                         verdicts.insert(guard.pool.to_string(), verdict);
                     }
                     self.verdicts.send_replace(Arc::new(verdicts));
+                    self.tick_rollouts(now);
                 }
             }
         }
+    }
+
+    /// Move every rollout on with time and its canary's verdict, and apply
+    /// what happens (one revision per route that changed).
+    pub fn tick_rollouts(&self, now: tokio::time::Instant) {
+        let mut state = self.lock();
+        let routes: Vec<String> = state.rollouts.keys().cloned().collect();
+        let mut held = false;
+        for route in routes {
+            let Some(pool) = state.rollouts.get(&route).map(|r| r.plan().pool.clone()) else { continue };
+            let guard = state.guards.get(&pool).map(|g| g.as_ref());
+            // A guard with a baseline is judged by its judge; one without, by its window.
+            let judged = guard.filter(|g| g.has_baseline()).and_then(|_| self.verdict(&pool));
+            let verdict = match judged {
+                Some(judged) if !state.trips.contains_key(&pool) => from_judge(&judged),
+                _ => guard_verdict(guard, state.trips.get(&pool), now),
+            };
+            let Some(rollout) = state.rollouts.get_mut(&route) else { continue };
+            let events = rollout.tick(now, &verdict);
+            held |= rollout.hold_left(now).is_some();
+            state.rollout_verdicts.insert(route.clone(), verdict);
+            if let Some(cause) = absorb(&mut state, &self.metrics, &route, &events) {
+                self.commit(&mut state, cause);
+            }
+        }
+        // Keep the hold served at the current step in the state file, so a
+        // restart loses at most this much of it.
+        if held && now.saturating_duration_since(state.persisted_at) >= PERSIST_HOLD_EVERY {
+            self.persist(&mut state);
+        }
+    }
+
+    /// An operator's command to a route's rollout. Starting, resuming,
+    /// promoting or restarting hands the route back to the rollout: an
+    /// admin override of its split is dropped.
+    pub fn rollout_command(&self, route: &str, command: Command) -> Result<u64, AdminError> {
+        let mut state = self.lock();
+        find_route(&state.config, route)?;
+        let now = tokio::time::Instant::now();
+        let rollout = state
+            .rollouts
+            .get_mut(route)
+            .ok_or_else(|| AdminError::NotFound(format!("route \"{route}\" has no rollout")))?;
+        let events = rollout.command(command, now).map_err(|e| AdminError::Conflict(e.to_string()))?;
+        if matches!(command, Command::Start | Command::Resume | Command::Promote | Command::Restart) {
+            state.overrides.remove(route);
+        }
+        let cause = absorb(&mut state, &self.metrics, route, &events)
+            .unwrap_or_else(|| format!("route {route}: rollout {command:?}").to_lowercase());
+        Ok(self.commit(&mut state, format!("admin: {cause}")))
+    }
+
+    /// Every route's rollout, for `GET /rollouts`.
+    pub fn rollouts(&self) -> Vec<RolloutView> {
+        let state = self.lock();
+        let now = tokio::time::Instant::now();
+        state
+            .rollouts
+            .iter()
+            .map(|(route, rollout)| {
+                let verdict = state.rollout_verdicts.get(route).cloned().unwrap_or(RolloutVerdict::Inconclusive);
+                RolloutView::of(route, rollout, &verdict, now)
+            })
+            .collect()
+    }
+
+    /// Rollouts after a reload: dropped with their plan, created with a new
+    /// one, replanned when edited, restarted when the canary has new
+    /// backends. Returns the history causes.
+    fn reload_rollouts(&self, state: &mut State, old: &Config, config: &Config) -> Vec<String> {
+        let now = tokio::time::Instant::now();
+        state.rollouts.retain(|route, _| config.routes.iter().any(|r| r.name == *route && r.rollout.is_some()));
+        state.rollout_verdicts.retain(|route, _| config.routes.iter().any(|r| r.name == *route && r.rollout.is_some()));
+        let mut causes = Vec::new();
+        for rc in &config.routes {
+            let Some(plan) = rc.rollout.clone() else { continue };
+            let new_backends = config.pool(&plan.pool).map(|pc| pc.backends.clone());
+            let old_backends = old.pool(&plan.pool).map(|pc| pc.backends.clone());
+            let events = match state.rollouts.get_mut(&rc.name) {
+                None => {
+                    let (rollout, events) = Rollout::new(plan, now);
+                    state.rollouts.insert(rc.name.clone(), rollout);
+                    events
+                }
+                Some(rollout) => {
+                    let same_pool = rollout.plan().pool == plan.pool;
+                    let mut events = Vec::new();
+                    if *rollout.plan() != plan {
+                        events.extend(rollout.replan(plan, now));
+                    }
+                    if !same_pool || new_backends != old_backends {
+                        events.extend(rollout.new_version(now));
+                    }
+                    events
+                }
+            };
+            causes.extend(absorb(state, &self.metrics, &rc.name, &events));
+        }
+        causes
     }
 
     /// Recompute effective weights, publish a new snapshot and record the
@@ -451,10 +613,21 @@ impl Control {
         history::push(&mut state.history, revision);
     }
 
-    /// Write overrides, trips and history to `state_file`, if set.
-    fn persist(&self, state: &State) {
+    /// Write overrides, trips, history and rollouts to `state_file`, if set.
+    fn persist(&self, state: &mut State) {
         let Some(path) = &state.config.admin.state_file else { return };
-        history::save(path, state.revision, &state.overrides, &state.trips, &state.history);
+        let now = tokio::time::Instant::now();
+        state.persisted_at = now;
+        let rollouts = state
+            .rollouts
+            .iter()
+            .map(|(route, rollout)| {
+                let backends =
+                    state.config.pool(&rollout.plan().pool).map(|pc| backend_names(&pc.backends)).unwrap_or_default();
+                (route.clone(), SavedRollout::of(&rollout.save(now), backends))
+            })
+            .collect();
+        history::save(path, state.revision, &state.overrides, &state.trips, &state.history, rollouts);
     }
 
     /// Stop sending to `backend` and let its in-flight requests finish.
@@ -556,7 +729,37 @@ impl Control {
             },
         };
         self.metrics.show_state(&gauges);
+        self.show_rollouts();
         self.metrics.render()
+    }
+
+    /// Set the rollout gauges from the rollouts' state.
+    fn show_rollouts(&self) {
+        let state = self.lock();
+        // Routes whose rollout a reload removed lose their series.
+        self.metrics.rollout_step.reset();
+        self.metrics.rollout_weight.reset();
+        self.metrics.rollout_state.reset();
+        for (route, rollout) in &state.rollouts {
+            let step = match rollout.state() {
+                RolloutState::Progressing { step }
+                | RolloutState::Paused { step, .. }
+                | RolloutState::Aborted { step, .. } => step + 1,
+                RolloutState::Promoted { .. } => rollout.plan().steps.len(),
+                RolloutState::Idle => 0,
+            };
+            self.metrics.rollout_step.with_label_values(&[route]).set(i64::try_from(step).unwrap_or(i64::MAX));
+            self.metrics.rollout_weight.with_label_values(&[route]).set(i64::from(rollout.canary_share().unwrap_or(0)));
+            for name in RolloutState::NAMES {
+                self.metrics
+                    .rollout_state
+                    .with_label_values(&[route, name])
+                    .set(i64::from(rollout.state().name() == name));
+            }
+            for reason in ["failing", "operator", "switchback", "bake"] {
+                let _ = self.metrics.rollout_aborts.with_label_values(&[route, reason]);
+            }
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -566,9 +769,67 @@ impl Control {
     }
 }
 
+/// The judge's verdict as a rollout takes it.
+fn from_judge(verdict: &Verdict) -> RolloutVerdict {
+    match verdict.kind {
+        crate::judge::VerdictKind::Healthy => RolloutVerdict::Healthy,
+        crate::judge::VerdictKind::Inconclusive => RolloutVerdict::Inconclusive,
+        crate::judge::VerdictKind::Failing => RolloutVerdict::Failing(verdict.reason.clone()),
+    }
+}
+
+/// How often a rollout holding a step writes its served hold to the state file.
+const PERSIST_HOLD_EVERY: Duration = Duration::from_secs(2);
+
 /// Every route's effective weights in `state`.
 fn effective(state: &State) -> Effective {
-    all_effective(&state.config, &state.overrides, &state.trips, &state.history)
+    let shares = state
+        .rollouts
+        .iter()
+        .filter_map(|(route, r)| Some((route.clone(), (r.plan().pool.clone(), r.canary_share()?))))
+        .collect();
+    all_effective(&state.config, &state.overrides, &state.trips, &state.history, &shares)
+}
+
+/// Apply what a rollout's `events` mean beyond its weights: an abort trips
+/// the canary (today's rollback) and is counted; a start clears the
+/// canary's trip and starts its guard window afresh, since the operator or
+/// a new version asks for a new judgement. Returns the history's cause.
+fn absorb(state: &mut State, metrics: &Metrics, route: &str, events: &[Event]) -> Option<String> {
+    let pool = state.rollouts.get(route)?.plan().pool.clone();
+    for event in events {
+        match event {
+            Event::Started => {
+                if state.trips.remove(&pool).is_some() {
+                    tracing::info!(route, pool, "rollout started: the canary's trip is cleared");
+                }
+                if let Some(guard) = state.guards.get(&pool) {
+                    guard.reset();
+                }
+                state.rollout_verdicts.insert(route.to_string(), RolloutVerdict::Inconclusive);
+            }
+            Event::Aborted(reason) | Event::BakeFailed(reason) => {
+                if let Some(class) = abort_class(event) {
+                    metrics.rollout_aborts.with_label_values(&[route, class]).inc();
+                }
+                tracing::warn!(route, pool, reason, "rollout aborted");
+                if !state.trips.contains_key(&pool) {
+                    if let Some(pc) = state.config.pool(&pool) {
+                        let trip = Trip {
+                            reason: TripReason::Rollout,
+                            detail: format!("rollout of route {route} aborted: {reason}"),
+                            revision: state.revision + 1,
+                            backends: backend_names(&pc.backends),
+                        };
+                        state.trips.insert(pool.clone(), trip);
+                        metrics.rollbacks.with_label_values(&[&pool, "rollout"]).inc();
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    rollout_cause(route, events)
 }
 
 fn describe(split: &[(String, u32)]) -> String {

@@ -13,11 +13,12 @@
 //! [`server`] (`[server]`, `[server.tls]`, `[admin]`), [`pools`]
 //! (`[pools.NAME]` with its health check and guard, and backend addresses),
 //! [`routes`] (`[[routes]]`: hosts, paths, splits, sticky keys and force
-//! rules). [`values`] holds the checks every section uses (names,
+//! rules), [`rollout`] (`[routes.rollout]`: a route's rollout plan). [`values`] holds the checks every section uses (names,
 //! addresses, paths, integers, durations) and what makes an error point at
 //! its `line:col`. This file assembles them in the file's order.
 
 mod pools;
+mod rollout;
 mod routes;
 mod server;
 #[cfg(test)]
@@ -217,6 +218,7 @@ split = { blue = 1 }
                     path_prefix: "/v2".into(),
                     split: vec![("green".into(), 10), ("blue".into(), 90)],
                     sticky: Some(StickyKey::Header(HeaderName::from_static("x-user-id"))),
+                    rollout: None,
                     force: vec![
                         ForceRule {
                             matcher: ForceMatch::Header(HeaderName::from_static("x-beta"), "yes".into()),
@@ -232,6 +234,7 @@ split = { blue = 1 }
                     split: vec![("blue".into(), 1), ("green".into(), 0)],
                     sticky: Some(StickyKey::Cookie("cutover-tenants".into())),
                     force: vec![],
+                    rollout: None,
                 },
                 RouteConfig {
                     name: "rest".into(),
@@ -240,6 +243,7 @@ split = { blue = 1 }
                     split: vec![("blue".into(), 1)],
                     sticky: None,
                     force: vec![],
+                    rollout: None,
                 },
             ],
         };

@@ -1,6 +1,6 @@
 //! `[[routes]]`: which requests a route takes (host and path prefix), its
 //! split over pools, its sticky key and its force rules, cross-checked
-//! against the pools.
+//! against the pools. Its rollout plan is [`super::rollout`]'s.
 
 use std::net::Ipv6Addr;
 use std::ops::Range;
@@ -82,7 +82,8 @@ impl Cx<'_> {
         let sticky = raw.sticky.as_ref().map(|s| self.sticky(&name, s)).transpose()?;
         let force =
             raw.force.iter().flatten().map(|f| self.force(&name, f, &split, pools)).collect::<Result<Vec<_>>>()?;
-        Ok(RouteConfig { name, host, path_prefix, split, sticky, force })
+        let rollout = raw.rollout.as_ref().map(|r| self.rollout(&name, r, &split)).transpose()?;
+        Ok(RouteConfig { name, host, path_prefix, split, sticky, force, rollout })
     }
 
     pub(super) fn host_match(&self, route: &str, v: &Spanned<String>) -> Result<HostMatch> {
