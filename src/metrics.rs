@@ -57,6 +57,8 @@ pub struct Metrics {
     pub request_headers_dropped: IntCounterVec,
     /// `cutover_upstream_retries_total{pool,reason}`.
     pub upstream_retries: IntCounterVec,
+    /// `cutover_access_log_dropped_total`.
+    pub access_log_dropped: IntCounter,
 }
 
 /// Why a request went to a backend again, as the `reason` label of
@@ -124,6 +126,12 @@ impl Metrics {
         let config_revision =
             IntGauge::new("cutover_config_revision", "Revision of the effective routing state.").expect("valid metric");
         registry.register(Box::new(config_revision.clone())).expect("metric registered once");
+        let access_log_dropped = IntCounter::new(
+            "cutover_access_log_dropped_total",
+            "Access log lines dropped because the destination could not keep up.",
+        )
+        .expect("valid metric");
+        registry.register(Box::new(access_log_dropped.clone())).expect("metric registered once");
 
         let metrics = Metrics {
             requests: counter(
@@ -178,6 +186,7 @@ impl Metrics {
                 "Requests sent to a backend again: after a failed connect, a stream the backend did not process, or a connection closed before any answer.",
                 &["pool", "reason"],
             ),
+            access_log_dropped,
             registry,
         };
         // Counters exist at 0 from the start, so `increase()` sees the first event.

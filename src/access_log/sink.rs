@@ -74,8 +74,10 @@ pub struct AccessLog {
     sample: f64,
     reopen: Arc<AtomicBool>,
     dropped: IntCounter,
-    /// Signalled by the writer thread when it has written everything and ended.
-    done: Receiver<()>,
+    /// Signalled by the writer thread when it has written everything and
+    /// ended. In a mutex only so that the handle can be shared between
+    /// threads; it is read once, by `close`.
+    done: std::sync::Mutex<Receiver<()>>,
 }
 
 impl AccessLog {
@@ -95,7 +97,7 @@ impl AccessLog {
                 let _ = finished.send(());
             })
             .map_err(SinkError::Thread)?;
-        Ok(AccessLog { queue, sample: options.sample.clamp(0.0, 1.0), reopen, dropped, done })
+        Ok(AccessLog { queue, sample: options.sample.clamp(0.0, 1.0), reopen, dropped, done: done.into() })
     }
 
     /// Whether a request is logged: always when it failed; otherwise when
@@ -127,6 +129,10 @@ impl AccessLog {
     pub fn close(self, grace: Duration) -> bool {
         let AccessLog { queue, done, .. } = self;
         drop(queue);
+        let done = match done.into_inner() {
+            Ok(done) => done,
+            Err(poisoned) => poisoned.into_inner(),
+        };
         match done.recv_timeout(grace) {
             Ok(()) | Err(RecvTimeoutError::Disconnected) => true,
             Err(RecvTimeoutError::Timeout) => false,
