@@ -23,12 +23,20 @@ pub struct Pending {
     sent: Option<Instant>,
     /// The status the client got, when the proxy answered itself.
     status: Option<u16>,
+    /// Sampling left the request out: it is logged only if it fails.
+    failures_only: bool,
 }
 
 impl Pending {
-    /// A record for `log`, of a request begun at `started`.
-    pub fn new(log: Arc<AccessLog>, record: Record, started: Instant) -> Box<Pending> {
-        Box::new(Pending { log, record, started, sent: None, status: None })
+    /// A record for `log`, of a request begun at `started`; with
+    /// `failures_only`, it is written only if the request fails.
+    pub fn new(log: Arc<AccessLog>, record: Record, started: Instant, failures_only: bool) -> Box<Pending> {
+        Box::new(Pending { log, record, started, sent: None, status: None, failures_only })
+    }
+
+    /// Sampling left the request out, but it failed: log it after all.
+    pub fn keep(&mut self) {
+        self.failures_only = false;
     }
 
     /// The request goes upstream now.
@@ -72,11 +80,14 @@ impl Pending {
     /// got: the proxy's own answer, else the backend's (even when its body
     /// broke later), else `status`. Hands the record to the writer.
     pub fn finish(self: Box<Self>, backend: String, status: u16, failure: Option<&'static str>) {
-        let Pending { log, mut record, started, status: own, .. } = *self;
+        let Pending { log, mut record, started, status: own, failures_only, .. } = *self;
         record.backend = Some(backend);
         let answered = (record.status != 0).then_some(record.status);
         record.status = own.or(answered).unwrap_or(status);
         record.failure = failure;
+        if failures_only && !record.failed() {
+            return;
+        }
         record.duration = Instant::now().saturating_duration_since(started);
         log.log(record);
     }

@@ -175,10 +175,8 @@ pub(super) fn forward(
             response.headers_mut().append(header::SET_COOKIE, cookie);
         }
         let settings = &snapshot.config.server.requests;
-        if let Some(name) = &settings.request_id {
-            if let Some(id) = plan.request.headers().get(name) {
-                response.headers_mut().insert(name.clone(), id.clone());
-            }
+        if let (Some(name), Some(id)) = (&settings.request_id, plan.target.request_id) {
+            response.headers_mut().insert(name.clone(), id);
         }
         if let Some(name) = &settings.pool_header {
             let pool = &snapshot.routes[plan.target.route].targets[plan.target.target].name;
@@ -200,15 +198,20 @@ fn own(snapshot: &Snapshot, plan: &mut Plan, err: ProxyError) -> Response<ProxyB
     refused(err)
 }
 
-/// Log the request even if sampling left it out: it failed.
+/// Log the request even if sampling left it out: it failed. Its record is
+/// built now unless it was built with the plan (see `plan`).
 fn log_anyway(snapshot: &Snapshot, plan: &mut Plan) {
-    if plan.exchange.is_logged() || !plan.target.logged {
+    if let Some(log) = plan.exchange.log_mut() {
+        log.keep();
         return;
     }
-    let listener_log = snapshot.access_log.as_ref();
-    if let Some(log) = listener_log {
-        let pending = super::log::pending(snapshot, log, &plan.target, &plan.request, plan.exchange.started());
-        plan.exchange.set_log(pending);
+    match snapshot.access_log.as_ref() {
+        Some(log) if plan.target.logged => {
+            let pending =
+                super::log::pending(snapshot, log, &plan.target, &plan.request, plan.exchange.started(), false);
+            plan.exchange.set_log(pending);
+        }
+        _ => {}
     }
 }
 

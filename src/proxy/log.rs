@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use http::header::{self, HeaderMap};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::{Request, Version};
 use rand::rngs::SmallRng;
@@ -23,8 +23,9 @@ use super::plan::{ConnInfo, Target};
 use crate::access_log::trace::{self, TraceParent, TRACEPARENT};
 use crate::access_log::{request_id, AccessLog, Kind, Pending, Record};
 use crate::body::RequestBody;
-use crate::config::RequestHeaders;
+use crate::config::{RequestHeaders, UpstreamProtocol};
 use crate::error::ProxyError;
+use crate::pool::Backend;
 use crate::snapshot::Snapshot;
 
 /// The log that requests on `listener` go to, if any.
@@ -37,13 +38,13 @@ pub(super) fn of(snapshot: &Snapshot, listener: SocketAddr) -> Option<&Arc<Acces
 }
 
 /// Give the request its ID (the client's, or a new one) and bring its trace
-/// context into shape, as the backend will see them.
-pub(super) fn tag(settings: &RequestHeaders, headers: &mut HeaderMap, rng: &mut SmallRng) {
-    if let Some(name) = &settings.request_id {
-        let id = request_id::keep_or_make(headers.get(name), settings.request_id_max_len, rng);
-        headers.insert(name.clone(), id);
-    }
+/// context into shape, as the backend will see them. Returns the ID.
+pub(super) fn tag(settings: &RequestHeaders, headers: &mut HeaderMap, rng: &mut SmallRng) -> Option<HeaderValue> {
     trace::prepare(headers, settings.start_traces, rng);
+    let name = settings.request_id.as_ref()?;
+    let id = request_id::keep_or_make(headers.get(name), settings.request_id_max_len, rng);
+    headers.insert(name.clone(), id.clone());
+    Some(id)
 }
 
 /// The pending record of a request forwarded to a backend.
@@ -53,6 +54,7 @@ pub(super) fn pending(
     target: &Target,
     request: &Request<RequestBody>,
     started: Instant,
+    failures_only: bool,
 ) -> Box<Pending> {
     let route = &snapshot.routes[target.route];
     let mut record = record(
@@ -67,7 +69,15 @@ pub(super) fn pending(
     record.route = Some(route.name.to_string());
     record.pool = Some(route.targets[target.target].name.to_string());
     record.choice = Some(target.how);
-    Pending::new(log.clone(), record, started)
+    Pending::new(log.clone(), record, started, failures_only)
+}
+
+/// Whether the request stays in the plan until its answer comes, so that
+/// its record can be built then if it fails: only the inline HTTP/1.1
+/// client keeps it; hyper's takes it (see `pool::session`).
+pub(super) fn kept_until_answered(target: &Target, backend: &Backend) -> bool {
+    let transport = backend.transport();
+    target.inline && transport.protocol == UpstreamProtocol::Http1 && transport.tls.is_none()
 }
 
 /// Log a request the proxy refused before it reached a backend: always

@@ -96,7 +96,7 @@ pub(super) fn plan(
     body_timeouts: &IntCounter,
 ) -> Result<Plan, ProxyError> {
     let started = Instant::now();
-    let (target, mut request) = prepare(snapshot, conn, rng, req, body_timeouts, started)?;
+    let (mut target, mut request) = prepare(snapshot, conn, rng, req, body_timeouts, started)?;
     let route = &snapshot.routes[target.route];
     let (pool, codes) = (&route.targets[target.target], &route.codes[target.target]);
     let Some(backend) = pool.pick(rng, None).cloned() else {
@@ -105,10 +105,14 @@ pub(super) fn plan(
         return Err(ProxyError::NoBackend);
     };
     let mut exchange = begin_exchange(pool, codes, &backend, started);
-    log::tag(&snapshot.config.server.requests, request.headers_mut(), rng);
+    target.request_id = log::tag(&snapshot.config.server.requests, request.headers_mut(), rng);
     if let Some(log) = log::of(snapshot, conn.listener) {
-        if log.wants(false, rng.random()) {
-            exchange.set_log(log::pending(snapshot, log, &target, &request, started));
+        // An unsampled request is logged only if it fails. Its record is
+        // built then, from the request still in the plan; a request the
+        // upstream client takes away needs its record now.
+        let sampled = log.wants(false, rng.random());
+        if sampled || !log::kept_until_answered(&target, &backend) {
+            exchange.set_log(log::pending(snapshot, log, &target, &request, started, !sampled));
         }
     }
     let timer = Box::pin(tokio::time::sleep_until(started + snapshot.request_timeout));
@@ -145,6 +149,8 @@ pub(super) struct Target {
     pub(super) client: std::net::SocketAddr,
     /// Whether the listener's requests are logged.
     pub(super) logged: bool,
+    /// The request ID, for the response.
+    pub(super) request_id: Option<HeaderValue>,
 }
 
 /// Check, route and choose; rewrite the head for the backend: origin-form
@@ -224,6 +230,7 @@ fn prepare(
         version,
         client: conn.client,
         logged: log::of(snapshot, conn.listener).is_some(),
+        request_id: None,
     };
     Ok((target, request))
 }
