@@ -100,11 +100,6 @@ impl Exchange {
         self.log = Some(pending);
     }
 
-    /// Whether the request is logged.
-    pub fn is_logged(&self) -> bool {
-        self.log.is_some()
-    }
-
     /// The request's record, when it is logged.
     pub fn log_mut(&mut self) -> Option<&mut Pending> {
         self.log.as_deref_mut()

@@ -283,6 +283,19 @@ mod tests {
         let spent = started.elapsed();
         assert!(dropped.get() > 0, "drops are counted");
         assert!(spent < Duration::from_secs(5), "logging never waited on the sink ({spent:?})");
+        // On a busy machine the writer may not have run at all yet: feed it
+        // until the pipe is full, then fill the queue behind it.
+        // A one-byte write of our own that would block says it is full.
+        let mut probe = OpenOptions::new().write(true).custom_flags_nonblock().open(&fifo).expect("probe");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while probe.write(b"\n").map_or_else(|e| e.kind() != io::ErrorKind::WouldBlock, |_| true) {
+            assert!(Instant::now() < deadline, "the pipe never filled");
+            log.log(sample());
+            thread::sleep(Duration::from_millis(1));
+        }
+        for _ in 0..64 {
+            log.log(sample());
+        }
         // The writer is stuck on the full pipe; closing does not hang.
         assert!(!log.close(Duration::from_millis(50)));
         drop(reader);
