@@ -343,3 +343,51 @@ async fn a_sink_nobody_reads_never_holds_a_request_and_counts_its_drops() {
     let dropped = metric(&text, "cutover_access_log_dropped_total").expect("the drop counter");
     assert!(dropped > 0.0, "drops are counted:\n{text}");
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The binary, as logrotate meets it: the file is renamed, `SIGUSR1` makes
+/// the proxy write to a new file at the configured path (and does not stop
+/// it, as the signal's default action would).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigusr1_reopens_a_renamed_file() {
+    use support::process::Running;
+    let good = Upstream::named("good").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let config = Config::one_pool(&[good.addr])
+        .raw(&format!("[access_log]\nto = \"access.log\"\n[admin]\nlisten = \"127.0.0.1:{admin}\""))
+        .server("")
+        .build()
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    let path = dir.path().join("cutover.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut running = tokio::task::block_in_place(|| {
+        let mut running = Running::start(&path, &[]);
+        running.wait_for_log("serving traffic");
+        running
+    });
+    let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
+    let client = client();
+    assert_eq!(get(&client, &url("/before"), &[]).await.status, StatusCode::OK);
+    let log = dir.path().join("access.log");
+    lines(&log, 1).await;
+    let rotated = dir.path().join("access.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    tokio::task::block_in_place(|| {
+        running.signal("-USR1");
+        running.wait_for_log("reopening the access log");
+    });
+    assert_eq!(get(&client, &url("/after"), &[]).await.status, StatusCode::OK);
+    let fresh = lines(&log, 1).await;
+    assert_eq!(fresh.len(), 1);
+    assert_eq!(fresh[0]["path"], "/after");
+    let old = lines(&rotated, 1).await;
+    assert_eq!((old.len(), &old[0]["path"]), (1, &Value::from("/before")));
+    tokio::task::block_in_place(|| {
+        running.sigterm();
+        assert_eq!(running.wait_exit().code(), Some(0), "{}", running.lines.join("\n"));
+    });
+}
