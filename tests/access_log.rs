@@ -391,3 +391,24 @@ async fn sigusr1_reopens_a_renamed_file() {
         assert_eq!(running.wait_exit().code(), Some(0), "{}", running.lines.join("\n"));
     });
 }
+
+#[tokio::test]
+async fn only_the_named_listeners_are_logged() {
+    let good = Upstream::named("good").await;
+    let (quiet, logged_port) = (free_port(), free_port());
+    let config = Config::one_pool(&[good.addr])
+        .raw(&format!("[access_log]\nto = \"access.log\"\nlisteners = [\"127.0.0.1:{logged_port}\"]"))
+        .server("")
+        .build()
+        .replace("\"127.0.0.1:0\"", &format!("\"127.0.0.1:{quiet}\", \"127.0.0.1:{logged_port}\""));
+    let proxy = TestProxy::start(&config).await;
+    let client = client();
+    let on = |port: u16, path: &str| format!("http://127.0.0.1:{port}{path}");
+    assert_eq!(get(&client, &on(quiet, "/quiet"), &[]).await.status, StatusCode::OK);
+    assert_eq!(get(&client, &on(logged_port, "/logged"), &[]).await.status, StatusCode::OK);
+    // Both went through: the line of the second is a barrier for the first.
+    assert_eq!(good.hits(), 2);
+    let lines = lines(&log_path(&proxy), 1).await;
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert_eq!(lines[0]["path"], "/logged");
+}
