@@ -249,6 +249,13 @@ pub async fn run(
     for task in background {
         task.abort();
     }
+    // The last requests' lines, before the process exits.
+    if let Some(log) = proxy.snapshot().access_log.clone() {
+        let grace = Duration::from_secs(2);
+        if !tokio::task::spawn_blocking(move || log.flush(grace)).await.unwrap_or(false) {
+            tracing::warn!("access log lines still queued at exit are lost");
+        }
+    }
     tracing::info!("shutdown complete");
     Ok(())
 }

@@ -16,7 +16,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread;
@@ -74,6 +74,10 @@ pub struct AccessLog {
     sample: f64,
     reopen: Arc<AtomicBool>,
     dropped: IntCounter,
+    /// Records queued, and records written (or lost to a failed write): the
+    /// difference is what [`AccessLog::flush`] waits for.
+    queued: AtomicU64,
+    written: Arc<AtomicU64>,
     /// Signalled by the writer thread when it has written everything and
     /// ended. In a mutex only so that the handle can be shared between
     /// threads; it is read once, by `close`.
@@ -88,8 +92,14 @@ impl AccessLog {
         let (queue, records) = mpsc::sync_channel(options.queue.max(1));
         let (finished, done) = mpsc::channel();
         let reopen = Arc::new(AtomicBool::new(false));
-        let writer =
-            Writer { sink, destination: options.destination.clone(), format: options.format, reopen: reopen.clone() };
+        let written = Arc::new(AtomicU64::new(0));
+        let writer = Writer {
+            sink,
+            destination: options.destination.clone(),
+            format: options.format,
+            reopen: reopen.clone(),
+            written: written.clone(),
+        };
         thread::Builder::new()
             .name("access-log".into())
             .spawn(move || {
@@ -97,7 +107,15 @@ impl AccessLog {
                 let _ = finished.send(());
             })
             .map_err(SinkError::Thread)?;
-        Ok(AccessLog { queue, sample: options.sample.clamp(0.0, 1.0), reopen, dropped, done: done.into() })
+        Ok(AccessLog {
+            queue,
+            sample: options.sample.clamp(0.0, 1.0),
+            reopen,
+            dropped,
+            queued: AtomicU64::new(0),
+            written,
+            done: done.into(),
+        })
     }
 
     /// Whether a request is logged: always when it failed; otherwise when
@@ -112,9 +130,26 @@ impl AccessLog {
     /// counts the drop.
     pub fn log(&self, record: Record) {
         match self.queue.try_send(record) {
-            Ok(()) => {}
+            Ok(()) => {
+                self.queued.fetch_add(1, Ordering::Relaxed);
+            }
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => self.dropped.inc(),
         }
+    }
+
+    /// Wait up to `grace` for the records queued so far to be written, as
+    /// at shutdown, when the process is about to exit; says whether they
+    /// were. A writer stuck on a blocked sink is not waited for longer.
+    pub fn flush(&self, grace: Duration) -> bool {
+        let target = self.queued.load(Ordering::Relaxed);
+        let deadline = std::time::Instant::now() + grace;
+        while self.written.load(Ordering::Acquire) < target {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
+        true
     }
 
     /// Make the writer open its file again before the next batch (after a
@@ -179,6 +214,7 @@ struct Writer {
     destination: Destination,
     format: Format,
     reopen: Arc<AtomicBool>,
+    written: Arc<AtomicU64>,
 }
 
 /// Records written in one batch at most, so that one write stays bounded.
@@ -191,8 +227,10 @@ impl Writer {
         while let Ok(first) = records.recv() {
             lines.clear();
             first.write_line(self.format, &mut lines);
+            let mut batch = 1;
             for record in records.try_iter().take(BATCH - 1) {
                 record.write_line(self.format, &mut lines);
+                batch += 1;
             }
             if self.reopen.swap(false, Ordering::AcqRel) {
                 match Sink::open(&self.destination) {
@@ -203,6 +241,7 @@ impl Writer {
             if let Err(err) = self.sink.write_all(lines.as_bytes()) {
                 tracing::warn!(error = %err, "access log write failed; lines lost");
             }
+            self.written.fetch_add(batch, Ordering::Release);
         }
     }
 }
@@ -230,6 +269,8 @@ mod tests {
         for _ in 0..10 {
             log.log(sample());
         }
+        assert!(log.flush(Duration::from_secs(10)), "flushed");
+        assert_eq!(std::fs::read_to_string(&path).expect("read").lines().count(), 10, "flush waits for every line");
         assert!(log.close(Duration::from_secs(10)), "writer finished");
         let text = std::fs::read_to_string(&path).expect("read");
         assert_eq!(text.lines().count(), 10);
@@ -296,7 +337,8 @@ mod tests {
         for _ in 0..64 {
             log.log(sample());
         }
-        // The writer is stuck on the full pipe; closing does not hang.
+        // The writer is stuck on the full pipe; flushing and closing do not hang.
+        assert!(!log.flush(Duration::from_millis(50)));
         assert!(!log.close(Duration::from_millis(50)));
         drop(reader);
     }
