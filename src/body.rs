@@ -295,6 +295,9 @@ impl Body for UpstreamBody {
             }
             Poll::Ready(Some(Ok(frame))) => {
                 this.started = true;
+                if let (Some(data), Some(exchange)) = (frame.data_ref(), this.exchange.as_mut()) {
+                    exchange.wrote(data.len());
+                }
                 // Trailers are a body's last frame, whatever `is_end_stream`
                 // says yet, and hyper's server polls no further after them.
                 if frame.is_trailers() || this.is_end_stream() {

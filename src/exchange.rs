@@ -15,6 +15,7 @@ use std::sync::Arc;
 use prometheus::IntCounter;
 use tokio::time::Instant;
 
+use crate::access_log::Pending;
 pub use crate::guard::BreachSender;
 use crate::guard::PoolGuard;
 use crate::health::PassiveOutcome;
@@ -53,12 +54,21 @@ pub struct Exchange {
     recorders: Recorders,
     /// Set when the request moved to another backend: record nothing more.
     abandoned: bool,
+    /// The request's access-log record, when it is logged.
+    log: Option<Box<Pending>>,
 }
 
 impl Exchange {
     /// Start counting a request on `backend`, begun at `started`.
     pub fn begin(backend: &Arc<Backend>, started: Instant, recorders: Recorders) -> Exchange {
-        Exchange { in_flight: backend.begin_request(), started, outcome: Outcome::Pending, recorders, abandoned: false }
+        Exchange {
+            in_flight: backend.begin_request(),
+            started,
+            outcome: Outcome::Pending,
+            recorders,
+            abandoned: false,
+            log: None,
+        }
     }
 
     /// When the request began.
@@ -74,6 +84,31 @@ impl Exchange {
     /// The backend answered with `status` (its body may still be streaming).
     pub fn answered(&mut self, status: u16) {
         self.outcome = Outcome::Status(status);
+        if let Some(log) = &mut self.log {
+            log.answered(status);
+        }
+    }
+
+    /// `bytes` more of the answer's body went to the client.
+    pub fn wrote(&mut self, bytes: usize) {
+        if let Some(log) = &mut self.log {
+            log.wrote(bytes as u64);
+        }
+    }
+
+    /// Log the request with `pending` when the exchange ends.
+    pub fn set_log(&mut self, pending: Box<Pending>) {
+        self.log = Some(pending);
+    }
+
+    /// The request's record, when it is logged.
+    pub fn log_mut(&mut self) -> Option<&mut Pending> {
+        self.log.as_deref_mut()
+    }
+
+    /// The request moves on to `next` (another backend): so does its record.
+    pub fn pass_log(&mut self, next: &mut Exchange) {
+        next.log = self.log.take();
     }
 
     /// The client failed mid-exchange (hung up, stalled its upload): not
@@ -117,6 +152,17 @@ impl Drop for Exchange {
     fn drop(&mut self) {
         if self.abandoned {
             return;
+        }
+        if let Some(log) = self.log.take() {
+            let (status, failure) = match self.outcome {
+                // Nobody answered: the client went away (nginx's 499).
+                Outcome::Pending => (499, None),
+                Outcome::Status(status) => (status, None),
+                // The proxy's own answer to a failed backend (see `ProxyError::status`).
+                Outcome::Failed(UpstreamFailure::Timeout) => (504, Some(UpstreamFailure::Timeout.as_str())),
+                Outcome::Failed(kind) => (502, Some(kind.as_str())),
+            };
+            log.finish(self.backend().addr.authority.clone(), status, failure);
         }
         let now = Instant::now();
         let latency = now.saturating_duration_since(self.started);

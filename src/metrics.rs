@@ -69,6 +69,8 @@ pub struct Metrics {
     pub rollout_state: IntGaugeVec,
     /// `cutover_rollout_aborts_total{route,reason}`: failing, operator, switchback or bake.
     pub rollout_aborts: IntCounterVec,
+    /// `cutover_access_log_dropped_total`.
+    pub access_log_dropped: IntCounter,
 }
 
 /// A guard's verdicts, as the `verdict` label of `cutover_guard_verdict`.
@@ -139,6 +141,12 @@ impl Metrics {
         let config_revision =
             IntGauge::new("cutover_config_revision", "Revision of the effective routing state.").expect("valid metric");
         registry.register(Box::new(config_revision.clone())).expect("metric registered once");
+        let access_log_dropped = IntCounter::new(
+            "cutover_access_log_dropped_total",
+            "Access log lines dropped because the destination could not keep up.",
+        )
+        .expect("valid metric");
+        registry.register(Box::new(access_log_dropped.clone())).expect("metric registered once");
 
         let metrics = Metrics {
             requests: counter(
@@ -219,6 +227,7 @@ impl Metrics {
                 "Rollouts aborted, by reason: failing, operator, switchback or bake.",
                 &["route", "reason"],
             ),
+            access_log_dropped,
             registry,
         };
         // Counters exist at 0 from the start, so `increase()` sees the first event.

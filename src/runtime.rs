@@ -118,6 +118,9 @@ pub async fn run(
         None => (PathBuf::new(), None),
     };
     let reloadable = text.is_some();
+    // The addresses `[access_log] listeners` names, in the order `bind` binds them.
+    let named: Vec<SocketAddr> =
+        config.server.listen.iter().copied().chain(config.server.tls.as_ref().map(|t| t.listen)).collect();
     let (breaches_tx, breaches_rx) = tokio::sync::mpsc::unbounded_channel();
     let control = Control::start(config, path.clone(), text, seed, Metrics::new(), Some(breaches_tx));
     let proxy = control.proxy().clone();
@@ -128,12 +131,14 @@ pub async fn run(
     let open = Arc::new(OpenConnections::default());
 
     let mut listener_tasks = Vec::new();
-    for listener in listeners.traffic {
+    for (at, listener) in listeners.traffic.into_iter().enumerate() {
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, "serving traffic");
         }
+        let name = named.get(at).copied().unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
         listener_tasks.push(tokio::spawn(server::serve(
             listener,
+            name,
             proxy.clone(),
             limits,
             None,
@@ -145,8 +150,10 @@ pub async fn run(
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, "serving HTTPS");
         }
+        let name = named.last().copied().unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
         listener_tasks.push(tokio::spawn(server::serve(
             listener,
+            name,
             proxy.clone(),
             limits,
             Some(tls.clone()),
@@ -196,6 +203,11 @@ pub async fn run(
         }
     }
     #[cfg(unix)]
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()) {
+        Ok(usr1) => background.push(tokio::spawn(reopen_access_log_on_signal(usr1, proxy.clone()))),
+        Err(e) => tracing::warn!(error = %e, "SIGUSR1 cannot reopen the access log"),
+    }
+    #[cfg(unix)]
     if let Some(hangup) = options.reload_signal {
         background.push(tokio::spawn(reload_on_signal(
             hangup,
@@ -236,6 +248,13 @@ pub async fn run(
     let _ = admin_task.await;
     for task in background {
         task.abort();
+    }
+    // The last requests' lines, before the process exits.
+    if let Some(log) = proxy.snapshot().access_log.clone() {
+        let grace = Duration::from_secs(2);
+        if !tokio::task::spawn_blocking(move || log.flush(grace)).await.unwrap_or(false) {
+            tracing::warn!("access log lines still queued at exit are lost");
+        }
     }
     tracing::info!("shutdown complete");
     Ok(())
@@ -280,6 +299,17 @@ async fn close_idle_upstream_connections(proxy: Arc<crate::proxy::Proxy>, mut cl
 /// it, between 10 ms and 10 s.
 fn idle_sweep_period(limit: Duration) -> Duration {
     (limit / 6).clamp(Duration::from_millis(10), Duration::from_secs(10))
+}
+
+/// SIGUSR1: the access log opens its file again (after logrotate renamed it).
+#[cfg(unix)]
+async fn reopen_access_log_on_signal(mut usr1: tokio::signal::unix::Signal, proxy: Arc<crate::proxy::Proxy>) {
+    while usr1.recv().await.is_some() {
+        if let Some(log) = &proxy.snapshot().access_log {
+            tracing::info!("reopening the access log");
+            log.reopen();
+        }
+    }
 }
 
 #[cfg(unix)]

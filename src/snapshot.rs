@@ -22,6 +22,7 @@ use http::HeaderValue;
 
 use prometheus::IntCounter;
 
+use crate::access_log::{AccessLog, Options};
 use crate::config::{Config, ForceMatch, Scheme, StickyKey, UpstreamProtocol};
 use crate::guard::PoolGuard;
 use crate::metrics::Metrics;
@@ -50,6 +51,9 @@ pub struct Snapshot {
     pub body_read_timeout: Duration,
     /// Where dropped underscore request headers are counted.
     pub underscore_headers_dropped: IntCounter,
+    /// The access log, when `[access_log]` is set; shared with the previous
+    /// snapshot while its settings are unchanged.
+    pub access_log: Option<Arc<AccessLog>>,
 }
 
 /// What a snapshot is built from besides the config: state that outlives
@@ -217,6 +221,7 @@ impl Snapshot {
             })
             .collect();
 
+        let access_log = access_log(&config, previous, inputs.metrics);
         let table = RouteTable::new(config.routes.iter().map(|r| (&r.host, r.path_prefix.as_str())));
         let snapshot = Snapshot {
             revision,
@@ -227,6 +232,7 @@ impl Snapshot {
                 Some(m) => m.underscore_headers_dropped(),
                 None => IntCounter::new("unregistered_headers_dropped", "unregistered").expect("valid name"),
             },
+            access_log,
             config,
             table,
             routes,
@@ -262,6 +268,40 @@ fn pool_transport(pc: &crate::config::PoolConfig) -> Transport {
         None
     };
     Transport { protocol: pc.protocol, tls, ca_file: pc.ca_file.clone() }
+}
+
+/// The access log for `config`: the previous snapshot's while its settings
+/// are unchanged (one writer, one open file), otherwise a new one. A
+/// destination that cannot be opened leaves the log off, with an error
+/// logged, rather than failing the reload.
+fn access_log(config: &Config, previous: Option<&Snapshot>, metrics: Option<&Metrics>) -> Option<Arc<AccessLog>> {
+    let wanted = config.access_log.as_ref()?;
+    if let Some(previous) = previous {
+        if previous.config.access_log.as_ref().is_some_and(|had| same_sink(had, wanted)) {
+            if let Some(log) = &previous.access_log {
+                return Some(log.clone());
+            }
+        }
+    }
+    let options =
+        Options { destination: wanted.to.clone(), format: wanted.format, sample: wanted.sample, queue: wanted.queue };
+    let dropped = match metrics {
+        Some(m) => m.access_log_dropped.clone(),
+        None => IntCounter::new("unregistered_access_log_dropped", "unregistered").expect("valid name"),
+    };
+    match AccessLog::start(&options, dropped) {
+        Ok(log) => Some(Arc::new(log)),
+        Err(e) => {
+            tracing::error!(error = %e, "access log is off");
+            None
+        }
+    }
+}
+
+/// Whether two settings can share one writer: everything the writer owns
+/// is the same (the listeners and `query` are read per request).
+fn same_sink(a: &crate::config::AccessLogConfig, b: &crate::config::AccessLogConfig) -> bool {
+    a.to == b.to && a.format == b.format && a.sample == b.sample && a.queue == b.queue
 }
 
 /// Counters registered nowhere, for snapshots built without metrics.

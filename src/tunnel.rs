@@ -97,7 +97,8 @@ pub fn open(
     let mut cut = exchange.backend().cut_signal();
     tokio::spawn(async move {
         let _counted = guard;
-        let _exchange = exchange;
+        // Dropped last, when the tunnel has closed: that ends its record.
+        let mut exchange = exchange;
         let (down, up) = match tokio::try_join!(downstream, upstream) {
             Ok(pair) => pair,
             Err(e) => {
@@ -106,12 +107,20 @@ pub fn open(
             }
         };
         let (mut down, mut up) = (TokioIo::new(down), TokioIo::new(up));
+        // A tunnel cut short (an error, shutdown, a drain) is logged as one,
+        // without the byte counts `copy_bidirectional` keeps to itself.
+        if let Some(log) = exchange.log_mut() {
+            log.tunnel_closed(0, 0);
+        }
         tokio::select! {
-            result = tokio::io::copy_bidirectional(&mut down, &mut up) => {
-                if let Err(e) = result {
-                    tracing::debug!(error = %e, "tunnel ended with an error");
+            result = tokio::io::copy_bidirectional(&mut down, &mut up) => match result {
+                Ok((up_bytes, down_bytes)) => {
+                    if let Some(log) = exchange.log_mut() {
+                        log.tunnel_closed(up_bytes, down_bytes);
+                    }
                 }
-            }
+                Err(e) => tracing::debug!(error = %e, "tunnel ended with an error"),
+            },
             _ = stopped(&mut close) => tracing::debug!("tunnel closed at shutdown"),
             _ = stopped(&mut cut) => tracing::debug!("tunnel closed: its backend's drain timed out"),
         }

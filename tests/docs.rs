@@ -137,6 +137,7 @@ fn with_key(section: &str, key: &str) -> String {
         "[server]" => format!("[server]\n{entry}{POOL}{ROUTE}"),
         "[server.tls]" => format!("[server.tls]\n{entry}{POOL}{ROUTE}"),
         "[admin]" => format!("[admin]\n{entry}{POOL}{ROUTE}"),
+        "[access_log]" => format!("[access_log]\nto = \"stdout\"\n{entry}{POOL}{ROUTE}"),
         "[pools.NAME]" => format!("[pools.p]\n{entry}{ROUTE}"),
         "[pools.NAME.health]" => format!("{POOL}[pools.p.health]\n{entry}{ROUTE}"),
         "[pools.NAME.guard]" => format!("{POOL}[pools.p.guard]\n{entry}{ROUTE}"),

@@ -155,6 +155,10 @@ prepare_tmp() { # name: makes TMP (/tmp/NAME.XXXXXX) and OUT, the backend's file
     chmod 644 "$TMP/www/16k.bin"
     local f
     for f in backend-nginx.conf proxy-nginx.conf haproxy.cfg cutover.toml; do render "$f"; done
+    # ACCESS_LOG=json|text: cutover logs every request, to show what logging costs
+    if [[ -n "${ACCESS_LOG:-}" ]]; then
+        printf '\n[access_log]\nto = "%s/access.log"\nformat = "%s"\n' "$TMP" "$ACCESS_LOG" >>"$TMP/cutover.toml"
+    fi
     # the PGO build runs beside the plain one, on ports of its own
     sed -e "s|\"127.0.0.1:$CUTOVER\"|\"127.0.0.1:$CUTOVER_PGO\"|" -e "s|\"127.0.0.1:$CUTOVER_ADMIN\"|\"127.0.0.1:$CUTOVER_PGO_ADMIN\"|" \
         "$TMP/cutover.toml" >"$TMP/cutover-pgo.toml"

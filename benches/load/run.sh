@@ -40,6 +40,8 @@
 #   CASES="h1-c50 h1-c200 h1-16k h2c rate"   subset of cases to run
 #   PROXIES="direct nginx haproxy cutover cutover-pgo"  subset of proxies (cutover = plain build,
 #                      cutover-pgo = PGO build; PGO=0 leaves cutover-pgo out of the default)
+#   ACCESS_LOG=json    cutover (both builds) logs every request to an access log in the temp
+#                      dir, in "json" or "text": run once with and once without to see its cost
 #   MEM_CASES="idle10k rate10k"  memory cases after the rounds ("" = none)
 #   MEM_CONNS=10000    connections of the memory cases: needs a hard `ulimit -n` of MEM_CONNS + 1200
 #                      (the client and each proxy hold that many); above 10,000, raise nginx's

@@ -13,10 +13,12 @@
 //! beside the log: they are what joins a line here to a backend's own logs
 //! and traces.
 
+mod pending;
 mod record;
 pub mod request_id;
 mod sink;
 pub mod trace;
 
+pub use pending::Pending;
 pub use record::{Choice, Format, Kind, Record};
 pub use sink::{AccessLog, Destination, Options, SinkError};

@@ -16,7 +16,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread;
@@ -74,8 +74,14 @@ pub struct AccessLog {
     sample: f64,
     reopen: Arc<AtomicBool>,
     dropped: IntCounter,
-    /// Signalled by the writer thread when it has written everything and ended.
-    done: Receiver<()>,
+    /// Records queued, and records written (or lost to a failed write): the
+    /// difference is what [`AccessLog::flush`] waits for.
+    queued: AtomicU64,
+    written: Arc<AtomicU64>,
+    /// Signalled by the writer thread when it has written everything and
+    /// ended. In a mutex only so that the handle can be shared between
+    /// threads; it is read once, by `close`.
+    done: std::sync::Mutex<Receiver<()>>,
 }
 
 impl AccessLog {
@@ -86,8 +92,14 @@ impl AccessLog {
         let (queue, records) = mpsc::sync_channel(options.queue.max(1));
         let (finished, done) = mpsc::channel();
         let reopen = Arc::new(AtomicBool::new(false));
-        let writer =
-            Writer { sink, destination: options.destination.clone(), format: options.format, reopen: reopen.clone() };
+        let written = Arc::new(AtomicU64::new(0));
+        let writer = Writer {
+            sink,
+            destination: options.destination.clone(),
+            format: options.format,
+            reopen: reopen.clone(),
+            written: written.clone(),
+        };
         thread::Builder::new()
             .name("access-log".into())
             .spawn(move || {
@@ -95,7 +107,15 @@ impl AccessLog {
                 let _ = finished.send(());
             })
             .map_err(SinkError::Thread)?;
-        Ok(AccessLog { queue, sample: options.sample.clamp(0.0, 1.0), reopen, dropped, done })
+        Ok(AccessLog {
+            queue,
+            sample: options.sample.clamp(0.0, 1.0),
+            reopen,
+            dropped,
+            queued: AtomicU64::new(0),
+            written,
+            done: done.into(),
+        })
     }
 
     /// Whether a request is logged: always when it failed; otherwise when
@@ -110,9 +130,26 @@ impl AccessLog {
     /// counts the drop.
     pub fn log(&self, record: Record) {
         match self.queue.try_send(record) {
-            Ok(()) => {}
+            Ok(()) => {
+                self.queued.fetch_add(1, Ordering::Relaxed);
+            }
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => self.dropped.inc(),
         }
+    }
+
+    /// Wait up to `grace` for the records queued so far to be written, as
+    /// at shutdown, when the process is about to exit; says whether they
+    /// were. A writer stuck on a blocked sink is not waited for longer.
+    pub fn flush(&self, grace: Duration) -> bool {
+        let target = self.queued.load(Ordering::Relaxed);
+        let deadline = std::time::Instant::now() + grace;
+        while self.written.load(Ordering::Acquire) < target {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
+        true
     }
 
     /// Make the writer open its file again before the next batch (after a
@@ -127,6 +164,10 @@ impl AccessLog {
     pub fn close(self, grace: Duration) -> bool {
         let AccessLog { queue, done, .. } = self;
         drop(queue);
+        let done = match done.into_inner() {
+            Ok(done) => done,
+            Err(poisoned) => poisoned.into_inner(),
+        };
         match done.recv_timeout(grace) {
             Ok(()) | Err(RecvTimeoutError::Disconnected) => true,
             Err(RecvTimeoutError::Timeout) => false,
@@ -173,6 +214,7 @@ struct Writer {
     destination: Destination,
     format: Format,
     reopen: Arc<AtomicBool>,
+    written: Arc<AtomicU64>,
 }
 
 /// Records written in one batch at most, so that one write stays bounded.
@@ -185,8 +227,10 @@ impl Writer {
         while let Ok(first) = records.recv() {
             lines.clear();
             first.write_line(self.format, &mut lines);
+            let mut batch = 1;
             for record in records.try_iter().take(BATCH - 1) {
                 record.write_line(self.format, &mut lines);
+                batch += 1;
             }
             if self.reopen.swap(false, Ordering::AcqRel) {
                 match Sink::open(&self.destination) {
@@ -197,6 +241,7 @@ impl Writer {
             if let Err(err) = self.sink.write_all(lines.as_bytes()) {
                 tracing::warn!(error = %err, "access log write failed; lines lost");
             }
+            self.written.fetch_add(batch, Ordering::Release);
         }
     }
 }
@@ -224,6 +269,8 @@ mod tests {
         for _ in 0..10 {
             log.log(sample());
         }
+        assert!(log.flush(Duration::from_secs(10)), "flushed");
+        assert_eq!(std::fs::read_to_string(&path).expect("read").lines().count(), 10, "flush waits for every line");
         assert!(log.close(Duration::from_secs(10)), "writer finished");
         let text = std::fs::read_to_string(&path).expect("read");
         assert_eq!(text.lines().count(), 10);
@@ -282,7 +329,21 @@ mod tests {
         let spent = started.elapsed();
         assert!(dropped.get() > 0, "drops are counted");
         assert!(spent < Duration::from_secs(5), "logging never waited on the sink ({spent:?})");
-        // The writer is stuck on the full pipe; closing does not hang.
+        // On a busy machine the writer may not have run at all yet: feed it
+        // until the pipe is full, then fill the queue behind it.
+        // A one-byte write of our own that would block says it is full.
+        let mut probe = OpenOptions::new().write(true).custom_flags_nonblock().open(&fifo).expect("probe");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while probe.write(b"\n").map_or_else(|e| e.kind() != io::ErrorKind::WouldBlock, |_| true) {
+            assert!(Instant::now() < deadline, "the pipe never filled");
+            log.log(sample());
+            thread::sleep(Duration::from_millis(1));
+        }
+        for _ in 0..64 {
+            log.log(sample());
+        }
+        // The writer is stuck on the full pipe; flushing and closing do not hang.
+        assert!(!log.flush(Duration::from_millis(50)));
         assert!(!log.close(Duration::from_millis(50)));
         drop((reader, filler));
     }

@@ -76,9 +76,17 @@ impl TraceParent {
 
     /// The version-00 header value.
     pub fn to_header(&self) -> HeaderValue {
-        let text = format!("00-{}-{}-{:02x}", hex(&self.trace_id), hex(&self.parent_id), self.flags);
+        // Written on the stack: the header value's own copy is the one allocation.
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut text = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        let bytes = self.trace_id.iter().chain(&self.parent_id).chain(std::iter::once(&self.flags));
+        let slots = (3..35).step_by(2).chain((36..52).step_by(2)).chain(std::iter::once(53));
+        for (byte, at) in bytes.zip(slots) {
+            text[at] = DIGITS[usize::from(byte >> 4)];
+            text[at + 1] = DIGITS[usize::from(byte & 0xf)];
+        }
         // Hex digits and dashes are always a valid header value.
-        HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
+        HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
     }
 }
 

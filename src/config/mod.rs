@@ -33,6 +33,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// The admin API listener.
     pub admin: AdminConfig,
+    /// The access log; `None` when off.
+    pub access_log: Option<AccessLogConfig>,
     /// Every pool, sorted by name.
     pub pools: Vec<PoolConfig>,
     /// Every route, in file order.
@@ -75,6 +77,57 @@ pub struct ServerConfig {
     pub allow_underscores_in_headers: bool,
     /// Optional TLS listener.
     pub tls: Option<TlsConfig>,
+    /// Request IDs, trace context and the pool header.
+    pub requests: RequestHeaders,
+}
+
+/// The `[server]` keys on the headers that tie a request to its logs:
+/// request IDs, W3C trace context and the pool header.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestHeaders {
+    /// The request ID header (lowercase); `None` turns request IDs off.
+    pub request_id: Option<HeaderName>,
+    /// The longest client-supplied request ID kept, in bytes.
+    pub request_id_max_len: usize,
+    /// Whether a trace is started for a request that carries none.
+    pub start_traces: bool,
+    /// A response header naming the pool that served the request.
+    pub pool_header: Option<HeaderName>,
+}
+
+impl Default for RequestHeaders {
+    fn default() -> RequestHeaders {
+        RequestHeaders {
+            request_id: Some(HeaderName::from_static("x-request-id")),
+            request_id_max_len: crate::access_log::request_id::DEFAULT_MAX_LEN,
+            start_traces: true,
+            pool_header: None,
+        }
+    }
+}
+
+/// `[access_log]`: one line per finished request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccessLogConfig {
+    /// Where lines go.
+    pub to: crate::access_log::Destination,
+    /// The line format.
+    pub format: crate::access_log::Format,
+    /// The share of successful requests logged; failures always are.
+    pub sample: f64,
+    /// Whether query strings are kept.
+    pub query: bool,
+    /// Records that may wait for the writer before new ones are dropped.
+    pub queue: usize,
+    /// Only requests on these listeners are logged; empty means all.
+    pub listeners: Vec<SocketAddr>,
+}
+
+impl AccessLogConfig {
+    /// Whether requests arriving on `listener` are logged.
+    pub fn covers(&self, listener: SocketAddr) -> bool {
+        self.listeners.is_empty() || self.listeners.contains(&listener)
+    }
 }
 
 /// `[server.tls]`: an HTTPS listener.

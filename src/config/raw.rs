@@ -26,6 +26,8 @@ pub(crate) struct RawConfig {
     pub(crate) server: Option<RawServer>,
     /// `[admin]`.
     pub(crate) admin: Option<RawAdmin>,
+    /// `[access_log]`.
+    pub(crate) access_log: Option<Spanned<RawAccessLog>>,
     /// `[pools.NAME]`, keyed by pool name.
     pub(crate) pools: Option<Spanned<OrderedMap<Spanned<RawPool>>>>,
     /// `[[routes]]`, in file order.
@@ -64,6 +66,32 @@ pub(crate) struct RawServer {
     pub(crate) allow_underscores_in_headers: Option<bool>,
     /// `[server.tls]`.
     pub(crate) tls: Option<Spanned<RawTls>>,
+    /// Request ID header name; empty turns request IDs off.
+    pub(crate) request_id_header: Option<Spanned<String>>,
+    /// Longest client request ID kept.
+    pub(crate) request_id_max_len: Option<Spanned<i64>>,
+    /// Start a W3C trace when a request carries none.
+    pub(crate) start_traces: Option<bool>,
+    /// Response header naming the pool that served the request.
+    pub(crate) pool_header: Option<Spanned<String>>,
+}
+
+/// `[access_log]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAccessLog {
+    /// `"stdout"`, `"stderr"` or a file path.
+    pub(crate) to: Option<Spanned<String>>,
+    /// `"json"` or `"text"`.
+    pub(crate) format: Option<Spanned<String>>,
+    /// Share of successful requests logged.
+    pub(crate) sample: Option<Spanned<f64>>,
+    /// Keep query strings.
+    pub(crate) query: Option<bool>,
+    /// Records waiting for the writer before new ones are dropped.
+    pub(crate) queue: Option<Spanned<i64>>,
+    /// Log only these listeners' requests.
+    pub(crate) listeners: Option<Vec<Spanned<String>>>,
 }
 
 /// `[server.tls]`.

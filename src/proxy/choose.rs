@@ -6,6 +6,7 @@ use http::request::Parts;
 use rand::rngs::SmallRng;
 use rand::Rng;
 
+pub(super) use crate::access_log::Choice as How;
 use crate::config::ForceMatch;
 use crate::snapshot::{Route, Sticky};
 use crate::split::{self, Split};
@@ -14,6 +15,8 @@ use crate::split::{self, Split};
 pub(super) struct Choice {
     pub(super) target: usize,
     pub(super) new_cookie: Option<String>,
+    /// How the pool was chosen, for the access log.
+    pub(super) how: How,
 }
 
 /// Force rules first, then stickiness, then weights; a pool that cannot serve
@@ -24,7 +27,7 @@ pub(super) fn choose_target(route: &Route, parts: &Parts, rng: &mut SmallRng) ->
     let serving = |t: usize| route.targets[t].can_serve();
     for (matcher, target) in &route.force {
         if force_matches(matcher, parts) && !route.targets[*target].tripped && serving(*target) {
-            return Some(Choice { target: *target, new_cookie: None });
+            return Some(Choice { target: *target, new_cookie: None, how: How::Forced });
         }
     }
     let mut new_cookie = None;
@@ -43,11 +46,12 @@ pub(super) fn choose_target(route: &Route, parts: &Parts, rng: &mut SmallRng) ->
         }
         None => None,
     };
-    let target = match sticky_pick.or_else(|| route.split.pick_weighted(rng)) {
-        Some(t) if serving(t) => t,
-        _ => shed(route, rng)?,
+    let how = if sticky_pick.is_some() { How::Sticky } else { How::Weighted };
+    let (target, how) = match sticky_pick.or_else(|| route.split.pick_weighted(rng)) {
+        Some(t) if serving(t) => (t, how),
+        _ => (shed(route, rng)?, How::Weighted),
     };
-    Some(Choice { target, new_cookie })
+    Some(Choice { target, new_cookie, how })
 }
 
 /// A weighted pick among the targets that can serve: the rare path when a

@@ -67,87 +67,106 @@ pub(super) fn forward(
     async move {
         let mut first = true;
         let mut resent = false;
-        let answer = loop {
-            let checkout = plan.backend.checkout(!resent, plan.target.inline);
-            let (conn, reuse) = match before(&mut plan.timer, checkout).await {
-                None => return refused(fail(&mut plan.exchange, UpstreamFailure::Timeout)),
-                Some(Ok(checked_out)) => checked_out,
-                Some(Err(err)) => {
-                    tracing::debug!(error = %err, "upstream connect failed");
-                    if !(first && plan.target.replayable) {
-                        return refused(fail(&mut plan.exchange, UpstreamFailure::Connect));
+        let mut response = 'answer: {
+            let answer = loop {
+                let checkout = plan.backend.checkout(!resent, plan.target.inline);
+                let (conn, reuse) = match before(&mut plan.timer, checkout).await {
+                    None => {
+                        let err = fail(&mut plan.exchange, UpstreamFailure::Timeout);
+                        break 'answer own(&snapshot, &mut plan, err);
                     }
-                    // The rare path, boxed so it does not grow every request's future.
-                    match Box::pin(connect_elsewhere(&snapshot, &mut rng, &mut plan)).await {
-                        Ok(checked_out) => checked_out,
-                        Err(err) => return refused(err),
-                    }
-                }
-            };
-            first = false;
-            let would_resend = WouldResend {
-                // `inline`: no body and no upgrade, so its head is all of it.
-                unprocessed: plan.target.inline && !resent,
-                closed_unanswered: plan.target.repeatable && !resent && plan.target.retry_unanswered,
-            };
-            let session = Session::new(conn, reuse);
-            let started = plan.exchange.started();
-            let failure = match session.send(&mut plan.request, would_resend, started, &mut plan.timer).await {
-                Ok(answer) => {
-                    plan.exchange.answered(answer.status().as_u16());
-                    break answer;
-                }
-                Err(SendError { failure, resendable }) => match failure {
-                    SendFailure::NotSent if resendable && reuse.is_reused() => continue,
-                    SendFailure::Unprocessed if resendable && would_resend.unprocessed => {
-                        tracing::debug!(backend = %plan.backend.addr, "backend did not process the request; sending again");
-                        count_retry(&plan.backend, RETRY_UNPROCESSED);
-                        resent = true;
-                        continue;
-                    }
-                    SendFailure::ClosedUnanswered if resendable && would_resend.closed_unanswered => {
-                        // A pooled connection may have met the keep-alive
-                        // race: not the backend's fault, and a fresh
-                        // connection to it will do. A fresh connection
-                        // closed on the request is the backend's failure,
-                        // and only another backend gets the request.
-                        let pooled = matches!(reuse, Reuse::Pooled { .. });
-                        let (backend, moved) =
-                            (plan.backend.clone(), move_elsewhere(&snapshot, &mut rng, &mut plan, !pooled));
-                        if !(moved || pooled) {
-                            return refused(send_failed(&mut plan.exchange, failure));
+                    Some(Ok(checked_out)) => checked_out,
+                    Some(Err(err)) => {
+                        tracing::debug!(error = %err, "upstream connect failed");
+                        if !(first && plan.target.replayable) {
+                            let err = fail(&mut plan.exchange, UpstreamFailure::Connect);
+                            break 'answer own(&snapshot, &mut plan, err);
                         }
-                        tracing::debug!(backend = %backend.addr, moved, "connection closed unanswered; sending again");
-                        count_retry(&backend, RETRY_CLOSED_UNANSWERED);
-                        resent = true;
-                        continue;
+                        // The rare path, boxed so it does not grow every request's future.
+                        match Box::pin(connect_elsewhere(&snapshot, &mut rng, &mut plan)).await {
+                            Ok(checked_out) => checked_out,
+                            Err(err) => break 'answer own(&snapshot, &mut plan, err),
+                        }
                     }
-                    failure => failure,
-                },
+                };
+                first = false;
+                let would_resend = WouldResend {
+                    // `inline`: no body and no upgrade, so its head is all of it.
+                    unprocessed: plan.target.inline && !resent,
+                    closed_unanswered: plan.target.repeatable && !resent && plan.target.retry_unanswered,
+                };
+                let session = Session::new(conn, reuse);
+                let started = plan.exchange.started();
+                if let Some(log) = plan.exchange.log_mut() {
+                    log.sending();
+                }
+                let failure = match session.send(&mut plan.request, would_resend, started, &mut plan.timer).await {
+                    Ok(answer) => {
+                        let status = answer.status().as_u16();
+                        if status >= 500 {
+                            // A failure is logged whatever the sampling said.
+                            log_anyway(&snapshot, &mut plan);
+                        }
+                        plan.exchange.answered(status);
+                        break answer;
+                    }
+                    Err(SendError { failure, resendable }) => match failure {
+                        SendFailure::NotSent if resendable && reuse.is_reused() => continue,
+                        SendFailure::Unprocessed if resendable && would_resend.unprocessed => {
+                            tracing::debug!(backend = %plan.backend.addr, "backend did not process the request; sending again");
+                            count_retry(&plan.backend, RETRY_UNPROCESSED);
+                            retried(&mut plan.exchange);
+                            resent = true;
+                            continue;
+                        }
+                        SendFailure::ClosedUnanswered if resendable && would_resend.closed_unanswered => {
+                            // A pooled connection may have met the keep-alive
+                            // race: not the backend's fault, and a fresh
+                            // connection to it will do. A fresh connection
+                            // closed on the request is the backend's failure,
+                            // and only another backend gets the request.
+                            let pooled = matches!(reuse, Reuse::Pooled { .. });
+                            let (backend, moved) =
+                                (plan.backend.clone(), move_elsewhere(&snapshot, &mut rng, &mut plan, !pooled));
+                            if !(moved || pooled) {
+                                let err = send_failed(&mut plan.exchange, failure);
+                                break 'answer own(&snapshot, &mut plan, err);
+                            }
+                            tracing::debug!(backend = %backend.addr, moved, "connection closed unanswered; sending again");
+                            count_retry(&backend, RETRY_CLOSED_UNANSWERED);
+                            retried(&mut plan.exchange);
+                            resent = true;
+                            continue;
+                        }
+                        failure => failure,
+                    },
+                };
+                let err = send_failed(&mut plan.exchange, failure);
+                break 'answer own(&snapshot, &mut plan, err);
             };
-            return refused(send_failed(&mut plan.exchange, failure));
-        };
-        let switching = match (plan.target.downstream_upgrade, tunnels) {
-            (Some(downstream), Some(tunnels)) => match answer.into_switching() {
-                Ok(switching) => Ok((switching, downstream, tunnels)),
-                Err(answer) => Err(answer),
-            },
-            _ => Err(answer),
-        };
-        let mut response = match switching {
-            Ok((switching, downstream, tunnels)) => tunnel::open(switching, downstream, plan.exchange, &tunnels),
-            // A 101 to a request that asked for no upgrade leaves the
-            // connection in a protocol nobody agreed on (the inline client
-            // refuses it as it parses); dropping the answer closes it.
-            Err(answer) if answer.status() == StatusCode::SWITCHING_PROTOCOLS => {
-                tracing::debug!(backend = %plan.backend.addr, "the backend switched protocols unasked");
-                return refused(fail(&mut plan.exchange, UpstreamFailure::Protocol));
+            let switching = match (plan.target.downstream_upgrade.take(), tunnels) {
+                (Some(downstream), Some(tunnels)) => match answer.into_switching() {
+                    Ok(switching) => Ok((switching, downstream, tunnels)),
+                    Err(answer) => Err(answer),
+                },
+                _ => Err(answer),
+            };
+            match switching {
+                Ok((switching, downstream, tunnels)) => tunnel::open(switching, downstream, plan.exchange, &tunnels),
+                // A 101 to a request that asked for no upgrade leaves the
+                // connection in a protocol nobody agreed on (the inline client
+                // refuses it as it parses); dropping the answer closes it.
+                Err(answer) if answer.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                    tracing::debug!(backend = %plan.backend.addr, "the backend switched protocols unasked");
+                    let err = fail(&mut plan.exchange, UpstreamFailure::Protocol);
+                    own(&snapshot, &mut plan, err)
+                }
+                // Not (or no longer) an upgrade: an ordinary response. Bytes the
+                // client sent after its refused upgrade request are never read.
+                // The body must keep flowing: silence as long as the whole
+                // request_timeout means the backend is stuck.
+                Err(answer) => UpstreamBody::respond(answer, plan.exchange, snapshot.request_timeout, plan.timer),
             }
-            // Not (or no longer) an upgrade: an ordinary response. Bytes the
-            // client sent after its refused upgrade request are never read.
-            // The body must keep flowing: silence as long as the whole
-            // request_timeout means the backend is stuck.
-            Err(answer) => UpstreamBody::respond(answer, plan.exchange, snapshot.request_timeout, plan.timer),
         };
         // The proxy answers in its own HTTP version (RFC 9110 §6.2),
         // whatever the backend spoke.
@@ -155,7 +174,51 @@ pub(super) fn forward(
         if let Some(cookie) = plan.target.new_cookie {
             response.headers_mut().append(header::SET_COOKIE, cookie);
         }
+        let settings = &snapshot.config.server.requests;
+        if let (Some(name), Some(id)) = (&settings.request_id, plan.target.request_id) {
+            response.headers_mut().insert(name.clone(), id);
+        }
+        if let Some(name) = &settings.pool_header {
+            let pool = &snapshot.routes[plan.target.route].targets[plan.target.target].name;
+            if let Ok(value) = header::HeaderValue::from_str(pool) {
+                response.headers_mut().insert(name.clone(), value);
+            }
+        }
         response
+    }
+}
+
+/// The proxy answers the client itself with `err`: a failure, so the
+/// request is logged whatever the sampling said, with the status it got.
+fn own(snapshot: &Snapshot, plan: &mut Plan, err: ProxyError) -> Response<ProxyBody> {
+    log_anyway(snapshot, plan);
+    if let Some(log) = plan.exchange.log_mut() {
+        log.answered_by_proxy(err.status().as_u16());
+    }
+    refused(err)
+}
+
+/// Log the request even if sampling left it out: it failed. Its record is
+/// built now unless it was built with the plan (see `plan`).
+fn log_anyway(snapshot: &Snapshot, plan: &mut Plan) {
+    if let Some(log) = plan.exchange.log_mut() {
+        log.keep();
+        return;
+    }
+    match snapshot.access_log.as_ref() {
+        Some(log) if plan.target.logged => {
+            let pending =
+                super::log::pending(snapshot, log, &plan.target, &plan.request, plan.exchange.started(), false);
+            plan.exchange.set_log(pending);
+        }
+        _ => {}
+    }
+}
+
+/// The request goes again: say so in its record.
+fn retried(exchange: &mut Exchange) {
+    if let Some(log) = exchange.log_mut() {
+        log.retried();
     }
 }
 
@@ -173,7 +236,8 @@ fn move_elsewhere(snapshot: &Snapshot, rng: &mut SmallRng, plan: &mut Plan, blam
     let route = &snapshot.routes[plan.target.route];
     let (pool, codes) = (&route.targets[plan.target.target], &route.codes[plan.target.target]);
     let Some(other) = pool.pick(rng, Some(&plan.backend)).cloned() else { return false };
-    let fresh = begin_exchange(pool, codes, &other, plan.exchange.started());
+    let mut fresh = begin_exchange(pool, codes, &other, plan.exchange.started());
+    plan.exchange.pass_log(&mut fresh);
     let left = std::mem::replace(&mut plan.exchange, fresh);
     if blame {
         left.abandon_for_retry(UpstreamFailure::Reset);
@@ -197,8 +261,10 @@ async fn connect_elsewhere(
         return Err(fail(&mut plan.exchange, UpstreamFailure::Connect));
     };
     count_retry(&plan.backend, RETRY_CONNECT);
-    let fresh = begin_exchange(pool, codes, &other, plan.exchange.started());
+    let mut fresh = begin_exchange(pool, codes, &other, plan.exchange.started());
+    plan.exchange.pass_log(&mut fresh);
     std::mem::replace(&mut plan.exchange, fresh).abandon_for_retry(UpstreamFailure::Connect);
+    retried(&mut plan.exchange);
     plan.backend = other;
     match before(&mut plan.timer, plan.backend.checkout(true, plan.target.inline)).await {
         None => Err(fail(&mut plan.exchange, UpstreamFailure::Timeout)),

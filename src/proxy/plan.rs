@@ -13,11 +13,12 @@ use http::{Method, Request, Version};
 use hyper::body::{Body as _, Incoming};
 use prometheus::IntCounter;
 use rand::rngs::SmallRng;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use tokio::time::{Instant, Sleep};
 
-use super::choose::choose_target;
+use super::choose::{choose_target, Choice, How};
 use super::head::{check_framing, is_idempotent, origin_form, request_host};
+use super::log;
 use crate::body::RequestBody;
 use crate::error::ProxyError;
 use crate::exchange::{Exchange, Recorders};
@@ -29,6 +30,11 @@ use crate::tunnel;
 /// What the proxy knows about one downstream connection.
 #[derive(Debug)]
 pub struct ConnInfo {
+    /// The client's address.
+    pub client: std::net::SocketAddr,
+    /// The listener's address as configured, which `[access_log]
+    /// listeners` names.
+    pub listener: std::net::SocketAddr,
     /// The client's IP, ready for `X-Forwarded-For`.
     pub client_ip: HeaderValue,
     /// `http` or `https`, for `X-Forwarded-Proto`.
@@ -45,10 +51,18 @@ impl ConnInfo {
     pub fn new(client: std::net::SocketAddr, proto: &'static str, seed: u64) -> ConnInfo {
         let ip = client.ip().to_string();
         ConnInfo {
+            client,
+            listener: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
             client_ip: HeaderValue::from_str(&ip).unwrap_or(HeaderValue::from_static("unknown")),
             proto: HeaderValue::from_static(proto),
             rng: AtomicU64::new(seed),
         }
+    }
+
+    /// The same, on the listener configured as `listener`.
+    pub fn on_listener(mut self, listener: std::net::SocketAddr) -> ConnInfo {
+        self.listener = listener;
+        self
     }
 
     pub(super) fn request_rng(&self) -> SmallRng {
@@ -82,11 +96,25 @@ pub(super) fn plan(
     body_timeouts: &IntCounter,
 ) -> Result<Plan, ProxyError> {
     let started = Instant::now();
-    let (target, request) = prepare(snapshot, conn, rng, req, body_timeouts)?;
+    let (mut target, mut request) = prepare(snapshot, conn, rng, req, body_timeouts, started)?;
     let route = &snapshot.routes[target.route];
     let (pool, codes) = (&route.targets[target.target], &route.codes[target.target]);
-    let backend: Arc<Backend> = pool.pick(rng, None).ok_or(ProxyError::NoBackend)?.clone();
-    let exchange = begin_exchange(pool, codes, &backend, started);
+    let Some(backend) = pool.pick(rng, None).cloned() else {
+        let (parts, _) = request.into_parts();
+        log::refused(snapshot, conn, &parts, rng, &ProxyError::NoBackend, started);
+        return Err(ProxyError::NoBackend);
+    };
+    let mut exchange = begin_exchange(pool, codes, &backend, started);
+    target.request_id = log::tag(&snapshot.config.server.requests, request.headers_mut(), rng);
+    if let Some(log) = log::of(snapshot, conn.listener) {
+        // An unsampled request is logged only if it fails. Its record is
+        // built then, from the request still in the plan; a request the
+        // upstream client takes away needs its record now.
+        let sampled = log.wants(false, rng.random());
+        if sampled || !log::kept_until_answered(&target, &backend) {
+            exchange.set_log(log::pending(snapshot, log, &target, &request, started, !sampled));
+        }
+    }
     let timer = Box::pin(tokio::time::sleep_until(started + snapshot.request_timeout));
     Ok(Plan { request, target, backend, exchange, timer })
 }
@@ -113,6 +141,16 @@ pub(super) struct Target {
     /// Whether its exchange can run inline on a plain HTTP/1.1 connection
     /// (see [`crate::pool::h1`]): no body, no upgrade.
     pub(super) inline: bool,
+    /// How the pool was chosen.
+    pub(super) how: How,
+    /// The HTTP version the client spoke.
+    pub(super) version: Version,
+    /// The client's address, for the access log.
+    pub(super) client: std::net::SocketAddr,
+    /// Whether the listener's requests are logged.
+    pub(super) logged: bool,
+    /// The request ID, for the response.
+    pub(super) request_id: Option<HeaderValue>,
 }
 
 /// Check, route and choose; rewrite the head for the backend: origin-form
@@ -124,17 +162,18 @@ fn prepare(
     rng: &mut SmallRng,
     req: Request<Incoming>,
     body_timeouts: &IntCounter,
+    started: Instant,
 ) -> Result<(Target, Request<RequestBody>), ProxyError> {
     let (mut parts, body) = req.into_parts();
-    check_framing(&parts, snapshot.max_request_header_bytes)?;
-
-    let host = request_host(&parts)?;
-    let route_at = snapshot
-        .table
-        .find(host.as_ref().and_then(|h| h.to_str().ok()), parts.uri.path())
-        .ok_or(ProxyError::NoRoute)?;
+    let (host, route_at, choice) = match decide(snapshot, &parts, rng) {
+        Ok(decided) => decided,
+        Err(err) => {
+            log::refused(snapshot, conn, &parts, rng, &err, started);
+            return Err(err);
+        }
+    };
     let route = &snapshot.routes[route_at];
-    let choice = choose_target(route, &parts, rng).ok_or(ProxyError::NoBackend)?;
+    let version = parts.version;
 
     // Before the version is rewritten: only an HTTP/1.1 client may upgrade.
     let upgrade = tunnel::requested_upgrade(&parts);
@@ -187,8 +226,30 @@ fn prepare(
         repeatable,
         inline,
         retry_unanswered: route.targets[choice.target].retry_unanswered,
+        how: choice.how,
+        version,
+        client: conn.client,
+        logged: log::of(snapshot, conn.listener).is_some(),
+        request_id: None,
     };
     Ok((target, request))
+}
+
+/// The checks of the head, the route and the pool: everything that can
+/// refuse a request before it is rewritten.
+fn decide(
+    snapshot: &Snapshot,
+    parts: &http::request::Parts,
+    rng: &mut SmallRng,
+) -> Result<(Option<HeaderValue>, usize, Choice), ProxyError> {
+    check_framing(parts, snapshot.max_request_header_bytes)?;
+    let host = request_host(parts)?;
+    let route_at = snapshot
+        .table
+        .find(host.as_ref().and_then(|h| h.to_str().ok()), parts.uri.path())
+        .ok_or(ProxyError::NoRoute)?;
+    let choice = choose_target(&snapshot.routes[route_at], parts, rng).ok_or(ProxyError::NoBackend)?;
+    Ok((host, route_at, choice))
 }
 
 /// Start counting a request on `backend` of `pool`, begun at `started`.

@@ -19,6 +19,7 @@ use crate::proxy::Proxy;
 /// accept time.
 pub async fn serve(
     listener: TcpListener,
+    named: std::net::SocketAddr,
     proxy: Arc<Proxy>,
     limits: ConnLimits,
     tls: Option<Arc<crate::tls::ServerTls>>,
@@ -37,6 +38,7 @@ pub async fn serve(
                         builders: builders.clone(),
                         limits,
                         shutdown: conn_shutdown.clone(),
+                        listener: named,
                     };
                     tokio::spawn(connection_task(conn, stream, peer, tls.clone(), guard));
                 }

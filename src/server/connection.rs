@@ -100,6 +100,8 @@ pub(super) struct Connection {
     pub(super) limits: ConnLimits,
     /// Raised when the proxy starts closing.
     pub(super) shutdown: watch::Receiver<bool>,
+    /// The listener's address as configured.
+    pub(super) listener: SocketAddr,
 }
 
 impl Connection {
@@ -155,7 +157,7 @@ impl Connection {
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let info = ConnInfo::new(peer, proto, self.proxy.connection_seed());
+        let info = ConnInfo::new(peer, proto, self.proxy.connection_seed()).on_listener(self.listener);
         let activity = Arc::new(Activity::new(since));
         activity.h2.store(protocol == Protocol::Http2, Ordering::Relaxed);
         let proxy = self.proxy.clone();

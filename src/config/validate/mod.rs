@@ -17,6 +17,7 @@
 //! addresses, paths, integers, durations) and what makes an error point at
 //! its `line:col`. This file assembles them in the file's order.
 
+mod access_log;
 mod pools;
 mod rollout;
 mod routes;
@@ -48,7 +49,11 @@ impl Cx<'_> {
         let admin = self.admin(raw.admin.unwrap_or_default(), &server)?;
         let pools = self.pools(raw.pools)?;
         let routes = self.routes(raw.routes, &pools)?;
-        Ok(Config { server: server.config, admin, pools, routes })
+        let access_log = match raw.access_log {
+            None => None,
+            Some(log) => Some(self.access_log(log, &server)?),
+        };
+        Ok(Config { server: server.config, admin, access_log, pools, routes })
     }
 }
 
@@ -154,6 +159,7 @@ split = { blue = 1 }
                     cert: PathBuf::from("/etc/cutover/certs/server.pem"),
                     key: PathBuf::from("/secure/server.key"),
                 }),
+                requests: RequestHeaders::default(),
             },
             admin: AdminConfig {
                 listen: "127.0.0.1:9902".parse().unwrap(),
@@ -161,6 +167,7 @@ split = { blue = 1 }
                 state_file: Some(PathBuf::from("/var/lib/cutover/state.json")),
                 allowed_hosts: vec!["cutover-admin.internal".to_string()],
             },
+            access_log: None,
             pools: vec![
                 PoolConfig {
                     name: "blue".into(),
@@ -270,6 +277,7 @@ split = { blue = 1 }
                 workers: None,
                 allow_underscores_in_headers: false,
                 tls: None,
+                requests: RequestHeaders::default(),
             }
         );
         assert_eq!(

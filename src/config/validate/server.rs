@@ -39,6 +39,7 @@ impl Cx<'_> {
     // ----- [server] ---------------------------------------------------------
 
     pub(super) fn server(&self, raw: RawServer) -> Result<Server> {
+        let requests = self.request_headers(&raw)?;
         let listen = match raw.listen {
             None => vec![(SocketAddr::from(DEFAULT_LISTEN), None)],
             Some(list) => {
@@ -138,8 +139,11 @@ impl Cx<'_> {
             workers: workers.map(to_usize),
             allow_underscores_in_headers: raw.allow_underscores_in_headers.unwrap_or(false),
             tls: tls.as_ref().map(|(tls, _)| tls.clone()),
+            requests,
         };
-        Ok(Server { config, listen, tls_listen_span: tls.map(|(_, span)| span) })
+        let mut traffic: Vec<SocketAddr> = listen.iter().map(|(addr, _)| *addr).collect();
+        traffic.extend(config.tls.as_ref().map(|tls| tls.listen));
+        Ok(Server { config, traffic, listen, tls_listen_span: tls.map(|(_, span)| span) })
     }
 
     /// `[server.tls]`; also returns the span of its `listen` for the admin
@@ -236,6 +240,9 @@ impl Cx<'_> {
 pub(super) struct Server {
     /// The section's values.
     pub(super) config: ServerConfig,
+    /// Every traffic listener (plain and TLS), which `[access_log]
+    /// listeners` may name.
+    pub(super) traffic: Vec<SocketAddr>,
     listen: Vec<(SocketAddr, Option<Range<usize>>)>,
     tls_listen_span: Option<Range<usize>>,
 }
