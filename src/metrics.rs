@@ -16,8 +16,8 @@ mod gauges;
 pub use gauges::{BackendGauges, StateGauges};
 
 use prometheus::{
-    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    exponential_buckets, Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// The metric families of one proxy.
@@ -47,6 +47,8 @@ pub struct Metrics {
     pub backend_healthy: IntGaugeVec,
     /// `cutover_backend_draining{pool,backend}`.
     pub backend_draining: IntGaugeVec,
+    /// `cutover_backend_weight_factor{pool,backend}`.
+    pub backend_weight_factor: GaugeVec,
     /// `cutover_config_reloads_total{result}`.
     pub config_reloads: IntCounterVec,
     /// `cutover_config_revision`.
@@ -125,6 +127,16 @@ impl Metrics {
             IntGauge::new("cutover_config_revision", "Revision of the effective routing state.").expect("valid metric");
         registry.register(Box::new(config_revision.clone())).expect("metric registered once");
 
+        let backend_weight_factor = GaugeVec::new(
+            Opts::new(
+                "cutover_backend_weight_factor",
+                "Share factor of a backend: below 1 while it ramps up in slow start, 1 otherwise.",
+            ),
+            &["pool", "backend"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(backend_weight_factor.clone())).expect("metric registered once");
+
         let metrics = Metrics {
             requests: counter(
                 "cutover_requests_total",
@@ -161,6 +173,7 @@ impl Metrics {
                 "1 while a removed backend finishes its requests.",
                 &["pool", "backend"],
             ),
+            backend_weight_factor,
             config_reloads: counter("cutover_config_reloads_total", "Config reload attempts, by result.", &["result"]),
             config_revision,
             client_timeouts: counter(
@@ -240,6 +253,7 @@ impl Metrics {
         let _ = self.in_flight.remove_label_values(&[pool, backend]);
         let _ = self.backend_healthy.remove_label_values(&[pool, backend]);
         let _ = self.backend_draining.remove_label_values(&[pool, backend]);
+        let _ = self.backend_weight_factor.remove_label_values(&[pool, backend]);
     }
 
     /// The text exposition of everything registered.

@@ -152,6 +152,11 @@ impl Snapshot {
                             if let Some(metrics) = inputs.metrics {
                                 backend.set_metrics(metrics.backend(&name, &addr.to_string()));
                             }
+                            // Joining a running proxy, it warms up; at
+                            // startup every backend is equally cold.
+                            if previous.is_some() {
+                                backend.warm_up().start();
+                            }
                             Arc::new(backend)
                         }
                     }
@@ -159,7 +164,9 @@ impl Snapshot {
                 .collect::<Vec<_>>();
             let guard = inputs.guards.get(&pc.name).cloned();
             let tripped = inputs.tripped.contains(&pc.name);
-            pools.push(Arc::new(Pool::new(name, backends, pc.lb).with_guard(guard).with_tripped(tripped)));
+            pools.push(Arc::new(
+                Pool::new(name, backends, pc.lb).with_guard(guard).with_tripped(tripped).with_slow_start(pc.slow_start),
+            ));
         }
         let removed: Vec<Arc<Backend>> = old.into_values().collect();
 

@@ -121,6 +121,18 @@ pub struct PoolConfig {
     pub health: Option<HealthConfig>,
     /// Optional automatic-rollback thresholds.
     pub guard: Option<GuardConfig>,
+    /// Optional slow start of backends that join or return to the pool.
+    pub slow_start: Option<SlowStartConfig>,
+}
+
+/// `slow_start` and `slow_start_aggression` of a pool: how a backend's
+/// share ramps up after it joins or returns (`crate::pool::slow_start`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SlowStartConfig {
+    /// How long the ramp lasts; never zero.
+    pub window: std::time::Duration,
+    /// The exponent's inverse: above 1 ramps up faster early; always > 0.
+    pub aggression: f64,
 }
 
 /// Whether a backend is reached over plain TCP or TLS.

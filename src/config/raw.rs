@@ -108,6 +108,10 @@ pub(crate) struct RawPool {
     pub(crate) health: Option<RawHealth>,
     /// `[pools.NAME.guard]`.
     pub(crate) guard: Option<Spanned<RawGuard>>,
+    /// Slow start window for joining and returning backends.
+    pub(crate) slow_start: Option<Spanned<RawDuration>>,
+    /// Slow start ramp exponent's inverse.
+    pub(crate) slow_start_aggression: Option<Spanned<f64>>,
 }
 
 /// `[pools.NAME.health]`.

@@ -183,6 +183,7 @@ split = { blue = 1 }
                         window: Duration::from_secs(30),
                         min_requests: 100,
                     }),
+                    slow_start: None,
                 },
                 PoolConfig {
                     name: "green".into(),
@@ -206,6 +207,7 @@ split = { blue = 1 }
                         window: Duration::from_secs(60),
                         min_requests: 20,
                     }),
+                    slow_start: None,
                 },
             ],
             routes: vec![
