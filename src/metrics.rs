@@ -59,7 +59,13 @@ pub struct Metrics {
     pub request_headers_dropped: IntCounterVec,
     /// `cutover_upstream_retries_total{pool,reason}`.
     pub upstream_retries: IntCounterVec,
+    /// `cutover_mirror_requests_total{route,result}`.
+    pub mirror_requests: IntCounterVec,
 }
+
+/// `cutover_mirror_requests_total`'s results, in the order of
+/// [`Metrics::mirror_requests`]' handles.
+pub const MIRROR_RESULTS: [&str; 4] = ["sent", "dropped", "too_large", "failed"];
 
 /// Why a request went to a backend again, as the `reason` label of
 /// `cutover_upstream_retries_total`.
@@ -191,6 +197,11 @@ impl Metrics {
                 "Requests sent to a backend again: after a failed connect, a stream the backend did not process, or a connection closed before any answer.",
                 &["pool", "reason"],
             ),
+            mirror_requests: counter(
+                "cutover_mirror_requests_total",
+                "Copies of requests for a route's shadow pool: sent (the shadow answered), dropped (too many in flight), too_large (body over max_body) or failed (no answer).",
+                &["route", "result"],
+            ),
             registry,
         };
         // Counters exist at 0 from the start, so `increase()` sees the first event.
@@ -226,6 +237,12 @@ impl Metrics {
             failures: [kind("connect"), kind("timeout"), kind("reset"), kind("protocol")],
             retries: RETRY_REASONS.map(|reason| self.upstream_retries.with_label_values(&[pool, reason])),
         }
+    }
+
+    /// `cutover_mirror_requests_total` handles for `route`, by result
+    /// ([`MIRROR_RESULTS`]), created at 0.
+    pub fn mirror_requests(&self, route: &str) -> [IntCounter; 4] {
+        MIRROR_RESULTS.map(|result| self.mirror_requests.with_label_values(&[route, result]))
     }
 
     /// `cutover_requests_total` handles for a (route, pool, backend), by class.

@@ -229,6 +229,22 @@ pub struct RouteConfig {
     pub sticky: Option<StickyKey>,
     /// Force rules, in file order; the first that matches wins.
     pub force: Vec<ForceRule>,
+    /// Copies of some requests sent to a shadow pool, if any.
+    pub mirror: Option<MirrorConfig>,
+}
+
+/// `[routes.mirror]`: copies of a share of a route's requests go to a
+/// shadow pool, whose answers are discarded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorConfig {
+    /// The shadow pool; a pool of the config.
+    pub pool: PoolName,
+    /// Share of the requests copied, 0 to 100.
+    pub percent: u32,
+    /// Only requests carrying this header are copied.
+    pub header: Option<HeaderName>,
+    /// Largest request body copied, in bytes; a longer one is not.
+    pub max_body: usize,
 }
 
 /// How a route matches the request's `Host`.

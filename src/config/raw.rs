@@ -161,6 +161,22 @@ pub(crate) struct RawRoute {
     pub(crate) sticky: Option<Spanned<RawSticky>>,
     /// `[[routes.force]]`.
     pub(crate) force: Option<Vec<Spanned<RawForce>>>,
+    /// `[routes.mirror]`.
+    pub(crate) mirror: Option<Spanned<RawMirror>>,
+}
+
+/// `[routes.mirror]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMirror {
+    /// The shadow pool (required).
+    pub(crate) pool: Option<Spanned<String>>,
+    /// Share of requests copied, 0..=100.
+    pub(crate) percent: Option<Spanned<i64>>,
+    /// Only requests carrying this header are copied.
+    pub(crate) header: Option<Spanned<String>>,
+    /// Largest body copied, as "64KiB".
+    pub(crate) max_body: Option<Spanned<String>>,
 }
 
 /// `sticky = { cookie = "..." }` or `{ header = "..." }`.

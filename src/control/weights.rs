@@ -108,6 +108,7 @@ mod tests {
             split: w(split),
             sticky: None,
             force: Vec::new(),
+            mirror: None,
         }
     }
 

@@ -31,6 +31,7 @@ use crate::tunnel;
 mod choose;
 mod forward;
 mod head;
+mod mirror;
 mod plan;
 
 use forward::{forward, refused};

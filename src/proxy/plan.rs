@@ -82,7 +82,8 @@ pub(super) fn plan(
     body_timeouts: &IntCounter,
 ) -> Result<Plan, ProxyError> {
     let started = Instant::now();
-    let (target, request) = prepare(snapshot, conn, rng, req, body_timeouts)?;
+    let (target, mut request) = prepare(snapshot, conn, rng, req, body_timeouts)?;
+    super::mirror::start(snapshot, target.route, &mut request, rng);
     let route = &snapshot.routes[target.route];
     let (pool, codes) = (&route.targets[target.target], &route.codes[target.target]);
     let backend: Arc<Backend> = pool.pick(rng, None).ok_or(ProxyError::NoBackend)?.clone();

@@ -224,6 +224,7 @@ split = { blue = 1 }
                         },
                         ForceRule { matcher: ForceMatch::Cookie("beta".into(), "1".into()), pool: "green".into() },
                     ],
+                    mirror: None,
                 },
                 RouteConfig {
                     name: "tenants".into(),
@@ -232,6 +233,7 @@ split = { blue = 1 }
                     split: vec![("blue".into(), 1), ("green".into(), 0)],
                     sticky: Some(StickyKey::Cookie("cutover-tenants".into())),
                     force: vec![],
+                    mirror: None,
                 },
                 RouteConfig {
                     name: "rest".into(),
@@ -240,6 +242,7 @@ split = { blue = 1 }
                     split: vec![("blue".into(), 1)],
                     sticky: None,
                     force: vec![],
+                    mirror: None,
                 },
             ],
         };
