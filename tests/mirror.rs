@@ -200,3 +200,42 @@ async fn bodies_over_the_bound_are_not_mirrored_and_are_counted() {
     assert!(copies.iter().all(|c| c.1 == "/small" && c.3.len() == 1024));
     assert_eq!(prod.hits(), 10, "the primary got every body, large or not");
 }
+
+/// A chunked body of `chunks` chunks of `size` bytes each, on its own
+/// connection: no `Content-Length`, so only the copy taken as the body
+/// streams can tell its length.
+async fn send_chunked(proxy: &TestProxy, path: &str, chunks: usize, size: usize) -> u16 {
+    let mut raw = format!(
+        "POST {path} HTTP/1.1\r\nHost: shop.example.com\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+    .into_bytes();
+    for _ in 0..chunks {
+        raw.extend_from_slice(format!("{size:x}\r\n").as_bytes());
+        raw.extend(std::iter::repeat_n(b'c', size));
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(b"0\r\n\r\n");
+    support::raw_client::exchange(proxy.addr, &raw).await.only().status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_body_is_copied_up_to_the_bound_as_it_passes() {
+    // A backend that reads the whole body before it answers, as a real one does.
+    let prod = Upstream::with_handler("prod", |req| async move {
+        let _ = req.into_body().collect().await;
+        text(StatusCode::OK, "prod")
+    })
+    .await;
+    let (shadow, copies) = shadow(Duration::ZERO).await;
+    let proxy =
+        TestProxy::start(&config(&prod.addr.to_string(), &shadow.addr.to_string(), "max_body = \"1KiB\"\n")).await;
+    for _ in 0..3 {
+        assert_eq!(send_chunked(&proxy, "/streamed-big", 3, 600).await, 200);
+        assert_eq!(send_chunked(&proxy, "/streamed-small", 2, 300).await, 200);
+    }
+    until("the small bodies' copies answered", || async { mirror_count(&proxy, "sent").await == 3.0 }).await;
+    assert_eq!(mirror_count(&proxy, "too_large").await, 3.0);
+    let copies = copies.lock().unwrap();
+    assert_eq!(copies.len(), 3);
+    assert!(copies.iter().all(|c| c.1 == "/streamed-small" && c.3.len() == 600 && c.3.iter().all(|&b| b == b'c')));
+}

@@ -83,10 +83,11 @@ pub(super) fn plan(
 ) -> Result<Plan, ProxyError> {
     let started = Instant::now();
     let (target, mut request) = prepare(snapshot, conn, rng, req, body_timeouts)?;
-    super::mirror::start(snapshot, target.route, &mut request, rng);
     let route = &snapshot.routes[target.route];
     let (pool, codes) = (&route.targets[target.target], &route.codes[target.target]);
     let backend: Arc<Backend> = pool.pick(rng, None).ok_or(ProxyError::NoBackend)?.clone();
+    // Only a request the primary pool takes is copied.
+    super::mirror::start(snapshot, target.route, &mut request, rng);
     let exchange = begin_exchange(pool, codes, &backend, started);
     let timer = Box::pin(tokio::time::sleep_until(started + snapshot.request_timeout));
     Ok(Plan { request, target, backend, exchange, timer })
