@@ -239,3 +239,20 @@ async fn a_streamed_body_is_copied_up_to_the_bound_as_it_passes() {
     assert_eq!(copies.len(), 3);
     assert!(copies.iter().all(|c| c.1 == "/streamed-small" && c.3.len() == 600 && c.3.iter().all(|&b| b == b'c')));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_in_flight_are_bounded_and_the_excess_dropped() {
+    let prod = Upstream::named("prod").await;
+    let (shadow, copies) = shadow(Duration::from_secs(30)).await;
+    let proxy = TestProxy::start(&config(&prod.addr.to_string(), &shadow.addr.to_string(), "")).await;
+    // More requests than copies may be in flight (256 per route), each
+    // copy held by the shadow far longer than the run.
+    for _ in 0..300 {
+        assert_eq!(send(&proxy.url("/"), "GET", b"", &[]).await.status, StatusCode::OK);
+    }
+    until("the excess counted as dropped", || async { mirror_count(&proxy, "dropped").await >= 44.0 }).await;
+    until("the copies in flight reached the shadow", || async { copies.lock().unwrap().len() == 256 }).await;
+    assert_eq!(mirror_count(&proxy, "dropped").await, 44.0);
+    assert_eq!(mirror_count(&proxy, "sent").await, 0.0, "no copy has been answered yet");
+    assert_eq!(prod.hits(), 300, "every primary request answered meanwhile");
+}
