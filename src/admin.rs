@@ -422,13 +422,14 @@ fn status(state: &AdminState) -> Value {
     let last_reload =
         state.control.last_reload().map(|r| json!({"ok": r.ok, "time": rfc3339(r.time), "error": r.error}));
     let draining = state.control.draining();
-    let backend_json = |b: &crate::pool::Backend, draining: bool| {
+    let backend_json = |b: &crate::pool::Backend, draining: bool, slow_start: f64| {
         json!({
             "address": b.addr.to_string(),
             "healthy": b.is_eligible(),
             "ejected": b.is_ejected(),
             "draining": draining,
             "in_flight": b.in_flight(),
+            "slow_start": (slow_start * 1000.0).round() / 1000.0,
         })
     };
     let pool_json = |name: &str, backends: Vec<Value>| {
@@ -453,15 +454,16 @@ fn status(state: &AdminState) -> Value {
         .pools
         .iter()
         .map(|pool| {
-            let mut backends: Vec<Value> = pool.backends.iter().map(|b| backend_json(b, false)).collect();
-            backends.extend(draining.iter().filter(|b| b.pool == pool.name).map(|b| backend_json(b, true)));
+            let mut backends: Vec<Value> =
+                pool.backends.iter().map(|b| backend_json(b, false, pool.share_factor(b))).collect();
+            backends.extend(draining.iter().filter(|b| b.pool == pool.name).map(|b| backend_json(b, true, 1.0)));
             pool_json(&pool.name, backends)
         })
         .collect();
     // Pools removed from the config, still finishing requests.
     let mut gone: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
     for b in draining.iter().filter(|b| snapshot.pool(&b.pool).is_none()) {
-        gone.entry(&b.pool).or_default().push(backend_json(b, true));
+        gone.entry(&b.pool).or_default().push(backend_json(b, true, 1.0));
     }
     for (name, backends) in gone {
         pools.push(pool_json(name, backends));

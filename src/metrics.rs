@@ -16,8 +16,8 @@ mod gauges;
 pub use gauges::{BackendGauges, StateGauges};
 
 use prometheus::{
-    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    exponential_buckets, Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// The metric families of one proxy.
@@ -47,6 +47,8 @@ pub struct Metrics {
     pub backend_healthy: IntGaugeVec,
     /// `cutover_backend_draining{pool,backend}`.
     pub backend_draining: IntGaugeVec,
+    /// `cutover_backend_weight_factor{pool,backend}`.
+    pub backend_weight_factor: GaugeVec,
     /// `cutover_config_reloads_total{result}`.
     pub config_reloads: IntCounterVec,
     /// `cutover_config_revision`.
@@ -71,10 +73,16 @@ pub struct Metrics {
     pub rollout_aborts: IntCounterVec,
     /// `cutover_access_log_dropped_total`.
     pub access_log_dropped: IntCounter,
+    /// `cutover_mirror_requests_total{route,result}`.
+    pub mirror_requests: IntCounterVec,
 }
 
 /// A guard's verdicts, as the `verdict` label of `cutover_guard_verdict`.
 pub const VERDICTS: [&str; 3] = ["healthy", "inconclusive", "failing"];
+
+/// `cutover_mirror_requests_total`'s results, in the order of
+/// [`Metrics::mirror_requests`]' handles.
+pub const MIRROR_RESULTS: [&str; 4] = ["sent", "dropped", "too_large", "failed"];
 
 /// Why a request went to a backend again, as the `reason` label of
 /// `cutover_upstream_retries_total`.
@@ -148,6 +156,16 @@ impl Metrics {
         .expect("valid metric");
         registry.register(Box::new(access_log_dropped.clone())).expect("metric registered once");
 
+        let backend_weight_factor = GaugeVec::new(
+            Opts::new(
+                "cutover_backend_weight_factor",
+                "Share factor of a backend: below 1 while it ramps up in slow start, 1 otherwise.",
+            ),
+            &["pool", "backend"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(backend_weight_factor.clone())).expect("metric registered once");
+
         let metrics = Metrics {
             requests: counter(
                 "cutover_requests_total",
@@ -184,6 +202,7 @@ impl Metrics {
                 "1 while a removed backend finishes its requests.",
                 &["pool", "backend"],
             ),
+            backend_weight_factor,
             config_reloads: counter("cutover_config_reloads_total", "Config reload attempts, by result.", &["result"]),
             config_revision,
             client_timeouts: counter(
@@ -228,6 +247,11 @@ impl Metrics {
                 &["route", "reason"],
             ),
             access_log_dropped,
+            mirror_requests: counter(
+                "cutover_mirror_requests_total",
+                "Copies of requests for a route's shadow pool: sent (the shadow answered), dropped (too many in flight), too_large (body over max_body) or failed (no answer).",
+                &["route", "result"],
+            ),
             registry,
         };
         // Counters exist at 0 from the start, so `increase()` sees the first event.
@@ -265,6 +289,12 @@ impl Metrics {
         }
     }
 
+    /// `cutover_mirror_requests_total` handles for `route`, by result
+    /// ([`MIRROR_RESULTS`]), created at 0.
+    pub fn mirror_requests(&self, route: &str) -> [IntCounter; 4] {
+        MIRROR_RESULTS.map(|result| self.mirror_requests.with_label_values(&[route, result]))
+    }
+
     /// `cutover_requests_total` handles for a (route, pool, backend), by class.
     pub fn request_codes(&self, route: &str, pool: &str, backend: &str) -> [IntCounter; 5] {
         CODE_CLASSES.map(|code| self.requests.with_label_values(&[route, pool, backend, code]))
@@ -290,6 +320,7 @@ impl Metrics {
         let _ = self.in_flight.remove_label_values(&[pool, backend]);
         let _ = self.backend_healthy.remove_label_values(&[pool, backend]);
         let _ = self.backend_draining.remove_label_values(&[pool, backend]);
+        let _ = self.backend_weight_factor.remove_label_values(&[pool, backend]);
     }
 
     /// The text exposition of everything registered.

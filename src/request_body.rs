@@ -5,6 +5,10 @@
 //! marks its errors as the client's, so a client that hangs up or stalls
 //! mid-upload is never counted as a backend failure. It sits below the
 //! upstream clients, which carry it, and imports nothing of the crate.
+//!
+//! For mirroring it can also copy the body as it streams through (a
+//! [`BodyTap`], bounded, handed over when the body ends), and carry a whole
+//! copy to a shadow backend ([`RequestBody::full`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -57,6 +61,62 @@ pub struct RequestBody {
     /// has ended already and cannot wait (so a body-less request clones no
     /// counter).
     timed_out: Option<IntCounter>,
+    /// A copy being taken for a mirror, or a copy being sent to one;
+    /// boxed, as it is rare.
+    extra: Option<Box<Extra>>,
+}
+
+/// What a body carries besides the client's stream.
+enum Extra {
+    /// Copying the client's body for a mirror.
+    Tap(BodyTap),
+    /// A mirror's copy, sent whole.
+    Full(Option<Bytes>),
+}
+
+impl std::fmt::Debug for Extra {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Extra::Tap(tap) => write!(f, "Tap({} bytes)", tap.copy.len()),
+            Extra::Full(b) => write!(f, "Full({:?} bytes)", b.as_ref().map(Bytes::len)),
+        }
+    }
+}
+
+/// A copy of a request body up to `limit` bytes, handed to `done` when the
+/// body ends: `Some(copy)`, or `None` when the body outgrew the limit. A
+/// body that fails or is dropped half-way hands nothing over.
+pub struct BodyTap {
+    copy: Vec<u8>,
+    limit: usize,
+    done: Option<Box<dyn FnOnce(Option<Bytes>) + Send + Sync>>,
+}
+
+impl BodyTap {
+    /// A tap copying up to `limit` bytes for `done`.
+    pub fn new(limit: usize, done: Box<dyn FnOnce(Option<Bytes>) + Send + Sync>) -> BodyTap {
+        BodyTap { copy: Vec::new(), limit, done: Some(done) }
+    }
+
+    fn data(&mut self, data: &[u8]) {
+        if self.done.is_none() {
+            return;
+        }
+        if self.copy.len() + data.len() > self.limit {
+            self.copy = Vec::new();
+            if let Some(done) = self.done.take() {
+                done(None);
+            }
+            return;
+        }
+        self.copy.extend_from_slice(data);
+    }
+
+    fn end(&mut self) {
+        if let Some(done) = self.done.take() {
+            done(Some(Bytes::from(std::mem::take(&mut self.copy))));
+        }
+    }
 }
 
 impl RequestBody {
@@ -64,13 +124,24 @@ impl RequestBody {
     /// each timeout is counted in `timed_out`.
     pub fn new(inner: Incoming, timeout: Duration, timed_out: &IntCounter) -> RequestBody {
         let timed_out = (!inner.is_end_stream()).then(|| timed_out.clone());
-        RequestBody { inner: Some(inner), timeout, timer: None, timed_out }
+        RequestBody { inner: Some(inner), timeout, timer: None, timed_out, extra: None }
+    }
+
+    /// A whole body known in advance: a mirror's copy.
+    pub fn full(bytes: Bytes) -> RequestBody {
+        let extra = (!bytes.is_empty()).then(|| Box::new(Extra::Full(Some(bytes))));
+        RequestBody { inner: None, timeout: Duration::ZERO, timer: None, timed_out: None, extra }
+    }
+
+    /// Copy the body, as it streams through, for `tap`.
+    pub fn tap(&mut self, tap: BodyTap) {
+        self.extra = Some(Box::new(Extra::Tap(tap)));
     }
 
     /// No body: for a body-less request sent a second time, whose first
     /// (already ended) body went with the first attempt.
     pub fn empty() -> RequestBody {
-        RequestBody { inner: None, timeout: Duration::ZERO, timer: None, timed_out: None }
+        RequestBody { inner: None, timeout: Duration::ZERO, timer: None, timed_out: None, extra: None }
     }
 }
 
@@ -80,16 +151,34 @@ impl Body for RequestBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
-        let Some(inner) = this.inner.as_mut() else { return Poll::Ready(None) };
-        match Pin::new(inner).poll_frame(cx) {
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(match this.extra.as_deref_mut() {
+                Some(Extra::Full(bytes)) => bytes.take().map(|b| Ok(Frame::data(b))),
+                _ => None,
+            });
+        };
+        match Pin::new(&mut *inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(timer) = this.timer.as_mut() {
                     timer.as_mut().reset(tokio::time::Instant::now() + this.timeout);
                 }
+                if let Some(Extra::Tap(tap)) = this.extra.as_deref_mut() {
+                    if let Some(data) = frame.data_ref() {
+                        tap.data(data);
+                    }
+                    if inner.is_end_stream() {
+                        tap.end();
+                    }
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(RequestBodyError::Client(e)))),
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(None) => {
+                if let Some(Extra::Tap(tap)) = this.extra.as_deref_mut() {
+                    tap.end();
+                }
+                Poll::Ready(None)
+            }
             Poll::Pending => {
                 let timeout = this.timeout;
                 let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
@@ -107,10 +196,18 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(Incoming::is_end_stream)
+        match (&self.inner, self.extra.as_deref()) {
+            (Some(inner), _) => inner.is_end_stream(),
+            (None, Some(Extra::Full(bytes))) => bytes.is_none(),
+            (None, _) => true,
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.as_ref().map_or_else(|| SizeHint::with_exact(0), Incoming::size_hint)
+        match (&self.inner, self.extra.as_deref()) {
+            (Some(inner), _) => inner.size_hint(),
+            (None, Some(Extra::Full(bytes))) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            (None, _) => SizeHint::with_exact(0),
+        }
     }
 }

@@ -100,6 +100,29 @@ pub struct Route {
     pub force: Vec<(ForceMatch, usize)>,
     /// `cutover_requests_total` handles by target, then backend position.
     pub codes: Vec<Vec<Arc<[IntCounter; 5]>>>,
+    /// Where copies of its requests go, if anywhere (`crate::proxy`'s
+    /// `mirror`).
+    pub mirror: Option<Arc<RouteMirror>>,
+}
+
+/// A route's shadow pool and which of its requests are copied there.
+#[derive(Debug)]
+pub struct RouteMirror {
+    /// The route's name, for logs.
+    pub route: Arc<str>,
+    /// The shadow pool.
+    pub pool: Arc<Pool>,
+    /// Share of the requests copied, 0 to 100.
+    pub percent: u32,
+    /// Only requests carrying this header are copied.
+    pub header: Option<http::HeaderName>,
+    /// Largest body copied.
+    pub max_body: usize,
+    /// `cutover_mirror_requests_total{route}` by result: sent, dropped,
+    /// too_large, failed.
+    pub counts: [IntCounter; 4],
+    /// Copies in flight now.
+    pub in_flight: std::sync::atomic::AtomicUsize,
 }
 
 /// How a route keeps a user on one pool.
@@ -156,6 +179,11 @@ impl Snapshot {
                             if let Some(metrics) = inputs.metrics {
                                 backend.set_metrics(metrics.backend(&name, &addr.to_string()));
                             }
+                            // Joining a running proxy, it warms up; at
+                            // startup every backend is equally cold.
+                            if previous.is_some() {
+                                backend.warm_up().start();
+                            }
                             Arc::new(backend)
                         }
                     }
@@ -173,7 +201,8 @@ impl Snapshot {
                 Pool::new(name, backends, pc.lb)
                     .with_guard(guard)
                     .with_baseline_for(baseline_for)
-                    .with_tripped(tripped),
+                    .with_tripped(tripped)
+                    .with_slow_start(pc.slow_start),
             ));
         }
         let removed: Vec<Arc<Backend>> = old.into_values().collect();
@@ -217,7 +246,23 @@ impl Snapshot {
                     StickyKey::Cookie(name) => Sticky::Cookie { name: Arc::from(name.as_str()) },
                     StickyKey::Header(name) => Sticky::Header(name.clone()),
                 });
-                Route { name: Arc::from(rc.name.as_str()), targets, split, sticky, force, codes }
+                let mirror = rc.mirror.as_ref().and_then(|m| {
+                    Some(Arc::new(RouteMirror {
+                        route: Arc::from(rc.name.as_str()),
+                        pool: pool_by_name(&m.pool)?,
+                        percent: m.percent,
+                        header: m.header.clone(),
+                        max_body: m.max_body,
+                        counts: match inputs.metrics {
+                            Some(metrics) => metrics.mirror_requests(&rc.name),
+                            None => crate::metrics::MIRROR_RESULTS.map(|r| {
+                                IntCounter::new(format!("unregistered_mirror_{r}"), "unregistered").expect("valid name")
+                            }),
+                        },
+                        in_flight: std::sync::atomic::AtomicUsize::new(0),
+                    }))
+                });
+                Route { name: Arc::from(rc.name.as_str()), targets, split, sticky, force, codes, mirror }
             })
             .collect();
 

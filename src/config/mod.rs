@@ -175,6 +175,18 @@ pub struct PoolConfig {
     pub health: Option<HealthConfig>,
     /// Optional automatic-rollback thresholds.
     pub guard: Option<GuardConfig>,
+    /// Optional slow start of backends that join or return to the pool.
+    pub slow_start: Option<SlowStartConfig>,
+}
+
+/// `slow_start` and `slow_start_aggression` of a pool: how a backend's
+/// share ramps up after it joins or returns (`crate::pool::slow_start`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SlowStartConfig {
+    /// How long the ramp lasts; never zero.
+    pub window: std::time::Duration,
+    /// The exponent's inverse: above 1 ramps up faster early; always > 0.
+    pub aggression: f64,
 }
 
 /// Whether a backend is reached over plain TCP or TLS.
@@ -316,6 +328,22 @@ pub struct RouteConfig {
     pub force: Vec<ForceRule>,
     /// `[routes.rollout]`: the route's progressive rollout, if any.
     pub rollout: Option<crate::rollout::Plan>,
+    /// Copies of some requests sent to a shadow pool, if any.
+    pub mirror: Option<MirrorConfig>,
+}
+
+/// `[routes.mirror]`: copies of a share of a route's requests go to a
+/// shadow pool, whose answers are discarded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorConfig {
+    /// The shadow pool; a pool of the config.
+    pub pool: PoolName,
+    /// Share of the requests copied, 0 to 100.
+    pub percent: u32,
+    /// Only requests carrying this header are copied.
+    pub header: Option<HeaderName>,
+    /// Largest request body copied, in bytes; a longer one is not.
+    pub max_body: usize,
 }
 
 /// How a route matches the request's `Host`.

@@ -136,6 +136,10 @@ pub(crate) struct RawPool {
     pub(crate) health: Option<RawHealth>,
     /// `[pools.NAME.guard]`.
     pub(crate) guard: Option<Spanned<RawGuard>>,
+    /// Slow start window for joining and returning backends.
+    pub(crate) slow_start: Option<Spanned<RawDuration>>,
+    /// Slow start ramp exponent's inverse.
+    pub(crate) slow_start_aggression: Option<Spanned<f64>>,
 }
 
 /// `[pools.NAME.health]`.
@@ -193,6 +197,8 @@ pub(crate) struct RawRoute {
     pub(crate) sticky: Option<Spanned<RawSticky>>,
     /// `[[routes.force]]`.
     pub(crate) force: Option<Vec<Spanned<RawForce>>>,
+    /// `[routes.mirror]`.
+    pub(crate) mirror: Option<Spanned<RawMirror>>,
     /// `[routes.rollout]`.
     pub(crate) rollout: Option<Spanned<RawRollout>>,
 }
@@ -259,6 +265,20 @@ impl<'de> Deserialize<'de> for RawStep {
 
         deserializer.deserialize_any(StepVisitor)
     }
+}
+
+/// `[routes.mirror]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMirror {
+    /// The shadow pool (required).
+    pub(crate) pool: Option<Spanned<String>>,
+    /// Share of requests copied, 0..=100.
+    pub(crate) percent: Option<Spanned<i64>>,
+    /// Only requests carrying this header are copied.
+    pub(crate) header: Option<Spanned<String>>,
+    /// Largest body copied, as "64KiB".
+    pub(crate) max_body: Option<Spanned<String>>,
 }
 
 /// `sticky = { cookie = "..." }` or `{ header = "..." }`.

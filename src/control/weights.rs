@@ -113,6 +113,7 @@ mod tests {
             sticky: None,
             force: Vec::new(),
             rollout: None,
+            mirror: None,
         }
     }
 

@@ -695,12 +695,17 @@ impl Control {
             in_flight: b.in_flight(),
             healthy: b.is_eligible(),
             draining,
+            weight_factor: 1.0,
         };
         let mut pools = Vec::with_capacity(snapshot.pools.len());
         let mut backends = Vec::new();
         for pool in &snapshot.pools {
             pools.push((pool.name.to_string(), tripped.contains(&pool.name.to_string())));
-            backends.extend(pool.backends.iter().map(|b| backend(&pool.name, b, false)));
+            backends.extend(
+                pool.backends
+                    .iter()
+                    .map(|b| BackendGauges { weight_factor: pool.share_factor(b), ..backend(&pool.name, b, false) }),
+            );
         }
         backends.extend(self.draining().iter().map(|b| backend(&b.pool, b, true)));
         let gauges = StateGauges {

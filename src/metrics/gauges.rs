@@ -1,5 +1,5 @@
 //! The gauges that mirror state: weights, trips, guard verdicts, and each
-//! backend's in-flight, healthy and draining figures.
+//! backend's in-flight, healthy, draining and slow-start figures.
 //!
 //! They are set from the state when `/metrics` is scraped, never from the
 //! request path. The caller describes the state in plain figures
@@ -37,6 +37,8 @@ pub struct BackendGauges {
     pub healthy: bool,
     /// Removed from the config, finishing its requests.
     pub draining: bool,
+    /// Its share factor: below 1 while it ramps up in slow start.
+    pub weight_factor: f64,
 }
 
 impl Metrics {
@@ -66,6 +68,7 @@ impl Metrics {
                 self.backend_healthy.with_label_values(&labels).set(i64::from(b.healthy));
             }
             self.backend_draining.with_label_values(&labels).set(i64::from(b.draining));
+            self.backend_weight_factor.with_label_values(&labels).set(b.weight_factor);
         }
     }
 }

@@ -119,6 +119,8 @@ pub struct Backend {
     cut_requests: AtomicUsize,
     /// Pre-resolved metric handles, set once when the backend joins a proxy.
     metrics: std::sync::OnceLock<crate::metrics::BackendMetrics>,
+    /// When its slow start began, if it is warming (`super::slow_start`).
+    warm_up: super::slow_start::WarmUp,
 }
 
 impl Backend {
@@ -150,7 +152,14 @@ impl Backend {
             connections: Mutex::new(Vec::new()),
             cut_requests: AtomicUsize::new(0),
             metrics: std::sync::OnceLock::new(),
+            warm_up: super::slow_start::WarmUp::warm(),
         }
+    }
+
+    /// Its slow-start state: a warm-up begins when it joins a running
+    /// pool or becomes eligible again.
+    pub fn warm_up(&self) -> &super::slow_start::WarmUp {
+        &self.warm_up
     }
 
     /// Attach metric handles (the first call wins; a backend keeps its
@@ -186,7 +195,16 @@ impl Backend {
 
     /// Record the outcome of health checking.
     pub fn set_healthy(&self, healthy: bool) {
+        let was = self.is_eligible();
         self.healthy.store(healthy, Ordering::Relaxed);
+        self.warm_up_if_back(was);
+    }
+
+    /// Begin a warm-up if the backend just became eligible.
+    fn warm_up_if_back(&self, was_eligible: bool) {
+        if !was_eligible && self.is_eligible() {
+            self.warm_up.start();
+        }
     }
 
     /// Whether passive failure tracking has taken it out of rotation.
@@ -196,7 +214,9 @@ impl Backend {
 
     /// Eject it from (or return it to) rotation; only `crate::health` calls this.
     pub fn set_ejected(&self, ejected: bool) {
+        let was = self.is_eligible();
         self.ejected.store(ejected, Ordering::Relaxed);
+        self.warm_up_if_back(was);
     }
 
     /// The packed passive-tracking counters; only `crate::health` reads or

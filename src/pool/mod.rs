@@ -17,6 +17,7 @@ pub(crate) mod conn;
 pub mod failure;
 pub mod h1;
 pub mod session;
+pub mod slow_start;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -28,7 +29,7 @@ pub use conn::{BoxError, Conn, ConnectError, SendResult, Sending, Timeouts, Tran
 pub use failure::UpstreamFailure;
 pub use h1::{H1Body, H1Conn, H1Error, H1Head};
 
-use crate::config::LbPolicy;
+use crate::config::{LbPolicy, SlowStartConfig};
 
 /// Pools up to this size collect their usable backends on the stack when
 /// some backend is out of rotation; larger ones allocate.
@@ -55,6 +56,8 @@ pub struct Pool {
     /// another backend when there is one) after its connection closed
     /// before any answer came. On by default.
     pub retry_unanswered: bool,
+    /// How backends that join or return ramp up their share, if they do.
+    pub slow_start: Option<SlowStartConfig>,
     /// Round-robin cursor (only used by [`LbPolicy::RoundRobin`]).
     next: AtomicUsize,
 }
@@ -70,7 +73,24 @@ impl Pool {
             baseline_for: Vec::new(),
             tripped: false,
             retry_unanswered: true,
+            slow_start: None,
             next: AtomicUsize::new(0),
+        }
+    }
+
+    /// The same pool, with backends ramping up by `slow_start`.
+    pub fn with_slow_start(mut self, slow_start: Option<SlowStartConfig>) -> Pool {
+        self.slow_start = slow_start;
+        self
+    }
+
+    /// `backend`'s share factor now: below `1.0` while it warms up.
+    pub fn share_factor(&self, backend: &Backend) -> f64 {
+        match &self.slow_start {
+            Some(config) if backend.warm_up().is_warming() => {
+                backend.warm_up().factor(config, tokio::time::Instant::now())
+            }
+            _ => 1.0,
         }
     }
 
@@ -105,8 +125,27 @@ impl Pool {
     }
 
     /// A backend for a new request, skipping `exclude` (a backend that just
-    /// failed to connect). Unhealthy backends are never chosen.
+    /// failed to connect). Unhealthy backends are never chosen. A backend
+    /// in slow start is kept with the probability of its share factor, and
+    /// otherwise the choice is made again ([`slow_start`] says why).
     pub fn pick<R: Rng + ?Sized>(&self, rng: &mut R, exclude: Option<&Backend>) -> Option<&Arc<Backend>> {
+        let mut chosen = self.pick_once(rng, exclude)?;
+        let Some(config) = &self.slow_start else { return Some(chosen) };
+        for _ in 1..slow_start::MAX_DRAWS {
+            if !chosen.warm_up().is_warming() {
+                break;
+            }
+            let factor = chosen.warm_up().factor(config, tokio::time::Instant::now());
+            if factor >= 1.0 || rng.random::<f64>() < factor {
+                break;
+            }
+            chosen = self.pick_once(rng, exclude)?;
+        }
+        Some(chosen)
+    }
+
+    /// One choice by `lb`, with no slow start.
+    fn pick_once<R: Rng + ?Sized>(&self, rng: &mut R, exclude: Option<&Backend>) -> Option<&Arc<Backend>> {
         let usable = |b: &Arc<Backend>| b.is_eligible() && !exclude.is_some_and(|x| std::ptr::eq(x, &**b));
         let n = self.backends.len();
         // Fast path: every backend usable, as almost always.

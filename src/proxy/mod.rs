@@ -32,6 +32,7 @@ mod choose;
 mod forward;
 mod head;
 mod log;
+mod mirror;
 mod plan;
 
 use forward::{forward, refused};

@@ -106,6 +106,8 @@ pub(super) fn plan(
     };
     let mut exchange = begin_exchange(pool, codes, &backend, started);
     target.request_id = log::tag(&snapshot.config.server.requests, request.headers_mut(), rng);
+    // Only a request the primary pool takes is copied, with its request ID.
+    super::mirror::start(snapshot, target.route, &mut request, rng);
     if let Some(log) = log::of(snapshot, conn.listener) {
         // An unsampled request is logged only if it fails. Its record is
         // built then, from the request still in the plan; a request the

@@ -192,6 +192,7 @@ split = { blue = 1 }
                         min_requests: 100,
                         ..GuardConfig::default()
                     }),
+                    slow_start: None,
                 },
                 PoolConfig {
                     name: "green".into(),
@@ -216,6 +217,7 @@ split = { blue = 1 }
                         min_requests: 20,
                         ..GuardConfig::default()
                     }),
+                    slow_start: None,
                 },
             ],
             routes: vec![
@@ -233,6 +235,7 @@ split = { blue = 1 }
                         },
                         ForceRule { matcher: ForceMatch::Cookie("beta".into(), "1".into()), pool: "green".into() },
                     ],
+                    mirror: None,
                 },
                 RouteConfig {
                     name: "tenants".into(),
@@ -242,6 +245,7 @@ split = { blue = 1 }
                     sticky: Some(StickyKey::Cookie("cutover-tenants".into())),
                     force: vec![],
                     rollout: None,
+                    mirror: None,
                 },
                 RouteConfig {
                     name: "rest".into(),
@@ -251,6 +255,7 @@ split = { blue = 1 }
                     sticky: None,
                     force: vec![],
                     rollout: None,
+                    mirror: None,
                 },
             ],
         };

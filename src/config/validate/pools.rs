@@ -7,9 +7,11 @@ use std::time::Duration;
 use http::uri::PathAndQuery;
 use toml::Spanned;
 
-use super::super::raw::{OrderedMap, RawGuard, RawHealth, RawPool};
+use super::super::raw::{OrderedMap, RawDuration, RawGuard, RawHealth, RawPool};
 use super::values::{is_dns_name, to_u32, Cx, Result};
-use crate::config::{BackendAddr, GuardConfig, HealthConfig, LbPolicy, PoolConfig, Scheme, UpstreamProtocol};
+use crate::config::{
+    BackendAddr, GuardConfig, HealthConfig, LbPolicy, PoolConfig, Scheme, SlowStartConfig, UpstreamProtocol,
+};
 
 pub(super) const DEFAULT_HEALTH_PATH: &str = "/healthz";
 pub(super) const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(2);
@@ -18,6 +20,8 @@ pub(super) const DEFAULT_UNHEALTHY_AFTER: i64 = 3;
 pub(super) const DEFAULT_HEALTHY_AFTER: i64 = 2;
 pub(super) const DEFAULT_GUARD_WINDOW: Duration = Duration::from_secs(30);
 pub(super) const DEFAULT_MIN_REQUESTS: i64 = 100;
+pub(super) const DEFAULT_SLOW_START_AGGRESSION: f64 = 1.0;
+pub(super) const MAX_SLOW_START_AGGRESSION: f64 = 10.0;
 
 impl Cx<'_> {
     // ----- [pools.NAME] -----------------------------------------------------
@@ -114,7 +118,42 @@ impl Cx<'_> {
         }
         let health = raw.health.map(|h| self.health(&name, h)).transpose()?;
         let guard = raw.guard.map(|g| self.guard(&name, g)).transpose()?;
-        Ok(PoolConfig { name, backends, lb, protocol, ca_file, health, guard })
+        let slow_start = self.slow_start(&name, raw.slow_start.as_ref(), raw.slow_start_aggression.as_ref())?;
+        Ok(PoolConfig { name, backends, lb, protocol, ca_file, health, guard, slow_start })
+    }
+
+    pub(super) fn slow_start(
+        &self,
+        pool: &str,
+        window: Option<&Spanned<RawDuration>>,
+        aggression: Option<&Spanned<f64>>,
+    ) -> Result<Option<SlowStartConfig>> {
+        let Some(window) = window else {
+            if let Some(a) = aggression {
+                return Err(self.err(
+                    a.span(),
+                    format!("pool \"{pool}\": slow_start_aggression needs slow_start, e.g. slow_start = \"30s\""),
+                ));
+            }
+            return Ok(None);
+        };
+        let window = self.duration(window, &format!("pool \"{pool}\": slow_start"), false)?;
+        let aggression = match aggression {
+            None => DEFAULT_SLOW_START_AGGRESSION,
+            Some(a) => {
+                let v = *a.get_ref();
+                if !(v.is_finite() && v > 0.0 && v <= MAX_SLOW_START_AGGRESSION) {
+                    return Err(self.err(
+                        a.span(),
+                        format!(
+                            "pool \"{pool}\": slow_start_aggression is {v}; it must be above 0 and at most {MAX_SLOW_START_AGGRESSION}"
+                        ),
+                    ));
+                }
+                v
+            }
+        };
+        Ok(Some(SlowStartConfig { window, aggression }))
     }
 
     pub(super) fn health(&self, pool: &str, raw: RawHealth) -> Result<HealthConfig> {
@@ -348,6 +387,41 @@ mod tests {
             "[pools.\"blue-2_a.b\"]\nbackends = [\"127.0.0.1:9001\"]\n[[routes]]\nname = \"r\"\nsplit = { \"blue-2_a.b\" = 1 }\n",
         );
         assert_eq!(config.pools[0].name, "blue-2_a.b");
+    }
+
+    #[test]
+    fn slow_start_is_a_window_and_an_aggression() {
+        let config = parse_ok(&with_pools(
+            "[pools.blue]\nbackends = [\"127.0.0.1:9001\"]\nslow_start = \"30s\"\n[pools.canary]\nbackends = [\"127.0.0.1:9003\"]\nslow_start = \"3s\"\nslow_start_aggression = 2.5\n",
+        ));
+        let blue = config.pool("blue").unwrap();
+        assert_eq!(blue.slow_start, Some(SlowStartConfig { window: Duration::from_secs(30), aggression: 1.0 }));
+        let canary = config.pool("canary").unwrap();
+        assert_eq!(canary.slow_start, Some(SlowStartConfig { window: Duration::from_secs(3), aggression: 2.5 }));
+        assert_eq!(parse_ok(&with_pools(POOLS)).pool("blue").unwrap().slow_start, None);
+
+        let pool = |extra: &str| {
+            with_pools(&format!(
+                "[pools.blue]\nbackends = [\"127.0.0.1:9001\"]\n{extra}[pools.canary]\nbackends = [\"127.0.0.1:9003\"]\n"
+            ))
+        };
+        assert_err(&pool("slow_start = \"0s\"\n"), "pool \"blue\": slow_start must be greater than zero", (3, 14));
+        assert_err(&pool("slow_start = \"3\"\n"), "pool \"blue\": slow_start: \"3\" has no unit", (3, 14));
+        assert_err(
+            &pool("slow_start = \"3s\"\nslow_start_aggression = 0\n"),
+            "pool \"blue\": slow_start_aggression is 0; it must be above 0",
+            (4, 25),
+        );
+        assert_err(
+            &pool("slow_start = \"3s\"\nslow_start_aggression = 11.0\n"),
+            "it must be above 0 and at most 10",
+            (4, 25),
+        );
+        assert_err(
+            &pool("slow_start_aggression = 2.0\n"),
+            "pool \"blue\": slow_start_aggression needs slow_start",
+            (3, 25),
+        );
     }
 
     #[test]

@@ -8,9 +8,9 @@ use std::ops::Range;
 use http::HeaderValue;
 use toml::Spanned;
 
-use super::super::raw::{OrderedMap, RawForce, RawRoute, RawSticky};
+use super::super::raw::{OrderedMap, RawForce, RawMirror, RawRoute, RawSticky};
 use super::values::{is_cookie_octet, is_dns_name, to_u32, Cx, Result};
-use crate::config::{ForceMatch, ForceRule, HostMatch, PoolConfig, RouteConfig, StickyKey};
+use crate::config::{ForceMatch, ForceRule, HostMatch, MirrorConfig, PoolConfig, RouteConfig, StickyKey};
 
 /// Largest weight of one pool; keeps sums far from overflow in any integer
 /// type the splitter may use.
@@ -83,7 +83,44 @@ impl Cx<'_> {
         let force =
             raw.force.iter().flatten().map(|f| self.force(&name, f, &split, pools)).collect::<Result<Vec<_>>>()?;
         let rollout = raw.rollout.as_ref().map(|r| self.rollout(&name, r, &split)).transpose()?;
-        Ok(RouteConfig { name, host, path_prefix, split, sticky, force, rollout })
+        let mirror = raw.mirror.as_ref().map(|m| self.mirror(&name, m, pools)).transpose()?;
+        Ok(RouteConfig { name, host, path_prefix, split, sticky, force, rollout, mirror })
+    }
+
+    pub(super) fn mirror(&self, route: &str, raw: &Spanned<RawMirror>, pools: &[PoolConfig]) -> Result<MirrorConfig> {
+        let table = raw.span();
+        let raw = raw.get_ref();
+        let pool = raw.pool.as_ref().ok_or_else(|| {
+            self.err(table.clone(), format!("route \"{route}\": mirror needs pool = \"NAME\", the shadow pool"))
+        })?;
+        if !pools.iter().any(|p| p.name == *pool.get_ref()) {
+            return Err(self.err(
+                pool.span(),
+                format!(
+                    "route \"{route}\": mirror names unknown pool \"{}\" (known: {})",
+                    pool.get_ref(),
+                    known_pools(pools)
+                ),
+            ));
+        }
+        let percent = match &raw.percent {
+            None => 100,
+            Some(v) => self.int_in(v, &format!("route \"{route}\": mirror.percent"), 0, 100)?,
+        };
+        let header = raw.header.as_ref().map(|h| self.header_name(route, "mirror.header", h)).transpose()?;
+        let max_body = match &raw.max_body {
+            None => DEFAULT_MIRROR_MAX_BODY,
+            Some(v) => parse_size(v.get_ref()).ok_or_else(|| {
+                self.err(
+                    v.span(),
+                    format!(
+                        "route \"{route}\": mirror.max_body \"{}\" is not a size; write bytes with a unit, e.g. \"64KiB\", \"1MiB\" or \"512B\"",
+                        v.get_ref()
+                    ),
+                )
+            })?,
+        };
+        Ok(MirrorConfig { pool: pool.get_ref().clone(), percent: to_u32(percent), header, max_body })
     }
 
     pub(super) fn host_match(&self, route: &str, v: &Spanned<String>) -> Result<HostMatch> {
@@ -290,6 +327,24 @@ impl Cx<'_> {
     }
 }
 
+/// The default `mirror.max_body`: 64 KiB.
+pub(super) const DEFAULT_MIRROR_MAX_BODY: usize = 64 * 1024;
+
+/// `"64KiB"`, `"1MiB"`, `"512B"` (or `"512"`) as bytes, at most 1 GiB.
+fn parse_size(text: &str) -> Option<usize> {
+    let text = text.trim();
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    let (number, unit) = text.split_at(digits);
+    let number: usize = number.parse().ok()?;
+    let scale: usize = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1024,
+        "MiB" => 1024 * 1024,
+        _ => return None,
+    };
+    number.checked_mul(scale).filter(|n| *n <= 1024 * 1024 * 1024)
+}
+
 fn known_pools(pools: &[PoolConfig]) -> String {
     pools.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
 }
@@ -301,6 +356,44 @@ mod tests {
     use http::HeaderName;
 
     // ----- [[routes]] ---------------------------------------------------------
+
+    #[test]
+    fn mirror_names_a_pool_a_percent_a_header_and_a_bound() {
+        let route = "[[routes]]\nname = \"shop\"\nsplit = { blue = 1 }\n[routes.mirror]\n";
+        let config = parse_ok(&with_routes(&format!(
+            "{route}pool = \"canary\"\npercent = 10\nheader = \"X-Mirror\"\nmax_body = \"1MiB\"\n"
+        )));
+        let mirror = config.routes[0].mirror.clone().unwrap();
+        assert_eq!(mirror.pool, "canary");
+        assert_eq!(mirror.percent, 10);
+        assert_eq!(mirror.header.unwrap().as_str(), "x-mirror");
+        assert_eq!(mirror.max_body, 1024 * 1024);
+        let defaults = parse_ok(&with_routes(&format!("{route}pool = \"canary\"\n"))).routes[0].mirror.clone().unwrap();
+        assert_eq!((defaults.percent, defaults.header, defaults.max_body), (100, None, DEFAULT_MIRROR_MAX_BODY));
+        assert_eq!(parse_ok(&with_routes(ROUTE)).routes[0].mirror, None);
+
+        assert_err(&with_routes(&format!("{route}percent = 10\n")), "route \"shop\": mirror needs pool", (8, 1));
+        assert_err(
+            &with_routes(&format!("{route}pool = \"shadow\"\n")),
+            "route \"shop\": mirror names unknown pool \"shadow\" (known: blue, canary)",
+            (9, 8),
+        );
+        assert_err(
+            &with_routes(&format!("{route}pool = \"canary\"\npercent = 101\n")),
+            "route \"shop\": mirror.percent is 101; it must be at most 100",
+            (10, 11),
+        );
+        assert_err(
+            &with_routes(&format!("{route}pool = \"canary\"\nmax_body = \"64KB\"\n")),
+            "route \"shop\": mirror.max_body \"64KB\" is not a size",
+            (10, 12),
+        );
+        assert_err(
+            &with_routes(&format!("{route}pool = \"canary\"\nfraction = 1\n")),
+            "unknown field `fraction`",
+            (10, 1),
+        );
+    }
 
     #[test]
     fn at_least_one_route() {
