@@ -173,7 +173,7 @@ fn the_schema_refuses_what_the_parser_refuses() {
         ("[server]\ndrain_timout = \"5s\"\n", "server.drain_timout: not a known key"),
         ("[server]\ndrain_timeout = 5\n", "server.drain_timeout: 5 is not of type"),
         ("[pools.red]\nbackends = [\"127.0.0.1:9002\"]\nlb = \"fastest\"\n", "pools.red.lb: \"fastest\" is not one of"),
-        ("[pools.blue.guard]\nwindow = \"5s\"\n", "pools.blue.guard: \"max_error_rate\" is required"),
+        ("[[routes.force]]\nheader = \"x-beta\"\n", "routes[0].force[0]: \"value\" is required"),
         ("[pools.blue.guard]\nmax_error_rate = 2\n", "pools.blue.guard.max_error_rate: 2 is above 1"),
         ("[pools.green]\nbackends = []\n", "pools.green.backends: fewer than 1 items"),
     ] {

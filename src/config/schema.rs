@@ -24,6 +24,10 @@ pub enum Kind {
     Integer(i64),
     /// A number between 0 and 1.
     Share,
+    /// A number of at least 0.
+    Number,
+    /// A rollout's steps: percents, or tables of a weight and a hold, or pauses.
+    Steps,
     /// `true` or `false`.
     Bool,
     /// One of these words.
@@ -99,6 +103,10 @@ pub static SERVER: Table = Table {
         key("workers", Kind::Integer(1), "Runtime worker threads; one per CPU core by default."),
         key("allow_underscores_in_headers", Kind::Bool, "Forward request headers whose name contains '_'."),
         key("tls", Kind::Table(&TLS), "[server.tls]: a TLS listener."),
+        key("request_id_header", Kind::Text, "Request ID header kept or made and passed both ways; \"\" turns it off."),
+        key("request_id_max_len", Kind::Integer(1), "Longest client request ID kept; a longer one is replaced."),
+        key("start_traces", Kind::Bool, "Start a W3C trace (traceparent) for requests that carry none."),
+        key("pool_header", Kind::Text, "Response header naming the pool that served the request; off when absent."),
     ],
 };
 
@@ -129,10 +137,22 @@ pub static HEALTH: Table = Table {
 pub static GUARD: Table = Table {
     path: "[pools.NAME.guard]",
     keys: &[
-        required("max_error_rate", Kind::Share, "Largest tolerated share of failed requests, 0 to 1."),
+        key(
+            "max_error_rate",
+            Kind::Share,
+            "Largest tolerated share of failed requests, 0 to 1; required without a baseline.",
+        ),
         key("max_p99_latency", Kind::Duration, "The pool also trips when its p99 latency exceeds this."),
         key("window", Kind::Duration, "Length of the sliding window."),
         key("min_requests", Kind::Integer(1), "Nothing is judged before the window holds this many requests."),
+        key("baseline", Kind::Text, "Judge the pool against this pool over the same time."),
+        key("max_error_increase", Kind::Share, "Allowed excess failure share over the baseline."),
+        key(
+            "max_latency_ratio",
+            Kind::Number,
+            "The pool's slow share is judged against this multiple of the baseline's p99.",
+        ),
+        key("confidence", Kind::Share, "Confidence of every verdict against the baseline."),
     ],
 };
 
@@ -146,6 +166,8 @@ pub static POOL: Table = Table {
         key("ca_file", Kind::Text, "Extra PEM CA certificates for the pool's https:// backends."),
         key("health", Kind::Table(&HEALTH), "[pools.NAME.health]: active health checks."),
         key("guard", Kind::Table(&GUARD), "[pools.NAME.guard]: automatic rollback on errors or latency."),
+        key("slow_start", Kind::Duration, "A joining or returning backend's share ramps up over this."),
+        key("slow_start_aggression", Kind::Number, "Shape of the slow-start ramp (1 = linear)."),
     ],
 };
 
@@ -169,6 +191,47 @@ pub static FORCE: Table = Table {
     ],
 };
 
+/// `[routes.mirror]`.
+pub static MIRROR: Table = Table {
+    path: "[routes.mirror]",
+    keys: &[
+        required("pool", Kind::Text, "The shadow pool the copies go to."),
+        key("percent", Kind::Integer(0), "Share of the route's requests copied, 0 to 100."),
+        key("header", Kind::Text, "Only requests carrying this header are copied."),
+        key("max_body", Kind::Text, "Largest request body copied, such as \"64KiB\"."),
+    ],
+};
+
+/// `[routes.rollout]`.
+pub static ROLLOUT: Table = Table {
+    path: "[routes.rollout]",
+    keys: &[
+        required("pool", Kind::Text, "The canary: the new version, one of the route's split pools."),
+        required("steps", Kind::Steps, "The canary's share at each step."),
+        key("hold", Kind::Duration, "How long each step lasts at least."),
+        key(
+            "max_hold",
+            Kind::Duration,
+            "How long a step may stay inconclusive after its hold before the rollout pauses.",
+        ),
+        key("start", Kind::OneOf(&["on_new_version", "manual"]), "When the rollout starts by itself."),
+        key("bake", Kind::Duration, "How long the canary is still judged after promotion."),
+    ],
+};
+
+/// `[access_log]`.
+pub static ACCESS_LOG: Table = Table {
+    path: "[access_log]",
+    keys: &[
+        key("to", Kind::Text, "\"stdout\", \"stderr\" or a file path."),
+        key("format", Kind::OneOf(&["json", "text"]), "The line format."),
+        key("sample", Kind::Share, "Share of successful requests logged; failed ones always are."),
+        key("query", Kind::Bool, "Keep query strings in the logged path."),
+        key("queue", Kind::Integer(1), "Lines that may wait for the writer before new ones are dropped."),
+        key("listeners", Kind::TextList(false), "Log only requests to these listen addresses."),
+    ],
+};
+
 /// `[[routes]]`.
 pub static ROUTE: Table = Table {
     path: "[[routes]]",
@@ -179,6 +242,8 @@ pub static ROUTE: Table = Table {
         required("split", Kind::Weights, "Relative weights per pool, such as { blue = 90, canary = 10 }."),
         key("sticky", Kind::Table(&STICKY), "{ cookie = \"NAME\" } or { header = \"NAME\" }, not both."),
         key("force", Kind::Tables(&FORCE), "[[routes.force]]: override rules."),
+        key("mirror", Kind::Table(&MIRROR), "[routes.mirror]: copies of requests for a shadow pool."),
+        key("rollout", Kind::Table(&ROLLOUT), "[routes.rollout]: a progressive rollout of one of the route's pools."),
     ],
 };
 
@@ -188,13 +253,15 @@ pub static FILE: Table = Table {
     keys: &[
         key("server", Kind::Table(&SERVER), "[server]: listeners, timeouts and limits of the traffic side."),
         key("admin", Kind::Table(&ADMIN), "[admin]: the admin API."),
+        key("access_log", Kind::Table(&ACCESS_LOG), "[access_log]: one line per finished request."),
         required("pools", Kind::Named(&POOL), "[pools.NAME]: named groups of backends."),
         required("routes", Kind::Tables(&ROUTE), "[[routes]]: which requests go where, in file order."),
     ],
 };
 
 /// Every table of the file, for the test that compares them with the parser.
-pub static TABLES: [&Table; 10] = [&FILE, &SERVER, &TLS, &ADMIN, &POOL, &HEALTH, &GUARD, &ROUTE, &STICKY, &FORCE];
+pub static TABLES: [&Table; 13] =
+    [&FILE, &SERVER, &TLS, &ADMIN, &ACCESS_LOG, &POOL, &HEALTH, &GUARD, &ROUTE, &STICKY, &FORCE, &MIRROR, &ROLLOUT];
 
 /// The schema (draft 2020-12) as pretty-printed JSON, ending in no newline.
 pub fn json_schema() -> String {
@@ -227,6 +294,12 @@ fn value(k: &Key) -> Value {
         Kind::Duration => json!({"type": "string", "pattern": "^[0-9]", "examples": ["250ms", "30s", "5m"]}),
         Kind::Integer(min) => json!({"type": "integer", "minimum": min}),
         Kind::Share => json!({"type": "number", "minimum": 0, "maximum": 1}),
+        Kind::Number => json!({"type": "number", "minimum": 0}),
+        Kind::Steps => json!({
+            "type": "array",
+            "minItems": 1,
+            "items": {"description": "A percent (25), { weight = 25, hold = \"10m\" } or { pause = true }."}
+        }),
         Kind::Bool => json!({"type": "boolean"}),
         Kind::OneOf(words) => json!({"type": "string", "enum": words}),
         Kind::TextList(non_empty) => {
@@ -263,17 +336,20 @@ mod tests {
 
     #[test]
     fn every_table_has_the_keys_the_parser_accepts() {
-        let probes: [(&Table, &str); 10] = [
+        let probes: [(&Table, &str); 13] = [
             (&FILE, "zz_unknown = 1\n"),
             (&SERVER, "[server]\nzz_unknown = 1\n"),
             (&TLS, "[server.tls]\nzz_unknown = 1\n"),
             (&ADMIN, "[admin]\nzz_unknown = 1\n"),
+            (&ACCESS_LOG, "[access_log]\nzz_unknown = 1\n"),
             (&POOL, "[pools.a]\nzz_unknown = 1\n"),
             (&HEALTH, "[pools.a.health]\nzz_unknown = 1\n"),
             (&GUARD, "[pools.a.guard]\nzz_unknown = 1\n"),
             (&ROUTE, "[[routes]]\nzz_unknown = 1\n"),
             (&STICKY, "[[routes]]\nsticky = { zz_unknown = \"x\" }\n"),
             (&FORCE, "[[routes]]\n[[routes.force]]\nzz_unknown = 1\n"),
+            (&MIRROR, "[[routes]]\n[routes.mirror]\nzz_unknown = 1\n"),
+            (&ROLLOUT, "[[routes]]\n[routes.rollout]\nzz_unknown = 1\n"),
         ];
         assert_eq!(probes.len(), TABLES.len(), "a probe for every table");
         for (table, probe) in probes {
@@ -290,7 +366,8 @@ mod tests {
         let schema: Value = serde_json::from_str(&json_schema()).unwrap();
         assert_eq!(schema["additionalProperties"], false);
         let pool = &schema["properties"]["pools"]["additionalProperties"];
-        assert_eq!(pool["properties"]["guard"]["required"], json!(["max_error_rate"]));
+        assert!(pool["properties"]["guard"].get("required").is_none(), "max_error_rate is optional with a baseline");
+        assert_eq!(pool["properties"]["guard"]["properties"]["baseline"]["type"], "string");
         assert_eq!(
             schema["properties"]["routes"]["items"]["properties"]["force"]["items"]["required"],
             json!(["value", "pool"])
