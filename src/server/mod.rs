@@ -24,6 +24,8 @@
 //!   on the watchdog's deadlines;
 //! - [`limits`]: [`ConnLimits`] and hyper's builders, with the HTTP/2 limits;
 //! - [`sniff`]: HTTP/1.1 or the HTTP/2 preface, from a `peek`;
+//! - [`preface`]: the HTTP/2 preface checked, and the GOAWAY that refuses
+//!   an invalid one;
 //! - [`watchdog`]: what a connection is doing, and when it is due to close;
 //! - [`io`]: the byte stream wrapper that feeds the watchdog and the head scan;
 //! - [`head_scan`]: the raw look at request heads that finds a body framed
@@ -36,6 +38,7 @@ mod gated;
 mod head_scan;
 mod io;
 mod limits;
+mod preface;
 mod sniff;
 mod watchdog;
 
