@@ -159,7 +159,12 @@ impl Snapshot {
                 .collect::<Vec<_>>();
             let guard = inputs.guards.get(&pc.name).cloned();
             let tripped = inputs.tripped.contains(&pc.name);
-            pools.push(Arc::new(Pool::new(name, backends, pc.lb).with_guard(guard).with_tripped(tripped)));
+            pools.push(Arc::new(
+                Pool::new(name, backends, pc.lb)
+                    .with_guard(guard)
+                    .with_tripped(tripped)
+                    .with_retry_unanswered(pc.retry_unanswered),
+            ));
         }
         let removed: Vec<Arc<Backend>> = old.into_values().collect();
 

@@ -121,6 +121,9 @@ pub struct PoolConfig {
     pub health: Option<HealthConfig>,
     /// Optional automatic-rollback thresholds.
     pub guard: Option<GuardConfig>,
+    /// Whether an idempotent request without a body, whose connection
+    /// closed after it was written and before any answer, is sent once more.
+    pub retry_unanswered: bool,
 }
 
 /// Whether a backend is reached over plain TCP or TLS.

@@ -108,6 +108,8 @@ pub(crate) struct RawPool {
     pub(crate) health: Option<RawHealth>,
     /// `[pools.NAME.guard]`.
     pub(crate) guard: Option<Spanned<RawGuard>>,
+    /// Whether a request closed unanswered is sent again (default true).
+    pub(crate) retry_unanswered: Option<bool>,
 }
 
 /// `[pools.NAME.health]`.

@@ -183,6 +183,7 @@ split = { blue = 1 }
                         window: Duration::from_secs(30),
                         min_requests: 100,
                     }),
+                    retry_unanswered: true,
                 },
                 PoolConfig {
                     name: "green".into(),
@@ -206,6 +207,7 @@ split = { blue = 1 }
                         window: Duration::from_secs(60),
                         min_requests: 20,
                     }),
+                    retry_unanswered: true,
                 },
             ],
             routes: vec![

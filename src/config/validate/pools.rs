@@ -109,7 +109,8 @@ impl Cx<'_> {
         }
         let health = raw.health.map(|h| self.health(&name, h)).transpose()?;
         let guard = raw.guard.map(|g| self.guard(&name, g)).transpose()?;
-        Ok(PoolConfig { name, backends, lb, protocol, ca_file, health, guard })
+        let retry_unanswered = raw.retry_unanswered.unwrap_or(true);
+        Ok(PoolConfig { name, backends, lb, protocol, ca_file, health, guard, retry_unanswered })
     }
 
     pub(super) fn health(&self, pool: &str, raw: RawHealth) -> Result<HealthConfig> {
@@ -372,6 +373,24 @@ mod tests {
         with_pools(&format!(
             "[pools.blue]\nbackends = [\"127.0.0.1:9001\"]\n[pools.blue.health]\n{body}[pools.canary]\nbackends = [\"127.0.0.1:9003\"]\n"
         ))
+    }
+
+    #[test]
+    fn retry_unanswered_defaults_to_on_and_can_be_turned_off() {
+        let on = parse_ok(&with_pools(
+            "[pools.blue]\nbackends = [\"127.0.0.1:9001\"]\n[pools.canary]\nbackends = [\"127.0.0.1:9003\"]\n",
+        ));
+        assert!(on.pools.iter().all(|p| p.retry_unanswered));
+        let off = parse_ok(&with_pools(
+            "[pools.blue]\nbackends = [\"127.0.0.1:9001\"]\nretry_unanswered = false\n[pools.canary]\nbackends = [\"127.0.0.1:9003\"]\n",
+        ));
+        assert!(!off.pools[0].retry_unanswered);
+        assert!(off.pools[1].retry_unanswered);
+        assert_err(
+            &with_pools("[pools.blue]\nbackends = [\"127.0.0.1:9001\"]\nretry_unanswered = \"no\"\n"),
+            "invalid type: string \"no\", expected a boolean",
+            (3, 20),
+        );
     }
 
     #[test]
