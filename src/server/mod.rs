@@ -30,7 +30,8 @@
 //! - [`io`]: the byte stream wrapper that feeds the watchdog and the head scan;
 //! - [`head_scan`]: the raw look at request heads that finds a body framed
 //!   two ways;
-//! - [`gated`]: a future polled only when it may have moved.
+//! - [`gated`]: a future polled only when it may have moved;
+//! - [`props`]: the head scan's invariants, for property tests and fuzzing.
 
 mod accept;
 mod connection;
@@ -39,6 +40,7 @@ mod head_scan;
 mod io;
 mod limits;
 mod preface;
+pub(crate) mod props;
 mod sniff;
 mod watchdog;
 
