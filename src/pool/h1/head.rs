@@ -118,6 +118,11 @@ pub(super) fn parse_head(read: &mut BytesMut, is_head: bool) -> Result<Parsed, H
     let mut parsed = httparse::Response::new(&mut []);
     let parsing = httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut parsed, read, &mut fields);
     let head_len = match parsing {
+        // The same limit as on a head still partial (in `conn`), so that
+        // the answer does not depend on how much of it one read held.
+        Ok(httparse::Status::Complete(len)) if len > MAX_HEAD_BYTES => {
+            return Err(H1Error::Malformed("response head too large"))
+        }
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
         Err(httparse::Error::TooManyHeaders) => return Err(H1Error::Malformed("too many header fields")),
