@@ -8,8 +8,10 @@
 //! not parse: those are rejected here, each with `file:line:col`, so a reload
 //! that fails validation changes nothing. The same [`load`] serves `cutover
 //! check`, startup and every hot reload, so "check passes" means "reload
-//! applies".
+//! applies". [`props`] states that promise for any text, for the property
+//! tests and the fuzz target.
 
+pub(crate) mod props;
 mod raw;
 pub mod restart;
 mod validate;

@@ -14,16 +14,22 @@ use http::HeaderMap;
 use super::body::next_frame;
 use super::head::{parse_head, Chunk, Framing, Parsed, MAX_HEAD_BYTES};
 
+/// Header fields as names and values, in order.
+pub(crate) type Fields = Vec<(String, Vec<u8>)>;
+
+/// A final head: status, version, fields, framing and keep-alive.
+pub(crate) type Head = (u16, String, Fields, String, bool);
+
 /// A response as the inline client reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Read {
     /// Status, version, end-to-end headers, framing and keep-alive of the
     /// final head, once whole.
-    pub(crate) head: Option<(u16, String, Vec<(String, Vec<u8>)>, String, bool)>,
+    pub(crate) head: Option<Head>,
     /// The body's bytes, all frames together.
     pub(crate) body: Vec<u8>,
     /// The trailers, if any came.
-    pub(crate) trailers: Option<Vec<(String, Vec<u8>)>>,
+    pub(crate) trailers: Option<Fields>,
     /// How it ended.
     pub(crate) end: End,
 }
@@ -40,7 +46,7 @@ pub(crate) enum End {
     Malformed(&'static str),
 }
 
-fn fields(headers: &HeaderMap) -> Vec<(String, Vec<u8>)> {
+fn fields(headers: &HeaderMap) -> Fields {
     headers.iter().map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec())).collect()
 }
 
