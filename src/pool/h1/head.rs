@@ -13,7 +13,8 @@ use super::error::H1Error;
 /// Most header fields in a response head (hyper's limit too).
 pub(super) const MAX_HEADERS: usize = 100;
 /// The largest response head, 1xx heads included, and the largest trailer
-/// section: what hyper's client allows for a head.
+/// section: about what hyper's client allows, judged on the head's length
+/// rather than on how full one read left the buffer.
 pub(super) const MAX_HEAD_BYTES: usize = 400 * 1024;
 
 /// A response head read from a backend, and how its body is framed.
