@@ -70,6 +70,8 @@ pub mod control;
 pub mod error;
 pub mod exchange;
 pub mod fleet;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod guard;
 pub mod headers;
 pub mod health;

@@ -202,7 +202,8 @@ impl Snapshot {
                     .with_guard(guard)
                     .with_baseline_for(baseline_for)
                     .with_tripped(tripped)
-                    .with_slow_start(pc.slow_start),
+                    .with_slow_start(pc.slow_start)
+                    .with_retry_unanswered(pc.retry_unanswered),
             ));
         }
         let removed: Vec<Arc<Backend>> = old.into_values().collect();

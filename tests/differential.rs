@@ -48,12 +48,20 @@ const PARALLEL: usize = 8;
 
 /// Known differences: case name, and why the clients differ. When a
 /// difference is fixed, the test says so and its entry goes.
-const KNOWN: &[(&str, &str)] = &[(
-    "content-length beside chunked",
-    "hardening gap of hyper's client: both read the chunked body and forward it whole (the Content-Length \
+const KNOWN: &[(&str, &str)] = &[
+    (
+        "content-length beside chunked",
+        "hardening gap of hyper's client: both read the chunked body and forward it whole (the Content-Length \
          removed, RFC 9112 §6.3), but only the inline client then drops the connection, since an answer with \
          both framings is a sign of response splitting; hyper's client gives it back to the pool",
-)];
+    ),
+    (
+        "a 410 KiB header",
+        "on purpose: the inline client refuses a response head over 400 KiB by its length, whatever the reads \
+         that brought it; hyper's client refuses one only when a read leaves its buffer full with the head \
+         unfinished, so whether it takes a head just over its limit depends on how the bytes arrive",
+    ),
+];
 
 /// What the backend does after writing a case's bytes.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -104,3 +104,28 @@ async fn the_retry_series_exist_before_the_first_retry() {
     }
     assert_eq!(good.hits(), 1);
 }
+
+/// `retry_unanswered = false`: the pool opts out, so a GET that reached the
+/// dying backend is answered `502` and is not sent to the good one.
+#[tokio::test]
+async fn a_pool_can_turn_the_resend_off() {
+    let dying = dying().await;
+    let good = Upstream::named("good").await;
+    let text = Config::new()
+        .pool_with("app", &[dying.addr, good.addr], "lb = \"round_robin\"\nretry_unanswered = false")
+        .route("app", "app = 100")
+        .build();
+    let proxy = TestProxy::start(&text).await;
+    let client = client();
+    let mut statuses = Vec::new();
+    for i in 0..2 {
+        statuses.push(get(&client, &proxy.url(&format!("/get/{i}")), &[]).await.status.as_u16());
+    }
+    statuses.sort_unstable();
+    // Round robin: one GET went to the dying backend (the case ran) and
+    // got the 502; the other reached the good one, and only it.
+    assert_eq!(statuses, [200, 502]);
+    assert_eq!(dying.requests().len(), 1);
+    assert_eq!(good.hits(), 1, "sent again despite retry_unanswered = false");
+    assert_eq!(retries(&proxy, "closed_unanswered").await, 0.0);
+}

@@ -8,8 +8,10 @@
 //! not parse: those are rejected here, each with `file:line:col`, so a reload
 //! that fails validation changes nothing. The same [`load`] serves `cutover
 //! check`, startup and every hot reload, so "check passes" means "reload
-//! applies".
+//! applies". [`props`] states that promise for any text, for the property
+//! tests and the fuzz target.
 
+pub(crate) mod props;
 mod raw;
 pub mod restart;
 pub mod schema;
@@ -177,6 +179,9 @@ pub struct PoolConfig {
     pub guard: Option<GuardConfig>,
     /// Optional slow start of backends that join or return to the pool.
     pub slow_start: Option<SlowStartConfig>,
+    /// Whether an idempotent request without a body, whose connection
+    /// closed after it was written and before any answer, is sent once more.
+    pub retry_unanswered: bool,
 }
 
 /// `slow_start` and `slow_start_aggression` of a pool: how a backend's

@@ -140,6 +140,8 @@ pub(crate) struct RawPool {
     pub(crate) slow_start: Option<Spanned<RawDuration>>,
     /// Slow start ramp exponent's inverse.
     pub(crate) slow_start_aggression: Option<Spanned<f64>>,
+    /// Whether a request closed unanswered is sent again (default true).
+    pub(crate) retry_unanswered: Option<bool>,
 }
 
 /// `[pools.NAME.health]`.

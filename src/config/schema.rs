@@ -168,6 +168,11 @@ pub static POOL: Table = Table {
         key("guard", Kind::Table(&GUARD), "[pools.NAME.guard]: automatic rollback on errors or latency."),
         key("slow_start", Kind::Duration, "A joining or returning backend's share ramps up over this."),
         key("slow_start_aggression", Kind::Number, "Shape of the slow-start ramp (1 = linear)."),
+        key(
+            "retry_unanswered",
+            Kind::Bool,
+            "Send an idempotent request closed unanswered once more, to another backend.",
+        ),
     ],
 };
 

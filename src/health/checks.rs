@@ -28,7 +28,10 @@ where
 {
     let mut state = HealthState::from_config(backend.is_healthy(), &config);
     let mut ticks = tokio::time::interval(config.interval);
-    // A slow probe delays the next one rather than causing a burst.
+    // Probes never overlap: one that outlasts the interval (a timeout
+    // longer than it is allowed) is followed by the next as soon as it
+    // ends or times out, and the interval counts again from there, rather
+    // than a burst of missed ticks.
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
@@ -243,6 +246,50 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(b.is_healthy(), "second consecutive success brings it back");
         assert_eq!(calls.load(Ordering::SeqCst), 6);
+        task.abort();
+    }
+
+    /// A probe that takes `takes` to fail, recording when each started and
+    /// ended, and how many ran at once at most.
+    #[allow(clippy::type_complexity)]
+    fn slow(
+        takes: Duration,
+        log: Arc<Mutex<Vec<(tokio::time::Instant, tokio::time::Instant)>>>,
+        running: Arc<AtomicUsize>,
+        most: Arc<AtomicUsize>,
+    ) -> impl FnMut() -> std::pin::Pin<Box<dyn Future<Output = Result<StatusCode, ProbeError>> + Send>> {
+        move || {
+            let (log, running, most) = (log.clone(), running.clone(), most.clone());
+            Box::pin(async move {
+                let start = tokio::time::Instant::now();
+                most.fetch_max(running.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                tokio::time::sleep(takes).await;
+                running.fetch_sub(1, Ordering::SeqCst);
+                log.lock().unwrap().push((start, tokio::time::Instant::now()));
+                Err(ProbeError::Timeout(takes))
+            })
+        }
+    }
+
+    /// `timeout` longer than `interval`: a probe that runs 3 s under a 1 s
+    /// interval is followed by the next as soon as it ends, never by two at
+    /// once, and its failures still count.
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_longer_than_the_interval_delays_the_next_one() {
+        let b = backend_at("p", "127.0.0.1:9000");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (running, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let takes = Duration::from_secs(3);
+        let task =
+            tokio::spawn(check_loop(b.clone(), config(1_000, 3, 1), slow(takes, log.clone(), running, most.clone())));
+        tokio::time::sleep(Duration::from_millis(9_500)).await;
+        let probes = log.lock().unwrap().clone();
+        assert_eq!(probes.len(), 3, "probes ending at 3, 6 and 9 s: {probes:?}");
+        for pair in probes.windows(2) {
+            assert_eq!(pair[1].0, pair[0].1, "the next probe starts as the previous ends: {probes:?}");
+        }
+        assert_eq!(most.load(Ordering::SeqCst), 1, "probes of one backend never overlap");
+        assert!(!b.is_healthy(), "three slow failures mark it down");
         task.abort();
     }
 

@@ -6,52 +6,73 @@
 /// is in flight, for the one thing hyper resolves without telling: a head
 /// with both `Content-Length` and `Transfer-Encoding`. hyper's framing is
 /// the safety (it drops the length and closes the connection after); this
-/// scan only turns such a request into the 400 the spec asks for. It checks
-/// line starts only, and a header name split across two reads goes unseen,
-/// which costs nothing but the 400.
+/// scan only turns such a request into the 400 the spec asks for. It keeps
+/// the first bytes of the current line, enough for either name, so a name
+/// or a blank line split across two reads is seen as if it came in one.
 #[derive(Debug, Default)]
 pub(super) struct HeadScan {
     in_head: bool,
-    at_line_start: bool,
+    /// The current line's first bytes, as many as a name needs.
+    line: [u8; LINE_START],
+    /// How many of them are in `line`; [`LINE_START`] once the line's start
+    /// is judged, while the rest of the line passes.
+    line_len: usize,
     saw_length: bool,
     saw_chunked: bool,
 }
 
+/// The longest name looked for, with its colon.
+const LINE_START: usize = b"transfer-encoding:".len();
+
 impl HeadScan {
     /// Scan `bytes`, which continue the current head or start a new one.
-    /// Returns true when a head ended that framed its body both ways.
+    /// Returns true when a head ended that framed its body both ways; the
+    /// bytes after a head's end are not looked at.
     pub(super) fn feed(&mut self, bytes: &[u8]) -> bool {
         if !self.in_head {
-            *self = HeadScan { in_head: true, at_line_start: true, ..HeadScan::default() };
+            *self = HeadScan { in_head: true, ..HeadScan::default() };
         }
-        let mut at = 0;
-        while at < bytes.len() {
-            let rest = &bytes[at..];
-            if self.at_line_start {
-                if rest.starts_with(b"\r\n") || rest[0] == b'\n' {
-                    let conflict = self.saw_length && self.saw_chunked;
-                    *self = HeadScan::default();
-                    return conflict;
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            if self.line_len == LINE_START {
+                // The line's start is judged: skip to its end.
+                match memchr::memchr(b'\n', rest) {
+                    Some(end) => {
+                        rest = &rest[end + 1..];
+                        self.line_len = 0;
+                    }
+                    None => return false,
                 }
-                // Most lines start with neither letter: one byte decides.
-                match rest[0] {
-                    b'c' | b'C' => self.saw_length |= starts_with_ignore_case(rest, b"content-length:"),
-                    b't' | b'T' => self.saw_chunked |= starts_with_ignore_case(rest, b"transfer-encoding:"),
-                    _ => {}
-                }
+                continue;
             }
-            match memchr::memchr(b'\n', rest) {
-                Some(end) => {
-                    at += end + 1;
-                    self.at_line_start = true;
-                }
-                None => {
-                    self.at_line_start = false;
-                    break;
-                }
+            // Collect the line's first bytes, up to its end.
+            let room = LINE_START - self.line_len;
+            let window = &rest[..rest.len().min(room)];
+            let (take, ended) = match memchr::memchr(b'\n', window) {
+                Some(end) => (end, true),
+                None => (window.len(), false),
+            };
+            self.line[self.line_len..self.line_len + take].copy_from_slice(&window[..take]);
+            self.line_len += take;
+            rest = &rest[take + usize::from(ended)..];
+            let start = &self.line[..self.line_len];
+            if ended && (start.is_empty() || start == b"\r") {
+                let conflict = self.saw_length && self.saw_chunked;
+                *self = HeadScan::default();
+                return conflict;
+            }
+            if ended || self.line_len == LINE_START {
+                self.saw_length |= starts_with_ignore_case(start, b"content-length:");
+                self.saw_chunked |= starts_with_ignore_case(start, b"transfer-encoding:");
+                self.line_len = if ended { 0 } else { LINE_START };
             }
         }
         false
+    }
+
+    /// Whether a head has begun and not ended.
+    pub(super) fn in_head(&self) -> bool {
+        self.in_head
     }
 
     /// Bytes arrived that are not a request head (a body, or HTTP/2): the

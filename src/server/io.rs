@@ -3,7 +3,9 @@
 //! Every read and write passes through [`Watched`], which is where the
 //! watchdog learns that a request head has started, that a write found the
 //! client's socket full, and where a head is scanned for a body framed two
-//! ways, without a syscall or a timer of its own.
+//! ways, without a syscall or a timer of its own. On an HTTP/2 connection
+//! it also checks the client's preface, and answers an invalid one with a
+//! GOAWAY before hyper sees it.
 
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -13,6 +15,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::head_scan::HeadScan;
+use super::preface::{Preface, PrefaceCheck, GOAWAY_PROTOCOL_ERROR};
 use super::watchdog::Activity;
 
 /// The downstream byte stream, telling the connection's [`Activity`] when
@@ -23,21 +26,105 @@ pub(super) struct Watched<I> {
     io: I,
     activity: Arc<Activity>,
     scan: HeadScan,
+    preface: PrefaceState,
 }
 
+/// Where an HTTP/2 connection's preface check stands.
+#[derive(Debug)]
+enum PrefaceState {
+    /// Not HTTP/2, or the preface was valid: nothing to check.
+    Done,
+    /// Checking the first bytes as they arrive.
+    Checking(PrefaceCheck),
+    /// Invalid: writing the GOAWAY, this many bytes of it written.
+    Refusing(usize),
+    /// The GOAWAY is out: ending the write side.
+    Closing,
+    /// Reading and dropping what the client still sends, this many bytes so
+    /// far, so that the close is a FIN behind the GOAWAY and not a reset
+    /// that could destroy it before the client reads it.
+    Draining(usize),
+}
+
+/// Most a refused client's bytes are read and dropped before the close.
+const DRAIN_LIMIT: usize = 64 * 1024;
+
 impl<I> Watched<I> {
-    /// `io`, reporting to `activity`.
+    /// `io`, reporting to `activity`; the HTTP/2 preface is checked when
+    /// `activity` says the connection speaks HTTP/2.
     pub(super) fn new(io: I, activity: Arc<Activity>) -> Watched<I> {
-        Watched { io, activity, scan: HeadScan::default() }
+        let preface = if activity.h2.load(Ordering::Relaxed) {
+            PrefaceState::Checking(PrefaceCheck::default())
+        } else {
+            PrefaceState::Done
+        };
+        Watched { io, activity, scan: HeadScan::default(), preface }
     }
 }
 
-impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
+impl<I: AsyncRead + AsyncWrite + Unpin> Watched<I> {
+    /// After an invalid preface: write the GOAWAY, end the write side, drain
+    /// what the client still sends, then fail the read so hyper closes.
+    fn poll_refuse(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let refused = || std::io::Error::new(std::io::ErrorKind::InvalidData, "invalid HTTP/2 connection preface");
+        loop {
+            match self.preface {
+                PrefaceState::Refusing(written) if written < GOAWAY_PROTOCOL_ERROR.len() => {
+                    match std::task::ready!(Pin::new(&mut self.io).poll_write(cx, &GOAWAY_PROTOCOL_ERROR[written..])) {
+                        Ok(0) | Err(_) => return Poll::Ready(Err(refused())),
+                        Ok(n) => self.preface = PrefaceState::Refusing(written + n),
+                    }
+                }
+                PrefaceState::Refusing(_) => {
+                    if std::task::ready!(Pin::new(&mut self.io).poll_flush(cx)).is_err() {
+                        return Poll::Ready(Err(refused()));
+                    }
+                    self.preface = PrefaceState::Closing;
+                }
+                PrefaceState::Closing => {
+                    if std::task::ready!(Pin::new(&mut self.io).poll_shutdown(cx)).is_err() {
+                        return Poll::Ready(Err(refused()));
+                    }
+                    self.preface = PrefaceState::Draining(0);
+                }
+                PrefaceState::Draining(dropped) => {
+                    let mut scratch = [0u8; 4096];
+                    let mut sink = ReadBuf::new(&mut scratch);
+                    let read = std::task::ready!(Pin::new(&mut self.io).poll_read(cx, &mut sink));
+                    let n = sink.filled().len();
+                    if read.is_err() || n == 0 || dropped + n >= DRAIN_LIMIT {
+                        return Poll::Ready(Err(refused()));
+                    }
+                    self.preface = PrefaceState::Draining(dropped + n);
+                }
+                PrefaceState::Done | PrefaceState::Checking(_) => return Poll::Ready(Err(refused())),
+            }
+        }
+    }
+}
+
+impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for Watched<I> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
+        if !matches!(this.preface, PrefaceState::Done | PrefaceState::Checking(_)) {
+            return this.poll_refuse(cx);
+        }
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.io).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = polled {
+            let fresh = &buf.filled()[before..];
+            if let PrefaceState::Checking(check) = &mut this.preface {
+                match check.feed(fresh) {
+                    Preface::Pending => {}
+                    Preface::Valid => this.preface = PrefaceState::Done,
+                    Preface::Invalid => {
+                        // hyper never sees these bytes.
+                        buf.set_filled(before);
+                        this.preface = PrefaceState::Refusing(0);
+                        return this.poll_refuse(cx);
+                    }
+                }
+            }
             let fresh = &buf.filled()[before..];
             if !fresh.is_empty() {
                 let idle = this.activity.active.load(Ordering::Relaxed) == 0;

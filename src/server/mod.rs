@@ -24,11 +24,14 @@
 //!   on the watchdog's deadlines;
 //! - [`limits`]: [`ConnLimits`] and hyper's builders, with the HTTP/2 limits;
 //! - [`sniff`]: HTTP/1.1 or the HTTP/2 preface, from a `peek`;
+//! - [`preface`]: the HTTP/2 preface checked, and the GOAWAY that refuses
+//!   an invalid one;
 //! - [`watchdog`]: what a connection is doing, and when it is due to close;
 //! - [`io`]: the byte stream wrapper that feeds the watchdog and the head scan;
 //! - [`head_scan`]: the raw look at request heads that finds a body framed
 //!   two ways;
-//! - [`gated`]: a future polled only when it may have moved.
+//! - [`gated`]: a future polled only when it may have moved;
+//! - [`props`]: the head scan's invariants, for property tests and fuzzing.
 
 mod accept;
 mod connection;
@@ -36,6 +39,8 @@ mod gated;
 mod head_scan;
 mod io;
 mod limits;
+mod preface;
+pub(crate) mod props;
 mod sniff;
 mod watchdog;
 

@@ -17,15 +17,17 @@ pub(super) enum Protocol {
 }
 
 /// How an HTTP/2 client with prior knowledge opens (RFC 9113 §3.4).
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const PRI: &[u8] = b"PRI ";
 
 /// The protocol a connection's first bytes announce, once they tell: the
 /// HTTP/2 preface begins with `PRI `, which no HTTP/1.1 request line does.
-/// (hyper's HTTP/2 server checks the rest of the preface.) `None` while all
-/// there is are the first one to three bytes of `PRI `.
+/// The rest of the preface is checked on the HTTP/2 side
+/// ([`preface`](super::preface)), so that a wrong one is answered with a
+/// GOAWAY. `None` while all there is are the first one to three bytes of
+/// `PRI `.
 fn protocol_of(first: &[u8]) -> Option<Protocol> {
-    let n = first.len().min(H2_PREFACE.len());
-    if first[..n] != H2_PREFACE[..n] {
+    let n = first.len().min(PRI.len());
+    if first[..n] != PRI[..n] {
         Some(Protocol::Http1)
     } else if n >= 4 {
         Some(Protocol::Http2)
@@ -67,6 +69,8 @@ mod tests {
         assert_eq!(protocol_of(b"PRO"), Some(Protocol::Http1), "PROPFIND parts from PRI at its third byte");
         assert_eq!(protocol_of(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), Some(Protocol::Http2));
         assert_eq!(protocol_of(b"PRI "), Some(Protocol::Http2));
+        // A wrong preface is still HTTP/2's to refuse, with a GOAWAY.
+        assert_eq!(protocol_of(b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n"), Some(Protocol::Http2));
         // Too few bytes to tell: wait for more.
         for undecided in [&b"P"[..], b"PR", b"PRI"] {
             assert_eq!(protocol_of(undecided), None, "{undecided:?}");

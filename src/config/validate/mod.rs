@@ -193,6 +193,7 @@ split = { blue = 1 }
                         ..GuardConfig::default()
                     }),
                     slow_start: None,
+                    retry_unanswered: true,
                 },
                 PoolConfig {
                     name: "green".into(),
@@ -218,6 +219,7 @@ split = { blue = 1 }
                         ..GuardConfig::default()
                     }),
                     slow_start: None,
+                    retry_unanswered: true,
                 },
             ],
             routes: vec![

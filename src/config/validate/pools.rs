@@ -119,7 +119,8 @@ impl Cx<'_> {
         let health = raw.health.map(|h| self.health(&name, h)).transpose()?;
         let guard = raw.guard.map(|g| self.guard(&name, g)).transpose()?;
         let slow_start = self.slow_start(&name, raw.slow_start.as_ref(), raw.slow_start_aggression.as_ref())?;
-        Ok(PoolConfig { name, backends, lb, protocol, ca_file, health, guard, slow_start })
+        let retry_unanswered = raw.retry_unanswered.unwrap_or(true);
+        Ok(PoolConfig { name, backends, lb, protocol, ca_file, health, guard, slow_start, retry_unanswered })
     }
 
     pub(super) fn slow_start(
@@ -186,19 +187,9 @@ impl Cx<'_> {
             DEFAULT_HEALTH_TIMEOUT,
             false,
         )?;
-        if timeout > interval {
-            // Point at whichever of the two the operator actually wrote.
-            let span = raw.timeout.as_ref().or(raw.interval.as_ref()).map_or(0..0, Spanned::span);
-            return Err(self.err(
-                span,
-                format!(
-                    "pool \"{pool}\": health.timeout ({}) is longer than health.interval ({}); \
-                     make the timeout at most the interval",
-                    humantime::format_duration(timeout),
-                    humantime::format_duration(interval),
-                ),
-            ));
-        }
+        // A timeout longer than the interval is fine: the next probe starts
+        // when the previous one ended or timed out (health::checks), as
+        // Kubernetes and Envoy do, so probes of a backend never overlap.
         let threshold = |v: &Option<Spanned<i64>>, key: &str, default: i64| match v {
             None => Ok(default),
             Some(v) => self.int_in(v, &format!("pool \"{pool}\": health.{key}"), 1, i64::from(u32::MAX)),
@@ -518,18 +509,32 @@ mod tests {
     }
 
     #[test]
-    fn health_timeout_must_not_exceed_interval() {
+    fn retry_unanswered_defaults_to_on_and_can_be_turned_off() {
+        let on = parse_ok(&with_pools(
+            "[pools.blue]\nbackends = [\"127.0.0.1:9001\"]\n[pools.canary]\nbackends = [\"127.0.0.1:9003\"]\n",
+        ));
+        assert!(on.pools.iter().all(|p| p.retry_unanswered));
+        let off = parse_ok(&with_pools(
+            "[pools.blue]\nbackends = [\"127.0.0.1:9001\"]\nretry_unanswered = false\n[pools.canary]\nbackends = [\"127.0.0.1:9003\"]\n",
+        ));
+        assert!(!off.pools[0].retry_unanswered);
+        assert!(off.pools[1].retry_unanswered);
         assert_err(
-            &with_health("interval = \"1s\"\ntimeout = \"2s\"\n"),
-            "pool \"blue\": health.timeout (2s) is longer than health.interval (1s)",
-            (5, 11),
+            &with_pools("[pools.blue]\nbackends = [\"127.0.0.1:9001\"]\nretry_unanswered = \"no\"\n"),
+            "invalid type: string \"no\", expected a boolean",
+            (3, 20),
         );
-        // Only the interval written: the default timeout (1s) is too long for it.
-        assert_err(
-            &with_health("interval = \"500ms\"\n"),
-            "health.timeout (1s) is longer than health.interval (500ms)",
-            (4, 12),
-        );
+    }
+
+    #[test]
+    fn health_timeout_may_exceed_interval() {
+        let config = parse_ok(&with_health("interval = \"1s\"\ntimeout = \"2s\"\n"));
+        let health = config.pools[0].health.as_ref().expect("blue has [health]");
+        assert_eq!((health.interval, health.timeout), (Duration::from_secs(1), Duration::from_secs(2)));
+        // Only the interval written, shorter than the default timeout (1s).
+        let config = parse_ok(&with_health("interval = \"500ms\"\n"));
+        let health = config.pools[0].health.as_ref().expect("blue has [health]");
+        assert_eq!((health.interval, health.timeout), (Duration::from_millis(500), Duration::from_secs(1)));
         assert_err(
             &with_health("interval = \"0s\"\n"),
             "pool \"blue\": health.interval must be greater than zero",

@@ -149,6 +149,10 @@ pub(super) fn next_frame(read: &mut BytesMut, framing: &mut Framing) -> Result<O
                     }
                     return Ok(None);
                 };
+                // Judged on the line, not on how much of it a read held.
+                if line_end > MAX_CHUNK_LINE {
+                    return Err(H1Error::Malformed("chunk-size line too long"));
+                }
                 let size = parse_chunk_size(&read[..line_end]).ok_or(H1Error::Malformed("invalid chunk-size line"))?;
                 read.advance(line_end + 1);
                 *framing = Framing::Chunked(if size == 0 { Chunk::Trailers } else { Chunk::Data(size) });

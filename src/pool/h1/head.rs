@@ -13,7 +13,8 @@ use super::error::H1Error;
 /// Most header fields in a response head (hyper's limit too).
 pub(super) const MAX_HEADERS: usize = 100;
 /// The largest response head, 1xx heads included, and the largest trailer
-/// section: what hyper's client allows for a head.
+/// section: about what hyper's client allows, judged on the head's length
+/// rather than on how full one read left the buffer.
 pub(super) const MAX_HEAD_BYTES: usize = 400 * 1024;
 
 /// A response head read from a backend, and how its body is framed.
@@ -118,6 +119,11 @@ pub(super) fn parse_head(read: &mut BytesMut, is_head: bool) -> Result<Parsed, H
     let mut parsed = httparse::Response::new(&mut []);
     let parsing = httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut parsed, read, &mut fields);
     let head_len = match parsing {
+        // The same limit as on a head still partial (in `conn`), so that
+        // the answer does not depend on how much of it one read held.
+        Ok(httparse::Status::Complete(len)) if len > MAX_HEAD_BYTES => {
+            return Err(H1Error::Malformed("response head too large"))
+        }
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
         Err(httparse::Error::TooManyHeaders) => return Err(H1Error::Malformed("too many header fields")),

@@ -25,13 +25,14 @@
 //! to check.
 //!
 //! By part: `conn` (the connection and the exchange of a head), `head`
-//! (the response head's parse and framing), `body` (the response body) and
-//! `error`.
+//! (the response head's parse and framing), `body` (the response body),
+//! `error`, and `props` (their invariants, for property tests and fuzzing).
 
 mod body;
 mod conn;
 mod error;
 mod head;
+pub(crate) mod props;
 #[cfg(test)]
 mod tests;
 
