@@ -21,8 +21,10 @@
 //! which settings need a restart is [`crate::config::restart`]'s to say.
 
 mod drain;
+mod guarding;
 mod history;
 mod outcome;
+mod rolling;
 mod rollouts;
 mod state;
 mod weights;

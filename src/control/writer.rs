@@ -22,59 +22,59 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use super::outcome::{AdminError, ReloadCause, ReloadOutcome, ReloadRecord, StateView, Verdicts};
-use super::rollouts::{abort_class, cause as rollout_cause, guard_verdict, RolloutView, SavedRollout};
+use super::rollouts::SavedRollout;
 use super::state::{backend_names, Override, Revision, Trip, TripReason, Weights};
 use super::weights::{align, all_effective, Effective};
 use super::{drain, history};
 use crate::config::restart::FixedAtStart;
 use crate::config::{self, Config, ConfigError, RouteConfig};
 use crate::exchange::BreachSender;
-use crate::guard::{Breach, BreachReason, BreachReport, PoolGuard};
-use crate::judge::{Verdict, VerdictKind};
+use crate::guard::PoolGuard;
+use crate::judge::VerdictKind;
 use crate::metrics::{BackendGauges, Metrics, StateGauges};
 use crate::pool::Backend;
 use crate::proxy::Proxy;
-use crate::rollout::{Command, Event, Rollout, Saved, State as RolloutState, Verdict as RolloutVerdict};
+use crate::rollout::{Rollout, Saved, State as RolloutState, Verdict as RolloutVerdict};
 use crate::snapshot::{BuildInputs, Snapshot};
 use crate::timestamp::rfc3339;
 
 /// The owner of state changes.
 #[derive(Debug)]
 pub struct Control {
-    proxy: Arc<Proxy>,
-    metrics: Metrics,
-    config_path: PathBuf,
-    state: Mutex<State>,
+    pub(super) proxy: Arc<Proxy>,
+    pub(super) metrics: Metrics,
+    pub(super) config_path: PathBuf,
+    pub(super) state: Mutex<State>,
     /// Listener settings the process was started with; a reload cannot move them.
-    started: FixedAtStart,
-    breaches: Option<BreachSender>,
+    pub(super) started: FixedAtStart,
+    pub(super) breaches: Option<BreachSender>,
     /// Active health checks, kept in step with every published snapshot.
-    health: crate::health::HealthChecks,
+    pub(super) health: crate::health::HealthChecks,
     /// Every guarded pool's verdict, published each 250 ms tick.
-    verdicts: tokio::sync::watch::Sender<Verdicts>,
+    pub(super) verdicts: tokio::sync::watch::Sender<Verdicts>,
 }
 
 #[derive(Debug)]
-struct State {
-    config: Arc<Config>,
-    revision: u64,
+pub(super) struct State {
+    pub(super) config: Arc<Config>,
+    pub(super) revision: u64,
     /// The file content that built the running snapshot, if it came from the file.
-    applied_text: Option<String>,
-    last_reload: Option<ReloadRecord>,
+    pub(super) applied_text: Option<String>,
+    pub(super) last_reload: Option<ReloadRecord>,
     /// Backends removed by a reload and still finishing requests.
-    draining: Vec<Arc<Backend>>,
-    guards: HashMap<String, Arc<PoolGuard>>,
-    overrides: BTreeMap<String, Override>,
-    trips: BTreeMap<String, Trip>,
+    pub(super) draining: Vec<Arc<Backend>>,
+    pub(super) guards: HashMap<String, Arc<PoolGuard>>,
+    pub(super) overrides: BTreeMap<String, Override>,
+    pub(super) trips: BTreeMap<String, Trip>,
     /// Oldest first.
-    history: VecDeque<Revision>,
+    pub(super) history: VecDeque<Revision>,
     /// Progressive rollouts by route.
-    rollouts: BTreeMap<String, Rollout>,
+    pub(super) rollouts: BTreeMap<String, Rollout>,
     /// Each rollout's latest verdict, for `/rollouts`.
-    rollout_verdicts: BTreeMap<String, RolloutVerdict>,
+    pub(super) rollout_verdicts: BTreeMap<String, RolloutVerdict>,
     /// When the state file was last written, so that a rollout's served hold
     /// is saved now and then between changes.
-    persisted_at: tokio::time::Instant,
+    pub(super) persisted_at: tokio::time::Instant,
 }
 
 impl Control {
@@ -147,7 +147,7 @@ impl Control {
             started.push((rc.name.clone(), events));
         }
         for (route, events) in started {
-            if let Some(c) = absorb(&mut state, &metrics, &route, &events) {
+            if let Some(c) = state.absorb(&metrics, &route, &events) {
                 cause = format!("{cause}; {c}");
             }
         }
@@ -302,7 +302,7 @@ impl Control {
         state.overrides.insert(route.to_string(), Override { split: split.clone(), file_split: rc.split.clone() });
         let events = state.rollouts.get_mut(route).map(Rollout::overridden).unwrap_or_default();
         let mut cause = format!("admin: set split of route {route} to {}", describe(&split));
-        if let Some(c) = absorb(&mut state, &self.metrics, route, &events) {
+        if let Some(c) = state.absorb(&self.metrics, route, &events) {
             cause = format!("{cause}; {c}");
         }
         Ok(self.commit(&mut state, cause))
@@ -337,7 +337,7 @@ impl Control {
         state.overrides.insert(route.to_string(), Override { split: previous.clone(), file_split: rc.split.clone() });
         let events = state.rollouts.get_mut(route).map(Rollout::switched_back).unwrap_or_default();
         let mut cause = format!("admin: switchback of route {route} to {}", describe(&previous));
-        if let Some(c) = absorb(&mut state, &self.metrics, route, &events) {
+        if let Some(c) = state.absorb(&self.metrics, route, &events) {
             cause = format!("{cause}; {c}");
         }
         Ok(self.commit(&mut state, cause))
@@ -378,205 +378,9 @@ impl Control {
         Ok(self.commit(&mut state, format!("admin: reset pool {pool}")))
     }
 
-    /// A guard reported a breach: trip the pool if that moves any traffic.
-    pub fn on_breach(&self, pool: &str, breach: &Breach) {
-        let cause = format!("guard: pool {pool}: {}", breach.detail);
-        self.trip_by_guard(pool, breach.reason, &breach.detail, cause);
-    }
-
-    /// A breach reported from the request path: only the pool's current
-    /// guard may trip it. A superseded guard (the pool got new backends or
-    /// new settings) still sees the requests in flight to the old version;
-    /// its breach is counted apart, and never trips the version in force.
-    pub fn on_breach_report(&self, report: &BreachReport) {
-        let current = self.lock().guards.get(&*report.pool).map(|g| g.id);
-        if current == Some(report.guard) {
-            self.on_breach(&report.pool, &report.breach);
-            return;
-        }
-        let (pool, reason) = (&*report.pool, report.breach.reason.as_str());
-        self.metrics.superseded_breaches.with_label_values(&[pool]).inc();
-        tracing::info!(
-            pool,
-            reason,
-            detail = %report.breach.detail,
-            "guard of a superseded version of the pool breached; the version in force is not tripped"
-        );
-    }
-
-    /// A guard judged its pool `failing` against its baseline: trip it as
-    /// a breach does, with the verdict's reason as the history's cause.
-    pub fn on_failing(&self, pool: &str, verdict: &Verdict) {
-        self.trip_by_guard(pool, verdict.evidence.rule.into(), &verdict.reason, format!("guard: {}", verdict.reason));
-    }
-
-    fn trip_by_guard(&self, pool: &str, reason: BreachReason, detail: &str, cause: String) {
-        self.metrics.guard_breaches.with_label_values(&[pool, reason.as_str()]).inc();
-        let mut state = self.lock();
-        if state.trips.contains_key(pool) {
-            return;
-        }
-        let Some(pc) = state.config.pool(pool) else { return };
-        let before = effective(&state);
-        let trip = Trip {
-            reason: reason.into(),
-            detail: detail.to_string(),
-            revision: state.revision + 1,
-            backends: backend_names(&pc.backends),
-        };
-        state.trips.insert(pool.to_string(), trip);
-        let after = effective(&state);
-        if after.splits == before.splits {
-            state.trips.remove(pool);
-            tracing::warn!(
-                pool,
-                detail,
-                "guard breached, but no other pool can take this pool's traffic; its weight stays"
-            );
-            return;
-        }
-        self.metrics.rollbacks.with_label_values(&[pool, reason.as_str()]).inc();
-        tracing::warn!(pool, reason = reason.as_str(), detail, "guard tripped: pool rolled back");
-        self.commit(&mut state, cause);
-    }
-
-    /// Consume breach reports and judge every guard periodically (a window
-    /// can cross `min_requests` on a success, which `record` does not judge);
-    /// each tick also feeds every guard's judge, trips a pool newly judged
-    /// `failing` against its baseline, publishes the verdicts, and moves
-    /// every rollout on with its canary's verdict.
-    pub async fn run_guards(self: Arc<Self>, mut breaches: tokio::sync::mpsc::UnboundedReceiver<BreachReport>) {
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                event = breaches.recv() => match event {
-                    Some(report) => self.on_breach_report(&report),
-                    None => return,
-                },
-                _ = tick.tick() => {
-                    let guards: Vec<Arc<PoolGuard>> = self.lock().guards.values().cloned().collect();
-                    let now = tokio::time::Instant::now();
-                    let mut verdicts = BTreeMap::new();
-                    for guard in guards {
-                        if let Some(breach) = guard.evaluate(now) {
-                            self.on_breach(&guard.pool, &breach);
-                        }
-                        let (verdict, trips) = guard.tick(now);
-                        if trips {
-                            self.on_failing(&guard.pool, &verdict);
-                        }
-                        verdicts.insert(guard.pool.to_string(), verdict);
-                    }
-                    self.verdicts.send_replace(Arc::new(verdicts));
-                    self.tick_rollouts(now);
-                }
-            }
-        }
-    }
-
-    /// Move every rollout on with time and its canary's verdict, and apply
-    /// what happens (one revision per route that changed).
-    pub fn tick_rollouts(&self, now: tokio::time::Instant) {
-        let mut state = self.lock();
-        let routes: Vec<String> = state.rollouts.keys().cloned().collect();
-        let mut held = false;
-        for route in routes {
-            let Some(pool) = state.rollouts.get(&route).map(|r| r.plan().pool.clone()) else { continue };
-            let guard = state.guards.get(&pool).map(|g| g.as_ref());
-            // A guard with a baseline is judged by its judge; one without, by its window.
-            let judged = guard.filter(|g| g.has_baseline()).and_then(|_| self.verdict(&pool));
-            let verdict = match judged {
-                Some(judged) if !state.trips.contains_key(&pool) => from_judge(&judged),
-                _ => guard_verdict(guard, state.trips.get(&pool), now),
-            };
-            let Some(rollout) = state.rollouts.get_mut(&route) else { continue };
-            let events = rollout.tick(now, &verdict);
-            held |= rollout.hold_left(now).is_some();
-            state.rollout_verdicts.insert(route.clone(), verdict);
-            if let Some(cause) = absorb(&mut state, &self.metrics, &route, &events) {
-                self.commit(&mut state, cause);
-            }
-        }
-        // Keep the hold served at the current step in the state file, so a
-        // restart loses at most this much of it.
-        if held && now.saturating_duration_since(state.persisted_at) >= PERSIST_HOLD_EVERY {
-            self.persist(&mut state);
-        }
-    }
-
-    /// An operator's command to a route's rollout. Starting, resuming,
-    /// promoting or restarting hands the route back to the rollout: an
-    /// admin override of its split is dropped.
-    pub fn rollout_command(&self, route: &str, command: Command) -> Result<u64, AdminError> {
-        let mut state = self.lock();
-        find_route(&state.config, route)?;
-        let now = tokio::time::Instant::now();
-        let rollout = state
-            .rollouts
-            .get_mut(route)
-            .ok_or_else(|| AdminError::NotFound(format!("route \"{route}\" has no rollout")))?;
-        let events = rollout.command(command, now).map_err(|e| AdminError::Conflict(e.to_string()))?;
-        if matches!(command, Command::Start | Command::Resume | Command::Promote | Command::Restart) {
-            state.overrides.remove(route);
-        }
-        let cause = absorb(&mut state, &self.metrics, route, &events)
-            .unwrap_or_else(|| format!("route {route}: rollout {command:?}").to_lowercase());
-        Ok(self.commit(&mut state, format!("admin: {cause}")))
-    }
-
-    /// Every route's rollout, for `GET /rollouts`.
-    pub fn rollouts(&self) -> Vec<RolloutView> {
-        let state = self.lock();
-        let now = tokio::time::Instant::now();
-        state
-            .rollouts
-            .iter()
-            .map(|(route, rollout)| {
-                let verdict = state.rollout_verdicts.get(route).cloned().unwrap_or(RolloutVerdict::Inconclusive);
-                RolloutView::of(route, rollout, &verdict, now)
-            })
-            .collect()
-    }
-
-    /// Rollouts after a reload: dropped with their plan, created with a new
-    /// one, replanned when edited, restarted when the canary has new
-    /// backends. Returns the history causes.
-    fn reload_rollouts(&self, state: &mut State, old: &Config, config: &Config) -> Vec<String> {
-        let now = tokio::time::Instant::now();
-        state.rollouts.retain(|route, _| config.routes.iter().any(|r| r.name == *route && r.rollout.is_some()));
-        state.rollout_verdicts.retain(|route, _| config.routes.iter().any(|r| r.name == *route && r.rollout.is_some()));
-        let mut causes = Vec::new();
-        for rc in &config.routes {
-            let Some(plan) = rc.rollout.clone() else { continue };
-            let new_backends = config.pool(&plan.pool).map(|pc| pc.backends.clone());
-            let old_backends = old.pool(&plan.pool).map(|pc| pc.backends.clone());
-            let events = match state.rollouts.get_mut(&rc.name) {
-                None => {
-                    let (rollout, events) = Rollout::new(plan, now);
-                    state.rollouts.insert(rc.name.clone(), rollout);
-                    events
-                }
-                Some(rollout) => {
-                    let same_pool = rollout.plan().pool == plan.pool;
-                    let mut events = Vec::new();
-                    if *rollout.plan() != plan {
-                        events.extend(rollout.replan(plan, now));
-                    }
-                    if !same_pool || new_backends != old_backends {
-                        events.extend(rollout.new_version(now));
-                    }
-                    events
-                }
-            };
-            causes.extend(absorb(state, &self.metrics, &rc.name, &events));
-        }
-        causes
-    }
-
     /// Recompute effective weights, publish a new snapshot and record the
     /// revision. Returns the new revision.
-    fn commit(&self, state: &mut State, cause: String) -> u64 {
+    pub(super) fn commit(&self, state: &mut State, cause: String) -> u64 {
         let effective = effective(state);
         state.revision += 1;
         let current = self.proxy.snapshot();
@@ -602,7 +406,7 @@ impl Control {
         state.revision
     }
 
-    fn record_revision(&self, state: &mut State, cause: String, effective: &Effective) {
+    pub(super) fn record_revision(&self, state: &mut State, cause: String, effective: &Effective) {
         self.metrics.config_revision.set(i64::try_from(state.revision).unwrap_or(i64::MAX));
         let revision = Revision {
             revision: state.revision,
@@ -614,7 +418,7 @@ impl Control {
     }
 
     /// Write overrides, trips, history and rollouts to `state_file`, if set.
-    fn persist(&self, state: &mut State) {
+    pub(super) fn persist(&self, state: &mut State) {
         let Some(path) = &state.config.admin.state_file else { return };
         let now = tokio::time::Instant::now();
         state.persisted_at = now;
@@ -631,7 +435,7 @@ impl Control {
     }
 
     /// Stop sending to `backend` and let its in-flight requests finish.
-    fn drain(&self, state: &mut State, backend: Arc<Backend>, timeout: Duration) {
+    pub(super) fn drain(&self, state: &mut State, backend: Arc<Backend>, timeout: Duration) {
         drain::start(backend.clone(), timeout, self.metrics.clone());
         state.draining.retain(|b| b.in_flight() > 0);
         state.draining.push(backend);
@@ -738,56 +542,15 @@ impl Control {
         self.metrics.render()
     }
 
-    /// Set the rollout gauges from the rollouts' state.
-    fn show_rollouts(&self) {
-        let state = self.lock();
-        // Routes whose rollout a reload removed lose their series.
-        self.metrics.rollout_step.reset();
-        self.metrics.rollout_weight.reset();
-        self.metrics.rollout_state.reset();
-        for (route, rollout) in &state.rollouts {
-            let step = match rollout.state() {
-                RolloutState::Progressing { step }
-                | RolloutState::Paused { step, .. }
-                | RolloutState::Aborted { step, .. } => step + 1,
-                RolloutState::Promoted { .. } => rollout.plan().steps.len(),
-                RolloutState::Idle => 0,
-            };
-            self.metrics.rollout_step.with_label_values(&[route]).set(i64::try_from(step).unwrap_or(i64::MAX));
-            self.metrics.rollout_weight.with_label_values(&[route]).set(i64::from(rollout.canary_share().unwrap_or(0)));
-            for name in RolloutState::NAMES {
-                self.metrics
-                    .rollout_state
-                    .with_label_values(&[route, name])
-                    .set(i64::from(rollout.state().name() == name));
-            }
-            for reason in ["failing", "operator", "switchback", "bake"] {
-                let _ = self.metrics.rollout_aborts.with_label_values(&[route, reason]);
-            }
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // State is only changed by whole assignments under the lock; a panic
         // elsewhere must not stop reloads and switchbacks: recover it.
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
-/// The judge's verdict as a rollout takes it.
-fn from_judge(verdict: &Verdict) -> RolloutVerdict {
-    match verdict.kind {
-        crate::judge::VerdictKind::Healthy => RolloutVerdict::Healthy,
-        crate::judge::VerdictKind::Inconclusive => RolloutVerdict::Inconclusive,
-        crate::judge::VerdictKind::Failing => RolloutVerdict::Failing(verdict.reason.clone()),
-    }
-}
-
-/// How often a rollout holding a step writes its served hold to the state file.
-const PERSIST_HOLD_EVERY: Duration = Duration::from_secs(2);
-
 /// Every route's effective weights in `state`.
-fn effective(state: &State) -> Effective {
+pub(super) fn effective(state: &State) -> Effective {
     let shares = state
         .rollouts
         .iter()
@@ -796,59 +559,18 @@ fn effective(state: &State) -> Effective {
     all_effective(&state.config, &state.overrides, &state.trips, &state.history, &shares)
 }
 
-/// Apply what a rollout's `events` mean beyond its weights: an abort trips
-/// the canary (today's rollback) and is counted; a start clears the
-/// canary's trip and starts its guard window afresh, since the operator or
-/// a new version asks for a new judgement. Returns the history's cause.
-fn absorb(state: &mut State, metrics: &Metrics, route: &str, events: &[Event]) -> Option<String> {
-    let pool = state.rollouts.get(route)?.plan().pool.clone();
-    for event in events {
-        match event {
-            Event::Started => {
-                if state.trips.remove(&pool).is_some() {
-                    tracing::info!(route, pool, "rollout started: the canary's trip is cleared");
-                }
-                if let Some(guard) = state.guards.get(&pool) {
-                    guard.reset();
-                }
-                state.rollout_verdicts.insert(route.to_string(), RolloutVerdict::Inconclusive);
-            }
-            Event::Aborted(reason) | Event::BakeFailed(reason) => {
-                if let Some(class) = abort_class(event) {
-                    metrics.rollout_aborts.with_label_values(&[route, class]).inc();
-                }
-                tracing::warn!(route, pool, reason, "rollout aborted");
-                if !state.trips.contains_key(&pool) {
-                    if let Some(pc) = state.config.pool(&pool) {
-                        let trip = Trip {
-                            reason: TripReason::Rollout,
-                            detail: format!("rollout of route {route} aborted: {reason}"),
-                            revision: state.revision + 1,
-                            backends: backend_names(&pc.backends),
-                        };
-                        state.trips.insert(pool.clone(), trip);
-                        metrics.rollbacks.with_label_values(&[&pool, "rollout"]).inc();
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    rollout_cause(route, events)
-}
-
-fn describe(split: &[(String, u32)]) -> String {
+pub(super) fn describe(split: &[(String, u32)]) -> String {
     let parts: Vec<String> = split.iter().map(|(p, w)| format!("{p}={w}")).collect();
     parts.join(" ")
 }
 
-fn find_route<'a>(config: &'a Config, route: &str) -> Result<&'a RouteConfig, AdminError> {
+pub(super) fn find_route<'a>(config: &'a Config, route: &str) -> Result<&'a RouteConfig, AdminError> {
     config.routes.iter().find(|r| r.name == route).ok_or_else(|| AdminError::NotFound(format!("no route \"{route}\"")))
 }
 
 /// Keep guards whose pool, thresholds and backends are unchanged (a reload
 /// keeps their windows); create the others afresh.
-fn sync_guards(
+pub(super) fn sync_guards(
     guards: &mut HashMap<String, Arc<PoolGuard>>,
     config: &Config,
     old: Option<&Config>,

@@ -40,9 +40,15 @@
 //! relative rules in use, and within each between the since-version test (a
 //! bound over the version's whole life) and the recent-span test (a bound per
 //! hour); `docs/rollback.md` states the method, its assumptions and bounds.
+//!
+//! The judge's settings ([`config`]) and what it says ([`verdict`]) have files
+//! of their own; what stays here is one idea, the judge itself, whose two
+//! spans, gates and debts share one tick's bookkeeping and read best together.
 
 mod compare;
+mod config;
 mod text;
+mod verdict;
 mod window;
 
 use std::time::Duration;
@@ -51,6 +57,8 @@ use tokio::time::Instant;
 
 use compare::Comparison;
 pub use compare::Counts;
+pub use config::{ConfigError, JudgeConfig};
+pub use verdict::{Evidence, Rule, Scope, Verdict, VerdictKind};
 pub use window::Edges;
 use window::Window;
 
@@ -82,199 +90,6 @@ pub enum Side {
     Pool = 0,
     /// Its baseline.
     Baseline = 1,
-}
-
-/// How a guarded pool is judged.
-#[derive(Debug, Clone, PartialEq)]
-pub struct JudgeConfig {
-    /// The pool it is judged against, if any.
-    pub baseline: Option<String>,
-    /// Allowed excess of its failure share over the baseline's (0.01: one
-    /// percentage point).
-    pub max_error_increase: f64,
-    /// If set, the latency rule: its answers slower than this multiple of
-    /// the baseline's p99 may exceed the baseline's share of them by at most
-    /// [`LATENCY_ALLOWANCE`].
-    pub max_latency_ratio: Option<f64>,
-    /// Confidence of every verdict, in `0.5..1`.
-    pub confidence: f64,
-    /// Absolute limit on the window's failure share.
-    pub max_error_rate: Option<f64>,
-    /// Absolute limit on the window's p99 latency.
-    pub max_p99_latency: Option<Duration>,
-    /// The least evidence: requests in the window for an absolute limit,
-    /// and since the version began for a `healthy` verdict.
-    pub min_requests: u64,
-    /// Length of the window of the absolute limits and the baseline's p99.
-    pub window: Duration,
-}
-
-impl Default for JudgeConfig {
-    fn default() -> JudgeConfig {
-        JudgeConfig {
-            baseline: None,
-            max_error_increase: 0.01,
-            max_latency_ratio: None,
-            confidence: 0.99,
-            max_error_rate: None,
-            max_p99_latency: None,
-            min_requests: 100,
-            window: Duration::from_secs(30),
-        }
-    }
-}
-
-/// A setting the judge cannot work with.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("guard.{field}: {message}")]
-pub struct ConfigError {
-    /// The key, as written in the file (`max_error_increase`).
-    pub field: &'static str,
-    /// What is wrong, and what would do.
-    pub message: String,
-}
-
-impl JudgeConfig {
-    /// Check the settings of pool `pool`'s guard (the config validator maps
-    /// the field to its place in the file).
-    pub fn check(&self, pool: &str) -> Result<(), ConfigError> {
-        let bad = |field, message: String| Err(ConfigError { field, message });
-        if let Some(baseline) = &self.baseline {
-            if baseline.is_empty() {
-                return bad("baseline", "is empty; name another pool, e.g. baseline = \"stable\"".into());
-            }
-            if baseline == pool {
-                return bad("baseline", format!("pool \"{pool}\" cannot be its own baseline; name another pool"));
-            }
-        }
-        if !(0.0..1.0).contains(&self.max_error_increase) {
-            return bad(
-                "max_error_increase",
-                format!("{} is outside 0..1; e.g. 0.01 allows one percentage point", self.max_error_increase),
-            );
-        }
-        if !(0.5..1.0).contains(&self.confidence) {
-            return bad("confidence", format!("{} is outside 0.5..1; e.g. 0.99", self.confidence));
-        }
-        if let Some(ratio) = self.max_latency_ratio {
-            if !(ratio.is_finite() && ratio >= 1.0) {
-                return bad("max_latency_ratio", format!("{ratio} is below 1; e.g. 1.5"));
-            }
-            if self.baseline.is_none() {
-                return bad("max_latency_ratio", "needs a baseline to compare with; add baseline = \"POOL\"".into());
-            }
-        }
-        if let Some(rate) = self.max_error_rate {
-            if !(0.0..=1.0).contains(&rate) {
-                return bad("max_error_rate", format!("{rate} is outside 0..1; e.g. 0.02"));
-            }
-        }
-        if self.min_requests == 0 {
-            return bad("min_requests", "must be at least 1".into());
-        }
-        if self.window < TICK {
-            return bad("window", format!("must be at least {}", text::span(TICK)));
-        }
-        Ok(())
-    }
-}
-
-/// The three verdicts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum VerdictKind {
-    /// With the stated confidence, no worse than allowed.
-    Healthy,
-    /// Neither shown yet.
-    Inconclusive,
-    /// With the stated confidence, worse than allowed: trip.
-    Failing,
-}
-
-impl VerdictKind {
-    /// Every verdict, in the order of the metric's series.
-    pub const ALL: [VerdictKind; 3] = [VerdictKind::Healthy, VerdictKind::Inconclusive, VerdictKind::Failing];
-
-    /// The label in `/status` and in `cutover_guard_verdict{verdict}`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            VerdictKind::Healthy => "healthy",
-            VerdictKind::Inconclusive => "inconclusive",
-            VerdictKind::Failing => "failing",
-        }
-    }
-}
-
-/// The rule that decided a verdict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Rule {
-    /// Failure share against the baseline's (`max_error_increase`).
-    ErrorIncrease,
-    /// Slow answers against the baseline's (`max_latency_ratio`).
-    LatencyRatio,
-    /// The window's failure share (`max_error_rate`).
-    ErrorRate,
-    /// The window's p99 (`max_p99_latency`).
-    P99Latency,
-}
-
-impl Rule {
-    /// The label (matches `cutover_guard_breaches_total{reason}` for the
-    /// absolute limits).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Rule::ErrorIncrease => "error_increase",
-            Rule::LatencyRatio => "latency_ratio",
-            Rule::ErrorRate => "error_rate",
-            Rule::P99Latency => "latency",
-        }
-    }
-}
-
-/// Which stretch of outcomes a verdict was judged on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Scope {
-    /// Since the pool's current version began (or its last reset).
-    Version,
-    /// The recent span of the change detector.
-    Recent,
-    /// The sliding window of the absolute limits.
-    Window,
-}
-
-/// What a verdict rests on.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Evidence {
-    /// The rule that decided (the error rule for `healthy` and
-    /// `inconclusive` verdicts with a baseline).
-    pub rule: Rule,
-    /// The stretch judged.
-    pub scope: Scope,
-    /// How long that stretch is.
-    pub span: Duration,
-    /// The pool's requests and bad outcomes (failures, or slow answers
-    /// for the latency rules) over the stretch.
-    pub pool: Counts,
-    /// The baseline's, over the same stretch (zero without a baseline).
-    pub baseline: Counts,
-    /// The bound that decided: for `failing`, the lower confidence bound of
-    /// the excess; for `healthy`, its upper bound (shares, not points).
-    pub bound: Option<f64>,
-    /// The allowance or limit it was held against.
-    pub allowed: f64,
-}
-
-/// A verdict, its evidence, and why, in one line.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Verdict {
-    /// Which.
-    pub kind: VerdictKind,
-    /// On what.
-    pub evidence: Evidence,
-    /// For people: `canary failing: 4.8% of 310 vs stable 0.1% of 2,790;
-    /// excess ≥ 2.6 points at 99% > allowed 1.0`.
-    pub reason: String,
-    /// Since when the pool has had this verdict.
-    pub since: Instant,
 }
 
 /// One pool's counts in the open tick.

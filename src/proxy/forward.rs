@@ -12,7 +12,8 @@ use http::header;
 use http::{Response, StatusCode, Version};
 use rand::rngs::SmallRng;
 
-use super::plan::{begin_exchange, Plan};
+use super::plan::Plan;
+use super::target::begin_exchange;
 use crate::body::{ProxyBody, UpstreamBody};
 use crate::error::{ProxyError, UpstreamFailure};
 use crate::exchange::Exchange;

@@ -19,7 +19,7 @@ use rand::rngs::SmallRng;
 use rand::Rng;
 use tokio::time::Instant;
 
-use super::plan::{ConnInfo, Target};
+use super::target::{ConnInfo, Target};
 use crate::access_log::trace::{self, TraceParent, TRACEPARENT};
 use crate::access_log::{request_id, AccessLog, Kind, Pending, Record};
 use crate::body::RequestBody;

@@ -33,7 +33,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 
-use super::plan::begin_exchange;
+use super::target::begin_exchange;
 use crate::body::UpstreamBody;
 use crate::pool::session::{before, Session, WouldResend};
 use crate::pool::UpstreamFailure;

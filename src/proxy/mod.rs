@@ -34,10 +34,12 @@ mod head;
 mod log;
 mod mirror;
 mod plan;
+mod target;
 
 use forward::{forward, refused};
-pub use plan::ConnInfo;
-use plan::{plan, GOLDEN_GAMMA};
+use plan::plan;
+pub use target::ConnInfo;
+use target::GOLDEN_GAMMA;
 
 /// The shared proxy state: the current snapshot and the seed source.
 #[derive(Debug)]
