@@ -323,11 +323,32 @@ async fn shown_split(browser: &Client, route: &str, which: &str) -> Value {
     serde_json::from_str(v.as_str().unwrap_or("null")).unwrap()
 }
 
+/// Click the element with `id`, as a user would. The page redraws its cards
+/// on every poll, so an element found may be replaced before the click
+/// lands: find it again then, until the deadline.
+async fn click(browser: &Client, id: &str) {
+    let deadline = std::time::Instant::now() + support::DEADLINE;
+    loop {
+        let clicked = match browser.find(Locator::Id(id)).await {
+            Ok(element) => element.click().await.map(|_| ()),
+            Err(err) => Err(err),
+        };
+        match clicked {
+            Ok(()) => return,
+            Err(err) if std::time::Instant::now() < deadline => {
+                eprintln!("click {id}: {err}; again");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(err) => panic!("click {id}: {err}"),
+        }
+    }
+}
+
 /// Click `button`, then confirm in the dialog.
 async fn confirm(browser: &Client, button: &str) {
-    browser.find(Locator::Id(button)).await.unwrap().click().await.unwrap();
+    click(browser, button).await;
     until(browser, "the confirmation dialog", "document.getElementById('dialog').open").await;
-    browser.find(Locator::Id("dialog-ok")).await.unwrap().click().await.unwrap();
+    click(browser, "dialog-ok").await;
     until(browser, "the dialog closed", "!document.getElementById('dialog').open").await;
 }
 
@@ -508,16 +529,16 @@ async fn the_console_shows_the_release_and_steers_it_in_a_real_browser() {
     std::fs::write(screenshot_dir().join("tripped.png"), browser.screenshot().await.unwrap()).unwrap();
 
     // Switch api back to blue: confirm, be asked for the token, give it.
-    browser.find(Locator::Id("switchback-api")).await.unwrap().click().await.unwrap();
+    click(&browser, "switchback-api").await;
     until(&browser, "the confirmation dialog", "document.getElementById('dialog').open").await;
     let asked =
         browser.execute("return document.getElementById('dialog-token').checkVisibility();", vec![]).await.unwrap();
     assert_eq!(asked, Value::Bool(false), "no token asked for before the proxy wants one");
-    browser.find(Locator::Id("dialog-ok")).await.unwrap().click().await.unwrap();
+    click(&browser, "dialog-ok").await;
     until(&browser, "the token prompt after a 401", "document.getElementById('dialog-token').checkVisibility()").await;
     std::fs::write(screenshot_dir().join("token.png"), browser.screenshot().await.unwrap()).unwrap();
     browser.find(Locator::Id("token")).await.unwrap().send_keys(TOKEN).await.unwrap();
-    browser.find(Locator::Id("dialog-ok")).await.unwrap().click().await.unwrap();
+    click(&browser, "dialog-ok").await;
     until(&browser, "the dialog closed", "!document.getElementById('dialog').open").await;
     until(
         &browser,
@@ -549,7 +570,7 @@ async fn the_console_shows_the_release_and_steers_it_in_a_real_browser() {
     failing.store(false, Ordering::SeqCst);
     confirm(&browser, "reset-canary").await;
     until(&browser, "the trip cleared", "!document.querySelector('[data-tripped]')").await;
-    browser.find(Locator::Id("set-shop")).await.unwrap().click().await.unwrap();
+    click(&browser, "set-shop").await;
     until(
         &browser,
         "the split editor",
@@ -561,7 +582,7 @@ async fn the_console_shows_the_release_and_steers_it_in_a_real_browser() {
         input.clear().await.unwrap();
         input.send_keys(weight).await.unwrap();
     }
-    browser.find(Locator::Id("dialog-ok")).await.unwrap().click().await.unwrap();
+    click(&browser, "dialog-ok").await;
     until(&browser, "the dialog closed", "!document.getElementById('dialog').open").await;
     until(
         &browser,
@@ -660,12 +681,12 @@ async fn verdicts_and_rollouts_are_drawn_when_the_api_has_them() {
     // shows the refusal.
     let set_token = format!("sessionStorage.setItem('cutover-admin-token', '{TOKEN}'); return true;");
     browser.execute(&set_token, vec![]).await.unwrap();
-    browser.find(Locator::Id("rollout-pause-shop")).await.unwrap().click().await.unwrap();
+    click(&browser, "rollout-pause-shop").await;
     until(&browser, "the confirmation dialog", "document.getElementById('dialog').open").await;
-    browser.find(Locator::Id("dialog-ok")).await.unwrap().click().await.unwrap();
+    click(&browser, "dialog-ok").await;
     until(&browser, "a refusal shown", "/\\b4[0-9][0-9]\\b/.test(document.getElementById('dialog-error').textContent)")
         .await;
-    browser.find(Locator::Id("dialog-cancel")).await.unwrap().click().await.unwrap();
+    click(&browser, "dialog-cancel").await;
     let last = stand_in.writes.lock().unwrap().last().cloned().unwrap();
     assert_eq!((last.0.as_str(), last.1.as_str()), ("POST", "/routes/shop/rollout/pause"));
 
