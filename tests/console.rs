@@ -697,6 +697,56 @@ async fn verdicts_and_rollouts_are_drawn_when_the_api_has_them() {
     proxy.stop().await;
 }
 
+/// A real rollout, from the proxy's own `/rollouts`: the page draws its
+/// panel, and its pause button pauses it through the admin API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_rollout_is_drawn_and_paused_from_the_page() {
+    let Some((chromium, driver_path)) = browser_or_skip() else { return };
+    let stable = Upstream::named("stable").await;
+    let canary = Upstream::named("canary").await;
+    let config = Config::new()
+        .pool("stable", &[stable.addr])
+        .pool_with("canary", &[canary.addr], "[pools.canary.guard]\nmax_error_rate = 0.5\n")
+        .route_with(
+            "shop",
+            "stable = 100, canary = 0",
+            "[routes.rollout]\npool = \"canary\"\nsteps = [25, 50, 100]\nhold = \"1h\"\nmax_hold = \"1h\"\n",
+        );
+    let proxy = TestProxy::start(&config.build()).await;
+    let rollouts = get_json(&proxy.admin_url("/rollouts")).await;
+    assert_eq!(rollouts[0]["state"], "progressing", "the rollout started: {rollouts}");
+
+    let driver = start_driver(&driver_path).await;
+    let profile = tempfile::tempdir().unwrap();
+    let browser = open_browser(&driver, &chromium, profile.path()).await;
+    browser.goto(&proxy.admin_url("/ui")).await.unwrap();
+    until(&browser, "the rollout panel", "document.querySelector('[data-route=\"shop\"] .rollout')").await;
+    let panel = browser.find(Locator::Css("[data-route=\"shop\"] .rollout")).await.unwrap().text().await.unwrap();
+    for part in ["progressing", "1 of 3", "25%"] {
+        assert!(panel.contains(part), "{part} missing from the rollout panel: {panel}");
+    }
+
+    click(&browser, "rollout-pause-shop").await;
+    until(&browser, "the confirmation dialog", "document.getElementById('dialog').open").await;
+    click(&browser, "dialog-ok").await;
+    until(&browser, "the dialog closed", "!document.getElementById('dialog').open").await;
+    let end = tokio::time::Instant::now() + support::DEADLINE;
+    while get_json(&proxy.admin_url("/rollouts")).await[0]["state"] != "paused" {
+        assert!(tokio::time::Instant::now() < end, "the proxy's rollout never paused");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    until(
+        &browser,
+        "the panel says paused",
+        "document.querySelector('[data-route=\"shop\"] .rollout').textContent.includes('paused')",
+    )
+    .await;
+
+    let _ = browser.close().await;
+    drop(driver);
+    proxy.stop().await;
+}
+
 /// The admin listener serves the page, its assets and the series, each
 /// under the policy, and the series fills from real traffic.
 #[tokio::test]
