@@ -489,6 +489,21 @@ async fn the_console_shows_the_release_and_steers_it_in_a_real_browser() {
         assert_eq!(shown_split(&browser, name, "configured").await, route["configured"], "{name} configured");
     }
     until(&browser, "the override marker on api", "document.querySelector('[data-route=\"api\"] .badge.warn')").await;
+    // The canary's verdict shown is the one /status gives (it moves with
+    // the traffic, so the two are compared until they agree).
+    let end = tokio::time::Instant::now() + support::DEADLINE;
+    loop {
+        let status = get_json(&proxy.admin_url("/status")).await;
+        let pool = status["pools"].as_array().unwrap().iter().find(|p| p["name"] == "canary").unwrap().clone();
+        let kind = pool["guard"]["verdict"]["kind"].clone();
+        let script = "const v = document.querySelector('[data-pool=\"canary\"] [data-verdict]'); return v ? v.getAttribute('data-verdict') : null;";
+        let shown = browser.execute(script, vec![]).await.unwrap();
+        if kind.is_string() && shown == kind {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < end, "the page shows verdict {shown}, /status {kind}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     until(&browser, "the canary's backend table", "document.querySelector('[data-pool=\"canary\"] tbody tr')").await;
     until(&browser, "a revision shown", "document.getElementById('revision').textContent === '2'").await;
     // Charts drawn from the runtime's /series (needs two samples), and no
