@@ -138,11 +138,45 @@ async fn refusals_exit_1_with_the_proxy_s_reason() {
     assert_eq!(bad.code, EXIT_REFUSED, "all weights zero is refused: {}", bad.err);
     let nothing = cli(&["switchback", "api", "--admin", a]).await;
     assert_eq!(nothing.code, EXIT_REFUSED, "nothing to switch back to: {}", nothing.err);
-    // A proxy without progressive rollouts has no such endpoint.
+    // A route without a progressive rollout has none to pause.
     let rollout = cli(&["rollout", "shop", "pause", "--admin", a]).await;
     assert_eq!(rollout.code, EXIT_REFUSED, "{}", rollout.err);
     // Nothing changed.
     assert_eq!(get_json(&proxy.admin_url("/status")).await["revision"], 1);
+}
+
+#[tokio::test]
+async fn rollout_commands_steer_a_real_rollout() {
+    let (stable, canary) = (Upstream::named("stable").await, Upstream::named("canary").await);
+    let config = Config::new()
+        .pool("stable", &[stable.addr])
+        .pool_with("canary", &[canary.addr], "[pools.canary.guard]\nmax_error_rate = 0.5\n")
+        .route_with(
+            "shop",
+            "stable = 100, canary = 0",
+            "[routes.rollout]\npool = \"canary\"\nsteps = [25, 50, 100]\nhold = \"1h\"\nmax_hold = \"1h\"\n",
+        );
+    let proxy = TestProxy::start(&config.build()).await;
+    let admin = proxy.admin_url("");
+    let a = admin.as_str();
+    let state = || async { get_json(&proxy.admin_url("/rollouts")).await[0]["state"].clone() };
+    assert_eq!(state().await, "progressing");
+    for (command, after) in [
+        ("pause", "paused"),
+        ("resume", "progressing"),
+        ("promote", "promoted"),
+        ("restart", "progressing"),
+        ("abort", "aborted"),
+    ] {
+        let ran = cli(&["rollout", "shop", command, "--admin", a, "--json"]).await;
+        assert_eq!(ran.code, EXIT_OK, "{command}: {}", ran.err);
+        assert_eq!(state().await, after, "after {command}");
+    }
+    // A command the state refuses exits 1 with the proxy's reason.
+    let again = cli(&["rollout", "shop", "resume", "--admin", a]).await;
+    assert_eq!(again.code, EXIT_REFUSED, "{}", again.err);
+    let shown = cli(&["status", "--admin", a]).await;
+    assert!(shown.out.contains("aborted"), "status shows the rollout: {}", shown.out);
 }
 
 #[tokio::test]
