@@ -15,25 +15,6 @@ use support::*;
 
 const WAIT: Duration = Duration::from_secs(15);
 
-/// An upstream whose every tenth request from the third on fails with 500
-/// (30% of requests), counting what it serves.
-async fn flaky(name: &str, share_in_ten: usize) -> Upstream {
-    let counter = Arc::new(AtomicUsize::new(0));
-    let body = name.to_string();
-    Upstream::with_handler(name, move |_req| {
-        let n = counter.fetch_add(1, Ordering::SeqCst);
-        let body = body.clone();
-        async move {
-            if n % 10 < share_in_ten {
-                text(StatusCode::INTERNAL_SERVER_ERROR, "boom")
-            } else {
-                text(StatusCode::OK, body)
-            }
-        }
-    })
-    .await
-}
-
 /// An upstream failing its first `failures` requests with 500, then
 /// answering 200 with its own name.
 async fn flaky_first(name: &str, failures: usize) -> Upstream {
@@ -103,7 +84,7 @@ async fn drive_until(proxy: &TestProxy, what: &str, mut cond: impl FnMut(&Value)
 #[tokio::test]
 async fn a_failing_canary_trips_gets_nothing_more_and_reset_brings_it_back() {
     let stable = Upstream::named("stable").await;
-    let canary = flaky("canary", 3).await;
+    let canary = Upstream::flaky("canary", 3).await;
     let proxy = TestProxy::start(&canary_config(&stable, &canary, "").build()).await;
 
     let status = drive_until(&proxy, "canary tripped", |s| !pool(s, "canary")["tripped"].is_null()).await;
@@ -205,7 +186,7 @@ async fn a_canary_below_min_requests_or_with_only_4xx_is_not_tripped() {
 #[tokio::test]
 async fn a_failing_green_switches_the_route_back_to_blue() {
     let blue = Upstream::named("blue").await;
-    let green = flaky("green", 10).await;
+    let green = Upstream::flaky("green", 10).await;
     let config = |blue_w: u32, green_w: u32| {
         let guard = "[pools.green.guard]\nmax_error_rate = 0.05\nwindow = \"30s\"\nmin_requests = 20";
         Config::new()
@@ -238,7 +219,7 @@ async fn a_failing_green_switches_the_route_back_to_blue() {
 
 #[tokio::test]
 async fn a_pool_serving_alone_with_no_earlier_split_keeps_its_weight_and_counts_the_breach() {
-    let only = flaky("only", 10).await;
+    let only = Upstream::flaky("only", 10).await;
     let guard = "[pools.only.guard]\nmax_error_rate = 0.1\nmin_requests = 10";
     let config = Config::new().pool_with("only", &[only.addr], guard).route("app", "only = 1").build();
     let proxy = TestProxy::start(&config).await;
@@ -435,7 +416,7 @@ async fn a_new_version_of_the_pool_clears_its_trip() {
 #[tokio::test]
 async fn every_spec_metric_is_exported_with_its_labels() {
     let stable = Upstream::named("stable").await;
-    let canary = flaky("canary", 3).await;
+    let canary = Upstream::flaky("canary", 3).await;
     let proxy = TestProxy::start(&canary_config(&stable, &canary, "").build()).await;
     drive_until(&proxy, "canary tripped", |s| !pool(s, "canary")["tripped"].is_null()).await;
     admin(&proxy, Method::POST, "/reload", "", None).await;

@@ -7,8 +7,6 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,24 +17,6 @@ use support::*;
 
 /// Generous: CI is a loaded two-core machine.
 const WAIT: Duration = Duration::from_secs(60);
-
-/// An upstream failing `in_ten` of every ten requests with 500.
-async fn flaky(name: &str, in_ten: usize) -> Upstream {
-    let counter = Arc::new(AtomicUsize::new(0));
-    let body = name.to_string();
-    Upstream::with_handler(name, move |_req| {
-        let n = counter.fetch_add(1, Ordering::SeqCst);
-        let body = body.clone();
-        async move {
-            if n % 10 < in_ten {
-                text(StatusCode::INTERNAL_SERVER_ERROR, "boom")
-            } else {
-                text(StatusCode::OK, body)
-            }
-        }
-    })
-    .await
-}
 
 async fn post_admin(proxy: &TestProxy, path: &str) -> Answer {
     let req = Request::builder()
@@ -104,8 +84,8 @@ async fn metrics(proxy: &TestProxy) -> String {
 #[tokio::test]
 async fn a_failure_both_pools_share_never_trips_the_canary() {
     // Both fail 30%: far over the absolute limit, and just as the baseline.
-    let stable = flaky("stable", 3).await;
-    let canary = flaky("canary", 3).await;
+    let stable = Upstream::flaky("stable", 3).await;
+    let canary = Upstream::flaky("canary", 3).await;
     let guard = "baseline = \"stable\"\nmax_error_rate = 0.1\nmin_requests = 20\n";
     let proxy = TestProxy::start(&config(&[stable.addr], &[canary.addr], guard)).await;
 
@@ -137,7 +117,7 @@ async fn a_failure_both_pools_share_never_trips_the_canary() {
 async fn a_low_traffic_canary_failing_half_its_requests_trips() {
     // A few requests a second: a window would never hold min_requests.
     let stable = Upstream::named("stable").await;
-    let canary = flaky("canary", 5).await;
+    let canary = Upstream::flaky("canary", 5).await;
     let guard = "baseline = \"stable\"\nmin_requests = 1000\n";
     let proxy = TestProxy::start(&config(&[stable.addr], &[canary.addr], guard)).await;
 
@@ -201,7 +181,7 @@ async fn a_reset_and_new_backends_clear_the_evidence() {
 async fn the_absolute_limit_trips_with_a_baseline_when_the_pool_is_worse() {
     // The relative rule allows 90 points: only max_error_rate can trip.
     let stable = Upstream::named("stable").await;
-    let canary = flaky("canary", 4).await;
+    let canary = Upstream::flaky("canary", 4).await;
     let guard = "baseline = \"stable\"\nmax_error_increase = 0.9\nmax_error_rate = 0.1\nmin_requests = 20\n";
     let proxy = TestProxy::start(&config(&[stable.addr], &[canary.addr], guard)).await;
     let status =
@@ -218,7 +198,7 @@ async fn the_absolute_limit_trips_with_a_baseline_when_the_pool_is_worse() {
 #[tokio::test]
 async fn without_a_baseline_the_absolute_limit_trips_and_the_verdict_shows_it() {
     let stable = Upstream::named("stable").await;
-    let canary = flaky("canary", 4).await;
+    let canary = Upstream::flaky("canary", 4).await;
     let guard = "max_error_rate = 0.1\nmin_requests = 20\n";
     let proxy = TestProxy::start(&config(&[stable.addr], &[canary.addr], guard)).await;
     let status =

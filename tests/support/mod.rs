@@ -87,6 +87,26 @@ impl Upstream {
         .await
     }
 
+    /// An upstream that answers `in_ten` of every ten requests (the first
+    /// ones of each ten, counting from its start) with `500 boom`, and the
+    /// rest with `200` and its name.
+    pub async fn flaky(name: &str, in_ten: usize) -> Upstream {
+        let counter = Arc::new(AtomicUsize::new(0));
+        let body = name.to_string();
+        Upstream::with_handler(name, move |_req| {
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            let body = body.clone();
+            async move {
+                if n % 10 < in_ten {
+                    text(StatusCode::INTERNAL_SERVER_ERROR, "boom")
+                } else {
+                    text(StatusCode::OK, body)
+                }
+            }
+        })
+        .await
+    }
+
     /// An upstream answering with `handler`.
     pub async fn with_handler<F, Fut>(name: &str, handler: F) -> Upstream
     where
