@@ -50,7 +50,8 @@
 //!    settings it can work with), [`metrics`],
 //!    [`split`], [`headers`], [`tls`], [`memory`], and the small shared
 //!    pieces every layer uses, [`lifecycle`] (shutdown flags, open-connection
-//!    counting) and [`timestamp`].
+//!    counting), [`timestamp`] and [`reads`] (bytes cut into reads, for the
+//!    parsers' property tests and fuzz targets).
 //!
 //! The binary (`main.rs`) adds the command line and `cutover demo`, whose
 //! module tree is the binary's own and uses only this crate's public API.
@@ -81,6 +82,8 @@ pub mod memory;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
+#[doc(hidden)]
+pub mod reads;
 pub mod request_body;
 pub mod rollout;
 pub mod route;

@@ -25,20 +25,7 @@ pub(crate) fn scan_first_head<'a>(pieces: impl IntoIterator<Item = &'a [u8]>) ->
     FirstHead::Unfinished
 }
 
-/// `bytes` split at `cuts` (any offsets; out of range ones are clamped,
-/// order does not matter).
-pub(crate) fn split<'a>(bytes: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
-    let mut cuts: Vec<usize> = cuts.iter().map(|&c| c.min(bytes.len())).collect();
-    cuts.sort_unstable();
-    let mut pieces = Vec::with_capacity(cuts.len() + 1);
-    let mut from = 0;
-    for cut in cuts {
-        pieces.push(&bytes[from..cut]);
-        from = cut;
-    }
-    pieces.push(&bytes[from..]);
-    pieces
-}
+pub(crate) use crate::reads::split;
 
 /// The invariant: `bytes` in one read and split at `cuts` give the same
 /// answer. Panics (for the fuzzer) if not.

@@ -118,19 +118,7 @@ pub(crate) fn read_response<'a>(pieces: impl IntoIterator<Item = &'a [u8]>, is_h
     out
 }
 
-/// `bytes` split at `cuts` (clamped, in any order).
-pub(crate) fn split<'a>(bytes: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
-    let mut cuts: Vec<usize> = cuts.iter().map(|&c| c.min(bytes.len())).collect();
-    cuts.sort_unstable();
-    let mut pieces = Vec::with_capacity(cuts.len() + 1);
-    let mut from = 0;
-    for cut in cuts {
-        pieces.push(&bytes[from..cut]);
-        from = cut;
-    }
-    pieces.push(&bytes[from..]);
-    pieces
-}
+pub(crate) use crate::reads::split;
 
 /// The invariant: `bytes` in one read, split at `cuts`, and one byte per
 /// read give the same response. Panics (for the fuzzer) if not.
