@@ -719,14 +719,7 @@ async fn a_real_rollout_is_drawn_and_paused_from_the_page() {
     let Some((chromium, driver_path)) = browser_or_skip() else { return };
     let stable = Upstream::named("stable").await;
     let canary = Upstream::named("canary").await;
-    let config = Config::new()
-        .pool("stable", &[stable.addr])
-        .pool_with("canary", &[canary.addr], "[pools.canary.guard]\nmax_error_rate = 0.5\n")
-        .route_with(
-            "shop",
-            "stable = 100, canary = 0",
-            "[routes.rollout]\npool = \"canary\"\nsteps = [25, 50, 100]\nhold = \"1h\"\nmax_hold = \"1h\"\n",
-        );
+    let config = Config::slow_rollout(stable.addr, canary.addr);
     let proxy = TestProxy::start(&config.build()).await;
     let rollouts = get_json(&proxy.admin_url("/rollouts")).await;
     assert_eq!(rollouts[0]["state"], "progressing", "the rollout started: {rollouts}");

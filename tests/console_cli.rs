@@ -148,14 +148,7 @@ async fn refusals_exit_1_with_the_proxy_s_reason() {
 #[tokio::test]
 async fn rollout_commands_steer_a_real_rollout() {
     let (stable, canary) = (Upstream::named("stable").await, Upstream::named("canary").await);
-    let config = Config::new()
-        .pool("stable", &[stable.addr])
-        .pool_with("canary", &[canary.addr], "[pools.canary.guard]\nmax_error_rate = 0.5\n")
-        .route_with(
-            "shop",
-            "stable = 100, canary = 0",
-            "[routes.rollout]\npool = \"canary\"\nsteps = [25, 50, 100]\nhold = \"1h\"\nmax_hold = \"1h\"\n",
-        );
+    let config = Config::slow_rollout(stable.addr, canary.addr);
     let proxy = TestProxy::start(&config.build()).await;
     let admin = proxy.admin_url("");
     let a = admin.as_str();

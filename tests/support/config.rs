@@ -55,6 +55,20 @@ impl Config {
         self
     }
 
+    /// Pools `stable` and guarded `canary`, and route `shop` with a rollout
+    /// of the canary at 25, 50 and 100 % that holds each step an hour: one
+    /// that stays where an operator puts it.
+    pub fn slow_rollout(stable: SocketAddr, canary: SocketAddr) -> Config {
+        Config::new()
+            .pool("stable", &[stable])
+            .pool_with("canary", &[canary], "[pools.canary.guard]\nmax_error_rate = 0.5\n")
+            .route_with(
+                "shop",
+                "stable = 100, canary = 0",
+                "[routes.rollout]\npool = \"canary\"\nsteps = [25, 50, 100]\nhold = \"1h\"\nmax_hold = \"1h\"\n",
+            )
+    }
+
     /// A `[[routes]]` entry named `name` whose split is `{ <split> }`.
     pub fn route(self, name: &str, split: &str) -> Config {
         self.route_with(name, split, "")
