@@ -13,12 +13,15 @@
 //! - [`TestProxy`]: writes a config into a temp dir, validates it with the
 //!   same loader as the binary, binds port 0 and runs `cutover::run` in the
 //!   test's runtime until dropped or stopped; `process` runs the binary.
+//! - [`etcd::Etcd`]: a real single-member etcd on loopback, for the
+//!   fleet tests.
 //! - [`eventually`], [`metric`]: waiting on a condition with a deadline,
 //!   and reading one series off `/metrics`.
 
 #![allow(dead_code, unreachable_pub)]
 
 pub mod config;
+pub mod etcd;
 pub mod process;
 pub mod raw_client;
 pub mod raw_upstream;

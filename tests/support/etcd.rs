@@ -1,0 +1,184 @@
+//! A real single-member etcd (the `etcd` binary of Debian's `etcd-server`)
+//! on loopback ports, in a temp dir, for the fleet tests.
+//!
+//! Without `etcd` on the PATH, [`Etcd::start`] says the test skipped and
+//! returns `None`, unless `CUTOVER_REQUIRE_ETCD=1` (CI sets it), where a
+//! missing etcd fails the test.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cutover::fleet::etcd::{Client, ClientOptions, Endpoint};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
+/// A real single-member etcd in a temp dir, killed on drop.
+pub struct Etcd {
+    dir: tempfile::TempDir,
+    client_port: u16,
+    peer_port: u16,
+    setup: Setup,
+    child: Option<Child>,
+}
+
+/// How to run etcd beyond the defaults.
+#[derive(Clone, Default)]
+pub struct Setup {
+    /// Extra command-line arguments.
+    pub args: Vec<String>,
+    /// Serve clients over TLS with this client config to reach it.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+pub fn etcd_installed() -> bool {
+    let found = Command::new("etcd").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
+    if !found {
+        assert!(
+            std::env::var("CUTOVER_REQUIRE_ETCD").as_deref() != Ok("1"),
+            "CUTOVER_REQUIRE_ETCD=1 but no `etcd` binary on the PATH (apt-get install etcd-server)"
+        );
+        eprintln!("skipped: no `etcd` binary on the PATH (apt-get install etcd-server to run this test)");
+    }
+    found
+}
+
+/// Two ports free right now. etcd cannot listen on port 0, so the ports are
+/// picked by binding and releasing; a race with another process shows as
+/// etcd exiting at startup, and [`Etcd::start`] then picks again.
+pub fn free_ports() -> (u16, u16) {
+    let a = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let b = TcpListener::bind("127.0.0.1:0").expect("bind");
+    (a.local_addr().expect("addr").port(), b.local_addr().expect("addr").port())
+}
+
+impl Etcd {
+    /// Start etcd, or `None` when it is not installed (and not required).
+    pub async fn start() -> Option<Etcd> {
+        Etcd::start_with(Setup::default()).await
+    }
+
+    pub async fn start_with(setup: Setup) -> Option<Etcd> {
+        if !etcd_installed() {
+            return None;
+        }
+        let mut log = String::new();
+        for _ in 0..5 {
+            let (client_port, peer_port) = free_ports();
+            let dir = tempfile::tempdir().expect("temp dir");
+            let mut etcd = Etcd { dir, client_port, peer_port, setup: setup.clone(), child: None };
+            if etcd.launch().await {
+                return Some(etcd);
+            }
+            log = etcd.log();
+        }
+        panic!("etcd did not start in 5 tries; last log: {log}");
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Spawn the process and wait until it answers; false if it exited.
+    pub async fn launch(&mut self) -> bool {
+        let client = self.endpoint().to_string();
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("etcd.log"))
+            .expect("log file");
+        let child = Command::new("etcd")
+            .args(["--name", "fleet-test", "--data-dir"])
+            .arg(self.data_dir())
+            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("fleet-test={peer}")])
+            .args(&self.setup.args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn etcd");
+        self.child = Some(child);
+        let client = self.client();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut() {
+                if child.try_wait().ok().flatten().is_some() {
+                    return false;
+                }
+            }
+            if client.get("/probe").await.is_ok() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("etcd did not answer within 30 s; log: {}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stop and start again on the same ports and data.
+    pub async fn restart(&mut self) {
+        self.stop();
+        for _ in 0..20 {
+            if self.launch().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        panic!("etcd did not restart; log: {}", self.log());
+    }
+
+    pub fn endpoint(&self) -> Endpoint {
+        let scheme = if self.setup.tls.is_some() { "https" } else { "http" };
+        Endpoint::parse(&format!("{scheme}://127.0.0.1:{}", self.client_port)).expect("endpoint")
+    }
+
+    pub fn options(&self) -> ClientOptions {
+        let mut options = ClientOptions::new(vec![self.endpoint()]);
+        options.timeout = Duration::from_secs(2);
+        options.tls = self.setup.tls.clone();
+        options
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(self.options()).expect("client")
+    }
+
+    /// POST `body` to the gateway without the client under test (admin
+    /// calls the client has no function for); the status and the answer.
+    pub async fn raw(&self, path: &str, body: serde_json::Value, token: Option<&str>) -> (u16, serde_json::Value) {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.client_port)).await.expect("connect");
+        let body = body.to_string();
+        let auth = token.map(|t| format!("Authorization: {t}\r\n")).unwrap_or_default();
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.expect("read");
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        let status = answer.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let start = answer.find('{').unwrap_or(answer.len());
+        let end = answer.rfind('}').map(|i| i + 1).unwrap_or(answer.len());
+        (status, serde_json::from_str(&answer[start..end.max(start)]).unwrap_or(serde_json::Value::Null))
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
