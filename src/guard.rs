@@ -333,6 +333,9 @@ pub struct PoolGuard {
     pub judgement: Judgement,
     /// Set once a `failing` verdict has been reported, until a reset.
     failing_reported: AtomicBool,
+    /// Outcomes of the pool's backends warming up under slow start, left
+    /// out of the window and the verdict.
+    warming_excluded: AtomicU64,
 }
 
 impl PoolGuard {
@@ -349,6 +352,7 @@ impl PoolGuard {
             events,
             judgement,
             failing_reported: AtomicBool::new(false),
+            warming_excluded: AtomicU64::new(0),
         }
     }
 
@@ -367,6 +371,17 @@ impl PoolGuard {
             && verdict.kind == crate::judge::VerdictKind::Failing
             && !self.failing_reported.swap(true, Ordering::AcqRel);
         (verdict, trips)
+    }
+
+    /// Count a finished request left out because its backend was warming
+    /// up ([`crate::pool::Pool::in_warm_up`]).
+    pub fn exclude_warming(&self) {
+        self.warming_excluded.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many outcomes this guard left out as warm-ups.
+    pub fn warming_excluded(&self) -> u64 {
+        self.warming_excluded.load(Ordering::Relaxed)
     }
 
     /// Record a finished request and report a new breach to the control task.

@@ -468,6 +468,7 @@ impl Control {
             overrides: state.overrides.clone(),
             trips: state.trips.clone(),
             guards: state.guards.iter().map(|(p, g)| (p.clone(), g.window.stats(now))).collect(),
+            warming_excluded: state.guards.iter().map(|(p, g)| (p.clone(), g.warming_excluded())).collect(),
             verdicts: self.verdicts.borrow().clone(),
         }
     }
