@@ -443,6 +443,7 @@ fn status(state: &AdminState) -> Value {
                 "failures": g.failures,
                 "error_rate": (g.error_rate() * 10_000.0).round() / 10_000.0,
                 "p99_ms": g.p99.map(|d| d.as_secs_f64() * 1000.0),
+                "warming_excluded": view.warming_excluded.get(name).copied().unwrap_or(0),
             });
             let config = view.config.pool(name).and_then(|p| p.guard.as_ref());
             verdict::add(&mut guard, view.verdicts.get(name), config);

@@ -6,7 +6,9 @@
 //! place that records the outcome: the in-flight count, the status class
 //! counter, the latency histogram, the pool's guard window, the tallies of
 //! the guards that judge other pools against this one, and the backend's
-//! passive health. Recording in `Drop` (as tower's load trackers do) means a
+//! passive health. A backend warming up under slow start beside warm ones
+//! ([`crate::pool::Pool::in_warm_up`]) is counted in its own metrics and
+//! passive health but not in any guard: its cold start is not the version's. Recording in `Drop` (as tower's load trackers do) means a
 //! cancelled request — the client hung up — is still counted, with its
 //! latency, but never as a backend failure.
 
@@ -200,10 +202,19 @@ impl Drop for Exchange {
         if let Some(outcome) = passive {
             self.report_passive(outcome);
         }
+        // A warm-up beside warm backends of the same version is the
+        // backend's, not the version's: counted above, judged nowhere.
+        let pool = self.recorders.pool.as_ref();
+        if pool.is_some_and(|pool| pool.in_warm_up(backend, now)) {
+            if let Some(guard) = &self.recorders.guard {
+                guard.exclude_warming();
+            }
+            return;
+        }
         if let Some(guard) = &self.recorders.guard {
             guard.observe(now, failed, latency);
         }
-        if let Some(pool) = &self.recorders.pool {
+        if let Some(pool) = pool {
             for tally in &pool.baseline_for {
                 tally.record(failed, latency);
             }

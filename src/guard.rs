@@ -333,6 +333,12 @@ pub struct PoolGuard {
     pub judgement: Judgement,
     /// Set once a `failing` verdict has been reported, until a reset.
     failing_reported: AtomicBool,
+    /// Outcomes of the pool's backends warming up under slow start, left
+    /// out of the window and the verdict.
+    warming_excluded: AtomicU64,
+    /// The same count in `cutover_guard_warming_excluded_total`, when
+    /// metrics are on.
+    warming_counter: Option<prometheus::IntCounter>,
 }
 
 impl PoolGuard {
@@ -349,6 +355,8 @@ impl PoolGuard {
             events,
             judgement,
             failing_reported: AtomicBool::new(false),
+            warming_excluded: AtomicU64::new(0),
+            warming_counter: None,
         }
     }
 
@@ -367,6 +375,26 @@ impl PoolGuard {
             && verdict.kind == crate::judge::VerdictKind::Failing
             && !self.failing_reported.swap(true, Ordering::AcqRel);
         (verdict, trips)
+    }
+
+    /// The same guard, also counting the warm-ups it leaves out in `counter`.
+    pub fn with_warming_counter(mut self, counter: prometheus::IntCounter) -> PoolGuard {
+        self.warming_counter = Some(counter);
+        self
+    }
+
+    /// Count a finished request left out because its backend was warming
+    /// up ([`crate::pool::Pool::in_warm_up`]).
+    pub fn exclude_warming(&self) {
+        self.warming_excluded.fetch_add(1, Ordering::Relaxed);
+        if let Some(counter) = &self.warming_counter {
+            counter.inc();
+        }
+    }
+
+    /// How many outcomes this guard left out as warm-ups.
+    pub fn warming_excluded(&self) -> u64 {
+        self.warming_excluded.load(Ordering::Relaxed)
     }
 
     /// Record a finished request and report a new breach to the control task.

@@ -51,7 +51,7 @@ enum Command {
         path: PathBuf,
     },
     /// A self-contained showcase: demo upstreams, the real proxy, live load,
-    /// a guard trip and a switchback, all on 127.0.0.1.
+    /// a rollout promoted, one aborted and a switchback, all on 127.0.0.1.
     Demo {
         /// Seconds the demo runs before it stops by itself; the story is scaled to fit.
         #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(10..=3600))]

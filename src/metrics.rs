@@ -63,6 +63,9 @@ pub struct Metrics {
     pub guard_verdict: IntGaugeVec,
     /// `cutover_guard_superseded_breaches_total{pool}`.
     pub superseded_breaches: IntCounterVec,
+    /// `cutover_guard_warming_excluded_total{pool}`: outcomes of backends
+    /// warming up under slow start that the pool's guard left out.
+    pub guard_warming_excluded: IntCounterVec,
     /// `cutover_rollout_step{route}`: the rollout's current step, 1-based (0 before the first).
     pub rollout_step: IntGaugeVec,
     /// `cutover_rollout_weight{route}`: the canary's share in percent while the rollout sets it.
@@ -228,6 +231,11 @@ impl Metrics {
             superseded_breaches: counter(
                 "cutover_guard_superseded_breaches_total",
                 "Breaches of the guard of a version the config has replaced (requests still in flight to its backends): ignored.",
+                &["pool"],
+            ),
+            guard_warming_excluded: counter(
+                "cutover_guard_warming_excluded_total",
+                "Outcomes of backends warming up under slow start beside warm ones, left out of the pool's guard and verdict.",
                 &["pool"],
             ),
             rollout_step: gauge("cutover_rollout_step", "Current step of the route's rollout, 1-based.", &["route"]),

@@ -60,6 +60,26 @@ fn check_accepts_the_default_config_and_summarises_it() {
 }
 
 #[test]
+fn check_prints_each_routes_rollout_plan() {
+    let path = config_dir().join("rollout.toml");
+    let out = run_cutover(&["check", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for expected in [
+        "rollout of canary: 5% for 5m, 25% for 5m, pause for an operator, 50% for 5m, 100% for 10m",
+        "each step needs a healthy verdict against baseline stable: error increase <= 0.01",
+        "latency <= 1.5 x its p99",
+        "inconclusive for 30m pauses; failing aborts",
+        "starts by itself on a new version; bake 15m",
+    ] {
+        assert!(stdout.contains(expected), "{expected:?} missing from:\n{stdout}");
+    }
+    // A route without a rollout has no plan under it.
+    let plain = text(&run_cutover(&["check", config_dir().join("cutover.toml").to_str().unwrap()]).stdout);
+    assert!(!plain.contains("rollout of"), "{plain}");
+}
+
+#[test]
 fn check_accepts_every_example_config() {
     let mut checked = 0;
     for entry in std::fs::read_dir(config_dir()).unwrap() {

@@ -1,7 +1,9 @@
-//! `cutover demo` through the real binary: it tells the whole story (hot
-//! reload, guard trip with its reason, admin switchback with revisions) in a
-//! short run, exits 0 by itself or on Ctrl-C, and leaves nothing behind — no
-//! listening port, no temp directory.
+//! `cutover demo` through the real binary: it tells the whole story (a hot
+//! reload that starts a rollout of green, promoted step by step on healthy
+//! verdicts; a rollout of the canary aborted on a failing verdict against
+//! green, its baseline, with the reason; an admin switchback with revisions)
+//! in a short run, exits 0 by itself or on Ctrl-C, and leaves nothing behind
+//! — no listening port, no temp directory.
 //!
 //! Output is read line by line on threads; every wait has a deadline after
 //! which the process is killed and the test fails with what it printed.
@@ -14,7 +16,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// The demo's own length in the full-story test.
-const DURATION_SECS: u64 = 15;
+const DURATION_SECS: u64 = 20;
 /// Generous bound on the whole process, startup and shutdown included, on
 /// a loaded machine with a debug build.
 const DEADLINE: Duration = Duration::from_secs(90);
@@ -206,31 +208,56 @@ fn a_short_demo_tells_the_whole_story_and_leaves_nothing_running() {
     }
 
     // The hot reload made revision 2, through the file watcher or the
-    // fallback POST /reload.
+    // fallback POST /reload, and started green's rollout.
     let reload = out.lines().find(|l| l.contains("Hot reload applied")).unwrap_or_else(|| panic!("no reload\n{out}"));
     assert_eq!(number_after(reload, "revision"), Some(2), "{reload}");
+    assert!(reload.contains("rollout started; rollout step 1: green 10%"), "{reload}");
 
-    // The guard tripped the canary, by itself, and said why.
-    let trip = out
+    // Green went up step by step, each after a healthy verdict, then was
+    // promoted: in order, each with its revision.
+    let mut at = out.find("phase 2/4").expect("phase 2");
+    for step in [
+        "step 1 of 3: green at 10%, the rollout started",
+        "step 2 of 3: green at 50%, on a healthy verdict (green's guard: 0 of",
+        "step 3 of 3: green at 100%, on a healthy verdict (green's guard: 0 of",
+        "green PROMOTED through every step",
+    ] {
+        let found = out[at..].find(step).unwrap_or_else(|| panic!("{step:?} missing or out of order\n{out}"));
+        at += found;
+    }
+    let promoted = out.lines().find(|l| l.contains("green PROMOTED")).expect("promotion line");
+    assert!(promoted.contains("rollout promoted") && promoted.contains("blue 0%, green 100%, canary 0%"), "{promoted}");
+    assert!(at < out.find("phase 3/4").expect("phase 3"), "green promoted before the canary's phase\n{out}");
+
+    // The canary's rollout was aborted at its first step, by the judge
+    // comparing it with green, and the route went back to green.
+    let abort = out
         .lines()
-        .find(|l| l.contains("TRIPPED the canary"))
-        .unwrap_or_else(|| panic!("the guard did not trip the canary\n{}", demo.output()));
-    assert!(trip.contains("error rate") && trip.contains("> 0.05 over 10s"), "{trip}");
-    let trip_revision = number_after(trip, ", revision").expect("trip revision");
-    assert!(trip.contains("reason error_rate"), "{trip}");
-    assert_eq!(trip_revision, 3, "{trip}");
-    assert!(out.contains("Effective split: blue 80, green 0, canary 0"), "{out}");
+        .find(|l| l.contains("rollout ABORTED"))
+        .unwrap_or_else(|| panic!("the canary's rollout was not aborted\n{}", demo.output()));
+    assert!(abort.contains("ABORTED at step 1 of 3"), "{abort}");
+    assert!(abort.contains("canary failing: ") && abort.contains(" vs green "), "judged against green: {abort}");
+    assert!(out.contains("Rolled back: the canary's weight is 0 and the route is back where it came from: blue 0%, green 100%, canary 0%."), "{out}");
+    assert!(out.contains("The judge's evidence: canary "), "{out}");
 
-    // The operator's shift to green and the switchback, each with its revision.
+    // The operator's move and the switchback, each with its revision.
     let shift = out.lines().find(|l| l.contains("-> revision")).unwrap_or_else(|| panic!("no PUT answer\n{out}"));
     let shift_revision = number_after(shift, "-> revision").expect("PUT revision");
     let back =
         out.lines().find(|l| l.contains("switchback to revision")).unwrap_or_else(|| panic!("no switchback\n{out}"));
     let back_revision = number_after(back, "switchback to revision").expect("switchback revision");
-    assert_eq!((shift_revision, back_revision), (trip_revision + 1, trip_revision + 2), "{shift}\n{back}");
-    assert!(back.contains("effective split now blue 80, green 0, canary 0"), "{back}");
-    assert!(out.contains("admin: switchback of route shop"), "history shows the switchback\n{out}");
-    assert!(out.contains("guard: pool canary: error rate"), "history shows the trip\n{out}");
+    assert_eq!(back_revision, shift_revision + 1, "{shift}\n{back}");
+    assert!(back.contains("the route is now blue 0%, green 100%, canary 0%"), "{back}");
+
+    // The history tells the same story.
+    for cause in [
+        "route shop: rollout step 2: green 50%",
+        "route shop: rollout promoted",
+        "route shop: rollout aborted: canary failing: ",
+        "admin: switchback of route shop",
+    ] {
+        assert!(out.contains(cause), "history lacks {cause:?}\n{out}");
+    }
 
     // Live figures were shown (plain lines, since stdout is a pipe).
     assert!(out.lines().filter(|l| l.starts_with('[') && l.contains("| blue")).count() >= 5, "{out}");

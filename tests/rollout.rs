@@ -453,3 +453,109 @@ async fn sticky_users_only_ever_move_into_the_canary() {
     assert!(moved >= 50, "users moved into the canary as the steps rose: {moved}");
     proxy.stop().await;
 }
+
+/// The canary judged against `stable` (its baseline) rather than by a
+/// threshold of its own: the judge's verdict over the same time. The
+/// allowance of 20 points lets a canary as good as its baseline be shown
+/// healthy on the few hundred requests a short hold sees; a canary failing
+/// every request is far beyond it.
+const BASELINE_GUARD: &str = "[pools.canary.guard]\nbaseline = \"stable\"\nmax_error_increase = 0.2\nmin_requests = 20";
+
+fn canary_pool(status: &Value) -> &Value {
+    status["pools"].as_array().unwrap().iter().find(|p| p["name"] == "canary").expect("canary in status")
+}
+
+#[tokio::test]
+async fn a_canary_as_healthy_as_its_baseline_is_promoted() {
+    let stable = Upstream::named("stable").await;
+    let canary = Upstream::named("canary").await;
+    let rollout = "steps = [10, 50, 100]\nhold = \"300ms\"";
+    let proxy = TestProxy::start(&config(&stable, &[&canary], BASELINE_GUARD, rollout, "")).await;
+    let load = Load::start(proxy.url("/"));
+    let promoted = wait_rollout(&proxy, "promotion", |r| r["state"] == "promoted").await;
+    assert_eq!(promoted["canary_share"], 100, "{promoted}");
+    assert!(load.failed().is_empty(), "failed requests: {:?}", load.failed());
+    let causes = causes(&proxy).await;
+    for expected in ["rollout step 2: canary 50%", "rollout step 3: canary 100%", "rollout promoted"] {
+        assert!(causes.iter().any(|c| c.contains(expected)), "no {expected:?} in history: {causes:#?}");
+    }
+    // The judge, not a threshold, let it through: it weighed both pools.
+    let status = get_json(&proxy.admin_url("/status")).await;
+    let guard = &canary_pool(&status)["guard"];
+    assert_eq!(guard["baseline"], "stable", "{guard:#}");
+    assert!(guard["evidence"]["pool"]["requests"].as_u64().unwrap_or(0) > 0, "{guard:#}");
+    assert!(guard["evidence"]["baseline"]["requests"].as_u64().unwrap_or(0) > 0, "{guard:#}");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_canary_failing_more_than_its_baseline_is_aborted_to_weight_zero() {
+    let stable = Upstream::named("stable").await;
+    let failing = Arc::new(AtomicBool::new(false));
+    let canary = switchable("canary", failing.clone()).await;
+    let rollout = "steps = [10, { weight = 50, hold = \"1h\" }, 100]\nhold = \"300ms\"";
+    let proxy = TestProxy::start(&config(&stable, &[&canary], BASELINE_GUARD, rollout, "")).await;
+    let load = Load::start(proxy.url("/"));
+    wait_rollout(&proxy, "step 2", |r| r["step"] == 1 && r["state"] == "progressing").await;
+    failing.store(true, Ordering::SeqCst);
+    let aborted = wait_rollout(&proxy, "the abort", |r| r["state"] == "aborted").await;
+    assert_eq!(aborted["step"], 1, "aborted at step 2: {aborted}");
+    let reason = aborted["reason"].as_str().unwrap();
+    assert!(reason.contains("canary failing") && reason.contains("vs stable"), "judged against stable: {aborted}");
+    assert_eq!(aborted["canary_share"], Value::Null);
+    let status = get_json(&proxy.admin_url("/status")).await;
+    assert_eq!(status["routes"][0]["effective"]["canary"], 0, "{status:#}");
+    assert!(canary_pool(&status)["tripped"].is_object(), "{status:#}");
+    assert_eq!(canary_pool(&status)["guard"]["verdict"]["kind"], "failing", "{status:#}");
+    let causes = causes(&proxy).await;
+    assert!(
+        causes
+            .iter()
+            .any(|c| c.contains("rollout aborted: ") && c.contains("canary failing") && c.contains("vs stable")),
+        "the cause is in the history: {causes:#?}"
+    );
+    // Back on stable; only the canary's own answers failed.
+    load.more(20).await;
+    let stable_before = load.count(200, "stable");
+    load.more(40).await;
+    assert!(load.count(200, "stable") >= stable_before + 40, "not all on stable: {:?}", load.answers);
+    for ((status, body), _) in load.failed() {
+        assert_eq!((status, body.as_str()), (500, "boom"));
+    }
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn an_outage_the_baseline_shares_does_not_abort_the_rollout() {
+    // Both fail 3 in 10: far over the absolute limit, and just as the baseline.
+    let stable = Upstream::flaky("stable", 3).await;
+    let canary = Upstream::flaky("canary", 3).await;
+    let guard = format!("{BASELINE_GUARD}\nmax_error_rate = 0.1");
+    let rollout = "steps = [50, 100]\nhold = \"300ms\"";
+    let proxy = TestProxy::start(&config(&stable, &[&canary], &guard, rollout, "")).await;
+    let _load = Load::start(proxy.url("/"));
+    // The judge weighed plenty of both pools' outcomes, and the rollout
+    // neither aborted nor advanced: over the absolute limit is never
+    // healthy, and no worse than the baseline is never failing.
+    let end = tokio::time::Instant::now() + WAIT;
+    let guard = loop {
+        let r = shop_rollout(&proxy).await;
+        assert_eq!((r["state"].as_str(), r["step"].as_u64()), (Some("progressing"), Some(0)), "{r}");
+        let status = get_json(&proxy.admin_url("/status")).await;
+        let guard = canary_pool(&status)["guard"].clone();
+        assert!(canary_pool(&status)["tripped"].is_null(), "a shared outage tripped the canary:\n{status:#}");
+        let weighed = |side: &str| guard["evidence"][side]["requests"].as_u64().unwrap_or(0);
+        if weighed("pool") >= 300 && weighed("baseline") >= 300 {
+            break guard;
+        }
+        assert!(tokio::time::Instant::now() < end, "the judge never weighed enough: {guard:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(guard["verdict"]["kind"], "inconclusive", "{guard:#}");
+    assert!(guard["evidence"]["pool"]["failures"].as_u64().unwrap() > 0, "{guard:#}");
+    assert!(guard["evidence"]["baseline"]["failures"].as_u64().unwrap() > 0, "{guard:#}");
+    let r = shop_rollout(&proxy).await;
+    assert_eq!(r["verdict"]["kind"], "inconclusive", "the rollout took the judge's verdict: {r}");
+    assert!(!causes(&proxy).await.iter().any(|c| c.contains("aborted")));
+    proxy.stop().await;
+}

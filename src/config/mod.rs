@@ -15,6 +15,7 @@ pub(crate) mod props;
 mod raw;
 pub mod restart;
 pub mod schema;
+mod summary;
 mod validate;
 pub mod watch;
 
@@ -431,47 +432,5 @@ impl Config {
     /// The pool called `name`.
     pub fn pool(&self, name: &str) -> Option<&PoolConfig> {
         self.pools.iter().find(|p| p.name == name)
-    }
-
-    /// A human summary of routes, pools and weights, printed by `cutover check`.
-    pub fn summary(&self) -> String {
-        use std::fmt::Write;
-        let mut out = String::new();
-        let listen: Vec<String> = self.server.listen.iter().map(|a| a.to_string()).collect();
-        let _ = writeln!(out, "listen: {}  admin: {}", listen.join(", "), self.admin.listen);
-        let _ = writeln!(out, "pools:");
-        for pool in &self.pools {
-            let backends: Vec<String> = pool.backends.iter().map(|b| b.to_string()).collect();
-            let guard = match &pool.guard {
-                Some(g) => {
-                    let mut parts = Vec::new();
-                    if let Some(baseline) = &g.baseline {
-                        parts.push(format!("vs {baseline} +{}", g.max_error_increase));
-                    }
-                    if let Some(rate) = g.max_error_rate {
-                        parts.push(format!("error rate <= {rate}"));
-                    }
-                    format!("  guard: {}", parts.join(", "))
-                }
-                None => String::new(),
-            };
-            let _ = writeln!(out, "  {:<12} {}{guard}", pool.name, backends.join(", "));
-        }
-        let _ = writeln!(out, "routes:");
-        for route in &self.routes {
-            let host = match &route.host {
-                HostMatch::Any => "*".to_string(),
-                HostMatch::Exact(h) => h.clone(),
-                HostMatch::Wildcard(suffix) => format!("*{suffix}"),
-            };
-            let total: u64 = route.split.iter().map(|(_, w)| u64::from(*w)).sum();
-            let split: Vec<String> = route
-                .split
-                .iter()
-                .map(|(pool, w)| format!("{pool} {w} ({:.0}%)", 100.0 * f64::from(*w) / total as f64))
-                .collect();
-            let _ = writeln!(out, "  {:<12} {host}{}  ->  {}", route.name, route.path_prefix, split.join(", "));
-        }
-        out
     }
 }

@@ -90,6 +90,9 @@ pub struct StateView {
     pub trips: BTreeMap<String, Trip>,
     /// Guard window figures by pool.
     pub guards: BTreeMap<String, crate::guard::WindowStats>,
+    /// By guarded pool, how many outcomes of backends warming up under slow
+    /// start its guard left out.
+    pub warming_excluded: BTreeMap<String, u64>,
     /// The latest verdict of every guarded pool.
     pub verdicts: Verdicts,
 }

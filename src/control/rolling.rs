@@ -197,6 +197,6 @@ impl State {
                 _ => {}
             }
         }
-        rollout_cause(route, events)
+        rollout_cause(route, &pool, events)
     }
 }

@@ -72,14 +72,14 @@ pub(super) fn verdict_kind(verdict: &Verdict) -> (&'static str, Option<&str>) {
     }
 }
 
-/// The history's cause for the events of one change of route `route`, or
-/// `None` when there are none.
-pub(super) fn cause(route: &str, events: &[Event]) -> Option<String> {
+/// The history's cause for the events of one change of route `route`
+/// rolling out `pool`, or `None` when there are none.
+pub(super) fn cause(route: &str, pool: &str, events: &[Event]) -> Option<String> {
     let parts: Vec<String> = events
         .iter()
         .map(|event| match event {
             Event::Started => "rollout started".to_string(),
-            Event::Advanced { step, share } => format!("rollout step {}: canary {share}%", step + 1),
+            Event::Advanced { step, share } => format!("rollout step {}: {pool} {share}%", step + 1),
             Event::Paused(reason) => format!("rollout paused: {}", reason.as_str()),
             Event::Resumed => "rollout resumed".to_string(),
             Event::Aborted(reason) => format!("rollout aborted: {reason}"),

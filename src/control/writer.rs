@@ -117,7 +117,7 @@ impl Control {
                 cause = "startup (state file restored)".to_string();
             }
         }
-        sync_guards(&mut state.guards, &config, None, breaches.as_ref());
+        sync_guards(&mut state.guards, &config, None, breaches.as_ref(), &metrics);
         let now = tokio::time::Instant::now();
         let mut started = Vec::new();
         for rc in &config.routes {
@@ -246,7 +246,7 @@ impl Control {
             }
         }
         let config = Arc::new(config);
-        sync_guards(&mut state.guards, &config, Some(&old), self.breaches.as_ref());
+        sync_guards(&mut state.guards, &config, Some(&old), self.breaches.as_ref(), &self.metrics);
         state.config = config.clone();
         state.applied_text = Some(text);
         let mut why = format!("reload ({})", cause.as_str());
@@ -468,6 +468,7 @@ impl Control {
             overrides: state.overrides.clone(),
             trips: state.trips.clone(),
             guards: state.guards.iter().map(|(p, g)| (p.clone(), g.window.stats(now))).collect(),
+            warming_excluded: state.guards.iter().map(|(p, g)| (p.clone(), g.warming_excluded())).collect(),
             verdicts: self.verdicts.borrow().clone(),
         }
     }
@@ -575,6 +576,7 @@ pub(super) fn sync_guards(
     config: &Config,
     old: Option<&Config>,
     breaches: Option<&BreachSender>,
+    metrics: &Metrics,
 ) {
     let mut next = HashMap::new();
     for pc in &config.pools {
@@ -585,7 +587,9 @@ pub(super) fn sync_guards(
                 next.insert(pc.name.clone(), g);
             }
             _ => {
-                let guard = PoolGuard::new(Arc::from(pc.name.as_str()), gc.clone(), breaches.cloned());
+                let warming = metrics.guard_warming_excluded.with_label_values(&[&pc.name]);
+                let guard = PoolGuard::new(Arc::from(pc.name.as_str()), gc.clone(), breaches.cloned())
+                    .with_warming_counter(warming);
                 next.insert(pc.name.clone(), Arc::new(guard));
             }
         }

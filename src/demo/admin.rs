@@ -108,6 +108,23 @@ pub(super) fn effective_split(status: &Value) -> String {
         .join(", ")
 }
 
+/// `blue 0%, green 100%, canary 0%`: the route's effective split as shares.
+pub(super) fn effective_shares(status: &Value) -> String {
+    let weights: Vec<u64> = POOLS.iter().map(|pool| effective_weight(status, pool).unwrap_or(0)).collect();
+    let total = weights.iter().sum::<u64>().max(1);
+    POOLS
+        .iter()
+        .zip(weights)
+        .map(|(pool, w)| format!("{pool} {}%", (w * 100 + total / 2) / total))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The demo route's rollout in a `/rollouts` answer.
+pub(super) fn rollout_of(rollouts: &Value) -> Option<Value> {
+    rollouts.as_array()?.iter().find(|r| r["route"].as_str() == Some(ROUTE)).cloned()
+}
+
 /// One line per revision of `/history`, at most `limit`.
 pub(super) fn history_lines(history: &Value, limit: usize) -> String {
     let mut out = String::new();

@@ -1,8 +1,10 @@
 //! The demo's config file, written into a fresh temp directory and
-//! rewritten for a hot reload; the directory goes when the demo ends.
+//! rewritten for each hot reload of the story (a rollout of green, then one
+//! of the canary); the directory goes when the demo ends.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::error::DemoError;
 use super::params::{MAX_ERROR_RATE, ROUTE};
@@ -15,21 +17,59 @@ pub(super) struct Backends {
     pub(super) canary: SocketAddr,
 }
 
-/// A route split, in the demo's pool order.
+/// What the config file says at each point of the story.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Split {
-    pub(super) blue: u32,
-    pub(super) green: u32,
-    pub(super) canary: u32,
+pub(super) enum Stage {
+    /// Everything on blue, no rollout.
+    BlueOnly,
+    /// Blue in production, green rolled out over it step by step.
+    GreenRollout,
+    /// Green in production, the canary rolled out over it.
+    CanaryRollout,
 }
 
-impl Split {
-    pub(super) const BLUE_ONLY: Split = Split { blue: 100, green: 0, canary: 0 };
-    pub(super) const CANARY_20: Split = Split { blue: 80, green: 0, canary: 20 };
+impl Stage {
+    /// The route's configured split: blue, green, canary.
+    pub(super) fn split(self) -> [u32; 3] {
+        match self {
+            Stage::BlueOnly | Stage::GreenRollout => [100, 0, 0],
+            Stage::CanaryRollout => [0, 100, 0],
+        }
+    }
+
+    /// The rolled-out pool's share at each step, percent: the canary starts
+    /// higher, so that its failures show within the demo's minute.
+    pub(super) fn steps(self) -> &'static [u32] {
+        match self {
+            Stage::BlueOnly => &[],
+            Stage::GreenRollout => &[10, 50, 100],
+            Stage::CanaryRollout => &[20, 50, 100],
+        }
+    }
+
+    /// The pool this stage rolls out, if any.
+    pub(super) fn rolled_out(self) -> Option<&'static str> {
+        match self {
+            Stage::BlueOnly => None,
+            Stage::GreenRollout => Some("green"),
+            Stage::CanaryRollout => Some("canary"),
+        }
+    }
 }
 
-/// The demo's config file: the same format as `config/cutover.toml`.
-pub(super) fn config_text(backends: &Backends, split: &Split) -> String {
+/// The demo's config file at `stage`, each rollout step held for `hold`:
+/// the same format as `config/cutover.toml`.
+pub(super) fn config_text(backends: &Backends, stage: Stage, hold: Duration) -> String {
+    let [b, g, c] = stage.split();
+    let steps = stage.steps().iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
+    let rollout = match stage.rolled_out() {
+        Some(pool) => format!(
+            "[routes.rollout]              # steps held while the pool is judged; a failing verdict aborts\n\
+             pool = \"{pool}\"\nsteps = [{steps}]\nhold = \"{}ms\"\n",
+            hold.as_millis()
+        ),
+        None => String::new(),
+    };
     format!(
         r#"# Written by `cutover demo`: a real config, in the format of config/cutover.toml.
 # Port 0 lets the OS pick free ports; the demo prints the ones it got.
@@ -48,25 +88,25 @@ backends = ["{blue}"]
 
 [pools.green]                 # the next version, deployed beside it
 backends = ["{green}"]
+[pools.green.guard]           # judged by its own limits
+max_error_rate = {MAX_ERROR_RATE}
+window = "5s"
+min_requests = 20
 
 [pools.canary]                # a build under test
 backends = ["{canary}"]
-[pools.canary.guard]          # automatic rollback
-max_error_rate = {MAX_ERROR_RATE}
-window = "10s"
-min_requests = 50
+[pools.canary.guard]          # judged against green over the same time
+baseline = "green"
+min_requests = 20
 
 [[routes]]
 name = "{ROUTE}"
 path_prefix = "/"
 split = {{ blue = {b}, green = {g}, canary = {c} }}
-"#,
+{rollout}"#,
         blue = backends.blue,
         green = backends.green,
         canary = backends.canary,
-        b = split.blue,
-        g = split.green,
-        c = split.canary,
     )
 }
 
@@ -129,17 +169,24 @@ mod tests {
 
     #[test]
     fn demo_configs_validate_like_any_config() {
-        for split in [Split::BLUE_ONLY, Split::CANARY_20] {
-            let text = config_text(&backends(), &split);
+        for stage in [Stage::BlueOnly, Stage::GreenRollout, Stage::CanaryRollout] {
+            let text = config_text(&backends(), stage, Duration::from_millis(800));
             let config =
                 cutover::config::parse(Path::new("demo.toml"), &text).unwrap_or_else(|e| panic!("{e}\n{text}"));
             let route = &config.routes[0];
             assert_eq!(route.name, ROUTE);
-            let weights: Vec<(String, u32)> =
-                vec![("blue".into(), split.blue), ("green".into(), split.green), ("canary".into(), split.canary)];
+            let [b, g, c] = stage.split();
+            let weights: Vec<(String, u32)> = vec![("blue".into(), b), ("green".into(), g), ("canary".into(), c)];
             assert_eq!(route.split, weights);
-            let guard = config.pool("canary").and_then(|p| p.guard.as_ref()).expect("canary guard");
-            assert_eq!(guard.max_error_rate, Some(MAX_ERROR_RATE));
+            assert_eq!(route.rollout.as_ref().map(|r| r.pool.as_str()), stage.rolled_out(), "{text}");
+            if let Some(plan) = &route.rollout {
+                assert_eq!(plan.steps.len(), stage.steps().len());
+                assert_eq!(plan.hold, Duration::from_millis(800));
+            }
+            let green = config.pool("green").and_then(|p| p.guard.as_ref()).expect("green guard");
+            assert_eq!(green.max_error_rate, Some(MAX_ERROR_RATE));
+            let canary = config.pool("canary").and_then(|p| p.guard.as_ref()).expect("canary guard");
+            assert_eq!(canary.baseline.as_deref(), Some("green"));
         }
     }
 }

@@ -39,6 +39,7 @@ pub(super) fn print_banner(urls: &Urls, config_path: &Path, backends: &Backends,
     let _ = writeln!(out, "  status    http://{}/status", urls.admin);
     let _ = writeln!(out, "  metrics   http://{}/metrics", urls.admin);
     let _ = writeln!(out, "  history   http://{}/history", urls.admin);
+    let _ = writeln!(out, "  rollouts  http://{}/rollouts", urls.admin);
     let _ = writeln!(out, "  config    {} (watched: edit it and the proxy reloads)", config_path.display());
     let _ = writeln!(
         out,
@@ -57,6 +58,7 @@ pub(super) fn curl_lines(urls: &Urls, title: &str) -> String {
         "{title}\n  \
          curl -s http://{proxy}/                                  # blue, green or canary\n  \
          curl -s http://{admin}/status\n  \
+         curl -s http://{admin}/rollouts\n  \
          curl -s http://{admin}/metrics | grep cutover_pool\n  \
          curl -s -X PUT http://{admin}/routes/{ROUTE}/split -H 'Content-Type: application/json' -d '{{\"blue\":0,\"green\":100}}'\n  \
          curl -s -X POST http://{admin}/routes/{ROUTE}/switchback -H 'X-Cutover-Admin: 1'\n  \
@@ -332,7 +334,7 @@ pub(super) fn summary(
     }
     if let Some(history) = history {
         let _ = writeln!(out, "  revisions (GET /history), newest first:");
-        let _ = writeln!(out, "{}", history_lines(history, 8));
+        let _ = writeln!(out, "{}", history_lines(history, 12));
     }
     let _ = writeln!(out, "  {proxy_result}; the load loop and the demo upstreams are stopped; {removed}.\n");
     out

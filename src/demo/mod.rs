@@ -11,15 +11,20 @@
 //! rate and p99 (measured by the load loop itself) next to the weights and
 //! guard figures the proxy reports on `GET /status`.
 //!
-//! The story is told in phases, each announced: all traffic on blue; the demo
-//! rewrites the config file to send 20% to the canary (a hot reload through
-//! the file watcher, with its new revision); the canary starts failing 30% of
-//! its requests and the proxy's guard trips it (the reason is read from
-//! `/status`); then an operator shifts the route to green and switches back
-//! through the admin API over HTTP, exactly as `curl` would. Phase lengths are
-//! shares of `--duration`, and where a phase waits for the proxy (a reload, a
-//! trip) it polls for the condition with a deadline rather than sleeping, so
-//! a short run still shows everything.
+//! The story is told in phases, each announced: all traffic on blue; the
+//! demo rewrites the config file to roll green out over blue in steps of
+//! 10, 50 and 100% (a hot reload through the file watcher), and the proxy
+//! takes each step on a healthy verdict of green's guard until it promotes
+//! green; the next release, the canary, is rolled out over green and starts
+//! failing 30% of its requests, and the proxy's judge, comparing it with
+//! green over the same time, finds it failing and aborts the rollout — the
+//! canary back to weight 0, the reason read from `/rollouts`; then an
+//! operator moves the route by the admin API and switches back over HTTP,
+//! exactly as `curl` would. Each step, promotion and abort is printed as it
+//! happens. Phase lengths are shares of `--duration`, and where a phase
+//! waits for the proxy (a reload, a step, a promotion, an abort) it polls
+//! for the condition with a deadline rather than sleeping, so a short run
+//! still shows everything and ends on time.
 //!
 //! Only the canary's failures are staged; the proxy's part is not simulated.
 //! No process is spawned: everything runs as tasks on the caller's tokio
@@ -42,7 +47,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use admin::Admin;
-use config::{config_text, write_atomically, DemoDir, Split};
+use config::{config_text, write_atomically, DemoDir, Stage};
 use display::{curl_lines, monitor, print_banner, summary, Screen, Urls};
 use error::DemoError;
 use load::Load;
@@ -101,7 +106,8 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
     let upstreams = Upstreams::start().await?;
     let config_path = dir.path.join("cutover.toml");
     let backends = upstreams.addrs();
-    write_atomically(&config_path, &config_text(&backends, &Split::BLUE_ONLY))?;
+    let plan = Plan::for_duration(duration);
+    write_atomically(&config_path, &config_text(&backends, Stage::BlueOnly, plan.hold()))?;
     let (config, text) = cutover::config::load_with_text(&config_path).map_err(DemoError::Config)?;
     let listeners = cutover::bind(&config).await.map_err(|(addr, source)| DemoError::Bind { addr, source })?;
     let proxy_addr = match listeners.traffic_addrs().first() {
@@ -141,7 +147,7 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
         canary: upstreams.canary_failing.clone(),
         started,
         end: started + duration,
-        plan: Plan::for_duration(duration),
+        plan,
         urls: urls.clone(),
     };
     // The story never outlives its duration by more than a few admin calls;

@@ -14,7 +14,7 @@ pub(super) const WORKERS: u32 = 4;
 pub(super) const RATE: u32 = 200;
 /// Share of the canary's requests that fail once it goes bad: 3 in 10.
 pub(super) const FAIL_EVERY: (u64, u64) = (3, 10);
-/// The canary guard's `max_error_rate`.
+/// Green's guard's `max_error_rate`.
 pub(super) const MAX_ERROR_RATE: f64 = 0.05;
 /// Longest wait for one admin call or one proxied request.
 pub(super) const CALL_TIMEOUT: Duration = Duration::from_secs(3);

@@ -94,6 +94,25 @@ impl Pool {
         }
     }
 
+    /// Whether `backend`'s outcome at `now` is its warm-up's, and so left
+    /// out of the pool's guard and of the tallies of guards judging against
+    /// the pool: the pool has slow start, `backend` is still inside its
+    /// window, and another eligible backend of the pool is warm. Those warm
+    /// backends carry the version's record, so the version is unchanged and
+    /// a newcomer's (or a returning backend's) cold start is not held
+    /// against it. When every eligible backend is warming (a pool of new
+    /// backends, or one coming back as a whole) nothing else speaks for the
+    /// version, and its outcomes count. A warm backend costs one load.
+    pub fn in_warm_up(&self, backend: &Backend, now: tokio::time::Instant) -> bool {
+        let Some(config) = &self.slow_start else { return false };
+        if !backend.warm_up().is_warming() || backend.warm_up().factor(config, now) >= 1.0 {
+            return false;
+        }
+        self.backends
+            .iter()
+            .any(|b| !std::ptr::eq(&**b, backend) && b.is_eligible() && b.warm_up().factor(config, now) >= 1.0)
+    }
+
     /// The same pool, marked as rolled back or not.
     pub fn with_tripped(mut self, tripped: bool) -> Pool {
         self.tripped = tripped;

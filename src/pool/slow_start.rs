@@ -29,6 +29,11 @@
 //! last one stands: a pool whose backends are all warming still answers in
 //! bounded time, and their shares stay equal to each other.
 //!
+//! A warm-up is also kept out of the pool's guard: while warm backends
+//! beside it carry the version, a newcomer's cold start is its own, not the
+//! version's ([`super::Pool::in_warm_up`], read where an exchange records
+//! its outcome).
+//!
 //! The clock is `tokio::time`, so unit tests run the window in paused time.
 //! A backend records when its warm-up began ([`WarmUp`]) whatever its pool's
 //! config; only a pool with `slow_start` reads it, and the first pick that
@@ -218,5 +223,31 @@ mod tests {
         d.set_ejected(true);
         d.set_healthy(true);
         assert!(!d.warm_up().is_warming());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_warm_up_is_left_out_of_the_guard_only_beside_warm_backends() {
+        let pool = pool_with_a_newcomer(crate::config::LbPolicy::Random, 10);
+        let now = Instant::now;
+        assert!(pool.in_warm_up(&pool.backends[3], now()), "the newcomer, beside three warm backends");
+        assert!(!pool.in_warm_up(&pool.backends[0], now()), "a warm backend counts");
+        // Without slow start, nothing is a warm-up.
+        let plain = pool_with_a_newcomer(crate::config::LbPolicy::Random, 10).with_slow_start(None);
+        assert!(!plain.in_warm_up(&plain.backends[3], now()));
+        // The warm ones out of rotation: nothing else speaks for the version.
+        for b in &pool.backends[..3] {
+            b.set_healthy(false);
+        }
+        assert!(!pool.in_warm_up(&pool.backends[3], now()), "the only eligible backend counts");
+        // Every backend warming (a new set of backends): they all count.
+        for b in &pool.backends[..3] {
+            b.set_healthy(true);
+        }
+        assert!(pool.backends.iter().all(|b| b.warm_up().is_warming()));
+        assert!(!pool.in_warm_up(&pool.backends[3], now()), "a pool of newcomers counts");
+        // After the window, the newcomer counts like the others.
+        let pool = pool_with_a_newcomer(crate::config::LbPolicy::Random, 10);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(!pool.in_warm_up(&pool.backends[3], now()));
     }
 }
