@@ -41,6 +41,8 @@ pub struct Config {
     pub pools: Vec<PoolConfig>,
     /// Every route, in file order.
     pub routes: Vec<RouteConfig>,
+    /// `[fleet]`: the etcd this replica shares state with; `None` runs alone.
+    pub fleet: Option<crate::fleet::FleetConfig>,
 }
 
 /// `[server]`: listeners, timeouts and limits of the traffic side.
