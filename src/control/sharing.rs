@@ -96,15 +96,18 @@ impl Control {
     }
 
     /// Apply units decided by another replica, each with the store's
-    /// version of it; a unit no newer than the one applied is skipped (an
-    /// echo of this replica's own write). One revision for all of them,
-    /// with `cause`. Returns whether anything changed.
-    pub fn apply_shared(&self, units: Vec<(SharedKey, SharedValue, i64)>, cause: &str) -> bool {
+    /// version of it; a unit older than the one applied is skipped, and so
+    /// is one of the same version (an echo of this replica's own write)
+    /// unless `exact`: then the store's value replaces whatever this
+    /// replica holds (a lost race must leave no part of the losing change).
+    /// One revision for all of them, with `cause`. Returns whether anything
+    /// changed.
+    pub fn apply_shared(&self, units: Vec<(SharedKey, SharedValue, i64)>, cause: &str, exact: bool) -> bool {
         let mut state = self.lock();
         let now = tokio::time::Instant::now();
         let mut changed = false;
         for (key, value, version) in units {
-            if state.versions.get(&key).is_some_and(|v| *v >= version) {
+            if state.versions.get(&key).is_some_and(|v| *v > version || (*v == version && !exact)) {
                 continue;
             }
             state.versions.insert(key.clone(), version);
