@@ -132,6 +132,7 @@ pub async fn run(
         Some(config) => Some(crate::fleet::Fleet::start(control.clone(), config).await.map_err(io::Error::other)?),
         None => None,
     };
+    let _fleet_stops_with_run = fleet.as_ref().map(crate::fleet::Fleet::stop_on_drop);
 
     let (stopping_tx, stopping) = watch::channel(false);
     let (closing_tx, closing) = watch::channel(false);

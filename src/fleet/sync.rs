@@ -242,6 +242,14 @@ impl Fleet {
         let _ = tokio::time::timeout(self.config.timeout, self.client.delete(self.replica_key())).await;
     }
 
+    /// A guard that stops this replica's part in the fleet when dropped,
+    /// without resigning: as a crash would, so the lease runs out and
+    /// another replica takes over within the TTL. `run` holds it, so a
+    /// replica whose runtime ends takes its fleet tasks with it.
+    pub fn stop_on_drop(self: &Arc<Self>) -> StopOnDrop {
+        StopOnDrop(self.clone())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -577,6 +585,22 @@ impl Fleet {
             let replicas = range.kvs.iter().filter_map(|kv| serde_json::from_slice(&kv.value).ok()).collect();
             self.lock().replicas = replicas;
         }
+    }
+}
+
+/// See [`Fleet::stop_on_drop`].
+#[derive(Debug)]
+pub struct StopOnDrop(Arc<Fleet>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if let Ok(mut tasks) = self.0.tasks.lock() {
+            for task in tasks.drain(..) {
+                task.abort();
+            }
+        }
+        let election = self.0.election.lock().ok().and_then(|mut e| e.take());
+        drop(election);
     }
 }
 
