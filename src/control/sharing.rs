@@ -252,3 +252,126 @@ fn apply_pool(state: &mut State, pool: &str, value: PoolShared) -> bool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::control::TripReason;
+    use crate::guard::{Breach, BreachReason};
+
+    const CONFIG: &str =
+        "[pools.blue]\nbackends = [\"127.0.0.1:9001\"]\n[pools.green]\nbackends = [\"127.0.0.1:9002\"]\n\
+                          [[routes]]\nname = \"shop\"\nsplit = { blue = 1, green = 1 }\n";
+
+    #[derive(Debug, Default)]
+    struct Recorder(Mutex<Vec<(u64, Option<Decision>)>>);
+
+    impl DecisionSink for Recorder {
+        fn committed(&self, revision: u64, decision: Option<Decision>) {
+            self.0.lock().expect("lock").push((revision, decision));
+        }
+    }
+
+    impl Recorder {
+        fn last(&self) -> (u64, Option<Decision>) {
+            self.0.lock().expect("lock").last().cloned().expect("a commit")
+        }
+    }
+
+    fn control() -> (Arc<Control>, Arc<Recorder>) {
+        let config = crate::config::parse(std::path::Path::new("t.toml"), CONFIG).expect("valid");
+        let control = Control::start(config, PathBuf::new(), None, 1, crate::metrics::Metrics::new(), None);
+        let recorder = Arc::new(Recorder::default());
+        control.share_decisions_with(recorder.clone());
+        (control, recorder)
+    }
+
+    fn trip() -> Trip {
+        Trip {
+            reason: TripReason::Manual,
+            detail: "by hand".into(),
+            revision: 9,
+            backends: vec!["127.0.0.1:9002".into()],
+        }
+    }
+
+    #[tokio::test]
+    async fn each_commit_hands_over_the_units_it_changed_based_on_their_stored_versions() {
+        let (control, recorder) = control();
+        let weights = [("blue".to_string(), 0), ("green".to_string(), 5)].into_iter().collect();
+        let revision = control.set_override("shop", &weights).expect("set");
+        let (at, decision) = recorder.last();
+        let decision = decision.expect("a decision");
+        assert_eq!((at, decision.revision, decision.maker), (revision, revision, Maker::Operator));
+        assert_eq!(decision.changes.len(), 1, "{decision:?}");
+        assert_eq!((&decision.changes[0].key, decision.changes[0].based_on), (&SharedKey::Route("shop".into()), 0));
+        assert!(decision.cause.starts_with("admin: set split of route shop"), "{}", decision.cause);
+
+        // The store took it at version 12: the next change builds on that.
+        control.shared_written(&[(SharedKey::Route("shop".into()), 0, 12)]);
+        control.clear_override("shop").expect("clear");
+        let decision = recorder.last().1.expect("a decision");
+        assert_eq!(decision.changes[0].based_on, 12);
+
+        control.trip("green").expect("trip");
+        let decision = recorder.last().1.expect("a decision");
+        assert_eq!(decision.changes.len(), 1);
+        assert_eq!(decision.changes[0].key, SharedKey::Pool("green".into()));
+    }
+
+    #[tokio::test]
+    async fn another_replicas_units_apply_once_and_are_not_handed_back() {
+        let (control, recorder) = control();
+        let green = SharedKey::Pool("green".into());
+        let tripped = SharedValue::Pool(PoolShared { trip: Some(trip()) });
+        assert!(control.apply_shared(vec![(green.clone(), tripped.clone(), 5)], "fleet: x (b)", false));
+        assert!(control.view().trips.contains_key("green"));
+        assert_eq!(recorder.last().1, None, "an applied unit is no decision of this replica");
+        assert_eq!(control.history()[0].cause, "fleet: x (b)");
+        // The echo of the same version changes nothing.
+        let untripped = SharedValue::Pool(PoolShared { trip: None });
+        assert!(!control.apply_shared(vec![(green.clone(), untripped.clone(), 5)], "echo", false));
+        assert!(control.view().trips.contains_key("green"));
+        // A lost race applies the store's value even at the same version.
+        assert!(control.apply_shared(vec![(green.clone(), untripped, 5)], "lost", true));
+        assert!(!control.view().trips.contains_key("green"));
+        // A trip of other backends (another version of the pool) is not applied.
+        let other = Trip { backends: vec!["127.0.0.1:1".into()], ..trip() };
+        let value = SharedValue::Pool(PoolShared { trip: Some(other) });
+        assert!(!control.apply_shared(vec![(green.clone(), value, 6)], "other version", false));
+        // An override of other pools than the route's is not applied.
+        let ov = crate::control::Override { split: vec![("red".into(), 1)], file_split: vec![("red".into(), 1)] };
+        let value = SharedValue::Route(RouteShared { override_split: Some(ov), rollout: None });
+        assert!(!control.apply_shared(vec![(SharedKey::Route("shop".into()), value, 7)], "other pools", false));
+        assert!(control.view().overrides.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_follower_judges_but_does_not_trip_and_a_lost_trip_is_made_again() {
+        let (control, recorder) = control();
+        control.set_automatic(false);
+        let breach = Breach { reason: BreachReason::ErrorRate, detail: "error rate 0.5 > 0.1".into() };
+        control.on_breach("green", &breach);
+        assert!(!control.view().trips.contains_key("green"), "only the leader trips");
+        let breaches = control.metrics().guard_breaches.with_label_values(&["green", "error_rate"]).get();
+        assert_eq!(breaches, 1, "the breach was seen");
+
+        control.set_automatic(true);
+        control.on_breach("green", &breach);
+        assert!(control.view().trips.contains_key("green"));
+        assert_eq!(recorder.last().1.expect("a decision").maker, Maker::Automatic);
+
+        // Another replica reset the pool first; the trip is made again on that.
+        let green = SharedKey::Pool("green".into());
+        let reset = SharedValue::Pool(PoolShared { trip: None });
+        assert!(control.apply_shared(vec![(green, reset, 8)], "fleet: reset (b)", true));
+        assert!(control.reapply_trip("green", &trip()));
+        assert!(control.view().trips.contains_key("green"));
+        let decision = recorder.last().1.expect("a decision");
+        assert_eq!((decision.maker, decision.changes[0].based_on), (Maker::Automatic, 8));
+        assert!(!control.reapply_trip("green", &trip()), "already tripped");
+    }
+}

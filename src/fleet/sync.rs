@@ -263,8 +263,8 @@ impl Fleet {
         self.gauges.connected.set(i64::from(connected));
         if was && !connected {
             tracing::warn!("lost etcd: serving the last applied state (fail static); decisions are kept and written when it answers");
-        } else if !was && connected && self.lock().pending.is_empty() {
-            tracing::info!("etcd reached: in step with the fleet");
+        } else if !was && connected {
+            tracing::info!("etcd reached: state resynchronised with the fleet");
         }
         self.update_authority();
     }
@@ -323,9 +323,6 @@ impl Fleet {
                             Ok(revision) => {
                                 watcher = Some(self.client.watch_prefix(state::state_prefix(&self.config.prefix), revision + 1));
                                 self.set_connected(true);
-                                if self.lock().pending.is_empty() {
-                                    tracing::info!("etcd reached again: state resynchronised with the fleet");
-                                }
                             }
                             Err(e) => tracing::debug!(error = %e, "etcd still unreachable"),
                         }
