@@ -368,3 +368,81 @@ async fn when_the_leader_dies_another_leads_within_the_ttl_and_trips_once() {
         proxy.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_commands_on_one_replica_move_the_rollout_on_every_replica() {
+    let Some(etcd) = Etcd::start().await else { return };
+    let (blue, green) = (Upstream::named("blue").await, Upstream::named("green").await);
+    let prefix = "/cutover/test-rollout";
+    let rollout = "split = { blue = 1, green = 1 }\n[routes.rollout]\npool = \"green\"\nsteps = [25, 50]\n\
+                   hold = \"1h\"\nstart = \"manual\"\n";
+    let with_rollout = |name: &str| {
+        config(&etcd, prefix, name, &blue, &green, false).replace("split = { blue = 1, green = 1 }\n", rollout)
+    };
+    let a = TestProxy::start_seeded(&with_rollout("a"), Some(7)).await;
+    let b = TestProxy::start_seeded(&with_rollout("b"), Some(7)).await;
+    let rollout_of = |proxy: &TestProxy| {
+        let url = proxy.admin_url("/rollouts");
+        async move {
+            let list = get_json(&url).await;
+            list.as_array().and_then(|l| l.iter().find(|r| r["route"] == "shop").cloned()).unwrap_or(Value::Null)
+        }
+    };
+    assert_eq!(rollout_of(&b).await["state"], "idle");
+
+    let answer = post(&a.admin_url("/routes/shop/rollout/start")).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    eventually(PROPAGATION, "the rollout started on b", || async {
+        let r = rollout_of(&b).await;
+        r["state"] == "progressing" && r["step"] == 0 && r["canary_share"] == 25
+    })
+    .await;
+    eventually(PROPAGATION, "b sends the canary its share", || async {
+        effective(&b, "shop").await == json!({"blue": 3, "green": 1})
+    })
+    .await;
+
+    let answer = post(&b.admin_url("/routes/shop/rollout/pause")).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    eventually(PROPAGATION, "the pause in force on a", || async { rollout_of(&a).await["state"] == "paused" }).await;
+    for proxy in [a, b] {
+        proxy.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_cannot_reach_etcd_at_startup_serves_from_its_state_file_and_joins_later() {
+    let Some(mut etcd) = Etcd::start().await else { return };
+    let (blue, green) = (Upstream::named("blue").await, Upstream::named("green").await);
+    let prefix = "/cutover/test-cold-start";
+    let state = tempfile::tempdir().expect("temp dir");
+    let state_file = state.path().join("state.json");
+    let text = config(&etcd, prefix, "a", &blue, &green, false).replace(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n",
+        &format!("[admin]\nlisten = \"127.0.0.1:0\"\nstate_file = \"{}\"\n", state_file.display()),
+    );
+    assert!(text.contains("state_file"), "{text}");
+    let a = TestProxy::start_seeded(&text, Some(7)).await;
+    let answer = post(&a.admin_url("/pools/green/trip")).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    a.stop().await;
+
+    etcd.stop();
+    let started = Instant::now();
+    let a = TestProxy::start_seeded(&text, Some(7)).await;
+    for _ in 0..20 {
+        assert_eq!(served_by(&a).await, "blue", "the state file's trip is in force");
+    }
+    assert!(started.elapsed() < Duration::from_secs(20), "startup waits for etcd only within its bound");
+    let fleet = status(&a).await["fleet"].clone();
+    assert_eq!(fleet["connected"], false, "{fleet}");
+    assert_eq!(gauge(&a, "cutover_fleet_connected").await, Some(0.0));
+
+    etcd.restart().await;
+    eventually(Duration::from_secs(10), "in step once etcd answers", || async {
+        gauge(&a, "cutover_fleet_connected").await == Some(1.0)
+    })
+    .await;
+    assert!(tripped(&a, "green").await, "the trip, in etcd too, stays");
+    a.stop().await;
+}
