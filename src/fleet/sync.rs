@@ -24,7 +24,6 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use prometheus::IntGauge;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -34,6 +33,7 @@ use super::etcd::{Client, EtcdError, EventKind, KeyValue, LeaseKeeper, TxnOutcom
 use super::state::{self, Decoded, ReplicaRecord};
 use super::FleetConfig;
 use crate::control::{Control, Decision, DecisionSink, Maker, SharedKey, SharedValue};
+use crate::metrics::FleetGauges;
 use crate::timestamp::rfc3339;
 
 /// How often the replica record and the replica list are refreshed, and a
@@ -70,7 +70,7 @@ pub struct Fleet {
     connected: watch::Sender<bool>,
     election: Mutex<Option<Election>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
-    gauges: Gauges,
+    gauges: FleetGauges,
     started: String,
 }
 
@@ -92,12 +92,6 @@ struct Pending {
     maker: Maker,
 }
 
-#[derive(Debug)]
-struct Gauges {
-    connected: IntGauge,
-    leader: IntGauge,
-}
-
 /// The writer's decisions, queued for the task.
 #[derive(Debug)]
 struct Sink(mpsc::UnboundedSender<(u64, Option<Decision>)>);
@@ -116,18 +110,7 @@ impl Fleet {
     /// built (a missing password or certificate file).
     pub async fn start(control: Arc<Control>, config: FleetConfig) -> Result<Arc<Fleet>, EtcdError> {
         let client = Client::new(config.client_options()?)?;
-        let gauges = Gauges {
-            connected: gauge(
-                &control,
-                "cutover_fleet_connected",
-                "1 while this replica is in step with the fleet's etcd.",
-            ),
-            leader: gauge(
-                &control,
-                "cutover_fleet_leader",
-                "1 while this replica leads the fleet (makes automatic decisions).",
-            ),
-        };
+        let gauges = control.metrics().fleet_gauges();
         let (tx, decisions) = mpsc::unbounded_channel();
         control.share_decisions_with(Arc::new(Sink(tx)));
         let election = Election::start(client.clone(), config.leader_key(), config.replica.clone(), config.lease_ttl);
@@ -606,13 +589,4 @@ async fn next(watcher: &mut Option<Watcher>) -> Option<WatchMessage> {
         Some(w) => w.next().await,
         None => std::future::pending().await,
     }
-}
-
-fn gauge(control: &Control, name: &str, help: &str) -> IntGauge {
-    let gauge = IntGauge::new(name, help)
-        .unwrap_or_else(|_| IntGauge::new("cutover_fleet_invalid", "invalid").expect("static name"));
-    if let Err(e) = control.metrics().registry.register(Box::new(gauge.clone())) {
-        tracing::warn!(error = %e, name, "fleet gauge not registered");
-    }
-    gauge
 }
