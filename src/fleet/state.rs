@@ -108,8 +108,6 @@ pub struct ReplicaRecord {
     pub replica: String,
     /// A digest of its config file (hex), to tell different files apart.
     pub config: String,
-    /// Its local revision when it last wrote this record.
-    pub revision: u64,
     /// When it started, RFC 3339 UTC.
     pub started: String,
 }

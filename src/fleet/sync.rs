@@ -192,7 +192,7 @@ impl Fleet {
         let replicas: Vec<Value> = inner
             .replicas
             .iter()
-            .map(|r| json!({"name": r.replica, "config": r.config, "same_config": r.config == own, "revision": r.revision, "started": r.started}))
+            .map(|r| json!({"name": r.replica, "config": r.config, "same_config": r.config == own, "started": r.started}))
             .collect();
         let different: Vec<&str> =
             inner.replicas.iter().filter(|r| r.config != own).map(|r| r.replica.as_str()).collect();
@@ -550,7 +550,6 @@ impl Fleet {
         let record = ReplicaRecord {
             replica: self.config.replica.clone(),
             config: format!("{:016x}", self.control.config_digest()),
-            revision: 0,
             started: self.started.clone(),
         };
         if published.as_ref() != Some(&record) {
