@@ -301,7 +301,9 @@ impl Fleet {
                     self.update_authority();
                 }
                 _ = tick.tick() => {
-                    if watcher.is_none() {
+                    // Cut off (the watch broke, or a write failed while it
+                    // still ran): read the state again and watch from there.
+                    if watcher.is_none() || !self.is_connected() {
                         match self.resync().await {
                             Ok(revision) => {
                                 watcher = Some(self.client.watch_prefix(state::state_prefix(&self.config.prefix), revision + 1));
