@@ -46,7 +46,7 @@ impl Control {
     }
 
     /// Trip every pool the verdict feed newly judges failing.
-    fn act_on_fed_verdicts(&self, failing: &mut BTreeSet<String>) {
+    pub(super) fn act_on_fed_verdicts(&self, failing: &mut BTreeSet<String>) {
         let verdicts = self.acting_verdicts();
         let now: BTreeSet<String> =
             verdicts.iter().filter(|(_, v)| v.kind == VerdictKind::Failing).map(|(p, _)| p.clone()).collect();

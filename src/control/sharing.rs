@@ -374,4 +374,53 @@ mod tests {
         assert_eq!((decision.maker, decision.changes[0].based_on), (Maker::Automatic, 8));
         assert!(!control.reapply_trip("green", &trip()), "already tripped");
     }
+
+    fn verdict(kind: crate::judge::VerdictKind) -> crate::judge::Verdict {
+        use crate::judge::{Evidence, Rule, Scope};
+        crate::judge::Verdict {
+            kind,
+            evidence: Evidence {
+                rule: Rule::ErrorRate,
+                scope: Scope::Window,
+                span: Duration::from_secs(30),
+                pool: Default::default(),
+                baseline: Default::default(),
+                bound: None,
+                allowed: 0.1,
+            },
+            reason: "green failing across the fleet".into(),
+            since: tokio::time::Instant::now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn fed_verdicts_trip_a_pool_when_it_turns_failing_and_only_then() {
+        use crate::judge::VerdictKind;
+        let (control, _) = control();
+        let (feed, rx) = tokio::sync::watch::channel(Verdicts::default());
+        control.act_on_verdicts_from(rx);
+        assert!(control.has_verdict_feed());
+        let mut failing = std::collections::BTreeSet::new();
+        let send = |kind| {
+            let verdicts = [("green".to_string(), verdict(kind))].into_iter().collect();
+            feed.send_replace(Arc::new(verdicts));
+        };
+        send(VerdictKind::Healthy);
+        control.act_on_fed_verdicts(&mut failing);
+        assert!(!control.view().trips.contains_key("green"));
+        send(VerdictKind::Failing);
+        control.act_on_fed_verdicts(&mut failing);
+        assert!(control.view().trips.contains_key("green"), "the fed verdict tripped it");
+        assert_eq!(control.history()[0].cause, "guard: green failing across the fleet");
+        // Reset by an operator while the feed still says failing: no new trip
+        // until the pool turns failing again.
+        control.reset("green").expect("reset");
+        control.act_on_fed_verdicts(&mut failing);
+        assert!(!control.view().trips.contains_key("green"));
+        send(VerdictKind::Healthy);
+        control.act_on_fed_verdicts(&mut failing);
+        send(VerdictKind::Failing);
+        control.act_on_fed_verdicts(&mut failing);
+        assert!(control.view().trips.contains_key("green"));
+    }
 }
