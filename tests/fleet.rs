@@ -446,3 +446,62 @@ async fn a_replica_that_cannot_reach_etcd_at_startup_serves_from_its_state_file_
     assert!(tripped(&a, "green").await, "the trip, in etcd too, stays");
     a.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_leader_steps_a_rollout_and_every_replica_follows() {
+    let Some(etcd) = Etcd::start().await else { return };
+    let (blue, green) = (Upstream::named("blue").await, Upstream::named("green").await);
+    let prefix = "/cutover/test-rollout-steps";
+    let rollout = "split = { blue = 1, green = 1 }\n[routes.rollout]\npool = \"green\"\nsteps = [25, 50, 100]\n\
+                   hold = \"300ms\"\nstart = \"manual\"\n";
+    let with_rollout = |name: &str| {
+        config(&etcd, prefix, name, &blue, &green, false).replace("split = { blue = 1, green = 1 }\n", rollout).replace(
+            "[[routes]]\nname = \"shop\"",
+            "[pools.green.guard]\nmax_error_rate = 0.5\nmin_requests = 3\n[[routes]]\nname = \"shop\"",
+        )
+    };
+    let a = TestProxy::start_seeded(&with_rollout("a"), Some(7)).await;
+    let b = TestProxy::start_seeded(&with_rollout("b"), Some(7)).await;
+    eventually(Duration::from_secs(5), "a leader", || async { status(&a).await["fleet"]["leader"].is_string() }).await;
+    let answer = post(&b.admin_url("/routes/shop/rollout/start")).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+
+    // Healthy traffic on both; the leader's verdict moves the steps.
+    let client = client();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        for proxy in [&a, &b] {
+            let _ = get(&client, &proxy.url("/shop"), &[]).await;
+        }
+        let promoted = |list: Value| list.as_array().is_some_and(|l| l.iter().any(|r| r["state"] == "promoted"));
+        if promoted(get_json(&a.admin_url("/rollouts")).await) && promoted(get_json(&b.admin_url("/rollouts")).await) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the rollout was not promoted on both replicas");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let leader = status(&a).await["fleet"]["leader"].as_str().unwrap_or_default().to_string();
+    for (name, proxy) in [("a", &a), ("b", &b)] {
+        let history = get_json(&proxy.admin_url("/history")).await;
+        let steps: Vec<String> = history
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["cause"].as_str())
+            // The operator's start (made on b) is not the leader's to make.
+            .filter(|c| !c.contains("admin:") && (c.contains("rollout step") || c.contains("rollout promoted")))
+            .map(str::to_string)
+            .collect();
+        assert!(!steps.is_empty(), "{name}: no steps in the history");
+        for cause in &steps {
+            if name == leader {
+                assert!(cause.starts_with("route shop:"), "{name} leads and steps itself: {cause}");
+            } else {
+                assert!(cause.starts_with("fleet: ") && cause.ends_with(&format!("({leader})")), "{name}: {cause}");
+            }
+        }
+    }
+    for proxy in [a, b] {
+        proxy.stop().await;
+    }
+}
