@@ -11,6 +11,7 @@
 //! applies". [`props`] states that promise for any text, for the property
 //! tests and the fuzz target.
 
+pub mod fleet;
 pub(crate) mod props;
 mod raw;
 pub mod restart;
@@ -42,7 +43,7 @@ pub struct Config {
     /// Every route, in file order.
     pub routes: Vec<RouteConfig>,
     /// `[fleet]`: the etcd this replica shares state with; `None` runs alone.
-    pub fleet: Option<crate::fleet::FleetConfig>,
+    pub fleet: Option<fleet::FleetConfig>,
 }
 
 /// `[server]`: listeners, timeouts and limits of the traffic side.

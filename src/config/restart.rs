@@ -25,7 +25,7 @@ pub struct FixedAtStart {
     max_request_header_bytes: usize,
     /// The etcd connection, prefix and identity are fixed for the process:
     /// the replica's lease, leadership and watch are built on them.
-    fleet: Option<crate::fleet::FleetConfig>,
+    fleet: Option<super::fleet::FleetConfig>,
 }
 
 impl FixedAtStart {

@@ -9,8 +9,7 @@ use toml::Spanned;
 
 use super::super::raw::RawFleet;
 use super::values::{Cx, Result};
-use crate::fleet::config::{default_replica_id, FleetAuth, FleetConfig, FleetTls, Password};
-use crate::fleet::etcd::Endpoint;
+use crate::config::fleet::{default_replica_id, Endpoint, FleetAuth, FleetConfig, FleetTls, Password};
 
 /// Shortest lease: etcd's own minimum is a few seconds, and a shorter one
 /// turns every scheduling hiccup into a lost leadership.
