@@ -52,6 +52,7 @@ use std::collections::BTreeMap;
 
 use crate::console::series::SharedSeries;
 use crate::control::{AdminError, Control, ReloadCause, ReloadOutcome};
+use crate::fleet::{Fleet, FleetOutcome};
 use crate::lifecycle::{self, Lifecycle};
 use crate::timestamp::rfc3339;
 
@@ -65,13 +66,21 @@ pub struct AdminState {
     reloadable: bool,
     /// The per-second figures behind the console's charts.
     series: SharedSeries,
+    /// Fleet mode: where changes are shared with the other replicas.
+    fleet: Option<Arc<Fleet>>,
 }
 
 impl AdminState {
     /// Admin state over `control`; `/ready` follows `lifecycle`; the
     /// console's charts read `series`.
     pub fn new(control: Arc<Control>, lifecycle: Lifecycle, reloadable: bool, series: SharedSeries) -> AdminState {
-        AdminState { control, lifecycle, reloadable, series }
+        AdminState { control, lifecycle, reloadable, series, fleet: None }
+    }
+
+    /// In fleet mode: changes are written to `fleet`, and answers say how.
+    pub fn with_fleet(mut self, fleet: Option<Arc<Fleet>>) -> AdminState {
+        self.fleet = fleet;
+        self
     }
 }
 
@@ -191,7 +200,7 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byt
         (&Method::POST, ["reload"]) => reload(state),
         (&Method::GET, ["rollouts"]) => json_response(StatusCode::OK, &json!(state.control.rollouts())),
         (&Method::POST, ["routes", route, "rollout", command]) => match crate::rollout::Command::parse(command) {
-            Some(command) => mutation(state.control.rollout_command(route, command)),
+            Some(command) => shared(state, state.control.rollout_command(route, command)).await,
             None => error(
                 StatusCode::NOT_FOUND,
                 "no such rollout command; use start, pause, resume, promote, abort or restart",
@@ -211,12 +220,12 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byt
                     )
                 }
             };
-            mutation(state.control.set_override(route, &weights))
+            shared(state, state.control.set_override(route, &weights)).await
         }
-        (&Method::DELETE, ["routes", route, "split"]) => mutation(state.control.clear_override(route)),
-        (&Method::POST, ["routes", route, "switchback"]) => mutation(state.control.switchback(route)),
-        (&Method::POST, ["pools", pool, "trip"]) => mutation(state.control.trip(pool)),
-        (&Method::POST, ["pools", pool, "reset"]) => mutation(state.control.reset(pool)),
+        (&Method::DELETE, ["routes", route, "split"]) => shared(state, state.control.clear_override(route)).await,
+        (&Method::POST, ["routes", route, "switchback"]) => shared(state, state.control.switchback(route)).await,
+        (&Method::POST, ["pools", pool, "trip"]) => shared(state, state.control.trip(pool)).await,
+        (&Method::POST, ["pools", pool, "reset"]) => shared(state, state.control.reset(pool)).await,
         (_, ["healthz" | "ready" | "metrics" | "status" | "history" | "reload" | "rollouts"])
         | (_, ["routes", _, "split" | "switchback"])
         | (_, ["routes", _, "rollout", _])
@@ -399,6 +408,33 @@ fn mutation(result: Result<u64, AdminError>) -> Response<Full<Bytes>> {
     }
 }
 
+/// A mutation's answer in fleet mode: the revision, and whether the change
+/// is written to the fleet, pending (etcd unreachable: in force here,
+/// written on reconnect) or lost to another replica's change of the same
+/// state (409, with what is in force now).
+async fn shared(state: &AdminState, result: Result<u64, AdminError>) -> Response<Full<Bytes>> {
+    let (Some(fleet), Ok(revision)) = (&state.fleet, &result) else { return mutation(result) };
+    match fleet.outcome(*revision).await {
+        FleetOutcome::Unshared => mutation(result),
+        FleetOutcome::Written => json_response(StatusCode::OK, &json!({"revision": revision, "fleet": "written"})),
+        FleetOutcome::Pending => json_response(
+            StatusCode::OK,
+            &json!({
+                "revision": revision,
+                "fleet": "pending",
+                "warning": "etcd cannot be reached: the change is in force on this replica and is written to the fleet when etcd answers",
+            }),
+        ),
+        FleetOutcome::Conflict { current } => json_response(
+            StatusCode::CONFLICT,
+            &json!({
+                "error": "another replica changed the same state at the same time; its change is in force on every replica and this one was not applied",
+                "current": current,
+            }),
+        ),
+    }
+}
+
 fn reload(state: &AdminState) -> Response<Full<Bytes>> {
     if !state.reloadable {
         return error(StatusCode::BAD_REQUEST, "this proxy was not started from a config file");
@@ -488,12 +524,16 @@ fn status(state: &AdminState) -> Value {
             json!({"name": rc.name, "configured": split_json(&rc.split), "effective": effective, "override": override_split})
         })
         .collect();
-    json!({
+    let mut status = json!({
         "revision": view.revision,
         "last_reload": last_reload,
         "routes": routes,
         "pools": pools,
-    })
+    });
+    if let Some(fleet) = &state.fleet {
+        status["fleet"] = fleet.status();
+    }
+    status
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {

@@ -20,6 +20,15 @@ use prometheus::{
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+/// The fleet's gauges ([`Metrics::fleet_gauges`]).
+#[derive(Debug, Clone)]
+pub struct FleetGauges {
+    /// `cutover_fleet_connected`.
+    pub connected: IntGauge,
+    /// `cutover_fleet_leader`.
+    pub leader: IntGauge,
+}
+
 /// The metric families of one proxy.
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -127,6 +136,29 @@ pub struct BackendMetrics {
 }
 
 impl Metrics {
+    /// `cutover_fleet_connected` and `cutover_fleet_leader`, registered on
+    /// first call: only a replica with `[fleet]` exports them, so a proxy
+    /// alone never looks like a disconnected replica.
+    pub fn fleet_gauges(&self) -> FleetGauges {
+        let gauge = |name: &str, help: &str| {
+            let gauge = IntGauge::new(name, help).expect("valid metric");
+            if let Err(e) = self.registry.register(Box::new(gauge.clone())) {
+                tracing::warn!(error = %e, name, "fleet gauge already registered");
+            }
+            gauge
+        };
+        FleetGauges {
+            connected: gauge(
+                "cutover_fleet_connected",
+                "1 while this replica is in step with the fleet's etcd; 0 while it serves fail static.",
+            ),
+            leader: gauge(
+                "cutover_fleet_leader",
+                "1 while this replica leads the fleet (makes the automatic decisions).",
+            ),
+        }
+    }
+
     /// Declare every family in a new registry.
     pub fn new() -> Metrics {
         let registry = Registry::new();

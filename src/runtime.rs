@@ -122,8 +122,17 @@ pub async fn run(
     let named: Vec<SocketAddr> =
         config.server.listen.iter().copied().chain(config.server.tls.as_ref().map(|t| t.listen)).collect();
     let (breaches_tx, breaches_rx) = tokio::sync::mpsc::unbounded_channel();
+    let fleet_config = config.fleet.clone();
     let control = Control::start(config, path.clone(), text, seed, Metrics::new(), Some(breaches_tx));
     let proxy = control.proxy().clone();
+    // A replica of a fleet reads the fleet's state before it serves its
+    // first request (bounded: past `[fleet] timeout` it starts from the
+    // state file, fail static).
+    let fleet = match fleet_config {
+        Some(config) => Some(crate::fleet::Fleet::start(control.clone(), config).await.map_err(io::Error::other)?),
+        None => None,
+    };
+    let _fleet_stops_with_run = fleet.as_ref().map(crate::fleet::Fleet::stop_on_drop);
 
     let (stopping_tx, stopping) = watch::channel(false);
     let (closing_tx, closing) = watch::channel(false);
@@ -166,8 +175,10 @@ pub async fn run(
     }
     let (admin_stop_tx, admin_stop) = watch::channel(false);
     let series = crate::console::series::Series::shared();
-    let admin_state =
-        Arc::new(crate::admin::AdminState::new(control.clone(), lifecycle.clone(), reloadable, series.clone()));
+    let admin_state = Arc::new(
+        crate::admin::AdminState::new(control.clone(), lifecycle.clone(), reloadable, series.clone())
+            .with_fleet(fleet.clone()),
+    );
     let admin_task = tokio::spawn(crate::admin::serve(listeners.admin, admin_state, admin_stop.clone()));
 
     let mut background = vec![
@@ -244,6 +255,9 @@ pub async fn run(
     }
     tunnels.close_all();
     control.stop_health();
+    if let Some(fleet) = &fleet {
+        fleet.leave().await;
+    }
     admin_stop_tx.send_replace(true);
     let _ = admin_task.await;
     for task in background {

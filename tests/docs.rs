@@ -145,6 +145,7 @@ fn with_key(section: &str, key: &str) -> String {
         "[[routes.force]]" => format!("{POOL}{ROUTE}[[routes.force]]\n{entry}"),
         "[routes.rollout]" => format!("{POOL}{ROUTE}[routes.rollout]\n{entry}"),
         "[routes.mirror]" => format!("{POOL}{ROUTE}[routes.mirror]\n{entry}"),
+        "[fleet]" => format!("{POOL}{ROUTE}[fleet]\n{entry}"),
         other => panic!(
             "docs/configuration.md has a key table under {other:?}, which tests/docs.rs does not know; \
              teach `with_key` how to build a config for it"

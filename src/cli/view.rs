@@ -65,6 +65,25 @@ fn table(rows: &[Vec<String>]) -> String {
     out
 }
 
+/// The fleet block of `/status` in one line: this replica, the leader, the
+/// connection, the replicas alive and those on another config.
+fn fleet_line(fleet: &Value) -> String {
+    let leader = fleet.get("leader").filter(|l| l.is_string()).map_or("none".to_string(), scalar);
+    let connection = if fleet["connected"] == true {
+        "connected".to_string()
+    } else {
+        format!("ETCD UNREACHABLE (fail static, {} pending)", fleet["pending_writes"].as_u64().unwrap_or(0))
+    };
+    let alive = fleet["replicas"].as_array().map_or(0, Vec::len);
+    let mut line =
+        format!("fleet: replica {} · leader {leader} · {connection} · {alive} alive", scalar(&fleet["replica"]));
+    let different: Vec<String> = fleet["different_config"].as_array().into_iter().flatten().map(scalar).collect();
+    if !different.is_empty() {
+        line.push_str(&format!(" · other config: {}", different.join(", ")));
+    }
+    line
+}
+
 /// The `/status` answer (and `/rollouts`, when given) as tables.
 pub fn status(status: &Value, rollouts: Option<&Value>) -> String {
     let mut out = String::new();
@@ -76,7 +95,11 @@ pub fn status(status: &Value, rollouts: Option<&Value>) -> String {
         Some(r) if r.is_object() => format!("ok {}", r.get("time").map_or(String::new(), scalar)),
         _ => "none".to_string(),
     };
-    let _ = writeln!(out, "revision {revision}   last reload: {reload}\n");
+    let _ = writeln!(out, "revision {revision}   last reload: {reload}");
+    if let Some(fleet) = status.get("fleet").filter(|f| f.is_object()) {
+        let _ = writeln!(out, "{}", fleet_line(fleet));
+    }
+    out.push('\n');
 
     let pools = status.get("pools").and_then(Value::as_array).cloned().unwrap_or_default();
     let tripped = |name: &str| pools.iter().any(|p| p["name"] == name && !p["tripped"].is_null());
@@ -269,6 +292,20 @@ mod tests {
         let col = header.find("VERDICT").unwrap();
         let canary = text.lines().find(|l| l.starts_with("canary")).unwrap();
         assert_eq!(canary.chars().skip(col).take(7).collect::<String>(), "failing");
+    }
+
+    #[test]
+    fn the_fleet_shows_in_one_line() {
+        assert!(!status(&sample(), None).contains("fleet:"), "no fleet line without fleet mode");
+        let mut s = sample();
+        s["fleet"] = json!({"replica": "edge-2", "leader": "edge-1", "connected": true, "pending_writes": 0,
+                            "replicas": [{"name": "edge-1"}, {"name": "edge-2"}], "different_config": ["edge-1"]});
+        let text = status(&s, None);
+        let line = text.lines().nth(1).unwrap();
+        assert_eq!(line, "fleet: replica edge-2 · leader edge-1 · connected · 2 alive · other config: edge-1");
+        s["fleet"]["connected"] = json!(false);
+        s["fleet"]["pending_writes"] = json!(1);
+        assert!(status(&s, None).contains("ETCD UNREACHABLE (fail static, 1 pending)"));
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! applies". [`props`] states that promise for any text, for the property
 //! tests and the fuzz target.
 
+pub mod fleet;
 pub(crate) mod props;
 mod raw;
 pub mod restart;
@@ -42,6 +43,8 @@ pub struct Config {
     pub pools: Vec<PoolConfig>,
     /// Every route, in file order.
     pub routes: Vec<RouteConfig>,
+    /// `[fleet]`: the etcd this replica shares state with; `None` runs alone.
+    pub fleet: Option<fleet::FleetConfig>,
 }
 
 /// `[server]`: listeners, timeouts and limits of the traffic side.

@@ -32,6 +32,36 @@ pub(crate) struct RawConfig {
     pub(crate) pools: Option<Spanned<OrderedMap<Spanned<RawPool>>>>,
     /// `[[routes]]`, in file order.
     pub(crate) routes: Option<Spanned<Vec<Spanned<RawRoute>>>>,
+    /// `[fleet]`.
+    pub(crate) fleet: Option<Spanned<RawFleet>>,
+}
+
+/// `[fleet]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFleet {
+    /// etcd client URLs (required, non-empty).
+    pub(crate) etcd: Option<Spanned<Vec<Spanned<String>>>>,
+    /// The fleet's key prefix.
+    pub(crate) prefix: Option<Spanned<String>>,
+    /// This replica's name.
+    pub(crate) replica: Option<Spanned<String>>,
+    /// TTL of the replica's lease.
+    pub(crate) lease_ttl: Option<Spanned<RawDuration>>,
+    /// Bound on one etcd call.
+    pub(crate) timeout: Option<Spanned<RawDuration>>,
+    /// etcd user.
+    pub(crate) username: Option<Spanned<String>>,
+    /// etcd password, inline.
+    pub(crate) password: Option<Spanned<String>>,
+    /// File holding the etcd password.
+    pub(crate) password_file: Option<Spanned<String>>,
+    /// CA to trust for etcd.
+    pub(crate) ca_file: Option<Spanned<String>>,
+    /// Client certificate for etcd.
+    pub(crate) cert_file: Option<Spanned<String>>,
+    /// Client key for etcd.
+    pub(crate) key_file: Option<Spanned<String>>,
 }
 
 /// `[server]`.

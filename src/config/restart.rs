@@ -23,6 +23,9 @@ pub struct FixedAtStart {
     header_read_timeout: Duration,
     send_timeout: Duration,
     max_request_header_bytes: usize,
+    /// The etcd connection, prefix and identity are fixed for the process:
+    /// the replica's lease, leadership and watch are built on them.
+    fleet: Option<super::fleet::FleetConfig>,
 }
 
 impl FixedAtStart {
@@ -37,6 +40,7 @@ impl FixedAtStart {
             header_read_timeout: config.server.header_read_timeout,
             send_timeout: config.server.send_timeout,
             max_request_header_bytes: config.server.max_request_header_bytes,
+            fleet: config.fleet.clone(),
         }
     }
 
@@ -62,6 +66,7 @@ impl FixedAtStart {
             "server.max_request_header_bytes (raised)",
             wanted.max_request_header_bytes > self.max_request_header_bytes,
         );
+        differs("fleet", self.fleet != wanted.fleet);
         keys
     }
 }

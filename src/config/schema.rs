@@ -237,6 +237,24 @@ pub static ACCESS_LOG: Table = Table {
     ],
 };
 
+/// `[fleet]`.
+pub static FLEET: Table = Table {
+    path: "[fleet]",
+    keys: &[
+        required("etcd", Kind::TextList(true), "etcd's client URLs, such as [\"http://127.0.0.1:2379\"]."),
+        key("prefix", Kind::Text, "The key prefix this fleet shares in etcd; \"/cutover\" by default."),
+        key("replica", Kind::Text, "This replica's name; ${VAR} reads the environment. Host name and pid by default."),
+        key("lease_ttl", Kind::Duration, "How long a dead replica or leader stays counted; whole seconds."),
+        key("timeout", Kind::Duration, "Bound on one etcd call."),
+        key("username", Kind::Text, "etcd user, when etcd has auth enabled."),
+        key("password", Kind::Text, "etcd password (prefer password_file)."),
+        key("password_file", Kind::Text, "File holding the etcd password."),
+        key("ca_file", Kind::Text, "CA certificate (PEM) to trust for https:// endpoints."),
+        key("cert_file", Kind::Text, "Client certificate (PEM) for etcd."),
+        key("key_file", Kind::Text, "Client certificate's key (PEM)."),
+    ],
+};
+
 /// `[[routes]]`.
 pub static ROUTE: Table = Table {
     path: "[[routes]]",
@@ -261,12 +279,27 @@ pub static FILE: Table = Table {
         key("access_log", Kind::Table(&ACCESS_LOG), "[access_log]: one line per finished request."),
         required("pools", Kind::Named(&POOL), "[pools.NAME]: named groups of backends."),
         required("routes", Kind::Tables(&ROUTE), "[[routes]]: which requests go where, in file order."),
+        key("fleet", Kind::Table(&FLEET), "[fleet]: replicas sharing one state through etcd."),
     ],
 };
 
 /// Every table of the file, for the test that compares them with the parser.
-pub static TABLES: [&Table; 13] =
-    [&FILE, &SERVER, &TLS, &ADMIN, &ACCESS_LOG, &POOL, &HEALTH, &GUARD, &ROUTE, &STICKY, &FORCE, &MIRROR, &ROLLOUT];
+pub static TABLES: [&Table; 14] = [
+    &FILE,
+    &SERVER,
+    &TLS,
+    &ADMIN,
+    &ACCESS_LOG,
+    &POOL,
+    &HEALTH,
+    &GUARD,
+    &ROUTE,
+    &STICKY,
+    &FORCE,
+    &MIRROR,
+    &ROLLOUT,
+    &FLEET,
+];
 
 /// The schema (draft 2020-12) as pretty-printed JSON, ending in no newline.
 pub fn json_schema() -> String {
@@ -341,7 +374,7 @@ mod tests {
 
     #[test]
     fn every_table_has_the_keys_the_parser_accepts() {
-        let probes: [(&Table, &str); 13] = [
+        let probes: [(&Table, &str); 14] = [
             (&FILE, "zz_unknown = 1\n"),
             (&SERVER, "[server]\nzz_unknown = 1\n"),
             (&TLS, "[server.tls]\nzz_unknown = 1\n"),
@@ -355,6 +388,7 @@ mod tests {
             (&FORCE, "[[routes]]\n[[routes.force]]\nzz_unknown = 1\n"),
             (&MIRROR, "[[routes]]\n[routes.mirror]\nzz_unknown = 1\n"),
             (&ROLLOUT, "[[routes]]\n[routes.rollout]\nzz_unknown = 1\n"),
+            (&FLEET, "[fleet]\nzz_unknown = 1\n"),
         ];
         assert_eq!(probes.len(), TABLES.len(), "a probe for every table");
         for (table, probe) in probes {

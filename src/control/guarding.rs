@@ -3,14 +3,14 @@
 //! trip either one makes. Apart from the writer's other changes because it
 //! is driven by the traffic, not by an operator or the file.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::state::{backend_names, Trip};
 use super::writer::{effective, Control};
 use crate::guard::{Breach, BreachReason, BreachReport, PoolGuard};
-use crate::judge::Verdict;
+use crate::judge::{Verdict, VerdictKind};
 
 impl Control {
     /// A guard reported a breach: trip the pool if that moves any traffic.
@@ -45,8 +45,26 @@ impl Control {
         self.trip_by_guard(pool, verdict.evidence.rule.into(), &verdict.reason, format!("guard: {}", verdict.reason));
     }
 
+    /// Trip every pool the verdict feed newly judges failing.
+    pub(super) fn act_on_fed_verdicts(&self, failing: &mut BTreeSet<String>) {
+        let verdicts = self.acting_verdicts();
+        let now: BTreeSet<String> =
+            verdicts.iter().filter(|(_, v)| v.kind == VerdictKind::Failing).map(|(p, _)| p.clone()).collect();
+        for pool in now.difference(failing) {
+            if let Some(verdict) = verdicts.get(pool) {
+                self.on_failing(pool, verdict);
+            }
+        }
+        *failing = now;
+    }
+
     fn trip_by_guard(&self, pool: &str, reason: BreachReason, detail: &str, cause: String) {
         self.metrics.guard_breaches.with_label_values(&[pool, reason.as_str()]).inc();
+        if !self.decides_automatically() {
+            // A follower in a fleet: the leader decides, on its verdicts.
+            tracing::debug!(pool, detail, "guard breached; the fleet's leader decides whether to trip");
+            return;
+        }
         let mut state = self.lock();
         if state.trips.contains_key(pool) {
             return;
@@ -72,6 +90,7 @@ impl Control {
         }
         self.metrics.rollbacks.with_label_values(&[pool, reason.as_str()]).inc();
         tracing::warn!(pool, reason = reason.as_str(), detail, "guard tripped: pool rolled back");
+        state.origin = super::shared::Origin::Automatic;
         self.commit(&mut state, cause);
     }
 
@@ -82,6 +101,9 @@ impl Control {
     /// every rollout on with its canary's verdict.
     pub async fn run_guards(self: Arc<Self>, mut breaches: tokio::sync::mpsc::UnboundedReceiver<BreachReport>) {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
+        // Pools the verdict feed judged failing at the last tick: a trip is
+        // made when a pool turns failing, not again while it stays so.
+        let mut fed_failing: BTreeSet<String> = BTreeSet::new();
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -93,17 +115,21 @@ impl Control {
                     let guards: Vec<Arc<PoolGuard>> = self.lock().guards.values().cloned().collect();
                     let now = tokio::time::Instant::now();
                     let mut verdicts = BTreeMap::new();
+                    let fed = self.has_verdict_feed();
                     for guard in guards {
                         if let Some(breach) = guard.evaluate(now) {
                             self.on_breach(&guard.pool, &breach);
                         }
                         let (verdict, trips) = guard.tick(now);
-                        if trips {
+                        if trips && !fed {
                             self.on_failing(&guard.pool, &verdict);
                         }
                         verdicts.insert(guard.pool.to_string(), verdict);
                     }
                     self.verdicts.send_replace(Arc::new(verdicts));
+                    if fed {
+                        self.act_on_fed_verdicts(&mut fed_failing);
+                    }
                     self.tick_rollouts(now);
                 }
             }

@@ -15,7 +15,10 @@
 //! - [`rollouts`]: what connects rollouts to routes: canary shares as
 //!   weights, verdicts from guards, history causes, the state file's form;
 //! - [`drain`]: draining the backends a change removed;
-//! - [`state`]: the records they share (overrides, trips, revisions).
+//! - [`state`]: the records they share (overrides, trips, revisions);
+//! - [`shared`] and [`sharing`]: what of the state a fleet's replicas
+//!   share, the decisions handed to the fleet, and the other replicas'
+//!   decisions applied.
 //!
 //! The gauges that mirror this state are rendered by [`crate::metrics`];
 //! which settings need a restart is [`crate::config::restart`]'s to say.
@@ -26,13 +29,16 @@ mod history;
 mod outcome;
 mod rolling;
 mod rollouts;
+mod shared;
+mod sharing;
 mod state;
 mod weights;
 mod writer;
 
 pub use drain::{finish_drain, DrainEnd};
 pub use outcome::{AdminError, ReloadCause, ReloadOutcome, ReloadRecord, StateView, Verdicts};
-pub use rollouts::RolloutView;
+pub use rollouts::{RolloutView, SavedRollout};
+pub use shared::{Change, Decision, DecisionSink, Maker, PoolShared, RouteShared, SharedKey, SharedValue};
 pub use state::{Override, Revision, Trip, TripReason, Weights};
 pub use weights::effective_weights;
 pub use writer::Control;

@@ -18,6 +18,12 @@ impl Control {
     /// Move every rollout on with time and its canary's verdict, and apply
     /// what happens (one revision per route that changed).
     pub fn tick_rollouts(&self, now: tokio::time::Instant) {
+        if !self.decides_automatically() {
+            // A follower in a fleet: the leader steps rollouts; their
+            // states arrive as shared units.
+            return;
+        }
+        let verdicts = self.acting_verdicts();
         let mut state = self.lock();
         let routes: Vec<String> = state.rollouts.keys().cloned().collect();
         let mut held = false;
@@ -25,7 +31,7 @@ impl Control {
             let Some(pool) = state.rollouts.get(&route).map(|r| r.plan().pool.clone()) else { continue };
             let guard = state.guards.get(&pool).map(|g| g.as_ref());
             // A guard with a baseline is judged by its judge; one without, by its window.
-            let judged = guard.filter(|g| g.has_baseline()).and_then(|_| self.verdict(&pool));
+            let judged = guard.filter(|g| g.has_baseline()).and_then(|_| verdicts.get(&pool).cloned());
             let verdict = match judged {
                 Some(judged) if !state.trips.contains_key(&pool) => from_judge(&judged),
                 _ => guard_verdict(guard, state.trips.get(&pool), now),
@@ -35,6 +41,7 @@ impl Control {
             held |= rollout.hold_left(now).is_some();
             state.rollout_verdicts.insert(route.clone(), verdict);
             if let Some(cause) = state.absorb(&self.metrics, &route, &events) {
+                state.origin = super::shared::Origin::Automatic;
                 self.commit(&mut state, cause);
             }
         }

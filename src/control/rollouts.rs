@@ -170,9 +170,9 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// A rollout in the state file.
+/// A rollout in the state file, and in the fleet's shared state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(super) struct SavedRollout {
+pub struct SavedRollout {
     /// The state's name (`State::name`).
     state: String,
     /// The current step, where the state has one.

@@ -52,6 +52,12 @@ pub struct Control {
     pub(super) health: crate::health::HealthChecks,
     /// Every guarded pool's verdict, published each 250 ms tick.
     pub(super) verdicts: tokio::sync::watch::Sender<Verdicts>,
+    /// Where decisions go in fleet mode ([`super::sharing`]).
+    pub(super) sink: std::sync::OnceLock<Arc<dyn super::shared::DecisionSink>>,
+    /// Whether this replica makes automatic decisions (alone: always).
+    pub(super) automatic: std::sync::atomic::AtomicBool,
+    /// Verdicts to act on instead of this replica's own (fleet judgement).
+    pub(super) verdict_feed: Mutex<Option<tokio::sync::watch::Receiver<Verdicts>>>,
 }
 
 #[derive(Debug)]
@@ -75,6 +81,12 @@ pub(super) struct State {
     /// When the state file was last written, so that a rollout's served hold
     /// is saved now and then between changes.
     pub(super) persisted_at: tokio::time::Instant,
+    /// Where the change being committed comes from (reset by each commit).
+    pub(super) origin: super::shared::Origin,
+    /// The shared units as last handed to the sink or applied.
+    pub(super) shared: super::shared::Units,
+    /// The store's version of each shared unit this state is based on.
+    pub(super) versions: BTreeMap<super::shared::SharedKey, i64>,
 }
 
 impl Control {
@@ -104,6 +116,9 @@ impl Control {
             rollouts: BTreeMap::new(),
             rollout_verdicts: BTreeMap::new(),
             persisted_at: tokio::time::Instant::now(),
+            origin: Default::default(),
+            shared: Default::default(),
+            versions: BTreeMap::new(),
         };
         let mut cause = "startup".to_string();
         let mut saved_rollouts = BTreeMap::new();
@@ -171,6 +186,9 @@ impl Control {
             breaches,
             health: crate::health::HealthChecks::new(),
             verdicts: tokio::sync::watch::Sender::new(Verdicts::default()),
+            sink: std::sync::OnceLock::new(),
+            automatic: std::sync::atomic::AtomicBool::new(true),
+            verdict_feed: Mutex::new(None),
         };
         control.health.sync(&control.proxy.snapshot());
         {
@@ -253,6 +271,7 @@ impl Control {
         for c in self.reload_rollouts(&mut state, &old, &config) {
             why = format!("{why}; {c}");
         }
+        state.origin = super::shared::Origin::File;
         let revision = self.commit(&mut state, why);
         self.metrics.config_reloads.with_label_values(&["ok"]).inc();
         state.last_reload = Some(ReloadRecord { ok: true, time: SystemTime::now(), error: None });
@@ -403,6 +422,7 @@ impl Control {
         }
         self.record_revision(state, cause, &effective);
         self.persist(state);
+        self.share(state);
         state.revision
     }
 

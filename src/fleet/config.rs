@@ -1,91 +1,13 @@
-//! The `[fleet]` section as a domain type: where etcd is, under which
-//! prefix this fleet keeps its keys, who this replica is, and how it
-//! authenticates. Parsing and validation of the file's section belong to
-//! `config`; this type is what they produce, with the defaults an operator
-//! gets by leaving a field out.
+//! What the fleet makes of the `[fleet]` section ([`FleetConfig`], a type
+//! of `crate::config`): the etcd client's options, read from the password
+//! and TLS files when the client is built, and the election key.
 
-use std::path::PathBuf;
-use std::time::Duration;
-
-use super::etcd::{self, ClientOptions, Credentials, Endpoint, EtcdError};
-
-/// Where the fleet keeps its keys unless `prefix` says otherwise.
-pub const DEFAULT_PREFIX: &str = "/cutover";
-/// The lease TTL: how long a dead leader or replica stays counted.
-pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
-
-/// The `[fleet]` section.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FleetConfig {
-    /// etcd's client URLs, tried in order.
-    pub endpoints: Vec<Endpoint>,
-    /// The key prefix of this fleet (no trailing `/`): replicas with the same
-    /// prefix share state and verdict.
-    pub prefix: String,
-    /// This replica's identity, unique in the fleet.
-    pub replica: String,
-    /// TTL of the replica's lease (leadership, published evidence).
-    pub lease_ttl: Duration,
-    /// Bound on one etcd call.
-    pub timeout: Duration,
-    /// etcd credentials, when etcd has auth enabled.
-    pub auth: Option<FleetAuth>,
-    /// TLS towards `https://` endpoints.
-    pub tls: FleetTls,
-}
-
-/// etcd user and where its password comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FleetAuth {
-    /// The etcd user.
-    pub username: String,
-    /// The password, or the file holding it.
-    pub password: Password,
-}
-
-/// Where a password comes from.
-#[derive(Clone, PartialEq, Eq)]
-pub enum Password {
-    /// Written in the config (fine for a demo, not for production).
-    Inline(String),
-    /// Read from a file (a mounted Secret) when the client is built; one
-    /// trailing newline is ignored.
-    File(PathBuf),
-}
-
-impl std::fmt::Debug for Password {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Password::Inline(_) => f.write_str("Inline(<hidden>)"),
-            Password::File(path) => f.debug_tuple("File").field(path).finish(),
-        }
-    }
-}
-
-/// TLS files for etcd.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FleetTls {
-    /// A CA to trust besides the system's (etcd's own CA).
-    pub ca_file: Option<PathBuf>,
-    /// Client certificate and key, when etcd wants one; together, so one
-    /// cannot be given without the other.
-    pub client_cert: Option<(PathBuf, PathBuf)>,
-}
+use super::etcd::{self, ClientOptions, Credentials, EtcdError};
+pub use crate::config::fleet::{
+    default_replica_id, FleetAuth, FleetConfig, FleetTls, Password, DEFAULT_LEASE_TTL, DEFAULT_PREFIX,
+};
 
 impl FleetConfig {
-    /// A section naming only `endpoints`; everything else defaulted.
-    pub fn new(endpoints: Vec<Endpoint>) -> FleetConfig {
-        FleetConfig {
-            endpoints,
-            prefix: DEFAULT_PREFIX.to_string(),
-            replica: default_replica_id(),
-            lease_ttl: DEFAULT_LEASE_TTL,
-            timeout: etcd::DEFAULT_TIMEOUT,
-            auth: None,
-            tls: FleetTls::default(),
-        }
-    }
-
     /// The election key: `<prefix>/leader`.
     pub fn leader_key(&self) -> String {
         format!("{}/leader", self.prefix)
@@ -121,23 +43,11 @@ impl FleetConfig {
     }
 }
 
-/// `<host name>-<pid>`: unique per process, and readable in `/status`.
-/// The host name is `$HOSTNAME` (a pod's name in Kubernetes), else the
-/// kernel's.
-pub fn default_replica_id() -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "cutover".to_string());
-    format!("{host}-{}", std::process::id())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fleet::etcd::Endpoint;
+    use std::time::Duration;
 
     #[test]
     fn defaults_are_what_the_docs_say() {

@@ -4,12 +4,17 @@
 //! This folder holds the foundation: [`etcd`], a client for etcd's JSON
 //! gateway (reads, conditional writes, leases, watches); [`election`], a
 //! lease-backed leader election on it; and [`config`], the `[fleet]`
-//! section's domain type. Nothing here touches the request path: the
-//! replicas' shared state and evidence are built on these pieces.
+//! section's domain type; [`state`], the shared state's keys in etcd and
+//! their JSON; and [`sync`], the task that writes this replica's decisions,
+//! applies the others' and keeps the replica listed. Nothing here touches
+//! the request path.
 
 pub mod config;
 pub mod election;
 pub mod etcd;
+pub mod state;
+pub mod sync;
 
 pub use config::FleetConfig;
 pub use election::Election;
+pub use sync::{Fleet, FleetOutcome};

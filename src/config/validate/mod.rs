@@ -13,11 +13,13 @@
 //! [`server`] (`[server]`, `[server.tls]`, `[admin]`), [`pools`]
 //! (`[pools.NAME]` with its health check and guard, and backend addresses),
 //! [`routes`] (`[[routes]]`: hosts, paths, splits, sticky keys and force
-//! rules), [`rollout`] (`[routes.rollout]`: a route's rollout plan). [`values`] holds the checks every section uses (names,
+//! rules), [`rollout`] (`[routes.rollout]`: a route's rollout plan), [`fleet`]
+//! (`[fleet]`: etcd, prefix and identity of a replica in fleet mode). [`values`] holds the checks every section uses (names,
 //! addresses, paths, integers, durations) and what makes an error point at
 //! its `line:col`. This file assembles them in the file's order.
 
 mod access_log;
+mod fleet;
 mod pools;
 mod rollout;
 mod routes;
@@ -53,7 +55,11 @@ impl Cx<'_> {
             None => None,
             Some(log) => Some(self.access_log(log, &server)?),
         };
-        Ok(Config { server: server.config, admin, access_log, pools, routes })
+        let fleet = match raw.fleet {
+            None => None,
+            Some(fleet) => Some(self.fleet(fleet)?),
+        };
+        Ok(Config { server: server.config, admin, access_log, pools, routes, fleet })
     }
 }
 
@@ -260,6 +266,7 @@ split = { blue = 1 }
                     mirror: None,
                 },
             ],
+            fleet: None,
         };
         assert_eq!(config, expected);
     }

@@ -37,8 +37,7 @@ impl ClientOptions {
     }
 }
 
-/// The default bound on one etcd call.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+pub use crate::config::fleet::DEFAULT_TIMEOUT;
 
 /// Keys and values read at one revision.
 #[derive(Debug, Clone, Default)]

@@ -10,7 +10,8 @@
 //!
 //! The pieces, bottom up: [`endpoint`] (a checked URL), [`wire`] (the JSON
 //! and its proto3 quirks), `transport` (connections, failover, auth,
-//! timeouts), [`client`] (reads, writes, conditional writes, leases),
+//! timeouts), [`client`] (reads, writes, conditional writes, leases), [`txn`]
+//! (several keys written together, or none),
 //! [`lease`] (keeping a lease alive) and [`watch`] (a prefix's changes
 //! across reconnects). [`tls`] builds the TLS client config.
 
@@ -20,6 +21,7 @@ pub mod error;
 pub mod lease;
 pub mod tls;
 mod transport;
+pub mod txn;
 pub mod watch;
 pub mod wire;
 
@@ -28,5 +30,6 @@ pub use endpoint::{Endpoint, EndpointError};
 pub use error::EtcdError;
 pub use lease::LeaseKeeper;
 pub use transport::Credentials;
+pub use txn::TxnOutcome;
 pub use watch::{Event, EventKind, WatchMessage, Watcher};
 pub use wire::KeyValue;

@@ -1,0 +1,593 @@
+//! The task that keeps this replica's state and the fleet's one: it writes
+//! the decisions the writer hands it to etcd, applies every other
+//! replica's from a watch, keeps this replica listed under its lease, and
+//! says who may make automatic decisions.
+//!
+//! **Writing.** A decision's keys are written in one transaction that
+//! compares each key's `mod_revision` with the version the decision was
+//! made on. On a conflict nothing is written; the keys' current values are
+//! applied at once (so the replica never serves a mix of the two changes)
+//! and the admin caller gets the current state with a 409. An automatic
+//! trip that loses is made again on the new state.
+//!
+//! **Fail static.** When etcd cannot be reached the replica keeps serving
+//! what it last applied, makes its own automatic decisions on its own
+//! traffic, and keeps its decisions as pending writes. On reconnect it reads
+//! the whole state; a pending change is written if nobody changed its key
+//! meanwhile, else etcd's value wins — except that a trip is never lost:
+//! it is made again on etcd's state (trips are a union).
+//!
+//! **Leading.** While connected, only the elected leader makes automatic
+//! decisions ([`Control::set_automatic`]); the others apply its.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use super::election::Election;
+use super::etcd::{Client, EtcdError, EventKind, KeyValue, LeaseKeeper, TxnOutcome, WatchMessage, Watcher};
+use super::state::{self, Decoded, ReplicaRecord};
+use super::FleetConfig;
+use crate::control::{Control, Decision, DecisionSink, Maker, SharedKey, SharedValue};
+use crate::metrics::FleetGauges;
+use crate::timestamp::rfc3339;
+
+/// How often the replica record and the replica list are refreshed, and a
+/// lost etcd is tried again.
+const TICK: Duration = Duration::from_millis(500);
+
+/// What became of an admin call's decision in the fleet.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FleetOutcome {
+    /// Nothing shared changed (or the call changed nothing).
+    Unshared,
+    /// Written to etcd: in force on every replica within a second.
+    Written,
+    /// etcd cannot be reached: in force on this replica, written when it
+    /// answers again.
+    Pending,
+    /// Another replica changed the same state first; its change is in force
+    /// here too, and nothing of this call is.
+    Conflict {
+        /// What is in force now, per etcd key.
+        current: Value,
+    },
+}
+
+/// The running fleet mode of one replica.
+#[derive(Debug)]
+pub struct Fleet {
+    config: FleetConfig,
+    client: Client,
+    control: Arc<Control>,
+    inner: Mutex<Inner>,
+    /// The highest local revision whose decision has been handled.
+    processed: watch::Sender<u64>,
+    connected: watch::Sender<bool>,
+    election: Mutex<Option<Election>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    gauges: FleetGauges,
+    started: String,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    outcomes: BTreeMap<u64, FleetOutcome>,
+    replicas: Vec<ReplicaRecord>,
+    pending: BTreeMap<SharedKey, Pending>,
+    /// `(key, version)` → the version this replica's write replaced it with.
+    overwritten: BTreeMap<(SharedKey, i64), i64>,
+}
+
+/// A decision's unit not yet written (etcd unreachable).
+#[derive(Debug, Clone)]
+struct Pending {
+    value: SharedValue,
+    based_on: i64,
+    cause: String,
+    maker: Maker,
+}
+
+/// The writer's decisions, queued for the task.
+#[derive(Debug)]
+struct Sink(mpsc::UnboundedSender<(u64, Option<Decision>)>);
+
+impl DecisionSink for Sink {
+    fn committed(&self, revision: u64, decision: Option<Decision>) {
+        let _ = self.0.send((revision, decision));
+    }
+}
+
+impl Fleet {
+    /// Join the fleet `config` names: read its state and apply it before
+    /// returning (waiting at most `config.timeout`; past it, the replica
+    /// starts from what it has and catches up when etcd answers), then keep
+    /// in step in the background. Fails only when the client cannot be
+    /// built (a missing password or certificate file).
+    pub async fn start(control: Arc<Control>, config: FleetConfig) -> Result<Arc<Fleet>, EtcdError> {
+        let client = Client::new(config.client_options()?)?;
+        let gauges = control.metrics().fleet_gauges();
+        let (tx, decisions) = mpsc::unbounded_channel();
+        control.share_decisions_with(Arc::new(Sink(tx)));
+        let election = Election::start(client.clone(), config.leader_key(), config.replica.clone(), config.lease_ttl);
+        let fleet = Arc::new(Fleet {
+            config,
+            client,
+            control,
+            inner: Mutex::new(Inner::default()),
+            processed: watch::Sender::new(0),
+            connected: watch::Sender::new(false),
+            election: Mutex::new(Some(election)),
+            tasks: Mutex::new(Vec::new()),
+            gauges,
+            started: rfc3339(SystemTime::now()),
+        });
+        let first = tokio::time::timeout(fleet.config.timeout, fleet.resync()).await;
+        let watcher = match first {
+            Ok(Ok(revision)) => {
+                tracing::info!(
+                    replica = %fleet.config.replica,
+                    prefix = %fleet.config.prefix,
+                    "fleet state read from etcd; serving with it"
+                );
+                fleet.set_connected(true);
+                Some(fleet.client.watch_prefix(state::state_prefix(&fleet.config.prefix), revision + 1))
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "etcd unreachable at startup; serving the state file's state (fail static) until it answers");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(timeout = ?fleet.config.timeout, "etcd did not answer at startup; serving the state file's state (fail static) until it answers");
+                None
+            }
+        };
+        fleet.update_authority();
+        let task = tokio::spawn(fleet.clone().run(decisions, watcher));
+        if let Ok(mut tasks) = fleet.tasks.lock() {
+            tasks.push(task);
+        }
+        Ok(fleet)
+    }
+
+    /// This replica's name.
+    pub fn replica(&self) -> &str {
+        &self.config.replica
+    }
+
+    /// Whether this replica is in step with etcd now.
+    pub fn is_connected(&self) -> bool {
+        *self.connected.borrow()
+    }
+
+    /// Whether this replica leads the fleet now.
+    pub fn is_leader(&self) -> bool {
+        self.election.lock().ok().and_then(|e| e.as_ref().map(|e| *e.is_leader().borrow())).unwrap_or(false)
+    }
+
+    /// The leader's name, as last seen.
+    pub fn leader(&self) -> Option<String> {
+        self.election.lock().ok().and_then(|e| e.as_ref().and_then(|e| e.leader().borrow().clone()))
+    }
+
+    /// What became of the decision of local revision `revision`, waiting
+    /// for the write (bounded: past twice the etcd timeout, it is pending).
+    pub async fn outcome(&self, revision: u64) -> FleetOutcome {
+        let mut processed = self.processed.subscribe();
+        let bound = self.config.timeout * 2 + Duration::from_secs(1);
+        if tokio::time::timeout(bound, processed.wait_for(|p| *p >= revision)).await.is_err() {
+            return FleetOutcome::Pending;
+        }
+        self.lock().outcomes.remove(&revision).unwrap_or(FleetOutcome::Unshared)
+    }
+
+    /// The `fleet` block of `/status`.
+    pub fn status(&self) -> Value {
+        let inner = self.lock();
+        let own = format!("{:016x}", self.control.config_digest());
+        let replicas: Vec<Value> = inner
+            .replicas
+            .iter()
+            .map(|r| json!({"name": r.replica, "config": r.config, "same_config": r.config == own, "started": r.started}))
+            .collect();
+        let different: Vec<&str> =
+            inner.replicas.iter().filter(|r| r.config != own).map(|r| r.replica.as_str()).collect();
+        json!({
+            "replica": self.config.replica,
+            "prefix": self.config.prefix,
+            "connected": self.is_connected(),
+            "leader": self.leader(),
+            "is_leader": self.is_leader(),
+            "automatic_decisions": self.control.decides_automatically(),
+            "pending_writes": inner.pending.len(),
+            "config": own,
+            "replicas": replicas,
+            "different_config": different,
+        })
+    }
+
+    /// Leave the fleet: stop, give up leadership and the replica's record
+    /// now, so another replica leads at once.
+    pub async fn leave(&self) {
+        if let Ok(mut tasks) = self.tasks.lock() {
+            for task in tasks.drain(..) {
+                task.abort();
+            }
+        }
+        let election = self.election.lock().ok().and_then(|mut e| e.take());
+        if let Some(election) = election {
+            let _ = tokio::time::timeout(self.config.timeout, election.resign(&self.client)).await;
+        }
+        let _ = tokio::time::timeout(self.config.timeout, self.client.delete(self.replica_key())).await;
+    }
+
+    /// A guard that stops this replica's part in the fleet when dropped,
+    /// without resigning: as a crash would, so the lease runs out and
+    /// another replica takes over within the TTL. `run` holds it, so a
+    /// replica whose runtime ends takes its fleet tasks with it.
+    pub fn stop_on_drop(self: &Arc<Self>) -> StopOnDrop {
+        StopOnDrop(self.clone())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn replica_key(&self) -> String {
+        format!("{}{}", state::replicas_prefix(&self.config.prefix), self.config.replica)
+    }
+
+    fn set_connected(&self, connected: bool) {
+        let was = self.connected.send_replace(connected);
+        self.gauges.connected.set(i64::from(connected));
+        if was && !connected {
+            tracing::warn!("lost etcd: serving the last applied state (fail static); decisions are kept and written when it answers");
+        } else if !was && connected {
+            tracing::info!("etcd reached: state resynchronised with the fleet");
+        }
+        self.update_authority();
+    }
+
+    /// Automatic decisions: by the leader while connected, by everyone
+    /// on their own traffic while cut off.
+    fn update_authority(&self) {
+        let leading = self.is_leader();
+        self.gauges.leader.set(i64::from(leading));
+        self.control.set_automatic(leading || !self.is_connected());
+    }
+
+    async fn run(
+        self: Arc<Self>,
+        mut decisions: mpsc::UnboundedReceiver<(u64, Option<Decision>)>,
+        mut watcher: Option<Watcher>,
+    ) {
+        let mut leading = match self.election.lock().ok().and_then(|e| e.as_ref().map(|e| e.is_leader())) {
+            Some(rx) => rx,
+            None => return,
+        };
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut lease: Option<LeaseKeeper> = None;
+        let mut published: Option<ReplicaRecord> = None;
+        loop {
+            tokio::select! {
+                decision = decisions.recv() => match decision {
+                    Some((revision, decision)) => self.handle(revision, decision).await,
+                    None => return,
+                },
+                message = next(&mut watcher) => match message {
+                    Some(WatchMessage::Events { events, .. }) => self.apply_events(events),
+                    Some(WatchMessage::Connected) => {}
+                    Some(WatchMessage::Disconnected { error }) => {
+                        tracing::debug!(%error, "etcd watch broke");
+                        watcher = None;
+                        self.set_connected(false);
+                    }
+                    Some(WatchMessage::Compacted { .. }) | None => {
+                        watcher = None;
+                        self.set_connected(false);
+                    }
+                },
+                changed = leading.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let now = *leading.borrow_and_update();
+                    tracing::info!(replica = %self.config.replica, leading = now, "fleet leadership changed");
+                    self.update_authority();
+                }
+                _ = tick.tick() => {
+                    // Cut off (the watch broke, or a write failed while it
+                    // still ran): read the state again and watch from there.
+                    if watcher.is_none() || !self.is_connected() {
+                        match self.resync().await {
+                            Ok(revision) => {
+                                watcher = Some(self.client.watch_prefix(state::state_prefix(&self.config.prefix), revision + 1));
+                                self.set_connected(true);
+                            }
+                            Err(e) => tracing::debug!(error = %e, "etcd still unreachable"),
+                        }
+                    }
+                    if self.is_connected() {
+                        self.keep_listed(&mut lease, &mut published).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Write one commit's decision, or keep it pending while cut off.
+    async fn handle(&self, revision: u64, decision: Option<Decision>) {
+        let outcome = match decision {
+            None => FleetOutcome::Unshared,
+            Some(decision) if !self.is_connected() => {
+                self.keep_pending(&decision);
+                FleetOutcome::Pending
+            }
+            Some(decision) => self.write(decision).await,
+        };
+        {
+            let mut inner = self.lock();
+            if outcome != FleetOutcome::Unshared {
+                inner.outcomes.insert(revision, outcome);
+            }
+            // Answers nobody waits for are dropped after a while.
+            while inner.outcomes.len() > 256 {
+                inner.outcomes.pop_first();
+            }
+        }
+        self.processed.send_if_modified(|p| {
+            let newer = revision > *p;
+            *p = (*p).max(revision);
+            newer
+        });
+    }
+
+    fn keep_pending(&self, decision: &Decision) {
+        let mut inner = self.lock();
+        for change in &decision.changes {
+            let based_on = inner.pending.get(&change.key).map_or(change.based_on, |p| p.based_on);
+            inner.pending.insert(
+                change.key.clone(),
+                Pending { value: change.value.clone(), based_on, cause: decision.cause.clone(), maker: decision.maker },
+            );
+        }
+    }
+
+    async fn write(&self, decision: Decision) -> FleetOutcome {
+        // A decision made before this replica's previous write of the same
+        // key was confirmed is based on that write: follow the versions
+        // this replica itself wrote over. Any other newer version is
+        // another replica's change, and the write must conflict.
+        let writes: Vec<(String, Vec<u8>, i64)> = {
+            let inner = self.lock();
+            decision
+                .changes
+                .iter()
+                .map(|c| {
+                    let mut based_on = c.based_on;
+                    while let Some(next) = inner.overwritten.get(&(c.key.clone(), based_on)) {
+                        based_on = *next;
+                    }
+                    let time = rfc3339(SystemTime::now());
+                    let value = state::encode(&c.value, &self.config.replica, &decision.cause, &time);
+                    (state::key_of(&self.config.prefix, &c.key), value, based_on)
+                })
+                .collect()
+        };
+        match self.client.put_all_if(&writes).await {
+            Ok(TxnOutcome::Written { revision }) => {
+                let confirmed: Vec<(SharedKey, i64, i64)> =
+                    decision.changes.iter().zip(&writes).map(|(c, w)| (c.key.clone(), w.2, revision)).collect();
+                self.remember_written(&confirmed);
+                self.control.shared_written(&confirmed);
+                FleetOutcome::Written
+            }
+            Ok(TxnOutcome::Conflict { current, .. }) => self.lost(&decision, &current),
+            Err(e) => {
+                tracing::warn!(error = %e, cause = %decision.cause, "cannot write the decision to etcd; kept to write on reconnect");
+                self.keep_pending(&decision);
+                self.set_connected(false);
+                FleetOutcome::Pending
+            }
+        }
+    }
+
+    /// Remember which versions this replica's own writes replaced.
+    fn remember_written(&self, written: &[(SharedKey, i64, i64)]) {
+        let mut inner = self.lock();
+        for (key, based_on, version) in written {
+            inner.overwritten.insert((key.clone(), *based_on), *version);
+        }
+        // Only the latest few matter: decisions queue for milliseconds.
+        while inner.overwritten.len() > 1024 {
+            inner.overwritten.pop_first();
+        }
+    }
+
+    /// Another replica changed a key first: apply what is in etcd now, make
+    /// a lost automatic trip again, and say what is in force.
+    fn lost(&self, decision: &Decision, current: &[Option<KeyValue>]) -> FleetOutcome {
+        let mut shown = serde_json::Map::new();
+        let mut units = Vec::new();
+        let mut cause = String::new();
+        for kv in current.iter().flatten() {
+            let key = kv.key_str().to_string();
+            match state::decode(&self.config.prefix, &key, &kv.value) {
+                Ok(decoded) => {
+                    shown.insert(key, serde_json::from_slice(&kv.value).unwrap_or(Value::Null));
+                    cause = format!("fleet: {} ({})", decoded.cause, decoded.by);
+                    units.push((decoded.key, decoded.value, kv.mod_revision));
+                }
+                Err(e) => tracing::warn!(error = %e, "unreadable fleet state in etcd; ignored"),
+            }
+        }
+        tracing::warn!(cause = %decision.cause, "another replica changed the same state first; its change is in force");
+        self.control.apply_shared(units, &cause, true);
+        if decision.maker == Maker::Automatic {
+            self.retrip(decision.changes.iter().map(|c| (&c.key, &c.value)));
+        }
+        FleetOutcome::Conflict { current: Value::Object(shown) }
+    }
+
+    /// Make again the trips among `changes` that the state in force lacks.
+    fn retrip<'a>(&self, changes: impl Iterator<Item = (&'a SharedKey, &'a SharedValue)>) {
+        for (key, value) in changes {
+            if let (SharedKey::Pool(pool), SharedValue::Pool(unit)) = (key, value) {
+                if let Some(trip) = &unit.trip {
+                    self.control.reapply_trip(pool, trip);
+                }
+            }
+        }
+    }
+
+    fn apply_events(&self, events: Vec<super::etcd::Event>) {
+        let mut units = Vec::new();
+        let mut cause = String::new();
+        for event in events {
+            if event.kind != EventKind::Put {
+                continue;
+            }
+            let key = event.kv.key_str().to_string();
+            match state::decode(&self.config.prefix, &key, &event.kv.value) {
+                Ok(Decoded { key, value, by, cause: why }) => {
+                    cause = format!("fleet: {why} ({by})");
+                    units.push((key, value, event.kv.mod_revision));
+                }
+                Err(e) => tracing::warn!(error = %e, "unreadable fleet state in etcd; ignored"),
+            }
+        }
+        if !units.is_empty() {
+            self.control.apply_shared(units, &cause, false);
+        }
+    }
+
+    /// Read the whole shared state and apply it; write what was decided
+    /// while cut off (see the module docs for who wins). Returns the
+    /// revision read, to watch from.
+    async fn resync(&self) -> Result<i64, EtcdError> {
+        let range = self.client.get_prefix(state::state_prefix(&self.config.prefix)).await?;
+        let mut stored: BTreeMap<SharedKey, (SharedValue, i64, String)> = BTreeMap::new();
+        for kv in &range.kvs {
+            let key = kv.key_str().to_string();
+            match state::decode(&self.config.prefix, &key, &kv.value) {
+                Ok(d) => {
+                    stored.insert(d.key, (d.value, kv.mod_revision, format!("fleet: {} ({})", d.cause, d.by)));
+                }
+                Err(e) => tracing::warn!(error = %e, "unreadable fleet state in etcd; ignored"),
+            }
+        }
+        let pending = std::mem::take(&mut self.lock().pending);
+        let mut to_write = Vec::new();
+        let mut lost = Vec::new();
+        for (key, p) in pending {
+            let in_etcd = stored.get(&key).map_or(0, |(_, version, _)| *version);
+            if in_etcd == p.based_on {
+                stored.remove(&key);
+                to_write.push((key, p));
+            } else {
+                tracing::warn!(?key, cause = %p.cause, "changed in etcd while this replica was cut off: etcd's state wins");
+                lost.push((key, p));
+            }
+        }
+        let units: Vec<_> = stored.into_iter().map(|(key, (value, version, _))| (key, value, version)).collect();
+        if !units.is_empty() {
+            self.control.apply_shared(units, "fleet: state read from etcd", false);
+        }
+        for (key, p) in to_write {
+            let decision = Decision {
+                revision: 0,
+                cause: p.cause.clone(),
+                maker: p.maker,
+                changes: vec![crate::control::Change {
+                    key: key.clone(),
+                    value: p.value.clone(),
+                    based_on: p.based_on,
+                }],
+            };
+            let writes = vec![(
+                state::key_of(&self.config.prefix, &key),
+                state::encode(&p.value, &self.config.replica, &p.cause, &rfc3339(SystemTime::now())),
+                p.based_on,
+            )];
+            match self.client.put_all_if(&writes).await {
+                Ok(TxnOutcome::Written { revision }) => {
+                    tracing::info!(?key, cause = %p.cause, "a decision made while cut off is written to etcd");
+                    self.remember_written(&[(key.clone(), p.based_on, revision)]);
+                    self.control.shared_written(&[(key, p.based_on, revision)]);
+                }
+                Ok(TxnOutcome::Conflict { current, .. }) => {
+                    self.lost(&decision, &current);
+                }
+                Err(e) => {
+                    self.lock().pending.insert(key, p);
+                    return Err(e);
+                }
+            }
+        }
+        // Trips are a union: one made while cut off is made again on etcd's state.
+        self.retrip(lost.iter().map(|(k, p)| (k, &p.value)));
+        Ok(range.revision)
+    }
+
+    /// Keep `<prefix>/replicas/<name>` under a live lease, with the config
+    /// digest in force, and refresh the list of live replicas.
+    async fn keep_listed(&self, lease: &mut Option<LeaseKeeper>, published: &mut Option<ReplicaRecord>) {
+        if !lease.as_ref().is_some_and(LeaseKeeper::is_alive) {
+            *published = None;
+            match self.client.lease_grant(self.config.lease_ttl).await {
+                Ok(granted) => {
+                    *lease = Some(LeaseKeeper::spawn(self.client.clone(), granted.id, self.config.lease_ttl));
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot take the replica's lease");
+                    return;
+                }
+            }
+        }
+        let record = ReplicaRecord {
+            replica: self.config.replica.clone(),
+            config: format!("{:016x}", self.control.config_digest()),
+            started: self.started.clone(),
+        };
+        if published.as_ref() != Some(&record) {
+            let id = lease.as_ref().map(LeaseKeeper::id);
+            let value = serde_json::to_vec(&record).unwrap_or_default();
+            match self.client.put(self.replica_key(), value, id).await {
+                Ok(_) => *published = Some(record),
+                Err(e) => tracing::debug!(error = %e, "cannot list this replica"),
+            }
+        }
+        if let Ok(range) = self.client.get_prefix(state::replicas_prefix(&self.config.prefix)).await {
+            let replicas = range.kvs.iter().filter_map(|kv| serde_json::from_slice(&kv.value).ok()).collect();
+            self.lock().replicas = replicas;
+        }
+    }
+}
+
+/// See [`Fleet::stop_on_drop`].
+#[derive(Debug)]
+pub struct StopOnDrop(Arc<Fleet>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if let Ok(mut tasks) = self.0.tasks.lock() {
+            for task in tasks.drain(..) {
+                task.abort();
+            }
+        }
+        let election = self.0.election.lock().ok().and_then(|mut e| e.take());
+        drop(election);
+    }
+}
+
+async fn next(watcher: &mut Option<Watcher>) -> Option<WatchMessage> {
+    match watcher {
+        Some(w) => w.next().await,
+        None => std::future::pending().await,
+    }
+}
