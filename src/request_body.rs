@@ -8,10 +8,16 @@
 //!
 //! For mirroring it can also copy the body as it streams through (a
 //! [`BodyTap`], bounded, handed over when the body ends), and carry a whole
-//! copy to a shadow backend ([`RequestBody::full`]).
+//! copy to a shadow backend ([`RequestBody::full`]). For the access log it
+//! counts the body bytes read from the client ([`RequestBody::count_into`]):
+//! the decoded data, so a chunked body counts the same as one with a
+//! `Content-Length`, and only what was read, so a body the backend never
+//! asked for counts nothing.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -64,6 +70,8 @@ pub struct RequestBody {
     /// A copy being taken for a mirror, or a copy being sent to one;
     /// boxed, as it is rare.
     extra: Option<Box<Extra>>,
+    /// Where the data bytes read are added up, for a logged request.
+    read: Option<Arc<AtomicU64>>,
 }
 
 /// What a body carries besides the client's stream.
@@ -124,13 +132,13 @@ impl RequestBody {
     /// each timeout is counted in `timed_out`.
     pub fn new(inner: Incoming, timeout: Duration, timed_out: &IntCounter) -> RequestBody {
         let timed_out = (!inner.is_end_stream()).then(|| timed_out.clone());
-        RequestBody { inner: Some(inner), timeout, timer: None, timed_out, extra: None }
+        RequestBody { inner: Some(inner), timeout, timer: None, timed_out, extra: None, read: None }
     }
 
     /// A whole body known in advance: a mirror's copy.
     pub fn full(bytes: Bytes) -> RequestBody {
         let extra = (!bytes.is_empty()).then(|| Box::new(Extra::Full(Some(bytes))));
-        RequestBody { inner: None, timeout: Duration::ZERO, timer: None, timed_out: None, extra }
+        RequestBody { inner: None, timeout: Duration::ZERO, timer: None, timed_out: None, extra, read: None }
     }
 
     /// Copy the body, as it streams through, for `tap`.
@@ -138,10 +146,15 @@ impl RequestBody {
         self.extra = Some(Box::new(Extra::Tap(tap)));
     }
 
+    /// Add the data bytes read from the client to `read` as they pass.
+    pub fn count_into(&mut self, read: Arc<AtomicU64>) {
+        self.read = Some(read);
+    }
+
     /// No body: for a body-less request sent a second time, whose first
     /// (already ended) body went with the first attempt.
     pub fn empty() -> RequestBody {
-        RequestBody { inner: None, timeout: Duration::ZERO, timer: None, timed_out: None, extra: None }
+        RequestBody { inner: None, timeout: Duration::ZERO, timer: None, timed_out: None, extra: None, read: None }
     }
 }
 
@@ -161,6 +174,9 @@ impl Body for RequestBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(timer) = this.timer.as_mut() {
                     timer.as_mut().reset(tokio::time::Instant::now() + this.timeout);
+                }
+                if let (Some(read), Some(data)) = (&this.read, frame.data_ref()) {
+                    read.fetch_add(data.len() as u64, Ordering::Relaxed);
                 }
                 if let Some(Extra::Tap(tap)) = this.extra.as_deref_mut() {
                     if let Some(data) = frame.data_ref() {

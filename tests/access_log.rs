@@ -217,7 +217,8 @@ async fn sampling_at_zero_still_logs_every_failure_with_its_kind() {
     assert_eq!(lines.len(), 4, "only the failures: {lines:#?}");
     let upload_line = line_for(&lines, "/dead/upload");
     assert_eq!((&upload_line["method"], &upload_line["status"]), (&Value::from("POST"), &Value::from(502)));
-    assert_eq!((&upload_line["bytes_in"], &upload_line["failure"]), (&Value::from(5), &Value::from("connect")));
+    // No backend took the body, so none of it was read.
+    assert_eq!((&upload_line["bytes_in"], &upload_line["failure"]), (&Value::from(0), &Value::from("connect")));
     let dead_line = line_for(&lines, "/dead");
     assert_eq!((&dead_line["status"], &dead_line["failure"]), (&Value::from(502), &Value::from("connect")));
     assert_eq!(dead_line["pool"], "dead");
@@ -229,6 +230,87 @@ async fn sampling_at_zero_still_logs_every_failure_with_its_kind() {
     assert_eq!(failing_line["status"], 503);
     assert!(failing_line["failure"].is_null(), "the backend answered: {failing_line}");
     assert_eq!(failing_line["bytes_out"], 4);
+}
+
+#[tokio::test]
+async fn bytes_in_counts_the_body_read_chunked_or_not() {
+    // The backend reads each body whole before it answers, so every byte
+    // the client sent was read and forwarded.
+    let reader = Upstream::with_handler("reader", |req: http::Request<hyper::body::Incoming>| async move {
+        use http_body_util::BodyExt as _;
+        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        text(StatusCode::OK, body.len().to_string())
+    })
+    .await;
+    let proxy = TestProxy::start(&logged(Config::one_pool(&[reader.addr]), "")).await;
+    let chunked = b"POST /chunked HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+        5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+    let sized = b"POST /sized HTTP/1.1\r\nHost: app\r\nContent-Length: 7\r\nConnection: close\r\n\r\n1234567";
+    let empty = b"GET /empty HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n";
+    for (raw, read) in [(&chunked[..], "11"), (&sized[..], "7"), (&empty[..], "0")] {
+        let outcome = exchange(proxy.addr, raw).await;
+        let answer = outcome.only();
+        assert_eq!((answer.status, answer.body.as_slice()), (200, read.as_bytes()), "{}", outcome.raw);
+    }
+    let lines = lines(&log_path(&proxy), 3).await;
+    // The decoded body: chunk sizes and the last chunk are framing, not body.
+    assert_eq!(line_for(&lines, "/chunked")["bytes_in"], 11);
+    assert_eq!(line_for(&lines, "/sized")["bytes_in"], 7);
+    assert_eq!(line_for(&lines, "/empty")["bytes_in"], 0);
+}
+
+#[tokio::test]
+async fn requests_refused_before_routing_get_an_id_in_their_answer_and_their_line() {
+    let good = Upstream::named("good").await;
+    let config = Config::new()
+        .pool("app", &[good.addr])
+        .route_with("app", "app = 1", "path_prefix = \"/app\"")
+        .server("max_request_header_bytes = 4096");
+    let proxy = TestProxy::start(&logged(config, "")).await;
+    let big = "b".repeat(5000);
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        ("/nowhere", "GET /nowhere HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n".into(), 404, "no_route"),
+        ("/app/two-hosts", "GET /app/two-hosts HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n".into(), 400, "bad_request"),
+        (
+            "/app/ambiguous",
+            "POST /app/ambiguous HTTP/1.1\r\nHost: app\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+                .into(),
+            400,
+            "bad_request",
+        ),
+        ("/app/big", format!("GET /app/big HTTP/1.1\r\nHost: app\r\nConnection: close\r\nX-Big: {big}\r\n\r\n"), 431, "headers_too_large"),
+        (
+            "/app/gzip",
+            "POST /app/gzip HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n".into(),
+            501,
+            "not_implemented",
+        ),
+    ];
+    let mut answers = Vec::new();
+    for (path, raw, status, _) in &cases {
+        let outcome = exchange(proxy.addr, raw.as_bytes()).await;
+        let answer = outcome.responses.first().unwrap_or_else(|| panic!("{path}: no answer: {}", outcome.raw));
+        assert_eq!(answer.status, *status, "{path}: {}", outcome.raw);
+        let id = answer.header("x-request-id").unwrap_or_else(|| panic!("{path}: no x-request-id: {}", outcome.raw));
+        assert!(is_hex(&Value::from(id), 32), "{path}: a new ID: {id}");
+        answers.push(id.to_string());
+    }
+    assert_eq!(good.hits(), 0, "no refused request reached the backend");
+    let lines = lines(&log_path(&proxy), cases.len()).await;
+    for ((path, _, status, failure), id) in cases.iter().zip(&answers) {
+        let line = line_for(&lines, path);
+        assert_eq!((&line["status"], &line["failure"]), (&Value::from(*status), &Value::from(*failure)), "{line}");
+        assert_eq!(line["request_id"], id.as_str(), "the line has the ID the client got: {line}");
+        assert!(is_hex(&line["trace_id"], 32), "a refused request has a trace ID too: {line}");
+        assert!(line["pool"].is_null() && line["backend"].is_null(), "{line}");
+    }
+    // A client's own ID is kept on a refusal as on any request.
+    let outcome =
+        exchange(proxy.addr, b"GET /mine HTTP/1.1\r\nHost: app\r\nX-Request-Id: ticket-7\r\nConnection: close\r\n\r\n")
+            .await;
+    assert_eq!(outcome.only().header("x-request-id"), Some("ticket-7"));
+    let lines = self::lines(&log_path(&proxy), cases.len() + 1).await;
+    assert_eq!(line_for(&lines, "/mine")["request_id"], "ticket-7");
 }
 
 /// A WebSocket echo server on its own port.

@@ -17,6 +17,7 @@ mod pending;
 mod record;
 pub mod request_id;
 mod sink;
+mod slab;
 pub mod trace;
 
 pub use pending::Pending;

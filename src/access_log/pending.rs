@@ -5,6 +5,7 @@
 //! It travels boxed inside the request's exchange, so a request that is not
 //! logged carries one null pointer and allocates nothing for the log.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::time::Instant;
@@ -25,13 +26,22 @@ pub struct Pending {
     status: Option<u16>,
     /// Sampling left the request out: it is logged only if it fails.
     failures_only: bool,
+    /// The request body's bytes read from the client so far, added up by
+    /// the body as it streams (see `RequestBody::count_into`).
+    body_read: Option<Arc<AtomicU64>>,
 }
 
 impl Pending {
     /// A record for `log`, of a request begun at `started`; with
     /// `failures_only`, it is written only if the request fails.
     pub fn new(log: Arc<AccessLog>, record: Record, started: Instant, failures_only: bool) -> Box<Pending> {
-        Box::new(Pending { log, record, started, sent: None, status: None, failures_only })
+        Box::new(Pending { log, record, started, sent: None, status: None, failures_only, body_read: None })
+    }
+
+    /// A counter for the request body's bytes as they are read, to be
+    /// handed to the body: its total is the line's `bytes_in`.
+    pub fn count_body(&mut self) -> Arc<AtomicU64> {
+        self.body_read.get_or_insert_with(Arc::default).clone()
     }
 
     /// Sampling left the request out, but it failed: log it after all.
@@ -80,8 +90,11 @@ impl Pending {
     /// got: the proxy's own answer, else the backend's (even when its body
     /// broke later), else `status`. Hands the record to the writer.
     pub fn finish(self: Box<Self>, backend: String, status: u16, failure: Option<&'static str>) {
-        let Pending { log, mut record, started, status: own, failures_only, .. } = *self;
+        let Pending { log, mut record, started, status: own, failures_only, body_read, .. } = *self;
         record.backend = Some(backend);
+        if let (Kind::Request, Some(read)) = (record.kind, body_read) {
+            record.bytes_in = read.load(Ordering::Relaxed);
+        }
         let answered = (record.status != 0).then_some(record.status);
         record.status = own.or(answered).unwrap_or(status);
         record.failure = failure;

@@ -33,14 +33,14 @@ pub fn keep_or_make(given: Option<&HeaderValue>, max_len: usize, rng: &mut impl 
 
 /// A new ID: 128 random bits as 32 lowercase hex digits.
 pub fn make(rng: &mut impl Rng) -> HeaderValue {
-    // Written on the stack: the header value's own copy is the one allocation.
+    // Written on the stack, then cut from the thread's slab (see `slab`).
     let mut id = [0u8; 32];
     let bits = (u128::from(rng.random::<u64>()) << 64) | u128::from(rng.random::<u64>());
     for (i, digit) in id.iter_mut().enumerate() {
         *digit = b"0123456789abcdef"[((bits >> (124 - 4 * i)) & 0xf) as usize];
     }
     // Hex digits are always a valid header value.
-    HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    super::slab::value(&id).unwrap_or_else(|| HeaderValue::from_static("0"))
 }
 
 #[cfg(test)]

@@ -5,9 +5,13 @@
 //! waits: when the queue is full (the sink is slower than the traffic, or
 //! blocked outright, like a pipe nobody reads), the record is dropped and
 //! counted in `cutover_access_log_dropped_total`. One writer thread owns the
-//! sink: it formats a record, takes whatever else is already queued, and
-//! writes them in one batch, so lines are visible as soon as the queue is
-//! empty and writes are large when it is not.
+//! sink. Woken by a record after it went idle, it waits [`LINGER`] for more
+//! before it formats and writes what is queued, in batches, until the queue
+//! is empty: a writer woken for every record would cost each request a
+//! wake-up, two context switches and a write of its own, more than the
+//! rest of the request's work, where lingering spreads them over every
+//! record of a batch. A line is visible at most [`LINGER`] after its
+//! request ended, plus the time to write the batches before it.
 //!
 //! A file is opened for appending, so `copytruncate` rotation is safe; after
 //! a rename rotation, [`AccessLog::reopen`] (SIGUSR1) makes the writer open
@@ -220,29 +224,49 @@ struct Writer {
 /// Records written in one batch at most, so that one write stays bounded.
 const BATCH: usize = 256;
 
+/// How long the writer, woken from idle by a record, waits for more before
+/// writing. While it waits (or writes) it is not parked on the queue, so
+/// the records sent meanwhile wake nobody. At the default `queue` of 8,192
+/// this drops lines only above about 400,000 a second.
+const LINGER: Duration = Duration::from_millis(20);
+
 impl Writer {
     fn run(mut self, records: &Receiver<Record>) {
         let mut lines = String::new();
         // Ends when every sender is gone and the queue is empty.
         while let Ok(first) = records.recv() {
-            lines.clear();
-            first.write_line(self.format, &mut lines);
-            let mut batch = 1;
-            for record in records.try_iter().take(BATCH - 1) {
-                record.write_line(self.format, &mut lines);
-                batch += 1;
-            }
-            if self.reopen.swap(false, Ordering::AcqRel) {
-                match Sink::open(&self.destination) {
-                    Ok(sink) => self.sink = sink,
-                    Err(err) => tracing::warn!(error = %err, "access log not reopened; writing to the old file"),
+            thread::sleep(LINGER);
+            let mut first = Some(first);
+            // Batches until the queue is empty, without lingering between them.
+            loop {
+                lines.clear();
+                let mut batch: usize = 0;
+                for record in first.take().into_iter().chain(records.try_iter().take(BATCH)).take(BATCH) {
+                    record.write_line(self.format, &mut lines);
+                    batch += 1;
+                }
+                if batch == 0 {
+                    break;
+                }
+                self.write(&lines, batch as u64);
+                if batch < BATCH {
+                    break;
                 }
             }
-            if let Err(err) = self.sink.write_all(lines.as_bytes()) {
-                tracing::warn!(error = %err, "access log write failed; lines lost");
-            }
-            self.written.fetch_add(batch, Ordering::Release);
         }
+    }
+
+    fn write(&mut self, lines: &str, batch: u64) {
+        if self.reopen.swap(false, Ordering::AcqRel) {
+            match Sink::open(&self.destination) {
+                Ok(sink) => self.sink = sink,
+                Err(err) => tracing::warn!(error = %err, "access log not reopened; writing to the old file"),
+            }
+        }
+        if let Err(err) = self.sink.write_all(lines.as_bytes()) {
+            tracing::warn!(error = %err, "access log write failed; lines lost");
+        }
+        self.written.fetch_add(batch, Ordering::Release);
     }
 }
 

@@ -76,7 +76,7 @@ impl TraceParent {
 
     /// The version-00 header value.
     pub fn to_header(&self) -> HeaderValue {
-        // Written on the stack: the header value's own copy is the one allocation.
+        // Written on the stack, then cut from the thread's slab (see `slab`).
         const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut text = *b"00-00000000000000000000000000000000-0000000000000000-00";
         let bytes = self.trace_id.iter().chain(&self.parent_id).chain(std::iter::once(&self.flags));
@@ -86,7 +86,7 @@ impl TraceParent {
             text[at + 1] = DIGITS[usize::from(byte & 0xf)];
         }
         // Hex digits and dashes are always a valid header value.
-        HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
+        super::slab::value(&text).unwrap_or_else(|| HeaderValue::from_static(""))
     }
 }
 

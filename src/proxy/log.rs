@@ -145,11 +145,8 @@ fn record(
         query: if keep_query { uri.query().map(str::to_owned) } else { None },
         protocol: protocol(version),
         status: 0,
-        bytes_in: headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0),
+        // Counted as the body is read (see `plan`): nothing is read yet.
+        bytes_in: 0,
         bytes_out: 0,
         duration: std::time::Duration::ZERO,
         upstream_ttfb: None,

@@ -62,6 +62,14 @@ pub(super) fn start(snapshot: &Snapshot, route: usize, request: &mut Request<Req
     if mirror.percent < 100 && rng.random_range(0..100) >= mirror.percent {
         return;
     }
+    // A copy the bound would drop is not made: with a slow shadow the bound
+    // is reached and stays reached, and copying every request's head only
+    // to drop it would cost the primary CPU. `send` checks again, for
+    // copies whose body arrives later.
+    if mirror.in_flight.load(Ordering::Relaxed) >= MAX_IN_FLIGHT {
+        mirror.counts[DROPPED].inc();
+        return;
+    }
     copy(mirror.clone(), request, rng.random(), snapshot.request_timeout);
 }
 

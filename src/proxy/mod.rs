@@ -36,7 +36,7 @@ mod mirror;
 mod plan;
 mod target;
 
-use forward::{forward, refused};
+use forward::forward;
 use plan::plan;
 pub use target::ConnInfo;
 use target::GOLDEN_GAMMA;
@@ -111,8 +111,23 @@ impl Proxy {
                 let tunnels = plan.target.downstream_upgrade.is_some().then(|| self.tunnels.clone());
                 Handling::Forwarding { forwarding: forward(snapshot, rng, plan, tunnels) }
             }
-            Err(err) => Handling::answered(refused(err)),
+            Err(refusal) => Handling::answered(refusal.response(&snapshot)),
         }
+    }
+
+    /// Refuse a request the connection found malformed before it came
+    /// here (see `server`): logged, and answered with its request ID, as
+    /// the proxy's own refusals are.
+    pub fn refuse(
+        &self,
+        conn: &ConnInfo,
+        req: Request<Incoming>,
+        err: crate::error::ProxyError,
+    ) -> Response<ProxyBody> {
+        let snapshot = self.snapshot.load_full();
+        let mut rng = conn.request_rng();
+        let (mut parts, _) = req.into_parts();
+        plan::refuse(&snapshot, conn, &mut parts, &mut rng, err, tokio::time::Instant::now()).response(&snapshot)
     }
 }
 

@@ -51,18 +51,18 @@ pub(super) fn plan(
     rng: &mut SmallRng,
     req: Request<Incoming>,
     body_timeouts: &IntCounter,
-) -> Result<Plan, ProxyError> {
+) -> Result<Plan, Refusal> {
     let started = Instant::now();
     let (mut target, mut request) = prepare(snapshot, conn, rng, req, body_timeouts, started)?;
+    target.request_id = log::tag(&snapshot.config.server.requests, request.headers_mut(), rng);
     let route = &snapshot.routes[target.route];
     let (pool, codes) = (&route.targets[target.target], &route.codes[target.target]);
     let Some(backend) = pool.pick(rng, None).cloned() else {
         let (parts, _) = request.into_parts();
         log::refused(snapshot, conn, &parts, rng, &ProxyError::NoBackend, started);
-        return Err(ProxyError::NoBackend);
+        return Err(Refusal { err: ProxyError::NoBackend, request_id: target.request_id });
     };
     let mut exchange = begin_exchange(pool, codes, &backend, started);
-    target.request_id = log::tag(&snapshot.config.server.requests, request.headers_mut(), rng);
     // Only a request the primary pool takes is copied, with its request ID.
     super::mirror::start(snapshot, target.route, &mut request, rng);
     if let Some(log) = log::of(snapshot, conn.listener) {
@@ -71,11 +71,51 @@ pub(super) fn plan(
         // upstream client takes away needs its record now.
         let sampled = log.wants(false, rng.random());
         if sampled || !log::kept_until_answered(&target, &backend) {
-            exchange.set_log(log::pending(snapshot, log, &target, &request, started, !sampled));
+            let mut pending = log::pending(snapshot, log, &target, &request, started, !sampled);
+            if !request.body().is_end_stream() {
+                request.body_mut().count_into(pending.count_body());
+            }
+            exchange.set_log(pending);
         }
     }
     let timer = Box::pin(tokio::time::sleep_until(started + snapshot.request_timeout));
     Ok(Plan { request, target, backend, exchange, timer })
+}
+
+/// A request the proxy answers itself before it reaches a backend, with
+/// the request ID its answer carries.
+pub(super) struct Refusal {
+    /// Why, and what the client gets.
+    pub(super) err: ProxyError,
+    /// The request's ID (the client's, or a new one), when IDs are on.
+    pub(super) request_id: Option<HeaderValue>,
+}
+
+impl Refusal {
+    /// The proxy's answer, with the request's ID.
+    pub(super) fn response(self, snapshot: &Snapshot) -> http::Response<crate::body::ProxyBody> {
+        let mut response = super::forward::refused(self.err);
+        if let (Some(name), Some(id)) = (&snapshot.config.server.requests.request_id, self.request_id) {
+            response.headers_mut().insert(name.clone(), id);
+        }
+        response
+    }
+}
+
+/// Refuse a request with `err` before it is routed: give it an ID and its
+/// trace context like any other request, so its log line and its answer
+/// can be joined to what the client saw, and log it.
+pub(super) fn refuse(
+    snapshot: &Snapshot,
+    conn: &ConnInfo,
+    parts: &mut http::request::Parts,
+    rng: &mut SmallRng,
+    err: ProxyError,
+    started: Instant,
+) -> Refusal {
+    let request_id = log::tag(&snapshot.config.server.requests, &mut parts.headers, rng);
+    log::refused(snapshot, conn, parts, rng, &err, started);
+    Refusal { err, request_id }
 }
 
 /// Check, route and choose; rewrite the head for the backend: origin-form
@@ -88,14 +128,11 @@ fn prepare(
     req: Request<Incoming>,
     body_timeouts: &IntCounter,
     started: Instant,
-) -> Result<(Target, Request<RequestBody>), ProxyError> {
+) -> Result<(Target, Request<RequestBody>), Refusal> {
     let (mut parts, body) = req.into_parts();
     let (host, route_at, choice) = match decide(snapshot, &parts, rng) {
         Ok(decided) => decided,
-        Err(err) => {
-            log::refused(snapshot, conn, &parts, rng, &err, started);
-            return Err(err);
-        }
+        Err(err) => return Err(refuse(snapshot, conn, &mut parts, rng, err, started)),
     };
     let route = &snapshot.routes[route_at];
     let version = parts.version;

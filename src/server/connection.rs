@@ -172,7 +172,8 @@ impl Connection {
                 // hyper resolved it safely (Transfer-Encoding wins, the
                 // connection closes after), but such a request is an
                 // attack or a broken client: refuse it (SPEC §3).
-                Handling::answered(ProxyError::BadRequest("both content-length and transfer-encoding\n").response())
+                let err = ProxyError::BadRequest("both content-length and transfer-encoding\n");
+                Handling::answered(proxy.refuse(&info, req, err))
             } else {
                 proxy.handle(&info, req)
             };

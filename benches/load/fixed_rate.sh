@@ -1,0 +1,47 @@
+# Shared by access_log_cost.sh and mirror_p99.sh (sourced, not run, after
+# common.sh): a pinned process, CPU time from schedstat, and one slice of
+# fixed-rate load with h2load.
+
+start() { # name cpu cmd...: start a pinned background process; sets PID_<name>
+    local name=$1 cpu=$2; shift 2
+    taskset -c "$cpu" "$@" >"$OUT/$name.stdout" 2>"$OUT/$name.stderr" &
+    PIDS+=($!)
+    eval "PID_${name//-/_}=$!"
+}
+
+wait_http() { # url: wait up to 10 s for a 200
+    for _ in $(seq 100); do
+        [[ "$(curl -s -o /dev/null -w '%{http_code}' "$1" 2>/dev/null)" == 200 ]] && return 0
+        sleep 0.1
+    done
+    die "$1 did not answer 200"
+}
+
+# CPU time in ns of a process's threads, from schedstat (exact, where
+# utime+stime count 10 ms ticks)
+cpu_ns() {
+    local total=0 f t
+    for f in /proc/"$1"/task/*/schedstat; do
+        read -r t _ <"$f" 2>/dev/null || t=0
+        total=$((total + t))
+    done
+    echo "$total"
+}
+
+# One slice: RATE requests/s over 50 connections for `seconds` against
+# `url`; prints "succeeded p99_ms errors". p99 is over every request's
+# latency in h2load's log.
+fixed_rate() { # url seconds outfile
+    local url=$1 secs=$2 outf=$3
+    timeout $((secs + 30)) taskset -c "$LOAD_CPU" h2load --h1 -t1 -c50 --rps=$(((RATE + 49) / 50)) -D "$secs" \
+        --log-file="$outf.log" "$url" >"$outf" 2>&1 || true
+    local ok errs p99
+    ok=$(awk '/^requests:/ { for (i = 1; i <= NF; i++) if ($(i + 1) ~ /^succeeded/) print $i }' "$outf")
+    errs=$(awk '/^requests:/ { for (i = 1; i <= NF; i++) if ($(i + 1) ~ /^(failed|errored|timeout)/) e += $i }
+                /^status codes:/ { for (i = 1; i <= NF; i++) if ($(i + 1) ~ /^[345]xx/) e += $i }
+                END { print e + 0 }' "$outf")
+    p99=$(cut -f3 "$outf.log" | sort -n | awk '{ a[NR] = $1 } END { if (NR == 0) { print "-"; exit }
+        i = int(NR * 0.99 + 0.5); if (i < 1) i = 1; printf "%.3f", a[i] / 1000 }')
+    rm -f "$outf.log"
+    echo "${ok:-0} $p99 $errs"
+}

@@ -1,0 +1,73 @@
+//! Header values the proxy makes for every request (a request ID, a
+//! `traceparent`), cut from a per-thread buffer instead of allocated one by
+//! one.
+//!
+//! `HeaderValue::from_bytes` copies its bytes into an allocation of their
+//! own, and the first clone of such a value allocates again (the bytes
+//! become shared). These values are small and made for every request, so
+//! each thread writes them into a shared 4 KiB block and hands out
+//! reference-counted slices of it: cloning one is a count, and a new block
+//! is allocated once per about a hundred values. A block lives until the
+//! last value cut from it is dropped, so a value held for long keeps at
+//! most one block alive.
+
+use std::cell::RefCell;
+
+use bytes::BytesMut;
+use http::HeaderValue;
+
+/// Bytes per block.
+const BLOCK: usize = 4096;
+
+thread_local! {
+    static SLAB: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+}
+
+/// A header value holding `text`, which must be a valid header value
+/// (visible ASCII); `None` if it is not.
+pub(super) fn value(text: &[u8]) -> Option<HeaderValue> {
+    if text.len() > BLOCK / 4 {
+        return HeaderValue::from_bytes(text).ok();
+    }
+    let bytes = SLAB
+        .try_with(|slab| {
+            let mut slab = slab.borrow_mut();
+            if slab.capacity() - slab.len() < text.len() {
+                *slab = BytesMut::with_capacity(BLOCK);
+            }
+            slab.extend_from_slice(text);
+            slab.split().freeze()
+        })
+        .ok();
+    match bytes {
+        Some(bytes) => HeaderValue::from_maybe_shared(bytes).ok(),
+        // The thread is being torn down: an allocation of its own.
+        None => HeaderValue::from_bytes(text).ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_hold_their_text_and_outlive_their_block() {
+        let first = value(b"00-abc").expect("valid");
+        let many: Vec<HeaderValue> =
+            (0..1000).map(|i| value(format!("id-{i:04}").as_bytes()).expect("valid")).collect();
+        assert_eq!(first, "00-abc");
+        for (i, v) in many.iter().enumerate() {
+            assert_eq!(v, format!("id-{i:04}").as_str());
+        }
+        let cloned = many[999].clone();
+        drop(many);
+        assert_eq!(cloned, "id-0999");
+    }
+
+    #[test]
+    fn invalid_or_long_text_is_handled() {
+        assert!(value(b"line\nbreak").is_none());
+        let long = vec![b'a'; BLOCK];
+        assert_eq!(value(&long).expect("valid").len(), BLOCK);
+    }
+}
