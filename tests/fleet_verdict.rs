@@ -158,7 +158,7 @@ async fn a_healthy_canary_stays_healthy_and_nothing_is_counted_twice() {
     let judge = fleet_judge(&client, prefix);
     let mut ticker = tokio::time::interval(TICK);
     let mut healthy_ticks = 0;
-    // 6 s of traffic: every record repeats up to 20 earlier slices.
+    // 6 s of traffic: every record repeats the 2 slices written before.
     for _ in 0..24 {
         ticker.tick().await;
         for replica in &mut replicas {
@@ -265,4 +265,76 @@ async fn a_replica_whose_lease_ends_stops_contributing_and_keeps_its_share() {
     let keys = client.get_prefix(evidence_prefix(prefix)).await.expect("read");
     let names: Vec<String> = keys.kvs.iter().map(|kv| kv.key_str().into_owned()).collect();
     assert_eq!(names, [format!("{prefix}/evidence/canary/edge-2")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_lost_for_a_while_loses_no_slice_and_counts_none_twice() {
+    let Some(mut etcd) = Etcd::start().await else { return };
+    let client = etcd.client();
+    let prefix = "/fleet-outage";
+    let mut replicas: Vec<Replica> =
+        (0..2).map(|i| Replica::start(&client, prefix, &format!("edge-{i}"), Duration::from_secs(10))).collect();
+    let judge = fleet_judge(&client, prefix);
+    let mut ticker = tokio::time::interval(TICK);
+    let mut serve = async |replicas: &mut Vec<Replica>, ticks: usize| {
+        for _ in 0..ticks {
+            ticker.tick().await;
+            for replica in replicas.iter_mut() {
+                replica.serve(false);
+                replica.tick();
+            }
+        }
+    };
+    serve(&mut replicas, 4).await;
+    etcd.stop();
+    // Serving goes on; the publishers' writes fail and their slices wait.
+    serve(&mut replicas, 8).await;
+    eventually(Duration::from_secs(10), "a failed write, counted", || {
+        replicas.iter().all(|r| r.publisher.as_ref().is_some_and(|p| p.stats().failures > 0))
+    })
+    .await;
+    etcd.restart().await;
+    serve(&mut replicas, 4).await;
+    for replica in &replicas {
+        replica.tick();
+    }
+    let served: Vec<u64> = replicas.iter().map(|r| r.served).collect();
+    eventually(Duration::from_secs(15), "every request counted once after etcd is back", || {
+        let contributions = judge.with(|j| j.contributions("canary").cloned()).unwrap_or_default();
+        (0..2).all(|i| contributions.get(&format!("edge-{i}")).map(|c| c.requests) == Some(served[i]))
+    })
+    .await;
+    for replica in &replicas {
+        let stats = replica.publisher.as_ref().expect("publishing").stats();
+        assert_eq!(stats.dropped, 0, "a short outage fits the backlog: {stats:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_etcd_unreachable_the_backlog_stays_bounded() {
+    // A port nothing listens on: every write fails at once.
+    let dead = support::etcd::free_ports().0;
+    let endpoint = cutover::fleet::etcd::Endpoint::parse(&format!("http://127.0.0.1:{dead}")).expect("endpoint");
+    let client = Client::new(cutover::fleet::etcd::ClientOptions::new(vec![endpoint])).expect("client");
+    let tap = Arc::new(EvidenceTap::new());
+    let options = PublisherOptions {
+        prefix: "/nowhere".into(),
+        replica: "edge-0".into(),
+        lease_ttl: Duration::from_secs(10),
+        interval: Duration::from_millis(20),
+        retain: 2,
+        backlog: 5,
+    };
+    let publisher = Publisher::spawn(client, tap.clone(), options);
+    let guard = PoolGuard::new("canary".into(), guard_config(), None);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while publisher.stats().dropped == 0 {
+        assert!(Instant::now() < deadline, "no slice dropped: {:?}", publisher.stats());
+        guard.observe(Instant::now(), false, FAST);
+        tap.tick(&guard, Instant::now());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stats = publisher.stats();
+    assert!(stats.failures > 0 && stats.writes == 0, "{stats:?}");
+    assert!(stats.slices >= 6, "5 slices kept, the sixth drops the oldest: {stats:?}");
 }

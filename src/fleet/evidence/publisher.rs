@@ -46,8 +46,11 @@ pub struct PublisherOptions {
 /// one process seeing all the traffic would say by at most this, one
 /// judge's tick and an etcd round trip: under the 1 s the fleet allows.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(500);
-/// Default [`PublisherOptions::retain`]: ten seconds at the default interval.
-pub const DEFAULT_RETAIN: usize = 20;
+/// Default [`PublisherOptions::retain`]: the last second at the default
+/// interval. Each written slice stays in etcd's history until etcd compacts
+/// it, so a record repeats few: the leader's watch sees every write anyway,
+/// and only a new leader reads no more than these.
+pub const DEFAULT_RETAIN: usize = 2;
 /// Default [`PublisherOptions::backlog`]: a minute at the default interval.
 pub const DEFAULT_BACKLOG: usize = 120;
 
