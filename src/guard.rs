@@ -370,7 +370,14 @@ impl PoolGuard {
     /// (the 250 ms task, each tick), with whether it is a `failing` verdict
     /// that trips the pool and was not reported before.
     pub fn tick(&self, now: Instant) -> (Verdict, bool) {
-        let verdict = self.judgement.tick(now);
+        self.tick_tapped(now, &mut |_, _, _| {})
+    }
+
+    /// [`PoolGuard::tick`], showing `tap` each side's counts as the judge
+    /// takes them (see [`Judgement::tick_tapped`]): what a fleet replica
+    /// publishes as its evidence.
+    pub fn tick_tapped(&self, now: Instant, tap: &mut dyn FnMut(crate::judge::Side, u64, &[u64])) -> (Verdict, bool) {
+        let verdict = self.judgement.tick_tapped(now, tap);
         let trips = self.has_baseline()
             && verdict.kind == crate::judge::VerdictKind::Failing
             && !self.failing_reported.swap(true, Ordering::AcqRel);

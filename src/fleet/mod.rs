@@ -8,13 +8,21 @@
 //! their JSON; and [`sync`], the task that writes this replica's decisions,
 //! applies the others' and keeps the replica listed. Nothing here touches
 //! the request path.
+//!
+//! One verdict: every replica publishes its guard evidence ([`evidence`]:
+//! a tap in the guard's tick and a publisher under the replica's lease),
+//! and the leader sums it and judges each pool once ([`judging`]).
 
 pub mod config;
 pub mod election;
 pub mod etcd;
+pub mod evidence;
+pub mod judging;
 pub mod state;
 pub mod sync;
 
 pub use config::FleetConfig;
 pub use election::Election;
+pub use evidence::{EvidenceTap, Publisher, PublisherOptions};
+pub use judging::{FleetJudge, FleetJudging};
 pub use sync::{Fleet, FleetOutcome};

@@ -58,15 +58,30 @@ impl Judgement {
 
     /// Hand the tick's counts to the judge and return its verdict at `now`.
     pub fn tick(&self, now: Instant) -> Verdict {
+        self.tick_tapped(now, &mut |_, _, _| {})
+    }
+
+    /// [`Judgement::tick`], showing `tap` what the judge takes: for each
+    /// side (the baseline's only with a baseline), the tick's failures and
+    /// its requests by latency bucket of [`Judgement::edges`].
+    pub fn tick_tapped(&self, now: Instant, tap: &mut dyn FnMut(Side, u64, &[u64])) -> Verdict {
         let mut fed = self.lock();
         let Fed { judge, buckets } = &mut *fed;
         let failures = self.pool.take(buckets);
+        tap(Side::Pool, failures, buckets);
         judge.record_tally(Side::Pool, failures, buckets, now);
         if let Some(baseline) = &self.baseline {
             let failures = baseline.take(buckets);
+            tap(Side::Baseline, failures, buckets);
             judge.record_tally(Side::Baseline, failures, buckets, now);
         }
         judge.verdict(now)
+    }
+
+    /// Whether the pool is judged against a baseline (then a tap sees both
+    /// sides each tick).
+    pub fn has_baseline(&self) -> bool {
+        self.baseline.is_some()
     }
 
     /// Ticks judged since the evidence began (shows the judge ran).
@@ -139,5 +154,35 @@ mod tests {
         let verdict = judgement.tick(Instant::now());
         assert_eq!(verdict.kind, VerdictKind::Inconclusive, "{}", verdict.reason);
         assert_eq!(verdict.evidence.pool.requests, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tap_sees_what_the_judge_takes_and_takes_nothing_from_it() {
+        let tapped = Judgement::new("canary", against_stable(), Instant::now());
+        let plain = Judgement::new("canary", against_stable(), Instant::now());
+        let mut seen = [(0u64, 0u64); 2];
+        for _ in 0..120 {
+            for judgement in [&tapped, &plain] {
+                for i in 0..5 {
+                    judgement.record(i % 2 == 0, FAST);
+                }
+                let baseline = judgement.baseline_tally().expect("a baseline");
+                for _ in 0..45 {
+                    baseline.record(false, FAST);
+                }
+            }
+            tokio::time::advance(crate::judge::TICK).await;
+            let now = Instant::now();
+            let with_tap = tapped.tick_tapped(now, &mut |side, failures, buckets| {
+                let total = &mut seen[side as usize];
+                total.0 += buckets.iter().sum::<u64>();
+                total.1 += failures;
+            });
+            let without = plain.tick(now);
+            assert_eq!(with_tap.kind, without.kind);
+            assert_eq!(with_tap.evidence, without.evidence, "the tap changes nothing the judge sees");
+        }
+        assert_eq!(seen, [(600, 360), (5400, 0)]);
+        assert_eq!(plain.tick(Instant::now()).kind, VerdictKind::Failing);
     }
 }
