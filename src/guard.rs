@@ -42,6 +42,15 @@ mod tally;
 pub use judgement::Judgement;
 pub use tally::TickTally;
 
+/// Something that ticks guards in place of [`PoolGuard::tick`] and keeps
+/// what each judge took: a fleet replica's evidence tap. The guard owns
+/// the trait so that the control task can hand its ticks to a tap without
+/// knowing the fleet.
+pub trait TickTap: Send + Sync + std::fmt::Debug {
+    /// Tick `guard` as [`PoolGuard::tick`] does, keeping its counts.
+    fn tick(&self, guard: &PoolGuard, now: Instant) -> (Verdict, bool);
+}
+
 /// Where a guard sends a breach, to the control task. The guard owns the
 /// channel's type; the control side holds its receiver.
 pub type BreachSender = tokio::sync::mpsc::UnboundedSender<BreachReport>;

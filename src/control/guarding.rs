@@ -120,7 +120,10 @@ impl Control {
                         if let Some(breach) = guard.evaluate(now) {
                             self.on_breach(&guard.pool, &breach);
                         }
-                        let (verdict, trips) = guard.tick(now);
+                        let (verdict, trips) = match self.tick_tap.get() {
+                            Some(tap) => tap.tick(&guard, now),
+                            None => guard.tick(now),
+                        };
                         if trips && !fed {
                             self.on_failing(&guard.pool, &verdict);
                         }

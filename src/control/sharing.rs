@@ -54,6 +54,20 @@ impl Control {
         }
     }
 
+    /// Tick every guard through `tap` from now on (once, at startup; a
+    /// second tap is ignored): the judges still take every count, and the
+    /// tap keeps a copy (a fleet replica's published evidence).
+    pub fn tap_ticks_with(&self, tap: Arc<dyn crate::guard::TickTap>) {
+        if self.tick_tap.set(tap).is_err() {
+            tracing::warn!("a second guard tap is ignored");
+        }
+    }
+
+    /// Every guard of the running config, by pool.
+    pub fn guards(&self) -> Vec<Arc<crate::guard::PoolGuard>> {
+        self.lock().guards.values().cloned().collect()
+    }
+
     /// The verdicts automatic decisions act on: the feed's when one is
     /// set, else this replica's own.
     pub(super) fn acting_verdicts(&self) -> Verdicts {

@@ -58,6 +58,9 @@ pub struct Control {
     pub(super) automatic: std::sync::atomic::AtomicBool,
     /// Verdicts to act on instead of this replica's own (fleet judgement).
     pub(super) verdict_feed: Mutex<Option<tokio::sync::watch::Receiver<Verdicts>>>,
+    /// Ticks the guards in place of their own tick (a fleet replica's
+    /// evidence tap), once set.
+    pub(super) tick_tap: std::sync::OnceLock<Arc<dyn crate::guard::TickTap>>,
 }
 
 #[derive(Debug)]
@@ -189,6 +192,7 @@ impl Control {
             sink: std::sync::OnceLock::new(),
             automatic: std::sync::atomic::AtomicBool::new(true),
             verdict_feed: Mutex::new(None),
+            tick_tap: std::sync::OnceLock::new(),
         };
         control.health.sync(&control.proxy.snapshot());
         {

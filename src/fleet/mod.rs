@@ -11,7 +11,8 @@
 //!
 //! One verdict: every replica publishes its guard evidence ([`evidence`]:
 //! a tap in the guard's tick and a publisher under the replica's lease),
-//! and the leader sums it and judges each pool once ([`judging`]).
+//! and the leader sums it and judges each pool once ([`judging`]);
+//! [`verdicts`] wires both to the writer.
 
 pub mod config;
 pub mod election;
@@ -20,6 +21,7 @@ pub mod evidence;
 pub mod judging;
 pub mod state;
 pub mod sync;
+mod verdicts;
 
 pub use config::FleetConfig;
 pub use election::Election;

@@ -29,6 +29,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::election::Election;
+use super::evidence::Publisher;
+use super::verdicts;
 use super::etcd::{Client, EtcdError, EventKind, KeyValue, LeaseKeeper, TxnOutcome, WatchMessage, Watcher};
 use super::state::{self, Decoded, ReplicaRecord};
 use super::FleetConfig;
@@ -70,6 +72,8 @@ pub struct Fleet {
     connected: watch::Sender<bool>,
     election: Mutex<Option<Election>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Publishes this replica's guard evidence ([`super::verdicts`]).
+    publisher: Mutex<Option<Publisher>>,
     gauges: FleetGauges,
     started: String,
 }
@@ -123,6 +127,7 @@ impl Fleet {
             connected: watch::Sender::new(false),
             election: Mutex::new(Some(election)),
             tasks: Mutex::new(Vec::new()),
+            publisher: Mutex::new(None),
             gauges,
             started: rfc3339(SystemTime::now()),
         });
@@ -148,8 +153,21 @@ impl Fleet {
         };
         fleet.update_authority();
         let task = tokio::spawn(fleet.clone().run(decisions, watcher));
+        let leading = fleet.election.lock().ok().and_then(|e| e.as_ref().map(|e| e.is_leader()));
+        let leading = leading.unwrap_or_else(|| watch::channel(false).1);
+        let (publisher, feeding) = verdicts::start(
+            fleet.control.clone(),
+            fleet.client.clone(),
+            &fleet.config,
+            leading,
+            fleet.connected.subscribe(),
+        );
+        if let Ok(mut slot) = fleet.publisher.lock() {
+            *slot = Some(publisher);
+        }
         if let Ok(mut tasks) = fleet.tasks.lock() {
             tasks.push(task);
+            tasks.push(feeding);
         }
         Ok(fleet)
     }
@@ -217,6 +235,10 @@ impl Fleet {
             for task in tasks.drain(..) {
                 task.abort();
             }
+        }
+        let publisher = self.publisher.lock().ok().and_then(|mut p| p.take());
+        if let Some(publisher) = publisher {
+            let _ = tokio::time::timeout(verdicts::SHUTDOWN, publisher.shutdown()).await;
         }
         let election = self.election.lock().ok().and_then(|mut e| e.take());
         if let Some(election) = election {

@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::SideCounts;
-use crate::guard::PoolGuard;
+use crate::guard::{PoolGuard, TickTap};
 use crate::judge::{Side, Verdict};
 
 /// Every guarded pool's evidence since the last [`EvidenceTap::cut`].
@@ -104,6 +104,12 @@ impl EvidenceTap {
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Pending>> {
         // Plain counters: a panic elsewhere leaves them usable.
         self.pools.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl TickTap for EvidenceTap {
+    fn tick(&self, guard: &PoolGuard, now: Instant) -> (Verdict, bool) {
+        EvidenceTap::tick(self, guard, now)
     }
 }
 
