@@ -194,6 +194,7 @@ split = { blue = 1 }
                     }),
                     slow_start: None,
                     retry_unanswered: true,
+                    grpc_failure_codes: crate::grpc::GrpcCodes::SERVER,
                 },
                 PoolConfig {
                     name: "green".into(),
@@ -220,6 +221,7 @@ split = { blue = 1 }
                     }),
                     slow_start: None,
                     retry_unanswered: true,
+                    grpc_failure_codes: crate::grpc::GrpcCodes::SERVER,
                 },
             ],
             routes: vec![
