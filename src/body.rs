@@ -183,8 +183,12 @@ impl UpstreamBody {
         this
     }
 
-    /// The body ended: give the connection back if it can be reused.
+    /// The body ended: give the connection back if it can be reused, and
+    /// let the exchange know (a gRPC answer's status may be all it lacks).
     fn finish(&mut self) {
+        if let Some(exchange) = self.exchange.as_mut() {
+            exchange.body_ended(None);
+        }
         let conn = match &mut self.source {
             Source::Hyper { conn, .. } => conn.take().map(Conn::Hyper),
             Source::Inline(body) => body.take_reusable().map(Conn::Inline),
@@ -300,6 +304,9 @@ impl Body for UpstreamBody {
                 }
                 // Trailers are a body's last frame, whatever `is_end_stream`
                 // says yet, and hyper's server polls no further after them.
+                if let (Some(trailers), Some(exchange)) = (frame.trailers_ref(), this.exchange.as_mut()) {
+                    exchange.body_ended(Some(trailers));
+                }
                 if frame.is_trailers() || this.is_end_stream() {
                     this.finish();
                 }

@@ -31,6 +31,12 @@ enum Outcome {
     Pending,
     /// The backend answered with this status.
     Status(u16),
+    /// A gRPC answer (HTTP `200`) whose `grpc-status` is still to come, in
+    /// its trailers. If the body never ends (the client went away), the
+    /// call counts as the `200` it was.
+    GrpcAwaiting,
+    /// A gRPC answer with this `grpc-status`.
+    Grpc(u8),
     /// The backend failed.
     Failed(UpstreamFailure),
 }
@@ -91,6 +97,26 @@ impl Exchange {
         }
     }
 
+    /// The backend's `200` is a gRPC answer (see [`crate::grpc`]): it is
+    /// judged by the `grpc-status` of `head` (a trailers-only answer), or
+    /// of the trailers still to come.
+    pub fn answered_grpc(&mut self, head: &http::HeaderMap) {
+        self.outcome = match crate::grpc::status(head) {
+            Some(code) => Outcome::Grpc(code),
+            None => Outcome::GrpcAwaiting,
+        };
+    }
+
+    /// The answer's body ended, with `trailers` if it had any: a gRPC
+    /// answer still waiting for its `grpc-status` takes it from them, and
+    /// one that ends without any is `UNKNOWN`, as its client sees it.
+    pub fn body_ended(&mut self, trailers: Option<&http::HeaderMap>) {
+        if self.outcome == Outcome::GrpcAwaiting {
+            let code = trailers.and_then(crate::grpc::status).unwrap_or(crate::grpc::UNKNOWN);
+            self.outcome = Outcome::Grpc(code);
+        }
+    }
+
     /// `bytes` more of the answer's body went to the client.
     pub fn wrote(&mut self, bytes: usize) {
         if let Some(log) = &mut self.log {
@@ -142,6 +168,9 @@ impl Exchange {
     }
 }
 
+/// The class a failing gRPC call is counted in: `5xx`, with the failures.
+const GRPC_FAILED: u16 = 500;
+
 impl Exchange {
     fn report_passive(&self, outcome: PassiveOutcome) {
         if let Some(pool) = &self.recorders.pool {
@@ -160,6 +189,7 @@ impl Drop for Exchange {
                 // Nobody answered: the client went away (nginx's 499).
                 Outcome::Pending => (499, None),
                 Outcome::Status(status) => (status, None),
+                Outcome::GrpcAwaiting | Outcome::Grpc(_) => (200, None),
                 // The proxy's own answer to a failed backend (see `ProxyError::status`).
                 Outcome::Failed(UpstreamFailure::Timeout) => (504, Some(UpstreamFailure::Timeout.as_str())),
                 Outcome::Failed(kind) => (502, Some(kind.as_str())),
@@ -170,8 +200,19 @@ impl Drop for Exchange {
         let latency = now.saturating_duration_since(self.started);
         let backend = self.in_flight.backend();
         let metrics = backend.metrics();
-        let failed = match self.outcome {
-            Outcome::Pending => false,
+        let grpc_failures = self.recorders.pool.as_ref().map_or(crate::grpc::GrpcCodes::SERVER, |p| p.grpc_failures);
+        let outcome = match self.outcome {
+            // The body stopped before the trailers: the call is as good as
+            // its `200` so far (the client hung up).
+            Outcome::GrpcAwaiting => Outcome::Status(200),
+            // A failing gRPC call counts where a 5xx does, so the failure
+            // series of `cutover_requests_total` and passive health see it.
+            Outcome::Grpc(code) if grpc_failures.contains(code) => Outcome::Status(GRPC_FAILED),
+            Outcome::Grpc(_) => Outcome::Status(200),
+            other => other,
+        };
+        let failed = match outcome {
+            Outcome::Pending | Outcome::GrpcAwaiting | Outcome::Grpc(_) => false,
             Outcome::Status(status) => {
                 if let Some(codes) = &self.recorders.codes {
                     let class = usize::from(status / 100).clamp(1, 5) - 1;
@@ -193,8 +234,8 @@ impl Drop for Exchange {
         if let Some(m) = metrics {
             m.duration.observe(latency.as_secs_f64());
         }
-        let passive = match self.outcome {
-            Outcome::Pending => None,
+        let passive = match outcome {
+            Outcome::Pending | Outcome::GrpcAwaiting | Outcome::Grpc(_) => None,
             Outcome::Status(s) if s >= 500 => Some(PassiveOutcome::ServerError),
             Outcome::Status(_) => Some(PassiveOutcome::Success),
             Outcome::Failed(kind) => Some(kind.into()),

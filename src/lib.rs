@@ -48,7 +48,8 @@
 //! 4. the ground, importing nothing above it: [`config`], [`judge`] (pure,
 //!    importing nothing of the crate; the config validator asks it what
 //!    settings it can work with), [`metrics`],
-//!    [`split`], [`headers`], [`tls`], [`memory`], and the small shared
+//!    [`split`], [`headers`], [`grpc`] (a gRPC answer's status, which decides
+//!    whether it failed), [`tls`], [`memory`], and the small shared
 //!    pieces every layer uses, [`lifecycle`] (shutdown flags, open-connection
 //!    counting), [`timestamp`] and [`reads`] (bytes cut into reads, for the
 //!    parsers' property tests and fuzz targets).
@@ -73,6 +74,7 @@ pub mod exchange;
 pub mod fleet;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod grpc;
 pub mod guard;
 pub mod headers;
 pub mod health;

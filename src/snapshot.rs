@@ -203,7 +203,8 @@ impl Snapshot {
                     .with_baseline_for(baseline_for)
                     .with_tripped(tripped)
                     .with_slow_start(pc.slow_start)
-                    .with_retry_unanswered(pc.retry_unanswered),
+                    .with_retry_unanswered(pc.retry_unanswered)
+                    .with_grpc_failures(pc.grpc_failure_codes),
             ));
         }
         let removed: Vec<Arc<Backend>> = old.into_values().collect();

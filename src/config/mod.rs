@@ -186,6 +186,9 @@ pub struct PoolConfig {
     /// Whether an idempotent request without a body, whose connection
     /// closed after it was written and before any answer, is sent once more.
     pub retry_unanswered: bool,
+    /// The `grpc-status` codes of a gRPC answer that count as the
+    /// backend's failure (see [`crate::grpc`]).
+    pub grpc_failure_codes: crate::grpc::GrpcCodes,
 }
 
 /// `slow_start` and `slow_start_aggression` of a pool: how a backend's

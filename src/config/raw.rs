@@ -172,6 +172,8 @@ pub(crate) struct RawPool {
     pub(crate) slow_start_aggression: Option<Spanned<f64>>,
     /// Whether a request closed unanswered is sent again (default true).
     pub(crate) retry_unanswered: Option<bool>,
+    /// gRPC status code names that count as the backend's failure.
+    pub(crate) grpc_failure_codes: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// `[pools.NAME.health]`.

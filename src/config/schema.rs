@@ -173,6 +173,11 @@ pub static POOL: Table = Table {
             Kind::Bool,
             "Send an idempotent request closed unanswered once more, to another backend.",
         ),
+        key(
+            "grpc_failure_codes",
+            Kind::TextList(false),
+            "gRPC status names (such as \"INTERNAL\") that count as the backend's failure.",
+        ),
     ],
 };
 

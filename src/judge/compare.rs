@@ -21,14 +21,27 @@
 //! cancels out): the null is only that **within each tick** the pool is no
 //! worse than its baseline plus the allowance. When the baseline served too
 //! few requests in a tick to cancel the pool's term (`1 − e^{−ψ}` is capped at
-//! [`PAY_CAP`]), the rest is carried as a debt paid from later ticks, and
-//! until it is paid it is charged at the worst case (`q ≤ 1`); this assumes
-//! the baseline's share does not change while a debt is outstanding (a few
-//! ticks, at low traffic only).
+//! [`PAY_CAP`]), the rest is carried as a debt paid from later ticks: the
+//! ticks from the last paid-up one to the one that pays the debt off make
+//! one factor, cancelled over their baseline requests together, so while a
+//! debt is outstanding the evidence stands where it stood at the last
+//! paid-up tick. This assumes the baseline's share does not change while a
+//! debt is outstanding (a few ticks, at low traffic only); the points where
+//! debts are paid off depend on request counts alone, so Ville's inequality
+//! holds over them. The other way round, a tick with baseline requests but
+//! none of the pool's cancels a little in advance (up to [`BANK`] pool
+//! requests' worth, kept [`BANK_TICKS`]), so at low traffic a lone pool
+//! request rarely waits for baseline requests to come.
 //!
 //! `θ` is the size of the excess bet on; a fixed grid ([`THETAS`]) is mixed
-//! with equal weights, so the mixture is an e-process too and adapts to small
-//! and large excesses. The mirror image (`exp(−θ·x + ψ·y + a·n·(1 − e^{−θ}))`)
+//! with fixed weights ([`WEIGHTS`], the prior), so the mixture is an
+//! e-process too and adapts to small and large excesses. A tick whose
+//! baseline served too few requests to cancel a bet (`n·(e^θ − 1)` above
+//! [`PAY_CAP`]·`m`) takes a smaller bet instead, the largest it can cancel,
+//! when that is at least [`SHRINK`] of the bet: the bet of a tick may depend
+//! on its request counts, which do not depend on its outcomes, so the factor
+//! keeps its mean. A bet that would shrink further is kept whole and leaves
+//! a debt (below). The mirror image (`exp(−θ·x + ψ·y + a·n·(1 − e^{−θ}))`)
 //! is evidence that the pool is *within* its allowance: the upper bound a
 //! "healthy" verdict needs.
 //!
@@ -48,6 +61,24 @@
 /// few tenths of the null share to an order of magnitude.
 const THETAS: [f64; 4] =
     [0.405_465_108_108_164_4, std::f64::consts::LN_2, 2.0 * std::f64::consts::LN_2, 3.0 * std::f64::consts::LN_2];
+
+/// The prior of the mixture: half on the largest bet, which is the one
+/// that fits a canary failing many times more than its baseline (the case
+/// an absolute limit's gate and a fast trip need), the rest spread so a
+/// small excess, and a pool as large as its baseline (where only the small
+/// bets can be cancelled), are still seen.
+const WEIGHTS: [f64; 4] = [0.15, 0.15, 0.2, 0.5];
+
+/// Least share of its bet a tick takes rather than leave a debt.
+const SHRINK: f64 = 0.75;
+
+/// How many pool requests' worth of a bet the baseline may cancel in
+/// advance.
+const BANK: f64 = 2.0;
+
+/// Ticks a bank's credit is kept before it is given up: the baseline's
+/// share is assumed steady that long.
+const BANK_TICKS: u64 = 16;
 
 /// Largest `1 − e^{−ψ}` paid per baseline request (so `ψ ≤ ln 10`): one bad
 /// baseline answer never wipes a bet out.
@@ -92,6 +123,18 @@ struct Mark {
     base: Counts,
     /// The lower side's baseline payments at that point.
     paid: f64,
+    /// The lower side's winnings at that point.
+    won: f64,
+    /// The lower side's charges at that point.
+    charged: f64,
+}
+
+/// The lower side's sums at a tick with no debt outstanding.
+#[derive(Debug, Clone, Copy, Default)]
+struct Settled {
+    won: f64,
+    paid: f64,
+    charged: f64,
 }
 
 /// One bet `θ` of the mixture.
@@ -102,10 +145,22 @@ struct Arm {
     g: f64,
     /// `1 − e^{−θ}`: what the upper side credits per pool request.
     h: f64,
+    /// Lower side: `Σ θ·x` over the pool's bad answers, each tick's `θ`
+    /// the bet it took.
+    won: f64,
+    /// Lower side: `Σ n·(e^θ − 1)`, what the allowance is charged on.
+    charged: f64,
     /// Lower side: `Σ ψ·y` over the baseline's bad answers.
     low_paid: f64,
     /// Lower side: pool charge not yet cancelled by baseline traffic.
     debt: f64,
+    /// The lower side at the last tick with no debt: what it shows.
+    settled: Settled,
+    /// Cancelling paid in advance by baseline requests of ticks that had
+    /// room to spare, for the pool's next requests.
+    banked: f64,
+    /// The tick of the oldest credit in the bank.
+    banked_at: u64,
     /// Upper side: `Σ ψ·y`.
     up_paid: f64,
     /// Upper side: pool credit not yet spent on baseline traffic.
@@ -120,23 +175,45 @@ impl Arm {
             theta,
             g: theta.exp_m1(),
             h: -(-theta).exp_m1(),
+            won: 0.0,
+            charged: 0.0,
             low_paid: 0.0,
             debt: 0.0,
+            settled: Settled::default(),
+            banked: 0.0,
+            banked_at: 0,
             up_paid: 0.0,
             credit: 0.0,
             mark: Mark::default(),
         }
     }
 
-    /// Log of the lower-side process at allowance `a`, over `pool`.
-    fn lower(&self, pool: Counts, a: f64) -> f64 {
-        self.theta * pool.bad as f64 - self.low_paid - a * self.g * pool.requests as f64 - self.debt
+    /// The bet of a tick with `n` pool and `m` baseline requests, as `θ`
+    /// and `e^θ − 1`: the arm's own, or the largest the baseline can
+    /// cancel when that is not much smaller.
+    fn bet(&self, n: f64, m: f64) -> (f64, f64) {
+        if n > 0.0 && m > 0.0 && n * self.g > PAY_CAP * m {
+            let g = PAY_CAP * m / n;
+            let theta = g.ln_1p();
+            if theta >= SHRINK * self.theta {
+                return (theta, g);
+            }
+        }
+        (self.theta, self.g)
     }
 
-    /// Log of the restarted lower-side process at allowance `a`.
-    fn restarted(&self, pool: Counts, a: f64) -> f64 {
-        let span = pool.since(self.mark.pool);
-        self.theta * span.bad as f64 - (self.low_paid - self.mark.paid) - a * self.g * span.requests as f64 - self.debt
+    /// Log of the lower-side process at allowance `a`, as of the last tick
+    /// with no debt.
+    fn lower(&self, a: f64) -> f64 {
+        let s = &self.settled;
+        s.won - s.paid - a * s.charged
+    }
+
+    /// Log of the restarted lower-side process at allowance `a`, as of the
+    /// last tick with no debt.
+    fn restarted(&self, a: f64) -> f64 {
+        let (s, mark) = (&self.settled, &self.mark);
+        (s.won - mark.won) - (s.paid - mark.paid) - a * (s.charged - mark.charged)
     }
 
     /// Log of the upper-side process at allowance `a`.
@@ -189,15 +266,40 @@ impl Comparison {
     /// process may restart.
     pub(crate) fn fold(&mut self, tick: u64, pool: Counts, base: Counts, restart_point: bool) {
         let n = pool.requests as f64;
+        let x = pool.bad as f64;
         let m = base.requests as f64;
         let y = base.bad as f64;
         for arm in &mut self.arms {
-            arm.debt += n * arm.g;
-            if m > 0.0 && arm.debt > 0.0 {
-                let wanted = arm.debt / m;
-                let q = wanted.min(PAY_CAP);
-                arm.low_paid += -(-q).ln_1p() * y;
-                arm.debt = if wanted <= PAY_CAP { 0.0 } else { arm.debt - q * m };
+            let (theta, g) = arm.bet(n, m);
+            arm.won += theta * x;
+            arm.charged += n * g;
+            arm.debt += n * g;
+            if tick > arm.banked_at + BANK_TICKS {
+                // Credit this old may predate a change of the baseline's share.
+                arm.banked = 0.0;
+            }
+            let drawn = arm.debt.min(arm.banked);
+            arm.banked -= drawn;
+            arm.debt -= drawn;
+            if m > 0.0 {
+                let room = PAY_CAP * m;
+                // Only a tick without pool requests saves up: at low traffic
+                // most ticks are such, and a busy tick keeps its ψ small.
+                let deposit = if n == 0.0 { (room - arm.debt).min(BANK * arm.g - arm.banked).max(0.0) } else { 0.0 };
+                let cancelled = (arm.debt + deposit).min(room);
+                if cancelled > 0.0 {
+                    arm.low_paid += -(-cancelled / m).ln_1p() * y;
+                }
+                arm.debt -= cancelled.min(arm.debt);
+                if deposit > 0.0 {
+                    if arm.banked == 0.0 {
+                        arm.banked_at = tick;
+                    }
+                    arm.banked += deposit;
+                }
+            }
+            if arm.debt == 0.0 {
+                arm.settled = Settled { won: arm.won, paid: arm.low_paid, charged: arm.charged };
             }
             arm.credit += n * arm.h;
             if m > 0.0 && arm.credit > 0.0 {
@@ -210,8 +312,15 @@ impl Comparison {
         if restart_point {
             let (total_pool, total_base, allowed) = (self.pool, self.base, self.allowed);
             for arm in &mut self.arms {
-                if arm.debt == 0.0 && arm.restarted(total_pool, allowed) < 0.0 {
-                    arm.mark = Mark { tick, pool: total_pool, base: total_base, paid: arm.low_paid };
+                if arm.debt == 0.0 && arm.restarted(allowed) < 0.0 {
+                    arm.mark = Mark {
+                        tick,
+                        pool: total_pool,
+                        base: total_base,
+                        paid: arm.low_paid,
+                        won: arm.won,
+                        charged: arm.charged,
+                    };
                 }
             }
         }
@@ -220,13 +329,13 @@ impl Comparison {
     /// Log of the mixed lower-side process at allowance `a`: evidence that
     /// the excess is above `a`, since the version began.
     pub(crate) fn lower(&self, a: f64) -> f64 {
-        mix(self.arms.iter().map(|arm| arm.lower(self.pool, a)))
+        mix(self.arms.iter().map(|arm| arm.lower(a)))
     }
 
     /// Log of the mixed restarted process at allowance `a`: evidence that
     /// the excess is above `a` over the recent span.
     pub(crate) fn recent(&self, a: f64) -> f64 {
-        mix(self.arms.iter().map(|arm| arm.restarted(self.pool, a)))
+        mix(self.arms.iter().map(|arm| arm.restarted(a)))
     }
 
     /// Log of the mixed upper-side process at allowance `a`: evidence that
@@ -254,23 +363,21 @@ impl Comparison {
 
     /// The recent span of the bet that weighs most in [`Comparison::recent`].
     pub(crate) fn recent_span(&self) -> Span {
-        let best = self
-            .arms
-            .iter()
-            .max_by(|x, y| x.restarted(self.pool, self.allowed).total_cmp(&y.restarted(self.pool, self.allowed)));
+        let best = self.arms.iter().max_by(|x, y| x.restarted(self.allowed).total_cmp(&y.restarted(self.allowed)));
         let mark = best.map(|arm| arm.mark).unwrap_or_default();
         Span { from_tick: mark.tick, pool: self.pool.since(mark.pool), base: self.base.since(mark.base) }
     }
 }
 
-/// `ln(mean(exp(x)))`, without overflow.
+/// `ln(Σ wᵢ·exp(xᵢ))` over the arms' logs `xᵢ` and the [`WEIGHTS`], without
+/// overflow.
 fn mix(logs: impl Iterator<Item = f64> + Clone) -> f64 {
     let max = logs.clone().fold(f64::NEG_INFINITY, f64::max);
     if !max.is_finite() {
         return max;
     }
-    let (sum, count): (f64, f64) = logs.fold((0.0, 0.0), |(s, c), x| (s + (x - max).exp(), c + 1.0));
-    max + (sum / count).ln()
+    let sum: f64 = logs.zip(WEIGHTS).map(|(x, w)| w * (x - max).exp()).sum();
+    max + sum.ln()
 }
 
 /// The largest `a` in `-1..=1` with `f(a) ≥ level`, for `f` non-increasing;
@@ -303,10 +410,29 @@ mod tests {
     }
 
     #[test]
-    fn mixing_is_the_log_of_the_mean() {
-        let logs = [0.0, 3.0_f64.ln()];
-        assert!((mix(logs.iter().copied()) - 2.0_f64.ln()).abs() < 1e-12);
+    fn mixing_is_the_log_of_the_weighted_mean() {
+        assert!((WEIGHTS.iter().sum::<f64>() - 1.0).abs() < 1e-12, "the prior sums to one");
+        let logs = [0.0, 0.0, 0.0, 3.0_f64.ln()];
+        let mean = WEIGHTS[0] + WEIGHTS[1] + WEIGHTS[2] + 3.0 * WEIGHTS[3];
+        assert!((mix(logs.iter().copied()) - mean.ln()).abs() < 1e-12);
         assert_eq!(mix([f64::NEG_INFINITY].iter().copied()), f64::NEG_INFINITY);
+    }
+
+    #[test]
+    fn a_bet_the_baseline_cannot_cancel_shrinks_or_leaves_a_debt() {
+        let arm = Arm::new(THETAS[3]);
+        // Room enough: the whole bet.
+        assert_eq!(arm.bet(5.0, 45.0), (arm.theta, arm.g));
+        // A little short: the largest bet 45 baseline requests cancel.
+        let (theta, g) = arm.bet(8.0, 42.0);
+        assert!((g - 0.9 * 42.0 / 8.0).abs() < 1e-12 && theta < arm.theta && theta >= SHRINK * arm.theta);
+        // Far short: the whole bet, and a debt.
+        assert_eq!(arm.bet(1.0, 1.0), (arm.theta, arm.g));
+        let mut cmp = Comparison::new(0.01);
+        cmp.fold(0, c(8, 0), c(42, 0), false);
+        assert_eq!(cmp.arms[3].debt, 0.0, "a shrunk bet is paid in its tick");
+        cmp.fold(1, c(1, 0), c(1, 0), false);
+        assert!(cmp.arms[3].debt > 0.0);
     }
 
     #[test]
@@ -371,13 +497,34 @@ mod tests {
     }
 
     #[test]
+    fn quiet_ticks_pay_a_later_bet_in_advance_for_a_while() {
+        let mut cmp = Comparison::new(0.01);
+        for tick in 0..4 {
+            cmp.fold(tick, c(0, 0), c(5, 0), false);
+        }
+        // One failed pool request with no baseline request in its tick:
+        // the bank cancels it, so it counts at once.
+        cmp.fold(4, c(1, 1), c(0, 0), false);
+        assert_eq!(cmp.arms[3].debt, 0.0);
+        assert!(cmp.lower(0.01) > 0.5, "{}", cmp.lower(0.01));
+        // Credit older than BANK_TICKS is given up.
+        let mut stale = Comparison::new(0.01);
+        stale.fold(0, c(0, 0), c(50, 0), false);
+        stale.fold(BANK_TICKS + 1, c(1, 1), c(0, 0), false);
+        assert!(stale.arms[3].debt > 0.0);
+        assert_eq!(stale.lower(0.01), 0.0);
+    }
+
+    #[test]
     fn a_baseline_too_small_to_cancel_carries_a_debt() {
         let mut cmp = Comparison::new(0.01);
-        // The pool alone: nothing cancels its term, so no evidence accrues
-        // beyond what the worst case allows.
+        // The pool alone: nothing cancels its term, so its failures count
+        // only once the baseline's requests have paid the debt off.
         cmp.fold(0, c(10, 10), c(0, 0), true);
-        let owed = cmp.lower(0.01);
-        cmp.fold(1, c(0, 0), c(1_000, 0), true);
-        assert!(cmp.lower(0.01) > owed, "paying the debt restores the evidence");
+        assert_eq!(cmp.lower(0.01), 0.0, "no evidence while the debt is outstanding");
+        cmp.fold(1, c(0, 0), c(5, 0), true);
+        assert_eq!(cmp.lower(0.01), 0.0, "nor while it is paid in part");
+        cmp.fold(2, c(0, 0), c(1_000, 0), true);
+        assert!(cmp.lower(0.01) > 5.0, "paid off: ten failures of ten count {}", cmp.lower(0.01));
     }
 }

@@ -39,7 +39,8 @@
 //! The false-alarm budget `1 − confidence` is split evenly between the
 //! relative rules in use, and within each between the since-version test (a
 //! bound over the version's whole life) and the recent-span test (a bound per
-//! hour); `docs/rollback.md` states the method, its assumptions and bounds.
+//! hour); the gate of the absolute limits has a tenth of it on top, split the
+//! same way; `docs/rollback.md` states the method, its assumptions and bounds.
 //!
 //! The judge's settings ([`config`]) and what it says ([`verdict`]) have files
 //! of their own; what stays here is one idea, the judge itself, whose two
@@ -73,11 +74,19 @@ const RESTART_TICKS: u64 = 16;
 /// Restart points per hour, which the recent-span test's bound counts.
 const RESTARTS_PER_HOUR: f64 = 3600.0 / (RESTART_TICKS as f64 * 0.25);
 
-/// How much surer the "worse than its baseline" gate of an absolute limit
-/// is than the relative rules: its false-alarm budget is a tenth of theirs,
-/// because it is judged at an excess of zero, where a canary just like its
-/// baseline sits exactly on the boundary.
-const GATE_MARGIN: f64 = 10.0;
+/// The share of the false-alarm budget `1 − confidence` that each relative
+/// rule spends on its since-version test; the rest goes to its recent-span
+/// test (per hour).
+const VERSION_SHARE: f64 = 0.5;
+
+/// The false-alarm budget of the "worse than its baseline" gate of the
+/// absolute limits, as a share of `1 − confidence`, split evenly between
+/// its since-version and its recent-span test (per hour). It is a tenth,
+/// whatever the number of rules, because the gate is judged at an excess
+/// of zero, where a canary just like its baseline sits exactly on the
+/// boundary: at 99% a pool like its baseline is let through by the gate at
+/// most once in 1,000 one-hour runs.
+const GATE_SHARE: f64 = 0.1;
 
 /// The latency rule's allowance: a pool like its baseline has about 1% of
 /// its answers beyond the baseline's p99 (fewer beyond a multiple of it).
@@ -175,12 +184,13 @@ impl Judge {
         let with_baseline = config.baseline.is_some();
         let with_latency = with_baseline && config.max_latency_ratio.is_some();
         let rules = if with_latency { 2.0 } else { 1.0 };
+        let gate = GATE_SHARE * alpha / 2.0;
         let levels = Levels {
-            version: (2.0 * rules / alpha).ln(),
-            recent: (RESTARTS_PER_HOUR * 2.0 * rules / alpha).ln(),
+            version: (rules / (VERSION_SHARE * alpha)).ln(),
+            recent: (RESTARTS_PER_HOUR * rules / ((1.0 - VERSION_SHARE) * alpha)).ln(),
             healthy: (rules / alpha).ln(),
-            gate_version: (GATE_MARGIN * 2.0 * rules / alpha).ln(),
-            gate_recent: (GATE_MARGIN * RESTARTS_PER_HOUR * 2.0 * rules / alpha).ln(),
+            gate_version: (1.0 / gate).ln(),
+            gate_recent: (RESTARTS_PER_HOUR / gate).ln(),
         };
         let edges = Edges::new(config.max_p99_latency);
         let p99_at = config.max_p99_latency.map(|limit| edges.at_or_above(limit));

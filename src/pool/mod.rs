@@ -30,6 +30,7 @@ pub use failure::UpstreamFailure;
 pub use h1::{H1Body, H1Conn, H1Error, H1Head};
 
 use crate::config::{LbPolicy, SlowStartConfig};
+use crate::grpc::GrpcCodes;
 
 /// Pools up to this size collect their usable backends on the stack when
 /// some backend is out of rotation; larger ones allocate.
@@ -58,6 +59,9 @@ pub struct Pool {
     pub retry_unanswered: bool,
     /// How backends that join or return ramp up their share, if they do.
     pub slow_start: Option<SlowStartConfig>,
+    /// The `grpc-status` codes that count as a backend's failure in a gRPC
+    /// answer (see [`crate::grpc`]).
+    pub grpc_failures: GrpcCodes,
     /// Round-robin cursor (only used by [`LbPolicy::RoundRobin`]).
     next: AtomicUsize,
 }
@@ -74,6 +78,7 @@ impl Pool {
             tripped: false,
             retry_unanswered: true,
             slow_start: None,
+            grpc_failures: GrpcCodes::SERVER,
             next: AtomicUsize::new(0),
         }
     }
@@ -122,6 +127,12 @@ impl Pool {
     /// The same pool, sending a request closed unanswered again or not.
     pub fn with_retry_unanswered(mut self, retry: bool) -> Pool {
         self.retry_unanswered = retry;
+        self
+    }
+
+    /// The same pool, counting gRPC answers with one of `codes` as failures.
+    pub fn with_grpc_failures(mut self, codes: GrpcCodes) -> Pool {
+        self.grpc_failures = codes;
         self
     }
 

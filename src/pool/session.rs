@@ -71,6 +71,14 @@ impl Answer {
             Answer::Hyper(response, _) => response.status(),
         }
     }
+
+    /// The answer's header fields.
+    pub fn headers(&self) -> &http::HeaderMap {
+        match self {
+            Answer::Inline(head, _) => head.response.headers(),
+            Answer::Hyper(response, _) => response.headers(),
+        }
+    }
 }
 
 /// Why a request got no answer, in the terms of a retry policy.

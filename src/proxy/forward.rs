@@ -109,6 +109,10 @@ pub(super) fn forward(
                             log_anyway(&snapshot, &mut plan);
                         }
                         plan.exchange.answered(status);
+                        // A gRPC call's outcome is its `grpc-status`, not the 200.
+                        if status == 200 && crate::grpc::is_grpc(answer.headers()) {
+                            plan.exchange.answered_grpc(answer.headers());
+                        }
                         break answer;
                     }
                     Err(SendError { failure, resendable }) => match failure {

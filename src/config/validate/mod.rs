@@ -200,6 +200,7 @@ split = { blue = 1 }
                     }),
                     slow_start: None,
                     retry_unanswered: true,
+                    grpc_failure_codes: crate::grpc::GrpcCodes::SERVER,
                 },
                 PoolConfig {
                     name: "green".into(),
@@ -226,6 +227,7 @@ split = { blue = 1 }
                     }),
                     slow_start: None,
                     retry_unanswered: true,
+                    grpc_failure_codes: crate::grpc::GrpcCodes::SERVER,
                 },
             ],
             routes: vec![

@@ -12,6 +12,7 @@ use super::values::{is_dns_name, to_u32, Cx, Result};
 use crate::config::{
     BackendAddr, GuardConfig, HealthConfig, LbPolicy, PoolConfig, Scheme, SlowStartConfig, UpstreamProtocol,
 };
+use crate::grpc::GrpcCodes;
 
 pub(super) const DEFAULT_HEALTH_PATH: &str = "/healthz";
 pub(super) const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(2);
@@ -120,7 +121,38 @@ impl Cx<'_> {
         let guard = raw.guard.map(|g| self.guard(&name, g)).transpose()?;
         let slow_start = self.slow_start(&name, raw.slow_start.as_ref(), raw.slow_start_aggression.as_ref())?;
         let retry_unanswered = raw.retry_unanswered.unwrap_or(true);
-        Ok(PoolConfig { name, backends, lb, protocol, ca_file, health, guard, slow_start, retry_unanswered })
+        let grpc_failure_codes = match &raw.grpc_failure_codes {
+            None => GrpcCodes::default(),
+            Some(list) => {
+                let mut codes = GrpcCodes::NONE;
+                for item in list.get_ref() {
+                    let Some(code) = GrpcCodes::code_of(item.get_ref()) else {
+                        return Err(self.err(
+                            item.span(),
+                            format!(
+                                "pool \"{name}\": grpc_failure_codes: \"{}\" is not a gRPC status code; use names such as {}",
+                                item.get_ref(),
+                                GrpcCodes::SERVER.names().collect::<Vec<_>>().join(", "),
+                            ),
+                        ));
+                    };
+                    codes = codes.with(code);
+                }
+                codes
+            }
+        };
+        Ok(PoolConfig {
+            name,
+            backends,
+            lb,
+            protocol,
+            ca_file,
+            health,
+            guard,
+            slow_start,
+            retry_unanswered,
+            grpc_failure_codes,
+        })
     }
 
     pub(super) fn slow_start(
@@ -506,6 +538,26 @@ mod tests {
         with_pools(&format!(
             "[pools.blue]\nbackends = [\"127.0.0.1:9001\"]\n[pools.blue.health]\n{body}[pools.canary]\nbackends = [\"127.0.0.1:9003\"]\n"
         ))
+    }
+
+    #[test]
+    fn grpc_failure_codes_default_to_the_server_side_ones_and_take_names() {
+        const CANARY: &str = "[pools.canary]\nbackends = [\"127.0.0.1:9003\"]\n";
+        let default = parse_ok(&with_pools(&format!("[pools.blue]\nbackends = [\"127.0.0.1:9001\"]\n{CANARY}")));
+        assert_eq!(default.pools[0].grpc_failure_codes, GrpcCodes::SERVER);
+        let named = parse_ok(&with_pools(&format!(
+            "[pools.blue]\nbackends = [\"127.0.0.1:9001\"]\ngrpc_failure_codes = [\"internal\", \"NOT_FOUND\"]\n{CANARY}",
+        )));
+        assert_eq!(named.pools[0].grpc_failure_codes, GrpcCodes::NONE.with(13).with(5));
+        let none = parse_ok(&with_pools(&format!(
+            "[pools.blue]\nbackends = [\"127.0.0.1:9001\"]\ngrpc_failure_codes = []\n{CANARY}"
+        )));
+        assert_eq!(none.pools[0].grpc_failure_codes, GrpcCodes::NONE);
+        assert_err(
+            &with_pools(&format!("[pools.blue]\nbackends = [\"127.0.0.1:9001\"]\ngrpc_failure_codes = [\"INTERNAL\", \"BROKEN\"]\n{CANARY}")),
+            "pool \"blue\": grpc_failure_codes: \"BROKEN\" is not a gRPC status code",
+            (3, 35),
+        );
     }
 
     #[test]
