@@ -505,3 +505,70 @@ async fn only_the_leader_steps_a_rollout_and_every_replica_follows() {
         proxy.stop().await;
     }
 }
+
+/// Fleet judgement: five replicas each see a fifth of a failing canary's
+/// traffic, too little for any of them to reach `min_requests` alone; the
+/// leader sums their published evidence and trips it everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_replicas_each_seeing_too_little_trip_a_failing_canary_together() {
+    let Some(etcd) = Etcd::start().await else { return };
+    let (blue, green) = (Upstream::named("blue").await, Upstream::flaky("green", 10).await);
+    let prefix = "/cutover/test-judgement";
+    let endpoint = etcd.endpoint();
+    let mut replicas = Vec::new();
+    for name in ["a", "b", "c", "d", "e"] {
+        let text = format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\npool_header = \"x-pool\"\n\
+             [pools.blue]\nbackends = [\"{}\"]\n\
+             [pools.green]\nbackends = [\"{}\"]\n\
+             [pools.green.guard]\nmax_error_rate = 0.2\nwindow = \"1m\"\nmin_requests = 60\n\
+             [[routes]]\nname = \"shop\"\nsplit = {{ blue = 1, green = 1 }}\n\
+             [fleet]\netcd = [\"http://{}:{}\"]\nprefix = \"{prefix}\"\nreplica = \"{name}\"\n\
+             lease_ttl = \"2s\"\ntimeout = \"1s\"\n",
+            blue.addr, green.addr, endpoint.host, endpoint.port
+        );
+        replicas.push(TestProxy::start_seeded(&text, Some(7)).await);
+    }
+    eventually(Duration::from_secs(5), "a leader", || async {
+        status(&replicas[0]).await["fleet"]["leader"].is_string()
+    })
+    .await;
+
+    // Each replica sends 15 requests to green (75 in all, over the 60 the
+    // guard needs; 15 each is far under it).
+    let client = client();
+    for proxy in &replicas {
+        let mut to_green = 0;
+        while to_green < 15 {
+            let answer = get(&client, &proxy.url("/"), &[]).await;
+            if answer.headers.get("x-pool").and_then(|v| v.to_str().ok()) == Some("green") {
+                assert_eq!(answer.status, StatusCode::INTERNAL_SERVER_ERROR, "green fails every request");
+                to_green += 1;
+            }
+        }
+    }
+    for proxy in &replicas {
+        eventually(Duration::from_secs(10), "green tripped on every replica", || async {
+            tripped(proxy, "green").await
+        })
+        .await;
+    }
+
+    // No replica could judge green on its own traffic: the trip came from
+    // the fleet's verdict, made once, by the leader (its one breach).
+    let (mut rollbacks, mut breaches) = (0.0, 0.0);
+    for proxy in &replicas {
+        let text = get(&client, &proxy.admin_url("/metrics"), &[]).await.body;
+        breaches += sum(&text, "cutover_guard_breaches_total{pool=\"green\"");
+        let own = status(proxy).await;
+        let pools = own["pools"].as_array().cloned().unwrap_or_default();
+        let green = pools.into_iter().find(|p| p["name"] == "green").unwrap_or(Value::Null);
+        assert_ne!(green["guard"]["verdict"]["kind"], "failing", "alone, a replica cannot judge: {green}");
+        rollbacks += sum(&text, "cutover_rollbacks_total{pool=\"green\"");
+    }
+    assert_eq!(rollbacks, 1.0, "the trip is made once, by the leader");
+    assert_eq!(breaches, 1.0, "one breach, the leader's verdict on the fleet's evidence");
+    for proxy in replicas {
+        proxy.stop().await;
+    }
+}
