@@ -48,8 +48,13 @@ where
     T: Http1Transaction,
 {
     pub(crate) fn new(io: I) -> Conn<I, B, T> {
+        let mut io = Buffered::new(io);
+        if T::is_server() {
+            // cutover: see `Buffered::release_idle_buffers`.
+            io.set_release_idle_buffers();
+        }
         Conn {
-            io: Buffered::new(io),
+            io,
             state: State {
                 allow_half_close: false,
                 cached_headers: None,

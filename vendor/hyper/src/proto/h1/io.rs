@@ -34,6 +34,8 @@ pub(crate) struct Buffered<T, B> {
     io: T,
     partial_len: Option<usize>,
     read_blocked: bool,
+    /// cutover: drop the buffers while the connection idles (servers).
+    release_idle: bool,
     read_buf: BytesMut,
     read_buf_strategy: ReadStrategy,
     write_buf: WriteBuf<B>,
@@ -68,6 +70,7 @@ where
             io,
             partial_len: None,
             read_blocked: false,
+            release_idle: false,
             read_buf: BytesMut::with_capacity(0),
             read_buf_strategy: ReadStrategy::default(),
             write_buf,
@@ -275,9 +278,19 @@ where
         }
     }
 
+    /// cutover: release the buffers whenever the connection idles
+    /// (`release_idle_buffers`). Set for servers, which hold idle
+    /// connections by the thousand; a client's pooled connections are few.
+    pub(crate) fn set_release_idle_buffers(&mut self) {
+        self.release_idle = true;
+    }
+
     /// cutover: drop the read buffer if it holds nothing, and the write
     /// buffer's head storage if nothing waits in it.
     fn release_idle_buffers(&mut self) {
+        if !self.release_idle {
+            return;
+        }
         if self.read_buf.is_empty() && self.read_buf.capacity() > 0 {
             self.read_buf = BytesMut::new();
         }
