@@ -6,6 +6,9 @@
 //!   stays open, silent, for `--hold` seconds after the last one was
 //!   answered; then all close. The proxy's RSS while they idle, less its RSS
 //!   before, is what an idle keep-alive connection costs it.
+//! - `--mode idle-h2`: the same over HTTP/2 with prior knowledge (h2c):
+//!   every connection sends one `GET /` as one stream, reads the answer
+//!   and stays open: what an idle HTTP/2 connection costs.
 //! - `--mode rate`: every connection sends one `GET /` on opening, then one
 //!   a second (the connections spread evenly over the second) for
 //!   `--seconds`: the proxy's CPU per request and memory with many slow
@@ -42,6 +45,7 @@ const MAX_RESPONSE: usize = 64 * 1024;
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
     Idle,
+    IdleH2,
     Rate,
 }
 
@@ -71,8 +75,9 @@ fn parse_args() -> Result<Args, String> {
             "--mode" => {
                 mode = match value.as_str() {
                     "idle" => Mode::Idle,
+                    "idle-h2" => Mode::IdleH2,
                     "rate" => Mode::Rate,
-                    _ => return Err(format!("--mode {value}: expected idle or rate")),
+                    _ => return Err(format!("--mode {value}: expected idle, idle-h2 or rate")),
                 }
             }
             _ => return Err(format!("unknown option {flag}")),
@@ -150,6 +155,9 @@ async fn connection(
     mut start: watch::Receiver<Option<Instant>>,
     mut stop: watch::Receiver<bool>,
 ) {
+    if args.mode == Mode::IdleH2 {
+        return connection_h2(args, index, opening, counts, stop).await;
+    }
     let first = async {
         let _permit = opening.acquire().await.map_err(io::Error::other)?;
         let mut stream = tokio::time::timeout(ANSWER_TIMEOUT, TcpStream::connect(args.addr))
@@ -203,6 +211,60 @@ async fn connection(
     drop(stream);
 }
 
+/// One HTTP/2 connection's life: open, one `GET /` on one stream, then
+/// hold the connection open, silent, until `stop`.
+async fn connection_h2(
+    args: Arc<Args>,
+    index: usize,
+    opening: Arc<Semaphore>,
+    counts: Arc<Counts>,
+    mut stop: watch::Receiver<bool>,
+) {
+    use http_body_util::{BodyExt, Empty};
+    let first = async {
+        let _permit = opening.acquire().await.map_err(io::Error::other)?;
+        let stream = tokio::time::timeout(ANSWER_TIMEOUT, TcpStream::connect(args.addr))
+            .await
+            .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))?;
+        stream.set_nodelay(true)?;
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .map_err(io::Error::other)?;
+        let driver = tokio::spawn(conn);
+        let request = http::Request::get(format!("http://{}/", args.addr))
+            .body(Empty::<bytes::Bytes>::new())
+            .map_err(io::Error::other)?;
+        let answer = async {
+            let response = sender.send_request(request).await.map_err(io::Error::other)?;
+            if response.status() != http::StatusCode::OK {
+                return Err(io::Error::other(format!("not a 200: {}", response.status())));
+            }
+            response.into_body().collect().await.map_err(io::Error::other)?;
+            Ok(())
+        };
+        tokio::time::timeout(ANSWER_TIMEOUT, answer).await.unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))?;
+        Ok::<_, io::Error>((sender, driver))
+    };
+    let (sender, driver) = match first.await {
+        Ok(ok) => {
+            counts.answered.fetch_add(1, Ordering::Relaxed);
+            ok
+        }
+        Err(e) => {
+            if counts.errors.fetch_add(1, Ordering::Relaxed) < 3 {
+                eprintln!("connection {index}: {e}");
+            }
+            return;
+        }
+    };
+    let _ = stop.wait_for(|s| *s).await;
+    drop(sender);
+    driver.abort();
+}
+
 fn main() {
     let args = match parse_args() {
         Ok(args) => Arc::new(args),
@@ -251,7 +313,7 @@ async fn drive(args: Arc<Args>) -> i32 {
         began.elapsed().as_millis()
     );
     match args.mode {
-        Mode::Idle => tokio::time::sleep(Duration::from_secs(args.hold)).await,
+        Mode::Idle | Mode::IdleH2 => tokio::time::sleep(Duration::from_secs(args.hold)).await,
         Mode::Rate => {
             let at = Instant::now();
             let _ = start_tx.send(Some(at));

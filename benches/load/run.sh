@@ -21,7 +21,7 @@
 # After the rounds, the memory cases (MEM_CASES; examples/conn_hold.rs is the
 # client): idle10k opens MEM_CONNS HTTP/1.1 keep-alive connections to each
 # proxy, each sends one request and then stays open: RSS before and after,
-# KiB per connection. rate10k: MEM_CONNS connections each sending one request
+# KiB per connection; idle10k-h2 the same over h2c (one stream each). rate10k: MEM_CONNS connections each sending one request
 # a second for MEM_SECONDS: RSS, and CPU per request at scale.
 #
 # Usage (from anywhere; needs root for apt-get, or the tools already there):
@@ -42,7 +42,7 @@
 #                      cutover-pgo = PGO build; PGO=0 leaves cutover-pgo out of the default)
 #   ACCESS_LOG=json    cutover (both builds) logs every request to an access log in the temp
 #                      dir, in "json" or "text": run once with and once without to see its cost
-#   MEM_CASES="idle10k rate10k"  memory cases after the rounds ("" = none)
+#   MEM_CASES="idle10k idle10k-h2 rate10k"  memory cases after the rounds ("" = none)
 #   MEM_CONNS=10000    connections of the memory cases: needs a hard `ulimit -n` of MEM_CONNS + 1200
 #                      (the client and each proxy hold that many); above 10,000, raise nginx's
 #                      worker_connections and HAProxy's maxconn too
@@ -80,7 +80,7 @@ RATE="${RATE:-5000}"
 CASES="${CASES:-h1-c50 h1-c200 h1-16k h2c rate}"
 if [[ "${PGO:-1}" == 1 ]]; then PROXIES="${PROXIES:-direct nginx haproxy cutover cutover-pgo}"
 else PROXIES="${PROXIES:-direct nginx haproxy cutover}"; fi
-MEM_CASES="${MEM_CASES-idle10k rate10k}"
+MEM_CASES="${MEM_CASES-idle10k idle10k-h2 rate10k}"
 MEM_CONNS="${MEM_CONNS:-10000}"
 MEM_HOLD="${MEM_HOLD:-5}"
 MEM_SECONDS="${MEM_SECONDS:-10}"
@@ -525,6 +525,7 @@ for cs in $MEM_CASES; do
         addr="${URL[$p]#http://}"
         case $cs in
             idle10k) args=(--mode idle --hold "$((MEM_HOLD + 2))") ;;
+            idle10k-h2) args=(--mode idle-h2 --hold "$((MEM_HOLD + 2))"); addr="${URL_H2[$p]#http://}" ;;
             rate10k) args=(--mode rate --seconds "$MEM_SECONDS") ;;
             *) die "unknown memory case $cs (MEM_CASES)" ;;
         esac
@@ -534,7 +535,7 @@ for cs in $MEM_CASES; do
         PIDS+=("$client")
         wait_line "$f" '^ready' 180 "$client" || warn "$cs $p: the client was not ready (see $f)"
         t0=$(proxy_cpu_ns "${PID[$p]}"); w0=$(date +%s.%N)
-        if [[ $cs == idle10k ]]; then
+        if [[ $cs == idle10k* ]]; then
             sleep 2
             r1=$(rss_kb "${PID[$p]}")
         else

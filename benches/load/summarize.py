@@ -170,7 +170,9 @@ def print_goal(intervals, out):
     out. The memory lines come from rss.tsv and mem.tsv.
     """
     rss = {r["proxy"]: num(r["idle_kb"]) for r in read_tsv(f"{out}/rss.tsv")}
-    idle = {r["proxy"]: num(r["kib_per_conn"]) for r in read_tsv(f"{out}/mem.tsv") if r["case"] == "idle10k"}
+    mem = read_tsv(f"{out}/mem.tsv")
+    idle = {r["proxy"]: num(r["kib_per_conn"]) for r in mem if r["case"] == "idle10k"}
+    idle_h2 = {r["proxy"]: num(r["kib_per_conn"]) for r in mem if r["case"] == "idle10k-h2"}
     rows = []
     for build in BUILDS:
         name = BUILD_NAMES[build]
@@ -196,6 +198,8 @@ def print_goal(intervals, out):
             rows.append((f"{name}: idle RSS under {limit} MiB", f"{mib:.2f} MiB", mib < limit))
         if idle.get(build) is not None:
             rows.append((f"{name}: at most 2 KiB per idle HTTP/1.1 connection", f"{idle[build]:.2f} KiB", idle[build] <= 2))
+        if idle_h2.get(build) is not None:
+            rows.append((f"{name}: at most 8 KiB per idle HTTP/2 connection", f"{idle_h2[build]:.2f} KiB", idle_h2[build] <= 8))
     if not rows:
         return
     print("\n### The performance goal (issue 27)\n")
@@ -212,7 +216,8 @@ def print_memory_cases(out):
     if not rows:
         return
     print("\n### Memory per connection (memory cases)\n")
-    print("idle10k: each connection sent one request, then sat idle; RSS read 2 s after the last answer. "
+    print("idle10k: each connection sent one request, then sat idle; RSS read 2 s after the last answer "
+          "(idle10k-h2: the same over h2c, one stream per connection). "
           "rate10k: each connection sends one request a second; RSS at the end of the measured window, "
           "CPU over it. KiB/conn = (RSS after − RSS before) ÷ connections answered. Requests measured well "
           "under connections × seconds mean the load core did not keep up (or requests queued): the figures "

@@ -96,6 +96,21 @@ mod tests {
         std::mem::size_of::<Fut>()
     }
 
+    /// An idle connection's memory is mostly this future (boxed by
+    /// `connection_task`). HTTP/2's state, several times HTTP/1.1's, sits
+    /// behind a box of its own, so HTTP/1.1 connections do not carry it.
+    #[test]
+    fn a_cleartext_connection_future_leaves_http2_state_out() {
+        fn size<F, Fut>(_f: F) -> usize
+        where
+            F: FnOnce(Connection, tokio::net::TcpStream, std::net::SocketAddr) -> Fut,
+        {
+            std::mem::size_of::<Fut>()
+        }
+        let size = size(Connection::run_plain);
+        assert!(size <= 2560, "a cleartext connection's future is {size} bytes");
+    }
+
     /// Spawning copies a task's future several times: the connection's
     /// state (KiB of it) must sit behind a box, not in the task itself.
     #[test]

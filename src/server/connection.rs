@@ -36,13 +36,17 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pin_project_lite::pin_project! {
     /// One connection served by hyper, in the protocol it speaks.
+    ///
+    /// HTTP/2's state is several times HTTP/1.1's and sits behind a box of
+    /// its own: inline, every HTTP/1.1 connection (most of them, and most
+    /// of the idle ones) would carry its size in the connection's future.
     #[project = ServingProj]
     enum Serving<I, S>
     where
         S: hyper::service::HttpService<hyper::body::Incoming>,
     {
         Http1 { #[pin] conn: http1::UpgradeableConnection<I, S> },
-        Http2 { #[pin] conn: http2::Connection<I, S, TokioExecutor> },
+        Http2 { conn: Pin<Box<http2::Connection<I, S, TokioExecutor>>> },
     }
 }
 
@@ -58,7 +62,7 @@ where
     fn new(builders: &Builders, protocol: Protocol, io: I, service: S) -> Self {
         match protocol {
             Protocol::Http1 => Serving::Http1 { conn: builders.http1.serve_connection(io, service).with_upgrades() },
-            Protocol::Http2 => Serving::Http2 { conn: builders.http2.serve_connection(io, service) },
+            Protocol::Http2 => Serving::Http2 { conn: Box::pin(builders.http2.serve_connection(io, service)) },
         }
     }
 
@@ -66,7 +70,7 @@ where
     fn graceful_shutdown(self: Pin<&mut Self>) {
         match self.project() {
             ServingProj::Http1 { conn } => conn.graceful_shutdown(),
-            ServingProj::Http2 { conn } => conn.graceful_shutdown(),
+            ServingProj::Http2 { conn } => conn.as_mut().graceful_shutdown(),
         }
     }
 }
@@ -85,7 +89,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
             ServingProj::Http1 { conn } => conn.poll(cx),
-            ServingProj::Http2 { conn } => conn.poll(cx),
+            ServingProj::Http2 { conn } => conn.as_mut().poll(cx),
         }
     }
 }
