@@ -29,10 +29,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::election::Election;
-use super::evidence::Publisher;
-use super::verdicts;
 use super::etcd::{Client, EtcdError, EventKind, KeyValue, LeaseKeeper, TxnOutcome, WatchMessage, Watcher};
+use super::evidence::Publisher;
 use super::state::{self, Decoded, ReplicaRecord};
+use super::verdicts;
 use super::FleetConfig;
 use crate::control::{Control, Decision, DecisionSink, Maker, SharedKey, SharedValue};
 use crate::metrics::FleetGauges;

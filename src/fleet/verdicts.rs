@@ -21,8 +21,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::evidence::{EvidenceTap, Publisher, PublisherOptions};
 use super::etcd::Client;
+use super::evidence::{EvidenceTap, Publisher, PublisherOptions};
 use super::judging::{FleetJudge, FleetJudging};
 use super::FleetConfig;
 use crate::control::{Control, Verdicts};
