@@ -175,7 +175,7 @@ fn every_yaml_file_under_docker_parses() {
 fn compose_file_runs_the_proxy_in_front_of_the_demo_services() {
     let compose = yaml_doc("docker/docker-compose.yml");
     let services = keys_at(&compose, &["services"]);
-    for name in ["cutover", "blue", "green", "canary", "prometheus"] {
+    for name in ["cutover", "cutover-2", "etcd", "blue", "green", "canary", "prometheus"] {
         assert!(services.iter().any(|s| s == name), "docker/docker-compose.yml: no service {name:?} in {services:?}");
     }
     let cutover = &compose["services"]["cutover"];
@@ -252,6 +252,32 @@ fn compose_file_runs_the_proxy_in_front_of_the_demo_services() {
         }
     }
 
+    // The replicas are one fleet, on the etcd service, and the second one
+    // runs the same image and config as the first.
+    let fleet = config.fleet.as_ref().expect("docker/compose/cutover.toml: a [fleet] section");
+    for endpoint in &fleet.endpoints {
+        assert!(
+            services.iter().any(|s| *s == endpoint.host),
+            "[fleet] etcd {} is not a Compose service",
+            endpoint.host
+        );
+        let args = strings(seq_at(&compose, &["services", &endpoint.host, "command"]));
+        assert!(
+            args.iter().any(|a| *a == format!("--listen-client-urls=http://0.0.0.0:{}", endpoint.port)),
+            "service {} does not listen for clients on {}: {args:?}",
+            endpoint.host,
+            endpoint.port
+        );
+    }
+    let second = &compose["services"]["cutover-2"];
+    assert_eq!(str_at(second, &["image"], "cutover-2"), str_at(cutover, &["image"], "cutover"), "one image");
+    assert_eq!(strings(seq_at(second, &["command"])), command, "cutover-2 runs the same config");
+    assert_eq!(strings(seq_at(second, &["volumes"])), volumes, "cutover-2 mounts the same config");
+    assert!(
+        strings(seq_at(second, &["ports"])).contains(&format!("127.0.0.1:{}:{admin}", admin + 1).as_str()),
+        "cutover-2's admin port is published on 127.0.0.1 only"
+    );
+
     // Prometheus scrapes the admin port and loads the mounted alert rules.
     let prometheus = yaml_doc("docker/compose/prometheus.yml");
     let targets: Vec<&str> = seq_at(&prometheus, &["scrape_configs"])
@@ -259,7 +285,12 @@ fn compose_file_runs_the_proxy_in_front_of_the_demo_services() {
         .flat_map(|job| seq_at(job, &["static_configs"]))
         .flat_map(|sc| strings(seq_at(sc, &["targets"])))
         .collect();
-    assert!(targets.contains(&format!("cutover:{admin}").as_str()), "Prometheus does not scrape cutover:{admin}");
+    for replica in ["cutover", "cutover-2"] {
+        assert!(
+            targets.contains(&format!("{replica}:{admin}").as_str()),
+            "Prometheus does not scrape {replica}:{admin}"
+        );
+    }
     let rules_mount = strings(seq_at(&compose, &["services", "prometheus", "volumes"]))
         .into_iter()
         .find(|v| v.starts_with("./prometheus/alerts.yml:"))
@@ -416,14 +447,43 @@ fn kubernetes_sidecar_probes_ready_and_outlasts_the_graceful_shutdown() {
 }
 
 #[test]
-fn kubernetes_edge_runs_two_replicas_with_a_disruption_budget() {
+fn kubernetes_edge_runs_three_replicas_as_one_fleet_with_a_disruption_budget() {
     let rel = "docker/k8s/edge.yaml";
     let docs = yaml_docs(rel);
     let deployments = cutover_deployments(&docs);
     assert_eq!(deployments.len(), 1, "{rel}: expected one Deployment with a cutover container");
     let deployment = deployments[0];
     let config = check_cutover_deployment(rel, &docs, deployment);
-    assert!(at(deployment, &["spec", "replicas"]).as_i64().is_some_and(|r| r >= 2), "{rel}: at least 2 replicas");
+    assert!(at(deployment, &["spec", "replicas"]).as_i64().is_some_and(|r| r >= 3), "{rel}: at least 3 replicas");
+
+    // One fleet, on the members of docker/k8s/etcd.yaml's StatefulSet.
+    let fleet = config.fleet.as_ref().unwrap_or_else(|| panic!("{rel}: no [fleet] section"));
+    let etcd_rel = "docker/k8s/etcd.yaml";
+    let etcd_docs = yaml_docs(etcd_rel);
+    let members = k8s_object(&etcd_docs, "StatefulSet", "cutover-etcd")
+        .unwrap_or_else(|| panic!("{etcd_rel}: no StatefulSet cutover-etcd"));
+    let service = str_at(members, &["spec", "serviceName"], etcd_rel);
+    let count = at(members, &["spec", "replicas"]).as_i64().expect("etcd replicas");
+    assert!(count >= 3 && count % 2 == 1, "{etcd_rel}: an odd number of members, at least 3");
+    let headless =
+        k8s_object(&etcd_docs, "Service", service).unwrap_or_else(|| panic!("{etcd_rel}: no Service {service}"));
+    assert_eq!(
+        at(headless, &["spec", "clusterIP"]).as_str(),
+        Some("None"),
+        "{etcd_rel}: the members' Service is headless"
+    );
+    assert_eq!(
+        at(headless, &["spec", "publishNotReadyAddresses"]).as_bool(),
+        Some(true),
+        "{etcd_rel}: members find each other before they are ready"
+    );
+    let expected: Vec<String> = (0..count).map(|i| format!("cutover-etcd-{i}.{service}")).collect();
+    let hosts: Vec<String> = fleet.endpoints.iter().map(|e| e.host.clone()).collect();
+    assert_eq!(hosts, expected, "{rel}: [fleet] etcd lists every member");
+    let etcd = seq_at(members, &["spec", "template", "spec", "containers"]).first().expect("an etcd container");
+    for endpoint in &fleet.endpoints {
+        assert_eq!(Some(endpoint.port), named_port(etcd, "client"), "{rel}: etcd's client port");
+    }
 
     let labels = at(deployment, &["spec", "template", "metadata", "labels"]);
     let pdb = docs
