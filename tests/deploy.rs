@@ -256,11 +256,7 @@ fn compose_file_runs_the_proxy_in_front_of_the_demo_services() {
     // runs the same image and config as the first.
     let fleet = config.fleet.as_ref().expect("docker/compose/cutover.toml: a [fleet] section");
     for endpoint in &fleet.endpoints {
-        assert!(
-            services.iter().any(|s| *s == endpoint.host),
-            "[fleet] etcd {} is not a Compose service",
-            endpoint.host
-        );
+        assert!(services.contains(&endpoint.host), "[fleet] etcd {} is not a Compose service", endpoint.host);
         let args = strings(seq_at(&compose, &["services", &endpoint.host, "command"]));
         assert!(
             args.iter().any(|a| *a == format!("--listen-client-urls=http://0.0.0.0:{}", endpoint.port)),
