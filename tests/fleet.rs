@@ -547,8 +547,16 @@ async fn five_replicas_each_seeing_too_little_trip_a_failing_canary_together() {
             }
         }
     }
+    // The leader trips it on the fleet's verdict (the judgement's lag plus
+    // a publishing round); the others have it within a second of that.
+    let leader = status(&replicas[0]).await["fleet"]["leader"].as_str().unwrap_or_default().to_string();
+    let at = ["a", "b", "c", "d", "e"].iter().position(|n| *n == leader).expect("a known leader");
+    eventually(Duration::from_secs(10), "green tripped by the leader", || async {
+        tripped(&replicas[at], "green").await
+    })
+    .await;
     for proxy in &replicas {
-        eventually(Duration::from_secs(10), "green tripped on every replica", || async {
+        eventually(PROPAGATION, "the leader's trip in force on every replica", || async {
             tripped(proxy, "green").await
         })
         .await;
