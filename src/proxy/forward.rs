@@ -12,7 +12,7 @@ use http::header;
 use http::{Response, StatusCode, Version};
 use rand::rngs::SmallRng;
 
-use super::plan::Plan;
+use super::plan::{refused, Plan};
 use super::target::begin_exchange;
 use crate::body::{ProxyBody, UpstreamBody};
 use crate::error::{ProxyError, UpstreamFailure};
@@ -21,12 +21,6 @@ use crate::pool::session::{before, ClientFailure, SendError, SendFailure, Sessio
 use crate::pool::{Backend, Conn, Reuse};
 use crate::snapshot::Snapshot;
 use crate::tunnel;
-
-/// The proxy's answer to a request it could not forward.
-pub(super) fn refused(err: ProxyError) -> Response<ProxyBody> {
-    tracing::debug!(error = ?err, source = ?err.source(), "request answered by the proxy");
-    err.response()
-}
 
 /// Send the planned request and stream the answer back; the retry policy.
 ///

@@ -82,6 +82,12 @@ pub(super) fn plan(
     Ok(Plan { request, target, backend, exchange, timer })
 }
 
+/// The proxy's answer to a request it could not forward.
+pub(super) fn refused(err: ProxyError) -> http::Response<crate::body::ProxyBody> {
+    tracing::debug!(error = ?err, source = ?err.source(), "request answered by the proxy");
+    err.response()
+}
+
 /// A request the proxy answers itself before it reaches a backend, with
 /// the request ID its answer carries.
 pub(super) struct Refusal {
@@ -94,7 +100,7 @@ pub(super) struct Refusal {
 impl Refusal {
     /// The proxy's answer, with the request's ID.
     pub(super) fn response(self, snapshot: &Snapshot) -> http::Response<crate::body::ProxyBody> {
-        let mut response = super::forward::refused(self.err);
+        let mut response = refused(self.err);
         if let (Some(name), Some(id)) = (&snapshot.config.server.requests.request_id, self.request_id) {
             response.headers_mut().insert(name.clone(), id);
         }
