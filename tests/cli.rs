@@ -2,9 +2,10 @@
 //! bad files, exit codes, and `run` serving a request, logging as asked and
 //! exiting 0 on SIGTERM.
 //!
-//! Ports are found by binding `127.0.0.1:0` and releasing the port just
-//! before the binary binds it; waits are on conditions (a log line, a
-//! process exit) with generous deadlines. The upstream, the client and the
+//! The binary listens on `127.0.0.1:0` and the tests read the ports it got
+//! from its "serving" log lines (a port found free and released before the
+//! binary binds it can be taken by a parallel test meanwhile); waits are on
+//! conditions (a log line, a process exit) with generous deadlines. The upstream, the client and the
 //! config are the shared harness's (`support`).
 
 mod support;
@@ -171,11 +172,6 @@ fn run_with_missing_config_exits_1_naming_the_path() {
     assert!(stderr.contains("/nonexistent.toml"), "{stderr}");
 }
 
-/// A port free a moment ago.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// A valid config file in a temp dir: traffic on `listen`, admin on `admin`,
 /// one pool holding `backend`.
 fn write_config(dir: &Path, listen: u16, admin: u16, backend: SocketAddr) -> PathBuf {
@@ -192,7 +188,7 @@ fn run_with_taken_port_exits_1_naming_the_address() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), port, free_port(), "127.0.0.1:9".parse().unwrap());
+    let config = write_config(dir.path(), port, 0, "127.0.0.1:9".parse().unwrap());
     let mut running = Running::start(&config, &[]);
     let status = running.wait_exit();
     assert_eq!(status.code(), Some(1), "{}", running.lines.join("\n"));
@@ -210,10 +206,10 @@ fn serve_one_request_and_terminate(extra: &[&str]) -> Vec<String> {
     let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\nConnection: close\r\n\r\nupstream-ok";
     let upstream = runtime.block_on(RawUpstream::always(Reply::close(&answer[..])));
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let config = write_config(dir.path(), port, free_port(), upstream.addr);
+    let config = write_config(dir.path(), 0, 0, upstream.addr);
     let mut running = Running::start(&config, extra);
     running.wait_for_log("serving traffic");
+    let port = bound_port(running.lines.last().map(String::as_str).unwrap_or_default());
     running.wait_for_log("serving admin");
 
     let request = b"GET /hello HTTP/1.1\r\nHost: cli.test\r\nConnection: close\r\n\r\n";
@@ -225,6 +221,14 @@ fn serve_one_request_and_terminate(extra: &[&str]) -> Vec<String> {
     let status = running.wait_exit();
     assert_eq!(status.code(), Some(0), "exit after SIGTERM; stderr:\n{}", running.lines.join("\n"));
     std::mem::take(&mut running.lines)
+}
+
+/// The port of the `127.0.0.1:PORT` address in a "serving" log line, text
+/// or JSON.
+fn bound_port(line: &str) -> u16 {
+    let at = line.find("127.0.0.1:").unwrap_or_else(|| panic!("no address in {line:?}")) + "127.0.0.1:".len();
+    let digits: String = line[at..].chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().unwrap_or_else(|_| panic!("no port in {line:?}"))
 }
 
 #[test]
@@ -240,7 +244,7 @@ fn signal_right_after_startup<T>(signal: &str, rounds: usize, mut settle: impl F
     let dir = tempfile::tempdir().unwrap();
     let mut outcomes = Vec::new();
     for _ in 0..rounds {
-        let config = write_config(dir.path(), free_port(), free_port(), "127.0.0.1:9".parse().unwrap());
+        let config = write_config(dir.path(), 0, 0, "127.0.0.1:9".parse().unwrap());
         let mut running = Running::start_with_log(&config, &[], "info,cutover=debug");
         running.wait_for_log("serving admin");
         running.signal(signal);
