@@ -18,23 +18,11 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use support::etcd::Etcd;
+use support::eventually_async as eventually;
 use support::{client, get, get_json, metric, post, with_listeners, TestProxy, Upstream};
 
 /// How soon a change made on one replica must be in force on the others.
 const PROPAGATION: Duration = Duration::from_secs(1);
-
-/// Wait for `condition` to hold, polling, or fail after `limit`.
-async fn eventually<F, Fut>(limit: Duration, what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while !condition().await {
-        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// Two pools behind route `shop`, half each, and route `other` on blue
 /// alone; `[fleet]` names `etcd` under `prefix` as replica `name`.

@@ -17,19 +17,7 @@ use serde_json::json;
 use tokio::time::{timeout, Instant};
 
 use support::etcd::{etcd_installed, free_ports, Etcd, Setup};
-
-/// Wait for `condition` to hold, polling, or fail after `limit`.
-async fn eventually<F, Fut>(limit: Duration, what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while !condition().await {
-        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use support::eventually_async as eventually;
 
 /// The next message that is not a connection notice.
 async fn next_events(watcher: &mut Watcher) -> (i64, Vec<(EventKind, String, String)>) {

@@ -23,6 +23,7 @@ use cutover::judge::{VerdictKind, TICK};
 use tokio::time::Instant;
 
 use support::etcd::Etcd;
+use support::eventually;
 
 const FAST: Duration = Duration::from_millis(3);
 
@@ -87,15 +88,6 @@ fn fleet_judge(client: &Client, prefix: &str) -> FleetJudge {
 
 fn fleet_kind(judge: &FleetJudge) -> Option<VerdictKind> {
     judge.verdicts().borrow().get("canary").map(|v| v.kind)
-}
-
-/// Wait for `condition`, polling, or fail after `limit`.
-async fn eventually(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !condition() {
-        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -349,6 +349,20 @@ pub async fn client_timeouts(proxy: &TestProxy, timeout: &str) -> f64 {
 }
 
 /// Wait until `cond` holds, polling every 20 ms, failing after `deadline`.
+/// [`eventually`] with a condition that must itself wait (an HTTP call,
+/// an etcd read).
+pub async fn eventually_async<F, Fut>(deadline: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = tokio::time::Instant::now() + deadline;
+    while !cond().await {
+        assert!(tokio::time::Instant::now() < end, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub async fn eventually<F: FnMut() -> bool>(deadline: Duration, what: &str, mut cond: F) {
     let end = tokio::time::Instant::now() + deadline;
     while !cond() {
