@@ -426,10 +426,6 @@ async fn a_sink_nobody_reads_never_holds_a_request_and_counts_its_drops() {
     assert!(dropped > 0.0, "drops are counted:\n{text}");
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// The binary, as logrotate meets it: the file is renamed, `SIGUSR1` makes
 /// the proxy write to a new file at the configured path (and does not stop
 /// it, as the signal's default action would).
@@ -438,18 +434,17 @@ async fn sigusr1_reopens_a_renamed_file() {
     use support::process::Running;
     let good = Upstream::named("good").await;
     let dir = tempfile::tempdir().unwrap();
-    let (port, admin) = (free_port(), free_port());
+    // Both listeners on port 0: the binary logs the ports it got.
     let config = Config::one_pool(&[good.addr])
-        .raw(&format!("[access_log]\nto = \"access.log\"\n[admin]\nlisten = \"127.0.0.1:{admin}\""))
+        .raw("[access_log]\nto = \"access.log\"\n[admin]\nlisten = \"127.0.0.1:0\"")
         .server("")
-        .build()
-        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+        .build();
     let path = dir.path().join("cutover.toml");
     std::fs::write(&path, config).unwrap();
-    let mut running = tokio::task::block_in_place(|| {
+    let (mut running, port) = tokio::task::block_in_place(|| {
         let mut running = Running::start(&path, &[]);
-        running.wait_for_log("serving traffic");
-        running
+        let port = running.wait_for_port("serving traffic");
+        (running, port)
     });
     let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
     let client = client();
@@ -477,17 +472,21 @@ async fn sigusr1_reopens_a_renamed_file() {
 #[tokio::test]
 async fn only_the_named_listeners_are_logged() {
     let good = Upstream::named("good").await;
-    let (quiet, logged_port) = (free_port(), free_port());
+    // Two listeners on port 0, told apart by their loopback addresses: the
+    // one logged is named as configured, and each is reached at the port
+    // it got.
     let config = Config::one_pool(&[good.addr])
-        .raw(&format!("[access_log]\nto = \"access.log\"\nlisteners = [\"127.0.0.1:{logged_port}\"]"))
+        .raw("[access_log]\nto = \"access.log\"\nlisteners = [\"127.0.0.2:0\"]")
         .server("")
         .build()
-        .replace("\"127.0.0.1:0\"", &format!("\"127.0.0.1:{quiet}\", \"127.0.0.1:{logged_port}\""));
+        .replace("\"127.0.0.1:0\"", "\"127.0.0.1:0\", \"127.0.0.2:0\"");
     let proxy = TestProxy::start(&config).await;
+    let [quiet, logged] = proxy.traffic[..] else { panic!("two traffic listeners: {:?}", proxy.traffic) };
+    assert_eq!((quiet.ip().to_string(), logged.ip().to_string()), ("127.0.0.1".into(), "127.0.0.2".into()));
     let client = client();
-    let on = |port: u16, path: &str| format!("http://127.0.0.1:{port}{path}");
+    let on = |addr: std::net::SocketAddr, path: &str| format!("http://{addr}{path}");
     assert_eq!(get(&client, &on(quiet, "/quiet"), &[]).await.status, StatusCode::OK);
-    assert_eq!(get(&client, &on(logged_port, "/logged"), &[]).await.status, StatusCode::OK);
+    assert_eq!(get(&client, &on(logged, "/logged"), &[]).await.status, StatusCode::OK);
     // Both went through: the line of the second is a barrier for the first.
     assert_eq!(good.hits(), 2);
     let lines = lines(&log_path(&proxy), 1).await;

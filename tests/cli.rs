@@ -208,8 +208,7 @@ fn serve_one_request_and_terminate(extra: &[&str]) -> Vec<String> {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), 0, 0, upstream.addr);
     let mut running = Running::start(&config, extra);
-    running.wait_for_log("serving traffic");
-    let port = bound_port(running.lines.last().map(String::as_str).unwrap_or_default());
+    let port = running.wait_for_port("serving traffic");
     running.wait_for_log("serving admin");
 
     let request = b"GET /hello HTTP/1.1\r\nHost: cli.test\r\nConnection: close\r\n\r\n";
@@ -221,14 +220,6 @@ fn serve_one_request_and_terminate(extra: &[&str]) -> Vec<String> {
     let status = running.wait_exit();
     assert_eq!(status.code(), Some(0), "exit after SIGTERM; stderr:\n{}", running.lines.join("\n"));
     std::mem::take(&mut running.lines)
-}
-
-/// The port of the `127.0.0.1:PORT` address in a "serving" log line, text
-/// or JSON.
-fn bound_port(line: &str) -> u16 {
-    let at = line.find("127.0.0.1:").unwrap_or_else(|| panic!("no address in {line:?}")) + "127.0.0.1:".len();
-    let digits: String = line[at..].chars().take_while(char::is_ascii_digit).collect();
-    digits.parse().unwrap_or_else(|_| panic!("no port in {line:?}"))
 }
 
 #[test]

@@ -24,7 +24,7 @@
 //! A failure names the file to fix.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -905,11 +905,6 @@ fn binary_accepts_the_image_default_config() {
     assert!(stdout.contains(": ok"), "{stdout}");
 }
 
-/// A port free a moment ago.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// `text` with `listen` in `[server]` and `[admin]` replaced.
 fn with_listeners(text: &str, traffic: SocketAddr, admin: SocketAddr) -> String {
     let mut section = String::new();
@@ -957,23 +952,24 @@ fn healthcheck(admin: SocketAddr, path: &str) -> Option<i32> {
 fn binary_serves_healthz_with_the_image_default_config_and_stops_on_sigterm() {
     let original_text = read("docker/cutover.toml");
     let original = config::parse(Path::new("docker/cutover.toml"), &original_text).unwrap_or_else(|e| panic!("{e}"));
-    let traffic: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    // Both listeners on port 0: the binary logs the ports it got.
+    let any_port: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cutover.toml");
-    let text = with_listeners(&original_text, traffic, admin);
+    let text = with_listeners(&original_text, any_port, any_port);
     std::fs::write(&path, &text).unwrap();
 
     // The copy differs from the image's config in its listeners only.
     let copy = config::load(&path).unwrap_or_else(|e| panic!("{e}\n{text}"));
     let mut expected = original.clone();
-    expected.server.listen = vec![traffic];
-    expected.admin.listen = admin;
+    expected.server.listen = vec![any_port];
+    expected.admin.listen = any_port;
     assert_eq!(copy, expected, "the rewrite changed more than the listeners:\n{text}");
     assert!(original.server.shutdown_delay > Duration::ZERO, "the image's config should have a shutdown_delay");
 
     let mut running = Running::start(&path, &[]);
-    running.wait_for_log("serving admin API");
+    let traffic = SocketAddr::from(([127, 0, 0, 1], running.wait_for_port("serving traffic")));
+    let admin = SocketAddr::from(([127, 0, 0, 1], running.wait_for_port("serving admin API")));
     assert_eq!(get_status(admin, "/healthz"), 200);
     assert_eq!(get_status(admin, "/ready"), 200);
     assert_eq!(healthcheck(admin, "/healthz"), Some(0), "the image's HEALTHCHECK against a live proxy");

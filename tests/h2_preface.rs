@@ -1,6 +1,10 @@
 //! An invalid HTTP/2 connection preface is a connection error of type
 //! PROTOCOL_ERROR (RFC 9113 §3.4): the proxy answers `GOAWAY(PROTOCOL_ERROR)`
 //! and closes, over h2c (prior knowledge) and over TLS (ALPN `h2`) alike.
+//! On the cleartext listener, which serves HTTP/1.1 beside h2c, a first
+//! line that is no HTTP/1.x request line either is an invalid preface too
+//! (what h2spec's case 3.5/2 sends), while a real HTTP/1 request, however
+//! its bytes arrive, is served as before.
 //! Raw clients, so the test sees every frame the proxy sends.
 
 mod support;
@@ -100,6 +104,57 @@ async fn h2c_preface_then_a_frame_other_than_settings_gets_goaway_protocol_error
     let (_upstream, proxy) = h2c_proxy().await;
     let stream = TcpStream::connect(proxy.addr).await.unwrap();
     assert_goaway_and_close(stream, &preface_then_garbage(), "h2c, garbage after the preface").await;
+}
+
+/// h2spec 3.5/2 over h2c: its invalid preface does not start with `PRI `,
+/// so the listener took the connection for HTTP/1; it is no request line
+/// either, and gets the GOAWAY, not an HTTP/1.1 `400` (which an HTTP/2
+/// client reads as a frame header). So does a request line of another
+/// version, and a line that arrives a byte at a time.
+#[tokio::test]
+async fn h2c_first_line_that_is_no_http1_request_line_gets_goaway_protocol_error() {
+    let (upstream, proxy) = h2c_proxy().await;
+    for (what, bytes) in [("h2spec 3.5/2", H2SPEC), ("HTTP/2.0 request line", b"GET / HTTP/2.0\r\n\r\n")] {
+        let stream = TcpStream::connect(proxy.addr).await.unwrap();
+        assert_goaway_and_close(stream, bytes, &format!("h2c, {what}")).await;
+    }
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    for byte in H2SPEC {
+        // The proxy may refuse (and close) before the last byte is written.
+        if stream.write_all(&[*byte]).await.is_err() || stream.flush().await.is_err() {
+            break;
+        }
+    }
+    let (frames, closed) = frames_until_close(&mut stream).await;
+    assert!(frames.contains(&(GOAWAY, Some(PROTOCOL_ERROR))) && closed, "h2c, a byte at a time: {frames:?}");
+    assert!(upstream.requests().is_empty(), "nothing reached the backend");
+    // The listener serves the next client as before.
+    assert_eq!(get(&client(), &proxy.url("/after"), &[]).await.status, 200);
+}
+
+/// What the check lets through: an HTTP/1 request after empty lines
+/// (RFC 9112 §2.2), one written a byte at a time, and on a connection that
+/// has spoken HTTP/1, a malformed request later on is HTTP/1's to refuse
+/// with `400`.
+#[tokio::test]
+async fn http1_request_lines_are_served_however_they_arrive() {
+    let (upstream, proxy) = h2c_proxy().await;
+    let after_empty_lines =
+        exchange(proxy.addr, b"\r\n\r\nGET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(after_empty_lines.only().status, 200, "{}", after_empty_lines.raw);
+
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    for byte in b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n" {
+        stream.write_all(&[*byte]).await.unwrap();
+        stream.flush().await.unwrap();
+    }
+    assert_eq!(read_one_response(&mut stream).await.status, 200);
+    stream.write_all(b"GET /c HTTP/2.0\r\nHost: x\r\n\r\n").await.unwrap();
+    assert_eq!(read_one_response(&mut stream).await.status, 400, "a bad second request");
+    let (rest, closed) = read_until_closed(&mut stream, DEADLINE).await;
+    assert!(closed && rest.is_empty(), "after the 400: {}", String::from_utf8_lossy(&rest));
+    let paths: Vec<String> = upstream.requests().iter().map(|r| r.path().to_string()).collect();
+    assert_eq!(paths, ["/a", "/b"]);
 }
 
 /// A proxy with an HTTPS listener (a self-signed certificate) and a client

@@ -183,7 +183,7 @@ impl Connection {
             };
             Tracked::new(handling, active)
         });
-        let stream = Watched::new(stream, activity.clone());
+        let stream = Watched::new(stream, activity.clone(), proto == "http");
         let conn = Serving::new(&self.builders, protocol, TokioIo::new(stream), service);
         tokio::pin!(conn);
         let probe = self.shutdown.clone();

@@ -4,8 +4,9 @@
 //! watchdog learns that a request head has started, that a write found the
 //! client's socket full, and where a head is scanned for a body framed two
 //! ways, without a syscall or a timer of its own. On an HTTP/2 connection
-//! it also checks the client's preface, and answers an invalid one with a
-//! GOAWAY before hyper sees it.
+//! it also checks the client's preface, and on a cleartext HTTP/1 one the
+//! first request line (which stands where the preface would), and answers
+//! an invalid one with a GOAWAY before hyper sees it.
 
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -16,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::head_scan::HeadScan;
 use super::preface::{Preface, PrefaceCheck, GOAWAY_PROTOCOL_ERROR};
+use super::request_line::RequestLineCheck;
 use super::watchdog::Activity;
 
 /// The downstream byte stream, telling the connection's [`Activity`] when
@@ -29,13 +31,14 @@ pub(super) struct Watched<I> {
     preface: PrefaceState,
 }
 
-/// Where an HTTP/2 connection's preface check stands.
+/// Where the check of a connection's opening stands.
 #[derive(Debug)]
 enum PrefaceState {
-    /// Not HTTP/2, or the preface was valid: nothing to check.
+    /// HTTP/1 over TLS (ALPN said so), or the opening was valid: nothing to
+    /// check.
     Done,
     /// Checking the first bytes as they arrive.
-    Checking(PrefaceCheck),
+    Checking(Opening),
     /// Invalid: writing the GOAWAY, this many bytes of it written.
     Refusing(usize),
     /// The GOAWAY is out: ending the write side.
@@ -46,15 +49,38 @@ enum PrefaceState {
     Draining(usize),
 }
 
+/// What a connection's first bytes must be.
+#[derive(Debug)]
+enum Opening {
+    /// The HTTP/2 connection preface.
+    Http2(PrefaceCheck),
+    /// On a cleartext listener, an HTTP/1.x request line, or else they are
+    /// an invalid HTTP/2 preface.
+    Http1(RequestLineCheck),
+}
+
+impl Opening {
+    fn feed(&mut self, bytes: &[u8]) -> Preface {
+        match self {
+            Opening::Http2(check) => check.feed(bytes),
+            Opening::Http1(check) => check.feed(bytes),
+        }
+    }
+}
+
 /// Most a refused client's bytes are read and dropped before the close.
 const DRAIN_LIMIT: usize = 64 * 1024;
 
 impl<I> Watched<I> {
     /// `io`, reporting to `activity`; the HTTP/2 preface is checked when
-    /// `activity` says the connection speaks HTTP/2.
-    pub(super) fn new(io: I, activity: Arc<Activity>) -> Watched<I> {
+    /// `activity` says the connection speaks HTTP/2, and the first request
+    /// line when it speaks HTTP/1 in the clear (`cleartext`), where nothing
+    /// but its first bytes told it from HTTP/2.
+    pub(super) fn new(io: I, activity: Arc<Activity>, cleartext: bool) -> Watched<I> {
         let preface = if activity.h2.load(Ordering::Relaxed) {
-            PrefaceState::Checking(PrefaceCheck::default())
+            PrefaceState::Checking(Opening::Http2(PrefaceCheck::default()))
+        } else if cleartext {
+            PrefaceState::Checking(Opening::Http1(RequestLineCheck::default()))
         } else {
             PrefaceState::Done
         };

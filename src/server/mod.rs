@@ -26,6 +26,9 @@
 //! - [`sniff`]: HTTP/1.1 or the HTTP/2 preface, from a `peek`;
 //! - [`preface`]: the HTTP/2 preface checked, and the GOAWAY that refuses
 //!   an invalid one;
+//! - [`request_line`]: a cleartext HTTP/1 connection's first line checked,
+//!   refused as an invalid HTTP/2 preface when it is no HTTP/1.x request
+//!   line either;
 //! - [`watchdog`]: what a connection is doing, and when it is due to close;
 //! - [`io`]: the byte stream wrapper that feeds the watchdog and the head scan;
 //! - [`head_scan`]: the raw look at request heads that finds a body framed
@@ -41,6 +44,7 @@ mod io;
 mod limits;
 mod preface;
 pub(crate) mod props;
+mod request_line;
 mod sniff;
 mod watchdog;
 

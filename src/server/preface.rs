@@ -30,14 +30,17 @@ pub(super) struct PrefaceCheck {
     seen: usize,
 }
 
-/// What the bytes so far say.
+/// What a connection's first bytes so far say: here of the HTTP/2 preface,
+/// in [`request_line`](super::request_line) of the line that stands in its
+/// place on a cleartext HTTP/1 connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Preface {
     /// Right so far, with more to check.
     Pending,
-    /// The preface and the first frame's type are right.
+    /// The preface and the first frame's type are right (or the request
+    /// line is).
     Valid,
-    /// Not an HTTP/2 connection preface.
+    /// Not an HTTP/2 connection preface (nor an HTTP/1.x request line).
     Invalid,
 }
 

@@ -190,7 +190,10 @@ pub fn dead_addr() -> (SocketAddr, tokio::net::TcpSocket) {
 
 /// A proxy running in this test's runtime.
 pub struct TestProxy {
+    /// The first traffic listener.
     pub addr: SocketAddr,
+    /// Every traffic listener, in the order of `[server] listen`.
+    pub traffic: Vec<SocketAddr>,
     /// The HTTPS listener, when the config has `[server.tls]`.
     pub tls_addr: Option<SocketAddr>,
     pub admin: SocketAddr,
@@ -221,7 +224,8 @@ impl TestProxy {
         let (parsed, text) =
             cutover::config::load_with_text(&config_path).unwrap_or_else(|e| panic!("test config invalid: {e}"));
         let listeners = cutover::bind(&parsed).await.expect("bind proxy");
-        let addr = listeners.traffic_addrs()[0];
+        let traffic = listeners.traffic_addrs();
+        let addr = traffic[0];
         let tls_addr = listeners.tls_addr();
         let admin = listeners.admin_addr().expect("admin addr");
         let (stop, stopped) = oneshot::channel::<()>();
@@ -230,7 +234,7 @@ impl TestProxy {
         let task = tokio::spawn(cutover::run(parsed, listeners, options, async move {
             let _ = stopped.await;
         }));
-        TestProxy { addr, tls_addr, admin, dir, config_path, stop: Some(stop), task: Some(task) }
+        TestProxy { addr, traffic, tls_addr, admin, dir, config_path, stop: Some(stop), task: Some(task) }
     }
 
     /// `http://127.0.0.1:PORT{path}` on the admin listener.

@@ -88,6 +88,16 @@ impl Running {
         }
     }
 
+    /// Wait for the "serving …" log line containing `needle` (`"serving
+    /// traffic"`, `"serving admin API"`, …) and return the port it names:
+    /// the binary binds what the config says, port 0 included, and logs
+    /// what it got. A port found free and released before the binary binds
+    /// it could be taken by a parallel test meanwhile.
+    pub fn wait_for_port(&mut self, needle: &str) -> u16 {
+        self.wait_for_log(needle);
+        bound_port(self.lines.last().map(String::as_str).unwrap_or_default())
+    }
+
     /// Wait for the process to exit; then collect the rest of its stderr.
     pub fn wait_exit(&mut self) -> ExitStatus {
         let end = Instant::now() + DEADLINE;
@@ -124,4 +134,12 @@ impl Drop for Running {
             let _ = self.child.wait();
         }
     }
+}
+
+/// The port of the `127.0.0.1:PORT` address in a "serving" log line, text
+/// or JSON.
+pub fn bound_port(line: &str) -> u16 {
+    let at = line.find("127.0.0.1:").unwrap_or_else(|| panic!("no address in {line:?}")) + "127.0.0.1:".len();
+    let digits: String = line[at..].chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().unwrap_or_else(|_| panic!("no port in {line:?}"))
 }
