@@ -81,7 +81,7 @@ impl Fleet {
             };
             let writes = vec![(
                 state::key_of(&self.config.prefix, &key),
-                state::encode(&p.value, &self.config.replica, &p.cause, &rfc3339(SystemTime::now())),
+                state::encode(&p.value, &self.config.replica, &p.cause, p.maker, &rfc3339(SystemTime::now())),
                 p.based_on,
             )];
             match self.client.put_all_if(&writes).await {

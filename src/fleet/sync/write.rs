@@ -7,8 +7,13 @@
 //! once (so the replica never serves a mix of the two changes) and the
 //! admin caller gets the current state with a 409.
 //!
-//! An automatic trip that loses is made again on the new state.
+//! An automatic trip that loses is made again on the new state, except
+//! when what won is an operator's reset of the pool: the trip was computed
+//! on evidence from before the reset, which the reset cleared, and the
+//! operator's word stands. If the pool still fails, its guard trips it
+//! again on the evidence that arrives after the reset.
 
+use std::collections::BTreeSet;
 use std::time::SystemTime;
 
 use serde_json::Value;
@@ -74,7 +79,7 @@ impl Fleet {
                         based_on = *next;
                     }
                     let time = rfc3339(SystemTime::now());
-                    let value = state::encode(&c.value, &self.config.replica, &decision.cause, &time);
+                    let value = state::encode(&c.value, &self.config.replica, &decision.cause, decision.maker, &time);
                     (state::key_of(&self.config.prefix, &c.key), value, based_on)
                 })
                 .collect()
@@ -115,12 +120,16 @@ impl Fleet {
         let mut shown = serde_json::Map::new();
         let mut units = Vec::new();
         let mut cause = String::new();
+        let mut reset_by_operator = BTreeSet::new();
         for kv in current.iter().flatten() {
             let key = kv.key_str().to_string();
             match state::decode(&self.config.prefix, &key, &kv.value) {
                 Ok(decoded) => {
                     shown.insert(key, serde_json::from_slice(&kv.value).unwrap_or(Value::Null));
                     cause = format!("fleet: {} ({})", decoded.cause, decoded.by);
+                    if decoded.is_operator_reset() {
+                        reset_by_operator.insert(decoded.key.clone());
+                    }
                     units.push((decoded.key, decoded.value, kv.mod_revision));
                 }
                 Err(e) => tracing::warn!(error = %e, "unreadable fleet state in etcd; ignored"),
@@ -129,7 +138,16 @@ impl Fleet {
         tracing::warn!(cause = %decision.cause, "another replica changed the same state first; its change is in force");
         self.control.apply_shared(units, &cause, true);
         if decision.maker == Maker::Automatic {
-            self.retrip(decision.changes.iter().map(|c| (&c.key, &c.value)));
+            let (dropped, kept): (Vec<_>, Vec<_>) =
+                decision.changes.iter().partition(|c| reset_by_operator.contains(&c.key));
+            for change in dropped.iter().filter(|c| is_trip(&c.value)) {
+                tracing::warn!(
+                    unit = ?change.key,
+                    cause = %decision.cause,
+                    "an operator reset the pool first: the trip, made on evidence from before the reset, is dropped"
+                );
+            }
+            self.retrip(kept.into_iter().map(|c| (&c.key, &c.value)));
         }
         FleetOutcome::Conflict { current: Value::Object(shown) }
     }
@@ -144,4 +162,8 @@ impl Fleet {
             }
         }
     }
+}
+
+fn is_trip(value: &SharedValue) -> bool {
+    matches!(value, SharedValue::Pool(unit) if unit.trip.is_some())
 }

@@ -1,0 +1,215 @@
+//! Fleet mode when decisions change hands, against a real etcd: an
+//! operator's reset racing the leader's automatic trip.
+//!
+//! Without `etcd` on the PATH each test says it skipped and passes, unless
+//! `CUTOVER_REQUIRE_ETCD=1` (CI sets it), where a missing etcd fails.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use serde_json::{json, Value};
+
+use support::etcd::Etcd;
+use support::eventually_async as eventually;
+use support::relay::Relay;
+use support::{client, get, get_json, post, TestProxy, Upstream};
+
+/// Route `shop` splits half and half between blue and green; green has a
+/// guard (`guard`, TOML lines under `[pools.green.guard]`); `[fleet]` names
+/// etcd at `etcd` (host:port) with `fleet` extra lines.
+fn config(etcd: &str, prefix: &str, name: &str, blue: &Upstream, green: &Upstream, guard: &str, fleet: &str) -> String {
+    format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\npool_header = \"x-pool\"\n\
+         [pools.blue]\nbackends = [\"{}\"]\n\
+         [pools.green]\nbackends = [\"{}\"]\n[pools.green.guard]\n{guard}\
+         [[routes]]\nname = \"shop\"\nsplit = {{ blue = 1, green = 1 }}\n\
+         [[routes]]\nname = \"other\"\npath_prefix = \"/other\"\nsplit = {{ blue = 1, green = 0 }}\n\
+         [fleet]\netcd = [\"http://{etcd}\"]\nprefix = \"{prefix}\"\nreplica = \"{name}\"\n{fleet}",
+        blue.addr, green.addr
+    )
+}
+
+fn etcd_at(etcd: &Etcd) -> String {
+    let endpoint = etcd.endpoint();
+    format!("{}:{}", endpoint.host, endpoint.port)
+}
+
+async fn status(proxy: &TestProxy) -> Value {
+    get_json(&proxy.admin_url("/status")).await
+}
+
+async fn tripped(proxy: &TestProxy, pool: &str) -> bool {
+    let pools = status(proxy).await["pools"].as_array().cloned().unwrap_or_default();
+    pools.into_iter().any(|p| p["name"] == pool && !p["tripped"].is_null())
+}
+
+/// Every cause in `proxy`'s history, newest first.
+async fn causes(proxy: &TestProxy) -> Vec<String> {
+    let history = get_json(&proxy.admin_url("/history")).await;
+    history.as_array().into_iter().flatten().filter_map(|r| r["cause"].as_str().map(str::to_string)).collect()
+}
+
+/// Send requests to `proxy` until `n` of them went to green, or green
+/// takes no more traffic (tripped).
+async fn to_green(proxy: &TestProxy, n: usize) {
+    let client = client();
+    let mut sent = 0;
+    for _ in 0..(n * 20) {
+        if sent == n {
+            return;
+        }
+        let answer = get(&client, &proxy.url("/"), &[]).await;
+        if answer.headers.get("x-pool").and_then(|v| v.to_str().ok()) == Some("green") {
+            sent += 1;
+        }
+    }
+}
+
+/// The fleet's shared state of `key` (e.g. `pools/green`) as etcd holds it.
+async fn stored(etcd: &Etcd, prefix: &str, key: &str) -> (Value, i64) {
+    let read = etcd.client().get(format!("{prefix}/state/{key}")).await.expect("read etcd");
+    let kv = read.kvs.first().unwrap_or_else(|| panic!("no {key} in etcd"));
+    (serde_json::from_slice(&kv.value).expect("JSON"), kv.mod_revision)
+}
+
+async fn put(url: &str, body: Value) -> (StatusCode, Value) {
+    let req = Request::put(url)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("request");
+    let res =
+        tokio::time::timeout(Duration::from_secs(30), client().request(req)).await.expect("in time").expect("sent");
+    let status = res.status();
+    let bytes = res.into_body().collect().await.expect("body").to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+/// A and B; A leads and reaches etcd through a relay the test holds.
+struct Race {
+    etcd: Etcd,
+    relay: Relay,
+    a: TestProxy,
+    b: TestProxy,
+    prefix: &'static str,
+    _upstreams: (Upstream, Upstream),
+}
+
+impl Race {
+    async fn start(prefix: &'static str) -> Option<Race> {
+        let etcd = Etcd::start().await?;
+        let (blue, green) = (Upstream::named("blue").await, Upstream::flaky("green", 10).await);
+        let target = etcd_at(&etcd).parse().expect("etcd address");
+        let relay = Relay::start(target).await;
+        // A stall of a second must stay well inside the etcd timeout and the lease.
+        let fleet = "lease_ttl = \"5s\"\ntimeout = \"5s\"\n";
+        let guard = "max_error_rate = 0.2\nwindow = \"30s\"\nmin_requests = 10\n";
+        let a = TestProxy::start_seeded(
+            &config(&relay.addr.to_string(), prefix, "a", &blue, &green, guard, fleet),
+            Some(7),
+        )
+        .await;
+        // A's fleet task has taken the lead (it decides automatically) and
+        // listed A: it is idle when the test holds its traffic.
+        eventually(Duration::from_secs(10), "a leads and decides", || async {
+            let fleet = status(&a).await["fleet"].clone();
+            fleet["leader"] == "a" && fleet["automatic_decisions"] == true && fleet["replicas"][0]["name"] == "a"
+        })
+        .await;
+        let b =
+            TestProxy::start_seeded(&config(&etcd_at(&etcd), prefix, "b", &blue, &green, guard, fleet), Some(7)).await;
+        Some(Race { etcd, relay, a, b, prefix, _upstreams: (blue, green) })
+    }
+
+    /// With A's traffic to etcd held: `meanwhile` changes green's key, then
+    /// A's guard trips green on A's failing traffic (an automatic trip made
+    /// on the state A last saw); then A's write reaches etcd, and loses.
+    async fn trip_on_a_after(&self, meanwhile: impl std::future::Future<Output = ()>) {
+        self.relay.hold();
+        meanwhile.await;
+        to_green(&self.a, 20).await;
+        eventually(Duration::from_secs(5), "a tripped green on its own traffic", || async {
+            tripped(&self.a, "green").await
+        })
+        .await;
+        self.relay.release();
+    }
+
+    /// Wait until A has handled every decision made so far: a change of
+    /// route `other` made on A after them is answered only once A's task
+    /// has written it, after the ones before.
+    async fn settle_a(&self, round: u32) {
+        let (code, answer) =
+            put(&self.a.admin_url("/routes/other/split"), json!({"blue": 1 + round, "green": 0})).await;
+        assert_eq!((code, answer["fleet"].as_str()), (StatusCode::OK, Some("written")), "{answer}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operators_reset_wins_over_a_trip_made_on_evidence_from_before_it() {
+    let Some(race) = Race::start("/cutover/test-reset-wins").await else { return };
+    let (a, b) = (&race.a, &race.b);
+
+    // B's operator trips green and resets it while A cannot hear of it; A's
+    // guard trips green on its evidence from before the reset.
+    race.trip_on_a_after(async {
+        assert_eq!(post(&b.admin_url("/pools/green/trip")).await.status, StatusCode::OK);
+        assert_eq!(post(&b.admin_url("/pools/green/reset")).await.status, StatusCode::OK);
+    })
+    .await;
+    let (reset, reset_at) = stored(&race.etcd, race.prefix, "pools/green").await;
+    assert_eq!((reset["trip"].is_null(), reset["maker"].as_str()), (true, Some("operator")), "{reset}");
+
+    // A's write lost to the reset: A applies it, and drops its own trip.
+    eventually(Duration::from_secs(10), "a applied the operator's reset", || async {
+        causes(a).await.iter().any(|c| c == "fleet: admin: reset pool green (b)")
+    })
+    .await;
+    race.settle_a(0).await;
+    let history = causes(a).await;
+    assert!(history.iter().any(|c| c.starts_with("guard: pool green")), "a made its trip first: {history:?}");
+    assert!(!history.iter().any(|c| c.contains("tripped again")), "the lost trip is not made again: {history:?}");
+    assert!(!tripped(a, "green").await && !tripped(b, "green").await, "the operator's reset stands");
+    let (now, version) = stored(&race.etcd, race.prefix, "pools/green").await;
+    assert_eq!((version, now["trip"].is_null()), (reset_at, true), "nothing written over the reset: {now}");
+
+    // Green still fails: new evidence, after the reset, trips it again.
+    to_green(a, 20).await;
+    eventually(Duration::from_secs(10), "green tripped again on new evidence", || async { tripped(b, "green").await })
+        .await;
+    let (after, _) = stored(&race.etcd, race.prefix, "pools/green").await;
+    assert_eq!((after["by"].as_str(), after["maker"].as_str()), (Some("a"), Some("automatic")), "{after}");
+    for proxy in [race.a, race.b] {
+        proxy.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trip_that_loses_to_any_other_change_is_made_again() {
+    let Some(race) = Race::start("/cutover/test-retrip").await else { return };
+    let (a, b) = (&race.a, &race.b);
+    // Another replica rewrites green's key, clearing nothing an operator
+    // asked for (an automatic change, e.g. written back after a cut-off).
+    let key = format!("{}/state/pools/green", race.prefix);
+    let unrelated = json!({"by": "c", "cause": "fleet test: an unrelated change", "time": "2026-12-06T00:00:00Z",
+                           "maker": "automatic", "trip": null});
+    race.trip_on_a_after(async {
+        race.etcd.client().put(key.clone(), unrelated.to_string(), None).await.expect("write to etcd");
+    })
+    .await;
+    eventually(Duration::from_secs(10), "a made its trip again on the new state", || async {
+        causes(a).await.iter().any(|c| c.contains("tripped again after a concurrent change"))
+    })
+    .await;
+    eventually(Duration::from_secs(10), "the trip again is in etcd and on b", || async {
+        let (now, _) = stored(&race.etcd, race.prefix, "pools/green").await;
+        !now["trip"].is_null() && now["by"] == "a" && tripped(b, "green").await
+    })
+    .await;
+    for proxy in [race.a, race.b] {
+        proxy.stop().await;
+    }
+}
