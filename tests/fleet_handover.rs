@@ -1,17 +1,19 @@
 //! Fleet mode when decisions change hands, against a real etcd: an
-//! operator's reset racing the leader's automatic trip.
+//! operator's reset racing the leader's automatic trip, and a rollout
+//! step's hold carried across a leader's death.
 //!
 //! Without `etcd` on the PATH each test says it skipped and passes, unless
 //! `CUTOVER_REQUIRE_ETCD=1` (CI sets it), where a missing etcd fails.
 
 mod support;
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use serde_json::{json, Value};
+use tokio::time::Instant;
 
 use support::etcd::Etcd;
 use support::eventually_async as eventually;
@@ -40,6 +42,10 @@ fn etcd_at(etcd: &Etcd) -> String {
 
 async fn status(proxy: &TestProxy) -> Value {
     get_json(&proxy.admin_url("/status")).await
+}
+
+async fn leader(proxy: &TestProxy) -> Option<String> {
+    status(proxy).await["fleet"]["leader"].as_str().map(str::to_string)
 }
 
 async fn tripped(proxy: &TestProxy, pool: &str) -> bool {
@@ -212,4 +218,78 @@ async fn a_trip_that_loses_to_any_other_change_is_made_again() {
     for proxy in [race.a, race.b] {
         proxy.stop().await;
     }
+}
+
+/// Milliseconds since the Unix epoch.
+fn unix_ms() -> u64 {
+    u64::try_from(SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis())
+        .unwrap_or(u64::MAX)
+}
+
+async fn shop_rollout(proxy: &TestProxy) -> Value {
+    let list = get_json(&proxy.admin_url("/rollouts")).await;
+    list.as_array().and_then(|l| l.iter().find(|r| r["route"] == "shop").cloned()).unwrap_or(Value::Null)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_steps_hold_goes_on_where_it_stood_when_the_leader_dies() {
+    let Some(etcd) = Etcd::start().await else { return };
+    let (blue, green) = (Upstream::named("blue").await, Upstream::named("green").await);
+    let prefix = "/cutover/test-hold";
+    const HOLD: u64 = 10_000;
+    let guard = "max_error_rate = 0.5\nmin_requests = 3\n";
+    let text = |name: &str| {
+        config(&etcd_at(&etcd), prefix, name, &blue, &green, guard, "lease_ttl = \"2s\"\ntimeout = \"1s\"\n").replace(
+            "split = { blue = 1, green = 1 }\n",
+            &format!(
+                "split = {{ blue = 1, green = 1 }}\n[routes.rollout]\npool = \"green\"\nsteps = [50, 100]\n\
+                 hold = \"{HOLD}ms\"\nstart = \"manual\"\n"
+            ),
+        )
+    };
+    let a = TestProxy::start_seeded(&text("a"), Some(7)).await;
+    eventually(Duration::from_secs(10), "a leads", || async { leader(&a).await.as_deref() == Some("a") }).await;
+    let answer = post(&a.admin_url("/routes/shop/rollout/start")).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let started = Instant::now();
+    let (unit, _) = stored(&etcd, prefix, "routes/shop").await;
+    let began = unit["rollout"]["began_ms"].as_u64().unwrap_or_else(|| panic!("the step's start is shared: {unit}"));
+    assert_eq!((unit["rollout"]["state"].as_str(), unit["rollout"]["step"].as_u64()), (Some("progressing"), Some(0)));
+
+    // Half the hold is served on A; then B joins, and A dies.
+    eventually(Duration::from_secs(15), "half the hold served", || async {
+        shop_rollout(&a).await["hold_left_ms"].as_u64().is_some_and(|left| left <= HOLD / 2)
+    })
+    .await;
+    let b = TestProxy::start_seeded(&text("b"), Some(7)).await;
+    let joined = unix_ms();
+    let asked = Instant::now();
+    let left_on_b = shop_rollout(&b).await["hold_left_ms"].as_u64().expect("b holds the step");
+    // At least `asked - started` of the hold has passed since it began: B
+    // counts from the step's start, not from when it joined. (250 ms for
+    // the two clocks and millisecond rounding.)
+    let served_at_least = u64::try_from(asked.duration_since(started).as_millis()).unwrap_or(u64::MAX);
+    assert!(
+        left_on_b <= (HOLD - served_at_least.min(HOLD)) + 250,
+        "b holds {left_on_b} ms more, the step began {served_at_least} ms or more ago"
+    );
+    drop(a);
+    eventually(Duration::from_secs(10), "b leads", || async { leader(&b).await.as_deref() == Some("b") }).await;
+
+    // Healthy traffic on B: it steps when the hold it inherited is served.
+    let client = client();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while shop_rollout(&b).await["step"].as_u64() != Some(1) {
+        assert!(Instant::now() < deadline, "b never stepped: {}", shop_rollout(&b).await);
+        let _ = get(&client, &b.url("/"), &[]).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (unit, _) = stored(&etcd, prefix, "routes/shop").await;
+    let next = unit["rollout"]["began_ms"].as_u64().expect("the next step's start");
+    assert_eq!(unit["by"], "b", "{unit}");
+    assert!(next >= began + HOLD, "the hold was served in full: began {began}, next step {next}");
+    assert!(next < joined + HOLD, "b did not hold the step again from when it joined ({joined}): next step {next}");
+    let history = causes(&b).await;
+    assert!(history.iter().any(|c| c == "route shop: rollout step 2: green 100%"), "b stepped: {history:?}");
+    b.stop().await;
 }
