@@ -1,6 +1,6 @@
 //! Fleet mode when decisions change hands, against a real etcd: an
-//! operator's reset racing the leader's automatic trip, and a rollout
-//! step's hold carried across a leader's death.
+//! operator's reset racing the leader's automatic trip, a rollout step's
+//! hold and a pool's verdict carried across a leader's death.
 //!
 //! Without `etcd` on the PATH each test says it skipped and passes, unless
 //! `CUTOVER_REQUIRE_ETCD=1` (CI sets it), where a missing etcd fails.
@@ -292,4 +292,104 @@ async fn a_rollout_steps_hold_goes_on_where_it_stood_when_the_leader_dies() {
     let history = causes(&b).await;
     assert!(history.iter().any(|c| c == "route shop: rollout step 2: green 100%"), "b stepped: {history:?}");
     b.stop().await;
+}
+
+/// `proxy`'s fleet view of green: what its judges counted, and the verdict.
+async fn judged_green(proxy: &TestProxy) -> Value {
+    status(proxy).await["fleet"]["judged"]["green"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_judges_with_the_evidence_from_before_the_failover() {
+    let Some(etcd) = Etcd::start().await else { return };
+    let (blue, green) = (Upstream::named("blue").await, Upstream::flaky("green", 10).await);
+    let prefix = "/cutover/test-verdict-failover";
+    let guard = "max_error_rate = 0.2\nwindow = \"1m\"\nmin_requests = 60\n";
+    let fleet = "lease_ttl = \"2s\"\ntimeout = \"1s\"\n";
+    let names = ["a", "b", "c"];
+    let mut replicas = Vec::new();
+    for name in names {
+        let text = config(&etcd_at(&etcd), prefix, name, &blue, &green, guard, fleet);
+        replicas.push(TestProxy::start_seeded(&text, Some(7)).await);
+    }
+    eventually(Duration::from_secs(10), "a leader", || async { leader(&replicas[0]).await.is_some() }).await;
+
+    // 15 failing requests on each replica, spread over 3 s (longer than the
+    // last second a replica's evidence key holds): 45, under the 60 needed.
+    for _ in 0..15 {
+        for proxy in &replicas {
+            to_green(proxy, 1).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for proxy in &replicas {
+        eventually(Duration::from_secs(10), "every replica's judges counted all 45", || async {
+            judged_green(proxy).await["requests"] == 45
+        })
+        .await;
+        assert_ne!(judged_green(proxy).await["verdict"], "failing");
+        assert!(!tripped(proxy, "green").await);
+    }
+
+    // The leader dies; another takes over with the evidence counted so far.
+    let old = leader(&replicas[0]).await.expect("a leader");
+    drop(replicas.remove(names.iter().position(|n| *n == old).expect("a known leader")));
+    eventually(Duration::from_secs(10), "a new leader", || async {
+        leader(&replicas[0]).await.is_some_and(|l| l != old)
+    })
+    .await;
+    let new = leader(&replicas[0]).await.expect("a leader");
+    let mut survivors = Vec::new();
+    for proxy in &replicas {
+        survivors.push((status(proxy).await["fleet"]["replica"].as_str().unwrap_or_default().to_string(), proxy));
+    }
+    let (_, leading) = survivors.iter().find(|(name, _)| *name == new).expect("the new leader is a survivor");
+    let before = judged_green(leading).await;
+    assert_eq!(before["requests"], 45, "the new leader holds the evidence from before: {before}");
+    assert!(!tripped(leading, "green").await, "45 requests are not enough yet");
+
+    // 20 more after the failover (alone far under 60): with the 45 before,
+    // the new leader trips green.
+    for (_, proxy) in &survivors {
+        to_green(proxy, 10).await;
+    }
+    for (_, proxy) in &survivors {
+        eventually(Duration::from_secs(10), "green tripped by the new leader", || async {
+            tripped(proxy, "green").await
+        })
+        .await;
+    }
+    let history = causes(leading).await;
+    assert!(history.iter().any(|c| c.starts_with("guard: green failing")), "the new leader tripped: {history:?}");
+    let after = judged_green(leading).await;
+    let counted = after["requests"].as_u64().unwrap_or(0);
+    assert!(counted >= 60, "the verdict counted the evidence from before the failover: {after}");
+    let from = after["replicas"].as_array().cloned().unwrap_or_default();
+    assert!(from.iter().any(|r| r == old.as_str()), "the dead leader's evidence counts: {after}");
+    for proxy in replicas {
+        proxy.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_shadow_judging_only_the_leader_judges_the_fleets_evidence() {
+    let Some(etcd) = Etcd::start().await else { return };
+    let (blue, green) = (Upstream::named("blue").await, Upstream::flaky("green", 10).await);
+    let prefix = "/cutover/test-no-shadow";
+    let guard = "max_error_rate = 0.2\nwindow = \"1m\"\nmin_requests = 60\n";
+    let fleet = "lease_ttl = \"2s\"\ntimeout = \"1s\"\nshadow_judging = false\n";
+    let a = TestProxy::start_seeded(&config(&etcd_at(&etcd), prefix, "a", &blue, &green, guard, fleet), Some(7)).await;
+    eventually(Duration::from_secs(10), "a leads", || async { leader(&a).await.as_deref() == Some("a") }).await;
+    let b = TestProxy::start_seeded(&config(&etcd_at(&etcd), prefix, "b", &blue, &green, guard, fleet), Some(7)).await;
+    to_green(&b, 5).await;
+    eventually(Duration::from_secs(10), "the leader counts b's evidence", || async {
+        judged_green(&a).await["requests"] == 5
+    })
+    .await;
+    let follower = status(&b).await["fleet"].clone();
+    assert_eq!(follower["connected"], true, "{follower}");
+    assert!(follower["judged"].is_null(), "b does not judge the fleet's evidence: {follower}");
+    for proxy in [a, b] {
+        proxy.stop().await;
+    }
 }

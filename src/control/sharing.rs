@@ -18,6 +18,7 @@ use super::shared::{
 use super::state::{backend_names, Trip};
 use super::writer::{Control, State};
 use super::Verdicts;
+use crate::guard::TickTap;
 use crate::rollout::{Rollout, Saved};
 
 impl Control {
@@ -127,7 +128,9 @@ impl Control {
             state.versions.insert(key.clone(), version);
             changed |= match (key, value) {
                 (SharedKey::Route(route), SharedValue::Route(value)) => apply_route(&mut state, &route, value, now),
-                (SharedKey::Pool(pool), SharedValue::Pool(value)) => apply_pool(&mut state, &pool, value),
+                (SharedKey::Pool(pool), SharedValue::Pool(value)) => {
+                    apply_pool(&mut state, &pool, value, self.tick_tap.get())
+                }
                 (key, _) => {
                     tracing::warn!(?key, "a shared unit of the wrong kind is ignored");
                     false
@@ -279,7 +282,7 @@ fn apply_route(state: &mut State, route: &str, value: RouteShared, now: tokio::t
     changed
 }
 
-fn apply_pool(state: &mut State, pool: &str, value: PoolShared) -> bool {
+fn apply_pool(state: &mut State, pool: &str, value: PoolShared, tap: Option<&Arc<dyn TickTap>>) -> bool {
     let Some(pc) = state.config.pool(pool) else { return false };
     match value.trip {
         Some(trip) if backend_names(&pc.backends) == trip.backends => {
@@ -300,6 +303,9 @@ fn apply_pool(state: &mut State, pool: &str, value: PoolShared) -> bool {
         None => {
             if let Some(guard) = state.guards.get(pool) {
                 guard.reset();
+                if let Some(tap) = tap {
+                    tap.forget(pool);
+                }
             }
             state.trips.remove(pool).is_some()
         }

@@ -70,6 +70,8 @@ pub struct Fleet {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Publishes this replica's guard evidence ([`super::verdicts`]).
     publisher: Mutex<Option<Publisher>>,
+    /// The fleet's verdicts as this replica's judges see them.
+    judged: watch::Sender<Value>,
     gauges: FleetGauges,
     started: String,
 }
@@ -124,6 +126,7 @@ impl Fleet {
             election: Mutex::new(Some(election)),
             tasks: Mutex::new(Vec::new()),
             publisher: Mutex::new(None),
+            judged: watch::Sender::new(Value::Null),
             gauges,
             started: rfc3339(SystemTime::now()),
         });
@@ -151,13 +154,9 @@ impl Fleet {
         let task = tokio::spawn(fleet.clone().run(decisions, watcher));
         let leading = fleet.election.lock().ok().and_then(|e| e.as_ref().map(|e| e.is_leader()));
         let leading = leading.unwrap_or_else(|| watch::channel(false).1);
-        let (publisher, feeding) = verdicts::start(
-            fleet.control.clone(),
-            fleet.client.clone(),
-            &fleet.config,
-            leading,
-            fleet.connected.subscribe(),
-        );
+        let feeding =
+            verdicts::Feeding { leading, connected: fleet.connected.subscribe(), judged: fleet.judged.clone() };
+        let (publisher, feeding) = verdicts::start(fleet.control.clone(), fleet.client.clone(), &fleet.config, feeding);
         if let Ok(mut slot) = fleet.publisher.lock() {
             *slot = Some(publisher);
         }
@@ -221,6 +220,7 @@ impl Fleet {
             "config": own,
             "replicas": replicas,
             "different_config": different,
+            "judged": self.judged.borrow().clone(),
         })
     }
 
