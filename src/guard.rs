@@ -49,6 +49,10 @@ pub use tally::TickTally;
 pub trait TickTap: Send + Sync + std::fmt::Debug {
     /// Tick `guard` as [`PoolGuard::tick`] does, keeping its counts.
     fn tick(&self, guard: &PoolGuard, now: Instant) -> (Verdict, bool);
+
+    /// `pool`'s guard started again (a reset): drop what it counted and
+    /// the tap kept, so that no evidence from before the reset leaves.
+    fn forget(&self, _pool: &str) {}
 }
 
 /// Where a guard sends a breach, to the control task. The guard owns the

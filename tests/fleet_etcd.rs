@@ -16,7 +16,7 @@ use cutover::fleet::Election;
 use serde_json::json;
 use tokio::time::{timeout, Instant};
 
-use support::etcd::{etcd_installed, free_ports, Etcd, Setup};
+use support::etcd::{etcd_installed, free_ports, make_certificates, tls_setup, Etcd, Setup};
 use support::eventually_async as eventually;
 
 /// The next message that is not a connection notice.
@@ -374,34 +374,6 @@ async fn auth_tokens_are_sent_and_renewed() {
     assert_eq!(got.kvs[0].value, b"1");
 }
 
-/// A CA, a server certificate for 127.0.0.1 and a client certificate, as
-/// PEM files in `dir`.
-fn make_certificates(dir: &std::path::Path) {
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(rcgen::DnType::CommonName, "fleet test CA");
-    let ca_key = rcgen::KeyPair::generate().expect("key");
-    let ca_cert = ca.self_signed(&ca_key).expect("CA");
-    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).expect("write");
-    let issuer = rcgen::Issuer::new(ca, ca_key);
-    // etcd's gateway dials etcd's own gRPC port presenting the *server*
-    // certificate as its client certificate, so with --client-cert-auth the
-    // server certificate needs the clientAuth usage too.
-    use rcgen::ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
-    for (name, sans, usages) in [
-        ("server", vec!["127.0.0.1".to_string(), "localhost".to_string()], vec![ServerAuth, ClientAuth]),
-        ("client", vec!["cutover".to_string()], vec![ClientAuth]),
-    ] {
-        let mut params = rcgen::CertificateParams::new(sans).expect("params");
-        params.distinguished_name.push(rcgen::DnType::CommonName, name);
-        params.extended_key_usages = usages;
-        let key = rcgen::KeyPair::generate().expect("key");
-        let cert = params.signed_by(&key, &issuer).expect("sign");
-        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).expect("write");
-        std::fs::write(dir.join(format!("{name}-key.pem")), key.serialize_pem()).expect("write");
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_a_private_ca_and_a_client_certificate() {
     if !etcd_installed() {
@@ -411,19 +383,7 @@ async fn tls_with_a_private_ca_and_a_client_certificate() {
     let dir = certs.path();
     make_certificates(dir);
     let file = |name: &str| dir.join(name);
-    let tls = cutover::fleet::etcd::tls::client_config(
-        Some(&file("ca.pem")),
-        Some((&file("client.pem"), &file("client-key.pem"))),
-    )
-    .expect("client TLS config");
-    let mut args = vec!["--client-cert-auth".to_string()];
-    for (flag, name) in
-        [("--cert-file", "server.pem"), ("--key-file", "server-key.pem"), ("--trusted-ca-file", "ca.pem")]
-    {
-        args.push(flag.into());
-        args.push(file(name).display().to_string());
-    }
-    let Some(etcd) = Etcd::start_with(Setup { args, tls: Some(tls) }).await else { return };
+    let Some(etcd) = Etcd::start_with(tls_setup(dir)).await else { return };
 
     // Through the config type, as a replica builds it.
     let mut config = FleetConfig::new(vec![etcd.endpoint()]);

@@ -37,6 +37,9 @@ pub struct FleetConfig {
     pub auth: Option<FleetAuth>,
     /// TLS towards `https://` endpoints.
     pub tls: FleetTls,
+    /// Whether every replica judges the fleet's evidence (the followers in
+    /// shadow, so a new leader goes on with the verdicts), or only the leader.
+    pub shadow_judging: bool,
 }
 
 /// etcd user and where its password comes from.
@@ -135,6 +138,7 @@ impl FleetConfig {
             timeout: DEFAULT_TIMEOUT,
             auth: None,
             tls: FleetTls::default(),
+            shadow_judging: true,
         }
     }
 }

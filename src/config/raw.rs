@@ -62,6 +62,8 @@ pub(crate) struct RawFleet {
     pub(crate) cert_file: Option<Spanned<String>>,
     /// Client key for etcd.
     pub(crate) key_file: Option<Spanned<String>>,
+    /// Whether followers judge the fleet's evidence too.
+    pub(crate) shadow_judging: Option<bool>,
 }
 
 /// `[server]`.

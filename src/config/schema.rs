@@ -257,6 +257,11 @@ pub static FLEET: Table = Table {
         key("ca_file", Kind::Text, "CA certificate (PEM) to trust for https:// endpoints."),
         key("cert_file", Kind::Text, "Client certificate (PEM) for etcd."),
         key("key_file", Kind::Text, "Client certificate's key (PEM)."),
+        key(
+            "shadow_judging",
+            Kind::Bool,
+            "Every replica judges the fleet's evidence, so a new leader goes on with the verdicts; true by default.",
+        ),
     ],
 };
 

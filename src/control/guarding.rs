@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::state::{backend_names, Trip};
-use super::writer::{effective, Control};
+use super::writer::{effective, Control, State};
 use crate::guard::{Breach, BreachReason, BreachReport, PoolGuard};
 use crate::judge::{Verdict, VerdictKind};
 
@@ -43,6 +43,17 @@ impl Control {
     /// a breach does, with the verdict's reason as the history's cause.
     pub fn on_failing(&self, pool: &str, verdict: &Verdict) {
         self.trip_by_guard(pool, verdict.evidence.rule.into(), &verdict.reason, format!("guard: {}", verdict.reason));
+    }
+
+    /// Start `pool`'s guard afresh (an operator's reset): its window and
+    /// judge, and what the tap kept of it for the fleet.
+    pub(super) fn restart_guard(&self, state: &State, pool: &str) {
+        if let Some(guard) = state.guards.get(pool) {
+            guard.reset();
+            if let Some(tap) = self.tick_tap.get() {
+                tap.forget(pool);
+            }
+        }
     }
 
     /// Trip every pool the verdict feed newly judges failing.

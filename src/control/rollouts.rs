@@ -186,6 +186,12 @@ pub struct SavedRollout {
     baking: bool,
     /// Time already served at the current step, in milliseconds.
     served_ms: u64,
+    /// When the current step (or the bake) began, in milliseconds since
+    /// the Unix epoch, in the fleet's shared state: whichever replica leads
+    /// next continues the hold from there. The state file keeps `served_ms`
+    /// instead (time while the process is down is not served).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    began_ms: Option<u64>,
     /// The canary's backends when saved: different ones at start are a new version.
     #[serde(default)]
     pub(super) backends: Vec<String>,
@@ -202,7 +208,25 @@ impl SavedRollout {
             State::Promoted { baking } => (None, None, *baking),
         };
         let served_ms = u64::try_from(saved.served.as_millis()).unwrap_or(u64::MAX);
-        SavedRollout { state: saved.state.name().to_string(), step, reason, baking, served_ms, backends }
+        SavedRollout {
+            state: saved.state.name().to_string(),
+            step,
+            reason,
+            baking,
+            served_ms,
+            began_ms: None,
+            backends,
+        }
+    }
+
+    /// The same, saying when the current step began (Unix milliseconds).
+    pub(super) fn began_at(self, began_ms: u64) -> SavedRollout {
+        SavedRollout { began_ms: Some(began_ms), ..self }
+    }
+
+    /// When the current step began (Unix milliseconds), where it says.
+    pub(super) fn began_ms(&self) -> Option<u64> {
+        self.began_ms
     }
 
     /// Back to a [`Saved`]; `None` for a state this build does not know.

@@ -68,7 +68,8 @@ pub struct Change {
 
 /// Who made a decision: an operator (through the admin API) or the writer
 /// itself (a guard's trip, a rollout's step).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Maker {
     /// An admin call.
     Operator,

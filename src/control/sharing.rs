@@ -9,7 +9,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use super::rollouts::SavedRollout;
 use super::shared::{
@@ -18,6 +18,7 @@ use super::shared::{
 use super::state::{backend_names, Trip};
 use super::writer::{Control, State};
 use super::Verdicts;
+use crate::guard::TickTap;
 use crate::rollout::{Rollout, Saved};
 
 impl Control {
@@ -127,7 +128,9 @@ impl Control {
             state.versions.insert(key.clone(), version);
             changed |= match (key, value) {
                 (SharedKey::Route(route), SharedValue::Route(value)) => apply_route(&mut state, &route, value, now),
-                (SharedKey::Pool(pool), SharedValue::Pool(value)) => apply_pool(&mut state, &pool, value),
+                (SharedKey::Pool(pool), SharedValue::Pool(value)) => {
+                    apply_pool(&mut state, &pool, value, self.tick_tap.get())
+                }
                 (key, _) => {
                     tracing::warn!(?key, "a shared unit of the wrong kind is ignored");
                     false
@@ -190,16 +193,19 @@ impl Control {
 }
 
 /// The shared units of `state`: one per route of the config, one per pool.
-/// A rollout's served hold is left out: it changes with every tick and is
-/// no decision.
+/// A rollout's served hold is left out (it changes with every tick and is
+/// no decision); when its current step began is in (wall-clock time, as
+/// last shared while the step is the same), so that a replica that leads
+/// next, or joins, continues the step's hold instead of starting it again.
 pub(super) fn units(state: &State) -> Units {
     let mut units = Units::new();
+    let (wall, now) = (unix_ms(SystemTime::now()), tokio::time::Instant::now());
     for rc in &state.config.routes {
         let rollout = state.rollouts.get(&rc.name).map(|rollout| {
             let backends =
                 state.config.pool(&rollout.plan().pool).map(|pc| backend_names(&pc.backends)).unwrap_or_default();
             let saved = Saved { state: rollout.state().clone(), served: Duration::ZERO };
-            SavedRollout::of(&saved, backends)
+            SavedRollout::of(&saved, backends).began_at(step_began(state, &rc.name, rollout, wall, now))
         });
         let value = RouteShared { override_split: state.overrides.get(&rc.name).cloned(), rollout };
         units.insert(SharedKey::Route(rc.name.clone()), SharedValue::Route(value));
@@ -209,6 +215,35 @@ pub(super) fn units(state: &State) -> Units {
         units.insert(SharedKey::Pool(pc.name.clone()), SharedValue::Pool(value));
     }
     units
+}
+
+/// How far apart two readings of when a step began may be and still name
+/// the same beginning: the wall clock and the monotonic one drift apart by
+/// less, and a step that starts again moves it by more.
+const SAME_BEGINNING: Duration = Duration::from_secs(1);
+
+/// When `rollout`'s current step began, in Unix milliseconds: as last
+/// shared while the step is the same one, so the unit does not change from
+/// one commit to the next; else from how long the step has lasted.
+fn step_began(state: &State, route: &str, rollout: &Rollout, wall: u64, now: tokio::time::Instant) -> u64 {
+    let fresh = wall.saturating_sub(millis(rollout.in_state_for(now)));
+    let shared = match state.shared.get(&SharedKey::Route(route.to_string())) {
+        Some(SharedValue::Route(unit)) => unit.rollout.as_ref(),
+        _ => None,
+    };
+    shared
+        .filter(|s| s.saved().is_some_and(|saved| saved.state == *rollout.state()))
+        .and_then(SavedRollout::began_ms)
+        .filter(|began| began.abs_diff(fresh) < millis(SAME_BEGINNING))
+        .unwrap_or(fresh)
+}
+
+fn unix_ms(time: SystemTime) -> u64 {
+    millis(time.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default())
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn apply_route(state: &mut State, route: &str, value: RouteShared, now: tokio::time::Instant) -> bool {
@@ -231,16 +266,23 @@ fn apply_route(state: &mut State, route: &str, value: RouteShared, now: tokio::t
         }
         None => changed |= state.overrides.remove(route).is_some(),
     }
-    if let (Some(saved), Some(rollout)) = (value.rollout.and_then(|r| r.saved()), state.rollouts.get_mut(route)) {
-        if *rollout.state() != saved.state {
-            *rollout = Rollout::restore(rollout.plan().clone(), saved, now);
-            changed = true;
-        }
+    let Some(shared) = value.rollout else { return changed };
+    let (Some(mut saved), Some(rollout)) = (shared.saved(), state.rollouts.get_mut(route)) else { return changed };
+    // The step's hold counts from when it began on the replica that
+    // stepped, not from when this replica heard of it.
+    if let Some(began) = shared.began_ms() {
+        saved.served = Duration::from_millis(unix_ms(SystemTime::now()).saturating_sub(began));
+    }
+    let apart = millis(saved.served).abs_diff(millis(rollout.in_state_for(now)));
+    let began_elsewhere = shared.began_ms().is_some() && apart >= millis(SAME_BEGINNING);
+    if *rollout.state() != saved.state || began_elsewhere {
+        *rollout = Rollout::restore(rollout.plan().clone(), saved, now);
+        changed = true;
     }
     changed
 }
 
-fn apply_pool(state: &mut State, pool: &str, value: PoolShared) -> bool {
+fn apply_pool(state: &mut State, pool: &str, value: PoolShared, tap: Option<&Arc<dyn TickTap>>) -> bool {
     let Some(pc) = state.config.pool(pool) else { return false };
     match value.trip {
         Some(trip) if backend_names(&pc.backends) == trip.backends => {
@@ -261,6 +303,9 @@ fn apply_pool(state: &mut State, pool: &str, value: PoolShared) -> bool {
         None => {
             if let Some(guard) = state.guards.get(pool) {
                 guard.reset();
+                if let Some(tap) = tap {
+                    tap.forget(pool);
+                }
             }
             state.trips.remove(pool).is_some()
         }
@@ -387,6 +432,32 @@ mod tests {
         let decision = recorder.last().1.expect("a decision");
         assert_eq!((decision.maker, decision.changes[0].based_on), (Maker::Automatic, 8));
         assert!(!control.reapply_trip("green", &trip()), "already tripped");
+    }
+
+    #[tokio::test]
+    async fn a_shared_step_goes_on_from_when_it_began_on_the_replica_that_stepped() {
+        let text = format!(
+            "{CONFIG}[routes.rollout]\npool = \"green\"\nsteps = [50, 100]\nhold = \"10s\"\nstart = \"manual\"\n"
+        );
+        let config = crate::config::parse(std::path::Path::new("t.toml"), &text).expect("valid");
+        let control = Control::start(config, PathBuf::new(), None, 1, crate::metrics::Metrics::new(), None);
+        control.share_decisions_with(Arc::new(Recorder::default()));
+        // Another replica stepped 4 s ago.
+        let began = unix_ms(SystemTime::now()) - 4_000;
+        let saved = Saved { state: crate::rollout::State::Progressing { step: 0 }, served: Duration::ZERO };
+        let rollout = SavedRollout::of(&saved, vec!["127.0.0.1:9002".into()]).began_at(began);
+        let unit = SharedValue::Route(RouteShared { override_split: None, rollout: Some(rollout) });
+        let shop = SharedKey::Route("shop".into());
+        assert!(control.apply_shared(vec![(shop.clone(), unit, 3)], "fleet: step (a)", false));
+        let left = control.rollouts()[0].hold_left_ms.expect("holding the step");
+        assert!((5_000..=6_000).contains(&left), "4 s of the 10 s hold are served: {left} ms left");
+        // What this replica would share names the same beginning.
+        let units = units(&control.lock());
+        let Some(SharedValue::Route(RouteShared { rollout: Some(shared), .. })) = units.get(&shop) else {
+            panic!("a route unit with a rollout")
+        };
+        let again = shared.began_ms().expect("began");
+        assert!(again.abs_diff(began) < 100, "{again} vs {began}");
     }
 
     fn verdict(kind: crate::judge::VerdictKind) -> crate::judge::Verdict {

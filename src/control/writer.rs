@@ -391,9 +391,7 @@ impl Control {
         if state.config.pool(pool).is_none() {
             return Err(AdminError::NotFound(format!("no pool \"{pool}\"")));
         }
-        if let Some(guard) = state.guards.get(pool) {
-            guard.reset();
-        }
+        self.restart_guard(&state, pool);
         if state.trips.remove(pool).is_none() {
             return Ok(state.revision);
         }

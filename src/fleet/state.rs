@@ -15,11 +15,13 @@
 //! different routes never conflict, and a change that trips a canary while
 //! aborting its route's rollout writes both keys or neither. Every value
 //! names the replica that wrote it and the cause, for `etcdctl` readers and
-//! for the other replicas' history.
+//! for the other replicas' history, and who made the change (an operator or
+//! the replica itself): an automatic trip that loses to an operator's reset
+//! is dropped, one that loses to anything else is made again.
 
 use serde::{Deserialize, Serialize};
 
-use crate::control::{PoolShared, RouteShared, SharedKey, SharedValue};
+use crate::control::{Maker, PoolShared, RouteShared, SharedKey, SharedValue};
 
 /// Where the shared state lives: `<prefix>/state/`.
 pub fn state_prefix(prefix: &str) -> String {
@@ -57,6 +59,10 @@ pub struct Stored<T> {
     pub cause: String,
     /// When, RFC 3339 UTC.
     pub time: String,
+    /// Who made the change: `operator` or `automatic` (absent: unknown,
+    /// written by an older cutover).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maker: Option<Maker>,
     /// The unit.
     #[serde(flatten)]
     pub unit: T,
@@ -73,14 +79,24 @@ pub struct Decoded {
     pub by: String,
     /// Why.
     pub cause: String,
+    /// Who made the change, when the writer said.
+    pub maker: Option<Maker>,
 }
 
-/// The JSON stored for `value`.
-pub fn encode(value: &SharedValue, by: &str, cause: &str, time: &str) -> Vec<u8> {
-    let (by, cause, time) = (by.to_string(), cause.to_string(), time.to_string());
+impl Decoded {
+    /// Whether this is a pool's trip cleared by an operator (a reset, or a
+    /// rollout an operator started again).
+    pub fn is_operator_reset(&self) -> bool {
+        self.maker == Some(Maker::Operator) && matches!(&self.value, SharedValue::Pool(unit) if unit.trip.is_none())
+    }
+}
+
+/// The JSON stored for `value`, changed by replica `by` at `time`, made by `maker`.
+pub fn encode(value: &SharedValue, by: &str, cause: &str, maker: Maker, time: &str) -> Vec<u8> {
+    let (by, cause, time, maker) = (by.to_string(), cause.to_string(), time.to_string(), Some(maker));
     let json = match value {
-        SharedValue::Route(unit) => serde_json::to_vec(&Stored { by, cause, time, unit: unit.clone() }),
-        SharedValue::Pool(unit) => serde_json::to_vec(&Stored { by, cause, time, unit: unit.clone() }),
+        SharedValue::Route(unit) => serde_json::to_vec(&Stored { by, cause, time, maker, unit: unit.clone() }),
+        SharedValue::Pool(unit) => serde_json::to_vec(&Stored { by, cause, time, maker, unit: unit.clone() }),
     };
     json.unwrap_or_default()
 }
@@ -92,11 +108,13 @@ pub fn decode(prefix: &str, key: &str, value: &[u8]) -> Result<Decoded, String> 
     Ok(match &unit {
         SharedKey::Route(_) => {
             let stored: Stored<RouteShared> = serde_json::from_slice(value).map_err(bad)?;
-            Decoded { key: unit, value: SharedValue::Route(stored.unit), by: stored.by, cause: stored.cause }
+            let (by, cause, maker) = (stored.by, stored.cause, stored.maker);
+            Decoded { key: unit, value: SharedValue::Route(stored.unit), by, cause, maker }
         }
         SharedKey::Pool(_) => {
             let stored: Stored<PoolShared> = serde_json::from_slice(value).map_err(bad)?;
-            Decoded { key: unit, value: SharedValue::Pool(stored.unit), by: stored.by, cause: stored.cause }
+            let (by, cause, maker) = (stored.by, stored.cause, stored.maker);
+            Decoded { key: unit, value: SharedValue::Pool(stored.unit), by, cause, maker }
         }
     })
 }
@@ -139,12 +157,22 @@ mod tests {
             backends: vec!["127.0.0.1:9003".into()],
         };
         let value = SharedValue::Pool(PoolShared { trip: Some(trip) });
-        let bytes = encode(&value, "edge-1", "admin: tripped pool canary", "2026-01-01T00:00:00Z");
+        let bytes = encode(&value, "edge-1", "admin: tripped pool canary", Maker::Operator, "2026-01-01T00:00:00Z");
         let text = String::from_utf8(bytes.clone()).expect("utf-8");
         assert!(text.contains("\"by\":\"edge-1\"") && text.contains("\"trip\""), "{text}");
+        assert!(text.contains("\"maker\":\"operator\""), "{text}");
         let decoded = decode("/c", "/c/state/pools/canary", &bytes).expect("decodes");
         assert_eq!(decoded.value, value);
-        assert_eq!(decoded.by, "edge-1");
+        assert_eq!((decoded.by.as_str(), decoded.maker), ("edge-1", Some(Maker::Operator)));
+        assert!(!decoded.is_operator_reset(), "a trip is no reset");
+        let reset = SharedValue::Pool(PoolShared { trip: None });
+        let by_hand = encode(&reset, "edge-2", "admin: reset pool canary", Maker::Operator, "2026-01-01T00:00:01Z");
+        assert!(decode("/c", "/c/state/pools/canary", &by_hand).expect("decodes").is_operator_reset());
+        let by_itself = encode(&reset, "edge-2", "fleet", Maker::Automatic, "2026-01-01T00:00:01Z");
+        assert!(!decode("/c", "/c/state/pools/canary", &by_itself).expect("decodes").is_operator_reset());
+        // A value without a maker (an older writer) is no operator's reset.
+        let old = br#"{"by":"edge-3","cause":"admin: reset pool canary","time":"t","trip":null}"#;
+        assert_eq!(decode("/c", "/c/state/pools/canary", old).expect("decodes").maker, None);
         assert!(decode("/c", "/c/state/pools/canary", b"{").is_err());
         assert!(decode("/c", "/c/nope", &bytes).is_err());
     }

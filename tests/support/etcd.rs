@@ -53,6 +53,53 @@ pub fn free_ports() -> (u16, u16) {
     (a.local_addr().expect("addr").port(), b.local_addr().expect("addr").port())
 }
 
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, as
+/// PEM files in `dir`.
+pub fn make_certificates(dir: &std::path::Path) {
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(rcgen::DnType::CommonName, "fleet test CA");
+    let ca_key = rcgen::KeyPair::generate().expect("key");
+    let ca_cert = ca.self_signed(&ca_key).expect("CA");
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).expect("write");
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    // etcd's gateway dials etcd's own gRPC port presenting the *server*
+    // certificate as its client certificate, so with --client-cert-auth the
+    // server certificate needs the clientAuth usage too.
+    use rcgen::ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
+    for (name, sans, usages) in [
+        ("server", vec!["127.0.0.1".to_string(), "localhost".to_string()], vec![ServerAuth, ClientAuth]),
+        ("client", vec!["cutover".to_string()], vec![ClientAuth]),
+    ] {
+        let mut params = rcgen::CertificateParams::new(sans).expect("params");
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        params.extended_key_usages = usages;
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &issuer).expect("sign");
+        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).expect("write");
+        std::fs::write(dir.join(format!("{name}-key.pem")), key.serialize_pem()).expect("write");
+    }
+}
+
+/// etcd serving clients over TLS with the certificates of
+/// [`make_certificates`] in `dir`, requiring a client certificate.
+pub fn tls_setup(dir: &std::path::Path) -> Setup {
+    let file = |name: &str| dir.join(name);
+    let tls = cutover::fleet::etcd::tls::client_config(
+        Some(&file("ca.pem")),
+        Some((&file("client.pem"), &file("client-key.pem"))),
+    )
+    .expect("client TLS config");
+    let mut args = vec!["--client-cert-auth".to_string()];
+    for (flag, name) in
+        [("--cert-file", "server.pem"), ("--key-file", "server-key.pem"), ("--trusted-ca-file", "ca.pem")]
+    {
+        args.push(flag.into());
+        args.push(file(name).display().to_string());
+    }
+    Setup { args, tls: Some(tls) }
+}
+
 impl Etcd {
     /// Start etcd, or `None` when it is not installed (and not required).
     pub async fn start() -> Option<Etcd> {

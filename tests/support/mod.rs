@@ -14,7 +14,8 @@
 //!   same loader as the binary, binds port 0 and runs `cutover::run` in the
 //!   test's runtime until dropped or stopped; `process` runs the binary.
 //! - [`etcd::Etcd`]: a real single-member etcd on loopback, for the
-//!   fleet tests.
+//!   fleet tests; [`relay::Relay`]: a TCP relay a test can hold, to stall
+//!   one replica's traffic to it for a moment.
 //! - [`eventually`], [`metric`]: waiting on a condition with a deadline,
 //!   and reading one series off `/metrics`.
 
@@ -25,6 +26,7 @@ pub mod etcd;
 pub mod process;
 pub mod raw_client;
 pub mod raw_upstream;
+pub mod relay;
 
 #[allow(unused_imports)]
 pub use config::Config;

@@ -62,6 +62,9 @@ impl Cx<'_> {
         if let Some(timeout) = &raw.timeout {
             fleet.timeout = self.duration(timeout, "fleet.timeout", false)?;
         }
+        if let Some(shadow) = raw.shadow_judging {
+            fleet.shadow_judging = shadow;
+        }
         fleet.auth = self.fleet_auth(&raw, span)?;
         fleet.tls = self.fleet_tls(&raw)?;
         Ok(fleet)
@@ -206,7 +209,7 @@ mod tests {
             "etcd = [\"http://10.0.0.5:2379\", \"https://etcd-1:2379\"]\nprefix = \"/cutover/shop-edge/\"\n\
              replica = \"edge-1\"\nlease_ttl = \"15s\"\ntimeout = \"2s\"\nusername = \"cutover\"\n\
              password_file = \"/run/secrets/etcd\"\nca_file = \"/etc/etcd/ca.pem\"\n\
-             cert_file = \"/etc/etcd/client.pem\"\nkey_file = \"/etc/etcd/client-key.pem\"\n",
+             cert_file = \"/etc/etcd/client.pem\"\nkey_file = \"/etc/etcd/client-key.pem\"\nshadow_judging = false\n",
         ));
         let fleet = config.fleet.expect("fleet");
         assert_eq!(fleet.endpoints.len(), 2);
@@ -220,6 +223,7 @@ mod tests {
         assert_eq!(auth.password, Password::File("/run/secrets/etcd".into()));
         assert_eq!(fleet.tls.ca_file, Some("/etc/etcd/ca.pem".into()));
         assert!(fleet.tls.client_cert.is_some());
+        assert!(!fleet.shadow_judging);
     }
 
     #[test]
@@ -229,6 +233,7 @@ mod tests {
         assert_eq!(fleet.lease_ttl, Duration::from_secs(10));
         assert!(fleet.replica.ends_with(&format!("-{}", std::process::id())), "{}", fleet.replica);
         assert!(fleet.auth.is_none());
+        assert!(fleet.shadow_judging, "every replica judges unless told otherwise");
     }
 
     #[test]

@@ -96,6 +96,11 @@ impl EvidenceTap {
         slices
     }
 
+    /// Drop `pool`'s counts since the last cut (its guard started again).
+    pub fn forget(&self, pool: &str) {
+        self.lock().remove(pool);
+    }
+
     /// Forget pools not in `keep` (no longer guarded).
     pub fn retain(&self, keep: impl Fn(&str) -> bool) {
         self.lock().retain(|pool, _| keep(pool));
@@ -110,6 +115,10 @@ impl EvidenceTap {
 impl TickTap for EvidenceTap {
     fn tick(&self, guard: &PoolGuard, now: Instant) -> (Verdict, bool) {
         EvidenceTap::tick(self, guard, now)
+    }
+
+    fn forget(&self, pool: &str) {
+        EvidenceTap::forget(self, pool);
     }
 }
 
@@ -143,6 +152,26 @@ mod tests {
     use crate::judge::VerdictKind;
 
     const FAST: Duration = Duration::from_millis(3);
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reset_guard_leaves_nothing_of_before_to_publish() {
+        let guard = PoolGuard::new("canary".into(), GuardConfig { min_requests: 5, ..GuardConfig::default() }, None);
+        let tap = EvidenceTap::new();
+        for _ in 0..10 {
+            guard.observe(Instant::now(), true, FAST);
+        }
+        tokio::time::advance(crate::judge::TICK).await;
+        tap.tick(&guard, Instant::now());
+        guard.reset();
+        tap.forget("canary");
+        assert!(tap.cut().is_empty(), "the counts from before the reset are gone");
+        guard.observe(Instant::now(), false, FAST);
+        tokio::time::advance(crate::judge::TICK).await;
+        tap.tick(&guard, Instant::now());
+        let slices = tap.cut();
+        assert_eq!(slices.len(), 1);
+        assert_eq!(slices[0].counts.requests, 1, "what came after is kept");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn the_tick_fills_the_tap_and_the_local_judge_alike() {

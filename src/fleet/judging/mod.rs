@@ -29,6 +29,7 @@
 pub mod task;
 
 use std::collections::BTreeMap;
+use std::time::SystemTime;
 
 use tokio::time::Instant;
 
@@ -65,6 +66,8 @@ pub struct JudgingStats {
     pub slices: u64,
     /// Slices seen again and not counted.
     pub repeated: u64,
+    /// Slices cut before their pool's last reset, not counted.
+    pub stale: u64,
     /// Records refused (bad key, bad JSON, other histogram edges).
     pub rejected: u64,
     /// Records of pools this judging has no judge for.
@@ -105,6 +108,9 @@ struct PoolJudging {
     /// Failures and requests by bucket, per side, since the last tick.
     pending: [(u64, Vec<u64>); 2],
     replicas: BTreeMap<String, Contribution>,
+    /// When the pool's evidence was last cleared (Unix milliseconds): a
+    /// slice cut before then holds evidence the reset cleared.
+    reset_at_ms: u64,
 }
 
 impl PoolJudging {
@@ -119,6 +125,7 @@ impl PoolJudging {
             with_baseline,
             pending: [(0, vec![0; buckets]), (0, vec![0; buckets])],
             replicas: BTreeMap::new(),
+            reset_at_ms: 0,
         }
     }
 }
@@ -158,11 +165,14 @@ impl FleetJudging {
     }
 
     /// Clear `pool`'s evidence (a reset, a new version of the pool): its
-    /// verdict starts again from what arrives next. Slices already counted
-    /// stay counted; false if the pool is not judged.
+    /// verdict starts again from what arrives next, and slices cut before
+    /// now (by the wall clock) that arrive later are not counted either.
+    /// Slices already counted stay counted; false if the pool is not judged.
     pub fn reset(&mut self, pool: &str, now: Instant) -> bool {
         let Some(judging) = self.pools.get_mut(pool) else { return false };
         judging.judge.reset(now);
+        let wall = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        judging.reset_at_ms = u64::try_from(wall.as_millis()).unwrap_or(u64::MAX);
         for (failures, buckets) in &mut judging.pending {
             *failures = 0;
             buckets.iter_mut().for_each(|n| *n = 0);
@@ -229,6 +239,10 @@ impl FleetJudging {
                 continue;
             }
             c.last_seq = slice.seq;
+            if slice.at_ms < judging.reset_at_ms {
+                self.stats.stale += 1;
+                continue;
+            }
             let (failures, buckets) = &mut judging.pending[Side::Pool as usize];
             *failures += slice.pool.add_to(buckets);
             c.requests += slice.pool.requests;

@@ -175,3 +175,22 @@ async fn a_reload_keeps_unchanged_judges_and_a_reset_clears_one() {
     assert!(fleet.contributions("blue").is_none());
     assert!(fleet.contributions("canary").expect("judged").is_empty(), "new settings, new judge");
 }
+
+#[tokio::test(start_paused = true)]
+async fn slices_cut_before_a_reset_that_arrive_after_it_are_not_counted() {
+    let mut fleet = judging(by_rate());
+    assert!(fleet.reset("canary", Instant::now()));
+    // Cut before the reset (at the epoch), published after it: dropped.
+    assert_eq!(fleet.observe(&key("a"), Some(&record("a", 1, &[(1, 50, 50)]))), Ok(0));
+    assert_eq!(fleet.stats().stale, 1);
+    assert_eq!(fleet.observe(&key("a"), Some(&record("a", 1, &[(1, 50, 50)]))), Ok(0), "and never later");
+    assert_eq!(fleet.stats().stale, 1, "a repeat is a repeat");
+    // Cut after the reset: counted.
+    let later = u64::try_from(SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).expect("clock").as_millis())
+        .expect("fits")
+        + 60_000;
+    let slice = Slice { seq: 2, at_ms: later, pool: counts(50, 50), base: None };
+    let value = Record { format: FORMAT, replica: "a".into(), boot: 1, limit_us: None, slices: vec![slice] }.encode();
+    assert_eq!(fleet.observe(&key("a"), Some(&value)), Ok(1));
+    assert_eq!(fleet.contributions("canary").expect("judged")["a"].requests, 50);
+}

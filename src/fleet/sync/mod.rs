@@ -1,24 +1,20 @@
 //! The task that keeps this replica's state and the fleet's one: it writes
-//! the decisions the writer hands it to etcd, applies every other
-//! replica's from a watch, keeps this replica listed under its lease, and
-//! says who may make automatic decisions.
-//!
-//! **Writing.** A decision's keys are written in one transaction that
-//! compares each key's `mod_revision` with the version the decision was
-//! made on. On a conflict nothing is written; the keys' current values are
-//! applied at once (so the replica never serves a mix of the two changes)
-//! and the admin caller gets the current state with a 409. An automatic
-//! trip that loses is made again on the new state.
+//! the decisions the writer hands it to etcd ([`write`]), applies every
+//! other replica's from a watch ([`resync`]), keeps this replica listed
+//! under its lease ([`listing`]), and says who may make automatic
+//! decisions.
 //!
 //! **Fail static.** When etcd cannot be reached the replica keeps serving
 //! what it last applied, makes its own automatic decisions on its own
-//! traffic, and keeps its decisions as pending writes. On reconnect it reads
-//! the whole state; a pending change is written if nobody changed its key
-//! meanwhile, else etcd's value wins — except that a trip is never lost:
-//! it is made again on etcd's state (trips are a union).
+//! traffic, and keeps its decisions as pending writes, written or given up
+//! when it answers again ([`resync`]).
 //!
 //! **Leading.** While connected, only the elected leader makes automatic
 //! decisions ([`Control::set_automatic`]); the others apply its.
+
+mod listing;
+mod resync;
+mod write;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -29,9 +25,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::election::Election;
-use super::etcd::{Client, EtcdError, EventKind, KeyValue, LeaseKeeper, TxnOutcome, WatchMessage, Watcher};
+use super::etcd::{Client, EtcdError, LeaseKeeper, WatchMessage, Watcher};
 use super::evidence::Publisher;
-use super::state::{self, Decoded, ReplicaRecord};
+use super::state::{self, ReplicaRecord};
 use super::verdicts;
 use super::FleetConfig;
 use crate::control::{Control, Decision, DecisionSink, Maker, SharedKey, SharedValue};
@@ -74,6 +70,8 @@ pub struct Fleet {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Publishes this replica's guard evidence ([`super::verdicts`]).
     publisher: Mutex<Option<Publisher>>,
+    /// The fleet's verdicts as this replica's judges see them.
+    judged: watch::Sender<Value>,
     gauges: FleetGauges,
     started: String,
 }
@@ -128,6 +126,7 @@ impl Fleet {
             election: Mutex::new(Some(election)),
             tasks: Mutex::new(Vec::new()),
             publisher: Mutex::new(None),
+            judged: watch::Sender::new(Value::Null),
             gauges,
             started: rfc3339(SystemTime::now()),
         });
@@ -155,13 +154,9 @@ impl Fleet {
         let task = tokio::spawn(fleet.clone().run(decisions, watcher));
         let leading = fleet.election.lock().ok().and_then(|e| e.as_ref().map(|e| e.is_leader()));
         let leading = leading.unwrap_or_else(|| watch::channel(false).1);
-        let (publisher, feeding) = verdicts::start(
-            fleet.control.clone(),
-            fleet.client.clone(),
-            &fleet.config,
-            leading,
-            fleet.connected.subscribe(),
-        );
+        let feeding =
+            verdicts::Feeding { leading, connected: fleet.connected.subscribe(), judged: fleet.judged.clone() };
+        let (publisher, feeding) = verdicts::start(fleet.control.clone(), fleet.client.clone(), &fleet.config, feeding);
         if let Ok(mut slot) = fleet.publisher.lock() {
             *slot = Some(publisher);
         }
@@ -225,6 +220,7 @@ impl Fleet {
             "config": own,
             "replicas": replicas,
             "different_config": different,
+            "judged": self.judged.borrow().clone(),
         })
     }
 
@@ -339,254 +335,6 @@ impl Fleet {
                     }
                 }
             }
-        }
-    }
-
-    /// Write one commit's decision, or keep it pending while cut off.
-    async fn handle(&self, revision: u64, decision: Option<Decision>) {
-        let outcome = match decision {
-            None => FleetOutcome::Unshared,
-            Some(decision) if !self.is_connected() => {
-                self.keep_pending(&decision);
-                FleetOutcome::Pending
-            }
-            Some(decision) => self.write(decision).await,
-        };
-        {
-            let mut inner = self.lock();
-            if outcome != FleetOutcome::Unshared {
-                inner.outcomes.insert(revision, outcome);
-            }
-            // Answers nobody waits for are dropped after a while.
-            while inner.outcomes.len() > 256 {
-                inner.outcomes.pop_first();
-            }
-        }
-        self.processed.send_if_modified(|p| {
-            let newer = revision > *p;
-            *p = (*p).max(revision);
-            newer
-        });
-    }
-
-    fn keep_pending(&self, decision: &Decision) {
-        let mut inner = self.lock();
-        for change in &decision.changes {
-            let based_on = inner.pending.get(&change.key).map_or(change.based_on, |p| p.based_on);
-            inner.pending.insert(
-                change.key.clone(),
-                Pending { value: change.value.clone(), based_on, cause: decision.cause.clone(), maker: decision.maker },
-            );
-        }
-    }
-
-    async fn write(&self, decision: Decision) -> FleetOutcome {
-        // A decision made before this replica's previous write of the same
-        // key was confirmed is based on that write: follow the versions
-        // this replica itself wrote over. Any other newer version is
-        // another replica's change, and the write must conflict.
-        let writes: Vec<(String, Vec<u8>, i64)> = {
-            let inner = self.lock();
-            decision
-                .changes
-                .iter()
-                .map(|c| {
-                    let mut based_on = c.based_on;
-                    while let Some(next) = inner.overwritten.get(&(c.key.clone(), based_on)) {
-                        based_on = *next;
-                    }
-                    let time = rfc3339(SystemTime::now());
-                    let value = state::encode(&c.value, &self.config.replica, &decision.cause, &time);
-                    (state::key_of(&self.config.prefix, &c.key), value, based_on)
-                })
-                .collect()
-        };
-        match self.client.put_all_if(&writes).await {
-            Ok(TxnOutcome::Written { revision }) => {
-                let confirmed: Vec<(SharedKey, i64, i64)> =
-                    decision.changes.iter().zip(&writes).map(|(c, w)| (c.key.clone(), w.2, revision)).collect();
-                self.remember_written(&confirmed);
-                self.control.shared_written(&confirmed);
-                FleetOutcome::Written
-            }
-            Ok(TxnOutcome::Conflict { current, .. }) => self.lost(&decision, &current),
-            Err(e) => {
-                tracing::warn!(error = %e, cause = %decision.cause, "cannot write the decision to etcd; kept to write on reconnect");
-                self.keep_pending(&decision);
-                self.set_connected(false);
-                FleetOutcome::Pending
-            }
-        }
-    }
-
-    /// Remember which versions this replica's own writes replaced.
-    fn remember_written(&self, written: &[(SharedKey, i64, i64)]) {
-        let mut inner = self.lock();
-        for (key, based_on, version) in written {
-            inner.overwritten.insert((key.clone(), *based_on), *version);
-        }
-        // Only the latest few matter: decisions queue for milliseconds.
-        while inner.overwritten.len() > 1024 {
-            inner.overwritten.pop_first();
-        }
-    }
-
-    /// Another replica changed a key first: apply what is in etcd now, make
-    /// a lost automatic trip again, and say what is in force.
-    fn lost(&self, decision: &Decision, current: &[Option<KeyValue>]) -> FleetOutcome {
-        let mut shown = serde_json::Map::new();
-        let mut units = Vec::new();
-        let mut cause = String::new();
-        for kv in current.iter().flatten() {
-            let key = kv.key_str().to_string();
-            match state::decode(&self.config.prefix, &key, &kv.value) {
-                Ok(decoded) => {
-                    shown.insert(key, serde_json::from_slice(&kv.value).unwrap_or(Value::Null));
-                    cause = format!("fleet: {} ({})", decoded.cause, decoded.by);
-                    units.push((decoded.key, decoded.value, kv.mod_revision));
-                }
-                Err(e) => tracing::warn!(error = %e, "unreadable fleet state in etcd; ignored"),
-            }
-        }
-        tracing::warn!(cause = %decision.cause, "another replica changed the same state first; its change is in force");
-        self.control.apply_shared(units, &cause, true);
-        if decision.maker == Maker::Automatic {
-            self.retrip(decision.changes.iter().map(|c| (&c.key, &c.value)));
-        }
-        FleetOutcome::Conflict { current: Value::Object(shown) }
-    }
-
-    /// Make again the trips among `changes` that the state in force lacks.
-    fn retrip<'a>(&self, changes: impl Iterator<Item = (&'a SharedKey, &'a SharedValue)>) {
-        for (key, value) in changes {
-            if let (SharedKey::Pool(pool), SharedValue::Pool(unit)) = (key, value) {
-                if let Some(trip) = &unit.trip {
-                    self.control.reapply_trip(pool, trip);
-                }
-            }
-        }
-    }
-
-    fn apply_events(&self, events: Vec<super::etcd::Event>) {
-        let mut units = Vec::new();
-        let mut cause = String::new();
-        for event in events {
-            if event.kind != EventKind::Put {
-                continue;
-            }
-            let key = event.kv.key_str().to_string();
-            match state::decode(&self.config.prefix, &key, &event.kv.value) {
-                Ok(Decoded { key, value, by, cause: why }) => {
-                    cause = format!("fleet: {why} ({by})");
-                    units.push((key, value, event.kv.mod_revision));
-                }
-                Err(e) => tracing::warn!(error = %e, "unreadable fleet state in etcd; ignored"),
-            }
-        }
-        if !units.is_empty() {
-            self.control.apply_shared(units, &cause, false);
-        }
-    }
-
-    /// Read the whole shared state and apply it; write what was decided
-    /// while cut off (see the module docs for who wins). Returns the
-    /// revision read, to watch from.
-    async fn resync(&self) -> Result<i64, EtcdError> {
-        let range = self.client.get_prefix(state::state_prefix(&self.config.prefix)).await?;
-        let mut stored: BTreeMap<SharedKey, (SharedValue, i64, String)> = BTreeMap::new();
-        for kv in &range.kvs {
-            let key = kv.key_str().to_string();
-            match state::decode(&self.config.prefix, &key, &kv.value) {
-                Ok(d) => {
-                    stored.insert(d.key, (d.value, kv.mod_revision, format!("fleet: {} ({})", d.cause, d.by)));
-                }
-                Err(e) => tracing::warn!(error = %e, "unreadable fleet state in etcd; ignored"),
-            }
-        }
-        let pending = std::mem::take(&mut self.lock().pending);
-        let mut to_write = Vec::new();
-        let mut lost = Vec::new();
-        for (key, p) in pending {
-            let in_etcd = stored.get(&key).map_or(0, |(_, version, _)| *version);
-            if in_etcd == p.based_on {
-                stored.remove(&key);
-                to_write.push((key, p));
-            } else {
-                tracing::warn!(?key, cause = %p.cause, "changed in etcd while this replica was cut off: etcd's state wins");
-                lost.push((key, p));
-            }
-        }
-        let units: Vec<_> = stored.into_iter().map(|(key, (value, version, _))| (key, value, version)).collect();
-        if !units.is_empty() {
-            self.control.apply_shared(units, "fleet: state read from etcd", false);
-        }
-        for (key, p) in to_write {
-            let decision = Decision {
-                revision: 0,
-                cause: p.cause.clone(),
-                maker: p.maker,
-                changes: vec![crate::control::Change {
-                    key: key.clone(),
-                    value: p.value.clone(),
-                    based_on: p.based_on,
-                }],
-            };
-            let writes = vec![(
-                state::key_of(&self.config.prefix, &key),
-                state::encode(&p.value, &self.config.replica, &p.cause, &rfc3339(SystemTime::now())),
-                p.based_on,
-            )];
-            match self.client.put_all_if(&writes).await {
-                Ok(TxnOutcome::Written { revision }) => {
-                    tracing::info!(?key, cause = %p.cause, "a decision made while cut off is written to etcd");
-                    self.remember_written(&[(key.clone(), p.based_on, revision)]);
-                    self.control.shared_written(&[(key, p.based_on, revision)]);
-                }
-                Ok(TxnOutcome::Conflict { current, .. }) => {
-                    self.lost(&decision, &current);
-                }
-                Err(e) => {
-                    self.lock().pending.insert(key, p);
-                    return Err(e);
-                }
-            }
-        }
-        // Trips are a union: one made while cut off is made again on etcd's state.
-        self.retrip(lost.iter().map(|(k, p)| (k, &p.value)));
-        Ok(range.revision)
-    }
-
-    /// Keep `<prefix>/replicas/<name>` under a live lease, with the config
-    /// digest in force, and refresh the list of live replicas.
-    async fn keep_listed(&self, lease: &mut Option<LeaseKeeper>, published: &mut Option<ReplicaRecord>) {
-        if !lease.as_ref().is_some_and(LeaseKeeper::is_alive) {
-            *published = None;
-            match self.client.lease_grant(self.config.lease_ttl).await {
-                Ok(granted) => {
-                    *lease = Some(LeaseKeeper::spawn(self.client.clone(), granted.id, self.config.lease_ttl));
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "cannot take the replica's lease");
-                    return;
-                }
-            }
-        }
-        let record = ReplicaRecord {
-            replica: self.config.replica.clone(),
-            config: format!("{:016x}", self.control.config_digest()),
-            started: self.started.clone(),
-        };
-        if published.as_ref() != Some(&record) {
-            let id = lease.as_ref().map(LeaseKeeper::id);
-            let value = serde_json::to_vec(&record).unwrap_or_default();
-            match self.client.put(self.replica_key(), value, id).await {
-                Ok(_) => *published = Some(record),
-                Err(e) => tracing::debug!(error = %e, "cannot list this replica"),
-            }
-        }
-        if let Ok(range) = self.client.get_prefix(state::replicas_prefix(&self.config.prefix)).await {
-            let replicas = range.kvs.iter().filter_map(|kv| serde_json::from_slice(&kv.value).ok()).collect();
-            self.lock().replicas = replicas;
         }
     }
 }
