@@ -21,27 +21,32 @@
 //! cancels out): the null is only that **within each tick** the pool is no
 //! worse than its baseline plus the allowance. When the baseline served too
 //! few requests in a tick to cancel the pool's term (`1 − e^{−ψ}` is capped at
-//! [`PAY_CAP`]), the rest is carried as a debt paid from later ticks: the
-//! ticks from the last paid-up one to the one that pays the debt off make
-//! one factor, cancelled over their baseline requests together, so while a
-//! debt is outstanding the evidence stands where it stood at the last
-//! paid-up tick. This assumes the baseline's share does not change while a
-//! debt is outstanding (a few ticks, at low traffic only); the points where
-//! debts are paid off depend on request counts alone, so Ville's inequality
-//! holds over them. The other way round, a tick with baseline requests but
-//! none of the pool's cancels a little in advance (up to [`BANK`] pool
-//! requests' worth, kept [`BANK_TICKS`]), so at low traffic a lone pool
-//! request rarely waits for baseline requests to come.
+//! [`PAY_CAP`]), the rest is carried as a debt paid from later ticks'
+//! baseline requests, the oldest tick's first: that tick's factor then spans
+//! from it to the tick that pays its charge off, and its winnings count from
+//! then on (the baseline's payments count at once: each is a factor of at
+//! most 1, so counting it early can only lower the evidence). This assumes
+//! the baseline's share does not change while a tick's charge is owed (a
+//! few ticks, at low traffic only) and does not depend on the pool's
+//! outcomes; the points where a tick is paid off depend on request counts
+//! alone, so Ville's inequality holds over them. Each tick counts as soon as
+//! its own charge is paid, not when every debt is: at low traffic the pool's
+//! charges use most of what the baseline can cancel, so some debt is owed
+//! much of the time, and a pool failing from its start would otherwise wait
+//! for a lull. The other way round, a tick with baseline requests but none
+//! of the pool's cancels a little in advance (up to [`BANK`] pool requests'
+//! worth, each tick's deposit kept [`BANK_TICKS`]), so at low traffic a lone
+//! pool request rarely waits for baseline requests to come.
 //!
 //! `θ` is the size of the excess bet on; a fixed grid ([`THETAS`]) is mixed
 //! with fixed weights ([`WEIGHTS`], the prior), so the mixture is an
-//! e-process too and adapts to small and large excesses. A tick whose
-//! baseline served too few requests to cancel a bet (`n·(e^θ − 1)` above
-//! [`PAY_CAP`]·`m`) takes a smaller bet instead, the largest it can cancel,
-//! when that is at least [`SHRINK`] of the bet: the bet of a tick may depend
-//! on its request counts, which do not depend on its outcomes, so the factor
-//! keeps its mean. A bet that would shrink further is kept whole and leaves
-//! a debt (below). The mirror image (`exp(−θ·x + ψ·y + a·n·(1 − e^{−θ}))`)
+//! e-process too and adapts to small and large excesses. A tick in which
+//! the baseline cannot cancel a bet (`n·(e^θ − 1)` above [`PAY_CAP`]·`m` plus
+//! the bank, less what is owed) takes a smaller bet instead, the largest it
+//! can cancel, when that is at least [`SHRINK`] of the bet: the bet of a tick
+//! may depend on request counts, which do not depend on outcomes, so the
+//! factor keeps its mean. A bet that would shrink further is kept whole and
+//! leaves a debt (above). The mirror image (`exp(−θ·x + ψ·y + a·n·(1 − e^{−θ}))`)
 //! is evidence that the pool is *within* its allowance: the upper bound a
 //! "healthy" verdict needs.
 //!
@@ -57,6 +62,8 @@
 //! `r` restart points is at most `r / c`. The judge sets `c` from the
 //! confidence per hour.
 
+use std::collections::VecDeque;
+
 /// Mixed bets `θ`: `ln 1.5`, `ln 2`, `ln 4`, `ln 8` — from an excess of a
 /// few tenths of the null share to an order of magnitude.
 const THETAS: [f64; 4] =
@@ -69,6 +76,15 @@ const THETAS: [f64; 4] =
 /// bets can be cancelled), are still seen.
 const WEIGHTS: [f64; 4] = [0.15, 0.15, 0.2, 0.5];
 
+/// Most ticks whose pool charge waits for baseline requests, each counted
+/// as soon as its own charge is cancelled; a longer queue merges its newest
+/// ticks, which then count together (memory stays fixed).
+const OWED_TICKS: usize = 16;
+
+/// What is left of a tick's charge when it counts as paid: rounding, not
+/// a debt.
+const PAID: f64 = 1e-12;
+
 /// Least share of its bet a tick takes rather than leave a debt.
 const SHRINK: f64 = 0.75;
 
@@ -76,8 +92,8 @@ const SHRINK: f64 = 0.75;
 /// advance.
 const BANK: f64 = 2.0;
 
-/// Ticks a bank's credit is kept before it is given up: the baseline's
-/// share is assumed steady that long.
+/// Ticks each deposit in the bank is kept before it is given up: the
+/// baseline's share is assumed steady that long.
 const BANK_TICKS: u64 = 16;
 
 /// Largest `1 − e^{−ψ}` paid per baseline request (so `ψ ≤ ln 10`): one bad
@@ -129,12 +145,23 @@ struct Mark {
     charged: f64,
 }
 
-/// The lower side's sums at a tick with no debt outstanding.
+/// The lower side's sums over the ticks whose pool charge is cancelled.
 #[derive(Debug, Clone, Copy, Default)]
 struct Settled {
     won: f64,
     paid: f64,
     charged: f64,
+}
+
+/// A tick whose pool charge is not yet all cancelled.
+#[derive(Debug, Clone, Copy)]
+struct Owed {
+    /// Its `θ·x`.
+    won: f64,
+    /// Its `n·(e^θ − 1)`.
+    charged: f64,
+    /// What is still to be cancelled.
+    left: f64,
 }
 
 /// One bet `θ` of the mixture.
@@ -152,15 +179,17 @@ struct Arm {
     charged: f64,
     /// Lower side: `Σ ψ·y` over the baseline's bad answers.
     low_paid: f64,
-    /// Lower side: pool charge not yet cancelled by baseline traffic.
-    debt: f64,
-    /// The lower side at the last tick with no debt: what it shows.
+    /// Lower side: the ticks whose pool charge is not yet cancelled by
+    /// baseline traffic, oldest first (at most [`OWED_TICKS`]).
+    owed: VecDeque<Owed>,
+    /// The lower side over the ticks whose charge is cancelled, and every
+    /// baseline payment: what it shows.
     settled: Settled,
     /// Cancelling paid in advance by baseline requests of ticks that had
-    /// room to spare, for the pool's next requests.
-    banked: f64,
-    /// The tick of the oldest credit in the bank.
-    banked_at: u64,
+    /// room to spare, for the pool's next requests: each tick's deposit,
+    /// oldest first, as `(tick, amount)`; at most one per tick of the last
+    /// [`BANK_TICKS`].
+    bank: VecDeque<(u64, f64)>,
     /// Upper side: `Σ ψ·y`.
     up_paid: f64,
     /// Upper side: pool credit not yet spent on baseline traffic.
@@ -178,22 +207,22 @@ impl Arm {
             won: 0.0,
             charged: 0.0,
             low_paid: 0.0,
-            debt: 0.0,
+            owed: VecDeque::new(),
             settled: Settled::default(),
-            banked: 0.0,
-            banked_at: 0,
+            bank: VecDeque::new(),
             up_paid: 0.0,
             credit: 0.0,
             mark: Mark::default(),
         }
     }
 
-    /// The bet of a tick with `n` pool and `m` baseline requests, as `θ`
-    /// and `e^θ − 1`: the arm's own, or the largest the baseline can
-    /// cancel when that is not much smaller.
-    fn bet(&self, n: f64, m: f64) -> (f64, f64) {
-        if n > 0.0 && m > 0.0 && n * self.g > PAY_CAP * m {
-            let g = PAY_CAP * m / n;
+    /// The bet of a tick with `n` pool requests when the baseline can
+    /// cancel `cover` (its room in the tick and the bank, less what is
+    /// owed), as `θ` and `e^θ − 1`: the arm's own, or the largest `cover`
+    /// pays for when that is not much smaller.
+    fn bet(&self, n: f64, cover: f64) -> (f64, f64) {
+        if n > 0.0 && cover > 0.0 && n * self.g > cover {
+            let g = cover / n;
             let theta = g.ln_1p();
             if theta >= SHRINK * self.theta {
                 return (theta, g);
@@ -202,15 +231,29 @@ impl Arm {
         (self.theta, self.g)
     }
 
-    /// Log of the lower-side process at allowance `a`, as of the last tick
-    /// with no debt.
+    /// Pool charge not yet cancelled by baseline traffic.
+    fn debt(&self) -> f64 {
+        self.owed.iter().map(|owed| owed.left).sum()
+    }
+
+    /// Count the oldest owed tick, now cancelled, in what the lower side
+    /// shows.
+    fn settle(&mut self) {
+        if let Some(owed) = self.owed.pop_front() {
+            self.settled.won += owed.won;
+            self.settled.charged += owed.charged;
+        }
+    }
+
+    /// Log of the lower-side process at allowance `a`, over the ticks
+    /// whose charge is cancelled.
     fn lower(&self, a: f64) -> f64 {
         let s = &self.settled;
         s.won - s.paid - a * s.charged
     }
 
-    /// Log of the restarted lower-side process at allowance `a`, as of the
-    /// last tick with no debt.
+    /// Log of the restarted lower-side process at allowance `a`, over the
+    /// ticks whose charge is cancelled.
     fn restarted(&self, a: f64) -> f64 {
         let (s, mark) = (&self.settled, &self.mark);
         (s.won - mark.won) - (s.paid - mark.paid) - a * (s.charged - mark.charged)
@@ -270,37 +313,71 @@ impl Comparison {
         let m = base.requests as f64;
         let y = base.bad as f64;
         for arm in &mut self.arms {
-            let (theta, g) = arm.bet(n, m);
+            // Credit older than BANK_TICKS may predate a change of the
+            // baseline's share: given up.
+            while arm.bank.front().is_some_and(|&(at, _)| tick > at + BANK_TICKS) {
+                arm.bank.pop_front();
+            }
+            let banked: f64 = arm.bank.iter().map(|&(_, amount)| amount).sum();
+            let (theta, g) = arm.bet(n, banked + PAY_CAP * m - arm.debt());
             arm.won += theta * x;
             arm.charged += n * g;
-            arm.debt += n * g;
-            if tick > arm.banked_at + BANK_TICKS {
-                // Credit this old may predate a change of the baseline's share.
-                arm.banked = 0.0;
+            if n > 0.0 {
+                let this = Owed { won: theta * x, charged: n * g, left: n * g };
+                let full = arm.owed.len() >= OWED_TICKS;
+                match arm.owed.back_mut() {
+                    // A long queue merges its newest ticks: they are
+                    // cancelled together, as one.
+                    Some(last) if full => {
+                        last.won += this.won;
+                        last.charged += this.charged;
+                        last.left += this.left;
+                    }
+                    _ => arm.owed.push_back(this),
+                }
             }
-            let drawn = arm.debt.min(arm.banked);
-            arm.banked -= drawn;
-            arm.debt -= drawn;
+            // The bank pays first, oldest credit first.
+            while let (Some(owed), Some(credit)) = (arm.owed.front_mut(), arm.bank.front_mut()) {
+                let drawn = owed.left.min(credit.1);
+                owed.left -= drawn;
+                credit.1 -= drawn;
+                if credit.1 <= 0.0 {
+                    arm.bank.pop_front();
+                }
+                if owed.left <= PAID {
+                    arm.settle();
+                }
+            }
             if m > 0.0 {
                 let room = PAY_CAP * m;
+                let debt = arm.debt();
                 // Only a tick without pool requests saves up: at low traffic
                 // most ticks are such, and a busy tick keeps its ψ small.
-                let deposit = if n == 0.0 { (room - arm.debt).min(BANK * arm.g - arm.banked).max(0.0) } else { 0.0 };
-                let cancelled = (arm.debt + deposit).min(room);
+                let banked: f64 = arm.bank.iter().map(|&(_, amount)| amount).sum();
+                let deposit = if n == 0.0 { (room - debt).min(BANK * arm.g - banked).max(0.0) } else { 0.0 };
+                let cancelled = (debt + deposit).min(room);
                 if cancelled > 0.0 {
                     arm.low_paid += -(-cancelled / m).ln_1p() * y;
                 }
-                arm.debt -= cancelled.min(arm.debt);
-                if deposit > 0.0 {
-                    if arm.banked == 0.0 {
-                        arm.banked_at = tick;
+                // Paying everything owed settles every tick, whatever the
+                // rounding of the sum.
+                let mut pay = if cancelled >= debt { f64::INFINITY } else { cancelled };
+                while let Some(owed) = arm.owed.front_mut() {
+                    if pay <= 0.0 {
+                        break;
                     }
-                    arm.banked += deposit;
+                    let drawn = owed.left.min(pay);
+                    owed.left -= drawn;
+                    pay -= drawn;
+                    if owed.left <= PAID {
+                        arm.settle();
+                    }
+                }
+                if deposit > 0.0 {
+                    arm.bank.push_back((tick, deposit));
                 }
             }
-            if arm.debt == 0.0 {
-                arm.settled = Settled { won: arm.won, paid: arm.low_paid, charged: arm.charged };
-            }
+            arm.settled.paid = arm.low_paid;
             arm.credit += n * arm.h;
             if m > 0.0 && arm.credit > 0.0 {
                 arm.up_paid += (arm.credit / m).ln_1p() * y;
@@ -312,7 +389,7 @@ impl Comparison {
         if restart_point {
             let (total_pool, total_base, allowed) = (self.pool, self.base, self.allowed);
             for arm in &mut self.arms {
-                if arm.debt == 0.0 && arm.restarted(allowed) < 0.0 {
+                if arm.owed.is_empty() && arm.restarted(allowed) < 0.0 {
                     arm.mark = Mark {
                         tick,
                         pool: total_pool,
@@ -422,17 +499,25 @@ mod tests {
     fn a_bet_the_baseline_cannot_cancel_shrinks_or_leaves_a_debt() {
         let arm = Arm::new(THETAS[3]);
         // Room enough: the whole bet.
-        assert_eq!(arm.bet(5.0, 45.0), (arm.theta, arm.g));
-        // A little short: the largest bet 45 baseline requests cancel.
-        let (theta, g) = arm.bet(8.0, 42.0);
+        assert_eq!(arm.bet(5.0, PAY_CAP * 45.0), (arm.theta, arm.g));
+        // A little short: the largest bet 42 baseline requests cancel.
+        let (theta, g) = arm.bet(8.0, PAY_CAP * 42.0);
         assert!((g - 0.9 * 42.0 / 8.0).abs() < 1e-12 && theta < arm.theta && theta >= SHRINK * arm.theta);
         // Far short: the whole bet, and a debt.
-        assert_eq!(arm.bet(1.0, 1.0), (arm.theta, arm.g));
+        assert_eq!(arm.bet(1.0, PAY_CAP), (arm.theta, arm.g));
         let mut cmp = Comparison::new(0.01);
         cmp.fold(0, c(8, 0), c(42, 0), false);
-        assert_eq!(cmp.arms[3].debt, 0.0, "a shrunk bet is paid in its tick");
+        assert_eq!(cmp.arms[3].debt(), 0.0, "a shrunk bet is paid in its tick");
         cmp.fold(1, c(1, 0), c(1, 0), false);
-        assert!(cmp.arms[3].debt > 0.0);
+        assert!(cmp.arms[3].debt() > 0.0);
+        // What the bank holds counts as room: a pool request after quiet
+        // ticks bets no more than it and the tick's baseline can cancel.
+        let mut banked = Comparison::new(0.01);
+        banked.fold(0, c(0, 0), c(5, 0), false);
+        banked.fold(1, c(1, 1), c(0, 0), false);
+        let arm = &banked.arms[3];
+        assert_eq!(arm.debt(), 0.0, "{arm:?}");
+        assert!((arm.won - (1.0 + 0.9 * 5.0_f64).ln()).abs() < 1e-12, "{arm:?}");
     }
 
     #[test]
@@ -505,14 +590,65 @@ mod tests {
         // One failed pool request with no baseline request in its tick:
         // the bank cancels it, so it counts at once.
         cmp.fold(4, c(1, 1), c(0, 0), false);
-        assert_eq!(cmp.arms[3].debt, 0.0);
+        assert_eq!(cmp.arms[3].debt(), 0.0);
         assert!(cmp.lower(0.01) > 0.5, "{}", cmp.lower(0.01));
         // Credit older than BANK_TICKS is given up.
         let mut stale = Comparison::new(0.01);
         stale.fold(0, c(0, 0), c(50, 0), false);
         stale.fold(BANK_TICKS + 1, c(1, 1), c(0, 0), false);
-        assert!(stale.arms[3].debt > 0.0);
+        assert!(stale.arms[3].debt() > 0.0);
         assert_eq!(stale.lower(0.01), 0.0);
+    }
+
+    #[test]
+    fn each_deposit_in_the_bank_is_kept_its_own_while() {
+        // One baseline request a tick fills the bank a little at a time; at
+        // the tick where the first deposit is given up, the later ones still
+        // pay a pool request whole.
+        let mut cmp = Comparison::new(0.01);
+        for tick in 0..=BANK_TICKS {
+            cmp.fold(tick, c(0, 0), c(1, 0), false);
+        }
+        cmp.fold(BANK_TICKS + 1, c(1, 1), c(0, 0), false);
+        let arm = &cmp.arms[3];
+        assert_eq!(arm.debt(), 0.0, "{arm:?}");
+        assert!((arm.won - arm.theta).abs() < 1e-12, "the whole bet: {arm:?}");
+        assert!(cmp.lower(0.01) > 0.5, "{}", cmp.lower(0.01));
+    }
+
+    #[test]
+    fn an_owed_tick_counts_once_its_own_charge_is_paid() {
+        // Two pool requests with no baseline around: two owed ticks. Eight
+        // baseline requests then pay the first off, not yet the second: the
+        // first's failure counts while the second is still owed.
+        let mut cmp = Comparison::new(0.01);
+        cmp.fold(0, c(1, 1), c(0, 0), false);
+        cmp.fold(1, c(1, 0), c(0, 0), false);
+        assert_eq!(cmp.lower(0.01), 0.0, "nothing paid yet");
+        cmp.fold(2, c(0, 0), c(8, 0), false);
+        let arm = &cmp.arms[3];
+        assert_eq!(arm.owed.len(), 1, "{arm:?}");
+        assert!((arm.debt() - (2.0 * arm.g - 0.9 * 8.0)).abs() < 1e-9, "{arm:?}");
+        assert!((arm.lower(0.01) - (arm.theta - 0.01 * arm.g)).abs() < 1e-12, "{arm:?}");
+        // A baseline failure counts against the evidence at once.
+        let before = arm.lower(0.01);
+        cmp.fold(3, c(0, 0), c(1, 1), false);
+        assert!(cmp.arms[3].lower(0.01) < before, "{:?}", cmp.arms[3]);
+    }
+
+    #[test]
+    fn a_long_queue_of_owed_ticks_merges_its_newest() {
+        let mut cmp = Comparison::new(0.01);
+        for tick in 0..(OWED_TICKS as u64 + 10) {
+            cmp.fold(tick, c(1, 1), c(0, 0), false);
+        }
+        let arm = &cmp.arms[3];
+        assert_eq!(arm.owed.len(), OWED_TICKS);
+        assert!((arm.debt() - (OWED_TICKS as f64 + 10.0) * arm.g).abs() < 1e-9, "nothing is lost: {arm:?}");
+        cmp.fold(100, c(0, 0), c(1_000, 0), false);
+        assert!(cmp.arms[3].owed.is_empty());
+        let won = cmp.arms[3].settled.won;
+        assert!((won - (OWED_TICKS as f64 + 10.0) * THETAS[3]).abs() < 1e-9, "all of it counts once paid: {won}");
     }
 
     #[test]

@@ -185,6 +185,34 @@ fn low_traffic_adds_up_since_the_version_began() {
 }
 
 #[test]
+fn a_burst_of_failures_at_low_traffic_counts_before_the_debt_behind_it_is_paid() {
+    // One baseline request a tick. After 5 s the canary fails four requests
+    // in a row, then succeeds once every 2 s: its requests then use nearly
+    // all that the baseline's can cancel, so some debt stays owed for
+    // minutes. Each failure counts once its own tick's charge is paid.
+    let start = Instant::now();
+    let mut judge = Judge::new("canary", against_stable(), start);
+    let mut tripped = None;
+    for tick in 0..240u32 {
+        let at = start + TICK * tick + TICK / 2;
+        judge.record(Side::Baseline, false, FAST, at);
+        if (20..24).contains(&tick) {
+            judge.record(Side::Pool, true, FAST, at);
+        } else if tick > 24 && tick % 8 == 0 {
+            judge.record(Side::Pool, false, FAST, at);
+        }
+        if tripped.is_none() && judge.kind(start + TICK * (tick + 1)) == VerdictKind::Failing {
+            tripped = Some(tick);
+        }
+    }
+    let tick = tripped.expect("trips on the four failures");
+    assert!(tick < 24 + 20, "within 5 s of the fourth failure, not at a lull: tick {tick}");
+    let v = judge.verdict(start + TICK * 240);
+    assert_eq!((v.evidence.rule, v.evidence.scope), (Rule::ErrorIncrease, Scope::Version), "{v:?}");
+    assert_eq!(v.evidence.pool.bad, 4, "{v:?}");
+}
+
+#[test]
 fn a_late_failure_is_not_diluted_by_an_hour_of_good_traffic() {
     let config = JudgeConfig { max_error_rate: None, max_p99_latency: None, ..against_stable() };
     let mut sim = Sim::new(config, 200.0, 6);
