@@ -154,6 +154,7 @@ impl Fleet {
         let task = tokio::spawn(fleet.clone().run(decisions, watcher));
         let leading = fleet.election.lock().ok().and_then(|e| e.as_ref().map(|e| e.is_leader()));
         let leading = leading.unwrap_or_else(|| watch::channel(false).1);
+        let authority = tokio::spawn(fleet.clone().follow_leadership(leading.clone()));
         let feeding =
             verdicts::Feeding { leading, connected: fleet.connected.subscribe(), judged: fleet.judged.clone() };
         let (publisher, feeding) = verdicts::start(fleet.control.clone(), fleet.client.clone(), &fleet.config, feeding);
@@ -162,6 +163,7 @@ impl Fleet {
         }
         if let Ok(mut tasks) = fleet.tasks.lock() {
             tasks.push(task);
+            tasks.push(authority);
             tasks.push(feeding);
         }
         Ok(fleet)
@@ -278,15 +280,23 @@ impl Fleet {
         self.control.set_automatic(leading || !self.is_connected());
     }
 
+    /// Hands automatic decisions over the moment leadership moves. A task
+    /// of its own: the sync loop can be inside an etcd call for up to
+    /// `timeout`, and a new leader must not wait that long to act (nor a
+    /// deposed one keep acting).
+    async fn follow_leadership(self: Arc<Self>, mut leading: watch::Receiver<bool>) {
+        while leading.changed().await.is_ok() {
+            let now = *leading.borrow_and_update();
+            tracing::info!(replica = %self.config.replica, leading = now, "fleet leadership changed");
+            self.update_authority();
+        }
+    }
+
     async fn run(
         self: Arc<Self>,
         mut decisions: mpsc::UnboundedReceiver<(u64, Option<Decision>)>,
         mut watcher: Option<Watcher>,
     ) {
-        let mut leading = match self.election.lock().ok().and_then(|e| e.as_ref().map(|e| e.is_leader())) {
-            Some(rx) => rx,
-            None => return,
-        };
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut lease: Option<LeaseKeeper> = None;
@@ -310,14 +320,6 @@ impl Fleet {
                         self.set_connected(false);
                     }
                 },
-                changed = leading.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                    let now = *leading.borrow_and_update();
-                    tracing::info!(replica = %self.config.replica, leading = now, "fleet leadership changed");
-                    self.update_authority();
-                }
                 _ = tick.tick() => {
                     // Cut off (the watch broke, or a write failed while it
                     // still ran): read the state again and watch from there.
