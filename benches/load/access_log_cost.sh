@@ -22,15 +22,22 @@ export OUT="${OUT:-/tmp/cutover-logcost-$(date -u +%Y%m%dT%H%M%SZ)}"
     --append-b "$(printf '[access_log]\nto = "@SIDE_DIR@/access.log"\nformat = "%s"' "$FORMAT")" \
     --hooks <(
         cat <<'EOF'
-hook_warmed() { LINES0=$(wc -l <"$TMP/b/access.log"); }
 # every logged request's line is in the file (h2load's cut-off requests may
-# add a few lines beyond its count), and none was dropped
-hook_done() {
+# add a few lines beyond its count), and none was dropped; counted over the
+# rounds of each pair of processes, after its warm-up
+LINES=0 DROPPED=0
+hook_warmed() { LINES0=$(wc -l <"$TMP/b/access.log"); }
+count_pair() {
     sleep 1
-    local lines dropped
-    lines=$(($(wc -l <"$TMP/b/access.log") - LINES0))
+    local dropped
+    LINES=$((LINES + $(wc -l <"$TMP/b/access.log") - LINES0))
     dropped=$(curl -s "http://127.0.0.1:$ADMIN_b/metrics" | awk '$1 == "cutover_access_log_dropped_total" { print $2 }')
-    echo "access log: $lines lines written during the rounds for ${SERVED[b]} requests served; dropped: ${dropped:-?}"
+    DROPPED=$((DROPPED + ${dropped:-0}))
+}
+hook_stopping() { count_pair; }
+hook_done() {
+    count_pair
+    echo "access log: $LINES lines written during the rounds for ${SERVED[b]} requests served; dropped: $DROPPED"
 }
 EOF
     ) "$@" - -

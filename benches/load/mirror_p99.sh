@@ -8,8 +8,8 @@
 # backend (slow_backend.py, on the load tool's CPU) answers every request
 # after SHADOW_DELAY seconds. At PERCENT=100 and the default rate the copies
 # fill the route's 256 in flight and the rest are dropped: the worst a slow
-# shadow does. After the rounds: the copies counted by
-# cutover_mirror_requests_total and by the shadow itself.
+# shadow does. After the rounds: the copies counted by the last mirrored
+# process's cutover_mirror_requests_total and by the shadow itself.
 #
 # Run (the release binary must exist: cargo build --release):
 #   benches/load/mirror_p99.sh                 # 8 rounds x 2 x 5 s, under 2 minutes

@@ -9,11 +9,14 @@
 # every 10 ms; see NOTES.md) runs on the other CPU. In each round both take
 # one slice of SLICE_SECONDS, in alternating order (the second of a pair
 # tends to be the faster on a shared VM), and each process's CPU time is
-# read from schedstat around its slice. Printed: per slice CPU-µs per
-# request, p50 and p99; for each of the three, per round the ratio B ÷ A and
-# over all rounds the median ratio with its range and a seeded 95 %
-# bootstrap interval of the geometric mean (paired.py); then a sanity line
-# per side (requests served of those sent, errors, still running). A ratio
+# read from schedstat around its slice; both processes are started afresh
+# every RESTART_EVERY rounds, on swapped ports and in swapped start order,
+# since one process instance can be several percent slower than another of
+# the same binary and config for its whole life. Printed: per slice
+# CPU-µs per request, p50 and p99; for each of the three, per round the
+# ratio B ÷ A and over all rounds the median ratio with its range and a
+# seeded 95 % bootstrap interval of the geometric mean (paired.py); then a
+# sanity line per side (requests served of those sent, errors, still running). A ratio
 # whose interval holds 1 is within the noise of the run.
 #
 # Usage:
@@ -34,14 +37,19 @@
 #   --append-a TEXT, --append-b TEXT   TOML appended to that side's config
 #   --hooks FILE   bash sourced before the proxies start, with this script's
 #                  functions and variables (start, log, die, TMP, OUT,
-#                  BASE_PORT, LOAD_CPU, PID_a, PID_b, ADMIN_a, ADMIN_b once
-#                  set); it may define hook_started (proxies answering),
-#                  hook_warmed (after the warm-up) and hook_done (after the
-#                  rounds; what it prints joins the sanity lines). SERVED[a],
-#                  SERVED[b] hold the requests each side served
-#   --rounds N --slice S --rate R --out DIR   as the settings below
+#                  BASE_PORT, LOAD_CPU; PID[a], PID[b], ADMIN_a, ADMIN_b of
+#                  the running pair); it may define, for each fresh pair,
+#                  hook_started (proxies answering), hook_warmed (after the
+#                  warm-up) and hook_stopping (before they stop, not for the
+#                  last pair), and hook_done (after the rounds, the last
+#                  pair still running; what it prints joins the sanity
+#                  lines). SERVED[a], SERVED[b] hold the requests served
+#   --rounds N --slice S --rate R --out DIR --restart-every N
+#                  as the settings below
 # Settings (environment; options win):
 #   ROUNDS=8 SLICE_SECONDS=5 RATE=5000 PROXY_CPU=0 LOAD_CPU=1
+#   RESTART_EVERY=2: both processes are started afresh every that many
+#   rounds, on swapped ports and in swapped start order (0: never)
 #   BASE_PORT=18400 OUT=/tmp/cutover-ab-<time>
 # Output in OUT: meta.txt, slices.tsv (one line per slice), sanity.txt,
 # summary.txt (what is printed on stdout). Progress goes to stderr.
@@ -59,6 +67,7 @@ PROXY_CPU="${PROXY_CPU:-0}"
 LOAD_CPU="${LOAD_CPU:-1}"
 BASE_PORT="${BASE_PORT:-18400}"
 OUT="${OUT:-/tmp/cutover-ab-$(date -u +%Y%m%dT%H%M%SZ)}"
+RESTART_EVERY="${RESTART_EVERY:-2}"
 DEFAULT_BIN="${CUTOVER_BIN:-${CARGO_TARGET_DIR:-$REPO/target}/release/cutover}"
 declare -A BIN=([a]="$DEFAULT_BIN" [b]="$DEFAULT_BIN") NAME=([a]=a [b]=b) APPEND=([a]="" [b]="") CONF=()
 HOOKS=""
@@ -75,6 +84,7 @@ while (($#)); do
         --slice) (($# >= 2)) || usage; SLICE_SECONDS="$2"; shift 2 ;;
         --rate) (($# >= 2)) || usage; RATE="$2"; shift 2 ;;
         --out) (($# >= 2)) || usage; OUT="$2"; shift 2 ;;
+        --restart-every) (($# >= 2)) || usage; RESTART_EVERY="$2"; shift 2 ;;
         -h | --help) usage ;;
         -) positional+=("$1"); shift ;;
         -*) echo "unknown option $1" >&2; usage ;;
@@ -98,18 +108,24 @@ done
 [[ -z "$HOOKS" || -r "$HOOKS" ]] || die "no hooks file at $HOOKS"
 prepare_tmp cutover-ab
 
-# each side: a private copy of its binary, its config rendered on its own ports
-declare -A PORT=([a]="$CUTOVER" [b]="$CUTOVER_PGO") ADMIN_PORT=([a]="$CUTOVER_ADMIN" [b]="$CUTOVER_PGO_ADMIN")
+# each side: a private copy of its binary, and its config rendered twice,
+# on either port pair (`swap` 0: A on the first, 1: B on the first)
+PAIRS=("$CUTOVER $CUTOVER_ADMIN" "$CUTOVER_PGO $CUTOVER_PGO_ADMIN")
 for s in a b; do
     mkdir -p "$TMP/$s"
     cp "${BIN[$s]}" "$TMP/$s/cutover"
     src="${CONF[$s]}"
     [[ $src == - ]] && src="$HERE/cutover.toml"
-    { cat "$src"; [[ -z ${APPEND[$s]} ]] || printf '\n%s\n' "${APPEND[$s]}"; } |
-        sed -e "s|@SIDE_DIR@|$TMP/$s|g" -e "s|@DIR@|$TMP|g" -e "s|@SIDE@|$s|g" \
-            -e "s|@BACKEND_H2@|$BACKEND_H2|g" -e "s|@BACKEND@|$BACKEND|g" \
-            -e "s|@CUTOVER_ADMIN@|${ADMIN_PORT[$s]}|g" -e "s|@CUTOVER@|${PORT[$s]}|g" >"$TMP/$s/cutover.toml"
-    "$TMP/$s/cutover" check "$TMP/$s/cutover.toml" >/dev/null || die "side $s's config does not check: $TMP/$s/cutover.toml"
+    for swap in 0 1; do
+        i=$swap
+        [[ $s == b ]] && i=$((1 - swap))
+        read -r port admin <<<"${PAIRS[$i]}"
+        { cat "$src"; [[ -z ${APPEND[$s]} ]] || printf '\n%s\n' "${APPEND[$s]}"; } |
+            sed -e "s|@SIDE_DIR@|$TMP/$s|g" -e "s|@DIR@|$TMP|g" -e "s|@SIDE@|$s|g" \
+                -e "s|@BACKEND_H2@|$BACKEND_H2|g" -e "s|@BACKEND@|$BACKEND|g" \
+                -e "s|@CUTOVER_ADMIN@|$admin|g" -e "s|@CUTOVER@|$port|g" >"$TMP/$s/cutover-$swap.toml"
+        "$TMP/$s/cutover" check "$TMP/$s/cutover-$swap.toml" >/dev/null || die "side $s's config does not check: $TMP/$s/cutover-$swap.toml"
+    done
 done
 check_ports_free
 
@@ -120,11 +136,38 @@ if [[ -n "$HOOKS" ]]; then
 fi
 
 start backend "$LOAD_CPU" nginx -c "$TMP/backend-nginx.conf" -p "$TMP"
-for s in a b; do start "$s" "$PROXY_CPU" env RUST_LOG=warn "$TMP/$s/cutover" run --config "$TMP/$s/cutover.toml"; done
-declare -A PID=([a]="$PID_a" [b]="$PID_b")
-ADMIN_a="${ADMIN_PORT[a]}" ADMIN_b="${ADMIN_PORT[b]}"
-for s in a b; do wait_http "http://127.0.0.1:${PORT[$s]}/"; done
-hook hook_started
+
+# One instance of each side, started fresh: in epoch `e` (from 0) the two
+# swap port pairs and start order on odd epochs. A process's own luck
+# (where its memory landed, which it started after) moves its CPU per
+# request by several percent for its whole life, as much as many changes
+# being measured; fresh pairs every RESTART_EVERY rounds spread that luck
+# over both sides instead of handing it to one.
+declare -A PID=() PORT=()
+start_pair() { # epoch
+    local swap=$(($1 % 2)) s order
+    if ((swap)); then order=(b a); else order=(a b); fi
+    for s in "${order[@]}"; do
+        start "$s" "$PROXY_CPU" env RUST_LOG=warn "$TMP/$s/cutover" run --config "$TMP/$s/cutover-$swap.toml"
+    done
+    PID=([a]="$PID_a" [b]="$PID_b")
+    read -r PORT[a] ADMIN_a <<<"${PAIRS[$swap]}"
+    read -r PORT[b] ADMIN_b <<<"${PAIRS[$((1 - swap))]}"
+    for s in a b; do wait_http "http://127.0.0.1:${PORT[$s]}/"; done
+    hook hook_started
+    # warm-up: pools filled, buffers grown, log files created
+    for s in a b; do fixed_rate "http://127.0.0.1:${PORT[$s]}/" 2 "$OUT/warmup-$1-${NAME[$s]}.txt" >/dev/null; done
+    hook hook_warmed
+}
+stop_pair() {
+    hook hook_stopping
+    local s
+    for s in a b; do kill -TERM "${PID[$s]}" 2>/dev/null || true; done
+    for s in a b; do
+        wait "${PID[$s]}" 2>/dev/null || true
+        forget_pid "${PID[$s]}"
+    done
+}
 
 describe_bin() { # path: its size and modification time, so two builds can be told apart
     stat -c '%s bytes, built %y' "$1" | sed 's/\.[0-9]* / /'
@@ -136,17 +179,21 @@ describe_bin() { # path: its size and modification time, so two builds can be to
     for s in a b; do
         echo "${NAME[$s]} ($s): ${BIN[$s]} ($(describe_bin "${BIN[$s]}")), config ${CONF[$s]}$([[ -z ${APPEND[$s]} ]] || echo ' + appended text')"
     done
-    echo "settings: ROUNDS=$ROUNDS SLICE_SECONDS=$SLICE_SECONDS RATE=$RATE PROXY_CPU=$PROXY_CPU LOAD_CPU=$LOAD_CPU, $(h2load --version | head -1) --h1 -c50 --rps"
+    echo "settings: ROUNDS=$ROUNDS SLICE_SECONDS=$SLICE_SECONDS RATE=$RATE RESTART_EVERY=$RESTART_EVERY PROXY_CPU=$PROXY_CPU LOAD_CPU=$LOAD_CPU, $(h2load --version | head -1) --h1 -c50 --rps"
 } | tee "$OUT/meta.txt" >&2
-for s in a b; do cp "$TMP/$s/cutover.toml" "$OUT/config-${NAME[$s]}.toml"; done
-
-# warm-up: pools filled, buffers grown, log files created
-for s in a b; do fixed_rate "http://127.0.0.1:${PORT[$s]}/" 2 "$OUT/warmup-${NAME[$s]}.txt" >/dev/null; done
-hook hook_warmed
+for s in a b; do cp "$TMP/$s/cutover-0.toml" "$OUT/config-${NAME[$s]}.toml"; done
 
 printf 'round\tproxy\trequests\tcpu_us_per_req\tp50_ms\tp99_ms\terrors\n' >"$OUT/slices.tsv"
 declare -A SERVED=([a]=0 [b]=0) ERRORS=([a]=0 [b]=0)
+epoch=0
+start_pair "$epoch"
 for rnd in $(seq "$ROUNDS"); do
+    if ((RESTART_EVERY > 0 && rnd > 1 && (rnd - 1) % RESTART_EVERY == 0)); then
+        stop_pair
+        epoch=$((epoch + 1))
+        log "fresh processes (epoch $epoch)"
+        start_pair "$epoch"
+    fi
     if ((rnd % 2)); then order=(a b); else order=(b a); fi
     for s in "${order[@]}"; do
         t0=$(cpu_ns "${PID[$s]}")
