@@ -13,11 +13,22 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
-use super::record::{Choice, Kind, Record};
+use super::record::{Choice, Format, Kind, Record};
 use crate::timestamp::rfc3339;
 
+impl Record {
+    /// Append this record as one line (with its `\n`) to `out`.
+    pub fn write_line(&self, format: Format, out: &mut Vec<u8>) {
+        match format {
+            Format::Json => json(self, out),
+            Format::Text => text(self, out),
+        }
+        out.push(b'\n');
+    }
+}
+
 /// Append `record` as one JSON object, without its newline.
-pub(super) fn json(record: &Record, out: &mut Vec<u8>) {
+fn json(record: &Record, out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"time\":\"");
     time(record.time, out);
     out.extend_from_slice(b"\",\"kind\":\"");
@@ -82,7 +93,7 @@ pub(super) fn json(record: &Record, out: &mut Vec<u8>) {
 /// route pool backend rev choice retries failure request_id trace_id`,
 /// with `-` for what is absent. Values that come from the request are
 /// quoted and escaped, so a line always splits the same way.
-pub(super) fn text(record: &Record, out: &mut Vec<u8>) {
+fn text(record: &Record, out: &mut Vec<u8>) {
     time(record.time, out);
     out.push(b' ');
     client(record.client, out);
@@ -225,9 +236,9 @@ fn json_millis(duration: Duration, out: &mut Vec<u8>) {
         return;
     }
     let digits = [b'0' + (frac / 100) as u8, b'0' + (frac / 10 % 10) as u8, b'0' + (frac % 10) as u8];
-    let keep = if frac % 100 == 0 {
+    let keep = if frac.is_multiple_of(100) {
         1
-    } else if frac % 10 == 0 {
+    } else if frac.is_multiple_of(10) {
         2
     } else {
         3
@@ -292,7 +303,7 @@ fn json_str(value: &str, out: &mut Vec<u8>) {
 /// Escape `"`, `\` and control characters, so a client cannot forge a
 /// line or a field.
 fn text_str(value: &str, out: &mut Vec<u8>) {
-    if !value.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20 || b >= 0x7f) {
+    if !value.bytes().any(|b| b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b)) {
         out.extend_from_slice(value.as_bytes());
         return;
     }

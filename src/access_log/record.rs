@@ -3,7 +3,7 @@
 //! A record lives from the request's head to its end, so it holds copies
 //! of what it needs from the request (host, path, request ID) and shares
 //! what the config already holds (route and pool names). It is turned into
-//! a line on the thread that finishes the request ([`super::line`]), so
+//! a line on the thread that finishes the request (`line`), so
 //! nothing of it crosses threads. The JSON field names are the documented
 //! interface of the log and do not change lightly: log shippers and
 //! queries depend on them.
@@ -14,8 +14,6 @@ use std::time::{Duration, SystemTime};
 
 use http::Method;
 use serde::Serialize;
-
-use super::line;
 
 /// The line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,15 +110,6 @@ impl Record {
     /// itself, or the answer is a 5xx.
     pub fn failed(&self) -> bool {
         self.failure.is_some() || self.status >= 500
-    }
-
-    /// Append this record as one line (with its `\n`) to `out`.
-    pub fn write_line(&self, format: Format, out: &mut Vec<u8>) {
-        match format {
-            Format::Json => line::json(self, out),
-            Format::Text => line::text(self, out),
-        }
-        out.push(b'\n');
     }
 }
 
