@@ -194,7 +194,7 @@ impl Drop for Exchange {
                 Outcome::Failed(UpstreamFailure::Timeout) => (504, Some(UpstreamFailure::Timeout.as_str())),
                 Outcome::Failed(kind) => (502, Some(kind.as_str())),
             };
-            log.finish(self.backend().addr.authority.clone(), status, failure);
+            log.finish(&self.backend().addr.authority, status, failure);
         }
         let now = Instant::now();
         let latency = now.saturating_duration_since(self.started);

@@ -1,6 +1,6 @@
-# Shared by access_log_cost.sh and mirror_p99.sh (sourced, not run, after
-# common.sh): a pinned process, CPU time from schedstat, and one slice of
-# fixed-rate load with h2load.
+# Shared by paired_ab.sh and the scripts built on it (sourced, not run,
+# after common.sh): a pinned process, CPU time from schedstat, and one slice
+# of fixed-rate load with h2load.
 
 start() { # name cpu cmd...: start a pinned background process; sets PID_<name>
     local name=$1 cpu=$2; shift 2
@@ -29,19 +29,21 @@ cpu_ns() {
 }
 
 # One slice: RATE requests/s over 50 connections for `seconds` against
-# `url`; prints "succeeded p99_ms errors". p99 is over every request's
-# latency in h2load's log.
+# `url`; prints "succeeded p50_ms p99_ms errors". p50 and p99 are over every
+# request's latency in h2load's log.
 fixed_rate() { # url seconds outfile
     local url=$1 secs=$2 outf=$3
     timeout $((secs + 30)) taskset -c "$LOAD_CPU" h2load --h1 -t1 -c50 --rps=$(((RATE + 49) / 50)) -D "$secs" \
         --log-file="$outf.log" "$url" >"$outf" 2>&1 || true
-    local ok errs p99
+    local ok errs p50 p99
     ok=$(awk '/^requests:/ { for (i = 1; i <= NF; i++) if ($(i + 1) ~ /^succeeded/) print $i }' "$outf")
     errs=$(awk '/^requests:/ { for (i = 1; i <= NF; i++) if ($(i + 1) ~ /^(failed|errored|timeout)/) e += $i }
                 /^status codes:/ { for (i = 1; i <= NF; i++) if ($(i + 1) ~ /^[345]xx/) e += $i }
                 END { print e + 0 }' "$outf")
-    p99=$(cut -f3 "$outf.log" | sort -n | awk '{ a[NR] = $1 } END { if (NR == 0) { print "-"; exit }
-        i = int(NR * 0.99 + 0.5); if (i < 1) i = 1; printf "%.3f", a[i] / 1000 }')
+    # p50 and p99 (nearest rank) of the third column, µs, in ms
+    read -r p50 p99 < <(cut -f3 "$outf.log" | sort -n | awk '{ a[NR] = $1 } END { if (NR == 0) { print "- -"; exit }
+        i = int(NR * 0.50 + 0.5); if (i < 1) i = 1; j = int(NR * 0.99 + 0.5); if (j < 1) j = 1
+        printf "%.3f %.3f\n", a[i] / 1000, a[j] / 1000 }')
     rm -f "$outf.log"
-    echo "${ok:-0} $p99 $errs"
+    echo "${ok:-0} $p50 $p99 $errs"
 }

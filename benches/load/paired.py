@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Paired reading of access_log_cost.sh's and mirror_p99.sh's slices.
+"""Paired reading of paired_ab.sh's slices.
 
 Usage: paired.py slices.tsv BASE OTHER COLUMN...
 

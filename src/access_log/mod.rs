@@ -13,6 +13,7 @@
 //! beside the log: they are what joins a line here to a backend's own logs
 //! and traces.
 
+mod line;
 mod pending;
 mod record;
 pub mod request_id;

@@ -88,10 +88,10 @@ impl Pending {
     /// The request ended: served by `backend` (`host:port`), with `failure`
     /// if the backend failed it. The status logged is the one the client
     /// got: the proxy's own answer, else the backend's (even when its body
-    /// broke later), else `status`. Hands the record to the writer.
-    pub fn finish(self: Box<Self>, backend: String, status: u16, failure: Option<&'static str>) {
+    /// broke later), else `status`. Hands the line to the writer.
+    pub fn finish(self: Box<Self>, backend: &str, status: u16, failure: Option<&'static str>) {
         let Pending { log, mut record, started, status: own, failures_only, body_read, .. } = *self;
-        record.backend = Some(backend);
+        record.backend = Some(backend.to_owned());
         if let (Kind::Request, Some(read)) = (record.kind, body_read) {
             record.bytes_in = read.load(Ordering::Relaxed);
         }
@@ -102,6 +102,6 @@ impl Pending {
             return;
         }
         record.duration = Instant::now().saturating_duration_since(started);
-        log.log(record);
+        log.log(&record);
     }
 }

@@ -1,17 +1,19 @@
-//! One access-log record and its two line formats.
+//! One access-log record: what a line says of its request.
 //!
-//! A record owns its strings so that it can cross to the writer thread;
-//! formatting (JSON escaping, the timestamp) happens there, off the request
-//! path. The JSON field names are the documented interface of the log and
-//! do not change lightly: log shippers and queries depend on them.
+//! A record lives from the request's head to its end, so it holds copies
+//! of what it needs from the request (host, path, request ID) and shares
+//! what the config already holds (route and pool names). It is turned into
+//! a line on the thread that finishes the request (`line`), so
+//! nothing of it crosses threads. The JSON field names are the documented
+//! interface of the log and do not change lightly: log shippers and
+//! queries depend on them.
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use http::Method;
 use serde::Serialize;
-
-use crate::timestamp::rfc3339_millis;
 
 /// The line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +47,7 @@ pub enum Choice {
 }
 
 impl Choice {
-    fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             Choice::Forced => "forced",
             Choice::Sticky => "sticky",
@@ -64,7 +66,7 @@ pub struct Record {
     /// The client's address as the proxy saw it.
     pub client: SocketAddr,
     /// The request method.
-    pub method: String,
+    pub method: Method,
     /// The `Host` (or `:authority`) the client asked for, empty if none.
     pub host: String,
     /// The path, without the query.
@@ -84,9 +86,9 @@ pub struct Record {
     /// From sending upstream to the answer's head; `None` when no backend answered.
     pub upstream_ttfb: Option<Duration>,
     /// The route that matched, if any.
-    pub route: Option<String>,
+    pub route: Option<Arc<str>>,
     /// The pool chosen, if any.
-    pub pool: Option<String>,
+    pub pool: Option<Arc<str>>,
     /// The backend that served it (`host:port`), if one was reached.
     pub backend: Option<String>,
     /// The config revision of the snapshot that served it.
@@ -99,8 +101,8 @@ pub struct Record {
     pub failure: Option<&'static str>,
     /// The request ID, as passed to the backend.
     pub request_id: Option<String>,
-    /// The W3C trace ID (32 hex digits), as passed to the backend.
-    pub trace_id: Option<String>,
+    /// The W3C trace ID, as passed to the backend (logged as 32 hex digits).
+    pub trace_id: Option<[u8; 16]>,
 }
 
 impl Record {
@@ -108,149 +110,6 @@ impl Record {
     /// itself, or the answer is a 5xx.
     pub fn failed(&self) -> bool {
         self.failure.is_some() || self.status >= 500
-    }
-
-    /// Append this record as one line (with its `\n`) to `out`.
-    pub fn write_line(&self, format: Format, out: &mut String) {
-        match format {
-            Format::Json => self.write_json(out),
-            Format::Text => self.write_text(out),
-        }
-        out.push('\n');
-    }
-
-    fn write_json(&self, out: &mut String) {
-        #[derive(Serialize)]
-        struct Line<'a> {
-            time: &'a str,
-            kind: Kind,
-            client: String,
-            method: &'a str,
-            host: &'a str,
-            path: &'a str,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            query: Option<&'a str>,
-            protocol: &'a str,
-            status: u16,
-            bytes_in: u64,
-            bytes_out: u64,
-            duration_ms: f64,
-            upstream_ttfb_ms: Option<f64>,
-            route: Option<&'a str>,
-            pool: Option<&'a str>,
-            backend: Option<&'a str>,
-            revision: u64,
-            choice: Option<Choice>,
-            retries: u32,
-            failure: Option<&'a str>,
-            request_id: Option<&'a str>,
-            trace_id: Option<&'a str>,
-        }
-        let time = rfc3339_millis(self.time);
-        let line = Line {
-            time: &time,
-            kind: self.kind,
-            client: self.client.to_string(),
-            method: &self.method,
-            host: &self.host,
-            path: &self.path,
-            query: self.query.as_deref(),
-            protocol: self.protocol,
-            status: self.status,
-            bytes_in: self.bytes_in,
-            bytes_out: self.bytes_out,
-            duration_ms: millis(self.duration),
-            upstream_ttfb_ms: self.upstream_ttfb.map(millis),
-            route: self.route.as_deref(),
-            pool: self.pool.as_deref(),
-            backend: self.backend.as_deref(),
-            revision: self.revision,
-            choice: self.choice,
-            retries: self.retries,
-            failure: self.failure,
-            request_id: self.request_id.as_deref(),
-            trace_id: self.trace_id.as_deref(),
-        };
-        // Serializing plain strings and numbers cannot fail.
-        if let Ok(json) = serde_json::to_string(&line) {
-            out.push_str(&json);
-        }
-    }
-
-    /// `time client "METHOD host path?query PROTO" status in out duration ttfb
-    /// route pool backend rev choice retries failure request_id trace_id`,
-    /// with `-` for what is absent. Values that come from the request are
-    /// quoted and escaped, so a line always splits the same way.
-    fn write_text(&self, out: &mut String) {
-        let _ = write!(out, "{} {} \"", rfc3339_millis(self.time), self.client);
-        escape_text(&self.method, out);
-        out.push(' ');
-        escape_text(&self.host, out);
-        out.push(' ');
-        escape_text(&self.path, out);
-        if let Some(query) = &self.query {
-            out.push('?');
-            escape_text(query, out);
-        }
-        let _ = write!(
-            out,
-            " {}\" {} {} {} {:.3} ",
-            self.protocol,
-            self.status,
-            self.bytes_in,
-            self.bytes_out,
-            millis(self.duration)
-        );
-        match self.upstream_ttfb {
-            Some(ttfb) => {
-                let _ = write!(out, "{:.3}", millis(ttfb));
-            }
-            None => out.push('-'),
-        }
-        for value in [self.route.as_deref(), self.pool.as_deref(), self.backend.as_deref()] {
-            out.push(' ');
-            out.push_str(value.unwrap_or("-"));
-        }
-        let _ = write!(
-            out,
-            " rev={} {} retries={} {}",
-            self.revision,
-            self.choice.map_or("-", Choice::as_str),
-            self.retries,
-            self.failure.unwrap_or("-")
-        );
-        for value in [self.request_id.as_deref(), self.trace_id.as_deref()] {
-            out.push(' ');
-            match value {
-                Some(value) => {
-                    out.push('"');
-                    escape_text(value, out);
-                    out.push('"');
-                }
-                None => out.push('-'),
-            }
-        }
-        if self.kind == Kind::Tunnel {
-            out.push_str(" tunnel");
-        }
-    }
-}
-
-fn millis(duration: Duration) -> f64 {
-    (duration.as_secs_f64() * 1e6).round() / 1e3
-}
-
-/// Escape `"`, `\` and control bytes, so a client cannot forge a line or a field.
-fn escape_text(value: &str, out: &mut String) {
-    for c in value.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() => {
-                let _ = write!(out, "\\x{:02x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
     }
 }
 
@@ -263,7 +122,7 @@ pub(crate) mod tests {
             kind: Kind::Request,
             time: SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_687_200_123),
             client: "127.0.0.1:50000".parse().expect("addr"),
-            method: "GET".into(),
+            method: Method::GET,
             host: "shop.example".into(),
             path: "/cart".into(),
             query: Some("id=1".into()),
@@ -281,14 +140,21 @@ pub(crate) mod tests {
             retries: 1,
             failure: Some("connect"),
             request_id: Some("abc-1".into()),
-            trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
+            trace_id: Some([
+                0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36,
+            ]),
         }
+    }
+
+    fn line(record: &Record, format: Format) -> String {
+        let mut out = Vec::new();
+        record.write_line(format, &mut out);
+        String::from_utf8(out).expect("UTF-8")
     }
 
     #[test]
     fn json_line_has_every_field() {
-        let mut out = String::new();
-        sample().write_line(Format::Json, &mut out);
+        let out = line(&sample(), Format::Json);
         assert!(out.ends_with('\n'));
         let value: serde_json::Value = serde_json::from_str(out.trim_end()).expect("json");
         assert_eq!(value["time"], "2026-11-26T10:00:00.123Z");
@@ -308,11 +174,46 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn json_line_is_exactly_the_documented_shape() {
+        let mut record = sample();
+        record.upstream_ttfb = Some(Duration::from_micros(3_000));
+        record.duration = Duration::from_nanos(1_000_499_600);
+        record.path = "/a\"b\\c\n\u{1}\u{7f}é".into();
+        let out = line(&record, Format::Json);
+        assert_eq!(
+            out,
+            "{\"time\":\"2026-11-26T10:00:00.123Z\",\"kind\":\"request\",\"client\":\"127.0.0.1:50000\",\
+             \"method\":\"GET\",\"host\":\"shop.example\",\"path\":\"/a\\\"b\\\\c\\n\\u0001\u{7f}é\",\"query\":\"id=1\",\
+             \"protocol\":\"HTTP/1.1\",\"status\":502,\"bytes_in\":0,\"bytes_out\":11,\"duration_ms\":1000.5,\
+             \"upstream_ttfb_ms\":3.0,\"route\":\"shop\",\"pool\":\"canary\",\"backend\":\"127.0.0.1:9001\",\
+             \"revision\":3,\"choice\":\"sticky\",\"retries\":1,\"failure\":\"connect\",\"request_id\":\"abc-1\",\
+             \"trace_id\":\"4bf92f3577b34da6a3ce929d0e0e4736\"}\n"
+        );
+        let mut record = sample();
+        record.query = None;
+        record.route = None;
+        record.choice = None;
+        record.failure = None;
+        record.request_id = None;
+        record.trace_id = None;
+        record.kind = Kind::Tunnel;
+        record.client = "[::1]:8080".parse().expect("addr");
+        let out = line(&record, Format::Json);
+        assert_eq!(
+            out,
+            "{\"time\":\"2026-11-26T10:00:00.123Z\",\"kind\":\"tunnel\",\"client\":\"[::1]:8080\",\
+             \"method\":\"GET\",\"host\":\"shop.example\",\"path\":\"/cart\",\
+             \"protocol\":\"HTTP/1.1\",\"status\":502,\"bytes_in\":0,\"bytes_out\":11,\"duration_ms\":12.345,\
+             \"upstream_ttfb_ms\":null,\"route\":null,\"pool\":\"canary\",\"backend\":\"127.0.0.1:9001\",\
+             \"revision\":3,\"choice\":null,\"retries\":1,\"failure\":null,\"request_id\":null,\"trace_id\":null}\n"
+        );
+    }
+
+    #[test]
     fn json_leaves_out_a_query_that_is_not_kept() {
         let mut record = sample();
         record.query = None;
-        let mut out = String::new();
-        record.write_line(Format::Json, &mut out);
+        let out = line(&record, Format::Json);
         let value: serde_json::Value = serde_json::from_str(out.trim_end()).expect("json");
         assert!(value.get("query").is_none());
     }
@@ -321,8 +222,7 @@ pub(crate) mod tests {
     fn text_line_is_fixed_and_escaped() {
         let mut record = sample();
         record.path = "/a\"b\nc".into();
-        let mut out = String::new();
-        record.write_line(Format::Text, &mut out);
+        let out = line(&record, Format::Text);
         assert_eq!(
             out,
             "2026-11-26T10:00:00.123Z 127.0.0.1:50000 \"GET shop.example /a\\\"b\\x0ac?id=1 HTTP/1.1\" 502 0 11 12.345 - \

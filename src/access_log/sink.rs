@@ -1,28 +1,36 @@
-//! Where access-log lines go, and the queue that keeps writing them off the
-//! request path.
+//! Where access-log lines go, and the buffer that keeps writing them off
+//! the request path.
 //!
-//! A request's record goes into a bounded queue with `try_send`, which never
-//! waits: when the queue is full (the sink is slower than the traffic, or
-//! blocked outright, like a pipe nobody reads), the record is dropped and
-//! counted in `cutover_access_log_dropped_total`. One writer thread owns the
-//! sink. Woken by a record after it went idle, it waits [`LINGER`] for more
-//! before it formats and writes what is queued, in batches, until the queue
-//! is empty: a writer woken for every record would cost each request a
-//! wake-up, two context switches and a write of its own, more than the
-//! rest of the request's work, where lingering spreads them over every
-//! record of a batch. A line is visible at most [`LINGER`] after its
-//! request ended, plus the time to write the batches before it.
+//! A request's line is made on the thread that finishes the request and
+//! appended to one shared buffer of lines; the request goes on. Making the
+//! line there, rather than sending the record to the writer, keeps every
+//! allocation of a record freed on the thread that made it (memory freed
+//! by another thread goes back to the allocator through its slow path) and
+//! sends nothing but bytes across. At most `queue` lines wait in the buffer:
+//! when the sink is slower than the traffic, or blocked outright, like a
+//! pipe nobody reads, further lines are dropped and counted in
+//! `cutover_access_log_dropped_total`, never queued without bound.
+//!
+//! One writer thread owns the sink. Woken by the first line after it went
+//! idle, it waits [`LINGER`] for more, then takes every waiting line at
+//! once and writes them in one call, until the buffer is empty: a writer
+//! woken for every line would cost each request a wake-up, two context
+//! switches and a write of its own, more than the rest of the request's
+//! work, where lingering spreads them over every line of a batch. A line
+//! is visible at most [`LINGER`] after its request ended, plus the time to
+//! write the batches before it.
 //!
 //! A file is opened for appending, so `copytruncate` rotation is safe; after
 //! a rename rotation, [`AccessLog::reopen`] (SIGUSR1) makes the writer open
 //! the path again before its next batch.
 
+use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::Duration;
 
@@ -51,7 +59,7 @@ pub struct Options {
     /// The share of successful requests logged, 0.0 to 1.0; failed requests
     /// are always logged.
     pub sample: f64,
-    /// How many records may wait for the writer before new ones are dropped.
+    /// How many lines may wait for the writer before new ones are dropped.
     pub queue: usize,
 }
 
@@ -71,49 +79,82 @@ pub enum SinkError {
     Thread(io::Error),
 }
 
+/// The lines waiting for the writer, shared by the request path and the
+/// writer thread.
+#[derive(Debug, Default)]
+struct Waiting {
+    /// The lines, each ending in `\n`.
+    bytes: Vec<u8>,
+    /// How many lines `bytes` holds.
+    lines: u64,
+    /// No more lines come: the writer writes what waits and ends.
+    closed: bool,
+}
+
+#[derive(Debug)]
+struct Shared {
+    waiting: Mutex<Waiting>,
+    /// Signalled when the first line arrives in an empty buffer, and on close.
+    arrived: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Waiting> {
+        // A panic while holding the lock leaves whole lines behind (a line
+        // is appended in one call), so the buffer is still good.
+        self.waiting.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
 /// The handle the request path logs through. Cheap to share (`Arc`).
 #[derive(Debug)]
 pub struct AccessLog {
-    queue: SyncSender<Record>,
+    shared: Arc<Shared>,
+    format: Format,
     sample: f64,
+    queue: u64,
     reopen: Arc<AtomicBool>,
     dropped: IntCounter,
-    /// Records queued, and records written (or lost to a failed write): the
+    /// Lines queued, and lines written (or lost to a failed write): the
     /// difference is what [`AccessLog::flush`] waits for.
     queued: AtomicU64,
     written: Arc<AtomicU64>,
     /// Signalled by the writer thread when it has written everything and
     /// ended. In a mutex only so that the handle can be shared between
     /// threads; it is read once, by `close`.
-    done: std::sync::Mutex<Receiver<()>>,
+    done: Mutex<Receiver<()>>,
+}
+
+thread_local! {
+    /// Where this thread makes a line before it joins the shared buffer, so
+    /// the buffer's lock is held for a copy, not for the formatting.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 impl AccessLog {
-    /// Open the sink and start the writer thread. Records dropped for a full
-    /// queue are counted on `dropped`.
+    /// Open the sink and start the writer thread. Lines dropped for a full
+    /// buffer are counted on `dropped`.
     pub fn start(options: &Options, dropped: IntCounter) -> Result<AccessLog, SinkError> {
         let sink = Sink::open(&options.destination)?;
-        let (queue, records) = mpsc::sync_channel(options.queue.max(1));
+        let shared = Arc::new(Shared { waiting: Mutex::default(), arrived: Condvar::new() });
         let (finished, done) = mpsc::channel();
         let reopen = Arc::new(AtomicBool::new(false));
         let written = Arc::new(AtomicU64::new(0));
-        let writer = Writer {
-            sink,
-            destination: options.destination.clone(),
-            format: options.format,
-            reopen: reopen.clone(),
-            written: written.clone(),
-        };
+        let writer =
+            Writer { sink, destination: options.destination.clone(), reopen: reopen.clone(), written: written.clone() };
+        let for_writer = shared.clone();
         thread::Builder::new()
             .name("access-log".into())
             .spawn(move || {
-                writer.run(&records);
+                writer.run(&for_writer);
                 let _ = finished.send(());
             })
             .map_err(SinkError::Thread)?;
         Ok(AccessLog {
-            queue,
+            shared,
+            format: options.format,
             sample: options.sample.clamp(0.0, 1.0),
+            queue: options.queue.max(1) as u64,
             reopen,
             dropped,
             queued: AtomicU64::new(0),
@@ -130,18 +171,31 @@ impl AccessLog {
         failed || roll < self.sample
     }
 
-    /// Hand a record to the writer. Never waits: a full queue drops it and
-    /// counts the drop.
-    pub fn log(&self, record: Record) {
-        match self.queue.try_send(record) {
-            Ok(()) => {
-                self.queued.fetch_add(1, Ordering::Relaxed);
+    /// Make the record's line and hand it to the writer. Never waits on
+    /// the sink: a full buffer drops the line and counts the drop.
+    pub fn log(&self, record: &Record) {
+        SCRATCH.with(|scratch| {
+            let mut line = scratch.borrow_mut();
+            line.clear();
+            record.write_line(self.format, &mut line);
+            let mut waiting = self.shared.lock();
+            if waiting.closed || waiting.lines >= self.queue {
+                drop(waiting);
+                self.dropped.inc();
+                return;
             }
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => self.dropped.inc(),
-        }
+            let first = waiting.lines == 0;
+            waiting.bytes.extend_from_slice(&line);
+            waiting.lines += 1;
+            drop(waiting);
+            self.queued.fetch_add(1, Ordering::Relaxed);
+            if first {
+                self.shared.arrived.notify_one();
+            }
+        });
     }
 
-    /// Wait up to `grace` for the records queued so far to be written, as
+    /// Wait up to `grace` for the lines queued so far to be written, as
     /// at shutdown, when the process is about to exit; says whether they
     /// were. A writer stuck on a blocked sink is not waited for longer.
     pub fn flush(&self, grace: Duration) -> bool {
@@ -162,12 +216,13 @@ impl AccessLog {
         self.reopen.store(true, Ordering::Release);
     }
 
-    /// Stop taking records and wait up to `grace` for the queued ones to be
+    /// Stop taking lines and wait up to `grace` for the waiting ones to be
     /// written. Says whether the writer finished in time; a writer stuck on a
     /// blocked sink is left behind rather than holding up shutdown.
     pub fn close(self, grace: Duration) -> bool {
-        let AccessLog { queue, done, .. } = self;
-        drop(queue);
+        let AccessLog { shared, done, .. } = self;
+        shared.lock().closed = true;
+        shared.arrived.notify_one();
         let done = match done.into_inner() {
             Ok(done) => done,
             Err(poisoned) => poisoned.into_inner(),
@@ -216,57 +271,61 @@ impl Sink {
 struct Writer {
     sink: Sink,
     destination: Destination,
-    format: Format,
     reopen: Arc<AtomicBool>,
     written: Arc<AtomicU64>,
 }
 
-/// Records written in one batch at most, so that one write stays bounded.
-const BATCH: usize = 256;
-
-/// How long the writer, woken from idle by a record, waits for more before
-/// writing. While it waits (or writes) it is not parked on the queue, so
-/// the records sent meanwhile wake nobody. At the default `queue` of 8,192
+/// How long the writer, woken from idle by a line, waits for more before
+/// writing. While it waits (or writes) it is not waiting on the buffer, so
+/// the lines made meanwhile wake nobody. At the default `queue` of 8,192
 /// this drops lines only above about 400,000 a second.
 const LINGER: Duration = Duration::from_millis(20);
 
 impl Writer {
-    fn run(mut self, records: &Receiver<Record>) {
-        let mut lines = String::new();
-        // Ends when every sender is gone and the queue is empty.
-        while let Ok(first) = records.recv() {
-            thread::sleep(LINGER);
-            let mut first = Some(first);
-            // Batches until the queue is empty, without lingering between them.
+    fn run(mut self, shared: &Shared) {
+        // Swapped with the shared buffer, so each side keeps its capacity.
+        let mut batch = Vec::new();
+        loop {
+            let mut waiting = shared.lock();
+            while waiting.lines == 0 && !waiting.closed {
+                waiting = shared.arrived.wait(waiting).unwrap_or_else(|poisoned| poisoned.into_inner());
+            }
+            if waiting.lines == 0 {
+                // Closed, and everything written.
+                return;
+            }
+            let closed = waiting.closed;
+            drop(waiting);
+            if !closed {
+                thread::sleep(LINGER);
+            }
+            // Batches until the buffer is empty, without lingering between them.
             loop {
-                lines.clear();
-                let mut batch: usize = 0;
-                for record in first.take().into_iter().chain(records.try_iter().take(BATCH)).take(BATCH) {
-                    record.write_line(self.format, &mut lines);
-                    batch += 1;
-                }
-                if batch == 0 {
+                let lines = {
+                    let mut waiting = shared.lock();
+                    batch.clear();
+                    std::mem::swap(&mut batch, &mut waiting.bytes);
+                    std::mem::take(&mut waiting.lines)
+                };
+                if lines == 0 {
                     break;
                 }
-                self.write(&lines, batch as u64);
-                if batch < BATCH {
-                    break;
-                }
+                self.write(&batch, lines);
             }
         }
     }
 
-    fn write(&mut self, lines: &str, batch: u64) {
+    fn write(&mut self, lines: &[u8], count: u64) {
         if self.reopen.swap(false, Ordering::AcqRel) {
             match Sink::open(&self.destination) {
                 Ok(sink) => self.sink = sink,
                 Err(err) => tracing::warn!(error = %err, "access log not reopened; writing to the old file"),
             }
         }
-        if let Err(err) = self.sink.write_all(lines.as_bytes()) {
+        if let Err(err) = self.sink.write_all(lines) {
             tracing::warn!(error = %err, "access log write failed; lines lost");
         }
-        self.written.fetch_add(batch, Ordering::Release);
+        self.written.fetch_add(count, Ordering::Release);
     }
 }
 
@@ -291,7 +350,7 @@ mod tests {
         let path = dir.path().join("access.log");
         let log = AccessLog::start(&options(Destination::File(path.clone()), 64), counter()).expect("start");
         for _ in 0..10 {
-            log.log(sample());
+            log.log(&sample());
         }
         assert!(log.flush(Duration::from_secs(10)), "flushed");
         assert_eq!(std::fs::read_to_string(&path).expect("read").lines().count(), 10, "flush waits for every line");
@@ -318,11 +377,11 @@ mod tests {
         let path = dir.path().join("access.log");
         let rotated = dir.path().join("access.log.1");
         let log = AccessLog::start(&options(Destination::File(path.clone()), 64), counter()).expect("start");
-        log.log(sample());
+        log.log(&sample());
         wait_for_lines(&path, 1);
         std::fs::rename(&path, &rotated).expect("rotate");
         log.reopen();
-        log.log(sample());
+        log.log(&sample());
         assert!(log.close(Duration::from_secs(10)));
         assert_eq!(std::fs::read_to_string(&rotated).expect("old").lines().count(), 1);
         assert_eq!(std::fs::read_to_string(&path).expect("new").lines().count(), 1);
@@ -348,7 +407,7 @@ mod tests {
         let started = Instant::now();
         // Far more than the pipe's buffer and the queue together can hold.
         for _ in 0..20_000 {
-            log.log(sample());
+            log.log(&sample());
         }
         let spent = started.elapsed();
         assert!(dropped.get() > 0, "drops are counted");
@@ -360,11 +419,11 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(10);
         while probe.write(b"\n").map_or_else(|e| e.kind() != io::ErrorKind::WouldBlock, |_| true) {
             assert!(Instant::now() < deadline, "the pipe never filled");
-            log.log(sample());
+            log.log(&sample());
             thread::sleep(Duration::from_millis(1));
         }
         for _ in 0..64 {
-            log.log(sample());
+            log.log(&sample());
         }
         // The writer is stuck on the full pipe; flushing and closing do not hang.
         assert!(!log.flush(Duration::from_millis(50)));

@@ -14,7 +14,7 @@ use std::time::SystemTime;
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
-use http::{Request, Version};
+use http::{Method, Request, Version};
 use rand::rngs::SmallRng;
 use rand::Rng;
 use tokio::time::Instant;
@@ -57,17 +57,10 @@ pub(super) fn pending(
     failures_only: bool,
 ) -> Box<Pending> {
     let route = &snapshot.routes[target.route];
-    let mut record = record(
-        snapshot,
-        target.client,
-        request.method().as_str(),
-        request.uri(),
-        request.headers(),
-        target.version,
-        started,
-    );
-    record.route = Some(route.name.to_string());
-    record.pool = Some(route.targets[target.target].name.to_string());
+    let mut record =
+        record(snapshot, target.client, request.method(), request.uri(), request.headers(), target.version, started);
+    record.route = Some(route.name.clone());
+    record.pool = Some(route.targets[target.target].name.clone());
     record.choice = Some(target.how);
     Pending::new(log.clone(), record, started, failures_only)
 }
@@ -95,12 +88,11 @@ pub(super) fn refused(
     if !log.wants(status >= 500, rng.random()) {
         return;
     }
-    let mut record =
-        record(snapshot, conn.client, parts.method.as_str(), &parts.uri, &parts.headers, parts.version, started);
+    let mut record = record(snapshot, conn.client, &parts.method, &parts.uri, &parts.headers, parts.version, started);
     record.status = status;
     record.failure = Some(kind(err));
     record.duration = started.elapsed();
-    log.log(record);
+    log.log(&record);
 }
 
 /// Why the proxy answered itself, as logged.
@@ -120,7 +112,7 @@ fn kind(err: &ProxyError) -> &'static str {
 fn record(
     snapshot: &Snapshot,
     client: SocketAddr,
-    method: &str,
+    method: &Method,
     uri: &http::Uri,
     headers: &HeaderMap,
     version: Version,
@@ -132,14 +124,14 @@ fn record(
     let request_id = snapshot.config.server.requests.request_id.as_ref().and_then(|name| text(headers.get(name)));
     let mut traceparents = headers.get_all(&TRACEPARENT).iter();
     let trace_id = match (traceparents.next(), traceparents.next()) {
-        (Some(value), None) => TraceParent::parse(value.as_bytes()).map(|parent| parent.trace_id_hex()),
+        (Some(value), None) => TraceParent::parse(value.as_bytes()).map(|parent| parent.trace_id),
         _ => None,
     };
     Record {
         kind: Kind::Request,
         time: SystemTime::now().checked_sub(started.elapsed()).unwrap_or_else(SystemTime::now),
         client,
-        method: method.to_owned(),
+        method: method.clone(),
         host: host.unwrap_or_default(),
         path: uri.path().to_owned(),
         query: if keep_query { uri.query().map(str::to_owned) } else { None },

@@ -1,0 +1,370 @@
+//! The two line formats, written as bytes straight into a buffer.
+//!
+//! A line is made once per logged request, so it is written without a
+//! `String` per field or per line: strings escaped in place, integers as
+//! decimal digits, durations as whole microseconds printed as milliseconds,
+//! and the timestamp's date and time of day taken from a per-thread copy
+//! that changes once a second. The output is byte for byte what the
+//! documented formats say (JSON as `serde_json` prints it: compact, the
+//! same escapes, the shortest decimal of each number).
+
+use std::cell::RefCell;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use super::record::{Choice, Format, Kind, Record};
+use crate::timestamp::rfc3339;
+
+impl Record {
+    /// Append this record as one line (with its `\n`) to `out`.
+    pub fn write_line(&self, format: Format, out: &mut Vec<u8>) {
+        match format {
+            Format::Json => json(self, out),
+            Format::Text => text(self, out),
+        }
+        out.push(b'\n');
+    }
+}
+
+/// Append `record` as one JSON object, without its newline.
+fn json(record: &Record, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"{\"time\":\"");
+    time(record.time, out);
+    out.extend_from_slice(b"\",\"kind\":\"");
+    out.extend_from_slice(kind(record.kind).as_bytes());
+    out.extend_from_slice(b"\",\"client\":\"");
+    client(record.client, out);
+    out.extend_from_slice(b"\",\"method\":");
+    json_str(record.method.as_str(), out);
+    out.extend_from_slice(b",\"host\":");
+    json_str(&record.host, out);
+    out.extend_from_slice(b",\"path\":");
+    json_str(&record.path, out);
+    if let Some(query) = &record.query {
+        out.extend_from_slice(b",\"query\":");
+        json_str(query, out);
+    }
+    out.extend_from_slice(b",\"protocol\":");
+    json_str(record.protocol, out);
+    out.extend_from_slice(b",\"status\":");
+    int(u64::from(record.status), out);
+    out.extend_from_slice(b",\"bytes_in\":");
+    int(record.bytes_in, out);
+    out.extend_from_slice(b",\"bytes_out\":");
+    int(record.bytes_out, out);
+    out.extend_from_slice(b",\"duration_ms\":");
+    json_millis(record.duration, out);
+    out.extend_from_slice(b",\"upstream_ttfb_ms\":");
+    match record.upstream_ttfb {
+        Some(ttfb) => json_millis(ttfb, out),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"route\":");
+    json_opt(record.route.as_deref(), out);
+    out.extend_from_slice(b",\"pool\":");
+    json_opt(record.pool.as_deref(), out);
+    out.extend_from_slice(b",\"backend\":");
+    json_opt(record.backend.as_deref(), out);
+    out.extend_from_slice(b",\"revision\":");
+    int(record.revision, out);
+    out.extend_from_slice(b",\"choice\":");
+    json_opt(record.choice.map(Choice::as_str), out);
+    out.extend_from_slice(b",\"retries\":");
+    int(u64::from(record.retries), out);
+    out.extend_from_slice(b",\"failure\":");
+    json_opt(record.failure, out);
+    out.extend_from_slice(b",\"request_id\":");
+    json_opt(record.request_id.as_deref(), out);
+    out.extend_from_slice(b",\"trace_id\":");
+    match &record.trace_id {
+        Some(id) => {
+            out.push(b'"');
+            hex(id, out);
+            out.push(b'"');
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+    out.push(b'}');
+}
+
+/// Append `record` as the fixed text line, without its newline:
+/// `time client "METHOD host path?query PROTO" status in out duration ttfb
+/// route pool backend rev choice retries failure request_id trace_id`,
+/// with `-` for what is absent. Values that come from the request are
+/// quoted and escaped, so a line always splits the same way.
+fn text(record: &Record, out: &mut Vec<u8>) {
+    time(record.time, out);
+    out.push(b' ');
+    client(record.client, out);
+    out.extend_from_slice(b" \"");
+    text_str(record.method.as_str(), out);
+    out.push(b' ');
+    text_str(&record.host, out);
+    out.push(b' ');
+    text_str(&record.path, out);
+    if let Some(query) = &record.query {
+        out.push(b'?');
+        text_str(query, out);
+    }
+    out.push(b' ');
+    out.extend_from_slice(record.protocol.as_bytes());
+    out.extend_from_slice(b"\" ");
+    int(u64::from(record.status), out);
+    out.push(b' ');
+    int(record.bytes_in, out);
+    out.push(b' ');
+    int(record.bytes_out, out);
+    out.push(b' ');
+    text_millis(record.duration, out);
+    out.push(b' ');
+    match record.upstream_ttfb {
+        Some(ttfb) => text_millis(ttfb, out),
+        None => out.push(b'-'),
+    }
+    for value in [record.route.as_deref(), record.pool.as_deref(), record.backend.as_deref()] {
+        out.push(b' ');
+        out.extend_from_slice(value.unwrap_or("-").as_bytes());
+    }
+    out.extend_from_slice(b" rev=");
+    int(record.revision, out);
+    out.push(b' ');
+    out.extend_from_slice(record.choice.map_or("-", Choice::as_str).as_bytes());
+    out.extend_from_slice(b" retries=");
+    int(u64::from(record.retries), out);
+    out.push(b' ');
+    out.extend_from_slice(record.failure.unwrap_or("-").as_bytes());
+    out.push(b' ');
+    match record.request_id.as_deref() {
+        Some(id) => {
+            out.push(b'"');
+            text_str(id, out);
+            out.push(b'"');
+        }
+        None => out.push(b'-'),
+    }
+    out.push(b' ');
+    match &record.trace_id {
+        Some(id) => {
+            out.push(b'"');
+            hex(id, out);
+            out.push(b'"');
+        }
+        None => out.push(b'-'),
+    }
+    if record.kind == Kind::Tunnel {
+        out.extend_from_slice(b" tunnel");
+    }
+}
+
+fn kind(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Request => "request",
+        Kind::Tunnel => "tunnel",
+    }
+}
+
+thread_local! {
+    /// The last second formatted on this thread, and its
+    /// `YYYY-MM-DDTHH:MM:SS`: lines of one second share it.
+    static SECOND: RefCell<(u64, Vec<u8>)> = const { RefCell::new((u64::MAX, Vec::new())) };
+}
+
+/// RFC 3339 UTC with milliseconds (`2026-11-26T10:00:00.123Z`).
+fn time(time: SystemTime, out: &mut Vec<u8>) {
+    let since = time.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    SECOND.with(|cell| {
+        let mut second = cell.borrow_mut();
+        if second.0 != secs {
+            let text = rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(secs));
+            second.1.clear();
+            // `rfc3339` ends in `Z`, which the milliseconds go before.
+            second.1.extend_from_slice(text.trim_end_matches('Z').as_bytes());
+            second.0 = secs;
+        }
+        out.extend_from_slice(&second.1);
+    });
+    let millis = since.subsec_millis();
+    out.extend_from_slice(&[b'.', digit(millis / 100), digit(millis / 10 % 10), digit(millis % 10), b'Z']);
+}
+
+fn digit(n: u32) -> u8 {
+    // `n` is one decimal digit, so the cast keeps it whole.
+    b'0' + n as u8
+}
+
+/// The client's address as `SocketAddr` displays it.
+fn client(addr: SocketAddr, out: &mut Vec<u8>) {
+    match addr {
+        SocketAddr::V4(v4) => {
+            for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                int(u64::from(octet), out);
+            }
+            out.push(b':');
+            int(u64::from(v4.port()), out);
+        }
+        SocketAddr::V6(_) => {
+            // Writing to a Vec cannot fail.
+            let _ = write!(out, "{addr}");
+        }
+    }
+}
+
+fn int(n: u64, out: &mut Vec<u8>) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+/// A duration in whole microseconds, rounded to the nearest.
+fn micros(duration: Duration) -> u64 {
+    let nanos = duration.as_nanos();
+    u64::try_from(nanos / 1000 + u128::from(nanos % 1000 >= 500)).unwrap_or(u64::MAX)
+}
+
+/// Milliseconds with the shortest decimals that say them exactly, at
+/// least one (`12.345`, `1000.5`, `3.0`): how JSON prints the number.
+fn json_millis(duration: Duration, out: &mut Vec<u8>) {
+    let us = micros(duration);
+    int(us / 1000, out);
+    out.push(b'.');
+    let frac = us % 1000;
+    if frac == 0 {
+        out.push(b'0');
+        return;
+    }
+    let digits = [b'0' + (frac / 100) as u8, b'0' + (frac / 10 % 10) as u8, b'0' + (frac % 10) as u8];
+    let keep = if frac.is_multiple_of(100) {
+        1
+    } else if frac.is_multiple_of(10) {
+        2
+    } else {
+        3
+    };
+    out.extend_from_slice(&digits[..keep]);
+}
+
+/// Milliseconds with exactly three decimals (`12.345`, `3.000`).
+fn text_millis(duration: Duration, out: &mut Vec<u8>) {
+    let us = micros(duration);
+    int(us / 1000, out);
+    let frac = us % 1000;
+    out.extend_from_slice(&[b'.', b'0' + (frac / 100) as u8, b'0' + (frac / 10 % 10) as u8, b'0' + (frac % 10) as u8]);
+}
+
+fn hex(bytes: &[u8], out: &mut Vec<u8>) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.extend_from_slice(&[DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 15)]]);
+    }
+}
+
+fn json_opt(value: Option<&str>, out: &mut Vec<u8>) {
+    match value {
+        Some(value) => json_str(value, out),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// A JSON string, quoted, escaped as `serde_json` escapes: `"`, `\`, the
+/// short forms `\b \f \n \r \t`, other bytes below 0x20 as `\u00XX`.
+fn json_str(value: &str, out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    let bytes = value.as_bytes();
+    let mut start = 0;
+    let mut unicode = *b"\\u0000";
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0..=0x1f => {
+                unicode[4] = HEX[usize::from(b >> 4)];
+                unicode[5] = HEX[usize::from(b & 15)];
+                &unicode
+            }
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        out.extend_from_slice(escape);
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// Escape `"`, `\` and control characters, so a client cannot forge a
+/// line or a field.
+fn text_str(value: &str, out: &mut Vec<u8>) {
+    if !value.bytes().any(|b| b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b)) {
+        out.extend_from_slice(value.as_bytes());
+        return;
+    }
+    for c in value.chars() {
+        match c {
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\x{:02x}", u32::from(c));
+            }
+            c => {
+                let mut buf = [0; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn printed(f: fn(Duration, &mut Vec<u8>), duration: Duration) -> String {
+        let mut out = Vec::new();
+        f(duration, &mut out);
+        String::from_utf8(out).expect("UTF-8")
+    }
+
+    #[test]
+    fn milliseconds_print_as_json_numbers_and_as_fixed_text() {
+        for (nanos, json, text) in [
+            (0, "0.0", "0.000"),
+            (499, "0.0", "0.000"),
+            (500, "0.001", "0.001"),
+            (3_000_000, "3.0", "3.000"),
+            (12_345_000, "12.345", "12.345"),
+            (12_340_000, "12.34", "12.340"),
+            (1_000_499_600, "1000.5", "1000.500"),
+            (7_000_070_000, "7000.07", "7000.070"),
+        ] {
+            let duration = Duration::from_nanos(nanos);
+            assert_eq!(printed(json_millis, duration), json, "{nanos} ns");
+            assert_eq!(printed(text_millis, duration), text, "{nanos} ns");
+            // What serde_json prints for the same number of milliseconds.
+            let number = micros(duration) as f64 / 1e3;
+            assert_eq!(serde_json::to_string(&number).expect("json"), json, "{nanos} ns");
+        }
+    }
+
+    #[test]
+    fn the_cached_second_follows_the_clock() {
+        let mut out = Vec::new();
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_687_200_123);
+        time(t, &mut out);
+        out.push(b' ');
+        time(t + Duration::from_millis(877), &mut out);
+        out.push(b' ');
+        time(t + Duration::from_millis(86_400_000), &mut out);
+        assert_eq!(
+            String::from_utf8(out).expect("UTF-8"),
+            "2026-11-26T10:00:00.123Z 2026-11-26T10:00:01.000Z 2026-11-27T10:00:00.123Z"
+        );
+    }
+}
