@@ -5,8 +5,10 @@
 //! rest of this folder is what it is made of, each part knowing nothing of
 //! the writer:
 //!
-//! - [`writer`]: [`Control`], the single writer: reloads, admin calls,
+//! - [`writer`]: [`Control`], the single writer: reloads,
 //!   breaches, and the commit that builds and publishes the next snapshot;
+//! - [`operator`]: the operator's commands (overrides, switchbacks,
+//!   manual trips, resets), as the writer's callers;
 //! - [`weights`]: the trip rule, a pure computation of effective weights
 //!   (SPEC §3), tested case by case;
 //! - [`history`]: the numbered revisions and the state file;
@@ -26,6 +28,7 @@
 mod drain;
 mod guarding;
 mod history;
+mod operator;
 mod outcome;
 mod rolling;
 mod rollouts;

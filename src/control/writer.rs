@@ -23,8 +23,8 @@ use std::time::{Duration, SystemTime};
 
 use super::outcome::{AdminError, ReloadCause, ReloadOutcome, ReloadRecord, StateView, Verdicts};
 use super::rollouts::SavedRollout;
-use super::state::{backend_names, Override, Revision, Trip, TripReason, Weights};
-use super::weights::{align, all_effective, Effective};
+use super::state::{backend_names, Override, Revision, Trip};
+use super::weights::{all_effective, Effective};
 use super::{drain, history};
 use crate::config::restart::FixedAtStart;
 use crate::config::{self, Config, ConfigError, RouteConfig};
@@ -302,101 +302,6 @@ impl Control {
         state.last_reload = Some(ReloadRecord { ok: false, time: SystemTime::now(), error: Some(err.to_string()) });
         tracing::error!(cause = cause.as_str(), error = %err, "config reload failed; the running config stays in force");
         err
-    }
-
-    /// Set a route's split now, until the file's split for it changes.
-    pub fn set_override(&self, route: &str, weights: &BTreeMap<String, u32>) -> Result<u64, AdminError> {
-        let mut state = self.lock();
-        let rc = find_route(&state.config, route)?.clone();
-        for pool in weights.keys() {
-            if !rc.split.iter().any(|(p, _)| p == pool) {
-                let known: Vec<&str> = rc.split.iter().map(|(p, _)| p.as_str()).collect();
-                return Err(AdminError::Invalid(format!(
-                    "pool \"{pool}\" is not in route \"{route}\" (its pools: {})",
-                    known.join(", ")
-                )));
-            }
-        }
-        // Pools the body leaves out get 0: the body is the whole split.
-        let split: Weights = rc.split.iter().map(|(p, _)| (p.clone(), weights.get(p).copied().unwrap_or(0))).collect();
-        if split.iter().all(|(_, w)| *w == 0) {
-            return Err(AdminError::Invalid("all weights are zero; at least one pool must take traffic".into()));
-        }
-        state.overrides.insert(route.to_string(), Override { split: split.clone(), file_split: rc.split.clone() });
-        let events = state.rollouts.get_mut(route).map(Rollout::overridden).unwrap_or_default();
-        let mut cause = format!("admin: set split of route {route} to {}", describe(&split));
-        if let Some(c) = state.absorb(&self.metrics, route, &events) {
-            cause = format!("{cause}; {c}");
-        }
-        Ok(self.commit(&mut state, cause))
-    }
-
-    /// Drop a route's override; the file's split applies again.
-    pub fn clear_override(&self, route: &str) -> Result<u64, AdminError> {
-        let mut state = self.lock();
-        find_route(&state.config, route)?;
-        if state.overrides.remove(route).is_none() {
-            return Ok(state.revision);
-        }
-        Ok(self.commit(&mut state, format!("admin: cleared override of route {route}")))
-    }
-
-    /// Restore the split in force before the route's last change. A second
-    /// switchback undoes the first, like `cd -`.
-    pub fn switchback(&self, route: &str) -> Result<u64, AdminError> {
-        let mut state = self.lock();
-        let rc = find_route(&state.config, route)?.clone();
-        let current = effective(&state).splits.get(route).cloned().unwrap_or_default();
-        let previous = state
-            .history
-            .iter()
-            .rev()
-            .filter_map(|rev| rev.splits.get(route))
-            .map(|split| align(split, &rc))
-            .find(|split| *split != current && split.iter().any(|(_, w)| *w > 0));
-        let Some(previous) = previous else {
-            return Err(AdminError::Invalid(format!("route \"{route}\" has no earlier split to switch back to")));
-        };
-        state.overrides.insert(route.to_string(), Override { split: previous.clone(), file_split: rc.split.clone() });
-        let events = state.rollouts.get_mut(route).map(Rollout::switched_back).unwrap_or_default();
-        let mut cause = format!("admin: switchback of route {route} to {}", describe(&previous));
-        if let Some(c) = state.absorb(&self.metrics, route, &events) {
-            cause = format!("{cause}; {c}");
-        }
-        Ok(self.commit(&mut state, cause))
-    }
-
-    /// Roll a pool back by hand.
-    pub fn trip(&self, pool: &str) -> Result<u64, AdminError> {
-        let mut state = self.lock();
-        let pc = state.config.pool(pool).ok_or_else(|| AdminError::NotFound(format!("no pool \"{pool}\"")))?;
-        if state.trips.contains_key(pool) {
-            return Ok(state.revision);
-        }
-        let trip = Trip {
-            reason: TripReason::Manual,
-            detail: "tripped by an operator".into(),
-            revision: state.revision + 1,
-            backends: backend_names(&pc.backends),
-        };
-        state.trips.insert(pool.to_string(), trip);
-        self.metrics.rollbacks.with_label_values(&[pool, "manual"]).inc();
-        tracing::warn!(pool, "pool tripped by an operator");
-        Ok(self.commit(&mut state, format!("admin: tripped pool {pool}")))
-    }
-
-    /// Clear a pool's trip and start its guard window afresh.
-    pub fn reset(&self, pool: &str) -> Result<u64, AdminError> {
-        let mut state = self.lock();
-        if state.config.pool(pool).is_none() {
-            return Err(AdminError::NotFound(format!("no pool \"{pool}\"")));
-        }
-        self.restart_guard(&state, pool);
-        if state.trips.remove(pool).is_none() {
-            return Ok(state.revision);
-        }
-        tracing::info!(pool, "trip reset by an operator");
-        Ok(self.commit(&mut state, format!("admin: reset pool {pool}")))
     }
 
     /// Recompute effective weights, publish a new snapshot and record the
