@@ -8,6 +8,7 @@
 //! unsafe ID is replaced by a new one: 32 hex digits from the request's
 //! seeded RNG, so a seeded run makes the same IDs.
 
+use http::header::{Entry, HeaderMap, HeaderName};
 use http::HeaderValue;
 use rand::Rng;
 
@@ -31,14 +32,29 @@ pub fn keep_or_make(given: Option<&HeaderValue>, max_len: usize, rng: &mut impl 
     }
 }
 
+/// Give `headers` their ID under `name` (see `keep_or_make`; of several, the
+/// first is the one judged) and return it. One look-up of the name, not a
+/// read and then an insert: this runs for every request.
+pub fn settle(headers: &mut HeaderMap, name: &HeaderName, max_len: usize, rng: &mut impl Rng) -> HeaderValue {
+    match headers.entry(name) {
+        Entry::Occupied(mut slot) => {
+            let id = keep_or_make(Some(slot.get()), max_len, rng);
+            // Replaces every value: the backend sees the one ID.
+            slot.insert(id.clone());
+            id
+        }
+        Entry::Vacant(slot) => slot.insert(make(rng)).clone(),
+    }
+}
+
 /// A new ID: 128 random bits as 32 lowercase hex digits.
 pub fn make(rng: &mut impl Rng) -> HeaderValue {
     // Written on the stack, then cut from the thread's slab (see `slab`).
+    let mut bits = [0u8; 16];
+    bits[..8].copy_from_slice(&rng.random::<u64>().to_be_bytes());
+    bits[8..].copy_from_slice(&rng.random::<u64>().to_be_bytes());
     let mut id = [0u8; 32];
-    let bits = (u128::from(rng.random::<u64>()) << 64) | u128::from(rng.random::<u64>());
-    for (i, digit) in id.iter_mut().enumerate() {
-        *digit = b"0123456789abcdef"[((bits >> (124 - 4 * i)) & 0xf) as usize];
-    }
+    super::slab::hex_into(&bits, &mut id);
     // Hex digits are always a valid header value.
     super::slab::value(&id).unwrap_or_else(|| HeaderValue::from_static("0"))
 }
@@ -70,6 +86,28 @@ mod tests {
         assert_eq!(keep_or_make(Some(&long), DEFAULT_MAX_LEN, &mut rng).len(), 32);
         let exact = HeaderValue::from_str(&"a".repeat(DEFAULT_MAX_LEN)).expect("value");
         assert_eq!(keep_or_make(Some(&exact), DEFAULT_MAX_LEN, &mut rng), exact);
+    }
+
+    #[test]
+    fn settle_keeps_a_safe_id_and_replaces_the_rest() {
+        let name = HeaderName::from_static("x-request-id");
+        let mut rng = SmallRng::seed_from_u64(1);
+        let mut headers = HeaderMap::new();
+        let made = settle(&mut headers, &name, DEFAULT_MAX_LEN, &mut rng);
+        assert_eq!(made.len(), 32);
+        assert_eq!(headers.get_all(&name).iter().collect::<Vec<_>>(), [&made]);
+
+        let mut headers = HeaderMap::new();
+        headers.append(&name, HeaderValue::from_static("client-1"));
+        headers.append(&name, HeaderValue::from_static("client-2"));
+        assert_eq!(settle(&mut headers, &name, DEFAULT_MAX_LEN, &mut rng), "client-1");
+        assert_eq!(headers.get_all(&name).iter().collect::<Vec<_>>(), ["client-1"]);
+
+        let mut headers = HeaderMap::new();
+        headers.append(&name, HeaderValue::from_static("bad id"));
+        let replaced = settle(&mut headers, &name, DEFAULT_MAX_LEN, &mut rng);
+        assert_eq!(replaced.len(), 32);
+        assert_eq!(headers.get_all(&name).iter().collect::<Vec<_>>(), [&replaced]);
     }
 
     #[test]

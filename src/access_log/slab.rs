@@ -23,6 +23,19 @@ thread_local! {
     static SLAB: RefCell<BytesMut> = RefCell::new(BytesMut::new());
 }
 
+/// Write `bytes` into `out` as lowercase hex, two digits a byte; `out`
+/// holds exactly twice as many bytes. A plain indexed loop: the values are
+/// made for every request, and iterator chains over the digits compiled to
+/// several times the work.
+pub(super) fn hex_into(bytes: &[u8], out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    debug_assert_eq!(out.len(), 2 * bytes.len());
+    for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0xf)];
+    }
+}
+
 /// A header value holding `text`, which must be a valid header value
 /// (visible ASCII); `None` if it is not.
 pub(super) fn value(text: &[u8]) -> Option<HeaderValue> {
@@ -62,6 +75,13 @@ mod tests {
         let cloned = many[999].clone();
         drop(many);
         assert_eq!(cloned, "id-0999");
+    }
+
+    #[test]
+    fn hex_is_two_lowercase_digits_a_byte() {
+        let mut out = [0u8; 6];
+        hex_into(&[0x00, 0xab, 0x7f], &mut out);
+        assert_eq!(&out, b"00ab7f");
     }
 
     #[test]

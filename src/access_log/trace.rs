@@ -12,7 +12,7 @@
 //! one instead; its `tracestate`, which belongs to the broken parent, goes
 //! with it (W3C Trace Context §3.3).
 
-use http::header::HeaderName;
+use http::header::{Entry, HeaderName};
 use http::{HeaderMap, HeaderValue};
 use rand::Rng;
 
@@ -59,10 +59,13 @@ impl TraceParent {
         Some(TraceParent { trace_id, parent_id, flags })
     }
 
-    /// A new trace, sampled, with random IDs from `rng`.
+    /// A new trace, sampled, with random IDs from `rng`: three 64-bit
+    /// draws (an array of random bytes draws once per byte).
     pub fn start(rng: &mut impl Rng) -> TraceParent {
-        let mut trace_id: [u8; 16] = rng.random();
-        let mut parent_id: [u8; 8] = rng.random();
+        let mut trace_id = [0u8; 16];
+        trace_id[..8].copy_from_slice(&rng.random::<u64>().to_be_bytes());
+        trace_id[8..].copy_from_slice(&rng.random::<u64>().to_be_bytes());
+        let mut parent_id = rng.random::<u64>().to_be_bytes();
         // All-zero IDs are invalid; the chance is negligible, the fix is cheap.
         trace_id[15] |= u8::from(trace_id == [0; 16]);
         parent_id[7] |= u8::from(parent_id == [0; 8]);
@@ -71,20 +74,18 @@ impl TraceParent {
 
     /// The trace ID as 32 lowercase hex digits, as logged.
     pub fn trace_id_hex(&self) -> String {
-        hex(&self.trace_id)
+        let mut text = [0u8; 32];
+        super::slab::hex_into(&self.trace_id, &mut text);
+        text.iter().map(|&b| char::from(b)).collect()
     }
 
     /// The version-00 header value.
     pub fn to_header(&self) -> HeaderValue {
         // Written on the stack, then cut from the thread's slab (see `slab`).
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut text = *b"00-00000000000000000000000000000000-0000000000000000-00";
-        let bytes = self.trace_id.iter().chain(&self.parent_id).chain(std::iter::once(&self.flags));
-        let slots = (3..35).step_by(2).chain((36..52).step_by(2)).chain(std::iter::once(53));
-        for (byte, at) in bytes.zip(slots) {
-            text[at] = DIGITS[usize::from(byte >> 4)];
-            text[at + 1] = DIGITS[usize::from(byte & 0xf)];
-        }
+        super::slab::hex_into(&self.trace_id, &mut text[3..35]);
+        super::slab::hex_into(&self.parent_id, &mut text[36..52]);
+        super::slab::hex_into(&[self.flags], &mut text[53..55]);
         // Hex digits and dashes are always a valid header value.
         super::slab::value(&text).unwrap_or_else(|| HeaderValue::from_static(""))
     }
@@ -110,28 +111,35 @@ pub enum Outcome {
 /// `start` is set; replace a malformed one (dropping its `tracestate`), or
 /// remove it when `start` is off. Returns the outcome and the trace ID.
 pub fn prepare(headers: &mut HeaderMap, start: bool, rng: &mut impl Rng) -> (Outcome, Option<TraceParent>) {
-    let mut values = headers.get_all(&TRACEPARENT).iter();
-    let first = values.next();
-    // Two `traceparent` fields are as malformed as one bad one (§3.2).
-    let parsed = match (first, values.next()) {
-        (None, _) => None,
-        (Some(value), None) => match TraceParent::parse(value.as_bytes()) {
-            Some(parent) => return (Outcome::Kept, Some(parent)),
-            None => Some(()),
-        },
-        (Some(_), Some(_)) => Some(()),
-    };
-    let malformed = parsed.is_some();
-    if malformed {
-        headers.remove(&TRACEPARENT);
-        headers.remove(&TRACESTATE);
+    // One look-up of the name in the usual cases (absent, or one valid
+    // value): this runs for every request.
+    match headers.entry(&TRACEPARENT) {
+        Entry::Vacant(slot) => {
+            if !start {
+                return (Outcome::Absent, None);
+            }
+            let parent = TraceParent::start(rng);
+            slot.insert(parent.to_header());
+            return (Outcome::Started, Some(parent));
+        }
+        Entry::Occupied(slot) => {
+            let mut values = slot.iter();
+            // Two `traceparent` fields are as malformed as one bad one (§3.2).
+            if let (Some(value), None) = (values.next(), values.next()) {
+                if let Some(parent) = TraceParent::parse(value.as_bytes()) {
+                    return (Outcome::Kept, Some(parent));
+                }
+            }
+        }
     }
+    headers.remove(&TRACEPARENT);
+    headers.remove(&TRACESTATE);
     if !start {
-        return (if malformed { Outcome::Removed } else { Outcome::Absent }, None);
+        return (Outcome::Removed, None);
     }
     let parent = TraceParent::start(rng);
     headers.insert(TRACEPARENT.clone(), parent.to_header());
-    (if malformed { Outcome::Replaced } else { Outcome::Started }, Some(parent))
+    (Outcome::Replaced, Some(parent))
 }
 
 fn hex_byte(pair: &[u8]) -> Option<u8> {
@@ -143,14 +151,6 @@ fn hex_byte(pair: &[u8]) -> Option<u8> {
         }
     }
     Some(nibble(pair[0])? << 4 | nibble(pair[1])?)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
-        let _ = write!(out, "{b:02x}");
-        out
-    })
 }
 
 #[cfg(test)]

@@ -42,9 +42,7 @@ pub(super) fn of(snapshot: &Snapshot, listener: SocketAddr) -> Option<&Arc<Acces
 pub(super) fn tag(settings: &RequestHeaders, headers: &mut HeaderMap, rng: &mut SmallRng) -> Option<HeaderValue> {
     trace::prepare(headers, settings.start_traces, rng);
     let name = settings.request_id.as_ref()?;
-    let id = request_id::keep_or_make(headers.get(name), settings.request_id_max_len, rng);
-    headers.insert(name.clone(), id.clone());
-    Some(id)
+    Some(request_id::settle(headers, name, settings.request_id_max_len, rng))
 }
 
 /// The pending record of a request forwarded to a backend.

@@ -157,6 +157,9 @@ fn prepare(
     // Strip first, then set: a client's `Connection: x-forwarded-for, host`
     // must not remove the headers the proxy itself adds.
     let named_gone = headers::strip_hop_by_hop(&mut parts.headers);
+    // Room for what the proxy adds (three `X-Forwarded-*`, the request ID,
+    // `traceparent`): the map grows once at most, not field by field.
+    parts.headers.reserve(5);
     headers::set_forwarded(&mut parts.headers, &conn.client_ip, &conn.proto, host.as_ref());
     match host {
         // The client's own `Host`, still in place: the usual case.

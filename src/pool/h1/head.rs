@@ -200,7 +200,9 @@ pub(super) fn parse_head(read: &mut BytesMut, is_head: bool) -> Result<Parsed, H
     // Hop-by-hop fields are left out here rather than inserted and then
     // stripped: nearly every response has `Connection: keep-alive`, and
     // `Transfer-Encoding` is the proxy's own business on each side.
-    let mut headers = HeaderMap::with_capacity(count);
+    // Room for the request ID and the pool's name, which the proxy adds to
+    // the response: inserted into a full map they would make it grow.
+    let mut headers = HeaderMap::with_capacity(count + 2);
     for span in spans.iter() {
         let keep = match span.kind {
             FieldKind::Other => true,

@@ -241,6 +241,12 @@ where
                 .max()
                 .saturating_sub(self.read_buf.len()),
         );
+        // cutover: a buffer released while idle comes back from the spares.
+        if self.release_idle && self.read_buf.capacity() == 0 {
+            if let Some(spare) = spare::take_read() {
+                self.read_buf = spare;
+            }
+        }
         if self.read_buf_remaining_mut() < next {
             self.read_buf.reserve(next);
         }
@@ -291,11 +297,19 @@ where
         if !self.release_idle {
             return;
         }
+        // Handed to the thread's spares (`spare`), not freed: under load
+        // the next request on any connection takes them back.
+        // A buffer that grew for large reads is freed: a split-off view's
+        // capacity understates its storage, the read strategy does not.
         if self.read_buf.is_empty() && self.read_buf.capacity() > 0 {
-            self.read_buf = BytesMut::new();
+            let buf = std::mem::take(&mut self.read_buf);
+            if self.read_buf_strategy.next() <= INIT_BUFFER_SIZE {
+                spare::give_read(buf);
+            }
         }
         if !self.write_buf.has_remaining() && self.write_buf.headers.bytes.capacity() > 0 {
-            self.write_buf.headers = Cursor::new(Vec::new());
+            let head = std::mem::replace(&mut self.write_buf.headers, Cursor::new(Vec::new()));
+            spare::give_head(head.bytes);
         }
     }
 
@@ -638,9 +652,72 @@ impl<B: Buf> WriteBuf<B> {
         debug_assert!(!self.queue.has_remaining());
         // cutover: released while idle (`release_idle_buffers`).
         if self.headers.bytes.capacity() == 0 {
-            self.headers.bytes.reserve(INIT_BUFFER_SIZE);
+            self.headers.bytes = spare::take_head().unwrap_or_else(|| Vec::with_capacity(INIT_BUFFER_SIZE));
         }
         &mut self.headers
+    }
+}
+
+/// cutover: the buffers idle server connections release
+/// (`Buffered::release_idle_buffers`), kept per thread for the next request
+/// instead of freed. Releasing them on every keep-alive exchange would
+/// otherwise cost each request two 8 KiB allocations and their frees; a
+/// few spares per thread serve a busy thread's connections in turn. The
+/// count is bounded, so idle memory does not grow with connections, and
+/// buffers grown past `LARGEST` are freed as before.
+mod spare {
+    use std::cell::RefCell;
+
+    use bytes::BytesMut;
+
+    use super::INIT_BUFFER_SIZE;
+
+    /// Spares of each kind kept per thread.
+    const KEPT: usize = 16;
+    /// The largest buffer kept.
+    const LARGEST: usize = 2 * INIT_BUFFER_SIZE;
+
+    thread_local! {
+        static READ: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+        static HEADS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// Keep an emptied read buffer, if there is room.
+    pub(super) fn give_read(mut buf: BytesMut) {
+        if buf.capacity() > LARGEST {
+            return;
+        }
+        buf.clear();
+        let _ = READ.try_with(move |kept| {
+            let mut kept = kept.borrow_mut();
+            if kept.len() < KEPT {
+                kept.push(buf);
+            }
+        });
+    }
+
+    /// A kept read buffer, if any.
+    pub(super) fn take_read() -> Option<BytesMut> {
+        READ.try_with(|kept| kept.borrow_mut().pop()).ok().flatten()
+    }
+
+    /// Keep a head buffer whose bytes are written, if there is room.
+    pub(super) fn give_head(mut buf: Vec<u8>) {
+        if buf.capacity() > LARGEST {
+            return;
+        }
+        buf.clear();
+        let _ = HEADS.try_with(move |kept| {
+            let mut kept = kept.borrow_mut();
+            if kept.len() < KEPT {
+                kept.push(buf);
+            }
+        });
+    }
+
+    /// A kept head buffer, if any.
+    pub(super) fn take_head() -> Option<Vec<u8>> {
+        HEADS.try_with(|kept| kept.borrow_mut().pop()).ok().flatten()
     }
 }
 
