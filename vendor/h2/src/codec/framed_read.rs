@@ -21,6 +21,10 @@ use tokio_util::codec::{LengthDelimitedCodec, LengthDelimitedCodecError};
 // 16 MB "sane default" taken from golang http2
 const DEFAULT_SETTINGS_MAX_HEADER_LIST_SIZE: usize = 16 << 20;
 
+/// cutover: the read buffer's size after a release, tokio-util's initial
+/// one: a buffer of no capacity would grow from a few bytes a read.
+const READ_BUFFER_CAPACITY: usize = 8 * 1024;
+
 #[derive(Debug)]
 pub struct FramedRead<T> {
     inner: InnerFramedRead<T, LengthDelimitedCodec>,
@@ -70,6 +74,18 @@ impl<T> FramedRead<T> {
 
     pub fn get_mut(&mut self) -> &mut T {
         self.inner.get_mut()
+    }
+
+    /// cutover: drop the read buffer (8 KiB) if it holds nothing, and the
+    /// HPACK decoder's scratch buffer, while the connection idles; the next
+    /// read allocates afresh (`poll_next`).
+    pub(crate) fn release_idle_buffers(&mut self) {
+        if self.inner.read_buffer().is_empty() && self.inner.read_buffer().capacity() > 0 {
+            *self.inner.read_buffer_mut() = BytesMut::new();
+        }
+        if self.decoder.partial.is_none() {
+            self.decoder.hpack.release_idle_buffer();
+        }
     }
 
     /// Returns the current max frame size setting
@@ -421,6 +437,10 @@ where
         let _e = span.enter();
         loop {
             tracing::trace!("poll");
+            // cutover: released while idle (`release_idle_buffers`).
+            if self.inner.read_buffer().capacity() == 0 {
+                self.inner.read_buffer_mut().reserve(READ_BUFFER_CAPACITY);
+            }
             let bytes = match ready!(Pin::new(&mut self.inner).poll_next(cx)) {
                 Some(Ok(bytes)) => bytes,
                 Some(Err(e)) => return Poll::Ready(Some(Err(map_err(e)))),

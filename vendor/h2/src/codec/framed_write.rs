@@ -108,6 +108,7 @@ where
     /// Calling this function may result in the current contents of the buffer
     /// to be flushed to `T`.
     pub fn poll_ready(&mut self, cx: &mut Context) -> Poll<io::Result<()>> {
+        self.restore_buffer();
         if !self.encoder.has_capacity() {
             // Try flushing
             ready!(self.flush(cx))?;
@@ -122,8 +123,16 @@ where
 
     /// Returns whether a frame can be buffered without first flushing the
     /// underlying I/O object.
-    pub(crate) fn has_capacity(&self) -> bool {
+    pub(crate) fn has_capacity(&mut self) -> bool {
+        self.restore_buffer();
         self.encoder.has_capacity()
+    }
+
+    /// cutover: the write buffer as `new` made it, after a release.
+    fn restore_buffer(&mut self) {
+        if self.encoder.buf.get_ref().capacity() == 0 && !self.encoder.buf.has_remaining() {
+            self.encoder.buf = Cursor::new(BytesMut::with_capacity(DEFAULT_BUFFER_CAPACITY));
+        }
     }
 
     /// Buffer a frame.
@@ -131,6 +140,7 @@ where
     /// `poll_ready` must be called first to ensure that a frame may be
     /// accepted.
     pub fn buffer(&mut self, item: Frame<B>) -> Result<(), UserError> {
+        self.restore_buffer();
         self.encoder.buffer(item)
     }
 
@@ -327,6 +337,18 @@ impl<B> Encoder<B> {
 }
 
 impl<T, B> FramedWrite<T, B> {
+    /// cutover: drop the write buffer (16 KiB) if nothing waits in it,
+    /// while the connection idles; the next frame allocates it afresh
+    /// (`restore_buffer`).
+    pub(crate) fn release_idle_buffer(&mut self) {
+        if self.encoder.next.is_none()
+            && !self.encoder.buf.has_remaining()
+            && self.encoder.buf.get_ref().capacity() > 0
+        {
+            self.encoder.buf = Cursor::new(BytesMut::new());
+        }
+    }
+
     /// Returns the max frame size that can be sent
     pub fn max_frame_size(&self) -> usize {
         self.encoder.max_frame_size()

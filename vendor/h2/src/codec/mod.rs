@@ -116,6 +116,13 @@ impl<T, B> Codec<T, B> {
         self.inner.get_mut().get_mut()
     }
 
+    /// cutover: drop the read, write and HPACK scratch buffers that hold
+    /// nothing, while the connection idles (servers: `Connection::poll`).
+    pub(crate) fn release_idle_buffers(&mut self) {
+        self.inner.release_idle_buffers();
+        self.framed_write().release_idle_buffer();
+    }
+
     /// Takes the data payload value that was fully written to the socket
     pub(crate) fn take_last_data_frame(&mut self) -> Option<Data<B>> {
         self.framed_write().take_last_data_frame()

@@ -158,8 +158,16 @@ impl Decoder {
             max_size_update: None,
             last_max_update: size,
             table: Table::new(size),
-            buffer: BytesMut::with_capacity(4096),
+            // cutover: allocated by the first Huffman-coded string
+            // (`decode_string`), released while idle (`release_idle_buffer`).
+            buffer: BytesMut::new(),
         }
+    }
+
+    /// cutover: drop the scratch buffer of Huffman-decoded strings (4 KiB)
+    /// while the connection idles; the next string allocates it afresh.
+    pub fn release_idle_buffer(&mut self) {
+        self.buffer = BytesMut::new();
     }
 
     /// Queues a potential size update
@@ -335,6 +343,11 @@ impl Decoder {
         if huff {
             let ret = {
                 let raw = &buf.chunk()[..len];
+                // cutover: the buffer is released while idle; take the
+                // capacity it was created with, so strings share it.
+                if self.buffer.capacity() == 0 {
+                    self.buffer.reserve(4096);
+                }
                 huffman::decode(raw, &mut self.buffer).map(|buf| StringMarker {
                     offset,
                     len,

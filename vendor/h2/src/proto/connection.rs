@@ -332,6 +332,14 @@ where
                                 continue;
                             }
 
+                            // cutover: a server connection with every
+                            // frame written and no stream open holds no
+                            // buffer while it idles. An edge proxy holds
+                            // many idle connections; a client's are few.
+                            if P::r#dyn().is_server() && self.inner.streams.release_if_idle() {
+                                self.codec.release_idle_buffers();
+                            }
+
                             return Poll::Pending;
                         }
                     };

@@ -33,6 +33,14 @@ impl<T> Buffer<T> {
     pub fn is_empty(&self) -> bool {
         self.slab.is_empty()
     }
+
+    /// cutover: drop the storage of an empty buffer (no frame queued, so no
+    /// `Deque` points into it).
+    pub fn release_idle(&mut self) {
+        if self.slab.is_empty() {
+            self.slab = Slab::new();
+        }
+    }
 }
 
 impl Deque {

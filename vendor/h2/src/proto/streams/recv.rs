@@ -85,6 +85,11 @@ pub(crate) enum Open {
 }
 
 impl Recv {
+    /// cutover: drop the storage of the received-frames buffer if empty.
+    pub(super) fn release_idle_buffer(&mut self) {
+        self.buffer.release_idle();
+    }
+
     pub fn new(peer: peer::Dyn, config: &Config) -> Self {
         let next_stream_id = if peer.is_server() { 1 } else { 2 };
 

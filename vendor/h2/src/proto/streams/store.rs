@@ -79,6 +79,14 @@ pub(super) trait Resolve {
 // ===== impl Store =====
 
 impl Store {
+    /// cutover: drop the storage of a store with no stream left in it.
+    pub fn release_idle(&mut self) {
+        if self.slab.is_empty() && self.ids.is_empty() {
+            self.slab = slab::Slab::new();
+            self.ids = IndexMap::new();
+        }
+    }
+
     pub fn new() -> Self {
         Store {
             slab: slab::Slab::new(),

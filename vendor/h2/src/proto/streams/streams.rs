@@ -1149,6 +1149,21 @@ where
         me.counts.has_streams() || me.refs > 1
     }
 
+    /// cutover: with no stream open, drop the storage the streams and
+    /// their queued frames used (it grows with the most streams a
+    /// connection had at once, and stays); says whether it was idle.
+    pub fn release_if_idle(&self) -> bool {
+        let mut me = self.inner.lock().unwrap();
+        let me = &mut *me;
+        if me.counts.has_streams() {
+            return false;
+        }
+        me.store.release_idle();
+        me.actions.recv.release_idle_buffer();
+        self.send_buffer.inner.lock().unwrap().release_idle();
+        true
+    }
+
     #[cfg(feature = "unstable")]
     pub fn num_wired_streams(&self) -> usize {
         let me = self.inner.lock().unwrap();
