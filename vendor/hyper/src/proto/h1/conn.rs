@@ -277,6 +277,13 @@ where
                     }
                 }
 
+                // cutover: the header map kept for the next request's head
+                // goes too while the connection idles with nothing read
+                // (`Buffered::release_idle_buffers`).
+                if T::is_server() && self.io.read_buf().is_empty() {
+                    self.state.cached_headers = None;
+                }
+
                 return Poll::Pending;
             }
         };

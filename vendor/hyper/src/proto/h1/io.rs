@@ -297,6 +297,11 @@ where
         if !self.write_buf.has_remaining() && self.write_buf.headers.bytes.capacity() > 0 {
             self.write_buf.headers = Cursor::new(Vec::new());
         }
+        // The queue of body chunks keeps the storage its first chunks
+        // needed (a few hundred bytes) once they are written.
+        if !self.write_buf.has_remaining() {
+            self.write_buf.queue = BufList::new();
+        }
     }
 
     pub(crate) fn into_inner(self) -> (T, Bytes) {
