@@ -436,6 +436,14 @@ fn close_idle_in(list: &Mutex<Vec<Pooled>>, elapsed: Duration, limit: Duration) 
         if matches!(pooled.conn, Conn::Hyper(UpstreamConn::H2(_))) {
             return true;
         }
+        // One whole sweep period idle: its buffers go back, so that the
+        // connections a burst left behind cost their sockets only, while
+        // one reused request after request keeps them.
+        if pooled.idle_for > Duration::ZERO {
+            if let Conn::Inline(conn) = &mut pooled.conn {
+                conn.release_idle_buffers();
+            }
+        }
         pooled.idle_for = pooled.idle_for.saturating_add(elapsed);
         pooled.idle_for < limit
     });

@@ -62,6 +62,18 @@ impl H1Conn {
         H1Conn { stream, read: BytesMut::new(), write: Vec::new(), cut }
     }
 
+    /// Drop the buffers while the connection sits in its backend's idle
+    /// list: a burst can leave hundreds of upstream connections idle,
+    /// each holding a read buffer of [`READ_CHUNK`] or more. The next
+    /// exchange allocates afresh. Bytes read and not passed on (none, on a
+    /// connection whose response was read to its end) keep theirs.
+    pub fn release_idle_buffers(&mut self) {
+        if self.read.is_empty() {
+            self.read = BytesMut::new();
+        }
+        self.write = Vec::new();
+    }
+
     /// The socket, for handing a new connection, which has nothing
     /// buffered, to hyper's client.
     pub fn into_stream(self) -> TcpStream {
