@@ -158,14 +158,17 @@ impl Decoder {
             max_size_update: None,
             last_max_update: size,
             table: Table::new(size),
-            // cutover: allocated by the first Huffman-coded string
-            // (`decode_string`), released while idle (`release_idle_buffer`).
+            // cutover: no shared 4 KiB scratch buffer. A decoded string
+            // that enters the dynamic table keeps the allocation it was
+            // decoded into for as long as it stays there, which with a
+            // shared buffer pinned all 4 KiB of it for the connection's
+            // life; each string is decoded into room of its own size.
             buffer: BytesMut::new(),
         }
     }
 
-    /// cutover: drop the scratch buffer of Huffman-decoded strings (4 KiB)
-    /// while the connection idles; the next string allocates it afresh.
+    /// cutover: drop what is left of the buffer of Huffman-decoded strings
+    /// while the connection idles.
     pub fn release_idle_buffer(&mut self) {
         self.buffer = BytesMut::new();
     }
@@ -343,11 +346,6 @@ impl Decoder {
         if huff {
             let ret = {
                 let raw = &buf.chunk()[..len];
-                // cutover: the buffer is released while idle; take the
-                // capacity it was created with, so strings share it.
-                if self.buffer.capacity() == 0 {
-                    self.buffer.reserve(4096);
-                }
                 huffman::decode(raw, &mut self.buffer).map(|buf| StringMarker {
                     offset,
                     len,
