@@ -74,6 +74,20 @@ impl H1Conn {
         self.write = Vec::new();
     }
 
+    /// The bytes its buffers hold room for, for tests of their release.
+    #[cfg(test)]
+    pub(crate) fn buffer_capacity(&self) -> usize {
+        self.read.capacity() + self.write.capacity()
+    }
+
+    /// Room in both buffers, as an exchange leaves them, for tests.
+    #[cfg(test)]
+    pub(crate) fn with_buffers(mut self) -> H1Conn {
+        self.read.reserve(READ_CHUNK);
+        self.write.reserve(256);
+        self
+    }
+
     /// The socket, for handing a new connection, which has nothing
     /// buffered, to hyper's client.
     pub fn into_stream(self) -> TcpStream {
