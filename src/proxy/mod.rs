@@ -205,10 +205,11 @@ mod tests {
 
     /// What `Proxy::handle` returns sits in hyper's slot for a request's
     /// future, which an HTTP/1.1 connection keeps while it idles: the
-    /// forwarding itself must be behind a pointer, not inline.
+    /// forwarding must be behind a pointer, leaving the size of the
+    /// proxy's own response (its head and a short body).
     #[test]
     fn what_hyper_keeps_per_connection_is_small() {
         let size = future_size(Proxy::handle);
-        assert!(size <= 256, "Proxy::handle's future is {size} bytes");
+        assert!(size <= 320, "Proxy::handle's future is {size} bytes");
     }
 }
