@@ -167,7 +167,8 @@ async fn an_idled_h2_connection_serves_streams_as_before() {
             .header("x-round", format!("round number {round} of the idle test"));
         let body = if posts { Bytes::from(format!("body of round {round}")) } else { Bytes::new() };
         let request = builder.body(Full::new(body)).expect("request");
-        let response = timeout(DEADLINE, sender.send_request(request)).await.expect("h2 answer in time").expect("h2 answer");
+        let response =
+            timeout(DEADLINE, sender.send_request(request)).await.expect("h2 answer in time").expect("h2 answer");
         assert_eq!(response.status(), 200, "{path}");
         assert_eq!(response.version(), Version::HTTP_2);
         let body = timeout(DEADLINE, response.into_body().collect()).await.expect("body in time").expect("body");
