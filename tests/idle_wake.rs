@@ -13,6 +13,12 @@
 //! must all arrive on one upstream connection (the pooled connection is
 //! reused after the idle).
 //!
+//! An idle HTTP/2 connection (no stream open, everything written) holds no
+//! read, write or HPACK scratch buffer either (h2 is patched for it):
+//! streams after an idle period, with and without a body, must be served
+//! as before, their headers decoded against the tables earlier streams
+//! filled.
+//!
 //! Timing: the pauses only make the idle period and the cut writes happen;
 //! no assertion depends on how long anything took.
 
@@ -20,9 +26,14 @@ mod support;
 
 use std::time::Duration;
 
+use bytes::Bytes;
+use http::{Request, Version};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use support::*;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::time::timeout;
 
 /// How long a connection idles before it is woken: far longer than the
 /// proxy takes to go back to waiting once a response is out.
@@ -131,6 +142,50 @@ async fn an_idled_connection_is_reused_again_and_again() {
         tokio::time::sleep(IDLE).await;
     }
     assert_eq!(seen_on_one_connection(&upstream), ["GET /first", "GET /second", "GET /third", "GET /fourth"]);
+}
+
+/// Over h2c, streams one after another on one connection, each after an
+/// idle period: header values the client sends as indexes into the HPACK
+/// table (the same long value every time) and Huffman-coded ones (a new
+/// value every time) arrive intact, and so does a body.
+#[tokio::test]
+async fn an_idled_h2_connection_serves_streams_as_before() {
+    let upstream = RawUpstream::ok().await;
+    let proxy = TestProxy::start(&Config::one_pool(&[upstream.addr]).build()).await;
+    let tcp = TcpStream::connect(proxy.addr).await.expect("connect to proxy");
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.expect("h2c handshake");
+    tokio::spawn(conn);
+    const KEPT: &str = "the same value on every stream, long enough to be worth indexing";
+    let rounds = ["/first", "/second", "/third", "/fourth"];
+    for (round, path) in rounds.iter().enumerate() {
+        let posts = round % 2 == 1;
+        let builder = Request::builder()
+            .method(if posts { "POST" } else { "GET" })
+            .uri(format!("http://app.test{path}"))
+            .header("x-kept", KEPT)
+            .header("x-round", format!("round number {round} of the idle test"));
+        let body = if posts { Bytes::from(format!("body of round {round}")) } else { Bytes::new() };
+        let request = builder.body(Full::new(body)).expect("request");
+        let response =
+            timeout(DEADLINE, sender.send_request(request)).await.expect("h2 answer in time").expect("h2 answer");
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(response.version(), Version::HTTP_2);
+        let body = timeout(DEADLINE, response.into_body().collect()).await.expect("body in time").expect("body");
+        assert_eq!(body.to_bytes(), "ok", "{path}");
+        tokio::time::sleep(IDLE).await;
+    }
+    let seen = upstream.requests();
+    let paths: Vec<String> = seen.iter().map(|r| format!("{} {}", r.method(), r.path())).collect();
+    assert_eq!(paths, ["GET /first", "POST /second", "GET /third", "POST /fourth"]);
+    for (round, request) in seen.iter().enumerate() {
+        assert_eq!(request.header("x-kept"), Some(KEPT), "{request:#?}");
+        let expected = format!("round number {round} of the idle test");
+        assert_eq!(request.header("x-round"), Some(expected.as_str()), "{request:#?}");
+        if round % 2 == 1 {
+            assert_eq!(request.body, format!("body of round {round}").as_bytes(), "{request:#?}");
+        }
+    }
 }
 
 /// Status and completeness of each response in `bytes`.

@@ -436,6 +436,14 @@ fn close_idle_in(list: &Mutex<Vec<Pooled>>, elapsed: Duration, limit: Duration) 
         if matches!(pooled.conn, Conn::Hyper(UpstreamConn::H2(_))) {
             return true;
         }
+        // One whole sweep period idle: its buffers go back, so that the
+        // connections a burst left behind cost their sockets only, while
+        // one reused request after request keeps them.
+        if pooled.idle_for > Duration::ZERO {
+            if let Conn::Inline(conn) = &mut pooled.conn {
+                conn.release_idle_buffers();
+            }
+        }
         pooled.idle_for = pooled.idle_for.saturating_add(elapsed);
         pooled.idle_for < limit
     });
@@ -460,5 +468,37 @@ impl Drop for InFlight {
         if self.backend.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 && self.backend.is_draining() {
             self.backend.finished.notify_waiters();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::h1::{CutSwitch, H1Conn};
+
+    fn buffer_capacity(list: &Mutex<Vec<Pooled>>) -> usize {
+        match &list.lock().unwrap()[0].conn {
+            Conn::Inline(conn) => conn.buffer_capacity(),
+            Conn::Hyper(_) => unreachable!("only inline connections here"),
+        }
+    }
+
+    /// A connection a sweep finds just returned keeps its buffers (it may
+    /// be in use again at once); one the sweep before saw idle already
+    /// gives them back, and stays pooled.
+    #[tokio::test]
+    async fn an_inline_connection_idle_for_a_sweep_period_drops_its_buffers() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let conn = H1Conn::new(stream, Arc::new(CutSwitch::default())).with_buffers();
+        let list = Mutex::new(vec![Pooled::new(Conn::Inline(Box::new(conn)), Instant::now())]);
+        let (period, limit) = (Duration::from_secs(10), Duration::from_secs(60));
+        let held = buffer_capacity(&list);
+        assert!(held >= 8 * 1024, "the test connection holds {held} bytes");
+        assert_eq!(close_idle_in(&list, period, limit), 0);
+        assert_eq!(buffer_capacity(&list), held, "the first sweep released a connection just returned");
+        assert_eq!(close_idle_in(&list, period, limit), 0);
+        assert_eq!(buffer_capacity(&list), 0, "a connection idle for a whole period kept its buffers");
+        assert_eq!(list.lock().unwrap().len(), 1, "the connection must stay pooled");
     }
 }

@@ -62,6 +62,32 @@ impl H1Conn {
         H1Conn { stream, read: BytesMut::new(), write: Vec::new(), cut }
     }
 
+    /// Drop the buffers while the connection sits in its backend's idle
+    /// list: a burst can leave hundreds of upstream connections idle,
+    /// each holding a read buffer of [`READ_CHUNK`] or more. The next
+    /// exchange allocates afresh. Bytes read and not passed on (none, on a
+    /// connection whose response was read to its end) keep theirs.
+    pub fn release_idle_buffers(&mut self) {
+        if self.read.is_empty() {
+            self.read = BytesMut::new();
+        }
+        self.write = Vec::new();
+    }
+
+    /// The bytes its buffers hold room for, for tests of their release.
+    #[cfg(test)]
+    pub(crate) fn buffer_capacity(&self) -> usize {
+        self.read.capacity() + self.write.capacity()
+    }
+
+    /// Room in both buffers, as an exchange leaves them, for tests.
+    #[cfg(test)]
+    pub(crate) fn with_buffers(mut self) -> H1Conn {
+        self.read.reserve(READ_CHUNK);
+        self.write.reserve(256);
+        self
+    }
+
     /// The socket, for handing a new connection, which has nothing
     /// buffered, to hyper's client.
     pub fn into_stream(self) -> TcpStream {

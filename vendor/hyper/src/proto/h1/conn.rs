@@ -277,6 +277,13 @@ where
                     }
                 }
 
+                // cutover: the header map kept for the next request's head
+                // goes too while the connection idles with nothing read
+                // (`Buffered::release_idle_buffers`).
+                if T::is_server() && self.io.read_buf().is_empty() {
+                    self.state.cached_headers = None;
+                }
+
                 return Poll::Pending;
             }
         };
@@ -860,6 +867,12 @@ where
     pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         ready!(Pin::new(&mut self.io).poll_flush(cx))?;
         self.try_keep_alive(cx);
+        // cutover: hyper does not read again after a response while the
+        // socket is known to be empty, so a connection left idle by this
+        // flush drops the header map here too (see `poll_read_head`).
+        if T::is_server() && self.state.is_idle() && self.io.is_read_blocked() && self.io.read_buf().is_empty() {
+            self.state.cached_headers = None;
+        }
         trace!("flushed({}): {:?}", T::LOG, self.state);
         Poll::Ready(Ok(()))
     }

@@ -311,6 +311,11 @@ where
             let head = std::mem::replace(&mut self.write_buf.headers, Cursor::new(Vec::new()));
             spare::give_head(head.bytes);
         }
+        // The queue of body chunks keeps the storage its first chunks
+        // needed (a few hundred bytes) once they are written.
+        if !self.write_buf.has_remaining() {
+            self.write_buf.queue = BufList::new();
+        }
     }
 
     pub(crate) fn into_inner(self) -> (T, Bytes) {
