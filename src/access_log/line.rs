@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 use super::record::{Choice, Format, Kind, Record};
+use super::slab::hex_into;
 use crate::timestamp::rfc3339;
 
 impl Record {
@@ -255,10 +256,9 @@ fn text_millis(duration: Duration, out: &mut Vec<u8>) {
 }
 
 fn hex(bytes: &[u8], out: &mut Vec<u8>) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for b in bytes {
-        out.extend_from_slice(&[DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 15)]]);
-    }
+    let start = out.len();
+    out.resize(start + 2 * bytes.len(), 0);
+    hex_into(bytes, &mut out[start..]);
 }
 
 fn json_opt(value: Option<&str>, out: &mut Vec<u8>) {
