@@ -11,15 +11,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http::StatusCode;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use support::etcd::Etcd;
 use support::eventually_async as eventually;
-use support::{client, get, get_json, metric, post, with_listeners, TestProxy, Upstream};
+use support::{client, get, get_json, metric, pool_tripped, post, put_json, with_listeners, TestProxy, Upstream};
 
 /// How soon a change made on one replica must be in force on the others.
 const PROPAGATION: Duration = Duration::from_secs(1);
@@ -47,19 +45,6 @@ async fn replica(etcd: &Etcd, prefix: &str, name: &str, blue: &Upstream, green: 
     TestProxy::start_seeded(&config(etcd, prefix, name, blue, green, guard), Some(7)).await
 }
 
-/// PUT a JSON body to the admin API.
-async fn put(url: &str, body: Value) -> (StatusCode, Value) {
-    let req = Request::put(url)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .expect("request");
-    let res =
-        tokio::time::timeout(Duration::from_secs(30), client().request(req)).await.expect("in time").expect("sent");
-    let status = res.status();
-    let bytes = res.into_body().collect().await.expect("body").to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
-}
-
 async fn status(proxy: &TestProxy) -> Value {
     get_json(&proxy.admin_url("/status")).await
 }
@@ -69,12 +54,6 @@ async fn effective(proxy: &TestProxy, route: &str) -> Value {
     let status = status(proxy).await;
     let routes = status["routes"].as_array().cloned().unwrap_or_default();
     routes.into_iter().find(|r| r["name"] == route).map(|r| r["effective"].clone()).unwrap_or(Value::Null)
-}
-
-async fn tripped(proxy: &TestProxy, pool: &str) -> bool {
-    let status = status(proxy).await;
-    let pools = status["pools"].as_array().cloned().unwrap_or_default();
-    pools.into_iter().any(|p| p["name"] == pool && !p["tripped"].is_null())
 }
 
 async fn gauge(proxy: &TestProxy, name: &str) -> Option<f64> {
@@ -103,7 +82,7 @@ async fn a_change_on_one_replica_is_in_force_on_every_replica_and_on_one_that_jo
     let c = replica(&etcd, prefix, "c", &blue, &green, false).await;
 
     // An override on A is in force on B and C.
-    let (code, answer) = put(&a.admin_url("/routes/shop/split"), json!({"blue": 0, "green": 100})).await;
+    let (code, answer) = put_json(&a.admin_url("/routes/shop/split"), json!({"blue": 0, "green": 100})).await;
     assert_eq!(code, StatusCode::OK, "{answer}");
     assert_eq!(answer["fleet"], "written", "{answer}");
     for other in [&b, &c] {
@@ -131,7 +110,8 @@ async fn a_change_on_one_replica_is_in_force_on_every_replica_and_on_one_that_jo
     let answer = post(&b.admin_url("/pools/green/trip")).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
     for other in [&a, &c] {
-        eventually(PROPAGATION, "the trip in force on the others", || async { tripped(other, "green").await }).await;
+        eventually(PROPAGATION, "the trip in force on the others", || async { pool_tripped(other, "green").await })
+            .await;
     }
 
     // A replica started after the trip serves its first request with it.
@@ -175,7 +155,8 @@ async fn two_replicas_changing_the_same_route_at_once_one_wins_and_no_replica_ap
     for round in 0..20u32 {
         let (wa, wb) = (json!({"blue": 100 + round, "green": 1}), json!({"blue": 1, "green": 100 + round}));
         let (url_a, url_b) = (a.admin_url("/routes/shop/split"), b.admin_url("/routes/shop/split"));
-        let ((code_a, answer_a), (code_b, answer_b)) = tokio::join!(put(&url_a, wa.clone()), put(&url_b, wb.clone()));
+        let ((code_a, answer_a), (code_b, answer_b)) =
+            tokio::join!(put_json(&url_a, wa.clone()), put_json(&url_b, wb.clone()));
         let winner = match (code_a, code_b) {
             (StatusCode::OK, StatusCode::CONFLICT) => {
                 assert!(answer_b["current"].is_object(), "{answer_b}");
@@ -212,8 +193,10 @@ async fn two_replicas_changing_the_same_route_at_once_one_wins_and_no_replica_ap
 
     // Changes to different routes do not conflict.
     let (url_a, url_b) = (a.admin_url("/routes/shop/split"), b.admin_url("/routes/other/split"));
-    let (one, two) =
-        tokio::join!(put(&url_a, json!({"blue": 3, "green": 1})), put(&url_b, json!({"blue": 1, "green": 1})));
+    let (one, two) = tokio::join!(
+        put_json(&url_a, json!({"blue": 3, "green": 1})),
+        put_json(&url_b, json!({"blue": 1, "green": 1}))
+    );
     assert_eq!((one.0, two.0), (StatusCode::OK, StatusCode::OK), "{} {}", one.1, two.1);
     for proxy in [&a, &b, &c] {
         eventually(PROPAGATION, "both changes in force", || async {
@@ -234,7 +217,7 @@ async fn without_etcd_replicas_serve_on_and_a_local_trip_reaches_etcd_when_it_is
     let prefix = "/cutover/test-fail-static";
     let a = replica(&etcd, prefix, "a", &blue, &green, false).await;
     let b = replica(&etcd, prefix, "b", &blue, &green, false).await;
-    let (code, _) = put(&a.admin_url("/routes/other/split"), json!({"blue": 1, "green": 3})).await;
+    let (code, _) = put_json(&a.admin_url("/routes/other/split"), json!({"blue": 1, "green": 3})).await;
     assert_eq!(code, StatusCode::OK);
     eventually(PROPAGATION, "override on b", || async {
         effective(&b, "other").await == json!({"blue": 1, "green": 3})
@@ -272,7 +255,7 @@ async fn without_etcd_replicas_serve_on_and_a_local_trip_reaches_etcd_when_it_is
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
     let body: Value = serde_json::from_str(&answer.body).expect("json");
     assert_eq!(body["fleet"], "pending", "{body}");
-    assert!(tripped(&a, "green").await);
+    assert!(pool_tripped(&a, "green").await);
     let served = sent.load(Ordering::Relaxed);
     eventually(Duration::from_secs(5), "traffic still flowing", || async {
         sent.load(Ordering::Relaxed) > served + 50
@@ -286,8 +269,10 @@ async fn without_etcd_replicas_serve_on_and_a_local_trip_reaches_etcd_when_it_is
         })
         .await;
     }
-    eventually(PROPAGATION * 5, "the local trip written and in force on b", || async { tripped(&b, "green").await })
-        .await;
+    eventually(PROPAGATION * 5, "the local trip written and in force on b", || async {
+        pool_tripped(&b, "green").await
+    })
+    .await;
     let stored = etcd.client().get(format!("{prefix}/state/pools/green")).await.expect("read etcd");
     let value: Value = serde_json::from_slice(&stored.kvs[0].value).expect("json");
     assert_eq!(value["by"], "a");
@@ -340,7 +325,7 @@ async fn when_the_leader_dies_another_leads_within_the_ttl_and_trips_once() {
         }
     }
     for proxy in &replicas {
-        eventually(Duration::from_secs(5), "green tripped everywhere", || async { tripped(proxy, "green").await })
+        eventually(Duration::from_secs(5), "green tripped everywhere", || async { pool_tripped(proxy, "green").await })
             .await;
     }
     let mut rollbacks = 0.0;
@@ -431,7 +416,7 @@ async fn a_replica_that_cannot_reach_etcd_at_startup_serves_from_its_state_file_
         gauge(&a, "cutover_fleet_connected").await == Some(1.0)
     })
     .await;
-    assert!(tripped(&a, "green").await, "the trip, in etcd too, stays");
+    assert!(pool_tripped(&a, "green").await, "the trip, in etcd too, stays");
     a.stop().await;
 }
 
@@ -540,12 +525,12 @@ async fn five_replicas_each_seeing_too_little_trip_a_failing_canary_together() {
     let leader = status(&replicas[0]).await["fleet"]["leader"].as_str().unwrap_or_default().to_string();
     let at = ["a", "b", "c", "d", "e"].iter().position(|n| *n == leader).expect("a known leader");
     eventually(Duration::from_secs(10), "green tripped by the leader", || async {
-        tripped(&replicas[at], "green").await
+        pool_tripped(&replicas[at], "green").await
     })
     .await;
     for proxy in &replicas {
         eventually(PROPAGATION, "the leader's trip in force on every replica", || async {
-            tripped(proxy, "green").await
+            pool_tripped(proxy, "green").await
         })
         .await;
     }

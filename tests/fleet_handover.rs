@@ -9,16 +9,14 @@ mod support;
 
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http::StatusCode;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use support::etcd::Etcd;
 use support::eventually_async as eventually;
 use support::relay::Relay;
-use support::{client, get, get_json, post, TestProxy, Upstream};
+use support::{client, get, get_json, pool_tripped, post, put_json, TestProxy, Upstream};
 
 /// Route `shop` splits half and half between blue and green; green has a
 /// guard (`guard`, TOML lines under `[pools.green.guard]`); `[fleet]` names
@@ -48,11 +46,6 @@ async fn leader(proxy: &TestProxy) -> Option<String> {
     status(proxy).await["fleet"]["leader"].as_str().map(str::to_string)
 }
 
-async fn tripped(proxy: &TestProxy, pool: &str) -> bool {
-    let pools = status(proxy).await["pools"].as_array().cloned().unwrap_or_default();
-    pools.into_iter().any(|p| p["name"] == pool && !p["tripped"].is_null())
-}
-
 /// Every cause in `proxy`'s history, newest first.
 async fn causes(proxy: &TestProxy) -> Vec<String> {
     let history = get_json(&proxy.admin_url("/history")).await;
@@ -80,18 +73,6 @@ async fn stored(etcd: &Etcd, prefix: &str, key: &str) -> (Value, i64) {
     let read = etcd.client().get(format!("{prefix}/state/{key}")).await.expect("read etcd");
     let kv = read.kvs.first().unwrap_or_else(|| panic!("no {key} in etcd"));
     (serde_json::from_slice(&kv.value).expect("JSON"), kv.mod_revision)
-}
-
-async fn put(url: &str, body: Value) -> (StatusCode, Value) {
-    let req = Request::put(url)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .expect("request");
-    let res =
-        tokio::time::timeout(Duration::from_secs(30), client().request(req)).await.expect("in time").expect("sent");
-    let status = res.status();
-    let bytes = res.into_body().collect().await.expect("body").to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
 }
 
 /// A and B; A leads and reaches etcd through a relay the test holds.
@@ -138,7 +119,7 @@ impl Race {
         meanwhile.await;
         to_green(&self.a, 20).await;
         eventually(Duration::from_secs(5), "a tripped green on its own traffic", || async {
-            tripped(&self.a, "green").await
+            pool_tripped(&self.a, "green").await
         })
         .await;
         self.relay.release();
@@ -149,7 +130,7 @@ impl Race {
     /// has written it, after the ones before.
     async fn settle_a(&self, round: u32) {
         let (code, answer) =
-            put(&self.a.admin_url("/routes/other/split"), json!({"blue": 1 + round, "green": 0})).await;
+            put_json(&self.a.admin_url("/routes/other/split"), json!({"blue": 1 + round, "green": 0})).await;
         assert_eq!((code, answer["fleet"].as_str()), (StatusCode::OK, Some("written")), "{answer}");
     }
 }
@@ -178,14 +159,16 @@ async fn an_operators_reset_wins_over_a_trip_made_on_evidence_from_before_it() {
     let history = causes(a).await;
     assert!(history.iter().any(|c| c.starts_with("guard: pool green")), "a made its trip first: {history:?}");
     assert!(!history.iter().any(|c| c.contains("tripped again")), "the lost trip is not made again: {history:?}");
-    assert!(!tripped(a, "green").await && !tripped(b, "green").await, "the operator's reset stands");
+    assert!(!pool_tripped(a, "green").await && !pool_tripped(b, "green").await, "the operator's reset stands");
     let (now, version) = stored(&race.etcd, race.prefix, "pools/green").await;
     assert_eq!((version, now["trip"].is_null()), (reset_at, true), "nothing written over the reset: {now}");
 
     // Green still fails: new evidence, after the reset, trips it again.
     to_green(a, 20).await;
-    eventually(Duration::from_secs(10), "green tripped again on new evidence", || async { tripped(b, "green").await })
-        .await;
+    eventually(Duration::from_secs(10), "green tripped again on new evidence", || async {
+        pool_tripped(b, "green").await
+    })
+    .await;
     let (after, _) = stored(&race.etcd, race.prefix, "pools/green").await;
     assert_eq!((after["by"].as_str(), after["maker"].as_str()), (Some("a"), Some("automatic")), "{after}");
     for proxy in [race.a, race.b] {
@@ -212,7 +195,7 @@ async fn a_trip_that_loses_to_any_other_change_is_made_again() {
     .await;
     eventually(Duration::from_secs(10), "the trip again is in etcd and on b", || async {
         let (now, _) = stored(&race.etcd, race.prefix, "pools/green").await;
-        !now["trip"].is_null() && now["by"] == "a" && tripped(b, "green").await
+        !now["trip"].is_null() && now["by"] == "a" && pool_tripped(b, "green").await
     })
     .await;
     for proxy in [race.a, race.b] {
@@ -328,7 +311,7 @@ async fn a_new_leader_judges_with_the_evidence_from_before_the_failover() {
         })
         .await;
         assert_ne!(judged_green(proxy).await["verdict"], "failing");
-        assert!(!tripped(proxy, "green").await);
+        assert!(!pool_tripped(proxy, "green").await);
     }
 
     // The leader dies; another takes over with the evidence counted so far.
@@ -346,7 +329,7 @@ async fn a_new_leader_judges_with_the_evidence_from_before_the_failover() {
     let (_, leading) = survivors.iter().find(|(name, _)| *name == new).expect("the new leader is a survivor");
     let before = judged_green(leading).await;
     assert_eq!(before["requests"], 45, "the new leader holds the evidence from before: {before}");
-    assert!(!tripped(leading, "green").await, "45 requests are not enough yet");
+    assert!(!pool_tripped(leading, "green").await, "45 requests are not enough yet");
 
     // 20 more after the failover (alone far under 60): with the 45 before,
     // the new leader trips green.
@@ -355,7 +338,7 @@ async fn a_new_leader_judges_with_the_evidence_from_before_the_failover() {
     }
     for (_, proxy) in &survivors {
         eventually(Duration::from_secs(10), "green tripped by the new leader", || async {
-            tripped(proxy, "green").await
+            pool_tripped(proxy, "green").await
         })
         .await;
     }

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use support::etcd::{etcd_installed, make_certificates, tls_setup, Etcd, Setup};
 use support::eventually_async as eventually;
-use support::{get_json, post, TestProxy, Upstream};
+use support::{get_json, pool_tripped, post, TestProxy, Upstream};
 
 /// Route `shop` half and half between blue and green, and `[fleet]` with
 /// `etcd` (a URL) and the `secure` lines (credentials, certificates).
@@ -35,11 +35,6 @@ fn config(etcd: &str, prefix: &str, name: &str, blue: &Upstream, green: &Upstrea
 
 async fn status(proxy: &TestProxy) -> Value {
     get_json(&proxy.admin_url("/status")).await
-}
-
-async fn tripped(proxy: &TestProxy, pool: &str) -> bool {
-    let pools = status(proxy).await["pools"].as_array().cloned().unwrap_or_default();
-    pools.into_iter().any(|p| p["name"] == pool && !p["tripped"].is_null())
 }
 
 /// Two replicas on `etcd` with `secure`: both connected, one leader, and
@@ -61,7 +56,7 @@ async fn a_fleet_works_through(url: &str, secure: &str, reader: cutover::fleet::
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
     let written: Value = serde_json::from_str(&answer.body).unwrap_or(Value::Null);
     assert_eq!(written["fleet"], "written", "{written}");
-    eventually(Duration::from_secs(5), "the trip in force on b", || async { tripped(&b, "green").await }).await;
+    eventually(Duration::from_secs(5), "the trip in force on b", || async { pool_tripped(&b, "green").await }).await;
     let stored = reader.get(format!("{prefix}/state/pools/green")).await.expect("read etcd");
     let value: Value = serde_json::from_slice(&stored.kvs[0].value).expect("JSON");
     assert_eq!((value["by"].as_str(), value["trip"].is_object()), (Some("a"), true), "{value}");

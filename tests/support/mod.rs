@@ -335,6 +335,24 @@ async fn send(
     Answer { status: parts.status, headers: parts.headers, body: String::from_utf8_lossy(&bytes).into_owned() }
 }
 
+/// PUT `body` as JSON to `url` (an admin API write): the status and the
+/// answer's JSON (`Null` if it is none).
+pub async fn put_json(url: &str, body: serde_json::Value) -> (StatusCode, serde_json::Value) {
+    let req = Request::put(url)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("request");
+    let answer = send(&client(), req).await;
+    (answer.status, serde_json::from_str(&answer.body).unwrap_or(serde_json::Value::Null))
+}
+
+/// Whether `/status` on `proxy` shows `pool` tripped.
+pub async fn pool_tripped(proxy: &TestProxy, pool: &str) -> bool {
+    let status = get_json(&proxy.admin_url("/status")).await;
+    let pools = status["pools"].as_array().cloned().unwrap_or_default();
+    pools.into_iter().any(|p| p["name"] == pool && !p["tripped"].is_null())
+}
+
 /// GET `url` and parse the body as JSON.
 pub async fn get_json(url: &str) -> serde_json::Value {
     let a = get(&client(), url, &[]).await;
