@@ -387,7 +387,7 @@ async fn answer(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Inf
 }
 
 /// The training config, with every per-request feature switched on (see the
-/// file). `tests/deploy.rs` checks that it still loads, since the image
+/// file). `tests/it/deploy.rs` checks that it still loads, since the image
 /// build fails without it.
 const CONFIG_TEMPLATE: &str = include_str!("pgo_training.toml");
 

@@ -1,0 +1,194 @@
+//! A keep-alive connection that idled serves exactly as one that did not
+//! (`docs/performance.md`, "Memory per connection").
+//!
+//! An idle HTTP/1.1 connection holds no read or write buffer: hyper drops
+//! both when a read finds the socket empty with nothing buffered, and the
+//! next bytes get a fresh buffer. These tests idle a connection (a short
+//! pause after a complete exchange, long enough for the proxy to go back
+//! to waiting on the socket), then wake it the ways that touch the buffers:
+//! two pipelined requests in one write, a head and a body cut into several
+//! writes, a pipelined head cut across the idle period, and plain reuse. The
+//! upstream records every request off the wire, so each test checks both
+//! what the client got and what reached the backend; body-less requests
+//! must all arrive on one upstream connection (the pooled connection is
+//! reused after the idle).
+//!
+//! An idle HTTP/2 connection (no stream open, everything written) holds no
+//! read, write or HPACK scratch buffer either (h2 is patched for it):
+//! streams after an idle period, with and without a body, must be served
+//! as before, their headers decoded against the tables earlier streams
+//! filled.
+//!
+//! Timing: the pauses only make the idle period and the cut writes happen;
+//! no assertion depends on how long anything took.
+
+use crate::support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Version};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use support::*;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+/// How long a connection idles before it is woken: far longer than the
+/// proxy takes to go back to waiting once a response is out.
+const IDLE: Duration = Duration::from_millis(150);
+
+/// A pause between the pieces of one cut write, so that each arrives in a
+/// read of its own.
+const BETWEEN_PIECES: Duration = Duration::from_millis(30);
+
+/// A proxy in front of one recording upstream, and a client connection
+/// that has had one exchange (`GET /first`) and then idled.
+async fn idled() -> (RawUpstream, TestProxy, TcpStream) {
+    let upstream = RawUpstream::ok().await;
+    let proxy = TestProxy::start(&Config::one_pool(&[upstream.addr]).build()).await;
+    let mut stream = TcpStream::connect(proxy.addr).await.expect("connect to proxy");
+    stream.write_all(b"GET /first HTTP/1.1\r\nHost: app.test\r\n\r\n").await.expect("write");
+    let first = read_one_response(&mut stream).await;
+    assert_eq!(first.status, 200, "{first:?}");
+    tokio::time::sleep(IDLE).await;
+    (upstream, proxy, stream)
+}
+
+/// Write `pieces` one by one, pausing between them.
+async fn write_in_pieces(stream: &mut TcpStream, pieces: &[&[u8]]) {
+    for (i, piece) in pieces.iter().enumerate() {
+        if i > 0 {
+            tokio::time::sleep(BETWEEN_PIECES).await;
+        }
+        stream.write_all(piece).await.expect("write a piece");
+    }
+}
+
+/// `METHOD /path` of each request the upstream received, which must all
+/// have come on one upstream connection (body-less requests share the
+/// pooled connection, which is reused after the idle period).
+fn seen_on_one_connection(upstream: &RawUpstream) -> Vec<String> {
+    let by_conn = upstream.by_conn();
+    assert_eq!(by_conn.len(), 1, "the pooled upstream connection was not reused: {by_conn:?}");
+    by_conn.into_iter().next().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn an_idled_connection_serves_a_pipelined_pair() {
+    let (upstream, _proxy, mut stream) = idled().await;
+    stream
+        .write_all(
+            b"GET /second HTTP/1.1\r\nHost: app.test\r\n\r\n\
+              GET /third HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .expect("write the pair");
+    let (bytes, closed) = read_until_closed(&mut stream, DEADLINE).await;
+    let responses = parse_responses_of(&bytes);
+    assert!(closed, "the connection stayed open after `Connection: close`");
+    assert_eq!(responses, [(200, true), (200, true)], "{}", String::from_utf8_lossy(&bytes));
+    assert_eq!(seen_on_one_connection(&upstream), ["GET /first", "GET /second", "GET /third"]);
+}
+
+#[tokio::test]
+async fn an_idled_connection_serves_a_head_and_body_in_pieces() {
+    let (upstream, _proxy, mut stream) = idled().await;
+    write_in_pieces(
+        &mut stream,
+        &[b"PO", b"ST /second HTTP/1.1\r\nHo", b"st: app.test\r\nContent-Len", b"gth: 11\r\n", b"\r\nhello", b" world"],
+    )
+    .await;
+    let answer = read_one_response(&mut stream).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    // The connection is still good for another request after that.
+    write_in_pieces(&mut stream, &[b"GET /third HTTP/1.1\r\n", b"Host: app.test\r\n\r\n"]).await;
+    assert_eq!(read_one_response(&mut stream).await.status, 200);
+    // A request with a body goes upstream through a client of its own (its
+    // own upstream connection), so only the order is checked here.
+    let seen: Vec<String> = upstream.requests().iter().map(|r| format!("{} {}", r.method(), r.path())).collect();
+    assert_eq!(seen, ["GET /first", "POST /second", "GET /third"]);
+    let post = upstream.requests().into_iter().find(|r| r.path() == "/second").expect("the POST");
+    assert_eq!(post.body, b"hello world", "{post:#?}");
+    post.assert_unambiguous();
+}
+
+/// The second request's head starts in the write that carries the first
+/// and ends only after an idle period: the part already read must survive
+/// the idle.
+#[tokio::test]
+async fn a_pipelined_head_cut_across_an_idle_period_is_served() {
+    let (upstream, _proxy, mut stream) = idled().await;
+    stream.write_all(b"GET /second HTTP/1.1\r\nHost: app.test\r\n\r\nGET /third HTTP/1.1\r\nHo").await.expect("write");
+    let second = read_one_response(&mut stream).await;
+    assert_eq!(second.status, 200, "{second:?}");
+    tokio::time::sleep(IDLE).await;
+    stream.write_all(b"st: app.test\r\n\r\n").await.expect("write the rest");
+    let third = read_one_response(&mut stream).await;
+    assert_eq!(third.status, 200, "{third:?}");
+    assert_eq!(seen_on_one_connection(&upstream), ["GET /first", "GET /second", "GET /third"]);
+}
+
+#[tokio::test]
+async fn an_idled_connection_is_reused_again_and_again() {
+    let (upstream, _proxy, mut stream) = idled().await;
+    for path in ["/second", "/third", "/fourth"] {
+        let raw = format!("GET {path} HTTP/1.1\r\nHost: app.test\r\n\r\n");
+        stream.write_all(raw.as_bytes()).await.expect("write");
+        let answer = read_one_response(&mut stream).await;
+        assert_eq!(answer.status, 200, "{path}: {answer:?}");
+        assert!(answer.header("connection").is_none_or(|v| !v.eq_ignore_ascii_case("close")), "{answer:?}");
+        tokio::time::sleep(IDLE).await;
+    }
+    assert_eq!(seen_on_one_connection(&upstream), ["GET /first", "GET /second", "GET /third", "GET /fourth"]);
+}
+
+/// Over h2c, streams one after another on one connection, each after an
+/// idle period: header values the client sends as indexes into the HPACK
+/// table (the same long value every time) and Huffman-coded ones (a new
+/// value every time) arrive intact, and so does a body.
+#[tokio::test]
+async fn an_idled_h2_connection_serves_streams_as_before() {
+    let upstream = RawUpstream::ok().await;
+    let proxy = TestProxy::start(&Config::one_pool(&[upstream.addr]).build()).await;
+    let tcp = TcpStream::connect(proxy.addr).await.expect("connect to proxy");
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.expect("h2c handshake");
+    tokio::spawn(conn);
+    const KEPT: &str = "the same value on every stream, long enough to be worth indexing";
+    let rounds = ["/first", "/second", "/third", "/fourth"];
+    for (round, path) in rounds.iter().enumerate() {
+        let posts = round % 2 == 1;
+        let builder = Request::builder()
+            .method(if posts { "POST" } else { "GET" })
+            .uri(format!("http://app.test{path}"))
+            .header("x-kept", KEPT)
+            .header("x-round", format!("round number {round} of the idle test"));
+        let body = if posts { Bytes::from(format!("body of round {round}")) } else { Bytes::new() };
+        let request = builder.body(Full::new(body)).expect("request");
+        let response =
+            timeout(DEADLINE, sender.send_request(request)).await.expect("h2 answer in time").expect("h2 answer");
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(response.version(), Version::HTTP_2);
+        let body = timeout(DEADLINE, response.into_body().collect()).await.expect("body in time").expect("body");
+        assert_eq!(body.to_bytes(), "ok", "{path}");
+        tokio::time::sleep(IDLE).await;
+    }
+    let seen = upstream.requests();
+    let paths: Vec<String> = seen.iter().map(|r| format!("{} {}", r.method(), r.path())).collect();
+    assert_eq!(paths, ["GET /first", "POST /second", "GET /third", "POST /fourth"]);
+    for (round, request) in seen.iter().enumerate() {
+        assert_eq!(request.header("x-kept"), Some(KEPT), "{request:#?}");
+        let expected = format!("round number {round} of the idle test");
+        assert_eq!(request.header("x-round"), Some(expected.as_str()), "{request:#?}");
+        if round % 2 == 1 {
+            assert_eq!(request.body, format!("body of round {round}").as_bytes(), "{request:#?}");
+        }
+    }
+}
+
+/// Status and completeness of each response in `bytes`.
+fn parse_responses_of(bytes: &[u8]) -> Vec<(u16, bool)> {
+    support::raw_client::parse_responses(bytes).iter().map(|r| (r.status, r.complete)).collect()
+}
