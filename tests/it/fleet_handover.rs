@@ -169,8 +169,11 @@ async fn an_operators_reset_wins_over_a_trip_made_on_evidence_from_before_it() {
         pool_tripped(b, "green").await
     })
     .await;
+    // Made automatically, by whichever replica leads by then: on a loaded
+    // machine A's lease may have lapsed meanwhile and B judged the fleet.
     let (after, _) = stored(&race.etcd, race.prefix, "pools/green").await;
-    assert_eq!((after["by"].as_str(), after["maker"].as_str()), (Some("a"), Some("automatic")), "{after}");
+    assert_eq!(after["maker"].as_str(), Some("automatic"), "{after}");
+    assert!(matches!(after["by"].as_str(), Some("a" | "b")), "{after}");
     for proxy in [race.a, race.b] {
         proxy.stop().await;
     }
