@@ -41,6 +41,13 @@ use crate::proxy::{ConnInfo, Handling, Proxy};
 /// Longest a client may take to complete a TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long an HTTP/1.1 connection idles between requests before it parks
+/// ([`serving`](super::serving)). Parking frees hyper's state and the next
+/// request builds it again: a busy connection, whose next request follows
+/// within this, is left as it is, and its timer fires at most once per
+/// this period for it; one that idles longer pays the rebuild once.
+const PARK_AFTER: Duration = Duration::from_millis(100);
+
 /// What one connection is served with.
 pub(super) struct Connection {
     /// The proxy its requests go to.
@@ -198,8 +205,9 @@ async fn raised(mut shutdown: watch::Receiver<bool>) {
 }
 
 pin_project_lite::pin_project! {
-    /// One open connection: hyper serving it, the shutdown flag and the
-    /// watchdog's timer, polled in that order.
+    /// One open connection: the shutdown flag, the watchdog's timer (which
+    /// also parks an HTTP/1.1 connection idle for [`PARK_AFTER`]) and hyper
+    /// serving it, polled in that order.
     struct Running<I, S, F, H>
     where
         S: hyper::service::HttpService<hyper::body::Incoming>,
@@ -247,6 +255,9 @@ where
                 continue;
             }
             if this.timer.as_mut().poll(cx).is_ready() {
+                // Idle since at least the last poll that asked for this
+                // firing (or idle again already): park.
+                this.conn.park();
                 let timeouts = this.proxy.client_timeouts();
                 match this.watchdog.check(this.activity, Instant::now(), *this.closing) {
                     Verdict::Close(reason) => {
@@ -280,15 +291,26 @@ where
                 }
                 continue;
             }
-            return match this.conn.poll(this.builders, cx) {
-                Poll::Ready(result) => {
-                    if let Err(e) = result {
-                        tracing::debug!(error = %e, %peer, "connection ended with an error");
-                    }
-                    Poll::Ready(())
+            if let Poll::Ready(result) = this.conn.poll(this.builders, cx) {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, %peer, "connection ended with an error");
                 }
-                Poll::Pending => Poll::Pending,
-            };
+                return Poll::Ready(());
+            }
+            // Idle between requests: the timer fires by `PARK_AFTER` from
+            // now, to park the connection if it is idle then. Under load
+            // the deadline is that near already, so this costs a clock
+            // read and a comparison.
+            if this.conn.can_park() {
+                let park_at = Instant::now() + PARK_AFTER;
+                if this.timer.get_ref().deadline() > park_at {
+                    this.timer.as_mut().rearm().reset(park_at);
+                    if this.timer.as_mut().poll(cx).is_ready() {
+                        continue;
+                    }
+                }
+            }
+            return Poll::Pending;
         }
     }
 }

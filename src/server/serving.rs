@@ -7,12 +7,13 @@
 //! dispatcher, the codec's state, a box for the request's future and one
 //! for the response body), though between two requests none of it carries
 //! anything from one to the next: hyper parses each head afresh. So
-//! [`Serving`] keeps hyper's HTTP/1 connection in a box of its own, and once
-//! hyper says the connection idles between requests with nothing buffered
-//! and the socket read to its end
+//! [`Serving`] keeps hyper's HTTP/1 connection in a box of its own, and when
+//! asked to [park](Serving::park) a connection that hyper says idles between
+//! requests with nothing buffered and the socket read to its end
 //! ([`UpgradeableConnection::is_idle`](hyper::server::conn::http1::UpgradeableConnection::is_idle),
 //! a vendored addition), it takes the connection apart: the byte stream and
-//! the service stay, the rest is freed. The parked connection waits on the
+//! the service stay, the rest is freed. When to park is the connection
+//! loop's choice ([`connection`](super::connection)). The parked connection waits on the
 //! socket's readiness alone; bytes, a close or a shutdown build hyper's
 //! connection again from the same stream and service, which then serves as
 //! the old one would have. Only cleartext connections park: over TLS the
@@ -115,19 +116,12 @@ where
         }
     }
 
-    /// Drive the connection; an HTTP/1.1 connection that hyper leaves idle
-    /// parks, and a parked one whose socket wakes is served again.
+    /// Drive the connection; a parked one whose socket wakes is served
+    /// again.
     pub(super) fn poll(&mut self, builders: &Builders, cx: &mut Context<'_>) -> Poll<hyper::Result<()>> {
         loop {
             match self {
-                Serving::Http1(conn) => {
-                    let polled = Pin::new(&mut **conn).poll(cx);
-                    if polled.is_pending() && I::PARKS && conn.is_idle() {
-                        self.park();
-                        continue;
-                    }
-                    return polled;
-                }
+                Serving::Http1(conn) => return Pin::new(&mut **conn).poll(cx),
                 Serving::Http2(conn) => return conn.as_mut().poll(cx),
                 Serving::Parked { io, .. } => match io.inner().get_ref().poll_read_ready(cx) {
                     Poll::Pending => return Poll::Pending,
@@ -141,9 +135,19 @@ where
         }
     }
 
-    /// Free hyper's state of an idle HTTP/1.1 connection, keeping the
-    /// stream and the service.
-    fn park(&mut self) {
+    /// Whether this is an HTTP/1.1 connection that could park now: hyper
+    /// says it idles between requests, and the stream lets it wait.
+    pub(super) fn can_park(&self) -> bool {
+        matches!(self, Serving::Http1(conn) if I::PARKS && conn.is_idle())
+    }
+
+    /// Park the connection if it [can](Serving::can_park): free hyper's
+    /// state, keeping the stream and the service. The caller polls it
+    /// again, so that it waits on its socket.
+    pub(super) fn park(&mut self) {
+        if !self.can_park() {
+            return;
+        }
         let Serving::Http1(conn) = std::mem::replace(self, Serving::Moving) else {
             return;
         };
@@ -256,23 +260,25 @@ mod tests {
             client.write_all(request.as_bytes()).await.expect("write");
             let response = drive_until(&mut serving, &builders, read_response(&mut client)).await;
             assert!(response.starts_with("HTTP/1.1 200"), "{path}: {response}");
-            // Once hyper has found the socket empty again, the connection
-            // parks (at the latest a poll or two after the response).
-            let parked = async {
-                while !matches!(serving, Serving::Parked { .. }) {
+            // Once hyper has found the socket empty again (at the latest a
+            // poll or two after the response), the connection can park.
+            let parkable = async {
+                while !serving.can_park() {
                     let polled = std::future::poll_fn(|cx| {
                         let polled = serving.poll(&builders, cx);
-                        if matches!(serving, Serving::Parked { .. }) {
+                        if serving.can_park() {
                             return std::task::Poll::Ready(None);
                         }
                         polled.map(Some)
                     });
-                    if let Some(ended) = timeout(DEADLINE, polled).await.expect("parked in time") {
+                    if let Some(ended) = timeout(DEADLINE, polled).await.expect("parkable in time") {
                         panic!("the connection ended: {ended:?}");
                     }
                 }
             };
-            parked.await;
+            parkable.await;
+            serving.park();
+            assert!(matches!(serving, Serving::Parked { .. }));
         }
         // A client that closes a parked connection ends it.
         drop(client);
