@@ -228,13 +228,10 @@ mod tests {
         hyper_util::rt::TokioExecutor: hyper::rt::bounds::Http2ServerConnExec<S::Future, Full<Bytes>>,
     {
         tokio::pin!(done);
-        let end = Instant::now() + DEADLINE;
-        loop {
-            tokio::select! {
-                ended = std::future::poll_fn(|cx| serving.poll(builders, cx)) => panic!("the connection ended: {ended:?}"),
-                out = &mut done => return out,
-                _ = tokio::time::sleep_until(end) => panic!("not done in time"),
-            }
+        tokio::select! {
+            ended = std::future::poll_fn(|cx| serving.poll(builders, cx)) => panic!("the connection ended: {ended:?}"),
+            out = &mut done => out,
+            _ = tokio::time::sleep(DEADLINE) => panic!("not done in time"),
         }
     }
 
