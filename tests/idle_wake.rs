@@ -13,9 +13,9 @@
 //! must all arrive on one upstream connection (the pooled connection is
 //! reused after the idle).
 //!
-//! A cleartext HTTP/1.1 connection goes further: once idle it parks, and
-//! hyper's whole connection state is freed until the socket wakes
-//! (`src/server/serving.rs`). So after an idle period a connection is
+//! A cleartext HTTP/1.1 connection goes further: once idle for 100 ms it
+//! parks, and hyper's whole connection state is freed until the socket
+//! wakes (`src/server/serving.rs`; [`IDLE`] is longer than that). So after an idle period a connection is
 //! served by a hyper connection built afresh, which must still close at a
 //! shutdown, still hold a head that starts after the idle to
 //! `header_read_timeout`, and still upgrade.
@@ -43,7 +43,8 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 /// How long a connection idles before it is woken: far longer than the
-/// proxy takes to go back to waiting once a response is out.
+/// proxy takes to go back to waiting once a response is out, and longer
+/// than an HTTP/1.1 connection idles before it parks (100 ms).
 const IDLE: Duration = Duration::from_millis(150);
 
 /// A pause between the pieces of one cut write, so that each arrives in a
