@@ -1,16 +1,18 @@
 //! The accept loop of one traffic listener: each connection gets a task
 //! of its own, counted until it closes, until the proxy starts closing.
 
-use std::net::SocketAddr;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::connection::Connection;
 use super::limits::{connection_builders, ConnLimits};
-use crate::lifecycle::{stopped, OpenConnections, OpenGuard};
+use crate::lifecycle::{stopped, OpenConnections};
 use crate::proxy::Proxy;
 
 /// Accept connections on `listener` until `shutdown` turns true; each
@@ -40,7 +42,11 @@ pub async fn serve(
                         shutdown: conn_shutdown.clone(),
                         listener: named,
                     };
-                    tokio::spawn(connection_task(conn, stream, peer, tls.clone(), guard));
+                    let _ = stream.set_nodelay(true);
+                    match &tls {
+                        None => tokio::spawn(ConnTask::new(conn.open_plain(stream, peer, guard))),
+                        Some(tls) => tokio::spawn(ConnTask::new(conn.open_tls(stream, peer, tls.clone(), guard))),
+                    };
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off rather
@@ -54,68 +60,69 @@ pub async fn serve(
     }
 }
 
-/// One accepted connection's task, counted in `guard` until it closes.
-///
-/// The connection's own future is large (hyper's state for both
-/// protocols, rustls's for TLS), and a move copies all of it: spawning
-/// moves a task's future several times. Boxed, the task holds a pointer
-/// and that future is written once, which clients that close after one
-/// request (curl, health checkers) would otherwise pay on every request.
-async fn connection_task(
-    conn: Connection,
-    stream: TcpStream,
-    peer: SocketAddr,
-    tls: Option<Arc<crate::tls::ServerTls>>,
-    guard: OpenGuard,
-) {
-    let _ = stream.set_nodelay(true);
-    match tls {
-        None => Box::pin(conn.run_plain(stream, peer)).await,
-        Some(tls) => Box::pin(conn.run_tls(stream, peer, tls)).await,
+pin_project_lite::pin_project! {
+    /// One accepted connection's task: its opening (the look at its first
+    /// bytes, or the TLS handshake), then its loop.
+    ///
+    /// The opening is boxed and freed once the connection is open, and the
+    /// loop then takes the task's room: an open connection keeps neither
+    /// the opening's state nor a second allocation while it idles.
+    #[project = ConnTaskProj]
+    enum ConnTask<O, R> {
+        Opening { opening: Pin<Box<O>> },
+        Open { #[pin] open: R },
+        Done,
     }
-    drop(guard);
+}
+
+impl<O, R> ConnTask<O, R> {
+    fn new(opening: O) -> Self {
+        ConnTask::Opening { opening: Box::pin(opening) }
+    }
+}
+
+impl<O: Future<Output = Option<R>>, R: Future<Output = ()>> Future for ConnTask<O, R> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            match self.as_mut().project() {
+                ConnTaskProj::Opening { opening } => match std::task::ready!(opening.as_mut().poll(cx)) {
+                    Some(open) => self.set(ConnTask::Open { open }),
+                    None => self.set(ConnTask::Done),
+                },
+                ConnTaskProj::Open { open } => {
+                    std::task::ready!(open.poll(cx));
+                    self.set(ConnTask::Done);
+                }
+                ConnTaskProj::Done => return Poll::Ready(()),
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::Connection;
-    use crate::lifecycle::OpenGuard;
-    use std::sync::Arc;
+    use super::ConnTask;
 
-    /// The future `f` returns, measured without calling `f`.
-    fn future_size<F, Fut>(_f: F) -> usize
-    where
-        F: FnOnce(
-            Connection,
-            tokio::net::TcpStream,
-            std::net::SocketAddr,
-            Option<Arc<crate::tls::ServerTls>>,
-            OpenGuard,
-        ) -> Fut,
-    {
-        std::mem::size_of::<Fut>()
-    }
+    /// A future of `N` bytes that never finishes.
+    struct Sized<const N: usize>([u8; N]);
 
-    /// An idle connection's memory is mostly this future (boxed by
-    /// `connection_task`). HTTP/2's state, several times HTTP/1.1's, sits
-    /// behind a box of its own, so HTTP/1.1 connections do not carry it.
-    #[test]
-    fn a_cleartext_connection_future_leaves_http2_state_out() {
-        fn size<F, Fut>(_f: F) -> usize
-        where
-            F: FnOnce(Connection, tokio::net::TcpStream, std::net::SocketAddr) -> Fut,
-        {
-            std::mem::size_of::<Fut>()
+    impl<const N: usize> std::future::Future for Sized<N> {
+        type Output = ();
+        fn poll(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+            std::task::Poll::Pending
         }
-        let size = size(Connection::run_plain);
-        assert!(size <= 2560, "a cleartext connection's future is {size} bytes");
     }
 
-    /// Spawning copies a task's future several times: the connection's
-    /// state (KiB of it) must sit behind a box, not in the task itself.
+    /// The opening sits behind a box and the loop in the task itself: the
+    /// task is the loop's size, whatever the opening's.
     #[test]
-    fn a_connection_task_holds_its_connection_boxed() {
-        let size = future_size(super::connection_task);
-        assert!(size <= 512, "a connection task's future is {size} bytes");
+    fn a_connection_task_is_its_loops_size() {
+        type Task = ConnTask<std::future::Ready<Option<Sized<700>>>, Sized<700>>;
+        let size = std::mem::size_of::<Task>();
+        assert!(size <= 700 + 16, "a connection task is {size} bytes");
+        type BigOpening = ConnTask<Sized<4000>, Sized<700>>;
+        assert_eq!(std::mem::size_of::<BigOpening>(), size);
     }
 }

@@ -28,6 +28,11 @@ impl<F: std::future::Future, H: FnMut(&F) -> bool> Gated<F, H> {
         Gated { inner, hint, waker: None }
     }
 
+    /// The inner future, to look at.
+    pub(super) fn get_ref(&self) -> &F {
+        &self.inner
+    }
+
     /// The inner future, to change it: its next poll goes through.
     pub(super) fn rearm(self: Pin<&mut Self>) -> Pin<&mut F> {
         let this = self.project();

@@ -86,6 +86,12 @@ impl<I> Watched<I> {
         };
         Watched { io, activity, scan: HeadScan::default(), preface }
     }
+
+    /// The stream itself, to wait on its readiness while the connection is
+    /// parked ([`serving`](super::serving)).
+    pub(super) fn get_ref(&self) -> &I {
+        &self.io
+    }
 }
 
 impl<I: AsyncRead + AsyncWrite + Unpin> Watched<I> {

@@ -22,6 +22,8 @@
 //! - [`accept`]: the accept loop, one task per connection;
 //! - [`connection`]: one connection's loop, serving it with hyper and acting
 //!   on the watchdog's deadlines;
+//! - [`serving`]: hyper serving a connection, and an idle HTTP/1.1
+//!   connection parked with hyper's state freed until its next bytes;
 //! - [`limits`]: [`ConnLimits`] and hyper's builders, with the HTTP/2 limits;
 //! - [`sniff`]: HTTP/1.1 or the HTTP/2 preface, from a `peek`;
 //! - [`preface`]: the HTTP/2 preface checked, and the GOAWAY that refuses
@@ -45,6 +47,7 @@ mod limits;
 mod preface;
 pub(crate) mod props;
 mod request_line;
+mod serving;
 mod sniff;
 mod watchdog;
 

@@ -13,6 +13,13 @@
 //! must all arrive on one upstream connection (the pooled connection is
 //! reused after the idle).
 //!
+//! A cleartext HTTP/1.1 connection goes further: once idle for 100 ms it
+//! parks, and hyper's whole connection state is freed until the socket
+//! wakes (`src/server/serving.rs`; [`IDLE`] is longer than that). So after an idle period a connection is
+//! served by a hyper connection built afresh, which must still close at a
+//! shutdown, still hold a head that starts after the idle to
+//! `header_read_timeout`, and still upgrade.
+//!
 //! An idle HTTP/2 connection (no stream open, everything written) holds no
 //! read, write or HPACK scratch buffer either (h2 is patched for it):
 //! streams after an idle period, with and without a body, must be served
@@ -36,7 +43,8 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 /// How long a connection idles before it is woken: far longer than the
-/// proxy takes to go back to waiting once a response is out.
+/// proxy takes to go back to waiting once a response is out, and longer
+/// than an HTTP/1.1 connection idles before it parks (100 ms).
 const IDLE: Duration = Duration::from_millis(150);
 
 /// A pause between the pieces of one cut write, so that each arrives in a
@@ -46,8 +54,15 @@ const BETWEEN_PIECES: Duration = Duration::from_millis(30);
 /// A proxy in front of one recording upstream, and a client connection
 /// that has had one exchange (`GET /first`) and then idled.
 async fn idled() -> (RawUpstream, TestProxy, TcpStream) {
+    idled_with("").await
+}
+
+/// [`idled`], with `[server]` lines `server`.
+async fn idled_with(server: &str) -> (RawUpstream, TestProxy, TcpStream) {
     let upstream = RawUpstream::ok().await;
-    let proxy = TestProxy::start(&Config::one_pool(&[upstream.addr]).build()).await;
+    let config = Config::one_pool(&[upstream.addr]);
+    let config = if server.is_empty() { config } else { config.server(server) };
+    let proxy = TestProxy::start(&config.build()).await;
     let mut stream = TcpStream::connect(proxy.addr).await.expect("connect to proxy");
     stream.write_all(b"GET /first HTTP/1.1\r\nHost: app.test\r\n\r\n").await.expect("write");
     let first = read_one_response(&mut stream).await;
@@ -142,6 +157,75 @@ async fn an_idled_connection_is_reused_again_and_again() {
         tokio::time::sleep(IDLE).await;
     }
     assert_eq!(seen_on_one_connection(&upstream), ["GET /first", "GET /second", "GET /third", "GET /fourth"]);
+}
+
+/// A shutdown closes an idled (parked) connection at once, as it closes
+/// any idle one: no `Connection: close` response, just the close.
+#[tokio::test]
+async fn an_idled_connection_closes_at_shutdown() {
+    let (_upstream, mut proxy, mut stream) = idled().await;
+    proxy.begin_stop();
+    let (rest, closed) = read_until_closed(&mut stream, DEADLINE).await;
+    assert!(closed, "an idle connection stayed open through a shutdown");
+    assert!(rest.is_empty(), "bytes on an idle connection at shutdown: {:?}", String::from_utf8_lossy(&rest));
+}
+
+/// A head that starts after the idle period and never completes is closed
+/// at `header_read_timeout`, counted as a slow head.
+#[tokio::test]
+async fn a_head_started_after_an_idle_period_still_has_a_deadline() {
+    let (_upstream, proxy, mut stream) = idled_with("header_read_timeout = \"500ms\"").await;
+    stream.write_all(b"GET /second HTTP/1.1\r\nHo").await.expect("write part of a head");
+    let (rest, closed) = read_until_closed(&mut stream, Duration::from_secs(8)).await;
+    assert!(closed, "a head cut short after an idle period kept its connection 8 s (header_read_timeout = 500ms)");
+    assert!(rest.is_empty(), "answered a head never completed: {:?}", String::from_utf8_lossy(&rest));
+    assert_eq!(client_timeouts(&proxy, "header_read").await, 1.0);
+}
+
+/// A WebSocket upgrade on a connection that served a request and idled:
+/// the connection built afresh still upgrades, and the tunnel carries
+/// bytes both ways.
+#[tokio::test]
+async fn an_idled_connection_still_upgrades() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the echo server");
+    let backend = listener.local_addr().expect("echo server address");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                // A plain request first (the one before the idle), then the upgrade.
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else { return };
+                while let Some(Ok(msg)) = ws.next().await {
+                    if msg.is_text() && ws.send(msg).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let upstream = RawUpstream::ok().await;
+    let config = Config::new().pool("plain", &[upstream.addr]).pool("ws", &[backend]);
+    let config = config.route_with("chat", "ws = 1", "path_prefix = \"/chat\"").route("app", "plain = 1");
+    let proxy = TestProxy::start(&config.build()).await;
+    let mut stream = TcpStream::connect(proxy.addr).await.expect("connect to proxy");
+    stream.write_all(b"GET /first HTTP/1.1\r\nHost: app.test\r\n\r\n").await.expect("write");
+    assert_eq!(read_one_response(&mut stream).await.status, 200);
+    tokio::time::sleep(IDLE).await;
+    let url = format!("ws://{}/chat", proxy.addr);
+    let (mut ws, response) = timeout(DEADLINE, tokio_tungstenite::client_async(url, stream))
+        .await
+        .expect("handshake in time")
+        .expect("handshake through the proxy");
+    assert_eq!(response.status(), 101);
+    for text in ["one", "two"] {
+        ws.send(Message::text(text)).await.expect("send");
+        match timeout(DEADLINE, ws.next()).await.expect("echo in time") {
+            Some(Ok(Message::Text(echoed))) => assert_eq!(echoed.as_str(), text),
+            other => panic!("no echo: {other:?}"),
+        }
+    }
 }
 
 /// Over h2c, streams one after another on one connection, each after an

@@ -208,6 +208,24 @@ where
             && self.io.read_buf().is_empty()
     }
 
+    /// cutover: between messages with nothing left to do: keep-alive idle,
+    /// nothing buffered either way, no upgrade or error pending, and the
+    /// last read found the socket empty. A server connection in this state
+    /// can be taken apart and built afresh when bytes arrive, losing
+    /// nothing (`server::conn::http1::UpgradeableConnection::is_idle`).
+    #[cfg(feature = "server")]
+    pub(crate) fn is_idle_between_messages(&self) -> bool {
+        self.state.is_idle()
+            && matches!(self.state.reading, Reading::Init)
+            && matches!(self.state.writing, Writing::Init)
+            && self.state.upgrade.is_none()
+            && self.state.error.is_none()
+            && !self.state.notify_read
+            && self.io.is_read_blocked()
+            && self.io.read_buf().is_empty()
+            && !self.io.has_buffered_write()
+    }
+
     fn should_error_on_eof(&self) -> bool {
         // If we're idle, it's probably just the connection closing gracefully.
         T::should_error_on_parse_eof() && !self.state.is_idle()

@@ -99,6 +99,17 @@ where
         }
     }
 
+    /// cutover: no request in flight, no body either way, and the
+    /// connection between messages (`Conn::is_idle_between_messages`).
+    #[cfg(feature = "server")]
+    pub(crate) fn is_idle(&self) -> bool {
+        !self.is_closing
+            && !self.dispatch.should_poll()
+            && self.body_rx.is_none()
+            && self.body_tx.0.is_none()
+            && self.conn.is_idle_between_messages()
+    }
+
     pub(crate) fn into_inner(self) -> (I, Bytes, D) {
         let (io, buf) = self.conn.into_inner();
         (io, buf, self.dispatch)

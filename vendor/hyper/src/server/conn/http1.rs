@@ -552,6 +552,16 @@ where
         }
     }
 
+    /// cutover: whether the connection idles between requests with nothing
+    /// in flight, nothing buffered and the socket read to its end. Then
+    /// `into_parts` gives back the I/O object, an empty read buffer and the
+    /// service, and a connection built from them when bytes arrive serves
+    /// exactly as this one would have: hyper keeps no other state from one
+    /// keep-alive request to the next. Always `false` once upgraded.
+    pub fn is_idle(&self) -> bool {
+        self.inner.as_ref().is_some_and(|conn| conn.conn.is_idle())
+    }
+
     /// Return the inner IO object, and additional information provided the connection
     /// has not yet been upgraded.
     pub fn into_parts(self) -> Option<Parts<I, S>> {
