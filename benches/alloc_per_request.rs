@@ -23,7 +23,9 @@
 //!
 //! Run: `cargo bench --bench alloc_per_request` (ALLOC_REQUESTS=N, default
 //! 5000 per case; ALLOC_IDS=0 turns request IDs and started traces off, to
-//! show what the two headers every request gets by default cost). Under `cargo test --benches` it runs 50 requests per case,
+//! show what the two headers every request gets by default cost; ALLOC_LOG=json
+//! or text logs every request to a file, to show what a logged request
+//! allocates). Under `cargo test --benches` it runs 50 requests per case,
 //! to check that it works.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -268,6 +270,14 @@ fn start_proxy(
     } else {
         ""
     };
+    // ALLOC_LOG=json|text: every request logged to a file, to count what a
+    // logged request allocates on the proxy's thread.
+    let log = match std::env::var("ALLOC_LOG") {
+        Ok(format) if !format.is_empty() => {
+            format!("[access_log]\nto = \"{}\"\nformat = \"{format}\"\n", dir.path().join("access.log").display())
+        }
+        _ => String::new(),
+    };
     std::fs::write(
         &path,
         format!(
@@ -294,7 +304,8 @@ min_requests = 100
 name = "app"
 path_prefix = "/"
 split = {{ stable = 90, canary = 10 }}
-"#
+
+{log}"#
         ),
     )?;
     let config = cutover::config::load(&path)?;

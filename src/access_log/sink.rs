@@ -16,9 +16,12 @@
 //! once and writes them in one call, until the buffer is empty: a writer
 //! woken for every line would cost each request a wake-up, two context
 //! switches and a write of its own, more than the rest of the request's
-//! work, where lingering spreads them over every line of a batch. A line
-//! is visible at most [`LINGER`] after its request ended, plus the time to
-//! write the batches before it.
+//! work, where lingering spreads them over every line of a batch. While
+//! lines keep coming it lingers again after each write instead of going
+//! idle, so a steady stream costs one timer wake-up per batch, and the
+//! request path wakes it only after a lull. A line is visible at most
+//! [`LINGER`] after its request ended, plus the time to write the batches
+//! before it.
 //!
 //! A file is opened for appending, so `copytruncate` rotation is safe; after
 //! a rename rotation, [`AccessLog::reopen`] (SIGUSR1) makes the writer open
@@ -89,13 +92,19 @@ struct Waiting {
     lines: u64,
     /// No more lines come: the writer writes what waits and ends.
     closed: bool,
+    /// The writer waits on `arrived` for the next line; otherwise it
+    /// lingers or writes, and looks at the buffer again on its own.
+    idle: bool,
 }
 
 #[derive(Debug)]
 struct Shared {
     waiting: Mutex<Waiting>,
-    /// Signalled when the first line arrives in an empty buffer, and on close.
+    /// Signalled when a line arrives while the writer is idle, and on close.
     arrived: Condvar,
+    /// Wake-ups by the request path, and batches written.
+    #[cfg(test)]
+    counts: (AtomicU64, AtomicU64),
 }
 
 impl Shared {
@@ -136,7 +145,12 @@ impl AccessLog {
     /// buffer are counted on `dropped`.
     pub fn start(options: &Options, dropped: IntCounter) -> Result<AccessLog, SinkError> {
         let sink = Sink::open(&options.destination)?;
-        let shared = Arc::new(Shared { waiting: Mutex::default(), arrived: Condvar::new() });
+        let shared = Arc::new(Shared {
+            waiting: Mutex::default(),
+            arrived: Condvar::new(),
+            #[cfg(test)]
+            counts: Default::default(),
+        });
         let (finished, done) = mpsc::channel();
         let reopen = Arc::new(AtomicBool::new(false));
         let written = Arc::new(AtomicU64::new(0));
@@ -184,12 +198,14 @@ impl AccessLog {
                 self.dropped.inc();
                 return;
             }
-            let first = waiting.lines == 0;
+            let wake = std::mem::take(&mut waiting.idle);
             waiting.bytes.extend_from_slice(&line);
             waiting.lines += 1;
             drop(waiting);
             self.queued.fetch_add(1, Ordering::Relaxed);
-            if first {
+            if wake {
+                #[cfg(test)]
+                self.shared.counts.0.fetch_add(1, Ordering::Relaxed);
                 self.shared.arrived.notify_one();
             }
         });
@@ -288,29 +304,43 @@ impl Writer {
         loop {
             let mut waiting = shared.lock();
             while waiting.lines == 0 && !waiting.closed {
+                // The first line to arrive wakes the writer (and clears `idle`).
+                waiting.idle = true;
                 waiting = shared.arrived.wait(waiting).unwrap_or_else(|poisoned| poisoned.into_inner());
             }
+            waiting.idle = false;
             if waiting.lines == 0 {
                 // Closed, and everything written.
                 return;
             }
-            let closed = waiting.closed;
+            let mut closed = waiting.closed;
             drop(waiting);
-            if !closed {
-                thread::sleep(LINGER);
-            }
-            // Batches until the buffer is empty, without lingering between them.
+            // Linger and write for as long as each lingering brings lines.
             loop {
-                let lines = {
-                    let mut waiting = shared.lock();
-                    batch.clear();
-                    std::mem::swap(&mut batch, &mut waiting.bytes);
-                    std::mem::take(&mut waiting.lines)
-                };
-                if lines == 0 {
+                if !closed {
+                    thread::sleep(LINGER);
+                }
+                let mut wrote = false;
+                // Batches until the buffer is empty, without lingering between them.
+                loop {
+                    let lines = {
+                        let mut waiting = shared.lock();
+                        closed = waiting.closed;
+                        batch.clear();
+                        std::mem::swap(&mut batch, &mut waiting.bytes);
+                        std::mem::take(&mut waiting.lines)
+                    };
+                    if lines == 0 {
+                        break;
+                    }
+                    self.write(&batch, lines);
+                    #[cfg(test)]
+                    shared.counts.1.fetch_add(1, Ordering::Relaxed);
+                    wrote = true;
+                }
+                if !wrote || closed {
                     break;
                 }
-                self.write(&batch, lines);
             }
         }
     }
@@ -360,6 +390,28 @@ mod tests {
         for line in text.lines() {
             serde_json::from_str::<serde_json::Value>(line).expect("each line is JSON");
         }
+    }
+
+    #[test]
+    fn a_steady_stream_does_not_wake_the_writer_for_each_batch() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("access.log");
+        let log = AccessLog::start(&options(Destination::File(path.clone()), 4096), counter()).expect("start");
+        // A line every quarter of LINGER, for about twelve of them.
+        for _ in 0..48 {
+            log.log(&sample());
+            thread::sleep(LINGER / 4);
+        }
+        assert!(log.flush(Duration::from_secs(10)), "flushed");
+        let (wakes, batches) =
+            (log.shared.counts.0.load(Ordering::Relaxed), log.shared.counts.1.load(Ordering::Relaxed));
+        assert!(batches > 1, "the lines came in several batches ({batches})");
+        assert!(
+            wakes < batches,
+            "the writer kept lingering instead of being woken for each batch: {wakes} wake-ups, {batches} batches"
+        );
+        assert!(log.close(Duration::from_secs(10)));
+        assert_eq!(std::fs::read_to_string(&path).expect("read").lines().count(), 48);
     }
 
     #[test]

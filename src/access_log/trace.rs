@@ -40,19 +40,13 @@ impl TraceParent {
         if value.len() < 55 || value[2] != b'-' || value[35] != b'-' || value[52] != b'-' {
             return None;
         }
-        let version = hex_byte(&value[0..2])?;
+        let [version] = unhex::<1>(&value[0..2])?;
         if version == 0xff || (version == 0 && value.len() != 55) || (value.len() > 55 && value[55] != b'-') {
             return None;
         }
-        let mut trace_id = [0u8; 16];
-        for (i, byte) in trace_id.iter_mut().enumerate() {
-            *byte = hex_byte(&value[3 + 2 * i..5 + 2 * i])?;
-        }
-        let mut parent_id = [0u8; 8];
-        for (i, byte) in parent_id.iter_mut().enumerate() {
-            *byte = hex_byte(&value[36 + 2 * i..38 + 2 * i])?;
-        }
-        let flags = hex_byte(&value[53..55])?;
+        let trace_id = unhex::<16>(&value[3..35])?;
+        let parent_id = unhex::<8>(&value[36..52])?;
+        let [flags] = unhex::<1>(&value[53..55])?;
         if trace_id == [0; 16] || parent_id == [0; 8] {
             return None;
         }
@@ -142,15 +136,32 @@ pub fn prepare(headers: &mut HeaderMap, start: bool, rng: &mut impl Rng) -> (Out
     (Outcome::Replaced, Some(parent))
 }
 
-fn hex_byte(pair: &[u8]) -> Option<u8> {
-    fn nibble(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            _ => None,
-        }
+/// Each byte's value as a lowercase hex digit, `0xff` for any other byte.
+static NIBBLE: [u8; 256] = {
+    let mut table = [0xff; 256];
+    let mut i = 0;
+    while i < 16 {
+        table[b"0123456789abcdef"[i] as usize] = i as u8;
+        i += 1;
     }
-    Some(nibble(pair[0])? << 4 | nibble(pair[1])?)
+    table
+};
+
+/// `2 * N` lowercase hex digits as `N` bytes; `None` if any is not one.
+/// Looked up in a table and checked once at the end: a `traceparent` is
+/// read for every logged request.
+fn unhex<const N: usize>(digits: &[u8]) -> Option<[u8; N]> {
+    if digits.len() != 2 * N {
+        return None;
+    }
+    let mut out = [0u8; N];
+    let mut bad = 0u8;
+    for (i, byte) in out.iter_mut().enumerate() {
+        let (hi, lo) = (NIBBLE[usize::from(digits[2 * i])], NIBBLE[usize::from(digits[2 * i + 1])]);
+        bad |= hi | lo;
+        *byte = (hi << 4) | lo;
+    }
+    (bad & 0xf0 == 0).then_some(out)
 }
 
 #[cfg(test)]
@@ -197,6 +208,32 @@ mod tests {
         }
         // A later version may carry more fields after a dash.
         assert!(TraceParent::parse(b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-more").is_some());
+    }
+
+    #[test]
+    fn every_field_takes_only_lowercase_hex_digits() {
+        let valid = VALID.as_bytes();
+        for at in [0, 1, 3, 20, 34, 36, 51, 53, 54] {
+            for byte in 0..=255u8 {
+                let mut value = valid.to_vec();
+                value[at] = byte;
+                let digit = byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte);
+                // A version of `ff` is refused for itself.
+                let version_ff = at < 2 && byte == b'f' && valid[1 - at] == b'f';
+                let parsed = TraceParent::parse(&value);
+                assert_eq!(parsed.is_some(), digit && !version_ff, "byte {byte:#04x} at {at}");
+                if let (Some(parsed), true) = (parsed, (3..35).contains(&at)) {
+                    let nibble = u8::try_from(char::from(byte).to_digit(16).expect("hex")).expect("nibble");
+                    let i = (at - 3) / 2;
+                    let expected = if (at - 3) % 2 == 0 {
+                        nibble << 4 | parsed.trace_id[i] & 0x0f
+                    } else {
+                        parsed.trace_id[i] & 0xf0 | nibble
+                    };
+                    assert_eq!(parsed.trace_id[i], expected);
+                }
+            }
+        }
     }
 
     #[test]

@@ -6,7 +6,12 @@
 //! `..data` symlink next to it, which never touches `cutover.toml` itself.
 //! Any event in the directory is only a hint; the reload that follows reads
 //! the file and compares its content with what is applied, so spurious
-//! events cost one read and nothing else.
+//! events cost one read and nothing else. Two kinds are not even hints:
+//! reads, and writes to the content of another file in the directory. The
+//! latter matters when an access log lives beside the config: its writer
+//! appends many times a second, and each append would otherwise wake the
+//! runtime and, as the writes never stop, reload the file every
+//! [`MAX_DELAY`].
 //!
 //! Bursts are debounced: a reload fires once the directory has been quiet for
 //! [`QUIET`], or [`MAX_DELAY`] after the first event of a burst if writes
@@ -14,10 +19,12 @@
 //! reload, of the last content. If the OS watcher cannot be created or
 //! reports an error, the watch falls back to polling the file's content.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use notify::{RecursiveMode, Watcher};
+use notify::event::ModifyKind;
+use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -73,11 +80,10 @@ fn start_watcher(path: &Path, events: mpsc::UnboundedSender<()>) -> notify::Resu
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    let names = config_names(path);
     let mut sender = Some(events);
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
-        // Reads (open, close-without-write) change nothing — and the reload's
-        // own read of the file would otherwise trigger the next reload.
-        Ok(event) if matches!(event.kind, notify::EventKind::Access(_)) => {}
+        Ok(event) if !may_change(&event, &names) => {}
         Ok(_) => {
             if let Some(tx) = &sender {
                 let _ = tx.send(());
@@ -91,6 +97,35 @@ fn start_watcher(path: &Path, events: mpsc::UnboundedSender<()>) -> notify::Resu
     })?;
     watcher.watch(&dir, RecursiveMode::NonRecursive)?;
     Ok(watcher)
+}
+
+/// The file names whose content is the config's: the path's own and, when
+/// it is a symlink, its target's.
+fn config_names(path: &Path) -> Vec<OsString> {
+    let mut names: Vec<OsString> = path.file_name().map(OsString::from).into_iter().collect();
+    if let Some(target) = std::fs::canonicalize(path).ok().and_then(|p| p.file_name().map(OsString::from)) {
+        if !names.contains(&target) {
+            names.push(target);
+        }
+    }
+    names
+}
+
+/// Whether a directory event may mean the config changed. Reads (open,
+/// close-without-write) change nothing — and the reload's own read of the
+/// file would otherwise trigger the next reload. A write to the content of
+/// another file cannot change the config's; creating, removing and renaming
+/// files can (an editor renaming its copy over the file, a ConfigMap
+/// swapping its `..data` link), and so can anything the OS does not name.
+fn may_change(event: &notify::Event, names: &[OsString]) -> bool {
+    match event.kind {
+        EventKind::Access(_) => false,
+        EventKind::Modify(ModifyKind::Data(_)) => {
+            event.paths.is_empty()
+                || event.paths.iter().any(|p| p.file_name().is_some_and(|n| names.iter().any(|c| c == n)))
+        }
+        _ => true,
+    }
 }
 
 /// Turn a stream of change hints into debounced `fire` calls. Returns `true`
@@ -137,8 +172,44 @@ async fn poll<F: FnMut()>(reload: &mut F) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use notify::event::{AccessKind, CreateKind, DataChange, ModifyKind, RemoveKind, RenameMode};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
+
+    fn event(kind: EventKind, paths: &[&str]) -> notify::Event {
+        paths.iter().fold(notify::Event::new(kind), |e, p| e.add_path(PathBuf::from(p)))
+    }
+
+    #[test]
+    fn writes_to_another_file_beside_the_config_are_not_hints() {
+        let names = config_names(Path::new("/etc/cutover/cutover.toml"));
+        let write = EventKind::Modify(ModifyKind::Data(DataChange::Any));
+        assert!(!may_change(&event(write, &["/etc/cutover/access.log"]), &names), "an access log's append");
+        assert!(may_change(&event(write, &["/etc/cutover/cutover.toml"]), &names));
+        assert!(may_change(&event(write, &[]), &names), "a write the OS does not name");
+        assert!(!may_change(&event(EventKind::Access(AccessKind::Any), &["/etc/cutover/cutover.toml"]), &names));
+        for kind in [
+            EventKind::Create(CreateKind::File),
+            EventKind::Remove(RemoveKind::File),
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+            EventKind::Any,
+        ] {
+            assert!(may_change(&event(kind, &["/etc/cutover/..data"]), &names), "{kind:?} of another file");
+        }
+    }
+
+    #[test]
+    fn a_symlinked_config_is_known_by_its_target_too() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("real.toml"), "").expect("write");
+        let link = dir.path().join("cutover.toml");
+        std::os::unix::fs::symlink("real.toml", &link).expect("symlink");
+        let names = config_names(&link);
+        let write = EventKind::Modify(ModifyKind::Data(DataChange::Content));
+        assert!(may_change(&event(write, &[dir.path().join("real.toml").to_str().expect("utf-8")]), &names));
+        assert!(may_change(&event(write, &[link.to_str().expect("utf-8")]), &names));
+        assert!(!may_change(&event(write, &[dir.path().join("access.log").to_str().expect("utf-8")]), &names));
+    }
 
     async fn run_debounce(
         script: impl FnOnce(mpsc::UnboundedSender<()>) -> tokio::task::JoinHandle<()>,
