@@ -125,7 +125,11 @@ fi
 
 log "1/5 building the training driver (plain) and the instrumented cutover"
 cargo build --release --locked --example pgo_training
-RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-generate=$PROFILES" \
+# build.rs lays out a plain build from link/start-up-order.txt; this build
+# is laid out from a list of its own (step 4), so its builds tell build.rs
+# to leave that list out (the training driver's build, in the plain target
+# dir, does not, so that the plain build there is not redone).
+RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-generate=$PROFILES" CUTOVER_SYMBOL_ORDER="" \
     cargo build --release --locked --bin cutover --target-dir "$PGO_DIR/generate"
 # Emptied only now: the build scripts that just ran were instrumented too,
 # and wrote their own profiles here.
@@ -141,7 +145,7 @@ compgen -G "$PROFILES/*.profraw" >/dev/null || die "the training run wrote no pr
 # Steps 3 and 5 build with the same flags: that is what keeps the code and
 # the symbol names of step 3's binary, which the order names.
 use_flags="${RUSTFLAGS:-} -Cprofile-use=$PROFDATA $relocs_flag"
-RUSTFLAGS="$use_flags" cargo build --release --locked --bin cutover --target-dir "$PGO_DIR/use"
+RUSTFLAGS="$use_flags" CUTOVER_SYMBOL_ORDER="" cargo build --release --locked --bin cutover --target-dir "$PGO_DIR/use"
 built="$PGO_DIR/use/release/cutover"
 
 if [[ $layout == 1 ]]; then
@@ -157,7 +161,7 @@ if [[ $layout == 1 ]]; then
         # names; CPU per request at a fixed rate measured the same both ways,
         # and so it did with the most called functions first (which kept
         # 0.3 MiB more resident at idle than this first-run-first order).
-        RUSTFLAGS="$use_flags" cargo rustc --release --locked --bin cutover --target-dir "$PGO_DIR/use" -- \
+        RUSTFLAGS="$use_flags" CUTOVER_SYMBOL_ORDER="" cargo rustc --release --locked --bin cutover --target-dir "$PGO_DIR/use" -- \
             "-Clink-arg=-Wl,--symbol-ordering-file=$order" -Clink-arg=-Wl,--no-warn-symbol-ordering
     else
         # A layout is worth 1.5 MiB, not a failed build.
