@@ -85,6 +85,8 @@ pub struct Metrics {
     pub rollout_aborts: IntCounterVec,
     /// `cutover_access_log_dropped_total`.
     pub access_log_dropped: IntCounter,
+    /// `cutover_client_connections_parked`.
+    pub client_connections_parked: IntGauge,
     /// `cutover_mirror_requests_total{route,result}`.
     pub mirror_requests: IntCounterVec,
 }
@@ -190,6 +192,12 @@ impl Metrics {
         )
         .expect("valid metric");
         registry.register(Box::new(access_log_dropped.clone())).expect("metric registered once");
+        let client_connections_parked = IntGauge::new(
+            "cutover_client_connections_parked",
+            "Idle HTTP/1.1 client connections parked: kept open with hyper's state freed until the client sends again.",
+        )
+        .expect("valid metric");
+        registry.register(Box::new(client_connections_parked.clone())).expect("metric registered once");
 
         let backend_weight_factor = GaugeVec::new(
             Opts::new(
@@ -287,6 +295,7 @@ impl Metrics {
                 &["route", "reason"],
             ),
             access_log_dropped,
+            client_connections_parked,
             mirror_requests: counter(
                 "cutover_mirror_requests_total",
                 "Copies of requests for a route's shadow pool: sent (the shadow answered), dropped (too many in flight), too_large (body over max_body) or failed (no answer).",

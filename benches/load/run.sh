@@ -249,6 +249,16 @@ wait_quiet() {
     done
 }
 
+parked_of() { # proxy: the idle client connections cutover has parked now (its metrics), - for other proxies
+    local port
+    case "$1" in
+        cutover) port=$CUTOVER_ADMIN ;;
+        cutover-pgo) port=$CUTOVER_PGO_ADMIN ;;
+        *) echo -; return ;;
+    esac
+    curl -s "http://127.0.0.1:$port/metrics" 2>/dev/null | awk '$1 == "cutover_client_connections_parked" { print $2; found = 1 } END { if (!found) print "-" }'
+}
+
 wait_http() { # url [curl args...]: wait up to 10 s for a 200
     local url=$1; shift
     for _ in $(seq 100); do
@@ -538,7 +548,9 @@ for cs in $MEM_CASES; do
         if [[ $cs == idle10k* ]]; then
             sleep 2
             r1=$(rss_kb "${PID[$p]}")
+            parked=$(parked_of "$p")
         else
+            parked=-
             wait_line "$f" '^measured' $((MEM_SECONDS + 60)) "$client" || warn "$cs $p: no measurement (see $f)"
             r1=$(rss_kb "${PID[$p]}")
         fi
@@ -558,7 +570,7 @@ for cs in $MEM_CASES; do
         opened=$(opened_between "$a0" "$a1")
         printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$cs" "$p" "$MEM_CONNS" "${answered:-0}" "${errs:-?}" \
             "$r0" "$r1" "$per_conn" "${req:--}" "$expected" "$cpu_us" "$cpu_pct" "$opened" >>"$OUT/mem.tsv"
-        log "$cs $p: ${answered:-0} answered, errors ${errs:-?}, RSS $r0 -> $r1 KiB ($per_conn KiB/conn), ${req:--} requests measured of $expected, $cpu_us CPU-µs/req, upstream conns opened $opened"
+        log "$cs $p: ${answered:-0} answered, errors ${errs:-?}, RSS $r0 -> $r1 KiB ($per_conn KiB/conn), parked ${parked:--}, ${req:--} requests measured of $expected, $cpu_us CPU-µs/req, upstream conns opened $opened"
         # the proxies close their side of the connections as the client's closes arrive
         sleep 1
     done

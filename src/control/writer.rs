@@ -179,7 +179,8 @@ impl Control {
             tripped: &tripped,
         };
         let (snapshot, _) = Snapshot::build(config.clone(), state.revision, None, inputs);
-        let proxy = Arc::new(Proxy::new(snapshot, seed, metrics.client_timeouts()));
+        let proxy =
+            Arc::new(Proxy::new(snapshot, seed, metrics.client_timeouts(), metrics.client_connections_parked.clone()));
         let control = Control {
             proxy,
             metrics,

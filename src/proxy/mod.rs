@@ -27,6 +27,7 @@ use crate::body::ProxyBody;
 use crate::metrics::ClientTimeouts;
 use crate::snapshot::Snapshot;
 use crate::tunnel;
+use prometheus::IntGauge;
 
 mod choose;
 mod forward;
@@ -51,18 +52,27 @@ pub struct Proxy {
     tunnels: Arc<tunnel::Tunnels>,
     /// Counts of clients cut off by the protective timeouts.
     timeouts: ClientTimeouts,
+    /// Idle client connections parked now (`server::serving`).
+    parked: IntGauge,
 }
 
 impl Proxy {
     /// A proxy serving `snapshot`, drawing connection seeds from `seed`,
-    /// counting its clients' timeouts in `timeouts`.
-    pub fn new(snapshot: Snapshot, seed: u64, timeouts: ClientTimeouts) -> Proxy {
+    /// counting its clients' timeouts in `timeouts` and its parked idle
+    /// connections in `parked`.
+    pub fn new(snapshot: Snapshot, seed: u64, timeouts: ClientTimeouts, parked: IntGauge) -> Proxy {
         Proxy {
             snapshot: ArcSwap::from_pointee(snapshot),
             seeds: AtomicU64::new(seed),
             tunnels: Arc::default(),
             timeouts,
+            parked,
         }
+    }
+
+    /// Where the idle client connections parked now are counted.
+    pub fn parked_connections(&self) -> &IntGauge {
+        &self.parked
     }
 
     /// Where clients cut off by a timeout are counted.

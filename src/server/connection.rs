@@ -257,7 +257,7 @@ where
             if this.timer.as_mut().poll(cx).is_ready() {
                 // Idle since at least the last poll that asked for this
                 // firing (or idle again already): park.
-                this.conn.park();
+                this.conn.park(this.proxy.parked_connections());
                 let timeouts = this.proxy.client_timeouts();
                 match this.watchdog.check(this.activity, Instant::now(), *this.closing) {
                     Verdict::Close(reason) => {

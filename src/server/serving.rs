@@ -31,6 +31,7 @@ use std::task::{Context, Poll};
 use http_body::Body;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use prometheus::IntGauge;
 use tokio::net::TcpStream;
 
 use super::io::Watched;
@@ -83,6 +84,8 @@ where
         io: Io<I>,
         /// The service, handed back by hyper.
         service: S,
+        /// Counts the connection as parked while it is.
+        _counted: Counted,
     },
     /// Only while moving from one state to another.
     Moving,
@@ -144,7 +147,7 @@ where
     /// Park the connection if it [can](Serving::can_park): free hyper's
     /// state, keeping the stream and the service. The caller polls it
     /// again, so that it waits on its socket.
-    pub(super) fn park(&mut self) {
+    pub(super) fn park(&mut self, parked: &IntGauge) {
         if !self.can_park() {
             return;
         }
@@ -152,7 +155,9 @@ where
             return;
         };
         *self = match conn.into_parts() {
-            Some(parts) if parts.read_buf.is_empty() => Serving::Parked { io: parts.io, service: parts.service },
+            Some(parts) if parts.read_buf.is_empty() => {
+                Serving::Parked { io: parts.io, service: parts.service, _counted: Counted::new(parked) }
+            }
             // `is_idle` rules both out; should hyper ever disagree, the
             // connection ends rather than lose bytes.
             _ => Serving::Moving,
@@ -164,9 +169,26 @@ where
         if !matches!(self, Serving::Parked { .. }) {
             return;
         }
-        if let Serving::Parked { io, service } = std::mem::replace(self, Serving::Moving) {
+        if let Serving::Parked { io, service, .. } = std::mem::replace(self, Serving::Moving) {
             *self = Serving::Http1(Box::new(builders.http1.serve_connection(io, service).with_upgrades()));
         }
+    }
+}
+
+/// One parked connection in `cutover_client_connections_parked`, from
+/// parking to waking or closing, however the connection ends.
+pub(super) struct Counted(IntGauge);
+
+impl Counted {
+    fn new(parked: &IntGauge) -> Counted {
+        parked.inc();
+        Counted(parked.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
@@ -180,6 +202,7 @@ mod tests {
     use http_body_util::Full;
     use hyper::service::service_fn;
     use hyper_util::rt::TokioIo;
+    use prometheus::IntGauge;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
     use tokio::time::{timeout, Instant};
@@ -250,6 +273,7 @@ mod tests {
             service_fn(|_req| async { Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from("ok")))) });
         let io = TokioIo::new(Watched::new(accepted, activity, true));
         let mut serving = Serving::new(&builders, Protocol::Http1, io, service);
+        let parked = IntGauge::new("parked", "parked").expect("gauge");
 
         for path in ["/first", "/second", "/third"] {
             assert!(!matches!(serving, Serving::Moving));
@@ -274,12 +298,16 @@ mod tests {
                 }
             };
             parkable.await;
-            serving.park();
+            assert_eq!(parked.get(), 0, "{path}: counted as parked only while it is");
+            serving.park(&parked);
             assert!(matches!(serving, Serving::Parked { .. }));
+            assert_eq!(parked.get(), 1, "{path}");
         }
         // A client that closes a parked connection ends it.
         drop(client);
         let ended = timeout(DEADLINE, std::future::poll_fn(|cx| serving.poll(&builders, cx))).await;
         assert!(matches!(ended, Ok(Ok(()))), "{ended:?}");
+        drop(serving);
+        assert_eq!(parked.get(), 0, "no longer counted once it ends");
     }
 }

@@ -68,7 +68,15 @@ async fn idled_with(server: &str) -> (RawUpstream, TestProxy, TcpStream) {
     let first = read_one_response(&mut stream).await;
     assert_eq!(first.status, 200, "{first:?}");
     tokio::time::sleep(IDLE).await;
+    // The wake paths below are those of a parked connection: see it parked.
+    eventually_async(DEADLINE, "the idle connection parked", || async { parked(&proxy).await == 1.0 }).await;
     (upstream, proxy, stream)
+}
+
+/// `cutover_client_connections_parked`.
+async fn parked(proxy: &TestProxy) -> f64 {
+    let metrics = get(&client(), &proxy.admin_url("/metrics"), &[]).await.body;
+    metric(&metrics, "cutover_client_connections_parked ").unwrap_or(-1.0)
 }
 
 /// Write `pieces` one by one, pausing between them.
@@ -157,6 +165,42 @@ async fn an_idled_connection_is_reused_again_and_again() {
         tokio::time::sleep(IDLE).await;
     }
     assert_eq!(seen_on_one_connection(&upstream), ["GET /first", "GET /second", "GET /third", "GET /fourth"]);
+}
+
+/// An idle keep-alive connection parks about 100 ms after its last
+/// exchange, by its own timer: long before the watchdog's next regular
+/// look at it, a `header_read_timeout` later. It is counted as parked until
+/// it wakes, parks again after its next exchange, and is no longer counted
+/// once it closes, parked or not.
+#[tokio::test]
+async fn an_idle_connection_parks_soon_and_is_counted_while_parked() {
+    let upstream = RawUpstream::ok().await;
+    let config = Config::one_pool(&[upstream.addr]).server("header_read_timeout = \"120s\"");
+    let proxy = TestProxy::start(&config.build()).await;
+    assert_eq!(parked(&proxy).await, 0.0, "nothing parked before any connection");
+    let mut first = TcpStream::connect(proxy.addr).await.expect("connect to proxy");
+    let mut second = TcpStream::connect(proxy.addr).await.expect("connect to proxy");
+    for (n, stream) in [&mut first, &mut second].into_iter().enumerate() {
+        stream.write_all(b"GET /one HTTP/1.1\r\nHost: app.test\r\n\r\n").await.expect("write");
+        assert_eq!(read_one_response(stream).await.status, 200);
+        let want = (n + 1) as f64;
+        eventually_async(DEADLINE, "idle connections parked by their timers", || async {
+            parked(&proxy).await == want
+        })
+        .await;
+    }
+    // Woken by its next request, served, and parked again.
+    first.write_all(b"GET /two HTTP/1.1\r\nHost: app.test\r\n\r\n").await.expect("write");
+    assert_eq!(read_one_response(&mut first).await.status, 200);
+    eventually_async(DEADLINE, "both parked again", || async { parked(&proxy).await == 2.0 }).await;
+    drop(first);
+    eventually_async(DEADLINE, "a closed parked connection is no longer counted", || async {
+        parked(&proxy).await == 1.0
+    })
+    .await;
+    drop(second);
+    eventually_async(DEADLINE, "none counted once all closed", || async { parked(&proxy).await == 0.0 }).await;
+    assert_eq!(upstream.requests().len(), 3);
 }
 
 /// A shutdown closes an idled (parked) connection at once, as it closes
