@@ -9,12 +9,12 @@
 //! of it resident, and grouped it keeps a fraction.
 //!
 //! Each option is used only when a probe program linked with it by this
-//! toolchain's linker runs on this machine (lld or GNU ld >= 2.38 and glibc
-//! >= 2.36 for packed relocations; lld for the ordering), and only for a
-//! native build; otherwise the build goes on without it. The list names
-//! mangled symbols: names it does not find (another toolchain, other
-//! dependency versions, code changed since) are skipped, and what is left
-//! still groups. `scripts/start-up-order.sh` writes it afresh.
+//! toolchain's linker runs on this machine (packed relocations need lld or
+//! GNU ld 2.38 or later, and glibc 2.36 or later; the ordering needs lld),
+//! and only for a native build; otherwise the build goes on without it. The
+//! list names mangled symbols: names it does not find (another toolchain,
+//! other dependency versions, code changed since) are skipped, and what is
+//! left still groups. `scripts/start-up-order.sh` writes it afresh.
 //!
 //! `CUTOVER_SYMBOL_ORDER` overrides the list's path (empty: no ordering);
 //! `scripts/pgo-build.sh` empties it and lays out the PGO build from a list

@@ -28,12 +28,16 @@ log() { printf '[start-up-order %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { printf 'start-up-order: error: %s\n' "$*" >&2; exit 1; }
 command -v valgrind >/dev/null || die "needs valgrind (callgrind)"
 
-log "building cutover and the training driver (cargo build --release)"
-cargo build --release --locked --bin cutover --example pgo_training
+# Two builds, the binary alone first: an example pulls in the
+# dev-dependencies, whose features change the dependencies' symbol hashes,
+# and the list must name the binary `cargo build --release` links.
+log "building cutover (cargo build --release --bin cutover), then the training driver"
+cargo build --release --locked --bin cutover
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 cp "$TARGET/release/cutover" "$work/cutover"
+cargo build --release --locked --example pgo_training
 log "running it under callgrind through start-up"
 if ! "$TARGET/release/examples/pgo_training" --start-up valgrind --tool=callgrind --compress-strings=no --demangle=no \
     "--log-file=$work/valgrind.%p.log" "--callgrind-out-file=$work/callgrind.%p" "$work/cutover" 2>"$work/training.log"; then
