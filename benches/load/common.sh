@@ -23,6 +23,15 @@ log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 warn() { printf '[%s] WARNING: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
+wait_http() { # url [curl args...]: wait up to 10 s for a 200
+    local url=$1; shift
+    for _ in $(seq 100); do
+        [[ "$(curl -s -o /dev/null -w '%{http_code}' "$@" "$url" 2>/dev/null)" == 200 ]] && return 0
+        sleep 0.1
+    done
+    die "$url did not answer 200"
+}
+
 # ---------------------------------------------------------------- cleanup --
 PIDS=()          # every long-running process the script started (and has not reaped yet)
 TMP=""

@@ -9,14 +9,6 @@ start() { # name cpu cmd...: start a pinned background process; sets PID_<name>
     eval "PID_${name//-/_}=$!"
 }
 
-wait_http() { # url: wait up to 10 s for a 200
-    for _ in $(seq 100); do
-        [[ "$(curl -s -o /dev/null -w '%{http_code}' "$1" 2>/dev/null)" == 200 ]] && return 0
-        sleep 0.1
-    done
-    die "$1 did not answer 200"
-}
-
 # CPU time in ns of a process's threads, from schedstat (exact, where
 # utime+stime count 10 ms ticks)
 cpu_ns() {

@@ -44,15 +44,6 @@ prepare_tmp cutover-idle
 check_ports_free
 URL="http://127.0.0.1:$CUTOVER"
 
-wait_http() { # url [curl args...]: wait up to 10 s for a 200
-    local url=$1; shift
-    for _ in $(seq 100); do
-        [[ "$(curl -s -o /dev/null -w '%{http_code}' "$@" "$url" 2>/dev/null)" == 200 ]] && return 0
-        sleep 0.1
-    done
-    die "$url did not answer 200"
-}
-
 taskset -c "$LOAD_CPU" nginx -c "$TMP/backend-nginx.conf" -p "$TMP" >"$OUT/backend.stdout" 2>&1 &
 PIDS+=($!)
 wait_http "http://127.0.0.1:$BACKEND/"

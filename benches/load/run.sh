@@ -259,15 +259,6 @@ parked_of() { # proxy: the idle client connections cutover has parked now (its m
     curl -s "http://127.0.0.1:$port/metrics" 2>/dev/null | awk '$1 == "cutover_client_connections_parked" { print $2; found = 1 } END { if (!found) print "-" }'
 }
 
-wait_http() { # url [curl args...]: wait up to 10 s for a 200
-    local url=$1; shift
-    for _ in $(seq 100); do
-        [[ "$(curl -s -o /dev/null -w '%{http_code}' "$@" "$url" 2>/dev/null)" == 200 ]] && return 0
-        sleep 0.1
-    done
-    die "$url did not answer 200"
-}
-
 check_body() { # url bytes [curl args...]
     local url=$1 want=$2 got; shift 2
     got=$(curl -s "$@" "$url" | wc -c)
