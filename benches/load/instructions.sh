@@ -65,6 +65,9 @@
 #   OUT=/path              where the table and callgrind files go
 #                          (default /tmp/cutover-instructions-<utc time>)
 #   KEEP_TMP=1             keep the rendered configs (the temp dir) after the run
+#   CUTOVER_APPEND=        TOML appended to cutover's config, @TMP@ standing for the temp dir;
+#                          e.g. '[access_log]' and 'to = "@TMP@/access.log"' on two lines
+#                          counts what logging every request adds
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -134,6 +137,7 @@ grep -q '^master_process off;' "$TMP/proxy-nginx.conf" || die "could not set mas
 grep -q '^worker_processes 1;' "$TMP/proxy-nginx.conf" || die "proxy-nginx.conf is not worker_processes 1"
 grep -Eq '^[[:space:]]*nbthread 1$' "$TMP/haproxy.cfg" || die "haproxy.cfg is not nbthread 1"
 grep -Eq '^workers = 1$' "$TMP/cutover.toml" || die "cutover.toml is not workers = 1"
+[[ -z "${CUTOVER_APPEND:-}" ]] || printf '\n%s\n' "${CUTOVER_APPEND//@TMP@/$TMP}" >>"$TMP/cutover.toml"
 [[ -z "${CUTOVER_BIN:-}" ]] || private_cutover_copy
 cp "$TMP"/backend-nginx.conf "$TMP"/proxy-nginx.conf "$TMP"/haproxy.cfg "$TMP"/cutover.toml "$OUT/"
 

@@ -17,7 +17,7 @@ use super::record::{Choice, Format, Kind, Record};
 use super::slab::hex_into;
 use crate::timestamp::rfc3339;
 
-impl Record {
+impl Record<'_> {
     /// Append this record as one line (with its `\n`) to `out`.
     pub fn write_line(&self, format: Format, out: &mut Vec<u8>) {
         match format {
@@ -29,7 +29,7 @@ impl Record {
 }
 
 /// Append `record` as one JSON object, without its newline.
-fn json(record: &Record, out: &mut Vec<u8>) {
+fn json(record: &Record<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"time\":\"");
     time(record.time, out);
     out.extend_from_slice(b"\",\"kind\":\"");
@@ -37,17 +37,17 @@ fn json(record: &Record, out: &mut Vec<u8>) {
     out.extend_from_slice(b"\",\"client\":\"");
     client(record.client, out);
     out.extend_from_slice(b"\",\"method\":");
-    json_str(record.method.as_str(), out);
+    json_plain(record.method.as_str(), out);
     out.extend_from_slice(b",\"host\":");
-    json_str(&record.host, out);
+    json_str(record.host(), out);
     out.extend_from_slice(b",\"path\":");
-    json_str(&record.path, out);
-    if let Some(query) = &record.query {
+    json_str(record.path(), out);
+    if let Some(query) = record.query() {
         out.extend_from_slice(b",\"query\":");
         json_str(query, out);
     }
     out.extend_from_slice(b",\"protocol\":");
-    json_str(record.protocol, out);
+    json_plain(record.protocol, out);
     out.extend_from_slice(b",\"status\":");
     int(u64::from(record.status), out);
     out.extend_from_slice(b",\"bytes_in\":");
@@ -66,17 +66,17 @@ fn json(record: &Record, out: &mut Vec<u8>) {
     out.extend_from_slice(b",\"pool\":");
     json_opt(record.pool.as_deref(), out);
     out.extend_from_slice(b",\"backend\":");
-    json_opt(record.backend.as_deref(), out);
+    json_opt(record.backend, out);
     out.extend_from_slice(b",\"revision\":");
     int(record.revision, out);
     out.extend_from_slice(b",\"choice\":");
-    json_opt(record.choice.map(Choice::as_str), out);
+    json_plain_opt(record.choice.map(Choice::as_str), out);
     out.extend_from_slice(b",\"retries\":");
     int(u64::from(record.retries), out);
     out.extend_from_slice(b",\"failure\":");
-    json_opt(record.failure, out);
+    json_plain_opt(record.failure, out);
     out.extend_from_slice(b",\"request_id\":");
-    json_opt(record.request_id.as_deref(), out);
+    json_plain_opt(record.request_id(), out);
     out.extend_from_slice(b",\"trace_id\":");
     match &record.trace_id {
         Some(id) => {
@@ -94,17 +94,17 @@ fn json(record: &Record, out: &mut Vec<u8>) {
 /// route pool backend rev choice retries failure request_id trace_id`,
 /// with `-` for what is absent. Values that come from the request are
 /// quoted and escaped, so a line always splits the same way.
-fn text(record: &Record, out: &mut Vec<u8>) {
+fn text(record: &Record<'_>, out: &mut Vec<u8>) {
     time(record.time, out);
     out.push(b' ');
     client(record.client, out);
     out.extend_from_slice(b" \"");
     text_str(record.method.as_str(), out);
     out.push(b' ');
-    text_str(&record.host, out);
+    text_str(record.host(), out);
     out.push(b' ');
-    text_str(&record.path, out);
-    if let Some(query) = &record.query {
+    text_str(record.path(), out);
+    if let Some(query) = record.query() {
         out.push(b'?');
         text_str(query, out);
     }
@@ -123,7 +123,7 @@ fn text(record: &Record, out: &mut Vec<u8>) {
         Some(ttfb) => text_millis(ttfb, out),
         None => out.push(b'-'),
     }
-    for value in [record.route.as_deref(), record.pool.as_deref(), record.backend.as_deref()] {
+    for value in [record.route.as_deref(), record.pool.as_deref(), record.backend] {
         out.push(b' ');
         out.extend_from_slice(value.unwrap_or("-").as_bytes());
     }
@@ -136,7 +136,7 @@ fn text(record: &Record, out: &mut Vec<u8>) {
     out.push(b' ');
     out.extend_from_slice(record.failure.unwrap_or("-").as_bytes());
     out.push(b' ');
-    match record.request_id.as_deref() {
+    match record.request_id() {
         Some(id) => {
             out.push(b'"');
             text_str(id, out);
@@ -272,8 +272,16 @@ fn json_opt(value: Option<&str>, out: &mut Vec<u8>) {
 /// short forms `\b \f \n \r \t`, other bytes below 0x20 as `\u00XX`.
 fn json_str(value: &str, out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.push(b'"');
     let bytes = value.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    if !any_byte(bytes, |w| below(w, 0x20) | equal(w, b'"') | equal(w, b'\\'), |b| b < 0x20 || b == b'"' || b == b'\\')
+    {
+        // What nearly every value is: nothing to escape.
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
     let mut start = 0;
     let mut unicode = *b"\\u0000";
     for (i, &b) in bytes.iter().enumerate() {
@@ -300,10 +308,62 @@ fn json_str(value: &str, out: &mut Vec<u8>) {
     out.push(b'"');
 }
 
+fn json_plain_opt(value: Option<&str>, out: &mut Vec<u8>) {
+    match value {
+        Some(value) => json_plain(value, out),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// A JSON string that needs no escaping: a method (an HTTP token has no
+/// `"`, `\` or control character), a name the proxy chose, a request ID
+/// (see `request_id::acceptable`).
+fn json_plain(value: &str, out: &mut Vec<u8>) {
+    debug_assert!(!value.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\'), "{value:?} needs escaping");
+    out.reserve(value.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(value.as_bytes());
+    out.push(b'"');
+}
+
+/// Whether any byte of `bytes` is one that `byte` says yes to; `word` says
+/// the same of eight bytes at once (its result has a byte's high bit set
+/// for each yes), so the usual short, clean value is read a word at a time.
+fn any_byte(bytes: &[u8], word: impl Fn(u64) -> u64, byte: impl Fn(u8) -> bool) -> bool {
+    let mut words = bytes.chunks_exact(8);
+    for chunk in &mut words {
+        let Ok(eight) = <[u8; 8]>::try_from(chunk) else { return true };
+        if word(u64::from_le_bytes(eight)) != 0 {
+            return true;
+        }
+    }
+    words.remainder().iter().any(|&b| byte(b))
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// The high bit of each byte of `w` below `n` (`n` at most 128) is set in
+/// the result when any byte is; zero when none is.
+fn below(w: u64, n: u8) -> u64 {
+    w.wrapping_sub(ONES * u64::from(n)) & !w & HIGHS
+}
+
+/// Nonzero when any byte of `w` is `b`.
+fn equal(w: u64, b: u8) -> u64 {
+    below(w ^ (ONES * u64::from(b)), 1)
+}
+
 /// Escape `"`, `\` and control characters, so a client cannot forge a
 /// line or a field.
 fn text_str(value: &str, out: &mut Vec<u8>) {
-    if !value.bytes().any(|b| b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b)) {
+    let clean = !any_byte(
+        value.as_bytes(),
+        // At or above 0x7f: the high bit set (0x80 and up), or 0x7f itself.
+        |w| below(w, 0x20) | equal(w, b'"') | equal(w, b'\\') | (w & HIGHS) | equal(w, 0x7f),
+        |b| b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b),
+    );
+    if clean {
         out.extend_from_slice(value.as_bytes());
         return;
     }
@@ -350,6 +410,39 @@ mod tests {
             // What serde_json prints for the same number of milliseconds.
             let number = micros(duration) as f64 / 1e3;
             assert_eq!(serde_json::to_string(&number).expect("json"), json, "{nanos} ns");
+        }
+    }
+
+    #[test]
+    fn strings_escape_as_serde_json_and_as_the_text_format_says() {
+        for (value, text) in [
+            ("/cart", "/cart"),
+            ("/a\"b\\c", "/a\\\"b\\\\c"),
+            ("a\nb\r\t\u{1}\u{8}\u{c}\u{1f}", "a\\x0ab\\x0d\\x09\\x01\\x08\\x0c\\x1f"),
+            ("\u{7f}é😀", "\\x7fé😀"),
+            ("", ""),
+            // Eight bytes at a time: clean words, and each kind of escape
+            // in a word's first, middle and last byte.
+            ("/a/long/clean/path/segment", "/a/long/clean/path/segment"),
+            ("/abcdefg\"/abcdef\\", "/abcdefg\\\"/abcdef\\\\"),
+            ("/abcdefghij\u{1}klmn/abcdef\u{1f}", "/abcdefghij\\x01klmn/abcdef\\x1f"),
+            ("/abcdefghij\u{7f}klmn", "/abcdefghij\\x7fklmn"),
+            ("/abcdefghij/é/klmn", "/abcdefghij/é/klmn"),
+            (
+                "/abcdefghij/ !#$%&'()*+,-./0123456789:;<=>?@[]^_`{|}~",
+                "/abcdefghij/ !#$%&'()*+,-./0123456789:;<=>?@[]^_`{|}~",
+            ),
+        ] {
+            let mut out = Vec::new();
+            json_str(value, &mut out);
+            assert_eq!(
+                String::from_utf8(out).expect("UTF-8"),
+                serde_json::to_string(value).expect("json"),
+                "{value:?}"
+            );
+            let mut out = Vec::new();
+            text_str(value, &mut out);
+            assert_eq!(String::from_utf8(out).expect("UTF-8"), text, "{value:?}");
         }
     }
 

@@ -17,7 +17,7 @@ use super::sink::AccessLog;
 #[derive(Debug)]
 pub struct Pending {
     log: Arc<AccessLog>,
-    record: Record,
+    record: Record<'static>,
     /// When the request's head arrived, on the clock its exchange uses.
     started: Instant,
     /// When the request was last sent upstream.
@@ -34,7 +34,7 @@ pub struct Pending {
 impl Pending {
     /// A record for `log`, of a request begun at `started`; with
     /// `failures_only`, it is written only if the request fails.
-    pub fn new(log: Arc<AccessLog>, record: Record, started: Instant, failures_only: bool) -> Box<Pending> {
+    pub fn new(log: Arc<AccessLog>, record: Record<'static>, started: Instant, failures_only: bool) -> Box<Pending> {
         Box::new(Pending { log, record, started, sent: None, status: None, failures_only, body_read: None })
     }
 
@@ -90,8 +90,11 @@ impl Pending {
     /// got: the proxy's own answer, else the backend's (even when its body
     /// broke later), else `status`. Hands the line to the writer.
     pub fn finish(self: Box<Self>, backend: &str, status: u16, failure: Option<&'static str>) {
-        let Pending { log, mut record, started, status: own, failures_only, body_read, .. } = *self;
-        record.backend = Some(backend.to_owned());
+        let Pending { log, record, started, status: own, failures_only, body_read, .. } = *self;
+        // The record outlives nothing here: it borrows the backend's name
+        // for the moment its line is made.
+        let mut record: Record<'_> = record;
+        record.backend = Some(backend);
         if let (Kind::Request, Some(read)) = (record.kind, body_read) {
             record.bytes_in = read.load(Ordering::Relaxed);
         }

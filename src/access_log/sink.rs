@@ -187,7 +187,7 @@ impl AccessLog {
 
     /// Make the record's line and hand it to the writer. Never waits on
     /// the sink: a full buffer drops the line and counts the drop.
-    pub fn log(&self, record: &Record) {
+    pub fn log(&self, record: &Record<'_>) {
         SCRATCH.with(|scratch| {
             let mut line = scratch.borrow_mut();
             line.clear();

@@ -174,7 +174,7 @@ pub(super) fn forward(
             response.headers_mut().append(header::SET_COOKIE, cookie);
         }
         let settings = &snapshot.config.server.requests;
-        if let (Some(name), Some(id)) = (&settings.request_id, plan.target.request_id) {
+        if let (Some(name), Some(id)) = (&settings.request_id, plan.target.tags.request_id) {
             response.headers_mut().insert(name.clone(), id);
         }
         if let Some(name) = &settings.pool_header {

@@ -14,13 +14,13 @@ use std::time::SystemTime;
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
-use http::{Method, Request, Version};
+use http::{Method, Request, Uri, Version};
 use rand::rngs::SmallRng;
 use rand::Rng;
 use tokio::time::Instant;
 
 use super::target::{ConnInfo, Target};
-use crate::access_log::trace::{self, TraceParent, TRACEPARENT};
+use crate::access_log::trace;
 use crate::access_log::{request_id, AccessLog, Kind, Pending, Record};
 use crate::body::RequestBody;
 use crate::config::{RequestHeaders, UpstreamProtocol};
@@ -37,12 +37,22 @@ pub(super) fn of(snapshot: &Snapshot, listener: SocketAddr) -> Option<&Arc<Acces
     snapshot.access_log.as_ref()
 }
 
+/// What a request is known by, in its log line and to its backend.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Tags {
+    /// The request ID, when IDs are on.
+    pub(super) request_id: Option<HeaderValue>,
+    /// The trace ID of the `traceparent` the backend gets, if any.
+    pub(super) trace_id: Option<[u8; 16]>,
+}
+
 /// Give the request its ID (the client's, or a new one) and bring its trace
-/// context into shape, as the backend will see them. Returns the ID.
-pub(super) fn tag(settings: &RequestHeaders, headers: &mut HeaderMap, rng: &mut SmallRng) -> Option<HeaderValue> {
-    trace::prepare(headers, settings.start_traces, rng);
-    let name = settings.request_id.as_ref()?;
-    Some(request_id::settle(headers, name, settings.request_id_max_len, rng))
+/// context into shape, as the backend will see them.
+pub(super) fn tag(settings: &RequestHeaders, headers: &mut HeaderMap, rng: &mut SmallRng) -> Tags {
+    let (_, parent) = trace::prepare(headers, settings.start_traces, rng);
+    let request_id =
+        settings.request_id.as_ref().map(|name| request_id::settle(headers, name, settings.request_id_max_len, rng));
+    Tags { request_id, trace_id: parent.map(|parent| parent.trace_id) }
 }
 
 /// The pending record of a request forwarded to a backend.
@@ -55,8 +65,7 @@ pub(super) fn pending(
     failures_only: bool,
 ) -> Box<Pending> {
     let route = &snapshot.routes[target.route];
-    let mut record =
-        record(snapshot, target.client, request.method(), request.uri(), request.headers(), target.version, started);
+    let mut record = record(snapshot, target.client, request, target.version, &target.tags, started);
     record.route = Some(route.name.clone());
     record.pool = Some(route.targets[target.target].name.clone());
     record.choice = Some(target.how);
@@ -77,6 +86,7 @@ pub(super) fn refused(
     snapshot: &Snapshot,
     conn: &ConnInfo,
     parts: &Parts,
+    tags: &Tags,
     rng: &mut SmallRng,
     err: &ProxyError,
     started: Instant,
@@ -86,7 +96,7 @@ pub(super) fn refused(
     if !log.wants(status >= 500, rng.random()) {
         return;
     }
-    let mut record = record(snapshot, conn.client, &parts.method, &parts.uri, &parts.headers, parts.version, started);
+    let mut record = record(snapshot, conn.client, parts, parts.version, tags, started);
     record.status = status;
     record.failure = Some(kind(err));
     record.duration = started.elapsed();
@@ -106,33 +116,27 @@ fn kind(err: &ProxyError) -> &'static str {
     }
 }
 
-/// What every record says of its request.
+/// What every record says of its request, from its head as the backend
+/// gets it (or as it came, when refused before routing), the HTTP version
+/// the client spoke, and its tags. Shares the URI and header values with
+/// the request (see `Record`).
 fn record(
     snapshot: &Snapshot,
     client: SocketAddr,
-    method: &Method,
-    uri: &http::Uri,
-    headers: &HeaderMap,
+    head: &impl Head,
     version: Version,
+    tags: &Tags,
     started: Instant,
-) -> Record {
-    let keep_query = snapshot.config.access_log.as_ref().is_some_and(|c| c.query);
-    let text = |value: Option<&http::HeaderValue>| value.and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let host = uri.authority().map(|a| a.to_string()).or_else(|| text(headers.get(header::HOST)));
-    let request_id = snapshot.config.server.requests.request_id.as_ref().and_then(|name| text(headers.get(name)));
-    let mut traceparents = headers.get_all(&TRACEPARENT).iter();
-    let trace_id = match (traceparents.next(), traceparents.next()) {
-        (Some(value), None) => TraceParent::parse(value.as_bytes()).map(|parent| parent.trace_id),
-        _ => None,
-    };
+) -> Record<'static> {
+    let uri = head.uri();
     Record {
         kind: Kind::Request,
         time: SystemTime::now().checked_sub(started.elapsed()).unwrap_or_else(SystemTime::now),
         client,
-        method: method.clone(),
-        host: host.unwrap_or_default(),
-        path: uri.path().to_owned(),
-        query: if keep_query { uri.query().map(str::to_owned) } else { None },
+        method: head.method().clone(),
+        uri: uri.clone(),
+        host_header: if uri.authority().is_none() { head.headers().get(header::HOST).cloned() } else { None },
+        keep_query: snapshot.config.access_log.as_ref().is_some_and(|c| c.query),
         protocol: protocol(version),
         status: 0,
         // Counted as the body is read (see `plan`): nothing is read yet.
@@ -147,8 +151,39 @@ fn record(
         choice: None,
         retries: 0,
         failure: None,
-        request_id,
-        trace_id,
+        request_id: tags.request_id.clone(),
+        trace_id: tags.trace_id,
+    }
+}
+
+/// A request's head, whole or in its parts.
+trait Head {
+    fn method(&self) -> &Method;
+    fn uri(&self) -> &Uri;
+    fn headers(&self) -> &HeaderMap;
+}
+
+impl Head for Parts {
+    fn method(&self) -> &Method {
+        &self.method
+    }
+    fn uri(&self) -> &Uri {
+        &self.uri
+    }
+    fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+}
+
+impl Head for Request<RequestBody> {
+    fn method(&self) -> &Method {
+        Request::method(self)
+    }
+    fn uri(&self) -> &Uri {
+        Request::uri(self)
+    }
+    fn headers(&self) -> &HeaderMap {
+        Request::headers(self)
     }
 }
 

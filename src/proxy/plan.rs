@@ -54,13 +54,13 @@ pub(super) fn plan(
 ) -> Result<Plan, Refusal> {
     let started = Instant::now();
     let (mut target, mut request) = prepare(snapshot, conn, rng, req, body_timeouts, started)?;
-    target.request_id = log::tag(&snapshot.config.server.requests, request.headers_mut(), rng);
+    target.tags = log::tag(&snapshot.config.server.requests, request.headers_mut(), rng);
     let route = &snapshot.routes[target.route];
     let (pool, codes) = (&route.targets[target.target], &route.codes[target.target]);
     let Some(backend) = pool.pick(rng, None).cloned() else {
         let (parts, _) = request.into_parts();
-        log::refused(snapshot, conn, &parts, rng, &ProxyError::NoBackend, started);
-        return Err(Refusal { err: ProxyError::NoBackend, request_id: target.request_id });
+        log::refused(snapshot, conn, &parts, &target.tags, rng, &ProxyError::NoBackend, started);
+        return Err(Refusal { err: ProxyError::NoBackend, request_id: target.tags.request_id });
     };
     let mut exchange = begin_exchange(pool, codes, &backend, started);
     // Only a request the primary pool takes is copied, with its request ID.
@@ -119,9 +119,9 @@ pub(super) fn refuse(
     err: ProxyError,
     started: Instant,
 ) -> Refusal {
-    let request_id = log::tag(&snapshot.config.server.requests, &mut parts.headers, rng);
-    log::refused(snapshot, conn, parts, rng, &err, started);
-    Refusal { err, request_id }
+    let tags = log::tag(&snapshot.config.server.requests, &mut parts.headers, rng);
+    log::refused(snapshot, conn, parts, &tags, rng, &err, started);
+    Refusal { err, request_id: tags.request_id }
 }
 
 /// Check, route and choose; rewrite the head for the backend: origin-form
@@ -201,7 +201,7 @@ fn prepare(
         version,
         client: conn.client,
         logged: log::of(snapshot, conn.listener).is_some(),
-        request_id: None,
+        tags: log::Tags::default(),
     };
     Ok((target, request))
 }

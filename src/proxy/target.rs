@@ -90,8 +90,8 @@ pub(super) struct Target {
     pub(super) client: std::net::SocketAddr,
     /// Whether the listener's requests are logged.
     pub(super) logged: bool,
-    /// The request ID, for the response.
-    pub(super) request_id: Option<HeaderValue>,
+    /// The request's ID (for the response and the log) and trace ID.
+    pub(super) tags: super::log::Tags,
 }
 
 /// Start counting a request on `backend` of `pool`, begun at `started`.
