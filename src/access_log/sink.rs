@@ -301,47 +301,52 @@ impl Writer {
     fn run(mut self, shared: &Shared) {
         // Swapped with the shared buffer, so each side keeps its capacity.
         let mut batch = Vec::new();
-        loop {
-            let mut waiting = shared.lock();
-            while waiting.lines == 0 && !waiting.closed {
-                // The first line to arrive wakes the writer (and clears `idle`).
-                waiting.idle = true;
-                waiting = shared.arrived.wait(waiting).unwrap_or_else(|poisoned| poisoned.into_inner());
-            }
-            waiting.idle = false;
-            if waiting.lines == 0 {
-                // Closed, and everything written.
-                return;
-            }
-            let mut closed = waiting.closed;
-            drop(waiting);
+        while let Some(mut closed) = Self::woken(shared) {
             // Linger and write for as long as each lingering brings lines.
             loop {
                 if !closed {
                     thread::sleep(LINGER);
                 }
-                let mut wrote = false;
-                // Batches until the buffer is empty, without lingering between them.
-                loop {
-                    let lines = {
-                        let mut waiting = shared.lock();
-                        closed = waiting.closed;
-                        batch.clear();
-                        std::mem::swap(&mut batch, &mut waiting.bytes);
-                        std::mem::take(&mut waiting.lines)
-                    };
-                    if lines == 0 {
-                        break;
-                    }
-                    self.write(&batch, lines);
-                    #[cfg(test)]
-                    shared.counts.1.fetch_add(1, Ordering::Relaxed);
-                    wrote = true;
-                }
+                let wrote;
+                (wrote, closed) = self.drain(shared, &mut batch);
                 if !wrote || closed {
                     break;
                 }
             }
+        }
+    }
+
+    /// Wait, idle, for the first line; say whether the log is closed by
+    /// then. `None` once it is closed and every line is written.
+    fn woken(shared: &Shared) -> Option<bool> {
+        let mut waiting = shared.lock();
+        while waiting.lines == 0 && !waiting.closed {
+            // The first line to arrive wakes the writer (and clears `idle`).
+            waiting.idle = true;
+            waiting = shared.arrived.wait(waiting).unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+        waiting.idle = false;
+        (waiting.lines > 0).then_some(waiting.closed)
+    }
+
+    /// Write batches until the buffer is empty, without lingering between
+    /// them; say whether any line was written, and whether the log is closed.
+    fn drain(&mut self, shared: &Shared, batch: &mut Vec<u8>) -> (bool, bool) {
+        let mut wrote = false;
+        loop {
+            let (lines, closed) = {
+                let mut waiting = shared.lock();
+                batch.clear();
+                std::mem::swap(batch, &mut waiting.bytes);
+                (std::mem::take(&mut waiting.lines), waiting.closed)
+            };
+            if lines == 0 {
+                return (wrote, closed);
+            }
+            self.write(batch, lines);
+            #[cfg(test)]
+            shared.counts.1.fetch_add(1, Ordering::Relaxed);
+            wrote = true;
         }
     }
 
