@@ -421,7 +421,7 @@ async fn a_sink_nobody_reads_never_holds_a_request_and_counts_its_drops() {
         assert_eq!(answer.status, StatusCode::OK);
     }
     assert_eq!(good.hits(), 400);
-    let text = get(&client, &proxy.admin_url("/metrics"), &[]).await.body;
+    let text = proxy.metrics().await;
     let dropped = metric(&text, "cutover_access_log_dropped_total").expect("the drop counter");
     assert!(dropped > 0.0, "drops are counted:\n{text}");
 }

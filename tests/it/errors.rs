@@ -330,7 +330,7 @@ async fn get_on_a_pooled_connection_closed_unanswered_is_sent_again(hangup: Hang
     // Every request after the first met a closed connection first.
     assert_eq!(upstream.requests().len(), 5, "{hangup:?}");
     assert_eq!(upstream.conns(), 3, "{hangup:?}");
-    let metrics = get(&client, &proxy.admin_url("/metrics"), &[]).await.body;
+    let metrics = proxy.metrics().await;
     let counted: Vec<&str> = metrics
         .lines()
         .filter(|l| l.starts_with("cutover_upstream_failures_total{") || l.contains("code=\"5xx\""))

@@ -57,7 +57,7 @@ async fn effective(proxy: &TestProxy, route: &str) -> Value {
 }
 
 async fn gauge(proxy: &TestProxy, name: &str) -> Option<f64> {
-    metric(&get(&client(), &proxy.admin_url("/metrics"), &[]).await.body, name)
+    metric(&proxy.metrics().await, name)
 }
 
 /// The sum of every series in Prometheus `text` that starts with `prefix`.
@@ -331,7 +331,7 @@ async fn when_the_leader_dies_another_leads_within_the_ttl_and_trips_once() {
     let mut rollbacks = 0.0;
     let mut judged = 0.0;
     for proxy in &replicas {
-        let text = get(&client, &proxy.admin_url("/metrics"), &[]).await.body;
+        let text = proxy.metrics().await;
         rollbacks += sum(&text, "cutover_rollbacks_total{pool=\"green\"");
         judged += sum(&text, "cutover_guard_breaches_total{pool=\"green\"");
     }
@@ -539,7 +539,7 @@ async fn five_replicas_each_seeing_too_little_trip_a_failing_canary_together() {
     // the fleet's verdict, made once, by the leader (its one breach).
     let (mut rollbacks, mut breaches) = (0.0, 0.0);
     for proxy in &replicas {
-        let text = get(&client, &proxy.admin_url("/metrics"), &[]).await.body;
+        let text = proxy.metrics().await;
         breaches += sum(&text, "cutover_guard_breaches_total{pool=\"green\"");
         let own = status(proxy).await;
         let pools = own["pools"].as_array().cloned().unwrap_or_default();

@@ -249,10 +249,6 @@ fn config(stable: SocketAddr, canary: SocketAddr, canary_extra: &str, guard: &st
         .build()
 }
 
-async fn metrics(proxy: &TestProxy) -> String {
-    get(&client(), &proxy.admin_url("/metrics"), &[]).await.body
-}
-
 /// `cutover_requests_total` of `pool` in class `code`, over its backends.
 fn requests(text: &str, pool: &str, code: &str) -> f64 {
     text.lines()
@@ -325,7 +321,7 @@ async fn a_failing_canary_trips(kind: &str, mode: Mode, code: Code, shape: &str)
     assert_eq!(evidence["pool"]["failures"], evidence["pool"]["requests"], "every canary call failed: {evidence:#}");
     assert_eq!(evidence["baseline"]["failures"], 0, "{evidence:#}");
 
-    let text = metrics(&proxy).await;
+    let text = proxy.metrics().await;
     assert!(requests(&text, "canary", "5xx") > 0.0, "{text}");
     assert_eq!(requests(&text, "canary", "2xx"), 0.0, "{text}");
     assert_eq!(requests(&text, "stable", "5xx"), 0.0, "{text}");
@@ -394,7 +390,7 @@ async fn ok_calls_and_client_side_codes_are_healthy() {
             assert_eq!(evidence["pool"]["failures"], 0, "{mode:?} {kind}: {evidence:#}");
             assert!(evidence["pool"]["requests"].as_u64().unwrap() >= 20, "{evidence:#}");
         }
-        let text = metrics(&proxy).await;
+        let text = proxy.metrics().await;
         assert_eq!(requests(&text, "canary", "5xx"), 0.0, "{mode:?}: {text}");
         assert!(requests(&text, "canary", "2xx") > 0.0, "{mode:?}: {text}");
         proxy.stop().await;

@@ -106,7 +106,7 @@ async fn a_failing_canary_trips_gets_nothing_more_and_reset_brings_it_back() {
     }
     assert_eq!(canary.hits(), hits, "a tripped canary received traffic");
 
-    let metrics = get(&client, &proxy.admin_url("/metrics"), &[]).await.body;
+    let metrics = proxy.metrics().await;
     assert_eq!(
         metric(&metrics, r#"cutover_rollbacks_total{pool="canary",reason="error_rate"}"#),
         Some(1.0),
@@ -157,7 +157,7 @@ async fn a_canary_below_min_requests_or_with_only_4xx_is_not_tripped() {
     assert!(pool(&status, "canary")["guard"]["requests"].as_u64().unwrap() >= 40, "{status:#}");
     let witness_breaches = r#"cutover_guard_breaches_total{pool="witness",reason="error_rate"}"#;
     let breaches = |metrics: &str| metric(metrics, witness_breaches).unwrap_or_else(|| panic!("no series:\n{metrics}"));
-    assert_eq!(breaches(&get(&client, &proxy.admin_url("/metrics"), &[]).await.body), 0.0);
+    assert_eq!(breaches(&proxy.metrics().await), 0.0);
     // 5 failures below `min_requests`, then 15 successes: 25% of 20.
     for i in 0..20 {
         let a = get(&client, &proxy.url("/"), &[("host", "witness.test")]).await;
@@ -165,7 +165,7 @@ async fn a_canary_below_min_requests_or_with_only_4xx_is_not_tripped() {
     }
     let end = tokio::time::Instant::now() + WAIT;
     let metrics = loop {
-        let metrics = get(&client, &proxy.admin_url("/metrics"), &[]).await.body;
+        let metrics = proxy.metrics().await;
         if breaches(&metrics) >= 1.0 {
             break metrics;
         }
@@ -229,7 +229,7 @@ async fn a_pool_serving_alone_with_no_earlier_split_keeps_its_weight_and_counts_
         for _ in 0..20 {
             get(&client, &proxy.url("/"), &[]).await;
         }
-        let metrics = get(&client, &proxy.admin_url("/metrics"), &[]).await.body;
+        let metrics = proxy.metrics().await;
         if metric(&metrics, r#"cutover_guard_breaches_total{pool="only",reason="error_rate"}"#).unwrap_or(0.0) >= 1.0 {
             assert_eq!(
                 metric(&metrics, r#"cutover_rollbacks_total{pool="only",reason="error_rate"}"#),
@@ -420,7 +420,7 @@ async fn every_spec_metric_is_exported_with_its_labels() {
     let proxy = TestProxy::start(&canary_config(&stable, &canary, "").build()).await;
     drive_until(&proxy, "canary tripped", |s| !pool(s, "canary")["tripped"].is_null()).await;
     admin(&proxy, Method::POST, "/reload", "", None).await;
-    let metrics = get(&client(), &proxy.admin_url("/metrics"), &[]).await.body;
+    let metrics = proxy.metrics().await;
     let c = canary.addr.to_string();
     for series in [
         format!(r#"cutover_requests_total{{backend="{c}",code="5xx",pool="canary",route="shop"}}"#),
@@ -465,7 +465,7 @@ async fn rollback_and_reload_error_series_exist_before_the_first_event() {
     let stable = Upstream::named("stable").await;
     let canary = Upstream::named("canary").await;
     let proxy = TestProxy::start(&canary_config(&stable, &canary, "").build()).await;
-    let metrics = get(&client(), &proxy.admin_url("/metrics"), &[]).await.body;
+    let metrics = proxy.metrics().await;
     for series in [
         r#"cutover_rollbacks_total{pool="canary",reason="error_rate"} 0"#,
         r#"cutover_rollbacks_total{pool="stable",reason="manual"} 0"#,
@@ -525,7 +525,7 @@ async fn a_superseded_versions_breach_does_not_trip_the_new_version() {
     let series = r#"cutover_guard_superseded_breaches_total{pool="canary"}"#;
     let end = tokio::time::Instant::now() + WAIT;
     loop {
-        let metrics = get(&client, &proxy.admin_url("/metrics"), &[]).await.body;
+        let metrics = proxy.metrics().await;
         if metric(&metrics, series).unwrap_or(0.0) >= 1.0 {
             break;
         }

@@ -695,7 +695,7 @@ async fn assert_pool_not_charged(proxy: &TestProxy, client: &str) {
 
 /// Every `cutover_upstream_failures_total` series is still 0.
 async fn assert_no_upstream_failures(proxy: &TestProxy) {
-    let metrics = get(&client(), &proxy.admin_url("/metrics"), &[]).await.body;
+    let metrics = proxy.metrics().await;
     let series: Vec<&str> = metrics.lines().filter(|l| l.starts_with("cutover_upstream_failures_total{")).collect();
     assert!(series.iter().any(|l| l.contains("pool=\"app\"")), "no failure series for pool app:\n{metrics}");
     for line in series {

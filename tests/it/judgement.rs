@@ -77,10 +77,6 @@ async fn drive_until(
     }
 }
 
-async fn metrics(proxy: &TestProxy) -> String {
-    get(&client(), &proxy.admin_url("/metrics"), &[]).await.body
-}
-
 #[tokio::test]
 async fn a_failure_both_pools_share_never_trips_the_canary() {
     // Both fail 30%: far over the absolute limit, and just as the baseline.
@@ -103,7 +99,7 @@ async fn a_failure_both_pools_share_never_trips_the_canary() {
     assert!(guard["error_rate"].as_f64().unwrap() > 0.1, "over the absolute limit: {guard:#}");
     assert_eq!(status["routes"][0]["effective"]["canary"], 50);
 
-    let text = metrics(&proxy).await;
+    let text = proxy.metrics().await;
     assert_eq!(metric(&text, r#"cutover_guard_verdict{pool="canary",verdict="failing"}"#), Some(0.0), "{text}");
     let ones: f64 = ["healthy", "inconclusive", "failing"]
         .iter()
@@ -141,7 +137,7 @@ async fn a_low_traffic_canary_failing_half_its_requests_trips() {
     let history = get_json(&proxy.admin_url("/history")).await;
     assert_eq!(history[0]["cause"], format!("guard: {reason}"), "{history:#}");
 
-    let text = metrics(&proxy).await;
+    let text = proxy.metrics().await;
     assert_eq!(metric(&text, r#"cutover_rollbacks_total{pool="canary",reason="error_increase"}"#), Some(1.0), "{text}");
     assert_eq!(metric(&text, r#"cutover_guard_breaches_total{pool="canary",reason="error_increase"}"#), Some(1.0));
     assert_eq!(metric(&text, r#"cutover_guard_verdict{pool="canary",verdict="failing"}"#), Some(1.0));
@@ -161,7 +157,7 @@ async fn a_reset_and_new_backends_clear_the_evidence() {
     let evidence = &pool(&status, "canary")["guard"]["evidence"];
     assert!(evidence["pool"]["requests"].as_u64().unwrap() >= 20, "{evidence:#}");
     assert!(evidence["bound"].as_f64().unwrap() < 0.05, "{evidence:#}");
-    let text = metrics(&proxy).await;
+    let text = proxy.metrics().await;
     assert_eq!(metric(&text, r#"cutover_guard_verdict{pool="canary",verdict="healthy"}"#), Some(1.0), "{text}");
 
     // A reset: no traffic since, so the evidence is empty again.
@@ -191,7 +187,7 @@ async fn the_absolute_limit_trips_with_a_baseline_when_the_pool_is_worse() {
     assert_eq!(canary_status["tripped"]["reason"], "error_rate", "{status:#}");
     let reason = canary_status["guard"]["verdict"]["reason"].as_str().unwrap();
     assert!(reason.contains("error rate") && reason.contains("vs stable"), "{reason}");
-    let text = metrics(&proxy).await;
+    let text = proxy.metrics().await;
     assert_eq!(metric(&text, r#"cutover_rollbacks_total{pool="canary",reason="error_rate"}"#), Some(1.0), "{text}");
 }
 
@@ -214,7 +210,7 @@ async fn without_a_baseline_the_absolute_limit_trips_and_the_verdict_shows_it() 
     let evidence = &pool(&failing, "canary")["guard"]["evidence"];
     assert_eq!(evidence["rule"], "error_rate", "{evidence:#}");
     assert!(evidence["pool"]["failures"].as_u64().unwrap() > 0, "{evidence:#}");
-    let text = metrics(&proxy).await;
+    let text = proxy.metrics().await;
     assert_eq!(metric(&text, r#"cutover_guard_verdict{pool="canary",verdict="failing"}"#), Some(1.0), "{text}");
 }
 
@@ -237,6 +233,6 @@ async fn a_canary_slower_than_its_baseline_trips_on_the_latency_ratio() {
     assert!(reason.starts_with("canary slow: ") && reason.contains("stable p99"), "{reason}");
     assert_eq!(canary_status["guard"]["evidence"]["rule"], "latency_ratio");
     assert!(canary_status["guard"]["evidence"]["pool"]["slow"].as_u64().unwrap() > 0, "{canary_status:#}");
-    let text = metrics(&proxy).await;
+    let text = proxy.metrics().await;
     assert_eq!(metric(&text, r#"cutover_rollbacks_total{pool="canary",reason="latency_ratio"}"#), Some(1.0), "{text}");
 }

@@ -66,7 +66,7 @@ async fn send(url: &str, method: &str, body: &'static [u8], headers: &[(&str, &s
 }
 
 async fn mirror_count(proxy: &TestProxy, result: &str) -> f64 {
-    let metrics = get(&client(), &proxy.admin_url("/metrics"), &[]).await.body;
+    let metrics = proxy.metrics().await;
     let series = format!("cutover_mirror_requests_total{{result=\"{result}\",route=\"shop\"}} ");
     metric(&metrics, &series).unwrap_or_else(|| panic!("no {series}in:\n{metrics}"))
 }

@@ -347,7 +347,7 @@ async fn an_idle_proxy_does_not_reload_in_a_loop() {
     let blue = Upstream::named("blue").await;
     let proxy = TestProxy::start(&app(&[("blue", &blue)], "blue = 1")).await;
     let reloads = || async {
-        let metrics = get(&client(), &proxy.admin_url("/metrics"), &[]).await.body;
+        let metrics = proxy.metrics().await;
         metric(&metrics, r#"cutover_config_reloads_total{result="ok"}"#).expect("reload series") as u64
     };
     let wait_reloads = |at_least: u64, what: &'static str| async move {

@@ -157,7 +157,7 @@ async fn a_healthy_canary_is_promoted_through_every_step_without_a_failed_reques
     ] {
         assert!(causes.iter().any(|c| c.contains(expected)), "no {expected:?} in history: {causes:#?}");
     }
-    let metrics = get(&client(), &proxy.admin_url("/metrics"), &[]).await.body;
+    let metrics = proxy.metrics().await;
     assert_eq!(metric(&metrics, "cutover_rollout_state{route=\"shop\",state=\"promoted\"}"), Some(1.0));
     assert_eq!(metric(&metrics, "cutover_rollout_state{route=\"shop\",state=\"progressing\"}"), Some(0.0));
     assert_eq!(metric(&metrics, "cutover_rollout_weight{route=\"shop\"}"), Some(100.0));
@@ -195,7 +195,7 @@ async fn a_canary_failing_at_step_two_is_aborted_there_and_the_route_goes_back_t
     assert!(canary_pool["tripped"].is_object(), "{canary_pool}");
     let causes = causes(&proxy).await;
     assert!(causes.iter().any(|c| c.contains("rollout aborted: error rate")), "{causes:#?}");
-    let metrics = get(&client(), &proxy.admin_url("/metrics"), &[]).await.body;
+    let metrics = proxy.metrics().await;
     assert_eq!(metric(&metrics, "cutover_rollout_aborts_total{reason=\"failing\",route=\"shop\"}"), Some(1.0));
     proxy.stop().await;
 }
@@ -219,7 +219,7 @@ async fn a_canary_failing_during_the_bake_switches_the_route_back() {
     let stable_before = load.count(200, "stable");
     load.more(30).await;
     assert!(load.count(200, "stable") >= stable_before + 30, "not back on stable: {:?}", load.answers);
-    let metrics = get(&client(), &proxy.admin_url("/metrics"), &[]).await.body;
+    let metrics = proxy.metrics().await;
     assert_eq!(metric(&metrics, "cutover_rollout_aborts_total{reason=\"bake\",route=\"shop\"}"), Some(1.0));
     proxy.stop().await;
 }

@@ -198,7 +198,7 @@ async fn app_pool(proxy: &TestProxy) -> serde_json::Value {
 
 /// `cutover_requests_total` of class 5xx for the backend at `addr`.
 async fn backend_5xx(proxy: &TestProxy, addr: &str) -> f64 {
-    let metrics = get(&client(), &proxy.admin_url("/metrics"), &[]).await.body;
+    let metrics = proxy.metrics().await;
     metrics
         .lines()
         .filter(|l| l.starts_with("cutover_requests_total{") && l.contains(addr) && l.contains("code=\"5xx\""))
@@ -245,7 +245,7 @@ async fn a_warming_backends_failures_do_not_count_against_an_unchanged_version()
     assert!(guard["requests"].as_u64().unwrap() >= 20, "the guard judged the warm backends: {guard:#}");
     assert_eq!(guard["failures"], 0, "a warm-up failure reached the guard: {guard:#}");
     assert_eq!(guard["verdict"]["kind"], "healthy", "{guard:#}");
-    let metrics = get(&client(), &proxy.admin_url("/metrics"), &[]).await.body;
+    let metrics = proxy.metrics().await;
     let counted = metric(&metrics, r#"cutover_guard_warming_excluded_total{pool="app"}"#).expect("the metric");
     assert!(counted >= COLD_FAILURES as f64, "{counted}");
     // A moment later still no trip: the breach would be on its way by now.
@@ -279,7 +279,7 @@ async fn the_same_failures_from_a_backend_not_warming_up_trip_the_pool() {
     };
     assert_eq!(pool["tripped"]["reason"], "error_rate", "{pool:#}");
     assert_eq!(pool["guard"]["warming_excluded"], 0, "{pool:#}");
-    let metrics = get(&client(), &proxy.admin_url("/metrics"), &[]).await.body;
+    let metrics = proxy.metrics().await;
     assert_eq!(metric(&metrics, r#"cutover_guard_warming_excluded_total{pool="app"}"#), Some(0.0));
     load.stop().await;
     proxy.stop().await;

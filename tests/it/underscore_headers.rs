@@ -51,7 +51,7 @@ async fn send_spoofed(proxy: &TestProxy, upstream: &Upstream) -> Vec<Seen> {
 }
 
 async fn dropped(proxy: &TestProxy) -> f64 {
-    let text = get(&client(), &proxy.admin_url("/metrics"), &[]).await.body;
+    let text = proxy.metrics().await;
     metric(&text, DROPPED).unwrap_or_else(|| panic!("no {DROPPED}in:\n{text}"))
 }
 

@@ -28,7 +28,7 @@ fn config(backends: &[SocketAddr]) -> String {
 
 /// `cutover_upstream_retries_total` of pool `app` for `reason`.
 async fn retries(proxy: &TestProxy, reason: &str) -> f64 {
-    let text = get(&client(), &proxy.admin_url("/metrics"), &[]).await.body;
+    let text = proxy.metrics().await;
     text.lines()
         .filter(|l| l.starts_with("cutover_upstream_retries_total{"))
         .find(|l| l.contains("pool=\"app\"") && l.contains(&format!("reason=\"{reason}\"")))
@@ -64,7 +64,7 @@ async fn a_get_closed_unanswered_goes_once_more_to_another_backend() {
     assert_eq!(retries(&proxy, "closed_unanswered").await, 2.0);
     // The dying backend's failures count against it, not the pool: the
     // client saw no 5xx.
-    let text = get(&client, &proxy.admin_url("/metrics"), &[]).await.body;
+    let text = proxy.metrics().await;
     let value = |pred: &dyn Fn(&str) -> bool| -> f64 {
         text.lines().filter(|l| pred(l)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
     };

@@ -244,6 +244,11 @@ impl TestProxy {
         format!("http://{}{}", self.admin, path)
     }
 
+    /// The Prometheus text of `/metrics`, fetched now.
+    pub async fn metrics(&self) -> String {
+        get(&client(), &self.admin_url("/metrics"), &[]).await.body
+    }
+
     /// Ask `run` to shut down without waiting for it.
     pub fn begin_stop(&mut self) {
         if let Some(stop) = self.stop.take() {
