@@ -23,6 +23,7 @@
 #![allow(missing_docs)]
 
 use std::convert::Infallible;
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -105,9 +106,37 @@ impl Backend {
     }
 }
 
-/// A port free a moment ago.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+/// The addresses a starting `cutover run` says it serves traffic and the
+/// admin API on (both listen on port 0, so no other process can take a
+/// port between choosing it and binding it), read from its log; the log is
+/// read to its end on a thread of its own, so the child never blocks on a
+/// full pipe.
+fn bound_addresses(child: &mut Child) -> (SocketAddr, SocketAddr) {
+    let pipe = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            let kind = if line.contains("serving traffic") {
+                0
+            } else if line.contains("serving admin API") {
+                1
+            } else {
+                continue;
+            };
+            let addr = line.split_whitespace().find_map(|word| word.strip_prefix("addr=")?.parse::<SocketAddr>().ok());
+            if let Some(addr) = addr {
+                let _ = tx.send((kind, addr));
+            }
+        }
+    });
+    let mut found: [Option<SocketAddr>; 2] = [None, None];
+    while found.iter().any(Option::is_none) {
+        let (kind, addr) =
+            rx.recv_timeout(Duration::from_secs(30)).expect("cutover logs the addresses it serves on within 30 s");
+        found[kind] = Some(addr);
+    }
+    (found[0].expect("traffic address"), found[1].expect("admin address"))
 }
 
 /// `cutover run` on the issue's guard, killed when dropped.
@@ -128,14 +157,12 @@ impl Drop for Proxy {
 impl Proxy {
     async fn start(stable: SocketAddr, canary: SocketAddr) -> Proxy {
         let dir = tempfile::tempdir().expect("temp dir");
-        let traffic: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let config = format!(
             r#"[server]
-listen = ["{traffic}"]
+listen = ["127.0.0.1:0"]
 
 [admin]
-listen = "{admin}"
+listen = "127.0.0.1:0"
 
 [pools.stable]
 backends = ["{stable}"]
@@ -160,15 +187,17 @@ split = {{ stable = 90, canary = 10 }}
         );
         let path = dir.path().join("cutover.toml");
         std::fs::write(&path, config).expect("write the config");
-        let child = Command::new(env!("CARGO_BIN_EXE_cutover"))
-            .env("RUST_LOG", "warn")
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cutover"))
+            .env("RUST_LOG", "warn,cutover::runtime=info")
+            .env("NO_COLOR", "1")
             .arg("run")
             .arg("--config")
             .arg(&path)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start cutover");
+        let (traffic, admin) = bound_addresses(&mut child);
         let proxy = Proxy { child, traffic, admin, _dir: dir };
         let end = Instant::now() + Duration::from_secs(30);
         while status(&proxy).await.is_none() {
