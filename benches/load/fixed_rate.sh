@@ -22,10 +22,13 @@ cpu_ns() {
 
 # One slice: RATE requests/s over 50 connections for `seconds` against
 # `url`; prints "succeeded p50_ms p99_ms errors". p50 and p99 are over every
-# request's latency in h2load's log.
+# request's latency in h2load's log. LOAD_PROTO=h2c sends them over HTTP/2
+# with prior knowledge (one stream at a time per connection) instead of
+# HTTP/1.1.
 fixed_rate() { # url seconds outfile
-    local url=$1 secs=$2 outf=$3
-    timeout $((secs + 30)) taskset -c "$LOAD_CPU" h2load --h1 -t1 -c50 --rps=$(((RATE + 49) / 50)) -D "$secs" \
+    local url=$1 secs=$2 outf=$3 proto=(--h1)
+    [[ ${LOAD_PROTO:-h1} == h2c ]] && proto=()
+    timeout $((secs + 30)) taskset -c "$LOAD_CPU" h2load "${proto[@]}" -t1 -c50 --rps=$(((RATE + 49) / 50)) -D "$secs" \
         --log-file="$outf.log" "$url" >"$outf" 2>&1 || true
     local ok errs p50 p99
     ok=$(awk '/^requests:/ { for (i = 1; i <= NF; i++) if ($(i + 1) ~ /^succeeded/) print $i }' "$outf")

@@ -54,6 +54,9 @@
 #   PROXIES="nginx haproxy floor cutover"  proxies, measured in this order; add `inline`
 #                          (examples/inline_floor.rs) to see what an inline client would save
 #   PROXY_CPU=0 LOAD_CPU=1 cores for the proxy and for backend + h2load (no pinning on 1 core)
+#   LOAD_PROTO=h1          h2c: the requests over HTTP/2 with prior knowledge, one stream at a
+#                          time per connection (PROXIES=cutover only: cutover takes h2c on its
+#                          HTTP/1.1 port, the others on ports of their own)
 #   BASE_PORT=18100        ports BASE_PORT..BASE_PORT+29 on 127.0.0.1 are used (same layout as
 #                          run.sh, other default, so both can run at the same time)
 #   START_TIMEOUT=120      seconds a proxy under valgrind may take to answer
@@ -165,9 +168,10 @@ h2load_2xx() { awk '/^status codes:/ { gsub(/,/, ""); print $3 }' "$1"; }
 # (bash defers traps until a foreground command ends) and cleanup stops h2load.
 load() { # url n outfile
     local lp ok two
-    local paced=()
+    local paced=() proto=(--h1)
     [[ -n "$RATE" ]] && paced=(--rps "$RATE")
-    timeout 600 "${PIN_LOAD[@]}" h2load -t1 --h1 -c"$CONNS" "${paced[@]}" -n "$2" "$1" >"$3" 2>&1 &
+    [[ ${LOAD_PROTO:-h1} == h2c ]] && proto=()
+    timeout 600 "${PIN_LOAD[@]}" h2load -t1 "${proto[@]}" -c"$CONNS" "${paced[@]}" -n "$2" "$1" >"$3" 2>&1 &
     lp=$!
     PIDS+=("$lp")
     wait "$lp" || true

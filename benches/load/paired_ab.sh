@@ -51,6 +51,8 @@
 #   RESTART_EVERY=2: both processes are started afresh every that many
 #   rounds, on swapped ports and in swapped start order (0: never)
 #   BASE_PORT=18400 OUT=/tmp/cutover-ab-<time>
+#   LOAD_PROTO=h1: h2c sends the load over HTTP/2 (prior knowledge, one
+#   stream at a time per connection) instead of HTTP/1.1
 # Output in OUT: meta.txt, slices.tsv (one line per slice), sanity.txt,
 # summary.txt (what is printed on stdout). Progress goes to stderr.
 #
@@ -179,7 +181,7 @@ describe_bin() { # path: its size and modification time, so two builds can be to
     for s in a b; do
         echo "${NAME[$s]} ($s): ${BIN[$s]} ($(describe_bin "${BIN[$s]}")), config ${CONF[$s]}$([[ -z ${APPEND[$s]} ]] || echo ' + appended text')"
     done
-    echo "settings: ROUNDS=$ROUNDS SLICE_SECONDS=$SLICE_SECONDS RATE=$RATE RESTART_EVERY=$RESTART_EVERY PROXY_CPU=$PROXY_CPU LOAD_CPU=$LOAD_CPU, $(h2load --version | head -1) --h1 -c50 --rps"
+    echo "settings: ROUNDS=$ROUNDS SLICE_SECONDS=$SLICE_SECONDS RATE=$RATE RESTART_EVERY=$RESTART_EVERY PROXY_CPU=$PROXY_CPU LOAD_CPU=$LOAD_CPU, $(h2load --version | head -1) $([[ ${LOAD_PROTO:-h1} == h2c ]] && echo h2c || echo --h1) -c50 --rps"
 } | tee "$OUT/meta.txt" >&2
 for s in a b; do cp "$TMP/$s/cutover-0.toml" "$OUT/config-${NAME[$s]}.toml"; done
 

@@ -24,22 +24,26 @@
 //! read, write or HPACK scratch buffer either (h2 is patched for it):
 //! streams after an idle period, with and without a body, must be served
 //! as before, their headers decoded against the tables earlier streams
-//! filled.
+//! filled. Nor does it keep, through its HPACK encoder's table, the buffer
+//! an upstream response's head was read into.
 //!
 //! Timing: the pauses only make the idle period and the cut writes happen;
 //! no assertion depends on how long anything took.
 
 use crate::support;
 
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Version};
+use http::{HeaderValue, Request, Version};
 use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use support::*;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 
 /// How long a connection idles before it is woken: far longer than the
@@ -314,6 +318,54 @@ async fn an_idled_h2_connection_serves_streams_as_before() {
             assert_eq!(request.body, format!("body of round {round}").as_bytes(), "{request:#?}");
         }
     }
+}
+
+/// An HTTP/2 connection's HPACK encoder keeps the response header values
+/// it indexes for as long as the client may refer to them, on an idle
+/// connection for good. The proxy's response header values are slices of
+/// the buffer the upstream's response head was read into (8 KiB or more):
+/// the table keeps copies of its own, so that an idle connection does not
+/// keep that buffer too. Here hyper's own server answers with a value
+/// sliced from a buffer the test holds; once the answer is out, the open,
+/// idle connection holds no part of it.
+#[tokio::test]
+async fn an_idle_h2_connection_keeps_no_buffer_a_response_header_was_sliced_from() {
+    let read_buffer = Bytes::from(vec![b'v'; 8192]);
+    let handed = Arc::new(Mutex::new(Some(read_buffer.clone())));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.expect("accept");
+        // The service takes the buffer on the first request and keeps
+        // nothing of it after answering.
+        let service = service_fn(move |_req| {
+            let buffer = handed.lock().expect("lock").take();
+            async move {
+                let mut response = http::Response::new(Full::new(Bytes::from("ok")));
+                if let Some(buffer) = buffer {
+                    let value = HeaderValue::from_maybe_shared(buffer.slice(..40)).expect("header value");
+                    response.headers_mut().insert("x-from-upstream", value);
+                }
+                Ok::<_, Infallible>(response)
+            }
+        });
+        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .serve_connection(TokioIo::new(tcp), service)
+            .await;
+    });
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.expect("h2c handshake");
+    tokio::spawn(conn);
+    let request = Request::get("http://app.test/").body(Full::new(Bytes::new())).expect("request");
+    let response = timeout(DEADLINE, sender.send_request(request)).await.expect("answer in time").expect("answer");
+    assert_eq!(response.headers()["x-from-upstream"].as_bytes(), &read_buffer[..40]);
+    let body = timeout(DEADLINE, response.into_body().collect()).await.expect("body in time").expect("body");
+    assert_eq!(body.to_bytes(), "ok");
+    // The connection stays open, and idle, while this is checked.
+    eventually(DEADLINE, "the open h2 connection let go of the buffer", || read_buffer.is_unique()).await;
+    assert!(!server.is_finished(), "the connection is still open");
+    drop(sender);
 }
 
 /// Status and completeness of each response in `bytes`.

@@ -102,6 +102,32 @@ impl Header {
         }
     }
 
+    /// cutover: the same header with its bytes in storage of their own.
+    /// A value may be a slice of a much larger buffer (the read buffer a
+    /// frame or an upstream response head was read into): kept in an HPACK
+    /// table it would pin all of that buffer for as long as the entry
+    /// stays, on an idle connection for its whole life. Names are copied
+    /// by `HeaderName` already, methods and status codes hold no buffer.
+    pub fn into_own_storage(self) -> Header {
+        match self {
+            Header::Field { name, value } => {
+                let value = match HeaderValue::from_bytes(value.as_bytes()) {
+                    Ok(mut copy) => {
+                        copy.set_sensitive(value.is_sensitive());
+                        copy
+                    }
+                    Err(_) => value,
+                };
+                Header::Field { name, value }
+            }
+            Header::Authority(v) => Header::Authority(BytesStr::from(v.as_str())),
+            Header::Scheme(v) => Header::Scheme(BytesStr::from(v.as_str())),
+            Header::Path(v) => Header::Path(BytesStr::from(v.as_str())),
+            Header::Protocol(v) => Header::Protocol(Protocol::from(v.as_str())),
+            header @ (Header::Method(_) | Header::Status(_)) => header,
+        }
+    }
+
     pub fn len(&self) -> usize {
         match *self {
             Header::Field {

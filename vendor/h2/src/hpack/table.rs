@@ -337,6 +337,11 @@ impl Table {
     fn insert(&mut self, header: Header, hash: HashValue) {
         self.inserted = self.inserted.wrapping_add(1);
 
+        // cutover: an entry stays for as long as the peer may refer to it,
+        // on an idle connection for good; a response's header values are
+        // often slices of the buffer an upstream response head was read
+        // into, which the entry would keep whole (`into_own_storage`).
+        let header = header.into_own_storage();
         self.slots.push_front(Slot {
             hash,
             header,
