@@ -27,7 +27,7 @@ pub fn acceptable(value: &[u8], max_len: usize) -> bool {
 /// new one drawn from `rng`.
 pub fn keep_or_make(given: Option<&HeaderValue>, max_len: usize, rng: &mut impl Rng) -> HeaderValue {
     match given {
-        Some(value) if acceptable(value.as_bytes(), max_len) => value.clone(),
+        Some(value) if acceptable(value.as_bytes(), max_len) => super::slab::unique(value.clone()),
         _ => make(rng),
     }
 }
@@ -108,6 +108,21 @@ mod tests {
         let replaced = settle(&mut headers, &name, DEFAULT_MAX_LEN, &mut rng);
         assert_eq!(replaced.len(), 32);
         assert_eq!(headers.get_all(&name).iter().collect::<Vec<_>>(), [&replaced]);
+    }
+
+    #[test]
+    fn ids_kept_or_made_are_never_indexed() {
+        let name = HeaderName::from_static("x-request-id");
+        let mut rng = SmallRng::seed_from_u64(1);
+        for given in [None, Some("client-1"), Some("bad id")] {
+            let mut headers = HeaderMap::new();
+            if let Some(given) = given {
+                headers.append(&name, HeaderValue::from_static(given));
+            }
+            let id = settle(&mut headers, &name, DEFAULT_MAX_LEN, &mut rng);
+            assert!(id.is_sensitive(), "{given:?}");
+            assert!(headers.get(&name).is_some_and(HeaderValue::is_sensitive), "{given:?}");
+        }
     }
 
     #[test]

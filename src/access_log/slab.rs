@@ -37,8 +37,23 @@ pub(super) fn hex_into(bytes: &[u8], out: &mut [u8]) {
 }
 
 /// A header value holding `text`, which must be a valid header value
-/// (visible ASCII); `None` if it is not.
+/// (visible ASCII); `None` if it is not. The value is marked never to be
+/// indexed (see [`unique`]).
 pub(super) fn value(text: &[u8]) -> Option<HeaderValue> {
+    cut(text).map(unique)
+}
+
+/// `value` marked as one no HTTP/2 peer should keep in its header table
+/// (HPACK's never-indexed literal): a request ID or a trace context is
+/// different on every request, so an entry for it is never used again, and
+/// each one would push a useful entry (a server name, a content type) out of
+/// the table and cost the encoder a copy. HTTP/1.1 ignores the mark.
+pub(super) fn unique(mut value: HeaderValue) -> HeaderValue {
+    value.set_sensitive(true);
+    value
+}
+
+fn cut(text: &[u8]) -> Option<HeaderValue> {
     if text.len() > BLOCK / 4 {
         return HeaderValue::from_bytes(text).ok();
     }
@@ -82,6 +97,12 @@ mod tests {
         let mut out = [0u8; 6];
         hex_into(&[0x00, 0xab, 0x7f], &mut out);
         assert_eq!(&out, b"00ab7f");
+    }
+
+    #[test]
+    fn values_are_never_indexed() {
+        assert!(value(b"00-abc").expect("valid").is_sensitive());
+        assert!(value(&[b'a'; BLOCK]).expect("valid").is_sensitive());
     }
 
     #[test]

@@ -79,7 +79,7 @@ async fn idled_with(server: &str) -> (RawUpstream, TestProxy, TcpStream) {
 
 /// `cutover_client_connections_parked`.
 async fn parked(proxy: &TestProxy) -> f64 {
-    let metrics = get(&client(), &proxy.admin_url("/metrics"), &[]).await.body;
+    let metrics = proxy.metrics().await;
     metric(&metrics, "cutover_client_connections_parked ").unwrap_or(-1.0)
 }
 
