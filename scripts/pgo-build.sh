@@ -184,11 +184,12 @@ compgen -G "$PROFILES/*.profraw" >/dev/null || die "the training run wrote no pr
 use_flags="${RUSTFLAGS:-} -Cprofile-use=$PROFDATA $relocs_flag"
 # With the layout, the blocks of each function that no training run took go
 # to a part of their own ("NAME.cold"; LLVM's machine function splitter,
-# with only never-run blocks counted cold: -mfs-psi-cutoff=0). Start-up
-# functions are big and run a fraction of their blocks once, so split they
-# take about two thirds of the room at the front of .text, and the request
-# path's functions are smaller too. Without the layout the cold parts would
-# land wherever the linker puts them, so there is no split.
+# with only never-run blocks counted cold: -mfs-psi-cutoff=0; the default
+# counts blocks run once as cold too, and start-up runs most of its blocks
+# once). Start-up's functions are big and run few of their blocks, so split,
+# what start-up runs takes far less room at the front of .text; the request
+# path runs the same instructions. Without the layout the cold parts would
+# land wherever the linker puts them, so there is no split then.
 if [[ $layout == 1 ]]; then
     use_flags="$use_flags -Cllvm-args=-enable-split-machine-functions -Cllvm-args=-mfs-psi-cutoff=0"
 fi
