@@ -36,12 +36,12 @@
 # and that list laid out half a megabyte of code start-up never runs.
 # The layout needs lld (Rust's default linker on x86_64 Linux) and glibc
 # >= 2.36 where the binary runs (packed relocations), and valgrind for the
-# list; without them (a test link and `command -v valgrind` decide), or if
-# the run under callgrind fails, the build goes on without that part and
-# says so.
+# list (and perl to read it); without them (a test link and `command -v`
+# decide), or if the run under callgrind fails, the build goes on without
+# that part and says so.
 # It takes about two plain release builds plus two minutes; nothing but
 # the Rust toolchain (and rustup, for llvm-tools) is needed, and valgrind
-# for the layout.
+# and perl (in every Debian) for the layout.
 #
 # Usage: scripts/pgo-build.sh            # from anywhere in the repository
 # Environment:
@@ -153,10 +153,10 @@ start_up_functions() {
 relocs_flag="" layout=0
 if [[ "${PGO_LAYOUT:-1}" != 0 ]] && layout_links; then
     relocs_flag="-Clink-arg=-Wl,-z,pack-relative-relocs"
-    if command -v valgrind >/dev/null; then
+    if command -v valgrind >/dev/null && command -v perl >/dev/null; then
         layout=1
     else
-        log "no valgrind: building without the code layout (idle RSS about 1.5 MiB higher)"
+        log "no valgrind or no perl: building without the code layout (idle RSS about 1.5 MiB higher)"
     fi
 fi
 
