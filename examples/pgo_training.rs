@@ -20,11 +20,11 @@
 //! With `--start-up` it instead does what a proxy does before it sits idle:
 //! start (config watch on, as in production), serve a few keep-alive GETs
 //! through the guarded split, GETs and h2c requests from clients that then
-//! close their connection, answer a metrics scrape, stop. The build runs
-//! the optimised binary that way under callgrind, and lays out the
-//! functions it ran next to each other, so an idle proxy keeps few code
-//! pages resident. COMMAND is the binary, after any wrapper that
-//! runs it (`valgrind --tool=callgrind ...`).
+//! close their connection, answer a metrics scrape, idle two seconds, stop.
+//! The build runs the optimised binary that way under callgrind, and lays
+//! out the functions it ran next to each other, so an idle proxy keeps few
+//! code pages resident. COMMAND is the binary, after any wrapper that runs
+//! it (`valgrind --tool=callgrind ...`).
 //!
 //! Usage: `pgo_training PATH_TO_INSTRUMENTED_CUTOVER`
 //!        `pgo_training --start-up COMMAND...`
@@ -54,6 +54,11 @@ const CONNECTIONS: usize = 32;
 const REQUESTS_PER_CONNECTION: usize = 600;
 /// GETs the `--start-up` run sends before it stops the proxy.
 const START_UP_REQUESTS: usize = 20;
+/// How long the `--start-up` run leaves the proxy idle before it stops it:
+/// long enough for the timers an idle proxy runs in its first seconds (the
+/// guard's and the judge's ticks, the console's samples) to fire once, so
+/// that their code is laid out with the rest of start-up.
+const START_UP_IDLE: Duration = Duration::from_secs(2);
 
 /// What a run sends: the full training mix, or the start-up only.
 #[derive(Clone, Copy)]
@@ -212,6 +217,7 @@ async fn start_up(traffic: SocketAddr, admin: SocketAddr) -> Result<usize, BoxEr
     if !status.is_success() {
         return Err(format!("admin GET /metrics answered {status}").into());
     }
+    tokio::time::sleep(START_UP_IDLE).await;
     Ok(START_UP_REQUESTS + 6)
 }
 

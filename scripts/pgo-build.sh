@@ -16,17 +16,18 @@
 #      reload, SIGTERM), once with `workers = 1` and once multi-threaded;
 #   3. merge the raw profiles with llvm-profdata (rustup's llvm-tools
 #      component, added if missing: it must match rustc's LLVM), and build
-#      cutover again with -Cprofile-use (target/pgo/use);
+#      cutover again with -Cprofile-use (target/pgo/use), each function's
+#      never-trained blocks split off into a cold part of their own;
 #   4. lay out the code: run that binary under valgrind's callgrind through
 #      what a proxy does before it sits idle (`pgo_training --start-up`:
-#      start, a few HTTP/1.1 and h2c requests, a metrics scrape, stop), and
-#      list every function it ran;
+#      start, a few HTTP/1.1 and h2c requests, a metrics scrape, two seconds
+#      idle, stop), and list every function and cold part it ran, then the
+#      cold parts of those functions it did not run;
 #   5. link it again with that list as lld's --symbol-ordering-file, and copy
 #      it to target/pgo/cutover.
 # Why step 4: the functions a started, idle proxy has run then sit together
 # at the front of .text instead of spread over its 5 MiB, so far fewer code
-# pages are faulted in (the kernel maps up to 64 KiB around each fault,
-# more for a freshly written binary in large page-cache folios).
+# pages are faulted in (the kernel maps the 64 KiB around each fault).
 # Step 3 also packs the relative relocations (-z pack-relative-relocs), so
 # the dynamic loader reads a few KiB of them instead of hundreds. Together
 # they lower the RSS right after start (docs/performance.md); the code and
@@ -35,12 +36,12 @@
 # and that list laid out half a megabyte of code start-up never runs.
 # The layout needs lld (Rust's default linker on x86_64 Linux) and glibc
 # >= 2.36 where the binary runs (packed relocations), and valgrind for the
-# list; without them (a test link and `command -v valgrind` decide), or if
-# the run under callgrind fails, the build goes on without that part and
-# says so.
+# list (and perl to read it); without them (a test link and `command -v`
+# decide), or if the run under callgrind fails, the build goes on without
+# that part and says so.
 # It takes about two plain release builds plus two minutes; nothing but
 # the Rust toolchain (and rustup, for llvm-tools) is needed, and valgrind
-# for the layout.
+# and perl (in every Debian) for the layout.
 #
 # Usage: scripts/pgo-build.sh            # from anywhere in the repository
 # Environment:
@@ -97,8 +98,8 @@ layout_links() {
 start_up_functions() {
     mkdir -p "$LAYOUT"
     cp "$built" "$LAYOUT/cutover"
-    if ! "$training" --start-up valgrind --tool=callgrind --compress-strings=no --demangle=no \
-        "--log-file=$LAYOUT/valgrind.%p.log" "--callgrind-out-file=$LAYOUT/callgrind.%p" "$LAYOUT/cutover" \
+    if ! "$training" --start-up valgrind --tool=callgrind --compress-strings=no --compress-pos=no --dump-instr=yes \
+        --demangle=no "--log-file=$LAYOUT/valgrind.%p.log" "--callgrind-out-file=$LAYOUT/callgrind.%p" "$LAYOUT/cutover" \
         2>"$LAYOUT/training.log"; then
         local log_file
         for log_file in "$LAYOUT"/training.log "$LAYOUT"/valgrind.*.log; do
@@ -106,20 +107,56 @@ start_up_functions() {
         done
         return 1
     fi
-    # Every function with a cost of its own has an "fn=NAME" line, after the
-    # "ob=PATH" of the object it is in; the binary's are the ones to order.
-    awk -v binary="$LAYOUT/cutover" '/^ob=/ { ob = substr($0, 4) } /^fn=/ && ob == binary { print substr($0, 4) }' \
-        "$LAYOUT"/callgrind.* | awk '!seen[$0]++' >"$LAYOUT/order.txt"
+    # Every instruction of the binary that ran has an address line ("0x...")
+    # after the "ob=PATH" of its object. Each address is taken to the symbol
+    # that holds it (nm), so that the cold part of a split function
+    # ("NAME.cold"), which callgrind counts under its parent's name, is
+    # listed under its own. After the symbols that ran come the cold parts of
+    # the functions that ran which did not run themselves: blocks no training
+    # took, which a proxy with another config or other peers may take at
+    # start, better next to start-up than spread over the binary. Perl, not
+    # awk: mawk reads no hexadecimal (and perl is in every Debian).
+    perl -e '
+        my ($binary, @files) = @ARGV;
+        open(my $nm, "-|", "nm", "-S", "--defined-only", $binary) or die "nm: $!";
+        my @syms;
+        while (<$nm>) {
+            my @f = split;
+            if (@f == 4 && $f[2] =~ /^[tTwW]$/) { push @syms, [hex $f[0], hex $f[1], $f[3]] }
+            elsif (@f == 3 && $f[1] =~ /^[tT]$/) { push @syms, [hex $f[0], 0, $f[2]] }
+        }
+        close($nm) or die "nm failed";
+        @syms = sort { $a->[0] <=> $b->[0] } @syms;
+        # A symbol without a size (the C runtime'"'"'s) reaches to the next.
+        for my $i (0 .. $#syms) { $syms[$i][1] ||= $i < $#syms ? $syms[$i + 1][0] - $syms[$i][0] : 1 }
+        my (%ran, @order);
+        for my $file (@files) {
+            open(my $in, "<", $file) or die "$file: $!";
+            my $ob = "";
+            while (<$in>) {
+                if (/^ob=(.*)/) { $ob = $1; next }
+                next unless $ob eq $binary && /^0x([0-9a-f]+)/;
+                my $address = hex $1;
+                my ($lo, $hi) = (0, $#syms);
+                while ($lo < $hi) { my $mid = ($lo + $hi + 1) >> 1; if ($syms[$mid][0] <= $address) { $lo = $mid } else { $hi = $mid - 1 } }
+                my $sym = $syms[$lo];
+                next unless $sym && $sym->[0] <= $address && $address < $sym->[0] + $sym->[1];
+                push @order, $sym->[2] unless $ran{$sym->[2]}++;
+            }
+        }
+        my @cold = grep { /^(.*)\.cold$/ && !$ran{$_} && $ran{$1} } map { $_->[2] } @syms;
+        print "$_\n" for @order, @cold;
+    ' "$LAYOUT/cutover" "$LAYOUT"/callgrind.* >"$LAYOUT/order.txt"
     [[ -s "$LAYOUT/order.txt" ]] || { log "callgrind saw no function of cutover run"; return 1; }
 }
 
 relocs_flag="" layout=0
 if [[ "${PGO_LAYOUT:-1}" != 0 ]] && layout_links; then
     relocs_flag="-Clink-arg=-Wl,-z,pack-relative-relocs"
-    if command -v valgrind >/dev/null; then
+    if command -v valgrind >/dev/null && command -v perl >/dev/null; then
         layout=1
     else
-        log "no valgrind: building without the code layout (idle RSS about 1.5 MiB higher)"
+        log "no valgrind or no perl: building without the code layout (idle RSS about 1.5 MiB higher)"
     fi
 fi
 
@@ -145,6 +182,17 @@ compgen -G "$PROFILES/*.profraw" >/dev/null || die "the training run wrote no pr
 # Steps 3 and 5 build with the same flags: that is what keeps the code and
 # the symbol names of step 3's binary, which the order names.
 use_flags="${RUSTFLAGS:-} -Cprofile-use=$PROFDATA $relocs_flag"
+# With the layout, the blocks of each function that no training run took go
+# to a part of their own ("NAME.cold"; LLVM's machine function splitter,
+# with only never-run blocks counted cold: -mfs-psi-cutoff=0; the default
+# counts blocks run once as cold too, and start-up runs most of its blocks
+# once). Start-up's functions are big and run few of their blocks, so split,
+# what start-up runs takes far less room at the front of .text; the request
+# path runs the same instructions. Without the layout the cold parts would
+# land wherever the linker puts them, so there is no split then.
+if [[ $layout == 1 ]]; then
+    use_flags="$use_flags -Cllvm-args=-enable-split-machine-functions -Cllvm-args=-mfs-psi-cutoff=0"
+fi
 RUSTFLAGS="$use_flags" CUTOVER_SYMBOL_ORDER="" cargo build --release --locked --bin cutover --target-dir "$PGO_DIR/use"
 built="$PGO_DIR/use/release/cutover"
 

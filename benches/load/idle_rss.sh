@@ -4,9 +4,9 @@
 # much of each is the process's own (anonymous, dirty) and how much clean
 # file pages (the binary's code, libc's).
 #
-# Each start: a fresh private copy of the binary (as run.sh makes; a freshly
-# written file sits in the page cache in large folios, and the kernel maps
-# a whole folio on a fault), the bench config (benches/load/cutover.toml,
+# Each start: a fresh private copy of the binary (as run.sh makes, and as an
+# image's layer is written when it is unpacked; the kernel maps the pages of
+# the page cache in the 64 KiB around each fault), the bench config (benches/load/cutover.toml,
 # one worker) against the bench's backend nginx, the sanity requests run.sh
 # makes (HTTP/1.1 and h2c, 13 bytes and 16 KiB), one second idle, then
 # VmRSS, /proc/PID/smaps_rollup and /proc/PID/smaps read. STARTS starts per
