@@ -12,14 +12,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap};
 use http::request::Parts;
 use http::{Method, Request, Uri, Version};
 use rand::rngs::SmallRng;
 use rand::Rng;
 use tokio::time::Instant;
 
-use super::target::{ConnInfo, Target};
+use super::target::{ConnInfo, Tags, Target};
 use crate::access_log::trace;
 use crate::access_log::{request_id, AccessLog, Kind, Pending, Record};
 use crate::body::RequestBody;
@@ -35,15 +35,6 @@ pub(super) fn of(snapshot: &Snapshot, listener: SocketAddr) -> Option<&Arc<Acces
         return None;
     }
     snapshot.access_log.as_ref()
-}
-
-/// What a request is known by, in its log line and to its backend.
-#[derive(Debug, Clone, Default)]
-pub(super) struct Tags {
-    /// The request ID, when IDs are on.
-    pub(super) request_id: Option<HeaderValue>,
-    /// The trace ID of the `traceparent` the backend gets, if any.
-    pub(super) trace_id: Option<[u8; 16]>,
 }
 
 /// Give the request its ID (the client's, or a new one) and bring its trace

@@ -18,7 +18,7 @@ use tokio::time::{Instant, Sleep};
 use super::choose::{choose_target, Choice};
 use super::head::{check_framing, is_idempotent, origin_form, request_host};
 use super::log;
-use super::target::{begin_exchange, ConnInfo, Target};
+use super::target::{begin_exchange, ConnInfo, Tags, Target};
 use crate::body::RequestBody;
 use crate::error::ProxyError;
 use crate::exchange::Exchange;
@@ -201,7 +201,7 @@ fn prepare(
         version,
         client: conn.client,
         logged: log::of(snapshot, conn.listener).is_some(),
-        tags: log::Tags::default(),
+        tags: Tags::default(),
     };
     Ok((target, request))
 }

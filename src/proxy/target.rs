@@ -91,7 +91,16 @@ pub(super) struct Target {
     /// Whether the listener's requests are logged.
     pub(super) logged: bool,
     /// The request's ID (for the response and the log) and trace ID.
-    pub(super) tags: super::log::Tags,
+    pub(super) tags: Tags,
+}
+
+/// What a request is known by, in its log line and to its backend.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Tags {
+    /// The request ID, when IDs are on.
+    pub(super) request_id: Option<HeaderValue>,
+    /// The trace ID of the `traceparent` the backend gets, if any.
+    pub(super) trace_id: Option<[u8; 16]>,
 }
 
 /// Start counting a request on `backend` of `pool`, begun at `started`.
