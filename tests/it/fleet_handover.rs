@@ -75,6 +75,22 @@ async fn stored(etcd: &Etcd, prefix: &str, key: &str) -> (Value, i64) {
     (serde_json::from_slice(&kv.value).expect("JSON"), kv.mod_revision)
 }
 
+/// `key`'s state in etcd once `done` says yes of it: a replica commits a
+/// change first and writes it to etcd after, so a test that saw the change
+/// on the replica waits for the write.
+async fn stored_when(etcd: &Etcd, prefix: &str, key: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let read = etcd.client().get(format!("{prefix}/state/{key}")).await.expect("read etcd");
+        let unit = read.kvs.first().map(|kv| serde_json::from_slice(&kv.value).expect("JSON"));
+        match unit {
+            Some(unit) if done(&unit) => return unit,
+            unit => assert!(Instant::now() < deadline, "{key} in etcd never became what was waited for: {unit:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A and B; A leads and reaches etcd through a relay the test holds.
 struct Race {
     etcd: Etcd,
@@ -238,7 +254,7 @@ async fn a_rollout_steps_hold_goes_on_where_it_stood_when_the_leader_dies() {
     let answer = post(&a.admin_url("/routes/shop/rollout/start")).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
     let started = Instant::now();
-    let (unit, _) = stored(&etcd, prefix, "routes/shop").await;
+    let unit = stored_when(&etcd, prefix, "routes/shop", |unit| !unit["rollout"].is_null()).await;
     let began = unit["rollout"]["began_ms"].as_u64().unwrap_or_else(|| panic!("the step's start is shared: {unit}"));
     assert_eq!((unit["rollout"]["state"].as_str(), unit["rollout"]["step"].as_u64()), (Some("progressing"), Some(0)));
 
@@ -270,7 +286,7 @@ async fn a_rollout_steps_hold_goes_on_where_it_stood_when_the_leader_dies() {
         let _ = get(&client, &b.url("/"), &[]).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let (unit, _) = stored(&etcd, prefix, "routes/shop").await;
+    let unit = stored_when(&etcd, prefix, "routes/shop", |unit| unit["rollout"]["step"].as_u64() == Some(1)).await;
     let next = unit["rollout"]["began_ms"].as_u64().expect("the next step's start");
     assert_eq!(unit["by"], "b", "{unit}");
     assert!(next >= began + HOLD, "the hold was served in full: began {began}, next step {next}");
