@@ -70,9 +70,13 @@ async fn to_green(proxy: &TestProxy, n: usize) {
 
 /// The fleet's shared state of `key` (e.g. `pools/green`) as etcd holds it.
 async fn stored(etcd: &Etcd, prefix: &str, key: &str) -> (Value, i64) {
+    read(etcd, prefix, key).await.unwrap_or_else(|| panic!("no {key} in etcd"))
+}
+
+/// `key`'s state in etcd and its revision, if it is there.
+async fn read(etcd: &Etcd, prefix: &str, key: &str) -> Option<(Value, i64)> {
     let read = etcd.client().get(format!("{prefix}/state/{key}")).await.expect("read etcd");
-    let kv = read.kvs.first().unwrap_or_else(|| panic!("no {key} in etcd"));
-    (serde_json::from_slice(&kv.value).expect("JSON"), kv.mod_revision)
+    read.kvs.first().map(|kv| (serde_json::from_slice(&kv.value).expect("JSON"), kv.mod_revision))
 }
 
 /// `key`'s state in etcd once `done` says yes of it: a replica commits a
@@ -81,9 +85,7 @@ async fn stored(etcd: &Etcd, prefix: &str, key: &str) -> (Value, i64) {
 async fn stored_when(etcd: &Etcd, prefix: &str, key: &str, done: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let read = etcd.client().get(format!("{prefix}/state/{key}")).await.expect("read etcd");
-        let unit = read.kvs.first().map(|kv| serde_json::from_slice(&kv.value).expect("JSON"));
-        match unit {
+        match read(etcd, prefix, key).await.map(|(unit, _)| unit) {
             Some(unit) if done(&unit) => return unit,
             unit => assert!(Instant::now() < deadline, "{key} in etcd never became what was waited for: {unit:?}"),
         }
