@@ -298,8 +298,9 @@ async fn when_the_leader_dies_another_leads_within_the_ttl_and_trips_once() {
     let Some(etcd) = Etcd::start().await else { return };
     let (blue, green) = (Upstream::named("blue").await, Upstream::flaky("green", 5).await);
     let prefix = "/cutover/test-leader";
+    let names = vec!["a", "b", "c"];
     let mut replicas = Vec::new();
-    for name in ["a", "b", "c"] {
+    for name in &names {
         replicas.push(replica(&etcd, prefix, name, &blue, &green, true).await);
     }
     eventually(Duration::from_secs(5), "a leader", || async {
@@ -307,36 +308,47 @@ async fn when_the_leader_dies_another_leads_within_the_ttl_and_trips_once() {
     })
     .await;
     let leader = status(&replicas[0]).await["fleet"]["leader"].as_str().unwrap_or_default().to_string();
-    let at = ["a", "b", "c"].iter().position(|n| *n == leader).expect("a known leader");
+    let at = names.iter().position(|n| *n == leader).expect("a known leader");
     // Killed, not stopped: its lease runs out instead of being revoked.
     drop(replicas.remove(at));
+    let mut names = names;
+    names.remove(at);
     // Within the lease's TTL (2 s), plus etcd's expiry sweep and polling.
     eventually(Duration::from_secs(4), "another leader", || async {
         let fleet = status(&replicas[0]).await["fleet"].clone();
         fleet["leader"].is_string() && fleet["leader"] != leader.as_str()
     })
     .await;
+    let new_leader = status(&replicas[0]).await["fleet"]["leader"].as_str().unwrap_or_default().to_string();
+    let (leader, follower) = match names.iter().position(|n| *n == new_leader) {
+        Some(0) => (&replicas[0], &replicas[1]),
+        Some(_) => (&replicas[1], &replicas[0]),
+        None => panic!("the new leader {new_leader} is one of {names:?}"),
+    };
 
-    // The canary fails on every replica; only the leader trips it, once.
+    // The canary fails behind the follower alone. Its guard judges the
+    // failures but leaves the decision to the leader, which has served
+    // none of them and trips the canary on the fleet's evidence, once.
     let client = client();
-    for _ in 0..40 {
-        for proxy in &replicas {
-            let _ = get(&client, &proxy.url("/shop"), &[]).await;
-        }
-    }
-    for proxy in &replicas {
+    eventually(Duration::from_secs(10), "the follower's guard breached", || async {
+        let _ = get(&client, &follower.url("/shop"), &[]).await;
+        sum(&follower.metrics().await, "cutover_guard_breaches_total{pool=\"green\"") >= 1.0
+    })
+    .await;
+    for proxy in [leader, follower] {
         eventually(Duration::from_secs(5), "green tripped everywhere", || async { pool_tripped(proxy, "green").await })
             .await;
     }
-    let mut rollbacks = 0.0;
-    let mut judged = 0.0;
-    for proxy in &replicas {
-        let text = proxy.metrics().await;
-        rollbacks += sum(&text, "cutover_rollbacks_total{pool=\"green\"");
-        judged += sum(&text, "cutover_guard_breaches_total{pool=\"green\"");
-    }
-    assert_eq!(rollbacks, 1.0, "the trip is made once, by the leader");
-    assert!(judged >= 2.0, "every replica judged its traffic (breaches seen: {judged})");
+    let rollbacks = |text: &str| sum(text, "cutover_rollbacks_total{pool=\"green\"");
+    let served_green = |text: &str| {
+        let green = text.lines().filter(|l| l.starts_with("cutover_requests_total{") && l.contains("pool=\"green\""));
+        sum(&green.collect::<Vec<_>>().join("\n"), "cutover_requests_total")
+    };
+    let (leader_text, follower_text) = (leader.metrics().await, follower.metrics().await);
+    assert_eq!(rollbacks(&leader_text), 1.0, "the leader trips the canary once");
+    assert_eq!(rollbacks(&follower_text), 0.0, "the follower leaves the trip to the leader");
+    assert_eq!(served_green(&leader_text), 0.0, "the leader judged on the follower's evidence alone");
+    assert!(served_green(&follower_text) >= 10.0, "the follower served the failures");
     for proxy in replicas {
         proxy.stop().await;
     }
