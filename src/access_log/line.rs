@@ -61,12 +61,14 @@ fn json(record: &Record<'_>, out: &mut Vec<u8>) {
         Some(ttfb) => json_millis(ttfb, out),
         None => out.extend_from_slice(b"null"),
     }
+    // Route and pool names are restricted to letters, digits, `-`, `_` and
+    // `.`, and a backend is a checked `host:port` (see `config::validate`).
     out.extend_from_slice(b",\"route\":");
-    json_opt(record.route.as_deref(), out);
+    json_plain_opt(record.route.as_deref(), out);
     out.extend_from_slice(b",\"pool\":");
-    json_opt(record.pool.as_deref(), out);
+    json_plain_opt(record.pool.as_deref(), out);
     out.extend_from_slice(b",\"backend\":");
-    json_opt(record.backend, out);
+    json_plain_opt(record.backend, out);
     out.extend_from_slice(b",\"revision\":");
     int(record.revision, out);
     out.extend_from_slice(b",\"choice\":");
@@ -76,7 +78,10 @@ fn json(record: &Record<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(b",\"failure\":");
     json_plain_opt(record.failure, out);
     out.extend_from_slice(b",\"request_id\":");
-    json_plain_opt(record.request_id(), out);
+    match record.request_id() {
+        Some(id) => quoted(id, out),
+        None => out.extend_from_slice(b"null"),
+    }
     out.extend_from_slice(b",\"trace_id\":");
     match &record.trace_id {
         Some(id) => {
@@ -137,11 +142,7 @@ fn text(record: &Record<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(record.failure.unwrap_or("-").as_bytes());
     out.push(b' ');
     match record.request_id() {
-        Some(id) => {
-            out.push(b'"');
-            text_str(id, out);
-            out.push(b'"');
-        }
+        Some(id) => quoted(id, out),
         None => out.push(b'-'),
     }
     out.push(b' ');
@@ -199,14 +200,20 @@ fn digit(n: u32) -> u8 {
 fn client(addr: SocketAddr, out: &mut Vec<u8>) {
     match addr {
         SocketAddr::V4(v4) => {
+            // `255.255.255.255:65535` at most: made in a fixed array and
+            // appended whole, then cut to length, so no copy has a length
+            // known only at run time.
+            let mut text = [0u8; 21];
+            let mut at = 0;
             for (i, octet) in v4.ip().octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b'.');
-                }
-                int(u64::from(octet), out);
+                decimal(u32::from(octet), &[100, 10], &mut text, &mut at);
+                text[at] = if i == 3 { b':' } else { b'.' };
+                at += 1;
             }
-            out.push(b':');
-            int(u64::from(v4.port()), out);
+            decimal(u32::from(v4.port()), &[10_000, 1_000, 100, 10], &mut text, &mut at);
+            let end = out.len() + at;
+            out.extend_from_slice(&text);
+            out.truncate(end);
         }
         SocketAddr::V6(_) => {
             // Writing to a Vec cannot fail.
@@ -215,14 +222,33 @@ fn client(addr: SocketAddr, out: &mut Vec<u8>) {
     }
 }
 
+/// Write `n` (below ten times the first of `divisors`, which go down by
+/// tens to 10) in decimal into `text` at `at`, moving `at` past it.
+fn decimal<const N: usize>(n: u32, divisors: &[u32], text: &mut [u8; N], at: &mut usize) {
+    let mut leading = true;
+    for &divisor in divisors {
+        let digit = n / divisor % 10;
+        leading &= digit == 0;
+        if !leading {
+            text[*at] = b'0' + digit as u8;
+            *at += 1;
+        }
+    }
+    text[*at] = b'0' + (n % 10) as u8;
+    *at += 1;
+}
+
 fn int(n: u64, out: &mut Vec<u8>) {
     out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// A duration in whole microseconds, rounded to the nearest.
 fn micros(duration: Duration) -> u64 {
-    let nanos = duration.as_nanos();
-    u64::try_from(nanos / 1000 + u128::from(nanos % 1000 >= 500)).unwrap_or(u64::MAX)
+    // In 64 bits: a second is a whole number of microseconds, so only the
+    // sub-second nanoseconds round.
+    let nanos = duration.subsec_nanos();
+    let sub = u64::from(nanos / 1000 + u32::from(nanos % 1000 >= 500));
+    duration.as_secs().saturating_mul(1_000_000).saturating_add(sub)
 }
 
 /// Milliseconds with the shortest decimals that say them exactly, at
@@ -261,13 +287,6 @@ fn hex(bytes: &[u8], out: &mut Vec<u8>) {
     hex_into(bytes, &mut out[start..]);
 }
 
-fn json_opt(value: Option<&str>, out: &mut Vec<u8>) {
-    match value {
-        Some(value) => json_str(value, out),
-        None => out.extend_from_slice(b"null"),
-    }
-}
-
 /// A JSON string, quoted, escaped as `serde_json` escapes: `"`, `\`, the
 /// short forms `\b \f \n \r \t`, other bytes below 0x20 as `\u00XX`.
 fn json_str(value: &str, out: &mut Vec<u8>) {
@@ -275,8 +294,7 @@ fn json_str(value: &str, out: &mut Vec<u8>) {
     let bytes = value.as_bytes();
     out.reserve(bytes.len() + 2);
     out.push(b'"');
-    if !any_byte(bytes, |w| below(w, 0x20) | equal(w, b'"') | equal(w, b'\\'), |b| b < 0x20 || b == b'"' || b == b'\\')
-    {
+    if !any_byte(bytes, |w| below(w, 0x20) | equal(w, b'"') | equal(w, b'\\')) {
         // What nearly every value is: nothing to escape.
         out.extend_from_slice(bytes);
         out.push(b'"');
@@ -315,21 +333,27 @@ fn json_plain_opt(value: Option<&str>, out: &mut Vec<u8>) {
     }
 }
 
-/// A JSON string that needs no escaping: a method (an HTTP token has no
-/// `"`, `\` or control character), a name the proxy chose, a request ID
-/// (see `request_id::acceptable`).
-fn json_plain(value: &str, out: &mut Vec<u8>) {
-    debug_assert!(!value.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\'), "{value:?} needs escaping");
+/// `value` between double quotes, as it is.
+#[inline]
+fn quoted(value: &[u8], out: &mut Vec<u8>) {
     out.reserve(value.len() + 2);
     out.push(b'"');
-    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(value);
     out.push(b'"');
 }
 
-/// Whether any byte of `bytes` is one that `byte` says yes to; `word` says
-/// the same of eight bytes at once (its result has a byte's high bit set
-/// for each yes), so the usual short, clean value is read a word at a time.
-fn any_byte(bytes: &[u8], word: impl Fn(u64) -> u64, byte: impl Fn(u8) -> bool) -> bool {
+/// A JSON string that needs no escaping: a method (an HTTP token has no
+/// `"`, `\` or control character), a name the proxy or its config chose.
+fn json_plain(value: &str, out: &mut Vec<u8>) {
+    debug_assert!(!value.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\'), "{value:?} needs escaping");
+    quoted(value.as_bytes(), out);
+}
+
+/// Whether `word` says yes to any byte of `bytes`, read eight bytes at a
+/// time (its result has a byte's high bit set for each yes). The last
+/// partial word is padded with `a`, a byte no caller looks for, so a short
+/// value is one or two words and no loop over bytes.
+fn any_byte(bytes: &[u8], word: impl Fn(u64) -> u64) -> bool {
     let mut words = bytes.chunks_exact(8);
     for chunk in &mut words {
         let Ok(eight) = <[u8; 8]>::try_from(chunk) else { return true };
@@ -337,7 +361,13 @@ fn any_byte(bytes: &[u8], word: impl Fn(u64) -> u64, byte: impl Fn(u8) -> bool) 
             return true;
         }
     }
-    words.remainder().iter().any(|&b| byte(b))
+    let rest = words.remainder();
+    if rest.is_empty() {
+        return false;
+    }
+    let mut eight = [b'a'; 8];
+    eight[..rest.len()].copy_from_slice(rest);
+    word(u64::from_le_bytes(eight)) != 0
 }
 
 const ONES: u64 = 0x0101_0101_0101_0101;
@@ -361,7 +391,6 @@ fn text_str(value: &str, out: &mut Vec<u8>) {
         value.as_bytes(),
         // At or above 0x7f: the high bit set (0x80 and up), or 0x7f itself.
         |w| below(w, 0x20) | equal(w, b'"') | equal(w, b'\\') | (w & HIGHS) | equal(w, 0x7f),
-        |b| b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b),
     );
     if clean {
         out.extend_from_slice(value.as_bytes());
@@ -403,6 +432,8 @@ mod tests {
             (12_340_000, "12.34", "12.340"),
             (1_000_499_600, "1000.5", "1000.500"),
             (7_000_070_000, "7000.07", "7000.070"),
+            // Rounding up carries into the next second.
+            (1_999_999_500, "2000.0", "2000.000"),
         ] {
             let duration = Duration::from_nanos(nanos);
             assert_eq!(printed(json_millis, duration), json, "{nanos} ns");
@@ -443,6 +474,24 @@ mod tests {
             let mut out = Vec::new();
             text_str(value, &mut out);
             assert_eq!(String::from_utf8(out).expect("UTF-8"), text, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn client_addresses_print_as_socket_addr_displays_them() {
+        for addr in [
+            "0.0.0.0:1",
+            "1.22.133.4:80",
+            "10.0.100.9:999",
+            "127.0.0.1:10000",
+            "255.255.255.255:65535",
+            "[::1]:443",
+            "[2001:db8::7]:8080",
+        ] {
+            let addr: SocketAddr = addr.parse().expect("address");
+            let mut out = b"before ".to_vec();
+            client(addr, &mut out);
+            assert_eq!(String::from_utf8(out).expect("UTF-8"), format!("before {addr}"));
         }
     }
 

@@ -104,7 +104,7 @@ impl Pending {
         if failures_only && !record.failed() {
             return;
         }
-        record.duration = Instant::now().saturating_duration_since(started);
+        record.ended(started);
         log.log(&record);
     }
 }

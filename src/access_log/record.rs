@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime};
 
 use http::{HeaderValue, Method, Uri};
 use serde::Serialize;
+use tokio::time::Instant;
 
 /// The line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +66,7 @@ impl Choice {
 pub struct Record<'a> {
     /// Request or tunnel.
     pub kind: Kind,
-    /// When the request's head arrived.
+    /// When the request's head arrived (set with the duration, by `ended`).
     pub time: SystemTime,
     /// The client's address as the proxy saw it.
     pub client: SocketAddr,
@@ -117,6 +118,15 @@ impl Record<'_> {
         self.failure.is_some() || self.status >= 500
     }
 
+    /// The request begun at `started` ends now: its duration, and the wall
+    /// clock's time of its start. Reading the wall clock once, at the end,
+    /// costs one clock read fewer than stamping the start when it happens.
+    pub fn ended(&mut self, started: Instant) {
+        self.duration = Instant::now().saturating_duration_since(started);
+        let now = SystemTime::now();
+        self.time = now.checked_sub(self.duration).unwrap_or(now);
+    }
+
     /// The host the client asked for: the URI's authority, else the `Host`
     /// header; empty if neither names one (or the header is not text).
     pub fn host(&self) -> &str {
@@ -136,10 +146,13 @@ impl Record<'_> {
         self.uri.query().filter(|_| self.keep_query)
     }
 
-    /// The request ID, if it has one that is text (the proxy's checks make
-    /// sure it is).
-    pub fn request_id(&self) -> Option<&str> {
-        self.request_id.as_ref().and_then(|value| value.to_str().ok())
+    /// The request ID's bytes. The proxy keeps a client's ID only when
+    /// `request_id::acceptable` says so and makes its own of hex digits, so
+    /// they need no escaping in either format.
+    pub fn request_id(&self) -> Option<&[u8]> {
+        let id = self.request_id.as_ref()?.as_bytes();
+        debug_assert!(super::request_id::acceptable(id, usize::MAX), "{id:?}");
+        Some(id)
     }
 }
 

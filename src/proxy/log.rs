@@ -56,7 +56,7 @@ pub(super) fn pending(
     failures_only: bool,
 ) -> Box<Pending> {
     let route = &snapshot.routes[target.route];
-    let mut record = record(snapshot, target.client, request, target.version, &target.tags, started);
+    let mut record = record(snapshot, target.client, request, target.version, &target.tags);
     record.route = Some(route.name.clone());
     record.pool = Some(route.targets[target.target].name.clone());
     record.choice = Some(target.how);
@@ -87,10 +87,10 @@ pub(super) fn refused(
     if !log.wants(status >= 500, rng.random()) {
         return;
     }
-    let mut record = record(snapshot, conn.client, parts, parts.version, tags, started);
+    let mut record = record(snapshot, conn.client, parts, parts.version, tags);
     record.status = status;
     record.failure = Some(kind(err));
-    record.duration = started.elapsed();
+    record.ended(started);
     log.log(&record);
 }
 
@@ -111,18 +111,12 @@ fn kind(err: &ProxyError) -> &'static str {
 /// gets it (or as it came, when refused before routing), the HTTP version
 /// the client spoke, and its tags. Shares the URI and header values with
 /// the request (see `Record`).
-fn record(
-    snapshot: &Snapshot,
-    client: SocketAddr,
-    head: &impl Head,
-    version: Version,
-    tags: &Tags,
-    started: Instant,
-) -> Record<'static> {
+fn record(snapshot: &Snapshot, client: SocketAddr, head: &impl Head, version: Version, tags: &Tags) -> Record<'static> {
     let uri = head.uri();
     Record {
         kind: Kind::Request,
-        time: SystemTime::now().checked_sub(started.elapsed()).unwrap_or_else(SystemTime::now),
+        // Both set when the request ends (`Record::ended`).
+        time: SystemTime::UNIX_EPOCH,
         client,
         method: head.method().clone(),
         uri: uri.clone(),
