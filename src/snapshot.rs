@@ -330,8 +330,13 @@ fn access_log(config: &Config, previous: Option<&Snapshot>, metrics: Option<&Met
             }
         }
     }
-    let options =
-        Options { destination: wanted.to.clone(), format: wanted.format, sample: wanted.sample, queue: wanted.queue };
+    let options = Options {
+        destination: wanted.to.clone(),
+        format: wanted.format,
+        sample: wanted.sample,
+        queue: wanted.queue,
+        flush: wanted.flush,
+    };
     let dropped = match metrics {
         Some(m) => m.access_log_dropped.clone(),
         None => IntCounter::new("unregistered_access_log_dropped", "unregistered").expect("valid name"),
@@ -348,7 +353,7 @@ fn access_log(config: &Config, previous: Option<&Snapshot>, metrics: Option<&Met
 /// Whether two settings can share one writer: everything the writer owns
 /// is the same (the listeners and `query` are read per request).
 fn same_sink(a: &crate::config::AccessLogConfig, b: &crate::config::AccessLogConfig) -> bool {
-    a.to == b.to && a.format == b.format && a.sample == b.sample && a.queue == b.queue
+    a.to == b.to && a.format == b.format && a.sample == b.sample && a.queue == b.queue && a.flush == b.flush
 }
 
 /// Counters registered nowhere, for snapshots built without metrics.

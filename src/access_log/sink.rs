@@ -12,16 +12,18 @@
 //! `cutover_access_log_dropped_total`, never queued without bound.
 //!
 //! One writer thread owns the sink. Woken by the first line after it went
-//! idle, it waits [`LINGER`] for more, then takes every waiting line at
-//! once and writes them in one call, until the buffer is empty: a writer
-//! woken for every line would cost each request a wake-up, two context
-//! switches and a write of its own, more than the rest of the request's
-//! work, where lingering spreads them over every line of a batch. While
-//! lines keep coming it lingers again after each write instead of going
+//! idle, it holds the lines for the config's `flush` interval, or until
+//! [`FULL_BYTES`] or half the queue wait, then takes every waiting line at
+//! once and writes them in one call. A write costs far more per call than
+//! per byte (a wake-up, two context switches, the file system's
+//! bookkeeping), so the fewer calls, the cheaper each line: a writer woken
+//! for every line would cost each request more than the rest of its work.
+//! While lines keep coming it holds again after each write instead of going
 //! idle, so a steady stream costs one timer wake-up per batch, and the
-//! request path wakes it only after a lull. A line is visible at most
-//! [`LINGER`] after its request ended, plus the time to write the batches
-//! before it.
+//! request path wakes it only after a lull or when the buffer fills. A line
+//! is visible at most `flush` after its request ended, plus the time to
+//! write the batches before it; [`AccessLog::flush`] and closing the log
+//! write at once.
 //!
 //! A file is opened for appending, so `copytruncate` rotation is safe; after
 //! a rename rotation, [`AccessLog::reopen`] (SIGUSR1) makes the writer open
@@ -35,7 +37,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prometheus::IntCounter;
 
@@ -64,6 +66,8 @@ pub struct Options {
     pub sample: f64,
     /// How many lines may wait for the writer before new ones are dropped.
     pub queue: usize,
+    /// The longest the writer holds a line before writing it.
+    pub flush: Duration,
 }
 
 /// A failure to open the sink.
@@ -92,16 +96,39 @@ struct Waiting {
     lines: u64,
     /// No more lines come: the writer writes what waits and ends.
     closed: bool,
-    /// The writer waits on `arrived` for the next line; otherwise it
-    /// lingers or writes, and looks at the buffer again on its own.
-    idle: bool,
+    /// The waiting lines are wanted in the sink now ([`AccessLog::flush`]).
+    urgent: bool,
+    /// What the writer does, which says whether a new line must wake it.
+    writer: Doing,
 }
+
+/// What the writer thread is doing.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Doing {
+    /// Waiting on `arrived` for the first line, which wakes it.
+    Idle,
+    /// Holding the lines until `flush` passes: only a line that makes the
+    /// buffer full, a flush or the close wakes it early.
+    Holding,
+    /// Writing, or about to look at the buffer on its own.
+    #[default]
+    Writing,
+}
+
+/// Waiting lines that make the writer write before `flush` passes: a
+/// quarter of a megabyte, a few hundred lines, makes a write's fixed cost
+/// small beside its bytes. Half the queue does too, so that a small queue
+/// is written before it overflows.
+const FULL_BYTES: usize = 256 * 1024;
 
 #[derive(Debug)]
 struct Shared {
     waiting: Mutex<Waiting>,
-    /// Signalled when a line arrives while the writer is idle, and on close.
+    /// Signalled when a line arrives while the writer is idle, when the
+    /// buffer fills while it holds, on a flush and on close.
     arrived: Condvar,
+    /// Half the queue: lines that make the buffer full (see [`FULL_BYTES`]).
+    full_lines: u64,
     /// Wake-ups by the request path, and batches written.
     #[cfg(test)]
     counts: (AtomicU64, AtomicU64),
@@ -112,6 +139,11 @@ impl Shared {
         // A panic while holding the lock leaves whole lines behind (a line
         // is appended in one call), so the buffer is still good.
         self.waiting.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether enough lines wait to write them without waiting for `flush`.
+    fn full(&self, waiting: &Waiting) -> bool {
+        waiting.bytes.len() >= FULL_BYTES || waiting.lines >= self.full_lines
     }
 }
 
@@ -145,17 +177,24 @@ impl AccessLog {
     /// buffer are counted on `dropped`.
     pub fn start(options: &Options, dropped: IntCounter) -> Result<AccessLog, SinkError> {
         let sink = Sink::open(&options.destination)?;
+        let queue = options.queue.max(1) as u64;
         let shared = Arc::new(Shared {
             waiting: Mutex::default(),
             arrived: Condvar::new(),
+            full_lines: queue.div_ceil(2),
             #[cfg(test)]
             counts: Default::default(),
         });
         let (finished, done) = mpsc::channel();
         let reopen = Arc::new(AtomicBool::new(false));
         let written = Arc::new(AtomicU64::new(0));
-        let writer =
-            Writer { sink, destination: options.destination.clone(), reopen: reopen.clone(), written: written.clone() };
+        let writer = Writer {
+            sink,
+            destination: options.destination.clone(),
+            flush: options.flush,
+            reopen: reopen.clone(),
+            written: written.clone(),
+        };
         let for_writer = shared.clone();
         thread::Builder::new()
             .name("access-log".into())
@@ -168,7 +207,7 @@ impl AccessLog {
             shared,
             format: options.format,
             sample: options.sample.clamp(0.0, 1.0),
-            queue: options.queue.max(1) as u64,
+            queue,
             reopen,
             dropped,
             queued: AtomicU64::new(0),
@@ -198,9 +237,17 @@ impl AccessLog {
                 self.dropped.inc();
                 return;
             }
-            let wake = std::mem::take(&mut waiting.idle);
+            let was_full = self.shared.full(&waiting);
             waiting.bytes.extend_from_slice(&line);
             waiting.lines += 1;
+            let wake = match waiting.writer {
+                Doing::Idle => {
+                    waiting.writer = Doing::Holding;
+                    true
+                }
+                Doing::Holding => !was_full && self.shared.full(&waiting),
+                Doing::Writing => false,
+            };
             drop(waiting);
             self.queued.fetch_add(1, Ordering::Relaxed);
             if wake {
@@ -216,6 +263,8 @@ impl AccessLog {
     /// were. A writer stuck on a blocked sink is not waited for longer.
     pub fn flush(&self, grace: Duration) -> bool {
         let target = self.queued.load(Ordering::Relaxed);
+        self.shared.lock().urgent = true;
+        self.shared.arrived.notify_one();
         let deadline = std::time::Instant::now() + grace;
         while self.written.load(Ordering::Acquire) < target {
             if std::time::Instant::now() >= deadline {
@@ -236,17 +285,27 @@ impl AccessLog {
     /// written. Says whether the writer finished in time; a writer stuck on a
     /// blocked sink is left behind rather than holding up shutdown.
     pub fn close(self, grace: Duration) -> bool {
-        let AccessLog { shared, done, .. } = self;
-        shared.lock().closed = true;
-        shared.arrived.notify_one();
-        let done = match done.into_inner() {
-            Ok(done) => done,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        self.end();
+        let done = self.done.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         match done.recv_timeout(grace) {
             Ok(()) | Err(RecvTimeoutError::Disconnected) => true,
             Err(RecvTimeoutError::Timeout) => false,
         }
+    }
+
+    /// Take no more lines; the writer writes the waiting ones and ends.
+    fn end(&self) {
+        self.shared.lock().closed = true;
+        self.shared.arrived.notify_one();
+    }
+}
+
+impl Drop for AccessLog {
+    /// A log nothing uses any more, such as the old one after a reload that
+    /// changed its settings: its writer writes what waits, closes the sink
+    /// and ends, instead of waiting for lines forever.
+    fn drop(&mut self) {
+        self.end();
     }
 }
 
@@ -287,67 +346,63 @@ impl Sink {
 struct Writer {
     sink: Sink,
     destination: Destination,
+    /// The longest a line is held before it is written.
+    flush: Duration,
     reopen: Arc<AtomicBool>,
     written: Arc<AtomicU64>,
 }
-
-/// How long the writer, woken from idle by a line, waits for more before
-/// writing. While it waits (or writes) it is not waiting on the buffer, so
-/// the lines made meanwhile wake nobody. At the default `queue` of 8,192
-/// this drops lines only above about 400,000 a second.
-const LINGER: Duration = Duration::from_millis(20);
 
 impl Writer {
     fn run(mut self, shared: &Shared) {
         // Swapped with the shared buffer, so each side keeps its capacity.
         let mut batch = Vec::new();
-        while let Some(mut closed) = Self::woken(shared) {
-            // Linger and write for as long as each lingering brings lines.
-            loop {
-                if !closed {
-                    thread::sleep(LINGER);
-                }
-                let wrote;
-                (wrote, closed) = self.drain(shared, &mut batch);
-                if !wrote || closed {
-                    break;
-                }
-            }
-        }
-    }
-
-    /// Wait, idle, for the first line; say whether the log is closed by
-    /// then. `None` once it is closed and every line is written.
-    fn woken(shared: &Shared) -> Option<bool> {
-        let mut waiting = shared.lock();
-        while waiting.lines == 0 && !waiting.closed {
-            // The first line to arrive wakes the writer (and clears `idle`).
-            waiting.idle = true;
-            waiting = shared.arrived.wait(waiting).unwrap_or_else(|poisoned| poisoned.into_inner());
-        }
-        waiting.idle = false;
-        (waiting.lines > 0).then_some(waiting.closed)
-    }
-
-    /// Write batches until the buffer is empty, without lingering between
-    /// them; say whether any line was written, and whether the log is closed.
-    fn drain(&mut self, shared: &Shared, batch: &mut Vec<u8>) -> (bool, bool) {
         let mut wrote = false;
         loop {
-            let (lines, closed) = {
-                let mut waiting = shared.lock();
-                batch.clear();
-                std::mem::swap(batch, &mut waiting.bytes);
-                (std::mem::take(&mut waiting.lines), waiting.closed)
-            };
-            if lines == 0 {
-                return (wrote, closed);
+            let (lines, closed) = self.next_batch(shared, &mut batch, wrote);
+            wrote = lines > 0;
+            if wrote {
+                self.write(&batch, lines);
+                #[cfg(test)]
+                shared.counts.1.fetch_add(1, Ordering::Relaxed);
+                if batch.capacity() > 4 * FULL_BYTES {
+                    // A burst's buffer goes back once it is written.
+                    batch.clear();
+                    batch.shrink_to(FULL_BYTES);
+                }
+            } else if closed {
+                return;
             }
-            self.write(batch, lines);
-            #[cfg(test)]
-            shared.counts.1.fetch_add(1, Ordering::Relaxed);
-            wrote = true;
         }
+    }
+
+    /// Wait for lines (unless the last round `wrote` some: then hold right
+    /// away, as a steady stream keeps coming), hold them, and swap them into
+    /// `batch`; say how many lines it holds, and whether the log is closed.
+    fn next_batch(&self, shared: &Shared, batch: &mut Vec<u8>, wrote: bool) -> (u64, bool) {
+        let mut waiting = shared.lock();
+        if !wrote {
+            while waiting.lines == 0 && !waiting.closed {
+                // The first line to arrive wakes the writer.
+                waiting.writer = Doing::Idle;
+                waiting = shared.arrived.wait(waiting).unwrap_or_else(|poisoned| poisoned.into_inner());
+            }
+        }
+        waiting.writer = Doing::Holding;
+        let until = Instant::now() + self.flush;
+        while !waiting.closed && !waiting.urgent && !shared.full(&waiting) {
+            let Some(left) = until.checked_duration_since(Instant::now()).filter(|left| !left.is_zero()) else {
+                break;
+            };
+            waiting = match shared.arrived.wait_timeout(waiting, left) {
+                Ok((waiting, _)) => waiting,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+        waiting.writer = Doing::Writing;
+        waiting.urgent = false;
+        batch.clear();
+        std::mem::swap(batch, &mut waiting.bytes);
+        (std::mem::take(&mut waiting.lines), waiting.closed)
     }
 
     fn write(&mut self, lines: &[u8], count: u64) {
@@ -375,20 +430,36 @@ mod tests {
         IntCounter::new("dropped", "test").expect("counter")
     }
 
-    fn options(destination: Destination, queue: usize) -> Options {
-        Options { destination, format: Format::Json, sample: 0.25, queue }
+    fn options(destination: Destination, queue: usize, flush: Duration) -> Options {
+        Options { destination, format: Format::Json, sample: 0.25, queue, flush }
+    }
+
+    const SOON: Duration = Duration::from_millis(10);
+    /// Longer than any test waits: whatever is written, the interval did not write.
+    const NEVER: Duration = Duration::from_secs(3600);
+
+    fn batches(log: &AccessLog) -> u64 {
+        log.shared.counts.1.load(Ordering::Relaxed)
     }
 
     #[test]
-    fn lines_reach_the_file_and_close_waits_for_them() {
+    fn lines_are_held_until_a_flush_writes_them_at_once_and_close_waits_for_them() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("access.log");
-        let log = AccessLog::start(&options(Destination::File(path.clone()), 64), counter()).expect("start");
+        let log = AccessLog::start(&options(Destination::File(path.clone()), 64, NEVER), counter()).expect("start");
         for _ in 0..10 {
             log.log(&sample());
         }
+        // Woken by the first line, the writer holds them all.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while log.shared.lock().writer != Doing::Holding {
+            assert!(Instant::now() < deadline, "the writer never held the lines");
+            thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!((batches(&log), log.shared.lock().lines), (0, 10), "held, not written");
         assert!(log.flush(Duration::from_secs(10)), "flushed");
         assert_eq!(std::fs::read_to_string(&path).expect("read").lines().count(), 10, "flush waits for every line");
+        assert_eq!(batches(&log), 1, "in one write");
         assert!(log.close(Duration::from_secs(10)), "writer finished");
         let text = std::fs::read_to_string(&path).expect("read");
         assert_eq!(text.lines().count(), 10);
@@ -398,14 +469,35 @@ mod tests {
     }
 
     #[test]
+    fn half_the_queue_or_a_full_buffer_is_written_without_waiting_for_the_interval() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("access.log");
+        let log = AccessLog::start(&options(Destination::File(path.clone()), 8, NEVER), counter()).expect("start");
+        for _ in 0..4 {
+            log.log(&sample());
+        }
+        wait_for_lines(&path, 4);
+        let log =
+            AccessLog::start(&options(Destination::File(path.clone()), 1 << 20, NEVER), counter()).expect("start");
+        let mut line = Vec::new();
+        sample().write_line(Format::Json, &mut line);
+        let lines = FULL_BYTES.div_ceil(line.len());
+        for _ in 0..lines {
+            log.log(&sample());
+        }
+        wait_for_lines(&path, 4 + lines);
+    }
+
+    #[test]
     fn a_steady_stream_does_not_wake_the_writer_for_each_batch() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("access.log");
-        let log = AccessLog::start(&options(Destination::File(path.clone()), 4096), counter()).expect("start");
-        // A line every quarter of LINGER, for about twelve of them.
+        let flush = Duration::from_millis(20);
+        let log = AccessLog::start(&options(Destination::File(path.clone()), 4096, flush), counter()).expect("start");
+        // A line every quarter of the interval, for about twelve of them.
         for _ in 0..48 {
             log.log(&sample());
-            thread::sleep(LINGER / 4);
+            thread::sleep(flush / 4);
         }
         assert!(log.flush(Duration::from_secs(10)), "flushed");
         let (wakes, batches) =
@@ -420,8 +512,25 @@ mod tests {
     }
 
     #[test]
+    fn a_dropped_log_writes_what_waits_and_its_writer_ends() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("access.log");
+        let log = AccessLog::start(&options(Destination::File(path.clone()), 64, NEVER), counter()).expect("start");
+        log.log(&sample());
+        let shared = log.shared.clone();
+        drop(log);
+        // The writer holds the only other reference, until it ends.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Arc::strong_count(&shared) > 1 {
+            assert!(Instant::now() < deadline, "the writer never ended");
+            thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(std::fs::read_to_string(&path).expect("read").lines().count(), 1);
+    }
+
+    #[test]
     fn sampling_keeps_every_failure_and_a_share_of_the_rest() {
-        let log = AccessLog::start(&options(Destination::Stderr, 1), counter()).expect("start");
+        let log = AccessLog::start(&options(Destination::Stderr, 1, SOON), counter()).expect("start");
         assert!(log.wants(true, 0.99), "a failure is always logged");
         assert!(log.wants(false, 0.1));
         assert!(!log.wants(false, 0.25));
@@ -433,7 +542,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("access.log");
         let rotated = dir.path().join("access.log.1");
-        let log = AccessLog::start(&options(Destination::File(path.clone()), 64), counter()).expect("start");
+        let log = AccessLog::start(&options(Destination::File(path.clone()), 64, SOON), counter()).expect("start");
         log.log(&sample());
         wait_for_lines(&path, 1);
         std::fs::rename(&path, &rotated).expect("rotate");
@@ -460,7 +569,8 @@ mod tests {
         let chunk = [b'x'; 4096];
         while filler.write(&chunk).is_ok() {}
         let dropped = counter();
-        let log = AccessLog::start(&options(Destination::File(fifo.clone()), 16), dropped.clone()).expect("start");
+        let log =
+            AccessLog::start(&options(Destination::File(fifo.clone()), 16, SOON), dropped.clone()).expect("start");
         let started = Instant::now();
         // Far more than the pipe's buffer and the queue together can hold.
         for _ in 0..20_000 {

@@ -125,6 +125,8 @@ pub struct AccessLogConfig {
     pub query: bool,
     /// Records that may wait for the writer before new ones are dropped.
     pub queue: usize,
+    /// The longest a line waits before it is written.
+    pub flush: std::time::Duration,
     /// Only requests on these listeners are logged; empty means all.
     pub listeners: Vec<SocketAddr>,
 }

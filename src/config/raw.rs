@@ -122,6 +122,8 @@ pub(crate) struct RawAccessLog {
     pub(crate) query: Option<bool>,
     /// Records waiting for the writer before new ones are dropped.
     pub(crate) queue: Option<Spanned<i64>>,
+    /// The longest a line waits before it is written.
+    pub(crate) flush: Option<Spanned<RawDuration>>,
     /// Log only these listeners' requests.
     pub(crate) listeners: Option<Vec<Spanned<String>>>,
 }

@@ -238,6 +238,7 @@ pub static ACCESS_LOG: Table = Table {
         key("sample", Kind::Share, "Share of successful requests logged; failed ones always are."),
         key("query", Kind::Bool, "Keep query strings in the logged path."),
         key("queue", Kind::Integer(1), "Lines that may wait for the writer before new ones are dropped."),
+        key("flush", Kind::Duration, "The longest a line waits before it is written; at most 60s."),
         key("listeners", Kind::TextList(false), "Log only requests to these listen addresses."),
     ],
 };

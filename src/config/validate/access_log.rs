@@ -3,6 +3,7 @@
 //! which headers tie a request to its lines.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use http::HeaderName;
 use toml::Spanned;
@@ -16,6 +17,12 @@ use crate::config::{AccessLogConfig, RequestHeaders};
 /// The default queue: a few seconds of a busy proxy's lines, a few MB at most.
 pub(super) const DEFAULT_QUEUE: i64 = 8192;
 const MAX_QUEUE: i64 = 1_048_576;
+/// How long a line may wait to be written, unless the config says: long
+/// enough to batch a second of a quiet sidecar's lines into one write,
+/// short enough for someone watching the file during a release.
+pub(super) const DEFAULT_FLUSH: Duration = Duration::from_secs(1);
+/// Beyond this, lines would be lost in a crash for no gain.
+const MAX_FLUSH: Duration = Duration::from_secs(60);
 /// Longer request IDs than this are no IDs but payloads.
 const MAX_REQUEST_ID_LEN: i64 = 1024;
 
@@ -62,6 +69,18 @@ impl Cx<'_> {
             None => DEFAULT_QUEUE,
             Some(v) => self.int_in(v, "access_log.queue", 1, MAX_QUEUE)?,
         };
+        let flush = match &raw.flush {
+            None => DEFAULT_FLUSH,
+            Some(v) => {
+                let flush = self.duration(v, "access_log.flush", false)?;
+                if flush > MAX_FLUSH {
+                    return Err(
+                        self.err(v.span(), format!("access_log.flush is {}; it must be at most 60s", v.get_ref().0))
+                    );
+                }
+                flush
+            }
+        };
         let mut listeners: Vec<SocketAddr> = Vec::new();
         for item in raw.listeners.iter().flatten() {
             let addr = self.socket_addr(item, "access_log.listeners")?;
@@ -73,7 +92,15 @@ impl Cx<'_> {
             }
             listeners.push(addr);
         }
-        Ok(AccessLogConfig { to, format, sample, query: raw.query.unwrap_or(false), queue: to_usize(queue), listeners })
+        Ok(AccessLogConfig {
+            to,
+            format,
+            sample,
+            query: raw.query.unwrap_or(false),
+            queue: to_usize(queue),
+            flush,
+            listeners,
+        })
     }
 
     pub(super) fn request_headers(&self, raw: &RawServer) -> Result<RequestHeaders> {
@@ -116,6 +143,8 @@ mod tests {
     fn absent_means_off_and_request_ids_on() {
         let config = parse_ok(&with_server(""));
         assert_eq!(config.access_log, None);
+        let config = parse_ok(&with_server("[access_log]\nto = \"stdout\"\n"));
+        assert_eq!(config.access_log.map(|log| (log.queue, log.flush)), Some((8192, DEFAULT_FLUSH)));
         assert_eq!(config.server.requests, RequestHeaders::default());
     }
 
@@ -125,12 +154,13 @@ mod tests {
             "[server]\nlisten = [\"127.0.0.1:8080\", \"127.0.0.1:8081\"]\nrequest_id_header = \"X-Trace-Me\"\n\
              request_id_max_len = 64\nstart_traces = false\npool_header = \"X-Pool\"\n\
              [access_log]\nto = \"logs/access.log\"\nformat = \"text\"\nsample = 0.25\nquery = true\nqueue = 100\n\
-             listeners = [\"127.0.0.1:8081\"]\n",
+             flush = \"250ms\"\nlisteners = [\"127.0.0.1:8081\"]\n",
         ));
         let log = config.access_log.expect("on");
         assert_eq!(log.to, Destination::File(Path::new("/etc/cutover/logs/access.log").to_path_buf()));
         assert_eq!(log.format, Format::Text);
         assert_eq!((log.sample, log.query, log.queue), (0.25, true, 100));
+        assert_eq!(log.flush, Duration::from_millis(250));
         assert!(log.covers("127.0.0.1:8081".parse().unwrap()));
         assert!(!log.covers("127.0.0.1:8080".parse().unwrap()));
         let requests = config.server.requests;
@@ -157,6 +187,8 @@ mod tests {
         assert_err(&with_server("[access_log]\nto = \"stdout\"\nsample = 1.5\n"), "from 0 to 1", (3, 10));
         assert_err(&with_server("[access_log]\nto = \"stdout\"\nqueue = 0\n"), "at least 1", (3, 9));
         assert_err(&with_server("[access_log]\nto = \"\"\n"), "access_log.to is empty", (2, 6));
+        assert_err(&with_server("[access_log]\nto = \"stdout\"\nflush = \"0s\"\n"), "greater than zero", (3, 9));
+        assert_err(&with_server("[access_log]\nto = \"stdout\"\nflush = \"2m\"\n"), "at most 60s", (3, 9));
         assert_err(
             &with_server("[access_log]\nto = \"stdout\"\nlisteners = [\"127.0.0.1:9\"]\n"),
             "not a traffic listener",
