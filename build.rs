@@ -6,9 +6,13 @@
 //! (`link/start-up-order.txt`, lld's `--symbol-ordering-file`). The kernel
 //! maps a whole page-cache folio, up to 2 MiB of a freshly copied binary,
 //! on each page fault, so start-up code spread over `.text` keeps nearly all
-//! of it resident, and grouped it keeps a fraction.
+//! of it resident, and grouped it keeps a fraction. And `--wrap=pow`:
+//! tokio's one call into libm goes to Rust code in the binary
+//! (`__wrap_pow`, src/main.rs), so the binary does not need `libm.so` and
+//! the loader does not map it at start.
 //!
-//! Each option is used only when a probe program linked with it by this
+//! `--wrap` is used on every Linux GNU target: every ELF linker has it.
+//! The other two are used only when a probe program linked with them by this
 //! toolchain's linker runs on this machine (packed relocations need lld or
 //! GNU ld 2.38 or later, and glibc 2.36 or later; the ordering needs lld),
 //! and only for a native build; otherwise the build goes on without it. The
@@ -32,7 +36,13 @@ fn main() {
     let native = env::var("TARGET").ok() == env::var("HOST").ok();
     let linux_gnu = env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux")
         && env::var("CARGO_CFG_TARGET_ENV").as_deref() == Ok("gnu");
-    if !native || !linux_gnu {
+    if !linux_gnu {
+        return;
+    }
+    // Every `pow` the binary's objects call (tokio's) goes to `__wrap_pow`
+    // in src/main.rs, so nothing needs libm and `libm.so.6` is not linked.
+    println!("cargo::rustc-link-arg-bins=-Wl,--wrap=pow");
+    if !native {
         return;
     }
     let Some(out) = env::var_os("OUT_DIR").map(PathBuf::from) else { return };

@@ -6,6 +6,9 @@
 //! Exit codes are part of the contract (SPEC §1): 0 after a clean shutdown,
 //! 1 for a bad config or a listener that cannot be bound, 2 for a usage error
 //! (clap's own code for those).
+//!
+//! It also defines `__wrap_pow`, where the link sends tokio's one call to
+//! the C library's `pow` (see there), so that the binary needs no `libm.so`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,6 +19,22 @@ mod demo;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use cutover::config;
 use tokio::signal::unix::{signal, Signal, SignalKind};
+
+/// `pow` for calls made from the binary's own code, computed in Rust.
+///
+/// `build.rs` links the binary with `--wrap=pow`: the linker resolves every
+/// reference to `pow` in the binary's objects to this function instead.
+/// The only such reference is tokio's multi-thread scheduler (its poll-time
+/// moving average uses `powf`); the library's own math calls the `libm`
+/// crate directly. With no reference to libm left, the linker (which links
+/// with `--as-needed`) drops `libm.so.6` from the binary's needed libraries,
+/// so the loader neither maps nor relocates it at start. The name is the
+/// link's own: it is not in the dynamic symbol table, and every shared
+/// library in the process keeps the C library's `pow`.
+#[no_mangle]
+extern "C" fn __wrap_pow(base: f64, exponent: f64) -> f64 {
+    libm::pow(base, exponent)
+}
 
 /// A layer-7 HTTP reverse proxy for zero-downtime releases.
 #[derive(Debug, Parser)]
@@ -243,5 +262,32 @@ fn init_logging(format: LogFormat, default_filter: &str) {
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The values the C library's `pow` gives (and the C standard's special
+    /// cases), to within one unit in the last place. Not compared with
+    /// `f64::powf`: in this binary that may call `__wrap_pow` itself.
+    #[test]
+    fn wrapped_pow_gives_the_values_the_c_library_would() {
+        let cases = [
+            (0.9, 3.0, 0.7290000000000001),
+            (0.9, 0.5, 0.9486832980505138),
+            (0.9, 100.0, 2.6561398887587544e-5),
+            (2.0, -3.0, 0.125),
+            (10.0, 2.5, 316.22776601683796),
+            (0.5, 1e6, 0.0),
+            (7.0, 0.0, 1.0),
+            (1.0, f64::NAN, 1.0),
+            (-1.0, f64::INFINITY, 1.0),
+        ];
+        for (base, exponent, expected) in cases {
+            let got = super::__wrap_pow(base, exponent);
+            let tolerance = f64::EPSILON * expected;
+            assert!((got - expected).abs() <= tolerance, "pow({base}, {exponent}) = {got}, expected {expected}");
+        }
+        assert!(super::__wrap_pow(-8.0, 1.0 / 3.0).is_nan(), "a negative base to a non-integer power is NaN");
     }
 }

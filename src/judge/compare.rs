@@ -64,6 +64,8 @@
 
 use std::collections::VecDeque;
 
+use super::math;
+
 /// Mixed bets `θ`: `ln 1.5`, `ln 2`, `ln 4`, `ln 8` — from an excess of a
 /// few tenths of the null share to an order of magnitude.
 const THETAS: [f64; 4] =
@@ -202,8 +204,8 @@ impl Arm {
     fn new(theta: f64) -> Arm {
         Arm {
             theta,
-            g: theta.exp_m1(),
-            h: -(-theta).exp_m1(),
+            g: math::exp_m1(theta),
+            h: -math::exp_m1(-theta),
             won: 0.0,
             charged: 0.0,
             low_paid: 0.0,
@@ -223,7 +225,7 @@ impl Arm {
     fn bet(&self, n: f64, cover: f64) -> (f64, f64) {
         if n > 0.0 && cover > 0.0 && n * self.g > cover {
             let g = cover / n;
-            let theta = g.ln_1p();
+            let theta = math::ln_1p(g);
             if theta >= SHRINK * self.theta {
                 return (theta, g);
             }
@@ -357,7 +359,7 @@ impl Comparison {
                 let deposit = if n == 0.0 { (room - debt).min(BANK * arm.g - banked).max(0.0) } else { 0.0 };
                 let cancelled = (debt + deposit).min(room);
                 if cancelled > 0.0 {
-                    arm.low_paid += -(-cancelled / m).ln_1p() * y;
+                    arm.low_paid += -math::ln_1p(-cancelled / m) * y;
                 }
                 // Paying everything owed settles every tick, whatever the
                 // rounding of the sum.
@@ -380,7 +382,7 @@ impl Comparison {
             arm.settled.paid = arm.low_paid;
             arm.credit += n * arm.h;
             if m > 0.0 && arm.credit > 0.0 {
-                arm.up_paid += (arm.credit / m).ln_1p() * y;
+                arm.up_paid += math::ln_1p(arm.credit / m) * y;
                 arm.credit = 0.0;
             }
         }
@@ -453,8 +455,8 @@ fn mix(logs: impl Iterator<Item = f64> + Clone) -> f64 {
     if !max.is_finite() {
         return max;
     }
-    let sum: f64 = logs.zip(WEIGHTS).map(|(x, w)| w * (x - max).exp()).sum();
-    max + sum.ln()
+    let sum: f64 = logs.zip(WEIGHTS).map(|(x, w)| w * math::exp(x - max)).sum();
+    max + math::ln(sum)
 }
 
 /// The largest `a` in `-1..=1` with `f(a) ≥ level`, for `f` non-increasing;

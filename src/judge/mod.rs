@@ -48,6 +48,7 @@
 
 mod compare;
 mod config;
+mod math;
 mod text;
 mod verdict;
 mod window;
@@ -186,11 +187,11 @@ impl Judge {
         let rules = if with_latency { 2.0 } else { 1.0 };
         let gate = GATE_SHARE * alpha / 2.0;
         let levels = Levels {
-            version: (rules / (VERSION_SHARE * alpha)).ln(),
-            recent: (RESTARTS_PER_HOUR * rules / ((1.0 - VERSION_SHARE) * alpha)).ln(),
-            healthy: (rules / alpha).ln(),
-            gate_version: (1.0 / gate).ln(),
-            gate_recent: (RESTARTS_PER_HOUR / gate).ln(),
+            version: math::ln(rules / (VERSION_SHARE * alpha)),
+            recent: math::ln(RESTARTS_PER_HOUR * rules / ((1.0 - VERSION_SHARE) * alpha)),
+            healthy: math::ln(rules / alpha),
+            gate_version: math::ln(1.0 / gate),
+            gate_recent: math::ln(RESTARTS_PER_HOUR / gate),
         };
         let edges = Edges::new(config.max_p99_latency);
         let p99_at = config.max_p99_latency.map(|limit| edges.at_or_above(limit));

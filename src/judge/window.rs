@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use super::Side;
+use super::{math, Side};
 
 /// Slices in a window.
 const SLICES: usize = 10;
@@ -39,7 +39,7 @@ impl Edges {
     /// The log-spaced edges, plus `exact` if given.
     pub(crate) fn new(exact: Option<Duration>) -> Edges {
         let mut edges: Vec<u64> =
-            (0..LOG_EDGES).map(|k| (FIRST_EDGE_US * (f64::from(k) / PER_DOUBLING).exp2()).round() as u64).collect();
+            (0..LOG_EDGES).map(|k| (FIRST_EDGE_US * math::exp2(f64::from(k) / PER_DOUBLING)).round() as u64).collect();
         if let Some(t) = exact {
             let us = micros(t);
             if !edges.contains(&us) {

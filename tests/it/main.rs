@@ -44,6 +44,7 @@ mod pool_spread;
 mod reload;
 mod rollout;
 mod schema;
+mod shared_libraries;
 mod shutdown;
 mod slow_start;
 mod split;
