@@ -19,8 +19,10 @@
 //!
 //! With `--start-up` it instead does what a proxy does before it sits idle:
 //! start (config watch on, as in production), serve a few keep-alive GETs
-//! through the guarded split, GETs and h2c requests from clients that then
-//! close their connection, answer a metrics scrape, idle two seconds, stop.
+//! through the guarded split, see the upstream close the connections it
+//! kept and open new ones, serve GETs and h2c requests from clients that
+//! then close their connection, answer a metrics scrape, idle two seconds,
+//! stop.
 //! The build runs the optimised binary that way under callgrind, and lays
 //! out the functions it ran next to each other, so an idle proxy keeps few
 //! code pages resident. COMMAND is the binary, after any wrapper that runs
@@ -43,6 +45,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -81,8 +84,8 @@ fn main() -> Result<(), BoxError> {
 }
 
 async fn train(command: &[String], mix: Mix) -> Result<(), BoxError> {
-    let http1_upstream = serve_upstream().await?;
-    let h2_upstream = serve_upstream().await?;
+    let (http1_upstream, hang_up) = serve_upstream().await?;
+    let (h2_upstream, _) = serve_upstream().await?;
     let dir = std::env::temp_dir().join(format!("cutover-pgo-training-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let result = async {
@@ -90,7 +93,7 @@ async fn train(command: &[String], mix: Mix) -> Result<(), BoxError> {
             let config = dir.join(format!("workers-{workers}.toml"));
             std::fs::write(&config, config_text(workers, http1_upstream, h2_upstream))?;
             let started = Instant::now();
-            let requests = run_once(command, &config, mix, log_filter(mix, workers)).await?;
+            let requests = run_once(command, &config, mix, log_filter(mix, workers), &hang_up).await?;
             eprintln!("pgo_training: workers = {workers}: {requests} requests in {:.1?}", started.elapsed());
         }
         Ok(())
@@ -115,11 +118,18 @@ fn log_filter(mix: Mix, workers: usize) -> Option<&'static str> {
 }
 
 /// One proxy process: start it, send the mix, stop it with SIGTERM.
-async fn run_once(command: &[String], config: &Path, mix: Mix, rust_log: Option<&str>) -> Result<usize, BoxError> {
+/// `hang_up` makes the HTTP/1.1 upstream close its connections.
+async fn run_once(
+    command: &[String],
+    config: &Path,
+    mix: Mix,
+    rust_log: Option<&str>,
+    hang_up: &watch::Sender<()>,
+) -> Result<usize, BoxError> {
     let mut proxy = Proxy::start(command, config, mix, rust_log)?;
     let result = match mix {
         Mix::Training => send_mix(proxy.traffic, proxy.admin).await,
-        Mix::StartUp => start_up(proxy.traffic, proxy.admin).await,
+        Mix::StartUp => start_up(proxy.traffic, proxy.admin, hang_up).await,
     };
     let stopped = proxy.stop();
     let requests = result?;
@@ -167,14 +177,24 @@ async fn send_mix(traffic: SocketAddr, admin: SocketAddr) -> Result<usize, BoxEr
 }
 
 /// A few keep-alive GETs through the guarded split (one with a 16 KiB body),
-/// two GETs from clients that close the connection after the answer, as
+/// the upstream closing the connections the proxy keeps for it (as a
+/// backend does when it restarts or drops idle connections) and two more
+/// GETs on new ones, two GETs from clients that close the connection after
+/// the answer, as
 /// curl and health checkers do, three h2c requests from clients that then
 /// close their connection (hyper's client with a `GOAWAY`, then waiting
 /// for the proxy to close; one that just drops it; one that sends a
 /// FIN without a `GOAWAY`, as curl does) and one metrics scrape.
-async fn start_up(traffic: SocketAddr, admin: SocketAddr) -> Result<usize, BoxError> {
+async fn start_up(traffic: SocketAddr, admin: SocketAddr, hang_up: &watch::Sender<()>) -> Result<usize, BoxError> {
     let mut sender = http1_connection(traffic).await?;
-    for i in 0..START_UP_REQUESTS {
+    for i in 0..START_UP_REQUESTS + 2 {
+        if i == START_UP_REQUESTS {
+            hang_up.send_replace(());
+            // Time for the proxy to see its idle upstream connections end;
+            // if it has not, the next request finds one closed and is sent
+            // again, which is start-up code of its own.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         let path = if i == 0 { "/16k" } else { "/" };
         let request = shop_get(path)?;
         // One request at a time on a single connection: wait until hyper
@@ -218,7 +238,7 @@ async fn start_up(traffic: SocketAddr, admin: SocketAddr) -> Result<usize, BoxEr
         return Err(format!("admin GET /metrics answered {status}").into());
     }
     tokio::time::sleep(START_UP_IDLE).await;
-    Ok(START_UP_REQUESTS + 6)
+    Ok(START_UP_REQUESTS + 8)
 }
 
 /// One h2c GET, then a FIN without a `GOAWAY`, as curl ends a connection.
@@ -347,21 +367,35 @@ async fn http1_connection(addr: SocketAddr) -> Result<hyper::client::conn::http1
 
 /// An upstream answering HTTP/1.1 and h2c: 13 bytes on most paths, 16 KiB on
 /// `/16k`, 500 on `/fail`, and the upload's size on `/upload`; over HTTP/1.1
-/// with `Connection: keep-alive`, as nginx answers.
-async fn serve_upstream() -> Result<SocketAddr, BoxError> {
+/// with `Connection: keep-alive`, as nginx answers. Every other connection's
+/// answers carry no `Date`, as some backends' do, so that the proxy's own
+/// date is trained and laid out with start-up. A value sent on the returned
+/// channel closes every connection it holds.
+async fn serve_upstream() -> Result<(SocketAddr, watch::Sender<()>), BoxError> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
+    let (hang_up, hung_up) = watch::channel(());
     tokio::spawn(async move {
+        let mut dated = false;
         while let Ok((stream, _)) = listener.accept().await {
+            dated = !dated;
+            let mut hung_up = hung_up.clone();
+            hung_up.mark_unchanged();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(answer);
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                builder.http1().auto_date_header(dated);
+                builder.http2().auto_date_header(dated);
+                let connection = builder.serve_connection(TokioIo::new(stream), service);
+                tokio::select! {
+                    _ = connection => {}
+                    // Dropping the connection closes it.
+                    _ = hung_up.changed() => {}
+                }
             });
         }
     });
-    Ok(addr)
+    Ok((addr, hang_up))
 }
 
 async fn answer(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
