@@ -19,8 +19,8 @@
 //!
 //! With `--start-up` it instead does what a proxy does before it sits idle:
 //! start (config watch on, as in production), serve a few keep-alive GETs
-//! through the guarded split, see the upstream close the connections it
-//! kept and open new ones, serve GETs and h2c requests from clients that
+//! through the guarded split, see other files come and go beside its
+//! config, see the upstream close the connections it kept and open new ones, serve GETs and h2c requests from clients that
 //! then close their connection, answer a metrics scrape, idle two seconds,
 //! stop.
 //! The build runs the optimised binary that way under callgrind, and lays
@@ -129,7 +129,7 @@ async fn run_once(
     let mut proxy = Proxy::start(command, config, mix, rust_log)?;
     let result = match mix {
         Mix::Training => send_mix(proxy.traffic, proxy.admin).await,
-        Mix::StartUp => start_up(proxy.traffic, proxy.admin, hang_up).await,
+        Mix::StartUp => start_up(proxy.traffic, proxy.admin, hang_up, config).await,
     };
     let stopped = proxy.stop();
     let requests = result?;
@@ -185,7 +185,20 @@ async fn send_mix(traffic: SocketAddr, admin: SocketAddr) -> Result<usize, BoxEr
 /// close their connection (hyper's client with a `GOAWAY`, then waiting
 /// for the proxy to close; one that just drops it; one that sends a
 /// FIN without a `GOAWAY`, as curl does) and one metrics scrape.
-async fn start_up(traffic: SocketAddr, admin: SocketAddr, hang_up: &watch::Sender<()>) -> Result<usize, BoxError> {
+async fn start_up(
+    traffic: SocketAddr,
+    admin: SocketAddr,
+    hang_up: &watch::Sender<()>,
+    config: &Path,
+) -> Result<usize, BoxError> {
+    // Other files come and go beside a config (a backend's or a
+    // deployment's), and the config watch sees each of them.
+    let beside = config.with_file_name("not-the-config.txt");
+    for _ in 0..2 {
+        std::fs::write(&beside, b"x")?;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    std::fs::remove_file(&beside)?;
     let mut sender = http1_connection(traffic).await?;
     for i in 0..START_UP_REQUESTS + 2 {
         if i == START_UP_REQUESTS {
