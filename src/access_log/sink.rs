@@ -237,7 +237,9 @@ impl AccessLog {
                 self.dropped.inc();
                 return;
             }
-            let was_full = self.shared.full(&waiting);
+            // Only a holding writer is woken by a line that fills the buffer,
+            // once: when it was not full before this line.
+            let holding_short = waiting.writer == Doing::Holding && !self.shared.full(&waiting);
             waiting.bytes.extend_from_slice(&line);
             waiting.lines += 1;
             let wake = match waiting.writer {
@@ -245,7 +247,7 @@ impl AccessLog {
                     waiting.writer = Doing::Holding;
                     true
                 }
-                Doing::Holding => !was_full && self.shared.full(&waiting),
+                Doing::Holding => holding_short && self.shared.full(&waiting),
                 Doing::Writing => false,
             };
             drop(waiting);
@@ -265,9 +267,9 @@ impl AccessLog {
         let target = self.queued.load(Ordering::Relaxed);
         self.shared.lock().urgent = true;
         self.shared.arrived.notify_one();
-        let deadline = std::time::Instant::now() + grace;
+        let deadline = Instant::now() + grace;
         while self.written.load(Ordering::Acquire) < target {
-            if std::time::Instant::now() >= deadline {
+            if Instant::now() >= deadline {
                 return false;
             }
             thread::sleep(Duration::from_millis(2));
@@ -438,24 +440,36 @@ mod tests {
     /// Longer than any test waits: whatever is written, the interval did not write.
     const NEVER: Duration = Duration::from_secs(3600);
 
+    /// A log writing to `access.log` in a temporary directory of its own
+    /// (removed when the returned guard drops).
+    fn file_log(queue: usize, flush: Duration) -> (tempfile::TempDir, PathBuf, AccessLog) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("access.log");
+        let log = AccessLog::start(&options(Destination::File(path.clone()), queue, flush), counter()).expect("start");
+        (dir, path, log)
+    }
+
+    /// Wait up to ten seconds for `done`, failing the test with `what`.
+    fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}");
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     fn batches(log: &AccessLog) -> u64 {
         log.shared.counts.1.load(Ordering::Relaxed)
     }
 
     #[test]
     fn lines_are_held_until_a_flush_writes_them_at_once_and_close_waits_for_them() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("access.log");
-        let log = AccessLog::start(&options(Destination::File(path.clone()), 64, NEVER), counter()).expect("start");
+        let (_dir, path, log) = file_log(64, NEVER);
         for _ in 0..10 {
             log.log(&sample());
         }
         // Woken by the first line, the writer holds them all.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while log.shared.lock().writer != Doing::Holding {
-            assert!(Instant::now() < deadline, "the writer never held the lines");
-            thread::sleep(Duration::from_millis(1));
-        }
+        wait_until("the writer never held the lines", || log.shared.lock().writer == Doing::Holding);
         assert_eq!((batches(&log), log.shared.lock().lines), (0, 10), "held, not written");
         assert!(log.flush(Duration::from_secs(10)), "flushed");
         assert_eq!(std::fs::read_to_string(&path).expect("read").lines().count(), 10, "flush waits for every line");
@@ -470,9 +484,7 @@ mod tests {
 
     #[test]
     fn half_the_queue_or_a_full_buffer_is_written_without_waiting_for_the_interval() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("access.log");
-        let log = AccessLog::start(&options(Destination::File(path.clone()), 8, NEVER), counter()).expect("start");
+        let (_dir, path, log) = file_log(8, NEVER);
         for _ in 0..4 {
             log.log(&sample());
         }
@@ -490,10 +502,8 @@ mod tests {
 
     #[test]
     fn a_steady_stream_does_not_wake_the_writer_for_each_batch() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("access.log");
         let flush = Duration::from_millis(20);
-        let log = AccessLog::start(&options(Destination::File(path.clone()), 4096, flush), counter()).expect("start");
+        let (_dir, path, log) = file_log(4096, flush);
         // A line every quarter of the interval, for about twelve of them.
         for _ in 0..48 {
             log.log(&sample());
@@ -513,18 +523,12 @@ mod tests {
 
     #[test]
     fn a_dropped_log_writes_what_waits_and_its_writer_ends() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("access.log");
-        let log = AccessLog::start(&options(Destination::File(path.clone()), 64, NEVER), counter()).expect("start");
+        let (_dir, path, log) = file_log(64, NEVER);
         log.log(&sample());
         let shared = log.shared.clone();
         drop(log);
         // The writer holds the only other reference, until it ends.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Arc::strong_count(&shared) > 1 {
-            assert!(Instant::now() < deadline, "the writer never ended");
-            thread::sleep(Duration::from_millis(1));
-        }
+        wait_until("the writer never ended", || Arc::strong_count(&shared) == 1);
         assert_eq!(std::fs::read_to_string(&path).expect("read").lines().count(), 1);
     }
 
@@ -599,11 +603,9 @@ mod tests {
     }
 
     fn wait_for_lines(path: &std::path::Path, lines: usize) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::fs::read_to_string(path).map(|t| t.lines().count()).unwrap_or(0) < lines {
-            assert!(Instant::now() < deadline, "line never written");
-            thread::sleep(Duration::from_millis(5));
-        }
+        wait_until("line never written", || {
+            std::fs::read_to_string(path).map(|t| t.lines().count()).unwrap_or(0) >= lines
+        });
     }
 
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
