@@ -207,6 +207,45 @@ async fn an_idle_connection_parks_soon_and_is_counted_while_parked() {
     assert_eq!(upstream.requests().len(), 3);
 }
 
+/// A connection that idles hands its header map (which last held a
+/// response's fields) to its thread's spares, and the next request head on
+/// any connection is parsed into a spare: each request must reach the
+/// backend with its own fields and nothing a response or another request
+/// left behind.
+#[tokio::test]
+async fn a_header_map_reused_after_an_idle_period_carries_nothing_over() {
+    let response = b"HTTP/1.1 200 OK\r\nX-Left-Behind: by-a-response\r\nSet-Cookie: s=1\r\nContent-Length: 2\r\n\r\nok";
+    let upstream = RawUpstream::always(Reply::keep(&response[..])).await;
+    let config = Config::one_pool(&[upstream.addr]).server("workers = 1");
+    let proxy = TestProxy::start(&config.build()).await;
+    let mut first = TcpStream::connect(proxy.addr).await.expect("connect to proxy");
+    first.write_all(b"GET /first HTTP/1.1\r\nHost: app.test\r\nX-First: 1\r\n\r\n").await.expect("write");
+    let answer = read_one_response(&mut first).await;
+    assert_eq!(answer.header("x-left-behind"), Some("by-a-response"), "{answer:?}");
+    eventually_async(DEADLINE, "the first connection parked", || async { parked(&proxy).await == 1.0 }).await;
+    let mut second = TcpStream::connect(proxy.addr).await.expect("connect to proxy");
+    second.write_all(b"GET /second HTTP/1.1\r\nHost: app.test\r\nX-Second: 2\r\n\r\n").await.expect("write");
+    assert_eq!(read_one_response(&mut second).await.status, 200);
+    first.write_all(b"GET /third HTTP/1.1\r\nHost: app.test\r\n\r\n").await.expect("write");
+    assert_eq!(read_one_response(&mut first).await.status, 200);
+    let requests = upstream.requests();
+    assert_eq!(requests.len(), 3, "{requests:#?}");
+    for request in &requests {
+        for name in ["x-left-behind", "set-cookie", "content-length"] {
+            assert_eq!(request.count(name), 0, "{name} reached the backend: {request:#?}");
+        }
+        let mine = match request.path() {
+            "/first" => ("x-first", Some("1")),
+            "/second" => ("x-second", Some("2")),
+            _ => ("x-first", None),
+        };
+        assert_eq!(request.header(mine.0), mine.1, "{request:#?}");
+        assert_eq!(request.count("x-second"), usize::from(request.path() == "/second"), "{request:#?}");
+        assert_eq!(request.count("host"), 1, "{request:#?}");
+        assert_eq!(request.count("x-forwarded-for"), 1, "{request:#?}");
+    }
+}
+
 /// A shutdown closes an idled (parked) connection at once, as it closes
 /// any idle one: no `Connection: close` response, just the close.
 #[tokio::test]

@@ -299,7 +299,9 @@ where
                 // goes too while the connection idles with nothing read
                 // (`Buffered::release_idle_buffers`).
                 if T::is_server() && self.io.read_buf().is_empty() {
-                    self.state.cached_headers = None;
+                    if let Some(map) = self.state.cached_headers.take() {
+                        super::io::spare::give_headers(map);
+                    }
                 }
 
                 return Poll::Pending;
@@ -889,7 +891,9 @@ where
         // socket is known to be empty, so a connection left idle by this
         // flush drops the header map here too (see `poll_read_head`).
         if T::is_server() && self.state.is_idle() && self.io.is_read_blocked() && self.io.read_buf().is_empty() {
-            self.state.cached_headers = None;
+            if let Some(map) = self.state.cached_headers.take() {
+                super::io::spare::give_headers(map);
+            }
         }
         trace!("flushed({}): {:?}", T::LOG, self.state);
         Poll::Ready(Ok(()))

@@ -670,10 +670,11 @@ impl<B: Buf> WriteBuf<B> {
 /// few spares per thread serve a busy thread's connections in turn. The
 /// count is bounded, so idle memory does not grow with connections, and
 /// buffers grown past `LARGEST` are freed as before.
-mod spare {
+pub(super) mod spare {
     use std::cell::RefCell;
 
     use bytes::BytesMut;
+    use http::HeaderMap;
 
     use super::INIT_BUFFER_SIZE;
 
@@ -681,10 +682,13 @@ mod spare {
     const KEPT: usize = 16;
     /// The largest buffer kept.
     const LARGEST: usize = 2 * INIT_BUFFER_SIZE;
+    /// The most headers a kept header map has room for.
+    const LARGEST_MAP: usize = 96;
 
     thread_local! {
         static READ: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
         static HEADS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+        static HEADER_MAPS: RefCell<Vec<HeaderMap>> = const { RefCell::new(Vec::new()) };
     }
 
     /// Keep an emptied read buffer, if there is room.
@@ -723,6 +727,29 @@ mod spare {
     /// A kept head buffer, if any.
     pub(super) fn take_head() -> Option<Vec<u8>> {
         HEADS.try_with(|kept| kept.borrow_mut().pop()).ok().flatten()
+    }
+
+    /// Keep the header map an idle connection held for its next request's
+    /// head, with its room, if there is room for it. A fresh map is sized to
+    /// the request's own fields, and a proxy's additions then grow it (a
+    /// rehash and a reallocation per request); a map that held a response
+    /// has room for them.
+    pub(in crate::proto::h1) fn give_headers(mut map: HeaderMap) {
+        if map.capacity() > LARGEST_MAP {
+            return;
+        }
+        map.clear();
+        let _ = HEADER_MAPS.try_with(move |kept| {
+            let mut kept = kept.borrow_mut();
+            if kept.len() < KEPT {
+                kept.push(map);
+            }
+        });
+    }
+
+    /// A kept header map, empty, if any.
+    pub(in crate::proto::h1) fn take_headers() -> Option<HeaderMap> {
+        HEADER_MAPS.try_with(|kept| kept.borrow_mut().pop()).ok().flatten()
     }
 }
 

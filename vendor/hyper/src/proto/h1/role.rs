@@ -260,7 +260,12 @@ impl Http1Transaction for Server {
             None
         };
 
-        let mut headers = ctx.cached_headers.take().unwrap_or_default();
+        // cutover: an idle connection's map went to the thread's spares.
+        let mut headers = ctx
+            .cached_headers
+            .take()
+            .or_else(super::io::spare::take_headers)
+            .unwrap_or_default();
         let mut saw_connection_close = false;
 
         headers.reserve(headers_len);
