@@ -246,6 +246,47 @@ async fn a_header_map_reused_after_an_idle_period_carries_nothing_over() {
     }
 }
 
+/// The proxy reads a client's socket while a request is with the backend
+/// (to notice the client leave), into the room left in the buffer that
+/// request's head came in, still shared with it. Heads sent then, one
+/// short and one too long for that room, are served in order and reach
+/// the backend whole.
+#[tokio::test]
+async fn requests_sent_while_the_one_before_is_with_the_backend_are_served() {
+    let slow = with_length(&[b'x'; 64]);
+    let upstream = RawUpstream::scripted(move |n, _| {
+        let reply = Reply::keep(if n == 0 { slow.clone() } else { OK.to_vec() });
+        // The first answer trickles in, so the heads below come while it is
+        // still with the backend.
+        if n == 0 {
+            reply.in_pieces(1)
+        } else {
+            reply
+        }
+    })
+    .await;
+    let proxy = TestProxy::start(&Config::one_pool(&[upstream.addr]).build()).await;
+    let mut stream = TcpStream::connect(proxy.addr).await.expect("connect to proxy");
+    stream.write_all(b"GET /first HTTP/1.1\r\nHost: app.test\r\n\r\n").await.expect("write");
+    eventually(DEADLINE, "the first request reached the backend", || upstream.requests().len() == 1).await;
+    let long = "v".repeat(9 * 1024);
+    let next = format!(
+        "GET /second HTTP/1.1\r\nHost: app.test\r\nX-Long: {long}\r\n\r\nGET /third HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(next.as_bytes()).await.expect("write");
+    let (bytes, closed) = read_until_closed(&mut stream, DEADLINE).await;
+    assert!(closed, "the connection stayed open after `Connection: close`");
+    let responses = parse_responses_of(&bytes);
+    assert_eq!(responses, [(200, true), (200, true), (200, true)], "{}", String::from_utf8_lossy(&bytes));
+    let requests = upstream.requests();
+    let seen: Vec<String> = requests.iter().map(|r| format!("{} {}", r.method(), r.path())).collect();
+    assert_eq!(seen, ["GET /first", "GET /second", "GET /third"]);
+    assert_eq!(requests[1].header("x-long"), Some(long.as_str()));
+    for request in &requests {
+        request.assert_unambiguous();
+    }
+}
+
 /// A shutdown closes an idled (parked) connection at once, as it closes
 /// any idle one: no `Connection: close` response, just the close.
 #[tokio::test]

@@ -247,7 +247,12 @@ where
                 self.read_buf = spare;
             }
         }
-        if self.read_buf_remaining_mut() < next {
+        // cutover: an emptied buffer still shared with the head of a request
+        // in flight is read into as it is, if it has room left: this read
+        // (most often one that finds the socket empty or the client gone)
+        // would otherwise allocate a fresh buffer for every request.
+        let room = self.read_buf_remaining_mut();
+        if room < next && !(self.release_idle && self.read_buf.is_empty() && room >= MIN_ROOM_AS_IS) {
             self.read_buf.reserve(next);
         }
 
@@ -301,7 +306,15 @@ where
         // the next request on any connection takes them back.
         // A buffer that grew for large reads is freed: a split-off view's
         // capacity understates its storage, the read strategy does not.
-        if self.read_buf.is_empty() && self.read_buf.capacity() > 0 {
+        // A buffer that a request still in flight reads its head from (the
+        // read that notices a client hang-up comes while it is served) is
+        // shared: kept here, it is whole again by the next read, where a
+        // spare would be taken while still shared and replaced by a fresh
+        // allocation. The flush after the response releases it.
+        if self.read_buf.is_empty()
+            && self.read_buf.capacity() > 0
+            && self.read_buf.try_reclaim(INIT_BUFFER_SIZE)
+        {
             let buf = std::mem::take(&mut self.read_buf);
             if self.read_buf_strategy.next() <= INIT_BUFFER_SIZE {
                 spare::give_read(buf);
@@ -670,6 +683,10 @@ impl<B: Buf> WriteBuf<B> {
 /// few spares per thread serve a busy thread's connections in turn. The
 /// count is bounded, so idle memory does not grow with connections, and
 /// buffers grown past `LARGEST` are freed as before.
+/// cutover: the least room an emptied read buffer is read into without
+/// reserving more (`poll_read_from_io`).
+const MIN_ROOM_AS_IS: usize = 1024;
+
 pub(super) mod spare {
     use std::cell::RefCell;
 
