@@ -164,7 +164,12 @@ pub(super) fn forward(
                 // client sent after its refused upgrade request are never read.
                 // The body must keep flowing: silence as long as the whole
                 // request_timeout means the backend is stuck.
-                Err(answer) => UpstreamBody::respond(answer, plan.exchange, snapshot.request_timeout, plan.timer),
+                Err(answer) => {
+                    // Answered: nothing sends the request again, and its
+                    // header map can hold the next response head's fields.
+                    crate::pool::h1::maps::give(std::mem::take(plan.request.headers_mut()));
+                    UpstreamBody::respond(answer, plan.exchange, snapshot.request_timeout, plan.timer)
+                }
             }
         };
         // The proxy answers in its own HTTP version (RFC 9110 §6.2),

@@ -26,12 +26,14 @@
 //!
 //! By part: `conn` (the connection and the exchange of a head), `head`
 //! (the response head's parse and framing), `body` (the response body),
+//! `maps` (header maps handed from answered requests to response heads),
 //! `error`, and `props` (their invariants, for property tests and fuzzing).
 
 mod body;
 mod conn;
 mod error;
 mod head;
+pub mod maps;
 pub(crate) mod props;
 #[cfg(test)]
 mod tests;
