@@ -39,7 +39,18 @@ impl Running {
 
     /// The same with `RUST_LOG=rust_log`.
     pub fn start_with_log(config: &Path, extra: &[&str], rust_log: &str) -> Running {
-        let mut child = cutover()
+        Running::spawn(cutover(), config, extra, rust_log)
+    }
+
+    /// [`Running::start`] of another build of the binary, at `binary`.
+    pub fn start_binary(binary: &Path, config: &Path, extra: &[&str]) -> Running {
+        let mut cmd = Command::new(binary);
+        cmd.env("NO_COLOR", "1");
+        Running::spawn(cmd, config, extra, "info")
+    }
+
+    fn spawn(mut cmd: Command, config: &Path, extra: &[&str], rust_log: &str) -> Running {
+        let mut child = cmd
             .env("RUST_LOG", rust_log)
             .args(extra)
             .arg("run")
