@@ -20,10 +20,9 @@
 //! With `--start-up` it instead does what a proxy does before it sits idle:
 //! start (config watch on, as in production), serve a few keep-alive GETs
 //! through the guarded split, see other files come and go beside its
-//! config, see the upstream close the connections it kept and open new
-//! ones, get two answers in HTTP/1.0 without keep-alive, serve GETs and
-//! h2c requests from clients that then close their connection, answer a
-//! metrics scrape, idle two seconds, stop.
+//! config, see the upstream close the connections it kept and open new ones, serve GETs and h2c requests from clients that
+//! then close their connection, answer a metrics scrape, idle two seconds,
+//! stop.
 //! The build runs the optimised binary that way under callgrind, and lays
 //! out the functions it ran next to each other, so an idle proxy keeps few
 //! code pages resident. COMMAND is the binary, after any wrapper that runs
@@ -37,8 +36,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -86,16 +84,16 @@ fn main() -> Result<(), BoxError> {
 }
 
 async fn train(command: &[String], mix: Mix) -> Result<(), BoxError> {
-    let http1_upstream = serve_upstream().await?;
-    let h2_upstream = serve_upstream().await?;
+    let (http1_upstream, hang_up) = serve_upstream().await?;
+    let (h2_upstream, _) = serve_upstream().await?;
     let dir = std::env::temp_dir().join(format!("cutover-pgo-training-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let result = async {
         for workers in [1, 2] {
             let config = dir.join(format!("workers-{workers}.toml"));
-            std::fs::write(&config, config_text(workers, http1_upstream.addr, h2_upstream.addr))?;
+            std::fs::write(&config, config_text(workers, http1_upstream, h2_upstream))?;
             let started = Instant::now();
-            let requests = run_once(command, &config, mix, log_filter(mix, workers), &http1_upstream).await?;
+            let requests = run_once(command, &config, mix, log_filter(mix, workers), &hang_up).await?;
             eprintln!("pgo_training: workers = {workers}: {requests} requests in {:.1?}", started.elapsed());
         }
         Ok(())
@@ -120,19 +118,18 @@ fn log_filter(mix: Mix, workers: usize) -> Option<&'static str> {
 }
 
 /// One proxy process: start it, send the mix, stop it with SIGTERM.
-/// `upstream` is the HTTP/1.1 upstream, whose behaviour the start-up mix
-/// changes on the way.
+/// `hang_up` makes the HTTP/1.1 upstream close its connections.
 async fn run_once(
     command: &[String],
     config: &Path,
     mix: Mix,
     rust_log: Option<&str>,
-    upstream: &Upstream,
+    hang_up: &watch::Sender<()>,
 ) -> Result<usize, BoxError> {
     let mut proxy = Proxy::start(command, config, mix, rust_log)?;
     let result = match mix {
         Mix::Training => send_mix(proxy.traffic, proxy.admin).await,
-        Mix::StartUp => start_up(proxy.traffic, proxy.admin, upstream, config).await,
+        Mix::StartUp => start_up(proxy.traffic, proxy.admin, hang_up, config).await,
     };
     let stopped = proxy.stop();
     let requests = result?;
@@ -182,9 +179,8 @@ async fn send_mix(traffic: SocketAddr, admin: SocketAddr) -> Result<usize, BoxEr
 /// A few keep-alive GETs through the guarded split (one with a 16 KiB body),
 /// the upstream closing the connections the proxy keeps for it (as a
 /// backend does when it restarts or drops idle connections) and two more
-/// GETs on new ones, two answered in HTTP/1.0 without keep-alive (as
-/// Python's `http.server`, the README's demo backend, answers), two GETs
-/// from clients that close the connection after the answer, as
+/// GETs on new ones, two GETs from clients that close the connection after
+/// the answer, as
 /// curl and health checkers do, three h2c requests from clients that then
 /// close their connection (hyper's client with a `GOAWAY`, then waiting
 /// for the proxy to close; one that just drops it; one that sends a
@@ -192,7 +188,7 @@ async fn send_mix(traffic: SocketAddr, admin: SocketAddr) -> Result<usize, BoxEr
 async fn start_up(
     traffic: SocketAddr,
     admin: SocketAddr,
-    upstream: &Upstream,
+    hang_up: &watch::Sender<()>,
     config: &Path,
 ) -> Result<usize, BoxError> {
     // Other files come and go beside a config (a backend's or a
@@ -206,7 +202,7 @@ async fn start_up(
     let mut sender = http1_connection(traffic).await?;
     for i in 0..START_UP_REQUESTS + 2 {
         if i == START_UP_REQUESTS {
-            upstream.hang_up.send_replace(());
+            hang_up.send_replace(());
             // Time for the proxy to see its idle upstream connections end;
             // if it has not, the next request finds one closed and is sent
             // again, which is start-up code of its own.
@@ -219,14 +215,6 @@ async fn start_up(
         sender.ready().await?;
         complete(sender.send_request(request)).await?;
     }
-    // The proxy closes each connection such an answer came on, so the
-    // second request opens a new one.
-    upstream.http10.store(true, Ordering::Relaxed);
-    for _ in 0..2 {
-        sender.ready().await?;
-        complete(sender.send_request(shop_get("/")?)).await?;
-    }
-    upstream.http10.store(false, Ordering::Relaxed);
     for path in ["/", "/16k"] {
         // Dropping the sender ends the connection: the client closes it.
         let mut sender = http1_connection(traffic).await?;
@@ -263,7 +251,7 @@ async fn start_up(
         return Err(format!("admin GET /metrics answered {status}").into());
     }
     tokio::time::sleep(START_UP_IDLE).await;
-    Ok(START_UP_REQUESTS + 10)
+    Ok(START_UP_REQUESTS + 8)
 }
 
 /// One h2c GET, then a FIN without a `GOAWAY`, as curl ends a connection.
@@ -394,23 +382,20 @@ async fn http1_connection(addr: SocketAddr) -> Result<hyper::client::conn::http1
 /// `/16k`, 500 on `/fail`, and the upload's size on `/upload`; over HTTP/1.1
 /// with `Connection: keep-alive`, as nginx answers. Every other connection's
 /// answers carry no `Date`, as some backends' do, so that the proxy's own
-/// date is trained and laid out with start-up.
-async fn serve_upstream() -> Result<Upstream, BoxError> {
+/// date is trained and laid out with start-up. A value sent on the returned
+/// channel closes every connection it holds.
+async fn serve_upstream() -> Result<(SocketAddr, watch::Sender<()>), BoxError> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (hang_up, hung_up) = watch::channel(());
-    let http10 = Arc::new(AtomicBool::new(false));
-    let upstream = Upstream { addr, hang_up, http10: http10.clone() };
     tokio::spawn(async move {
         let mut dated = false;
         while let Ok((stream, _)) = listener.accept().await {
             dated = !dated;
             let mut hung_up = hung_up.clone();
             hung_up.mark_unchanged();
-            let http10 = http10.clone();
             tokio::spawn(async move {
-                let service =
-                    hyper::service::service_fn(move |request| answer(request, http10.load(Ordering::Relaxed)));
+                let service = hyper::service::service_fn(answer);
                 let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                 builder.http1().auto_date_header(dated);
                 builder.http2().auto_date_header(dated);
@@ -423,21 +408,10 @@ async fn serve_upstream() -> Result<Upstream, BoxError> {
             });
         }
     });
-    Ok(upstream)
+    Ok((addr, hang_up))
 }
 
-/// The training upstream, and what changes how it answers.
-struct Upstream {
-    addr: SocketAddr,
-    /// A value sent closes every connection it holds.
-    hang_up: watch::Sender<()>,
-    /// While set, HTTP/1.1 answers say `HTTP/1.0` and nothing of keep-alive,
-    /// so the proxy closes the connection after each.
-    http10: Arc<AtomicBool>,
-}
-
-/// The answer to `request`; `http10`: as an HTTP/1.0 server answers.
-async fn answer(request: Request<Incoming>, http10: bool) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn answer(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let http1 = request.version() == hyper::Version::HTTP_11;
     let sixteen_k = request.uri().path() == "/16k";
     let (status, body) = match request.uri().path() {
@@ -451,9 +425,7 @@ async fn answer(request: Request<Incoming>, http10: bool) -> Result<Response<Ful
     };
     let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
-    if http1 && http10 {
-        *response.version_mut() = hyper::Version::HTTP_10;
-    } else if http1 {
+    if http1 {
         // As real backends answer, so that the proxy's removal of these
         // hop-by-hop headers is trained as the hot path it is: nginx sends
         // `Connection: keep-alive` on every response, Node.js adds
