@@ -20,9 +20,9 @@
 //! With `--start-up` it instead does what a proxy does before it sits idle:
 //! start (config watch on, as in production), serve a few keep-alive GETs
 //! through the guarded split, see other files come and go beside its
-//! config, see the upstream close the connections it kept and open new ones, serve GETs and h2c requests from clients that
-//! then close their connection, answer a metrics scrape, idle two seconds,
-//! stop.
+//! config, see the upstream close the connections it kept and open new
+//! ones, serve GETs and h2c requests from clients that then close their
+//! connection, answer a metrics scrape, idle two seconds, stop.
 //! The build runs the optimised binary that way under callgrind, and lays
 //! out the functions it ran next to each other, so an idle proxy keeps few
 //! code pages resident. COMMAND is the binary, after any wrapper that runs

@@ -676,19 +676,21 @@ impl<B: Buf> WriteBuf<B> {
     }
 }
 
-/// cutover: the buffers idle server connections release
-/// (`Buffered::release_idle_buffers`), kept per thread for the next request
-/// instead of freed. Releasing them on every keep-alive exchange would
-/// otherwise cost each request two 8 KiB allocations and their frees; a
-/// few spares per thread serve a busy thread's connections in turn. The
-/// count is bounded, so idle memory does not grow with connections, and
-/// buffers grown past `LARGEST` are freed as before.
 /// cutover: the least room an emptied read buffer is read into without
 /// reserving more (`poll_read_from_io`).
 const MIN_ROOM_AS_IS: usize = 1024;
 
+/// cutover: the buffers and header maps idle server connections release
+/// (`Buffered::release_idle_buffers`, `Conn`'s idle paths), kept per thread
+/// for the next request instead of freed. Releasing them on every
+/// keep-alive exchange would otherwise cost each request two 8 KiB
+/// allocations, a header map, and their frees; a few spares per thread
+/// serve a busy thread's connections in turn. The count is bounded, so idle
+/// memory does not grow with connections, and buffers grown past `LARGEST`
+/// (maps past `LARGEST_MAP`) are freed as before.
 pub(super) mod spare {
     use std::cell::RefCell;
+    use std::thread::LocalKey;
 
     use bytes::BytesMut;
     use http::HeaderMap;
@@ -702,48 +704,54 @@ pub(super) mod spare {
     /// The most headers a kept header map has room for.
     const LARGEST_MAP: usize = 96;
 
+    type Spares<T> = LocalKey<RefCell<Vec<T>>>;
+
     thread_local! {
         static READ: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
         static HEADS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
         static HEADER_MAPS: RefCell<Vec<HeaderMap>> = const { RefCell::new(Vec::new()) };
     }
 
-    /// Keep an emptied read buffer, if there is room.
-    pub(super) fn give_read(mut buf: BytesMut) {
-        if buf.capacity() > LARGEST {
-            return;
-        }
-        buf.clear();
-        let _ = READ.try_with(move |kept| {
+    /// Keep `spare` in `spares`, if there is room (and the thread is not
+    /// being torn down).
+    fn keep<T: 'static>(spares: &'static Spares<T>, spare: T) {
+        let _ = spares.try_with(move |kept| {
             let mut kept = kept.borrow_mut();
             if kept.len() < KEPT {
-                kept.push(buf);
+                kept.push(spare);
             }
         });
+    }
+
+    /// A spare from `spares`, if any.
+    fn take<T: 'static>(spares: &'static Spares<T>) -> Option<T> {
+        spares.try_with(|kept| kept.borrow_mut().pop()).ok().flatten()
+    }
+
+    /// Keep an emptied read buffer, if there is room.
+    pub(super) fn give_read(mut buf: BytesMut) {
+        if buf.capacity() <= LARGEST {
+            buf.clear();
+            keep(&READ, buf);
+        }
     }
 
     /// A kept read buffer, if any.
     pub(super) fn take_read() -> Option<BytesMut> {
-        READ.try_with(|kept| kept.borrow_mut().pop()).ok().flatten()
+        take(&READ)
     }
 
     /// Keep a head buffer whose bytes are written, if there is room.
     pub(super) fn give_head(mut buf: Vec<u8>) {
-        if buf.capacity() > LARGEST {
-            return;
+        if buf.capacity() <= LARGEST {
+            buf.clear();
+            keep(&HEADS, buf);
         }
-        buf.clear();
-        let _ = HEADS.try_with(move |kept| {
-            let mut kept = kept.borrow_mut();
-            if kept.len() < KEPT {
-                kept.push(buf);
-            }
-        });
     }
 
     /// A kept head buffer, if any.
     pub(super) fn take_head() -> Option<Vec<u8>> {
-        HEADS.try_with(|kept| kept.borrow_mut().pop()).ok().flatten()
+        take(&HEADS)
     }
 
     /// Keep the header map an idle connection held for its next request's
@@ -752,21 +760,15 @@ pub(super) mod spare {
     /// rehash and a reallocation per request); a map that held a response
     /// has room for them.
     pub(in crate::proto::h1) fn give_headers(mut map: HeaderMap) {
-        if map.capacity() > LARGEST_MAP {
-            return;
+        if map.capacity() <= LARGEST_MAP {
+            map.clear();
+            keep(&HEADER_MAPS, map);
         }
-        map.clear();
-        let _ = HEADER_MAPS.try_with(move |kept| {
-            let mut kept = kept.borrow_mut();
-            if kept.len() < KEPT {
-                kept.push(map);
-            }
-        });
     }
 
     /// A kept header map, empty, if any.
     pub(in crate::proto::h1) fn take_headers() -> Option<HeaderMap> {
-        HEADER_MAPS.try_with(|kept| kept.borrow_mut().pop()).ok().flatten()
+        take(&HEADER_MAPS)
     }
 }
 
