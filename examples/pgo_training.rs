@@ -19,8 +19,8 @@
 //!
 //! With `--start-up` it instead does what a proxy does before it sits idle:
 //! start (config watch on, as in production), serve a few keep-alive GETs
-//! through the guarded split, see other files come and go beside its
-//! config, see the upstream close the connections it kept and open new
+//! through the guarded split, see other files and a directory come and go
+//! beside its config, see the upstream close the connections it kept and open new
 //! ones, serve GETs and h2c requests from clients that then close their
 //! connection, answer a metrics scrape, idle two seconds, stop.
 //! The build runs the optimised binary that way under callgrind, and lays
@@ -176,29 +176,37 @@ async fn send_mix(traffic: SocketAddr, admin: SocketAddr) -> Result<usize, BoxEr
     Ok(total)
 }
 
-/// A few keep-alive GETs through the guarded split (one with a 16 KiB body),
-/// the upstream closing the connections the proxy keeps for it (as a
-/// backend does when it restarts or drops idle connections) and two more
-/// GETs on new ones, two GETs from clients that close the connection after
-/// the answer, as
-/// curl and health checkers do, three h2c requests from clients that then
-/// close their connection (hyper's client with a `GOAWAY`, then waiting
-/// for the proxy to close; one that just drops it; one that sends a
-/// FIN without a `GOAWAY`, as curl does) and one metrics scrape.
+/// Files and a directory come and go beside the config (each burst seen
+/// by the watch), a few keep-alive GETs through the guarded split (one
+/// with a 16 KiB body), the upstream closing the connections the proxy
+/// keeps for it (as a backend does when it restarts or drops idle
+/// connections) and two more GETs on new ones, two GETs from clients that
+/// close the connection after the answer, as curl and health checkers do,
+/// four h2c requests from clients that then close their connection
+/// (hyper's client with a `GOAWAY` after two, one of 16 KiB, then waiting
+/// for the proxy to close; one that just drops it; one that sends a FIN
+/// without a `GOAWAY`, as curl does) and one metrics scrape.
 async fn start_up(
     traffic: SocketAddr,
     admin: SocketAddr,
     hang_up: &watch::Sender<()>,
     config: &Path,
 ) -> Result<usize, BoxError> {
-    // Other files come and go beside a config (a backend's or a
-    // deployment's), and the config watch sees each of them.
-    let beside = config.with_file_name("not-the-config.txt");
-    for _ in 0..2 {
-        std::fs::write(&beside, b"x")?;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    std::fs::remove_file(&beside)?;
+    // Other files and directories come and go beside a config (a
+    // backend's or a deployment's), and the config watch sees each of
+    // them. The watch is live once it has made the reload it makes on
+    // starting; each burst of events then makes one more, so the run waits
+    // on the counter, not on a guess at how slow the proxy starts (under
+    // callgrind, seconds).
+    let live = wait_for_watch_reloads(admin, 1).await?;
+    let (file, dir) = (config.with_file_name("not-the-config.txt"), config.with_file_name("not-the-config.d"));
+    std::fs::write(&file, b"x")?;
+    std::fs::create_dir(&dir)?;
+    let seen = wait_for_watch_reloads(admin, live + 1).await?;
+    std::fs::write(&file, b"xx")?;
+    std::fs::remove_file(&file)?;
+    std::fs::remove_dir(&dir)?;
+    wait_for_watch_reloads(admin, seen + 1).await?;
     let mut sender = http1_connection(traffic).await?;
     for i in 0..START_UP_REQUESTS + 2 {
         if i == START_UP_REQUESTS {
@@ -225,15 +233,20 @@ async fn start_up(
         complete(sender.send_request(request)).await?;
     }
     // Two h2c clients of hyper's: one closes its connection with a
-    // `GOAWAY`, the other just drops it.
+    // `GOAWAY`, the other just drops it. The first also takes a body large
+    // enough that h2 sends it from the upstream's buffer rather than
+    // copying it into the frame's.
     for graceful in [true, false] {
         let stream = TcpStream::connect(traffic).await?;
         let (mut h2, connection) =
             hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await?;
         let connection = tokio::spawn(connection);
-        let request = shop_get(format!("http://{traffic}/"))?;
-        h2.ready().await?;
-        complete(h2.send_request(request)).await?;
+        let paths: &[&str] = if graceful { &["/", "/16k"] } else { &["/"] };
+        for path in paths {
+            let request = shop_get(format!("http://{traffic}{path}"))?;
+            h2.ready().await?;
+            complete(h2.send_request(request)).await?;
+        }
         if graceful {
             // With its last sender gone the connection says GOAWAY and ends.
             drop(h2);
@@ -251,7 +264,35 @@ async fn start_up(
         return Err(format!("admin GET /metrics answered {status}").into());
     }
     tokio::time::sleep(START_UP_IDLE).await;
-    Ok(START_UP_REQUESTS + 8)
+    Ok(START_UP_REQUESTS + 9)
+}
+
+/// Waits (until the deadline) for the config watch's reloads to reach
+/// `at_least`, and gives the count then. A reload that finds the file
+/// unchanged counts as `ok` in `cutover_config_reloads_total`, and the
+/// training config is reloaded by nothing but the watch.
+async fn wait_for_watch_reloads(admin: SocketAddr, at_least: u64) -> Result<u64, BoxError> {
+    const PREFIX: &str = "cutover_config_reloads_total{result=\"ok\"} ";
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let mut sender = http1_connection(admin).await?;
+        let request = Request::get("/metrics").header("host", admin.to_string()).body(Full::new(Bytes::new()))?;
+        sender.ready().await?;
+        let response = tokio::time::timeout(DEADLINE, sender.send_request(request)).await??;
+        let body = tokio::time::timeout(DEADLINE, response.into_body().collect()).await??.to_bytes();
+        let reloads = std::str::from_utf8(&body)?
+            .lines()
+            .find_map(|line| line.strip_prefix(PREFIX))
+            .and_then(|count| count.trim().parse::<u64>().ok())
+            .ok_or("the metrics carry no ok count of config reloads")?;
+        if reloads >= at_least {
+            return Ok(reloads);
+        }
+        if Instant::now() > end {
+            return Err(format!("the config watch made {reloads} reloads, not {at_least}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// One h2c GET, then a FIN without a `GOAWAY`, as curl ends a connection.

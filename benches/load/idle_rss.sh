@@ -16,7 +16,9 @@
 # Environment: STARTS=5, OUT=/tmp/cutover-idle-<utc time>, BASE_PORT=18000,
 #   PROXY_CPU=0 LOAD_CPU=1, DROP_COPY=0 (1: run the binary in place, no copy),
 #   AT_IDLE="cmd args" (run as `cmd args PID EXE` at the reading, output kept
-#   in OUT as NAME.START.at_idle)
+#   in OUT as NAME.START.at_idle), ECHO=1 (run.sh's order: each start begins
+#   against echo_headers.py on the backend's port, sends the header-echo
+#   requests, then the backend nginx takes the port back, as run.sh does)
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -44,9 +46,14 @@ prepare_tmp cutover-idle
 check_ports_free
 URL="http://127.0.0.1:$CUTOVER"
 
-taskset -c "$LOAD_CPU" nginx -c "$TMP/backend-nginx.conf" -p "$TMP" >"$OUT/backend.stdout" 2>&1 &
-PIDS+=($!)
-wait_http "http://127.0.0.1:$BACKEND/"
+start_backend() {
+    taskset -c "$LOAD_CPU" nginx -c "$TMP/backend-nginx.conf" -p "$TMP" >>"$OUT/backend.stdout" 2>&1 &
+    BACKEND_PID=$!
+    PIDS+=("$BACKEND_PID")
+    wait_http "http://127.0.0.1:$BACKEND/"
+}
+stop_backend() { kill -TERM "$BACKEND_PID"; wait "$BACKEND_PID" 2>/dev/null || true; forget_pid "$BACKEND_PID"; }
+[[ "${ECHO:-0}" == 1 ]] || start_backend
 
 # smaps -> one line per mapping group: name rss_kb anon_kb private_dirty_kb
 smaps_groups() {
@@ -78,12 +85,22 @@ for s in $(seq "$STARTS"); do
         if [[ "${DROP_COPY:-0}" == 1 ]]; then exe="${BIN[$name]}"; else
             exe="$TMP/$name"; rm -f "$exe"; cp "${BIN[$name]}" "$exe"
         fi
+        if [[ "${ECHO:-0}" == 1 ]]; then
+            taskset -c "$LOAD_CPU" python3 "$HERE/echo_headers.py" "$BACKEND" >"$OUT/echo.stdout" 2>&1 &
+            echo_pid=$!
+            PIDS+=("$echo_pid")
+            wait_http "http://127.0.0.1:$BACKEND/"
+        fi
         taskset -c "$PROXY_CPU" env RUST_LOG=warn "$exe" run --config "$TMP/cutover.toml" >"$OUT/$name.$s.stdout" 2>&1 &
         pid=$!
         PIDS+=("$pid")
         wait_http "$URL/"
         curl -s -o /dev/null "$URL/headers?x=1"
         curl -s -o /dev/null --http2-prior-knowledge "$URL/headers?x=1"
+        if [[ "${ECHO:-0}" == 1 ]]; then
+            kill -TERM "$echo_pid"; wait "$echo_pid" 2>/dev/null || true; forget_pid "$echo_pid"
+            start_backend
+        fi
         curl -s -o /dev/null "$URL/"
         curl -s -o /dev/null "$URL/16k"
         wait_http "$URL/" --http2-prior-knowledge
@@ -98,6 +115,7 @@ for s in $(seq "$STARTS"); do
         read -r anon pd < <(awk '/^Anonymous:/ { a = $2 } /^Private_Dirty:/ { d = $2 } END { print a, d }' "$OUT/$name.$s.smaps_rollup")
         printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$s" "$rss" "$anon" "$((rss - anon))" "$pd" "$threads" >>"$OUT/idle.tsv"
         kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; forget_pid "$pid"
+        [[ "${ECHO:-0}" != 1 ]] || stop_backend
     done
 done
 
