@@ -1,6 +1,7 @@
 //! Fleet mode when decisions change hands, against a real etcd: an
 //! operator's reset racing the leader's automatic trip, a rollout step's
-//! hold and a pool's verdict carried across a leader's death.
+//! hold and a pool's verdict carried across a leader's death, and a new
+//! leader taking over the decisions while a write of its own is in flight.
 //!
 //! Without `etcd` on the PATH each test says it skipped and passes, unless
 //! `CUTOVER_REQUIRE_ETCD=1` (CI sets it), where a missing etcd fails.
@@ -15,6 +16,7 @@ use tokio::time::Instant;
 
 use support::etcd::Etcd;
 use support::eventually_async as eventually;
+use support::gate::Gate;
 use support::relay::Relay;
 use support::{client, get, get_json, pool_tripped, post, put_json, TestProxy, Upstream};
 
@@ -396,4 +398,67 @@ async fn without_shadow_judging_only_the_leader_judges_the_fleets_evidence() {
     for proxy in [a, b] {
         proxy.stop().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_decides_at_once_while_a_write_of_its_own_is_still_in_flight() {
+    use base64::Engine;
+    let Some(etcd) = Etcd::start().await else { return };
+    let (blue, green) = (Upstream::named("blue").await, Upstream::named("green").await);
+    let prefix = "/cutover/test-authority";
+    let guard = "max_error_rate = 0.5\nmin_requests = 3\n";
+    let a = TestProxy::start_seeded(
+        &config(&etcd_at(&etcd), prefix, "a", &blue, &green, guard, "lease_ttl = \"2s\"\ntimeout = \"1s\"\n"),
+        Some(7),
+    )
+    .await;
+    eventually(Duration::from_secs(10), "a leads and decides", || async {
+        let fleet = status(&a).await["fleet"].clone();
+        fleet["leader"] == "a" && fleet["automatic_decisions"] == true
+    })
+    .await;
+    // B reaches etcd through a gate, with a timeout far longer than any
+    // deadline below: a call held at the gate stays in flight throughout.
+    let gate = Gate::start(etcd_at(&etcd).parse().expect("etcd address")).await;
+    let b = TestProxy::start_seeded(
+        &config(&gate.addr.to_string(), prefix, "b", &blue, &green, guard, "lease_ttl = \"2s\"\ntimeout = \"60s\"\n"),
+        Some(7),
+    )
+    .await;
+    eventually(Duration::from_secs(10), "b follows a", || async {
+        let fleet = status(&b).await["fleet"].clone();
+        fleet["leader"] == "a" && fleet["automatic_decisions"] == false
+    })
+    .await;
+
+    // An operator's change of route `other` on B: B's fleet task writes it
+    // to etcd and stays inside that call, which the gate holds. The answer
+    // comes once the write is done.
+    let key = base64::engine::general_purpose::STANDARD.encode(format!("{prefix}/state/routes/other"));
+    gate.hold_bodies_with(key.as_bytes());
+    let url = b.admin_url("/routes/other/split");
+    let change = tokio::spawn(async move { put_json(&url, json!({"blue": 2, "green": 0})).await });
+    eventually(Duration::from_secs(5), "b's write of route other waits at the gate", || async { gate.waiting() >= 1 })
+        .await;
+
+    // A dies (killed: its lease runs out, nothing is resigned). B wins the
+    // election and takes over the automatic decisions at once, not when
+    // its fleet task is out of the held call (up to the 60 s timeout).
+    drop(a);
+    eventually(Duration::from_secs(10), "b leads", || async { leader(&b).await.as_deref() == Some("b") }).await;
+    eventually(Duration::from_secs(10), "b, leading, decides automatically", || async {
+        status(&b).await["fleet"]["automatic_decisions"] == true
+    })
+    .await;
+    assert!(gate.waiting() >= 1 && !change.is_finished(), "b's write was still in flight when b took over");
+
+    gate.release();
+    let (code, answer) = change.await.expect("the change's task");
+    assert_eq!((code, answer["fleet"].as_str()), (StatusCode::OK, Some("written")), "{answer}");
+    let unit = stored_when(&etcd, prefix, "routes/other", |unit| {
+        unit["override"]["split"] == json!([["blue", 2], ["green", 0]])
+    })
+    .await;
+    assert_eq!(unit["by"], "b", "{unit}");
+    b.stop().await;
 }

@@ -23,6 +23,7 @@
 
 pub mod config;
 pub mod etcd;
+pub mod gate;
 pub mod process;
 pub mod raw_client;
 pub mod raw_upstream;
