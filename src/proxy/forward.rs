@@ -166,8 +166,9 @@ pub(super) fn forward(
                 // request_timeout means the backend is stuck.
                 Err(answer) => {
                     // Answered: nothing sends the request again, and its
-                    // header map can hold the next response head's fields.
-                    crate::pool::h1::maps::give(std::mem::take(plan.request.headers_mut()));
+                    // header map can hold the next head parsed on this
+                    // thread (a response's or a request's).
+                    hyper::ext::give_header_map(std::mem::take(plan.request.headers_mut()));
                     UpstreamBody::respond(answer, plan.exchange, snapshot.request_timeout, plan.timer)
                 }
             }

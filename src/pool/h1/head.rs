@@ -202,7 +202,7 @@ pub(super) fn parse_head(read: &mut BytesMut, is_head: bool) -> Result<Parsed, H
     // `Transfer-Encoding` is the proxy's own business on each side.
     // Room for the request ID and the pool's name, which the proxy adds to
     // the response: inserted into a full map they would make it grow.
-    let mut headers = super::maps::take(count + 2);
+    let mut headers = hyper::ext::take_header_map(count + 2);
     for span in spans.iter() {
         let keep = match span.kind {
             FieldKind::Other => true,

@@ -26,14 +26,16 @@
 //!
 //! By part: `conn` (the connection and the exchange of a head), `head`
 //! (the response head's parse and framing), `body` (the response body),
-//! `maps` (header maps handed from answered requests to response heads),
 //! `error`, and `props` (their invariants, for property tests and fuzzing).
+//! A response head is parsed into a header map from hyper's per-thread
+//! spares (`hyper::ext::take_header_map`), which an answered request's map
+//! goes back to: one bounded set of maps per thread for hyper's heads and
+//! the client's.
 
 mod body;
 mod conn;
 mod error;
 mod head;
-pub mod maps;
 pub(crate) mod props;
 #[cfg(test)]
 mod tests;

@@ -199,3 +199,38 @@ fn identical_lengths_are_forwarded_as_one() {
     }
     assert!(head(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", false).is_err());
 }
+
+/// The response head's map comes from hyper's spares, which an answered
+/// request's map goes back to: given with its room, it comes back empty
+/// with that room; a map too large to keep is not kept.
+#[test]
+fn a_map_given_back_comes_back_empty_with_its_room() {
+    // A thread of its own: the spares are per thread, and other tests on
+    // this one take and give maps too.
+    std::thread::spawn(|| {
+        let mut map = HeaderMap::with_capacity(12);
+        map.insert(header::HOST, HeaderValue::from_static("app.test"));
+        map.append("x-many", HeaderValue::from_static("1"));
+        map.append("x-many", HeaderValue::from_static("2"));
+        let room = map.capacity();
+        hyper::ext::give_header_map(map);
+        let again = hyper::ext::take_header_map(4);
+        assert!(again.is_empty(), "{again:?}");
+        assert_eq!(again.capacity(), room);
+
+        hyper::ext::give_header_map(HeaderMap::with_capacity(1000));
+        let fresh = hyper::ext::take_header_map(1);
+        assert!(fresh.capacity() < 1000, "a map over the bound was kept: {}", fresh.capacity());
+
+        // A head parsed into a map given back holds its own fields alone.
+        let mut used = HeaderMap::with_capacity(12);
+        used.insert("x-stale", HeaderValue::from_static("from the request"));
+        hyper::ext::give_header_map(used);
+        let parsed = head(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: 1\r\n\r\n", false).expect("a head");
+        let names: Vec<&str> = parsed.response.headers().keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["content-length", "x-a"]);
+        assert!(parsed.response.headers().capacity() >= 12, "the spare was taken");
+    })
+    .join()
+    .expect("the test's thread");
+}

@@ -54,6 +54,12 @@ mod h1_reason_phrase;
 #[cfg(any(feature = "http1", feature = "ffi"))]
 pub use h1_reason_phrase::ReasonPhrase;
 
+// cutover: the HTTP/1 connections' spare header maps, open to the embedder.
+#[cfg(all(any(feature = "client", feature = "server"), feature = "http1"))]
+mod h1_header_maps;
+#[cfg(all(any(feature = "client", feature = "server"), feature = "http1"))]
+pub use h1_header_maps::{give_header_map, take_header_map};
+
 #[cfg(all(feature = "http1", feature = "client"))]
 mod informational;
 #[cfg(all(feature = "http1", feature = "client"))]

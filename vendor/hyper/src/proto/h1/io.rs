@@ -755,19 +755,20 @@ pub(super) mod spare {
     }
 
     /// Keep the header map an idle connection held for its next request's
-    /// head, with its room, if there is room for it. A fresh map is sized to
+    /// head (or one the embedder is done with, `ext::give_header_map`),
+    /// with its room, if there is room for it. A fresh map is sized to
     /// the request's own fields, and a proxy's additions then grow it (a
     /// rehash and a reallocation per request); a map that held a response
     /// has room for them.
-    pub(in crate::proto::h1) fn give_headers(mut map: HeaderMap) {
-        if map.capacity() <= LARGEST_MAP {
+    pub(crate) fn give_headers(mut map: HeaderMap) {
+        if map.capacity() > 0 && map.capacity() <= LARGEST_MAP {
             map.clear();
             keep(&HEADER_MAPS, map);
         }
     }
 
     /// A kept header map, empty, if any.
-    pub(in crate::proto::h1) fn take_headers() -> Option<HeaderMap> {
+    pub(crate) fn take_headers() -> Option<HeaderMap> {
         take(&HEADER_MAPS)
     }
 }

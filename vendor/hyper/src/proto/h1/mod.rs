@@ -11,6 +11,8 @@ pub(crate) use self::dispatch::Dispatcher;
 pub(crate) use self::encode::{EncodedBuf, Encoder};
 //TODO: move out of h1::io
 pub(crate) use self::io::MINIMUM_MAX_BUFFER_SIZE;
+// cutover: the spare header maps, for `ext::{give,take}_header_map`.
+pub(crate) use self::io::spare::{give_headers, take_headers};
 
 mod conn;
 mod decode;
