@@ -400,6 +400,16 @@ async fn without_shadow_judging_only_the_leader_judges_the_fleets_evidence() {
     }
 }
 
+/// Wait until `proxy` sees `leader` lead, and decides automatically or
+/// not as `automatic` says.
+async fn sees_leading(proxy: &TestProxy, leader: &str, automatic: bool) {
+    eventually(Duration::from_secs(10), "the leader seen, and who decides", || async {
+        let fleet = status(proxy).await["fleet"].clone();
+        fleet["leader"] == leader && fleet["automatic_decisions"] == automatic
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_leader_decides_at_once_while_a_write_of_its_own_is_still_in_flight() {
     use base64::Engine;
@@ -407,29 +417,18 @@ async fn a_new_leader_decides_at_once_while_a_write_of_its_own_is_still_in_fligh
     let (blue, green) = (Upstream::named("blue").await, Upstream::named("green").await);
     let prefix = "/cutover/test-authority";
     let guard = "max_error_rate = 0.5\nmin_requests = 3\n";
-    let a = TestProxy::start_seeded(
-        &config(&etcd_at(&etcd), prefix, "a", &blue, &green, guard, "lease_ttl = \"2s\"\ntimeout = \"1s\"\n"),
-        Some(7),
-    )
-    .await;
-    eventually(Duration::from_secs(10), "a leads and decides", || async {
-        let fleet = status(&a).await["fleet"].clone();
-        fleet["leader"] == "a" && fleet["automatic_decisions"] == true
-    })
-    .await;
+    // Replica `name`'s config: etcd at `at`, calls given up after `timeout`.
+    let text = |name: &str, at: String, timeout: &str| {
+        let fleet = format!("lease_ttl = \"2s\"\ntimeout = \"{timeout}\"\n");
+        config(&at, prefix, name, &blue, &green, guard, &fleet)
+    };
+    let a = TestProxy::start_seeded(&text("a", etcd_at(&etcd), "1s"), Some(7)).await;
     // B reaches etcd through a gate, with a timeout far longer than any
     // deadline below: a call held at the gate stays in flight throughout.
     let gate = Gate::start(etcd_at(&etcd).parse().expect("etcd address")).await;
-    let b = TestProxy::start_seeded(
-        &config(&gate.addr.to_string(), prefix, "b", &blue, &green, guard, "lease_ttl = \"2s\"\ntimeout = \"60s\"\n"),
-        Some(7),
-    )
-    .await;
-    eventually(Duration::from_secs(10), "b follows a", || async {
-        let fleet = status(&b).await["fleet"].clone();
-        fleet["leader"] == "a" && fleet["automatic_decisions"] == false
-    })
-    .await;
+    sees_leading(&a, "a", true).await;
+    let b = TestProxy::start_seeded(&text("b", gate.addr.to_string(), "60s"), Some(7)).await;
+    sees_leading(&b, "a", false).await;
 
     // An operator's change of route `other` on B: B's fleet task writes it
     // to etcd and stays inside that call, which the gate holds. The answer
