@@ -256,13 +256,7 @@ async fn start_up(
         }
     }
     h2c_get_then_close_as_curl_does(traffic).await?;
-    let mut sender = http1_connection(admin).await?;
-    let request = Request::get("/metrics").header("host", admin.to_string()).body(Full::new(Bytes::new()))?;
-    sender.ready().await?;
-    let status = complete(sender.send_request(request)).await?;
-    if !status.is_success() {
-        return Err(format!("admin GET /metrics answered {status}").into());
-    }
+    scrape_metrics(admin).await?;
     tokio::time::sleep(START_UP_IDLE).await;
     Ok(START_UP_REQUESTS + 9)
 }
@@ -275,12 +269,8 @@ async fn wait_for_watch_reloads(admin: SocketAddr, at_least: u64) -> Result<u64,
     const PREFIX: &str = "cutover_config_reloads_total{result=\"ok\"} ";
     let end = Instant::now() + DEADLINE;
     loop {
-        let mut sender = http1_connection(admin).await?;
-        let request = Request::get("/metrics").header("host", admin.to_string()).body(Full::new(Bytes::new()))?;
-        sender.ready().await?;
-        let response = tokio::time::timeout(DEADLINE, sender.send_request(request)).await??;
-        let body = tokio::time::timeout(DEADLINE, response.into_body().collect()).await??.to_bytes();
-        let reloads = std::str::from_utf8(&body)?
+        let reloads = scrape_metrics(admin)
+            .await?
             .lines()
             .find_map(|line| line.strip_prefix(PREFIX))
             .and_then(|count| count.trim().parse::<u64>().ok())
@@ -293,6 +283,21 @@ async fn wait_for_watch_reloads(admin: SocketAddr, at_least: u64) -> Result<u64,
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// One scrape of the admin API's `/metrics`, as Prometheus makes it, on a
+/// connection of its own: the text, if it answered 2xx in time.
+async fn scrape_metrics(admin: SocketAddr) -> Result<String, BoxError> {
+    let mut sender = http1_connection(admin).await?;
+    let request = Request::get("/metrics").header("host", admin.to_string()).body(Full::new(Bytes::new()))?;
+    sender.ready().await?;
+    let response = tokio::time::timeout(DEADLINE, sender.send_request(request)).await??;
+    let status = response.status();
+    let body = tokio::time::timeout(DEADLINE, response.into_body().collect()).await??.to_bytes();
+    if !status.is_success() {
+        return Err(format!("admin GET /metrics answered {status}").into());
+    }
+    Ok(String::from_utf8(body.to_vec())?)
 }
 
 /// One h2c GET, then a FIN without a `GOAWAY`, as curl ends a connection.
