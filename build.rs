@@ -6,15 +6,19 @@
 //! (`link/start-up-order.txt`, lld's `--symbol-ordering-file`). The kernel
 //! maps a whole page-cache folio, up to 2 MiB of a freshly copied binary,
 //! on each page fault, so start-up code spread over `.text` keeps nearly all
-//! of it resident, and grouped it keeps a fraction. And `--wrap=pow`:
-//! tokio's one call into libm goes to Rust code in the binary
-//! (`__wrap_pow`, src/main.rs), so the binary does not need `libm.so` and
-//! the loader does not map it at start.
+//! of it resident, and grouped it keeps a fraction. The section `main`
+//! reads one byte of at start (`.debug_gdb_scripts`, in any build with debug
+//! info) is moved next to the ELF headers (`link/gdb-scripts-first.ld`), so
+//! that the read does not fault in pages of exception tables nothing else
+//! touches. And `--wrap=pow`: tokio's one call into libm goes to Rust code
+//! in the binary (`__wrap_pow`, src/main.rs), so the binary does not need
+//! `libm.so` and the loader does not map it at start.
 //!
 //! `--wrap` is used on every Linux GNU target: every ELF linker has it.
-//! The other two are used only when a probe program linked with them by this
-//! toolchain's linker runs on this machine (packed relocations need lld or
-//! GNU ld 2.38 or later, and glibc 2.36 or later; the ordering needs lld),
+//! The other three are used only when a probe program linked with them by
+//! this toolchain's linker runs on this machine (packed relocations need lld
+//! or GNU ld 2.38 or later, and glibc 2.36 or later; the ordering needs lld;
+//! the section's move a linker that reads `INSERT BEFORE`),
 //! and only for a native build; otherwise the build goes on without it. The
 //! list names mangled symbols: names it does not find (another toolchain,
 //! other dependency versions, code changed since) are skipped, and what is
@@ -55,6 +59,15 @@ fn main() {
     }
 
     let manifest = env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from).unwrap_or_default();
+    let gdb_scripts = manifest.join("link/gdb-scripts-first.ld");
+    println!("cargo::rerun-if-changed={}", gdb_scripts.display());
+    let first = [format!("-Wl,-T,{}", gdb_scripts.display())];
+    if gdb_scripts.is_file() && probe(&out, "gdb-scripts", &first) {
+        for arg in &first {
+            println!("cargo::rustc-link-arg-bins={arg}");
+        }
+    }
+
     let order = match env::var_os("CUTOVER_SYMBOL_ORDER") {
         Some(path) if path.is_empty() => return,
         Some(path) => PathBuf::from(path),
@@ -87,7 +100,9 @@ fn probe(out: &Path, name: &str, link_args: &[impl AsRef<str>]) -> bool {
     let exe = dir.join("probe");
     let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
     let mut cmd = Command::new(rustc);
-    cmd.arg("-O").arg("-o").arg(&exe).arg(&src);
+    // With debug info, as the release profile builds: that is what puts a
+    // `.debug_gdb_scripts` section in the probe for the linker script to move.
+    cmd.arg("-O").arg("-g").arg("-o").arg(&exe).arg(&src);
     if let Some(linker) = env::var_os("RUSTC_LINKER") {
         cmd.arg("-C").arg({
             let mut arg = std::ffi::OsString::from("linker=");

@@ -13,6 +13,8 @@
 //! how much of a file one page fault maps depends on how the file was
 //! written. It is started with one worker, serves a few requests
 //! (HTTP/1.1 and h2c), and its `VmRSS` is read once they are answered.
+//! A second test reads the same binary's section table: the one byte of
+//! read-only data `main` reads at every start sits beside the ELF headers.
 
 #![cfg(target_os = "linux")]
 
@@ -96,4 +98,45 @@ fn a_started_idle_release_build_stays_under_8_mib() {
     let rss = rss_kib(running.child.id());
     eprintln!("idle RSS of {}: {rss} KiB (limit {LIMIT_KIB})", binary.display());
     assert!(rss < LIMIT_KIB, "the release build idles at {rss} KiB, over the {LIMIT_KIB} KiB goal");
+}
+
+/// The file offset and size of each named section of the ELF64
+/// (little-endian) file `elf`.
+fn sections(elf: &[u8]) -> Vec<(String, u64, u64)> {
+    let u16_at = |at: usize| u16::from_le_bytes(elf[at..at + 2].try_into().expect("two bytes"));
+    let u32_at = |at: usize| u32::from_le_bytes(elf[at..at + 4].try_into().expect("four bytes"));
+    let u64_at = |at: usize| u64::from_le_bytes(elf[at..at + 8].try_into().expect("eight bytes"));
+    assert_eq!(&elf[..6], b"\x7fELF\x02\x01", "an ELF64 little-endian file");
+    let (table, entry) = (u64_at(0x28) as usize, u16_at(0x3a) as usize);
+    let (count, names) = (u16_at(0x3c) as usize, u16_at(0x3e) as usize);
+    let header = |index: usize| table + index * entry;
+    let strings = u64_at(header(names) + 24) as usize;
+    (0..count)
+        .map(|index| {
+            let at = header(index);
+            let name_at = strings + u32_at(at) as usize;
+            let end = elf[name_at..].iter().position(|&b| b == 0).map_or(elf.len(), |n| name_at + n);
+            (String::from_utf8_lossy(&elf[name_at..end]).into_owned(), u64_at(at + 24), u64_at(at + 32))
+        })
+        .collect()
+}
+
+/// `main` reads one byte of `.debug_gdb_scripts` at every start (rustc's
+/// way of keeping the section in builds with debug info). The link puts it
+/// in the first 64 KiB of the file, beside the ELF headers the loader
+/// reads anyway (`link/gdb-scripts-first.ld`), so that the read faults in
+/// no window of pages of its own.
+#[test]
+fn the_release_build_keeps_the_byte_main_reads_beside_the_elf_headers() {
+    let Some(binary) = release_binary() else { return };
+    let elf = std::fs::read(&binary).unwrap_or_else(|e| panic!("read {}: {e}", binary.display()));
+    let sections = sections(&elf);
+    let find = |name: &str| sections.iter().find(|(n, _, _)| n == name).map(|&(_, offset, size)| (offset, size));
+    let (offset, size) = find(".debug_gdb_scripts").expect("a release build with debug info has .debug_gdb_scripts");
+    let (rodata, _) = find(".rodata").expect("a .rodata section");
+    assert!(
+        offset < rodata && offset + size <= 64 * 1024,
+        ".debug_gdb_scripts at file offset {offset:#x} (.rodata at {rodata:#x}): the link did not put it beside the \
+         ELF headers (build.rs's probe of link/gdb-scripts-first.ld failed?)"
+    );
 }
