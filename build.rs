@@ -18,7 +18,7 @@
 //! The other three are used only when a probe program linked with them by
 //! this toolchain's linker runs on this machine (packed relocations need lld
 //! or GNU ld 2.38 or later, and glibc 2.36 or later; the ordering needs lld;
-//! the section's move a linker that reads `INSERT BEFORE`),
+//! moving the section needs a linker that reads `INSERT BEFORE`),
 //! and only for a native build; otherwise the build goes on without it. The
 //! list names mangled symbols: names it does not find (another toolchain,
 //! other dependency versions, code changed since) are skipped, and what is
@@ -61,11 +61,9 @@ fn main() {
     let manifest = env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from).unwrap_or_default();
     let gdb_scripts = manifest.join("link/gdb-scripts-first.ld");
     println!("cargo::rerun-if-changed={}", gdb_scripts.display());
-    let first = [format!("-Wl,-T,{}", gdb_scripts.display())];
-    if gdb_scripts.is_file() && probe(&out, "gdb-scripts", &first) {
-        for arg in &first {
-            println!("cargo::rustc-link-arg-bins={arg}");
-        }
+    let script = format!("-Wl,-T,{}", gdb_scripts.display());
+    if gdb_scripts.is_file() && probe(&out, "gdb-scripts", &[&script]) {
+        println!("cargo::rustc-link-arg-bins={script}");
     }
 
     let order = match env::var_os("CUTOVER_SYMBOL_ORDER") {
