@@ -22,7 +22,10 @@
 # client): idle10k opens MEM_CONNS HTTP/1.1 keep-alive connections to each
 # proxy, each sends one request and then stays open: RSS before and after,
 # KiB per connection; idle10k-h2 the same over h2c (one stream each). rate10k: MEM_CONNS connections each sending one request
-# a second for MEM_SECONDS: RSS, and CPU per request at scale.
+# a second for MEM_SECONDS: RSS, and CPU per request at scale. The cases share
+# each proxy's process, in this order: a case reuses memory the one before it
+# freed, so for what one connection costs on a fresh proxy, run its case
+# alone (ROUNDS=0 CASES= MEM_CASES=idle10k-h2).
 #
 # Usage (from anywhere; needs root for apt-get, or the tools already there):
 #   benches/load/run.sh                      # 3 rounds x 10 s, ~20 minutes (plus the PGO build, 7-15 min)
