@@ -24,8 +24,11 @@
 //! read, write or HPACK scratch buffer either (h2 is patched for it):
 //! streams after an idle period, with and without a body, must be served
 //! as before, their headers decoded against the tables earlier streams
-//! filled. Nor does it keep, through its HPACK encoder's table, the buffer
-//! an upstream response's head was read into.
+//! filled. Its read and write buffers go to its thread's spares, and the
+//! next connection there to wake takes them: connections taking turns must
+//! each read and write only their own bytes. Nor does it keep, through its
+//! HPACK encoder's table, the buffer an upstream response's head was read
+//! into.
 //!
 //! Timing: the pauses only make the idle period and the cut writes happen;
 //! no assertion depends on how long anything took.
@@ -397,6 +400,55 @@ async fn an_idled_h2_connection_serves_streams_as_before() {
         if round % 2 == 1 {
             assert_eq!(request.body, format!("body of round {round}").as_bytes(), "{request:#?}");
         }
+    }
+}
+
+/// An idle HTTP/2 connection gives its read and write buffers to its
+/// thread's spares, and the next connection on that thread to wake takes
+/// them: two h2c connections on one worker, taking turns with an idle
+/// period between streams, each get their own answers, and each request
+/// reaches the backend with its own fields and body, nothing the other
+/// connection's frames left in a buffer.
+#[tokio::test]
+async fn h2_connections_taking_turns_with_spare_buffers_keep_their_own_bytes() {
+    let upstream = RawUpstream::ok().await;
+    let proxy = TestProxy::start(&Config::one_pool(&[upstream.addr]).server("workers = 1").build()).await;
+    let mut senders = Vec::new();
+    for _ in 0..2 {
+        let tcp = TcpStream::connect(proxy.addr).await.expect("connect to proxy");
+        let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .expect("h2c handshake");
+        tokio::spawn(conn);
+        senders.push(sender);
+    }
+    let mut sent = Vec::new();
+    for round in 0..3 {
+        for (conn, sender) in senders.iter_mut().enumerate() {
+            let path = format!("/c{conn}r{round}");
+            // Bodies of different lengths, so a buffer left with another
+            // connection's bytes would show in what the backend reads.
+            let body = format!("{path} {}", "xy".repeat(50 * (conn + 1) + round));
+            let request = Request::post(format!("http://app.test{path}"))
+                .header("x-conn", conn.to_string())
+                .body(Full::new(Bytes::from(body.clone())))
+                .expect("request");
+            let response =
+                timeout(DEADLINE, sender.send_request(request)).await.expect("h2 answer in time").expect("h2 answer");
+            assert_eq!(response.status(), 200, "{path}");
+            let answer = timeout(DEADLINE, response.into_body().collect()).await.expect("body in time").expect("body");
+            assert_eq!(answer.to_bytes(), "ok", "{path}");
+            sent.push((path, conn, body));
+            tokio::time::sleep(IDLE).await;
+        }
+    }
+    let seen = upstream.requests();
+    assert_eq!(seen.len(), sent.len(), "{seen:#?}");
+    for (request, (path, conn, body)) in seen.iter().zip(&sent) {
+        assert_eq!(request.path(), path, "{request:#?}");
+        assert_eq!(request.header("x-conn"), Some(conn.to_string().as_str()), "{request:#?}");
+        assert_eq!(request.count("x-conn"), 1, "{request:#?}");
+        assert_eq!(request.body, body.as_bytes(), "{request:#?}");
     }
 }
 

@@ -76,12 +76,13 @@ impl<T> FramedRead<T> {
         self.inner.get_mut()
     }
 
-    /// cutover: drop the read buffer (8 KiB) if it holds nothing, and the
-    /// HPACK decoder's scratch buffer, while the connection idles; the next
-    /// read allocates afresh (`poll_next`).
+    /// cutover: give up the read buffer (8 KiB) if it holds nothing, to
+    /// this thread's spares (`spare`), and drop the HPACK decoder's scratch
+    /// buffer, while the connection idles; the next read takes a spare back
+    /// or allocates afresh (`poll_next`).
     pub(crate) fn release_idle_buffers(&mut self) {
         if self.inner.read_buffer().is_empty() && self.inner.read_buffer().capacity() > 0 {
-            *self.inner.read_buffer_mut() = BytesMut::new();
+            super::spare::give_read(std::mem::take(self.inner.read_buffer_mut()), READ_BUFFER_CAPACITY);
         }
         if self.decoder.partial.is_none() {
             self.decoder.hpack.release_idle_buffer();
@@ -439,6 +440,9 @@ where
             tracing::trace!("poll");
             // cutover: released while idle (`release_idle_buffers`).
             if self.inner.read_buffer().capacity() == 0 {
+                if let Some(spare) = super::spare::take_read() {
+                    *self.inner.read_buffer_mut() = spare;
+                }
                 self.inner.read_buffer_mut().reserve(READ_BUFFER_CAPACITY);
             }
             let bytes = match ready!(Pin::new(&mut self.inner).poll_next(cx)) {

@@ -128,10 +128,13 @@ where
         self.encoder.has_capacity()
     }
 
-    /// cutover: the write buffer as `new` made it, after a release.
+    /// cutover: the write buffer as `new` made it, after a release: a
+    /// spare of this thread's if there is one (`spare`).
     fn restore_buffer(&mut self) {
         if self.encoder.buf.get_ref().capacity() == 0 && !self.encoder.buf.has_remaining() {
-            self.encoder.buf = Cursor::new(BytesMut::with_capacity(DEFAULT_BUFFER_CAPACITY));
+            let mut buf = super::spare::take_write().unwrap_or_default();
+            buf.reserve(DEFAULT_BUFFER_CAPACITY);
+            self.encoder.buf = Cursor::new(buf);
         }
     }
 
@@ -337,15 +340,16 @@ impl<B> Encoder<B> {
 }
 
 impl<T, B> FramedWrite<T, B> {
-    /// cutover: drop the write buffer (16 KiB) if nothing waits in it,
-    /// while the connection idles; the next frame allocates it afresh
-    /// (`restore_buffer`).
+    /// cutover: give up the write buffer (16 KiB) if nothing waits in it,
+    /// while the connection idles, to this thread's spares (`spare`); the
+    /// next frame takes one back or allocates afresh (`restore_buffer`).
     pub(crate) fn release_idle_buffer(&mut self) {
         if self.encoder.next.is_none()
             && !self.encoder.buf.has_remaining()
             && self.encoder.buf.get_ref().capacity() > 0
         {
-            self.encoder.buf = Cursor::new(BytesMut::new());
+            let buf = std::mem::replace(&mut self.encoder.buf, Cursor::new(BytesMut::new()));
+            super::spare::give_write(buf.into_inner(), DEFAULT_BUFFER_CAPACITY);
         }
     }
 
