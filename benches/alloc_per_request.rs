@@ -292,18 +292,21 @@ fn per_request(before: [u64; 5], after: [u64; 5], n: usize) -> PerRequest {
 /// allocate: a keep-alive HTTP/1.1 GET no block beyond glibc's per-thread
 /// cache (its request future included, `proxy::forward`), and an h2c
 /// connection that idles between requests no new codec buffers (they go
-/// to the thread's spares, `vendor/h2`). Background work on the proxy's
-/// thread (the guard's evaluation, the memory check) may allocate now and
-/// then, hence a tenth of a block per request, not zero.
+/// to the thread's spares, `vendor/h2`). Either, undone, costs at least
+/// one such block a request; background work on the proxy's thread (the
+/// console's sampling, the guard's evaluation, the memory check) allocates
+/// some now and then, more on a slow machine, hence the bound of half a
+/// block a request rather than none.
 fn check(case: Case, got: &PerRequest) -> Result<(), BoxError> {
+    const BOUND: f64 = 0.5;
     match case {
-        Case::H1Get if got.over_cache >= 0.1 => Err(format!(
+        Case::H1Get if got.over_cache >= BOUND => Err(format!(
             "{}: {:.2} blocks over {CACHED_MAX} bytes per request, expected none",
             case.name(),
             got.over_cache
         )
         .into()),
-        Case::H2cGet if got.buffers >= 0.1 => Err(format!(
+        Case::H2cGet if got.buffers >= BOUND => Err(format!(
             "{}: {:.2} blocks of 8 KiB or more per request, expected none (the codec's buffers come from spares)",
             case.name(),
             got.buffers
