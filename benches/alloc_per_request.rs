@@ -255,7 +255,7 @@ async fn measure(proxy: SocketAddr, case: Case, warmup: usize, requests: usize) 
             let tcp = TcpStream::connect(proxy).await?;
             tcp.set_nodelay(true)?;
             let (mut client, connection) = h2::client::handshake(tcp).await?;
-            tokio::spawn(connection);
+            let connection = tokio::spawn(connection);
             for _ in 0..warmup {
                 client = h2_request(client, proxy).await?;
             }
@@ -265,7 +265,14 @@ async fn measure(proxy: SocketAddr, case: Case, warmup: usize, requests: usize) 
                 client = h2_request(client, proxy).await?;
             }
             settle().await;
-            Ok(per_request(before, snapshot(), requests))
+            let counted = per_request(before, snapshot(), requests);
+            // Closed now: nothing polls the spawned connection once this
+            // case returns, and the proxy's shutdown would wait out its
+            // drain for a connection left open.
+            drop(client);
+            connection.abort();
+            let _ = connection.await;
+            Ok(counted)
         }
     }
 }
