@@ -47,10 +47,39 @@ pub fn etcd_installed() -> bool {
 /// Two ports free right now. etcd cannot listen on port 0, so the ports are
 /// picked by binding and releasing; a race with another process shows as
 /// etcd exiting at startup, and [`Etcd::start`] then picks again.
+///
+/// They are picked below the kernel's ephemeral range, from which it hands
+/// out the local ports of outgoing connections: [`Etcd::restart`] needs its
+/// ports again after the process is gone, and with other tests connecting
+/// all the while, an ephemeral port left free for a moment is soon some
+/// connection's local port, which no listener can then bind.
 pub fn free_ports() -> (u16, u16) {
-    let a = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let b = TcpListener::bind("127.0.0.1:0").expect("bind");
-    (a.local_addr().expect("addr").port(), b.local_addr().expect("addr").port())
+    use rand::{Rng, SeedableRng};
+    let below = ephemeral_ports_start();
+    let lowest = if below > 20_000 { 10_000 } else { 1_024 };
+    let mut rng = rand::rngs::SmallRng::from_os_rng();
+    let mut pick = |taken: Option<u16>| loop {
+        let port = rng.random_range(lowest..below);
+        if Some(port) == taken {
+            continue;
+        }
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+            break (listener, port);
+        }
+    };
+    let (_a, a) = pick(None);
+    let (_b, b) = pick(Some(a));
+    (a, b)
+}
+
+/// The first port of the kernel's ephemeral range (Linux's default when it
+/// cannot be read).
+fn ephemeral_ports_start() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .filter(|&start: &u16| start > 2_048)
+        .unwrap_or(32_768)
 }
 
 /// A CA, a server certificate for 127.0.0.1 and a client certificate, as
