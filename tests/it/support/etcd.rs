@@ -58,17 +58,16 @@ pub fn free_ports() -> (u16, u16) {
     let below = ephemeral_ports_start();
     let lowest = if below > 20_000 { 10_000 } else { 1_024 };
     let mut rng = rand::rngs::SmallRng::from_os_rng();
-    let mut pick = |taken: Option<u16>| loop {
+    // Each listener is held until both are picked, so the second cannot
+    // bind the first's port.
+    let mut pick = || loop {
         let port = rng.random_range(lowest..below);
-        if Some(port) == taken {
-            continue;
-        }
         if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
             break (listener, port);
         }
     };
-    let (_a, a) = pick(None);
-    let (_b, b) = pick(Some(a));
+    let (_a, a) = pick();
+    let (_b, b) = pick();
     (a, b)
 }
 
