@@ -1,6 +1,6 @@
 # Shared by paired_ab.sh and the scripts built on it (sourced, not run,
 # after common.sh): a pinned process, CPU time from schedstat, and one slice
-# of fixed-rate load with h2load.
+# of fixed-rate load with h2load or, with RATE_TOOL=oha, with oha.
 
 start() { # name cpu cmd...: start a pinned background process; sets PID_<name>
     local name=$1 cpu=$2; shift 2
@@ -20,6 +20,26 @@ cpu_ns() {
     echo "$total"
 }
 
+# One slice with oha: RATE requests/s spread evenly over 50 connections
+# (HTTP/1.1), the load of run.sh's fixed-rate case, where h2load sends each
+# connection's requests in bursts every 10 ms; prints what fixed_rate
+# prints. OHA names the binary (default: oha on PATH).
+fixed_rate_oha() { # url seconds outfile
+    local url=$1 secs=$2 outf=$3
+    timeout $((secs + 30)) taskset -c "$LOAD_CPU" "${OHA:-oha}" --no-tui --output-format json -z "${secs}s" \
+        -q "$RATE" -c 50 --latency-correction "$url" >"$outf" 2>"$outf.err" || true
+    python3 - "$outf" <<'PY' || echo "0 - - 1"
+import json, sys
+d = json.load(open(sys.argv[1]))
+codes = d.get("statusCodeDistribution", {})
+ok = sum(v for k, v in codes.items() if k.startswith("2"))
+bad = sum(v for k, v in codes.items() if not k.startswith("2")) + sum(
+    v for k, v in d.get("errorDistribution", {}).items() if k != "aborted due to deadline")
+p = d["latencyPercentiles"]
+print(ok, f"{p['p50'] * 1000:.3f}", f"{p['p99'] * 1000:.3f}", bad)
+PY
+}
+
 # One slice: RATE requests/s over 50 connections for `seconds` against
 # `url`; prints "succeeded p50_ms p99_ms errors". p50 and p99 are over every
 # request's latency in h2load's log. LOAD_PROTO=h2c sends them over HTTP/2
@@ -27,6 +47,10 @@ cpu_ns() {
 # HTTP/1.1.
 fixed_rate() { # url seconds outfile
     local url=$1 secs=$2 outf=$3 proto=(--h1)
+    if [[ ${RATE_TOOL:-h2load} == oha ]]; then
+        fixed_rate_oha "$@"
+        return
+    fi
     [[ ${LOAD_PROTO:-h1} == h2c ]] && proto=()
     timeout $((secs + 30)) taskset -c "$LOAD_CPU" h2load "${proto[@]}" -t1 -c50 --rps=$(((RATE + 49) / 50)) -D "$secs" \
         --log-file="$outf.log" "$url" >"$outf" 2>&1 || true

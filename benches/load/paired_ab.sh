@@ -6,8 +6,9 @@
 # front of the load benchmark's nginx backend; each has its own config and,
 # optionally, its own binary (two configs of one build, or two builds of
 # one config). The load tool (h2load --h1 -c50 --rps, which sends in bursts
-# every 10 ms; see NOTES.md) runs on the other CPU. In each round both take
-# one slice of SLICE_SECONDS, in alternating order (the second of a pair
+# every 10 ms, see NOTES.md; or oha, see RATE_TOOL below) runs on the other
+# CPU. In each round both take one slice of SLICE_SECONDS, in alternating
+# order (the second of a pair
 # tends to be the faster on a shared VM), and each process's CPU time is
 # read from schedstat around its slice; both processes are started afresh
 # every RESTART_EVERY rounds, on swapped ports and in swapped start order,
@@ -53,6 +54,11 @@
 #   BASE_PORT=18400 OUT=/tmp/cutover-ab-<time>
 #   LOAD_PROTO=h1: h2c sends the load over HTTP/2 (prior knowledge, one
 #   stream at a time per connection) instead of HTTP/1.1
+#   RATE_TOOL=h2load: oha sends the requests evenly spaced (oha -q RATE
+#   -c50 --latency-correction, HTTP/1.1 only), as run.sh's fixed-rate case
+#   does; each request then finds the proxy idle and its caches colder, so
+#   CPU per request reads higher than under h2load's bursts. OHA names the
+#   binary (default: oha on PATH, else ~/.cargo/bin/oha)
 # Output in OUT: meta.txt, slices.tsv (one line per slice), sanity.txt,
 # summary.txt (what is printed on stdout). Progress goes to stderr.
 #
@@ -103,6 +109,14 @@ source "$HERE/common.sh"
 source "$HERE/fixed_rate.sh"
 
 for tool in nginx h2load taskset curl python3; do command -v "$tool" >/dev/null || die "needs $tool"; done
+if [[ ${RATE_TOOL:-h2load} == oha ]]; then
+    OHA="${OHA:-$(command -v oha || echo "$HOME/.cargo/bin/oha")}"
+    [[ -x $OHA ]] || die "RATE_TOOL=oha needs oha (cargo install --locked oha)"
+    [[ ${LOAD_PROTO:-h1} == h1 ]] || die "RATE_TOOL=oha sends HTTP/1.1 only"
+    export OHA
+elif [[ -n ${RATE_TOOL:-} && $RATE_TOOL != h2load ]]; then
+    die "RATE_TOOL is h2load or oha, not $RATE_TOOL"
+fi
 for s in a b; do
     [[ -x "${BIN[$s]}" ]] || die "no cutover binary at ${BIN[$s]} (cargo build --release)"
     [[ ${CONF[$s]} == - || -r ${CONF[$s]} ]] || die "no config at ${CONF[$s]}"
@@ -181,7 +195,7 @@ describe_bin() { # path: its size and modification time, so two builds can be to
     for s in a b; do
         echo "${NAME[$s]} ($s): ${BIN[$s]} ($(describe_bin "${BIN[$s]}")), config ${CONF[$s]}$([[ -z ${APPEND[$s]} ]] || echo ' + appended text')"
     done
-    echo "settings: ROUNDS=$ROUNDS SLICE_SECONDS=$SLICE_SECONDS RATE=$RATE RESTART_EVERY=$RESTART_EVERY PROXY_CPU=$PROXY_CPU LOAD_CPU=$LOAD_CPU, $(h2load --version | head -1) $([[ ${LOAD_PROTO:-h1} == h2c ]] && echo h2c || echo --h1) -c50 --rps"
+    echo "settings: ROUNDS=$ROUNDS SLICE_SECONDS=$SLICE_SECONDS RATE=$RATE RESTART_EVERY=$RESTART_EVERY PROXY_CPU=$PROXY_CPU LOAD_CPU=$LOAD_CPU, $(if [[ ${RATE_TOOL:-h2load} == oha ]]; then echo "$("$OHA" --version) -c50 --latency-correction"; else echo "$(h2load --version | head -1) $([[ ${LOAD_PROTO:-h1} == h2c ]] && echo h2c || echo --h1) -c50 --rps"; fi)"
 } | tee "$OUT/meta.txt" >&2
 for s in a b; do cp "$TMP/$s/cutover-0.toml" "$OUT/config-${NAME[$s]}.toml"; done
 
