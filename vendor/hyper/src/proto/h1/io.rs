@@ -247,12 +247,13 @@ where
                 self.read_buf = spare;
             }
         }
-        // cutover: an emptied buffer still shared with the head of a request
-        // in flight is read into as it is, if it has room left: this read
-        // (most often one that finds the socket empty or the client gone)
-        // would otherwise allocate a fresh buffer for every request.
+        // cutover: an emptied buffer still shared with a message in flight
+        // (a server's request head, a client's response body on its way to
+        // the client) is read into as it is, if it has room left: this read
+        // (most often one that finds the socket empty, or the peer gone)
+        // would otherwise allocate a fresh buffer for every message.
         let room = self.read_buf_remaining_mut();
-        if room < next && !(self.release_idle && self.read_buf.is_empty() && room >= MIN_ROOM_AS_IS) {
+        if room < next && !(self.read_buf.is_empty() && room >= MIN_ROOM_AS_IS) {
             self.read_buf.reserve(next);
         }
 
