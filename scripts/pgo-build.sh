@@ -28,17 +28,18 @@
 # Why step 4: the functions a started, idle proxy has run then sit together
 # at the front of .text instead of spread over its 5 MiB, so far fewer code
 # pages are faulted in (the kernel maps the 64 KiB around each fault).
-# Step 3 also packs the relative relocations (-z pack-relative-relocs), so
-# the dynamic loader reads a few KiB of them instead of hundreds. Together
-# they lower the RSS right after start (docs/performance.md); the code and
-# the instructions per request are the same. The list must come from the optimised binary itself: a profile
+# build.rs packs the relative relocations (-z pack-relative-relocs), as
+# for the plain build, so the dynamic loader reads a few KiB of them
+# instead of hundreds. Together they lower the RSS right after start
+# (docs/performance.md); the code and the instructions per request are
+# the same. The list must come from the optimised binary itself: a profile
 # names the functions of the instrumented one, which inlines differently,
 # and that list laid out half a megabyte of code start-up never runs.
-# The layout needs lld (Rust's default linker on x86_64 Linux) and glibc
-# >= 2.36 where the binary runs (packed relocations), and valgrind for the
-# list (and perl to read it); without them (a test link and `command -v`
-# decide), or if the run under callgrind fails, the build goes on without
-# that part and says so.
+# The layout needs lld (Rust's default linker on x86_64 Linux), and
+# valgrind for the list (and perl to read it); without them (a test link
+# and `command -v` decide), or if the run under callgrind fails, the build
+# goes on without that part and says so. Whether the relocations are
+# packed, build.rs decides by a probe of its own.
 # It takes about two plain release builds plus two minutes; nothing but
 # the Rust toolchain (and rustup, for llvm-tools) is needed, and valgrind
 # and perl (in every Debian) for the layout.
@@ -81,11 +82,11 @@ layout_links() {
     : >"$dir/order.txt"
     printf 'fn main() { let v: Vec<Box<dyn std::fmt::Debug>> = vec![Box::new(1)]; println!("{v:?}"); }\n' >"$dir/probe.rs"
     if rustc -O "-Clink-arg=-Wl,--symbol-ordering-file=$dir/order.txt" -Clink-arg=-Wl,--no-warn-symbol-ordering \
-        -Clink-arg=-Wl,-z,pack-relative-relocs -o "$dir/probe" "$dir/probe.rs" 2>"$dir/err" &&
+        -o "$dir/probe" "$dir/probe.rs" 2>"$dir/err" &&
         "$dir/probe" >/dev/null 2>&1; then
         ok=1
     else
-        log "the linker cannot lay out the code (not lld, or glibc < 2.36): building without it"
+        log "the linker cannot lay out the code (not lld): building without it"
         sed 's/^/    /' "$dir/err" >&2
     fi
     rm -rf "$dir"
@@ -150,9 +151,8 @@ start_up_functions() {
     [[ -s "$LAYOUT/order.txt" ]] || { log "callgrind saw no function of cutover run"; return 1; }
 }
 
-relocs_flag="" layout=0
+layout=0
 if [[ "${PGO_LAYOUT:-1}" != 0 ]] && layout_links; then
-    relocs_flag="-Clink-arg=-Wl,-z,pack-relative-relocs"
     if command -v valgrind >/dev/null && command -v perl >/dev/null; then
         layout=1
     else
@@ -181,7 +181,7 @@ compgen -G "$PROFILES/*.profraw" >/dev/null || die "the training run wrote no pr
 "$llvm_profdata" merge -o "$PROFDATA" "$PROFILES"
 # Steps 3 and 5 build with the same flags: that is what keeps the code and
 # the symbol names of step 3's binary, which the order names.
-use_flags="${RUSTFLAGS:-} -Cprofile-use=$PROFDATA $relocs_flag"
+use_flags="${RUSTFLAGS:-} -Cprofile-use=$PROFDATA"
 # With the layout, the blocks of each function that no training run took go
 # to a part of their own ("NAME.cold"; LLVM's machine function splitter,
 # with only never-run blocks counted cold: -mfs-psi-cutoff=0; the default
