@@ -25,6 +25,22 @@ struct Slot<T> {
     next: Option<usize>,
 }
 
+/// cutover: give a slab that has no room yet as many entries as fit in a
+/// block glibc's per-thread cache serves (requests up to 1,032 bytes), at
+/// most the 4 its first insert would make. The streams' and frames' slabs
+/// of a connection with no stream open are dropped (`release_idle`), so a
+/// client that sends one request at a time makes them again for every
+/// stream; 4 entries of a stream or a queued frame are over 1,200 bytes, and
+/// a block that size costs a search of malloc's bins to allocate and a
+/// merge with its neighbours to free.
+pub(super) fn reserve_first<T>(slab: &mut Slab<T>) {
+    if slab.capacity() == 0 {
+        // An entry is the value, or a vacant slot's next index beside it.
+        let entry = std::mem::size_of::<T>() + std::mem::size_of::<usize>();
+        slab.reserve_exact((1024 / entry).clamp(1, 4));
+    }
+}
+
 impl<T> Buffer<T> {
     pub fn new() -> Self {
         Buffer { slab: Slab::new() }
@@ -53,6 +69,7 @@ impl Deque {
     }
 
     pub fn push_back<T>(&mut self, buf: &mut Buffer<T>, value: T) {
+        reserve_first(&mut buf.slab);
         let key = buf.slab.insert(Slot { value, next: None });
 
         match self.indices {
@@ -70,6 +87,7 @@ impl Deque {
     }
 
     pub fn push_front<T>(&mut self, buf: &mut Buffer<T>, value: T) {
+        reserve_first(&mut buf.slab);
         let key = buf.slab.insert(Slot { value, next: None });
 
         match self.indices {
