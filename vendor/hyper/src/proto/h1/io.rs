@@ -247,14 +247,20 @@ where
                 self.read_buf = spare;
             }
         }
-        // cutover: an emptied buffer still shared with a message in flight
-        // (a server's request head, a client's response body on its way to
-        // the client) is read into as it is, if it has room left: this read
-        // (most often one that finds the socket empty, or the peer gone)
-        // would otherwise allocate a fresh buffer for every message.
         let room = self.read_buf_remaining_mut();
-        if room < next && !(self.read_buf.is_empty() && room >= MIN_ROOM_AS_IS) {
-            self.read_buf.reserve(next);
+        if room < next {
+            // cutover: an emptied buffer that cannot take its whole block
+            // back in place, since a slice of it is still in flight (a
+            // server's request head, a client's response body on its way
+            // to the client), is read into as it is if it has room left:
+            // this read (most often one that finds the socket empty, or the
+            // peer gone) would otherwise allocate a fresh buffer for every
+            // message. One that can, takes it back, as `reserve` would.
+            let as_is =
+                self.read_buf.is_empty() && room >= MIN_ROOM_AS_IS && !self.read_buf.try_reclaim(next);
+            if !as_is {
+                self.read_buf.reserve(next);
+            }
         }
 
         // SAFETY: ReadBuf and poll_read promise not to set any uninitialized
