@@ -311,28 +311,21 @@ fn per_request(before: [u64; 5], after: [u64; 5], n: usize) -> PerRequest {
 /// block a request rather than none.
 fn check(case: Case, got: &PerRequest) -> Option<String> {
     const BOUND: f64 = 0.5;
+    const BUFFERS: &str = "blocks of 8 KiB or more";
+    let over_cache = format!("blocks over {CACHED_MAX} bytes");
+    let over = |count: f64, what: &str, why: &str| {
+        (count >= BOUND).then(|| format!("{}: {count:.2} {what} per request, expected none{why}", case.name()))
+    };
     match case {
-        Case::H1Get if got.over_cache >= BOUND => Some(format!(
-            "{}: {:.2} blocks over {CACHED_MAX} bytes per request, expected none",
-            case.name(),
-            got.over_cache
-        )),
-        Case::H1Post if got.buffers >= BOUND => Some(format!(
-            "{}: {:.2} blocks of 8 KiB or more per request, expected none (an emptied read buffer still shared with a body in flight is read into as it is)",
-            case.name(),
-            got.buffers
-        )),
-        Case::H2cGet if got.buffers >= BOUND => Some(format!(
-            "{}: {:.2} blocks of 8 KiB or more per request, expected none (the codec's buffers come from spares)",
-            case.name(),
-            got.buffers
-        )),
-        Case::H2cGet if got.over_cache >= BOUND => Some(format!(
-            "{}: {:.2} blocks over {CACHED_MAX} bytes per request, expected none (the first room of the streams' and frames' slabs fits the cache)",
-            case.name(),
-            got.over_cache
-        )),
-        _ => None,
+        Case::H1Get => over(got.over_cache, &over_cache, ""),
+        Case::H1Post => over(
+            got.buffers,
+            BUFFERS,
+            " (an emptied read buffer still shared with a body in flight is read into as it is)",
+        ),
+        Case::H2cGet => over(got.buffers, BUFFERS, " (the codec's buffers come from spares)").or_else(|| {
+            over(got.over_cache, &over_cache, " (the first room of the streams' and frames' slabs fits the cache)")
+        }),
     }
 }
 

@@ -23,6 +23,23 @@ log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 warn() { printf '[%s] WARNING: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
+# The summary of oha's JSON output in FILE, on one line: "succeeded
+# req/s p50_ms p99_ms errors" (requests still in flight when the run's time
+# is up are the tool stopping, not errors); "0 - - - 1" if it cannot be read.
+oha_summary() { # file
+    python3 - "$1" <<'PY' || { warn "could not parse $1"; echo "0 - - - 1"; }
+import json, sys
+d = json.load(open(sys.argv[1]))
+s = d["summary"]
+codes = d.get("statusCodeDistribution", {})
+ok = sum(v for k, v in codes.items() if k.startswith("2"))
+bad = sum(v for k, v in codes.items() if not k.startswith("2")) + sum(
+    v for k, v in d.get("errorDistribution", {}).items() if k != "aborted due to deadline")
+p = d["latencyPercentiles"]
+print(ok, f"{s['requestsPerSec']:.1f}", f"{p['p50'] * 1000:.3f}", f"{p['p99'] * 1000:.3f}", bad)
+PY
+}
+
 wait_http() { # url [curl args...]: wait up to 10 s for a 200
     local url=$1; shift
     for _ in $(seq 100); do

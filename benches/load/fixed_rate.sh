@@ -28,16 +28,9 @@ fixed_rate_oha() { # url seconds outfile
     local url=$1 secs=$2 outf=$3
     timeout $((secs + 30)) taskset -c "$LOAD_CPU" "${OHA:-oha}" --no-tui --output-format json -z "${secs}s" \
         -q "$RATE" -c 50 --latency-correction "$url" >"$outf" 2>"$outf.err" || true
-    python3 - "$outf" <<'PY' || echo "0 - - 1"
-import json, sys
-d = json.load(open(sys.argv[1]))
-codes = d.get("statusCodeDistribution", {})
-ok = sum(v for k, v in codes.items() if k.startswith("2"))
-bad = sum(v for k, v in codes.items() if not k.startswith("2")) + sum(
-    v for k, v in d.get("errorDistribution", {}).items() if k != "aborted due to deadline")
-p = d["latencyPercentiles"]
-print(ok, f"{p['p50'] * 1000:.3f}", f"{p['p99'] * 1000:.3f}", bad)
-PY
+    local ok p50 p99 errs
+    read -r ok _ p50 p99 errs < <(oha_summary "$outf")
+    echo "$ok $p50 $p99 $errs"
 }
 
 # One slice: RATE requests/s over 50 connections for `seconds` against

@@ -394,18 +394,7 @@ run_h2load() { # url duration outfile [extra h2load args...]
 run_oha() { # url duration outfile
     "$TMP/cputime.sh" timeout $(($2 + 30)) taskset -c "$LOAD_CPU" "$OHA" --no-tui --output-format json -z "$2s" -q "$RATE" -c 50 \
         --latency-correction "$1" >"$3" 2>"$3.err" || true
-    python3 - "$3" <<'PY' || { warn "could not parse $3"; echo "0 - - - 1"; }
-import json, sys
-d = json.load(open(sys.argv[1]))
-s = d["summary"]
-codes = d.get("statusCodeDistribution", {})
-ok = sum(v for k, v in codes.items() if k.startswith("2"))
-# requests still in flight when the run's time is up are the tool stopping, not errors
-bad = sum(v for k, v in codes.items() if not k.startswith("2")) + sum(
-    v for k, v in d.get("errorDistribution", {}).items() if k != "aborted due to deadline")
-p = d["latencyPercentiles"]
-print(ok, f"{s['requestsPerSec']:.1f}", f"{p['p50'] * 1000:.3f}", f"{p['p99'] * 1000:.3f}", bad)
-PY
+    oha_summary "$3"
 }
 
 case_note() {
