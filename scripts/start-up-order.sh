@@ -47,9 +47,10 @@ fi
 # Every function with a cost of its own has an "fn=NAME" line after the
 # "ob=PATH" of its object; the binary's are the ones to order. Addresses
 # (functions without a symbol) and valgrind's "(below main)" name nothing
-# the linker knows.
+# the linker knows, nor does the "'2" callgrind adds to a function's name
+# for its frames inside a recursion.
 awk -v binary="$work/cutover" '/^ob=/ { ob = substr($0, 4) } /^fn=/ && ob == binary { print substr($0, 4) }' \
-    "$work"/callgrind.* | awk '!seen[$0]++' | grep -v -E '^(0x[0-9a-f]+|\(below main\))$' >"$work/order.txt" || true
+    "$work"/callgrind.* | sed "s/'[0-9]*$//" | awk '!seen[$0]++' | grep -v -E '^(0x[0-9a-f]+|\(below main\))$' >"$work/order.txt" || true
 [[ -s "$work/order.txt" ]] || die "callgrind saw no function of cutover run"
 mkdir -p "$(dirname "$LIST")"
 cp "$work/order.txt" "$LIST"
