@@ -162,6 +162,12 @@ fi
 
 log "1/5 building the training driver (plain) and the instrumented cutover"
 cargo build --release --locked --example pgo_training
+# The PGO builds keep ThinLTO, where the plain build is fat (Cargo.toml):
+# the profile already inlines across crates by heat, fat LTO on top of it
+# ran more instructions and made 27 % more text (benches/load/NOTES.md),
+# and this build's layout comes from its own binary, so the checkout-bound
+# names ThinLTO gives promoted functions do not matter here.
+export CARGO_PROFILE_RELEASE_LTO=thin
 # build.rs lays out a plain build from link/start-up-order.txt; this build
 # is laid out from a list of its own (step 4), so its builds tell build.rs
 # to leave that list out (the training driver's build, in the plain target
