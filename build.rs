@@ -18,11 +18,13 @@
 //! The other three are used only when a probe program linked with them by
 //! this toolchain's linker runs on this machine (packed relocations need lld
 //! or GNU ld 2.38 or later, and glibc 2.36 or later; the ordering needs lld;
-//! moving the section needs a linker that reads `INSERT BEFORE`),
+//! moving the section needs a linker that reads `INSERT` commands),
 //! and only for a native build; otherwise the build goes on without it. The
 //! list names mangled symbols: names it does not find (another toolchain,
 //! other dependency versions, code changed since) are skipped, and what is
-//! left still groups. `scripts/start-up-order.sh` writes it afresh.
+//! left still groups. A build of the same tree in another directory finds
+//! every name only because the release profile uses fat LTO (Cargo.toml
+//! says why). `scripts/start-up-order.sh` writes it afresh.
 //!
 //! `CUTOVER_SYMBOL_ORDER` overrides the list's path (empty: no ordering);
 //! `scripts/pgo-build.sh` empties it and lays out the PGO build from a list

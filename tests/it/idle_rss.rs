@@ -126,6 +126,16 @@ fn sections(elf: &[u8]) -> Vec<(String, u64, u64)> {
         .collect()
 }
 
+/// The file offset and size of the section `name`, if there is one.
+fn section(sections: &[(String, u64, u64)], name: &str) -> Option<(u64, u64)> {
+    sections.iter().find(|(n, _, _)| n == name).map(|&(_, offset, size)| (offset, size))
+}
+
+/// The whole file `binary`.
+fn read(binary: &std::path::Path) -> Vec<u8> {
+    std::fs::read(binary).unwrap_or_else(|e| panic!("read {}: {e}", binary.display()))
+}
+
 /// `main` reads one byte of `.debug_gdb_scripts` at every start (rustc's
 /// way of keeping the section in builds with debug info). The link puts it
 /// in the first 64 KiB of the file, beside the ELF headers the loader
@@ -134,11 +144,11 @@ fn sections(elf: &[u8]) -> Vec<(String, u64, u64)> {
 #[test]
 fn the_release_build_keeps_the_byte_main_reads_beside_the_elf_headers() {
     let Some(binary) = release_binary() else { return };
-    let elf = std::fs::read(&binary).unwrap_or_else(|e| panic!("read {}: {e}", binary.display()));
+    let elf = read(&binary);
     let sections = sections(&elf);
-    let find = |name: &str| sections.iter().find(|(n, _, _)| n == name).map(|&(_, offset, size)| (offset, size));
-    let (offset, size) = find(".debug_gdb_scripts").expect("a release build with debug info has .debug_gdb_scripts");
-    let (rodata, _) = find(".rodata").expect("a .rodata section");
+    let (offset, size) =
+        section(&sections, ".debug_gdb_scripts").expect("a release build with debug info has .debug_gdb_scripts");
+    let (rodata, _) = section(&sections, ".rodata").expect("a .rodata section");
     assert!(
         offset < rodata && offset + size <= 64 * 1024,
         ".debug_gdb_scripts at file offset {offset:#x} (.rodata at {rodata:#x}): the link did not put it beside the \
@@ -149,9 +159,8 @@ fn the_release_build_keeps_the_byte_main_reads_beside_the_elf_headers() {
 /// The names in the ELF64 file `elf`'s symbol table (`.symtab`).
 fn symbol_names(elf: &[u8]) -> std::collections::HashSet<&[u8]> {
     let sections = sections(elf);
-    let find = |name: &str| sections.iter().find(|(n, _, _)| n == name).map(|&(_, offset, size)| (offset, size));
-    let (table, size) = find(".symtab").expect("a release build keeps its symbol table (.symtab)");
-    let (strings, _) = find(".strtab").expect("a .strtab section");
+    let (table, size) = section(&sections, ".symtab").expect("a release build keeps its symbol table (.symtab)");
+    let (strings, _) = section(&sections, ".strtab").expect("a .strtab section");
     let (table, size, strings) = (table as usize, size as usize, strings as usize);
     elf[table..table + size]
         .chunks_exact(24)
@@ -166,7 +175,8 @@ fn symbol_names(elf: &[u8]) -> std::collections::HashSet<&[u8]> {
 
 /// Every function `link/start-up-order.txt` names is in the binary. The
 /// names carry hashes of the toolchain, the dependencies and their
-/// features, so any change to those leaves names the link cannot find; it
+/// features (and, under ThinLTO, of the checkout's path: hence the release
+/// profile's fat LTO), so any change to those leaves names the link cannot find; it
 /// skips them silently, and the functions they named land wherever the
 /// rest of the code is. A list that misses a few percent of its names
 /// still idles under 8 MiB but above what the docs say (a stale list
@@ -175,7 +185,7 @@ fn symbol_names(elf: &[u8]) -> std::collections::HashSet<&[u8]> {
 #[test]
 fn the_start_up_list_names_only_functions_the_release_build_has() {
     let Some(binary) = release_binary() else { return };
-    let elf = std::fs::read(&binary).unwrap_or_else(|e| panic!("read {}: {e}", binary.display()));
+    let elf = read(&binary);
     let symbols = symbol_names(&elf);
     let list_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("link/start-up-order.txt");
     let list = std::fs::read_to_string(&list_path).unwrap_or_else(|e| panic!("read {}: {e}", list_path.display()));
