@@ -23,6 +23,20 @@ log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 warn() { printf '[%s] WARNING: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
+# Where oha is: on PATH, else where `cargo install` puts it.
+oha_path() { command -v oha || echo "$HOME/.cargo/bin/oha"; }
+
+# RATE requests/s spread evenly over 50 HTTP/1.1 connections for SECONDS,
+# oha pinned to LOAD_CPU, its JSON in OUTFILE (read it with oha_summary);
+# PREFIX, if given, is a command that runs it (a CPU-time wrapper). OHA
+# names the binary (default: oha_path).
+oha_at_rate() { # url seconds outfile [prefix...]
+    local url=$1 secs=$2 outf=$3
+    shift 3
+    "$@" timeout $((secs + 30)) taskset -c "$LOAD_CPU" "${OHA:-$(oha_path)}" --no-tui --output-format json \
+        -z "${secs}s" -q "$RATE" -c 50 --latency-correction "$url" >"$outf" 2>"$outf.err" || true
+}
+
 # The summary of oha's JSON output in FILE, on one line: "succeeded
 # req/s p50_ms p99_ms errors" (requests still in flight when the run's time
 # is up are the tool stopping, not errors); "0 - - - 1" if it cannot be read.

@@ -20,16 +20,13 @@ cpu_ns() {
     echo "$total"
 }
 
-# One slice with oha: RATE requests/s spread evenly over 50 connections
-# (HTTP/1.1), the load of run.sh's fixed-rate case, where h2load sends each
-# connection's requests in bursts every 10 ms; prints what fixed_rate
-# prints. OHA names the binary (default: oha on PATH).
+# One slice with oha (common.sh's oha_at_rate): the load of run.sh's
+# fixed-rate case, where h2load sends each connection's requests in bursts
+# every 10 ms; prints what fixed_rate prints.
 fixed_rate_oha() { # url seconds outfile
-    local url=$1 secs=$2 outf=$3
-    timeout $((secs + 30)) taskset -c "$LOAD_CPU" "${OHA:-oha}" --no-tui --output-format json -z "${secs}s" \
-        -q "$RATE" -c 50 --latency-correction "$url" >"$outf" 2>"$outf.err" || true
+    oha_at_rate "$@"
     local ok p50 p99 errs
-    read -r ok _ p50 p99 errs < <(oha_summary "$outf")
+    read -r ok _ p50 p99 errs < <(oha_summary "$3")
     echo "$ok $p50 $p99 $errs"
 }
 

@@ -110,7 +110,7 @@ source "$HERE/fixed_rate.sh"
 
 for tool in nginx h2load taskset curl python3; do command -v "$tool" >/dev/null || die "needs $tool"; done
 if [[ ${RATE_TOOL:-h2load} == oha ]]; then
-    OHA="${OHA:-$(command -v oha || echo "$HOME/.cargo/bin/oha")}"
+    OHA="${OHA:-$(oha_path)}"
     [[ -x $OHA ]] || die "RATE_TOOL=oha needs oha (cargo install --locked oha)"
     [[ ${LOAD_PROTO:-h1} == h1 ]] || die "RATE_TOOL=oha sends HTTP/1.1 only"
     export OHA
@@ -195,7 +195,12 @@ describe_bin() { # path: its size and modification time, so two builds can be to
     for s in a b; do
         echo "${NAME[$s]} ($s): ${BIN[$s]} ($(describe_bin "${BIN[$s]}")), config ${CONF[$s]}$([[ -z ${APPEND[$s]} ]] || echo ' + appended text')"
     done
-    echo "settings: ROUNDS=$ROUNDS SLICE_SECONDS=$SLICE_SECONDS RATE=$RATE RESTART_EVERY=$RESTART_EVERY PROXY_CPU=$PROXY_CPU LOAD_CPU=$LOAD_CPU, $(if [[ ${RATE_TOOL:-h2load} == oha ]]; then echo "$("$OHA" --version) -c50 --latency-correction"; else echo "$(h2load --version | head -1) $([[ ${LOAD_PROTO:-h1} == h2c ]] && echo h2c || echo --h1) -c50 --rps"; fi)"
+    if [[ ${RATE_TOOL:-h2load} == oha ]]; then
+        load="$("$OHA" --version) -c50 --latency-correction"
+    else
+        load="$(h2load --version | head -1) $([[ ${LOAD_PROTO:-h1} == h2c ]] && echo h2c || echo --h1) -c50 --rps"
+    fi
+    echo "settings: ROUNDS=$ROUNDS SLICE_SECONDS=$SLICE_SECONDS RATE=$RATE RESTART_EVERY=$RESTART_EVERY PROXY_CPU=$PROXY_CPU LOAD_CPU=$LOAD_CPU, $load"
 } | tee "$OUT/meta.txt" >&2
 for s in a b; do cp "$TMP/$s/cutover-0.toml" "$OUT/config-${NAME[$s]}.toml"; done
 

@@ -115,7 +115,7 @@ if [[ "${PROFILE:-}" == 1 ]] && ! command -v perf >/dev/null; then need_apt+=(li
 install_missing "${need_apt[@]}"
 
 if [[ -z "${RATE_TOOL:-}" ]]; then
-    if command -v oha >/dev/null || [[ -x "$HOME/.cargo/bin/oha" ]]; then
+    if [[ -x "$(oha_path)" ]]; then
         RATE_TOOL=oha
     elif [[ -z "${SKIP_OHA:-}" && -z "${SKIP_INSTALL:-}" ]]; then
         # bounded: on a busy 2-core machine this build can take longer than
@@ -131,7 +131,7 @@ if [[ -z "${RATE_TOOL:-}" ]]; then
         RATE_TOOL=h2load
     fi
 fi
-OHA="$(command -v oha || echo "$HOME/.cargo/bin/oha")"
+OHA="$(oha_path)"
 log "fixed-rate tool: $RATE_TOOL"
 
 # ------------------------------------------------------------------ build --
@@ -392,8 +392,7 @@ run_h2load() { # url duration outfile [extra h2load args...]
 }
 
 run_oha() { # url duration outfile
-    "$TMP/cputime.sh" timeout $(($2 + 30)) taskset -c "$LOAD_CPU" "$OHA" --no-tui --output-format json -z "$2s" -q "$RATE" -c 50 \
-        --latency-correction "$1" >"$3" 2>"$3.err" || true
+    oha_at_rate "$1" "$2" "$3" "$TMP/cputime.sh"
     oha_summary "$3"
 }
 

@@ -119,11 +119,16 @@ fn sections(elf: &[u8]) -> Vec<(String, u64, u64)> {
     (0..count)
         .map(|index| {
             let at = header(index);
-            let name_at = strings + u32_at(at) as usize;
-            let end = elf[name_at..].iter().position(|&b| b == 0).map_or(elf.len(), |n| name_at + n);
-            (String::from_utf8_lossy(&elf[name_at..end]).into_owned(), u64_at(at + 24), u64_at(at + 32))
+            let name = String::from_utf8_lossy(string_at(elf, strings + u32_at(at) as usize)).into_owned();
+            (name, u64_at(at + 24), u64_at(at + 32))
         })
         .collect()
+}
+
+/// The NUL-terminated string of an ELF string table that starts at `at`.
+fn string_at(elf: &[u8], at: usize) -> &[u8] {
+    let rest = &elf[at..];
+    &rest[..rest.iter().position(|&b| b == 0).unwrap_or(rest.len())]
 }
 
 /// The file offset and size of the section `name`, if there is one.
@@ -164,12 +169,8 @@ fn symbol_names(elf: &[u8]) -> std::collections::HashSet<&[u8]> {
     let (table, size, strings) = (table as usize, size as usize, strings as usize);
     elf[table..table + size]
         .chunks_exact(24)
-        .filter_map(|entry| {
-            let name_at = strings + u32::from_le_bytes(entry[..4].try_into().expect("four bytes")) as usize;
-            let name = &elf[name_at..];
-            let name = &name[..name.iter().position(|&b| b == 0)?];
-            (!name.is_empty()).then_some(name)
-        })
+        .map(|entry| string_at(elf, strings + u32::from_le_bytes(entry[..4].try_into().expect("four bytes")) as usize))
+        .filter(|name| !name.is_empty())
         .collect()
 }
 
