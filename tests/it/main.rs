@@ -37,6 +37,7 @@ mod guard;
 mod h2_preface;
 mod health;
 mod hostile;
+mod hyper_reads;
 mod idle_rss;
 mod idle_wake;
 mod judgement;
