@@ -24,6 +24,12 @@ impl<T: Buf> BufList<T> {
     pub(crate) fn bufs_cnt(&self) -> usize {
         self.bufs.len()
     }
+
+    /// cutover: how many buffers the queue has room for without growing.
+    #[inline]
+    pub(crate) fn capacity(&self) -> usize {
+        self.bufs.capacity()
+    }
 }
 
 impl<T: Buf> Buf for BufList<T> {

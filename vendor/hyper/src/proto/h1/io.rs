@@ -331,9 +331,13 @@ where
             let head = std::mem::replace(&mut self.write_buf.headers, Cursor::new(Vec::new()));
             spare::give_head(head.bytes);
         }
-        // The queue of body chunks keeps the storage its first chunks
-        // needed (a few hundred bytes) once they are written.
-        if !self.write_buf.has_remaining() {
+        // The queue of body chunks keeps the storage of its first growth
+        // (a few hundred bytes), which every response's body takes again:
+        // freed here, each keep-alive exchange would allocate it anew. A
+        // cleartext connection that stays idle parks in cutover, which
+        // frees it with the rest. A queue grown past that (a body written
+        // in many chunks) is freed once written.
+        if !self.write_buf.has_remaining() && self.write_buf.queue.capacity() > QUEUE_KEPT {
             self.write_buf.queue = BufList::new();
         }
     }
@@ -686,6 +690,10 @@ impl<B: Buf> WriteBuf<B> {
 /// cutover: the least room an emptied read buffer is read into without
 /// reserving more (`poll_read_from_io`).
 const MIN_ROOM_AS_IS: usize = 1024;
+
+/// cutover: the most entries a written queue of body chunks keeps room for
+/// between messages (`release_idle_buffers`): a `VecDeque`'s first growth.
+const QUEUE_KEPT: usize = 4;
 
 /// cutover: the buffers and header maps idle server connections release
 /// (`Buffered::release_idle_buffers`, `Conn`'s idle paths), kept per thread
