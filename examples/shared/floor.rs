@@ -1,4 +1,4 @@
-//! What the two floor examples share: the command line, a current-thread
+//! What the floor examples share: the command line, a current-thread
 //! runtime, and a task per accepted connection.
 
 use std::future::Future;
@@ -8,10 +8,11 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// Parse `LISTEN_ADDR UPSTREAM_ADDR` from the command line, then serve every
 /// connection accepted on the first with `proxy_connection` until killed.
-pub fn serve<F, Fut>(name: &'static str, proxy_connection: F) -> Result<(), Box<dyn std::error::Error>>
+pub fn serve<F, Fut, E>(name: &'static str, proxy_connection: F) -> Result<(), Box<dyn std::error::Error>>
 where
     F: Fn(TcpStream, SocketAddr) -> Fut + Copy + Send + 'static,
-    Fut: Future<Output = Result<(), hyper::Error>> + Send + 'static,
+    Fut: Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Display,
 {
     let mut args = std::env::args().skip(1);
     let (Some(listen), Some(upstream), None) = (args.next(), args.next(), args.next()) else {
