@@ -7,6 +7,13 @@ use std::time::Duration;
 
 use super::{text, TICK};
 
+/// The least `max_latency_ratio`: a pool may be as slow as its baseline.
+const MIN_LATENCY_RATIO: f64 = 1.0;
+/// The most `max_latency_ratio`: far past the range of the latency
+/// histogram, whose buckets end near 105 s, so a larger ratio
+/// could only mean "never"; bounded so that the threshold stays a duration.
+const MAX_LATENCY_RATIO: f64 = 1000.0;
+
 /// How a guarded pool is judged.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JudgeConfig {
@@ -80,8 +87,11 @@ impl JudgeConfig {
             return bad("confidence", format!("{} is outside 0.5..1; e.g. 0.99", self.confidence));
         }
         if let Some(ratio) = self.max_latency_ratio {
-            if !(ratio.is_finite() && ratio >= 1.0) {
-                return bad("max_latency_ratio", format!("{ratio} is below 1; e.g. 1.5"));
+            if ratio.is_nan() || ratio < MIN_LATENCY_RATIO {
+                return bad("max_latency_ratio", format!("{ratio} is below {MIN_LATENCY_RATIO}; e.g. 1.5"));
+            }
+            if ratio > MAX_LATENCY_RATIO {
+                return bad("max_latency_ratio", format!("{ratio:e} is above {MAX_LATENCY_RATIO}; e.g. 1.5"));
             }
             if self.baseline.is_none() {
                 return bad("max_latency_ratio", "needs a baseline to compare with; add baseline = \"POOL\"".into());

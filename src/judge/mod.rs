@@ -415,7 +415,10 @@ impl Judge {
         }
         let Some(bucket) = self.window.side(Side::Baseline).p99_bucket() else { return };
         let p99 = self.edges.edge(bucket);
-        let at = self.edges.at_or_above(p99.mul_f64(ratio));
+        // Saturating: a ratio too large for a `Duration` means no answer
+        // is slow enough, which is what the top bucket says.
+        let limit = Duration::try_from_secs_f64(p99.as_secs_f64() * ratio).unwrap_or(Duration::MAX);
+        let at = self.edges.at_or_above(limit);
         self.slow = Some(SlowThreshold { at, p99, limit: self.edges.edge(at) });
     }
 

@@ -242,6 +242,20 @@ fn a_canary_slower_than_its_baseline_fails_the_latency_rule() {
     assert!(v.reason.contains("ms (1.5 x stable p99 5."), "{}", v.reason);
 }
 
+/// A ratio whose threshold no `Duration` can hold (the configuration
+/// refuses it, but the judge must not depend on that) puts the threshold
+/// at the histogram's top edge instead of panicking in the guard's task.
+#[test]
+fn a_latency_ratio_past_any_duration_saturates() {
+    let config = JudgeConfig { max_p99_latency: None, max_latency_ratio: Some(1e300), ..against_stable() };
+    let mut sim = Sim::new(config, 200.0, 9);
+    assert_eq!(sim.run(secs(10), ok(0.001), ok(0.001), VerdictKind::Failing), None);
+    let threshold = sim.judge.slow_threshold().expect("a threshold from the baseline's p99");
+    assert!(threshold > Duration::from_secs(100), "{threshold:?}");
+    let slow = Behaviour { failures: 0.001, latency: sixty_times };
+    assert_eq!(sim.run(secs(10), slow, ok(0.001), VerdictKind::Failing), None, "nothing is that slow");
+}
+
 #[test]
 fn a_shared_slowdown_does_not_trip_the_latency_rule() {
     let config = JudgeConfig { max_p99_latency: None, ..against_stable() };

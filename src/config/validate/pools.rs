@@ -682,6 +682,13 @@ mod tests {
             "guard.max_latency_ratio: 0.5 is below 1",
             (5, 21),
         );
+        // Beyond any latency the histogram holds: refused, rather than a
+        // threshold no `Duration` can hold.
+        assert_err(
+            &with_guard("baseline = \"canary\"\nmax_latency_ratio = 1e300\n"),
+            "guard.max_latency_ratio: 1e300 is above 1000",
+            (5, 21),
+        );
         assert_err(
             &with_guard("max_error_rate = 0.1\nmax_latency_ratio = 1.5\n"),
             "guard.max_latency_ratio: needs a baseline",
