@@ -6,10 +6,14 @@
 //! line there, rather than sending the record to the writer, keeps every
 //! allocation of a record freed on the thread that made it (memory freed
 //! by another thread goes back to the allocator through its slow path) and
-//! sends nothing but bytes across. At most `queue` lines wait in the buffer:
-//! when the sink is slower than the traffic, or blocked outright, like a
-//! pipe nobody reads, further lines are dropped and counted in
-//! `cutover_access_log_dropped_total`, never queued without bound.
+//! sends nothing but bytes across. At most `queue` lines, and at most
+//! [`BYTES_PER_LINE`] times as many bytes, wait in the buffer: when the sink
+//! is slower than the traffic, or blocked outright, like a pipe nobody
+//! reads, further lines are dropped and counted in
+//! `cutover_access_log_dropped_total`, never queued without bound. The
+//! bytes are bounded as well as the lines because a line carries the
+//! client's path and `Host`, which a client can make tens of kilobytes
+//! long.
 //!
 //! One writer thread owns the sink. Woken by the first line after it went
 //! idle, it holds the lines for the config's `flush` interval, or until
@@ -121,6 +125,11 @@ enum Doing {
 /// is written before it overflows.
 const FULL_BYTES: usize = 256 * 1024;
 
+/// Bytes that may wait per line of the queue, on average: far above a
+/// usual line, so that only lines a client swelled (a long path or `Host`)
+/// meet this bound before the count of lines.
+const BYTES_PER_LINE: usize = 1024;
+
 #[derive(Debug)]
 struct Shared {
     waiting: Mutex<Waiting>,
@@ -154,6 +163,8 @@ pub struct AccessLog {
     format: Format,
     sample: f64,
     queue: u64,
+    /// The most bytes that may wait ([`BYTES_PER_LINE`] per line of the queue).
+    queue_bytes: usize,
     reopen: Arc<AtomicBool>,
     dropped: IntCounter,
     /// Lines queued, and lines written (or lost to a failed write): the
@@ -208,6 +219,7 @@ impl AccessLog {
             format: options.format,
             sample: options.sample.clamp(0.0, 1.0),
             queue,
+            queue_bytes: options.queue.max(1).saturating_mul(BYTES_PER_LINE),
             reopen,
             dropped,
             queued: AtomicU64::new(0),
@@ -232,7 +244,9 @@ impl AccessLog {
             line.clear();
             record.write_line(self.format, &mut line);
             let mut waiting = self.shared.lock();
-            if waiting.closed || waiting.lines >= self.queue {
+            // A line longer than the whole bound still goes to an empty buffer.
+            let too_many_bytes = waiting.lines > 0 && waiting.bytes.len() + line.len() > self.queue_bytes;
+            if waiting.closed || waiting.lines >= self.queue || too_many_bytes {
                 drop(waiting);
                 self.dropped.inc();
                 return;
@@ -480,6 +494,34 @@ mod tests {
         for line in text.lines() {
             serde_json::from_str::<serde_json::Value>(line).expect("each line is JSON");
         }
+    }
+
+    /// Lines a client swelled (a 10 KB path each) meet the bound on bytes
+    /// long before the bound on lines: what waits stays near the queue's
+    /// bytes, the rest is dropped and counted.
+    #[test]
+    fn long_lines_are_bounded_by_bytes_as_well_as_by_count() {
+        let dropped = counter();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("access.log");
+        // 64 lines of queue: 64 KiB, below the 256 KiB that would make the
+        // writer take them early, so every accepted line waits.
+        let log =
+            AccessLog::start(&options(Destination::File(path.clone()), 64, NEVER), dropped.clone()).expect("start");
+        let long = format!("/{}", "a".repeat(10_000));
+        let record = Record { uri: long.parse().expect("uri"), ..sample() };
+        for _ in 0..20 {
+            log.log(&record);
+        }
+        let (lines, bytes) = {
+            let waiting = log.shared.lock();
+            (waiting.lines, waiting.bytes.len())
+        };
+        assert!(bytes <= 64 * BYTES_PER_LINE, "{bytes} bytes wait");
+        assert_eq!(lines, 6, "as many whole lines as fit in 64 KiB");
+        assert_eq!(dropped.get(), 14);
+        assert!(log.close(Duration::from_secs(10)), "writer finished");
+        assert_eq!(std::fs::read_to_string(&path).expect("read").lines().count(), 6);
     }
 
     #[test]

@@ -237,7 +237,11 @@ pub static ACCESS_LOG: Table = Table {
         key("format", Kind::OneOf(&["json", "text"]), "The line format."),
         key("sample", Kind::Share, "Share of successful requests logged; failed ones always are."),
         key("query", Kind::Bool, "Keep query strings in the logged path."),
-        key("queue", Kind::Integer(1), "Lines that may wait for the writer before new ones are dropped."),
+        key(
+            "queue",
+            Kind::Integer(1),
+            "Lines that may wait for the writer before new ones are dropped (and 1 KiB of them per line).",
+        ),
         key("flush", Kind::Duration, "The longest a line waits before it is written; at most 60s."),
         key("listeners", Kind::TextList(false), "Log only requests to these listen addresses."),
     ],
