@@ -23,7 +23,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::etcd::{CasOutcome, Client, EventKind, LeaseKeeper, WatchMessage};
+use super::etcd::{lease_ttl, CasOutcome, Client, EventKind, LeaseKeeper, WatchMessage};
 
 /// First pause after a failed etcd call; it doubles up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(200);
@@ -145,7 +145,7 @@ impl Campaign {
                     continue;
                 }
             };
-            let granted = Duration::from_secs(lease.ttl_secs.max(1).unsigned_abs());
+            let granted = lease_ttl(lease.ttl_secs);
             let keeper = LeaseKeeper::spawn(self.client.clone(), lease.id, granted);
             if let Ok(mut current) = self.published.lease.lock() {
                 *current = Some(lease.id);

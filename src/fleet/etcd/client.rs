@@ -71,8 +71,19 @@ pub enum CasOutcome {
 pub struct Lease {
     /// Its id, to attach keys to it.
     pub id: i64,
-    /// The TTL etcd granted, in seconds.
+    /// The TTL etcd granted, in seconds, at most [`MAX_LEASE_TTL_SECS`].
     pub ttl_secs: i64,
+}
+
+/// The longest TTL etcd grants (its `MaxLeaseTTL`). A longer one in an
+/// answer is taken as this, so that a lease's deadline, an `Instant` plus
+/// the TTL, is always one a clock can hold.
+pub const MAX_LEASE_TTL_SECS: i64 = 9_000_000_000;
+
+/// A TTL from etcd's answer as a duration: at least a second, at most
+/// [`MAX_LEASE_TTL_SECS`].
+pub fn lease_ttl(secs: i64) -> Duration {
+    Duration::from_secs(secs.clamp(1, MAX_LEASE_TTL_SECS).unsigned_abs())
 }
 
 /// An async etcd v3 client over the JSON gateway.
@@ -186,7 +197,7 @@ impl Client {
         if !answer.error.is_empty() || answer.id == 0 {
             return Err(EtcdError::Decode { path: PATH, message: format!("no lease granted: {:?}", answer.error) });
         }
-        Ok(Lease { id: answer.id, ttl_secs: answer.ttl })
+        Ok(Lease { id: answer.id, ttl_secs: answer.ttl.min(MAX_LEASE_TTL_SECS) })
     }
 
     /// Refresh `lease` once; the TTL it has again, or `None` if the lease
@@ -208,7 +219,7 @@ impl Client {
             });
         }
         let ttl = answer.result.map(|r| r.ttl).unwrap_or(0);
-        Ok((ttl > 0).then(|| Duration::from_secs(ttl.unsigned_abs())))
+        Ok((ttl > 0).then(|| lease_ttl(ttl)))
     }
 
     /// Revoke `lease`: its keys are deleted at once. A lease already gone
@@ -224,3 +235,25 @@ impl Client {
 
 /// gRPC NOT_FOUND: what revoking an unknown lease answers.
 const GRPC_NOT_FOUND: i64 = 5;
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::lease_ttl;
+
+    /// An answer's TTL becomes a deadline (`Instant` plus the TTL) in the
+    /// lease keeper: past etcd's own maximum it is taken as that maximum,
+    /// which a clock can add, where `i64::MAX` seconds would overflow it.
+    #[test]
+    fn a_lease_ttl_is_bounded_to_what_etcd_grants() {
+        let longest = lease_ttl(i64::MAX);
+        assert_eq!(longest, Duration::from_secs(9_000_000_000));
+        let now = tokio::time::Instant::now();
+        assert!(now.checked_add(Duration::from_secs(i64::MAX.unsigned_abs())).is_none(), "what the bound prevents");
+        assert!(now + longest > now);
+        assert_eq!(lease_ttl(30), Duration::from_secs(30));
+        assert_eq!(lease_ttl(0), Duration::from_secs(1));
+        assert_eq!(lease_ttl(-7), Duration::from_secs(1));
+    }
+}

@@ -25,7 +25,7 @@ pub mod txn;
 pub mod watch;
 pub mod wire;
 
-pub use client::{CasOutcome, Client, ClientOptions, Lease, Range, DEFAULT_TIMEOUT};
+pub use client::{lease_ttl, CasOutcome, Client, ClientOptions, Lease, Range, DEFAULT_TIMEOUT};
 pub use endpoint::{Endpoint, EndpointError};
 pub use error::EtcdError;
 pub use lease::LeaseKeeper;

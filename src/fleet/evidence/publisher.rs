@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 
 use super::tap::PoolSlice;
 use super::{evidence_key, EvidenceTap, Record, Slice, FORMAT};
-use crate::fleet::etcd::{Client, EtcdError, LeaseKeeper};
+use crate::fleet::etcd::{lease_ttl, Client, EtcdError, LeaseKeeper};
 use crate::fleet::FleetConfig;
 
 /// How a [`Publisher`] publishes.
@@ -240,7 +240,7 @@ impl Run {
         self.keeper = None;
         match self.client.lease_grant(self.options.lease_ttl).await {
             Ok(lease) => {
-                let ttl = Duration::from_secs(lease.ttl_secs.max(1).unsigned_abs());
+                let ttl = lease_ttl(lease.ttl_secs);
                 self.keeper = Some(LeaseKeeper::spawn(self.client.clone(), lease.id, ttl));
                 if let Ok(mut id) = self.lease_id.lock() {
                     *id = Some(lease.id);
