@@ -77,6 +77,12 @@ pub struct Slice {
     pub base: Option<SideCounts>,
 }
 
+/// The most requests one side of a slice may count: a trillion, beyond
+/// any replica's traffic in a publishing interval, and small enough that
+/// the judge's sums over every replica's slices in a window cannot
+/// overflow (the counts come from etcd, where anyone with access can write).
+pub const MAX_SLICE_REQUESTS: u64 = 1_000_000_000_000;
+
 /// One side's outcomes in a slice.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SideCounts {
@@ -118,8 +124,8 @@ impl SideCounts {
     }
 
     /// Whether the counts are consistent with a histogram of `buckets`
-    /// buckets: buckets in range and ascending, requests their sum,
-    /// failures at most the requests.
+    /// buckets: buckets in range and ascending, requests their sum and at
+    /// most [`MAX_SLICE_REQUESTS`], failures at most the requests.
     pub fn check(&self, buckets: usize) -> Result<(), String> {
         let mut sum: u64 = 0;
         let mut previous: Option<u32> = None;
@@ -135,6 +141,9 @@ impl SideCounts {
         }
         if sum != self.requests {
             return Err(format!("{} requests but buckets holding {sum}", self.requests));
+        }
+        if self.requests > MAX_SLICE_REQUESTS {
+            return Err(format!("{} requests, more than a slice can hold ({MAX_SLICE_REQUESTS})", self.requests));
         }
         if self.failures > self.requests {
             return Err(format!("{} failures of {} requests", self.failures, self.requests));
@@ -212,6 +221,9 @@ mod tests {
         assert!(bad(r#"{"n":2,"f":3,"b":[[1,2]]}"#).contains("3 failures of 2"));
         assert!(bad(r#"{"n":2,"f":0,"b":[[10,2]]}"#).contains("out of range"));
         assert!(bad(r#"{"n":2,"f":0,"b":[[2,1],[1,1]]}"#).contains("out of order"));
+        // Counts whose sums over a window would overflow the judge's.
+        let huge = r#"{"n":9223372036854775808,"f":0,"b":[[0,9223372036854775808]]}"#;
+        assert!(bad(huge).contains("more than a slice can hold"), "{}", bad(huge));
         assert!(Record::decode(br#"{"v":2,"replica":"r","boot":1,"slices":[]}"#, 10).is_err());
         assert!(Record::decode(b"[]", 10).is_err());
     }
