@@ -286,10 +286,15 @@ fn apply_pool(state: &mut State, pool: &str, value: PoolShared, tap: Option<&Arc
     let Some(pc) = state.config.pool(pool) else { return false };
     match value.trip {
         Some(trip) if backend_names(&pc.backends) == trip.backends => {
-            if state.trips.get(pool) == Some(&trip) {
+            if state.trips.get(pool).is_some_and(|held| held.same_trip(&trip)) {
                 return false;
             }
             tracing::warn!(pool, detail = %trip.detail, "pool tripped by the fleet");
+            // The trip's revision is the tripping replica's own count. Here
+            // it becomes the revision this apply commits, as a trip made here
+            // would: a tripped pool left serving alone falls back to this
+            // replica's latest earlier split without it, found by revision.
+            let trip = Trip { revision: state.revision + 1, ..trip };
             state.trips.insert(pool.to_string(), trip);
             true
         }
@@ -406,6 +411,30 @@ mod tests {
         let value = SharedValue::Route(RouteShared { override_split: Some(ov), rollout: None });
         assert!(!control.apply_shared(vec![(SharedKey::Route("shop".into()), value, 7)], "other pools", false));
         assert!(control.view().overrides.is_empty());
+    }
+
+    /// A trip another replica made carries that replica's revision count,
+    /// which says nothing of this replica's history: applied here, it is
+    /// numbered as this replica's own, so that a pool it leaves serving
+    /// alone falls back to this replica's latest earlier split without it.
+    #[tokio::test]
+    async fn a_shared_trip_is_numbered_in_this_replicas_history() {
+        let (control, _recorder) = control();
+        let split =
+            |blue: u32, green: u32| [("blue".to_string(), blue), ("green".to_string(), green)].into_iter().collect();
+        control.set_override("shop", &split(1, 0)).expect("blue alone");
+        let green_alone = control.set_override("shop", &split(0, 1)).expect("green alone");
+        // Tripped on a replica that had made one revision: 1 is below
+        // every split of this replica's but its first.
+        let tripped = Trip { revision: 1, ..trip() };
+        let value = SharedValue::Pool(PoolShared { trip: Some(tripped.clone()) });
+        assert!(control.apply_shared(vec![(SharedKey::Pool("green".into()), value.clone(), 5)], "fleet: trip", false));
+        let held = control.view().trips.get("green").cloned().expect("tripped");
+        assert_eq!(held.revision, green_alone + 1, "the revision this apply committed");
+        let now = &control.history()[0];
+        assert_eq!(now.splits.get("shop"), Some(&vec![("blue".to_string(), 1), ("green".to_string(), 0)]), "{now:?}");
+        // The same trip again, as a lost race re-reads it, changes nothing.
+        assert!(!control.apply_shared(vec![(SharedKey::Pool("green".into()), value, 5)], "lost", true));
     }
 
     #[tokio::test]

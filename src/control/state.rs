@@ -73,6 +73,14 @@ pub struct Trip {
     pub backends: Vec<String>,
 }
 
+impl Trip {
+    /// Whether `other` is the same trip, whatever revision each replica
+    /// numbered it with.
+    pub fn same_trip(&self, other: &Trip) -> bool {
+        self.reason == other.reason && self.detail == other.detail && self.backends == other.backends
+    }
+}
+
 /// An admin-set split for one route.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Override {
