@@ -99,12 +99,14 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
     let mut named: Vec<HeaderName> = Vec::new();
     if present & 1 != 0 {
         for value in headers.get_all(header::CONNECTION) {
-            for token in value.to_str().unwrap_or("").split(',') {
-                let token = token.trim();
-                if token.is_empty() || is_fixed_hop_by_hop(token.as_bytes()) {
+            // By bytes: a value with an obs-text byte somewhere still names
+            // the headers of its other tokens.
+            for token in value.as_bytes().split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if token.is_empty() || is_fixed_hop_by_hop(token) {
                     continue;
                 }
-                if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                if let Ok(name) = HeaderName::from_bytes(token) {
                     named.push(name);
                 }
             }
@@ -219,6 +221,16 @@ mod tests {
 
         let mut h = map(&[("connection", "close"), ("connection", "x-secret"), ("x-secret", "1"), ("x-kept", "yes")]);
         assert!(strip_hop_by_hop(&mut h));
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-kept"], "yes");
+    }
+
+    #[test]
+    fn a_connection_value_with_obs_text_still_names_its_other_headers() {
+        let mut h = map(&[("x-secret", "1"), ("x-kept", "yes")]);
+        let value = HeaderValue::from_bytes(b"x-secret, caf\xe9").expect("obs-text is a valid value");
+        h.insert(header::CONNECTION, value);
+        assert!(strip_hop_by_hop(&mut h), "x-secret is named by connection");
         assert_eq!(h.len(), 1, "{h:?}");
         assert_eq!(h["x-kept"], "yes");
     }
