@@ -459,3 +459,41 @@ async fn a_watch_from_the_past_catches_up_one_revision_per_message() {
     let expected: Vec<_> = revisions.iter().copied().zip(["1", "2", "3"].map(String::from)).collect();
     assert_eq!(seen, expected);
 }
+
+/// An endpoint that answers every call with a body without end (it is not
+/// etcd, or misbehaves): the call fails once the answer passes
+/// `MAX_ANSWER_BYTES`, instead of holding all of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_answer_fails_the_call_at_the_bound() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = sent.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                let mut head = [0u8; 4096];
+                let _ = stream.read(&mut head).await;
+                let answer = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+                if stream.write_all(answer.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = format!("{:x}\r\n{}\r\n", 1 << 16, " ".repeat(1 << 16));
+                while stream.write_all(chunk.as_bytes()).await.is_ok() {
+                    counted.fetch_add(1 << 16, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    let endpoint = Endpoint::parse(&format!("http://127.0.0.1:{port}")).expect("endpoint");
+    let mut options = ClientOptions::new(vec![endpoint]);
+    options.timeout = Duration::from_secs(60);
+    let client = Client::new(options).expect("client");
+    let error = client.get("/any").await.expect_err("no answer that large is read");
+    assert!(error.to_string().contains("length limit exceeded"), "{error}");
+    let bound = cutover::fleet::etcd::MAX_ANSWER_BYTES;
+    let written = sent.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(written >= bound, "the endpoint wrote {written} bytes before the call failed");
+}

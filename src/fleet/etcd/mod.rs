@@ -29,7 +29,7 @@ pub use client::{lease_ttl, CasOutcome, Client, ClientOptions, Lease, Range, DEF
 pub use endpoint::{Endpoint, EndpointError};
 pub use error::EtcdError;
 pub use lease::LeaseKeeper;
-pub use transport::Credentials;
+pub use transport::{Credentials, MAX_ANSWER_BYTES};
 pub use txn::TxnOutcome;
 pub use watch::{Event, EventKind, WatchMessage, Watcher};
 pub use wire::KeyValue;

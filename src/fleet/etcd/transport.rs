@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
@@ -40,6 +40,12 @@ use super::{Endpoint, EtcdError};
 /// endpoint is tried; at most half the call's timeout, so an unreachable
 /// first endpoint leaves time for the others.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// The largest answer to a unary call read into memory: far above what
+/// cutover's reads return (its keys are small records, a few per replica
+/// and pool), and a bound on what an endpoint that misbehaves, or is not
+/// etcd, can make a replica hold. A larger answer fails the call on that
+/// endpoint.
+pub const MAX_ANSWER_BYTES: usize = 64 << 20;
 /// Idle TCP time before the first keepalive probe on an etcd connection.
 const TCP_KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
 /// Time between keepalive probes.
@@ -155,7 +161,11 @@ impl Transport {
                     Ok(response.into_body())
                 } else {
                     let status = response.status().as_u16();
-                    let bytes = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                    let bytes = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
+                        .collect()
+                        .await
+                        .map(|b| b.to_bytes())
+                        .unwrap_or_default();
                     Err(classify(server_error(path, status, &bytes)))
                 }
             }
@@ -195,7 +205,11 @@ impl Transport {
                     }
                 };
                 let status = response.status().as_u16();
-                let bytes = response.into_body().collect().await.map_err(|e| Attempt::Next(e.to_string()))?.to_bytes();
+                let bytes = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
+                    .collect()
+                    .await
+                    .map_err(|e| Attempt::Next(format!("reading the answer: {e}")))?
+                    .to_bytes();
                 self.put_idle(index, sender);
                 if status == 200 {
                     Ok(bytes)
