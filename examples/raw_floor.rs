@@ -11,7 +11,8 @@
 //! it came. What is left is what any proxy on tokio pays: the runtime, its
 //! readiness and the kernel. `benches/load/floors.sh` measures its CPU per
 //! request at a fixed rate beside nginx, the inline floor and cutover, and
-//! `benches/load/instructions.sh` counts its instructions as `raw`.
+//! `benches/load/instructions.sh` counts its instructions as `raw`; the
+//! [maps floor](maps_floor.rs) sits between the two.
 //!
 //! What it leaves out is what a real server must do, and what the numbers
 //! do not include: request bodies, chunked and close-delimited responses,

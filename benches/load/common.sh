@@ -16,6 +16,7 @@ CUTOVER_PGO=$((BASE_PORT + 23))       # the PGO build beside the plain one (run.
 CUTOVER_PGO_ADMIN=$((BASE_PORT + 24))
 CUTOVER=$((BASE_PORT + 25))
 CUTOVER_ADMIN=$((BASE_PORT + 26))
+MAPS=$((BASE_PORT + 22))    # examples/maps_floor.rs (instructions.sh and floors.sh)
 RAW=$((BASE_PORT + 27))     # examples/raw_floor.rs (instructions.sh and floors.sh)
 FLOOR=$((BASE_PORT + 28))   # examples/hyper_floor.rs (instructions.sh and floors.sh)
 INLINE=$((BASE_PORT + 29))  # examples/inline_floor.rs (instructions.sh and floors.sh)
@@ -168,16 +169,18 @@ build_cutover() {
     [[ -x "$CUTOVER_BIN" ]] || die "no cutover binary"
 }
 
-build_floor() { # sets FLOOR_BIN, INLINE_BIN and RAW_BIN: the bare hyper proxy (what the stack itself costs), its inline-client variant, and the one without hyper's server
+build_floor() { # sets FLOOR_BIN, INLINE_BIN, MAPS_BIN and RAW_BIN: the bare hyper proxy (what the stack itself costs), its inline-client variant, and without hyper's server: with header maps, and without
     if [[ -z "${SKIP_BUILD:-}" ]]; then
-        log "building the floors (cargo build --release --locked --example hyper_floor --example inline_floor --example raw_floor)"
-        (cd "$REPO" && cargo build --release --locked --example hyper_floor --example inline_floor --example raw_floor >&2)
+        log "building the floors (cargo build --release --locked --example hyper_floor --example inline_floor --example maps_floor --example raw_floor)"
+        (cd "$REPO" && cargo build --release --locked --example hyper_floor --example inline_floor --example maps_floor --example raw_floor >&2)
     fi
     FLOOR_BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/examples/hyper_floor"
     INLINE_BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/examples/inline_floor"
+    MAPS_BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/examples/maps_floor"
     RAW_BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/examples/raw_floor"
     [[ -x "$FLOOR_BIN" ]] || die "no hyper_floor binary at $FLOOR_BIN"
     [[ -x "$INLINE_BIN" ]] || die "no inline_floor binary at $INLINE_BIN"
+    [[ -x "$MAPS_BIN" ]] || die "no maps_floor binary at $MAPS_BIN"
     [[ -x "$RAW_BIN" ]] || die "no raw_floor binary at $RAW_BIN"
 }
 
@@ -215,7 +218,7 @@ private_cutover_copy() { # run a private copy: a concurrent `cargo build` may re
 
 check_ports_free() {
     local port
-    for port in $BACKEND $BACKEND_H2 $BACKEND_STATUS $CUTOVER_PGO $CUTOVER_PGO_ADMIN $NGINX $NGINX_H2 $HAPROXY $HAPROXY_H2 $CUTOVER $CUTOVER_ADMIN $RAW $FLOOR $INLINE; do
+    for port in $BACKEND $BACKEND_H2 $BACKEND_STATUS $CUTOVER_PGO $CUTOVER_PGO_ADMIN $NGINX $NGINX_H2 $HAPROXY $HAPROXY_H2 $CUTOVER $CUTOVER_ADMIN $MAPS $RAW $FLOOR $INLINE; do
         if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then die "port $port is already in use (set BASE_PORT)"; fi
     done
 }

@@ -6,11 +6,14 @@
 # The floors are proxies with no features: examples/hyper_floor.rs (hyper's
 # server and client), examples/inline_floor.rs (hyper's server, the upstream
 # exchange in the request's own future, as cutover does it) and
-# examples/raw_floor.rs (no hyper and no header map: heads parsed in place
-# and forwarded as they came). What cutover spends above the inline floor is
-# its own work and its features; what the inline floor spends above the raw
-# one is hyper's server and the header maps, which is what a server of
-# cutover's own could save at most. instructions.sh counts the same proxies'
+# examples/maps_floor.rs (no hyper: heads parsed into `http`'s types and
+# encoded from them by a loop of its own) and examples/raw_floor.rs (no
+# hyper and no header map: heads parsed in place and forwarded as they
+# came). What cutover spends above the inline floor is its own work and its
+# features; what the inline floor spends above the maps floor is hyper's
+# server, which a server of cutover's own keeping the request path's types
+# could save; above the raw floor, hyper's server and the header maps,
+# which is what one forwarding heads as bytes could save at most. instructions.sh counts the same proxies'
 # instructions; this reads their CPU time, which is what the fixed-rate goal
 # is stated in.
 #
@@ -25,7 +28,7 @@
 # Usage: benches/load/floors.sh
 # Settings (environment):
 #   ROUNDS=8 SLICE_SECONDS=5 RATE=5000 PROXY_CPU=0 LOAD_CPU=1
-#   PROXIES="nginx raw inline cutover"  nginx first; `floor` adds hyper_floor
+#   PROXIES="nginx raw maps inline cutover"  nginx first; `floor` adds hyper_floor
 #   RATE_TOOL=oha (the default here; h2load sends in bursts every 10 ms)
 #   SKIP_BUILD=1   use the existing binaries (target/release/cutover and
 #                  target/release/examples/*_floor)
@@ -42,7 +45,7 @@ PROXY_CPU="${PROXY_CPU:-0}"
 LOAD_CPU="${LOAD_CPU:-1}"
 BASE_PORT="${BASE_PORT:-18500}"
 OUT="${OUT:-/tmp/cutover-floors-$(date -u +%Y%m%dT%H%M%SZ)}"
-PROXIES="${PROXIES:-nginx raw inline cutover}"
+PROXIES="${PROXIES:-nginx raw maps inline cutover}"
 RATE_TOOL="${RATE_TOOL:-oha}"
 
 # shellcheck source=benches/load/common.sh
@@ -53,7 +56,7 @@ source "$HERE/fixed_rate.sh"
 read -r -a proxies <<<"$PROXIES"
 [[ ${proxies[0]:-} == nginx ]] || die "PROXIES starts with nginx, the anchor the others are read against"
 for p in "${proxies[@]}"; do
-    case $p in nginx | raw | inline | floor | cutover) ;; *) die "unknown proxy '$p' in PROXIES (nginx raw inline floor cutover)" ;; esac
+    case $p in nginx | raw | maps | inline | floor | cutover) ;; *) die "unknown proxy '$p' in PROXIES (nginx raw maps inline floor cutover)" ;; esac
 done
 for tool in nginx taskset curl python3; do command -v "$tool" >/dev/null || die "needs $tool"; done
 if [[ $RATE_TOOL == oha ]]; then
@@ -73,13 +76,14 @@ prepare_tmp cutover-floors
 [[ " $PROXIES " == *" cutover "* ]] && private_cutover_copy
 check_ports_free
 
-declare -A PORT=([nginx]=$NGINX [raw]=$RAW [inline]=$INLINE [floor]=$FLOOR [cutover]=$CUTOVER) PID=()
+declare -A PORT=([nginx]=$NGINX [raw]=$RAW [maps]=$MAPS [inline]=$INLINE [floor]=$FLOOR [cutover]=$CUTOVER) PID=()
 start backend "$LOAD_CPU" nginx -c "$TMP/backend-nginx.conf" -p "$TMP"
 wait_http "http://127.0.0.1:$BACKEND/"
 for p in "${proxies[@]}"; do
     case $p in
         nginx) start nginx "$PROXY_CPU" nginx -c "$TMP/proxy-nginx.conf" -p "$TMP" ;;
         raw) start raw "$PROXY_CPU" "$RAW_BIN" "127.0.0.1:$RAW" "127.0.0.1:$BACKEND" ;;
+        maps) start maps "$PROXY_CPU" "$MAPS_BIN" "127.0.0.1:$MAPS" "127.0.0.1:$BACKEND" ;;
         inline) start inline "$PROXY_CPU" "$INLINE_BIN" "127.0.0.1:$INLINE" "127.0.0.1:$BACKEND" ;;
         floor) start floor "$PROXY_CPU" "$FLOOR_BIN" "127.0.0.1:$FLOOR" "127.0.0.1:$BACKEND" ;;
         cutover) start cutover "$PROXY_CPU" env RUST_LOG=warn "$CUTOVER_BIN" run --config "$TMP/cutover.toml" --no-watch ;;

@@ -53,7 +53,8 @@
 #                          run.sh's fixed rate on a shared VM. Slower (about 3x).
 #   PROXIES="nginx haproxy floor cutover"  proxies, measured in this order; add `inline`
 #                          (examples/inline_floor.rs) to see what an inline client would save,
-#                          `raw` (examples/raw_floor.rs) for what is left without hyper's server
+#                          `maps` (examples/maps_floor.rs) without hyper's server but with header
+#                          maps, `raw` (examples/raw_floor.rs) with neither
 #   PROXY_CPU=0 LOAD_CPU=1 cores for the proxy and for backend + h2load (no pinning on 1 core)
 #   LOAD_PROTO=h1          h2c: the requests over HTTP/2 with prior knowledge, one stream at a
 #                          time per connection (PROXIES=cutover only: cutover takes h2c on its
@@ -101,7 +102,7 @@ CACHE_SIM=()
 [[ "$CACHE" == tiny ]] && CACHE_SIM=(--cache-sim=yes --I1=2048,2,64 --D1=2048,2,64 --LL=16384,4,64)
 ((REQUESTS > 0)) || die "REQUESTS must be > 0"
 for p in $PROXIES; do
-    case $p in nginx|haproxy|floor|inline|raw|cutover) ;; *) die "unknown proxy '$p' in PROXIES (nginx haproxy floor inline raw cutover)" ;; esac
+    case $p in nginx|haproxy|floor|inline|maps|raw|cutover) ;; *) die "unknown proxy '$p' in PROXIES (nginx haproxy floor inline maps raw cutover)" ;; esac
 done
 
 # ---------------------------------------------------------------- install --
@@ -121,7 +122,7 @@ install_missing "${need_apt[@]}"
 if [[ " $PROXIES " == *" cutover "* ]]; then
     build_cutover
 fi
-if [[ " $PROXIES " == *" floor "* || " $PROXIES " == *" inline "* || " $PROXIES " == *" raw "* ]]; then
+if [[ " $PROXIES " == *" floor "* || " $PROXIES " == *" inline "* || " $PROXIES " == *" maps "* || " $PROXIES " == *" raw "* ]]; then
     build_floor
 fi
 
@@ -230,6 +231,7 @@ measure() { # proxy; returns 1 (after a warning) if it cannot be measured
         cutover) port=$CUTOVER; cmd=("$CUTOVER_BIN" run --config "$TMP/cutover.toml" --no-watch) ;;
         floor) port=$FLOOR; cmd=("$FLOOR_BIN" "127.0.0.1:$FLOOR" "127.0.0.1:$BACKEND") ;;
         inline) port=$INLINE; cmd=("$INLINE_BIN" "127.0.0.1:$INLINE" "127.0.0.1:$BACKEND") ;;
+        maps) port=$MAPS; cmd=("$MAPS_BIN" "127.0.0.1:$MAPS" "127.0.0.1:$BACKEND") ;;
         raw) port=$RAW; cmd=("$RAW_BIN" "127.0.0.1:$RAW" "127.0.0.1:$BACKEND") ;;
     esac
     url="http://127.0.0.1:$port/"
@@ -296,7 +298,7 @@ measure() { # proxy; returns 1 (after a warning) if it cannot be measured
 for p in $PROXIES; do
     if ! measure "$p"; then
         # HAProxy and the floors are references only: a failure there is reported, not fatal
-        [[ $p == haproxy || $p == floor || $p == inline || $p == raw ]] || die "could not measure $p (outputs in $OUT)"
+        [[ $p == haproxy || $p == floor || $p == inline || $p == maps || $p == raw ]] || die "could not measure $p (outputs in $OUT)"
         warn "skipping $p"
         SKIPPED+=("$p")
     fi
