@@ -250,6 +250,17 @@ fn apply_route(state: &mut State, route: &str, value: RouteShared, now: tokio::t
     let Some(rc) = state.config.routes.iter().find(|r| r.name == route).cloned() else { return false };
     let mut changed = false;
     match value.override_split {
+        // An override holds while the file's split is the one it was set
+        // over, as a reload and a restart here decide: one set over another
+        // split is an older intent (a reload that changed the split dropped
+        // it on every replica, but left it in the store) or a newer one of a
+        // file this replica does not run yet.
+        Some(ov) if ov.file_split != rc.split => {
+            tracing::warn!(
+                route,
+                "another replica's override was set over another split of the route in the file; not applied"
+            );
+        }
         Some(ov) => {
             let pools = |w: &[(String, u32)]| w.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>();
             if pools(&ov.split) == pools(&rc.split) {
@@ -267,6 +278,14 @@ fn apply_route(state: &mut State, route: &str, value: RouteShared, now: tokio::t
         None => changed |= state.overrides.remove(route).is_some(),
     }
     let Some(shared) = value.rollout else { return changed };
+    // A rollout of other canary backends is another version's, as for a
+    // trip and at a restart: this replica's own rollout of its version
+    // stands until a replica running it decides.
+    let canary = state.rollouts.get(route).and_then(|r| state.config.pool(&r.plan().pool));
+    if canary.is_some_and(|pc| backend_names(&pc.backends) != shared.backends) {
+        tracing::warn!(route, "another replica's rollout is of other canary backends (another version); not applied");
+        return changed;
+    }
     let (Some(mut saved), Some(rollout)) = (shared.saved(), state.rollouts.get_mut(route)) else { return changed };
     // The step's hold counts from when it began on the replica that
     // stepped, not from when this replica heard of it.
@@ -487,6 +506,44 @@ mod tests {
         };
         let again = shared.began_ms().expect("began");
         assert!(again.abs_diff(began) < 100, "{again} vs {began}");
+    }
+
+    /// The store keeps the last shared rollout of a route until a replica
+    /// shares another: after the canary's backends changed (a new version,
+    /// each replica's rollout started again on reload), the old version's
+    /// state is not applied to a replica that joins, and neither is an
+    /// override set over another split of the route in the file.
+    #[tokio::test]
+    async fn another_versions_rollout_and_a_stale_override_are_not_applied() {
+        let text = format!(
+            "{CONFIG}[routes.rollout]\npool = \"green\"\nsteps = [50, 100]\nhold = \"10s\"\nstart = \"manual\"\n"
+        );
+        let config = crate::config::parse(std::path::Path::new("t.toml"), &text).expect("valid");
+        let control = Control::start(config, PathBuf::new(), None, 1, crate::metrics::Metrics::new(), None);
+        control.share_decisions_with(Arc::new(Recorder::default()));
+        let shop = SharedKey::Route("shop".into());
+        let promoted = Saved { state: crate::rollout::State::Promoted { baking: false }, served: Duration::ZERO };
+        let old_version = SavedRollout::of(&promoted, vec!["127.0.0.1:9999".into()]);
+        let unit = SharedValue::Route(RouteShared { override_split: None, rollout: Some(old_version) });
+        assert!(!control.apply_shared(vec![(shop.clone(), unit, 3)], "fleet: old version", false));
+        assert_eq!(control.rollouts()[0].state, "idle", "this version's rollout stands");
+        // The same state of this version's backends is applied.
+        let this_version = SavedRollout::of(&promoted, vec!["127.0.0.1:9002".into()]);
+        let unit = SharedValue::Route(RouteShared { override_split: None, rollout: Some(this_version) });
+        assert!(control.apply_shared(vec![(shop.clone(), unit, 4)], "fleet: this version", false));
+        assert_eq!(control.rollouts()[0].state, "promoted");
+
+        let stale = crate::control::Override {
+            split: vec![("blue".into(), 0), ("green".into(), 100)],
+            file_split: vec![("blue".into(), 9), ("green".into(), 1)],
+        };
+        let unit = SharedValue::Route(RouteShared { override_split: Some(stale.clone()), rollout: None });
+        assert!(!control.apply_shared(vec![(shop.clone(), unit, 5)], "fleet: stale override", false));
+        assert!(control.view().overrides.is_empty());
+        let current = crate::control::Override { file_split: vec![("blue".into(), 1), ("green".into(), 1)], ..stale };
+        let unit = SharedValue::Route(RouteShared { override_split: Some(current), rollout: None });
+        assert!(control.apply_shared(vec![(shop, unit, 6)], "fleet: override", false));
+        assert!(control.view().overrides.contains_key("shop"));
     }
 
     fn verdict(kind: crate::judge::VerdictKind) -> crate::judge::Verdict {
