@@ -157,6 +157,10 @@ fn prepare(
     // Strip first, then set: a client's `Connection: x-forwarded-for, host`
     // must not remove the headers the proxy itself adds.
     let named_gone = headers::strip_hop_by_hop(&mut parts.headers);
+    // Only the proxy marks a request as a mirror's copy: a client's own
+    // marker would make the primary's backend skip what a copy skips
+    // (charging, writing), as the docs ask shadows to.
+    parts.headers.remove(super::mirror::MIRROR_HEADER);
     // Room for what the proxy adds (three `X-Forwarded-*`, the request ID,
     // `traceparent`): the map grows once at most, not field by field.
     parts.headers.reserve(5);

@@ -256,3 +256,24 @@ async fn copies_in_flight_are_bounded_and_the_excess_dropped() {
     assert_eq!(mirror_count(&proxy, "sent").await, 0.0, "no copy has been answered yet");
     assert_eq!(prod.hits(), 300, "every primary request answered meanwhile");
 }
+
+/// Only the proxy marks a copy: a client's own `X-Cutover-Mirror` never
+/// reaches the primary (whose backend may skip charging or writing for a
+/// marked request), while the proxy's copies still carry theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_mirror_marker_never_reaches_the_primary() {
+    let prod = Upstream::with_handler("prod", |req| async move {
+        let marked = req.headers().get_all("x-cutover-mirror").iter().count();
+        text(StatusCode::OK, format!("markers {marked}"))
+    })
+    .await;
+    let (shadow, copies) = shadow(Duration::ZERO).await;
+    let proxy = TestProxy::start(&config(&prod.addr.to_string(), &shadow.addr.to_string(), "percent = 100\n")).await;
+    let spoofed = [("x-cutover-mirror", "1"), ("X-Cutover-Mirror", "yes")];
+    let a = send(&proxy.url("/checkout"), "POST", b"order=42", &spoofed).await;
+    assert_eq!((a.status, a.body.as_str()), (StatusCode::OK, "markers 0"), "the primary saw the client's marker");
+    until("the copy answered", || async { copies.lock().unwrap().len() == 1 }).await;
+    let copy = copies.lock().unwrap()[0].2.clone();
+    let markers: Vec<_> = copy.get_all("x-cutover-mirror").iter().collect();
+    assert_eq!(markers, ["1"], "the copy carries the proxy's marker alone");
+}
