@@ -28,10 +28,11 @@
 //!
 //! Since the listener serves a page to browsers, it also gets the traffic
 //! side's protections against clients that hold connections: a deadline for
-//! a request head (a connection that sends nothing included) and for a
-//! write's body, a bound on the head's size and one on the connections open
-//! at once, past which a new one is closed unanswered. They are fixed: the
-//! admin API's clients are few and quick.
+//! a request head (a connection that sends nothing included), for a
+//! connection's first request and for its idle time between requests
+//! ([`idle`]), and for a write's body, a bound on the head's size and one
+//! on the connections open at once, past which a new one is closed
+//! unanswered. They are fixed: the admin API's clients are few and quick.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -56,7 +57,10 @@ use crate::fleet::{Fleet, FleetOutcome};
 use crate::lifecycle::{self, Lifecycle};
 use crate::timestamp::rfc3339;
 
+mod idle;
 mod verdict;
+
+pub use idle::IDLE_TIMEOUT;
 
 /// What the admin handlers read and act on.
 #[derive(Debug)]
@@ -99,9 +103,16 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut shutdown: 
                     continue;
                 };
                 let state = state.clone();
+                let idle = idle::Idle::new(tokio::time::Instant::now(), HEADER_READ_TIMEOUT);
+                let asking = idle.clone();
                 let service = service_fn(move |req| {
                     let state = state.clone();
-                    async move { Ok::<_, Infallible>(handle(&state, req).await) }
+                    let in_flight = asking.begin();
+                    async move {
+                        let response = handle(&state, req).await;
+                        drop(in_flight);
+                        Ok::<_, Infallible>(response)
+                    }
                 });
                 let builder = builder.clone();
                 // A kept-alive connection (a browser's, a `--watch`) ends
@@ -120,11 +131,26 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut shutdown: 
                     }
                     let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                     tokio::pin!(conn);
-                    tokio::select! {
-                        _ = conn.as_mut() => {}
-                        _ = lifecycle::stopped(&mut stop) => {
-                            conn.as_mut().graceful_shutdown();
-                            let _ = conn.await;
+                    loop {
+                        // Looked at again when it passes: a request may
+                        // have come and gone meanwhile.
+                        let due = idle.deadline();
+                        tokio::select! {
+                            _ = conn.as_mut() => break,
+                            _ = lifecycle::stopped(&mut stop) => {
+                                conn.as_mut().graceful_shutdown();
+                                let _ = conn.await;
+                                break;
+                            }
+                            _ = tokio::time::sleep_until(due.unwrap_or_else(|| tokio::time::Instant::now() + idle::IDLE_TIMEOUT)) => {
+                                if idle.deadline().is_some_and(|due| due <= tokio::time::Instant::now()) {
+                                    // Closed as at shutdown, and dropped
+                                    // (the socket with it) if even that stalls.
+                                    conn.as_mut().graceful_shutdown();
+                                    let _ = tokio::time::timeout(HEADER_READ_TIMEOUT, conn.as_mut()).await;
+                                    break;
+                                }
+                            }
                         }
                     }
                 });

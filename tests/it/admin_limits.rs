@@ -119,3 +119,48 @@ async fn past_the_connection_limit_a_new_connection_is_closed_unanswered() {
     }
     proxy.stop().await;
 }
+
+/// A client that sends only the first bytes of the HTTP/2 preface never
+/// lets hyper learn the protocol, so hyper's head deadline never starts:
+/// the connection must still be closed, or such clients would hold every
+/// slot and shut the probes out.
+#[tokio::test]
+async fn a_connection_stalled_inside_the_http2_preface_is_closed() {
+    let (proxy, _blue) = proxy().await;
+    let mut one_byte = TcpStream::connect(proxy.admin).await.unwrap();
+    one_byte.write_all(b"P").await.unwrap();
+    let mut most = TcpStream::connect(proxy.admin).await.unwrap();
+    most.write_all(&b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..23]).await.unwrap();
+    let (one_byte, most) = tokio::join!(until_closed(&mut one_byte), until_closed(&mut most));
+    assert!(one_byte.is_some(), "a connection that sent one byte of the preface stays open");
+    assert!(most.is_some(), "a connection that sent 23 bytes of the preface stays open");
+    let mut fresh = TcpStream::connect(proxy.admin).await.unwrap();
+    assert!(status_over(&mut fresh, proxy.admin).await.starts_with("HTTP/1.1 200"));
+    proxy.stop().await;
+}
+
+/// HTTP/2 has no deadline between requests in hyper: an admin connection
+/// that asked once and then holds still is closed once it has idled for
+/// `IDLE_TIMEOUT`, after its request was answered.
+#[tokio::test]
+async fn an_http2_connection_that_stops_asking_is_closed() {
+    use http_body_util::{BodyExt, Empty};
+    let (proxy, _blue) = proxy().await;
+    let stream = TcpStream::connect(proxy.admin).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("an HTTP/2 handshake");
+    let conn = tokio::spawn(conn);
+    let request =
+        http::Request::get(format!("http://{}/healthz", proxy.admin)).body(Empty::<bytes::Bytes>::new()).unwrap();
+    let response = send.send_request(request).await.expect("an answer");
+    assert_eq!(response.status(), 200);
+    response.into_body().collect().await.expect("its body");
+    let deadline = cutover::admin::IDLE_TIMEOUT * 2 + Duration::from_secs(20);
+    let ended = tokio::time::timeout(deadline, conn).await;
+    assert!(ended.is_ok(), "the idle HTTP/2 connection is still open");
+    proxy.stop().await;
+}
