@@ -56,17 +56,24 @@ impl Control {
         }
     }
 
-    /// Trip every pool the verdict feed newly judges failing.
-    pub(super) fn act_on_fed_verdicts(&self, failing: &mut BTreeSet<String>) {
+    /// Trip every pool the verdict feed newly judges failing. A replica
+    /// that has just come to lead acts on every pool failing then: while it
+    /// followed, it only counted them.
+    pub(super) fn act_on_fed_verdicts(&self, failing: &mut FedFailing) {
         let verdicts = self.acting_verdicts();
         let now: BTreeSet<String> =
             verdicts.iter().filter(|(_, v)| v.kind == VerdictKind::Failing).map(|(p, _)| p.clone()).collect();
-        for pool in now.difference(failing) {
+        let leads = self.decides_automatically();
+        if leads && !failing.leading {
+            failing.pools.clear();
+        }
+        failing.leading = leads;
+        for pool in now.difference(&failing.pools) {
             if let Some(verdict) = verdicts.get(pool) {
                 self.on_failing(pool, verdict);
             }
         }
-        *failing = now;
+        failing.pools = now;
     }
 
     fn trip_by_guard(&self, pool: &str, reason: BreachReason, detail: &str, cause: String) {
@@ -112,9 +119,7 @@ impl Control {
     /// every rollout on with its canary's verdict.
     pub async fn run_guards(self: Arc<Self>, mut breaches: tokio::sync::mpsc::UnboundedReceiver<BreachReport>) {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
-        // Pools the verdict feed judged failing at the last tick: a trip is
-        // made when a pool turns failing, not again while it stays so.
-        let mut fed_failing: BTreeSet<String> = BTreeSet::new();
+        let mut fed_failing = FedFailing::default();
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -149,4 +154,14 @@ impl Control {
             }
         }
     }
+}
+
+/// The pools the verdict feed judged failing at the last tick, and whether
+/// this replica led then: a trip is made when a pool turns failing, not
+/// again while it stays so, and by the leader, so a pool that turned
+/// failing while this replica followed is new to it once it leads.
+#[derive(Debug, Default)]
+pub(super) struct FedFailing {
+    pools: BTreeSet<String>,
+    leading: bool,
 }

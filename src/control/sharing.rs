@@ -564,6 +564,28 @@ mod tests {
         }
     }
 
+    /// A pool that turned failing while this replica followed is tripped
+    /// as soon as this replica leads (the leader it follows may have died
+    /// before it acted), though the verdict never turned again.
+    #[tokio::test]
+    async fn a_new_leader_trips_a_pool_already_failing() {
+        use crate::judge::VerdictKind;
+        let (control, _) = control();
+        let (feed, rx) = tokio::sync::watch::channel(Verdicts::default());
+        control.act_on_verdicts_from(rx);
+        let mut failing = super::super::guarding::FedFailing::default();
+        control.set_automatic(false);
+        feed.send_replace(Arc::new([("green".to_string(), verdict(VerdictKind::Failing))].into_iter().collect()));
+        control.act_on_fed_verdicts(&mut failing);
+        control.act_on_fed_verdicts(&mut failing);
+        assert!(!control.view().trips.contains_key("green"), "only the leader trips");
+        let seen = control.metrics().guard_breaches.with_label_values(&["green", "error_rate"]).get();
+        assert_eq!(seen, 1, "the follower counted the turn once");
+        control.set_automatic(true);
+        control.act_on_fed_verdicts(&mut failing);
+        assert!(control.view().trips.contains_key("green"), "the new leader tripped the failing pool");
+    }
+
     #[tokio::test]
     async fn fed_verdicts_trip_a_pool_when_it_turns_failing_and_only_then() {
         use crate::judge::VerdictKind;
@@ -571,7 +593,7 @@ mod tests {
         let (feed, rx) = tokio::sync::watch::channel(Verdicts::default());
         control.act_on_verdicts_from(rx);
         assert!(control.has_verdict_feed());
-        let mut failing = std::collections::BTreeSet::new();
+        let mut failing = super::super::guarding::FedFailing::default();
         let send = |kind| {
             let verdicts = [("green".to_string(), verdict(kind))].into_iter().collect();
             feed.send_replace(Arc::new(verdicts));
