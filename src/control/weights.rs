@@ -85,6 +85,16 @@ pub fn effective_weights(
             None => stranded.push(pool),
         }
     }
+    // A fallback taken for one pool may give weight back to a tripped pool
+    // looked at before it; an untripped pool serves in every fallback, so
+    // those go to 0 as well.
+    if split.iter().any(|(p, w)| *w > 0 && !tripped(p)) {
+        for (pool, weight) in split.iter_mut() {
+            if tripped(pool) {
+                *weight = 0;
+            }
+        }
+    }
     (split, stranded)
 }
 
@@ -153,6 +163,22 @@ mod tests {
         ]);
         let (split, stranded) = effective_weights(&r, r.split.clone(), &tripped("green", 4), &history);
         assert_eq!(split, w(&[("blue", 100), ("green", 0)]));
+        assert!(stranded.is_empty());
+    }
+
+    /// The fallback chosen for a pool serving alone gives weight back to
+    /// another tripped pool (looked at before it): that one still goes to 0.
+    #[test]
+    fn a_fallback_gives_no_weight_back_to_another_tripped_pool() {
+        let r = route(&[("v1", 0), ("v2", 0), ("v3", 100)]);
+        let history = VecDeque::from([
+            rev(5, &[("v1", 50), ("v2", 50), ("v3", 0)]),
+            rev(6, &[("v1", 0), ("v2", 0), ("v3", 100)]),
+        ]);
+        let mut trips = tripped("v1", 7);
+        trips.extend(tripped("v3", 8));
+        let (split, stranded) = effective_weights(&r, r.split.clone(), &trips, &history);
+        assert_eq!(split, w(&[("v1", 0), ("v2", 50), ("v3", 0)]));
         assert!(stranded.is_empty());
     }
 
