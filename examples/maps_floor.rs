@@ -26,16 +26,18 @@ use std::net::SocketAddr;
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Uri};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// Most headers either parser accepts.
 const MAX_HEADERS: usize = 64;
-/// The largest head, or response, read whole.
-const MAX_MESSAGE: usize = 1 << 20;
 
+#[path = "shared/fill.rs"]
+mod fill;
 #[path = "shared/floor.rs"]
 mod floor;
+
+use fill::fill;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     floor::serve("maps_floor", proxy_connection)
@@ -72,15 +74,6 @@ async fn proxy_connection(mut downstream: TcpStream, upstream: SocketAddr) -> io
         encode_response(status, &headers, &body, &mut write);
         downstream.write_all(&write).await?;
     }
-}
-
-/// Read more into `buf`; false at a clean end of the stream.
-async fn fill(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<bool> {
-    if buf.len() >= MAX_MESSAGE {
-        return Err(io::Error::other("message too large"));
-    }
-    buf.reserve(4096);
-    Ok(stream.read_buf(buf).await? > 0)
 }
 
 /// The bodiless request at the front of `buf` as a `Request` (then taken

@@ -25,16 +25,18 @@ use std::io;
 use std::net::SocketAddr;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// Most headers either parser accepts.
 const MAX_HEADERS: usize = 64;
-/// The largest head, or response, read whole.
-const MAX_MESSAGE: usize = 1 << 20;
 
+#[path = "shared/fill.rs"]
+mod fill;
 #[path = "shared/floor.rs"]
 mod floor;
+
+use fill::fill;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     floor::serve("raw_floor", proxy_connection)
@@ -73,15 +75,6 @@ async fn proxy_connection(mut downstream: TcpStream, upstream: SocketAddr) -> io
         downstream.write_all(&responses[..response_len]).await?;
         responses.advance(response_len);
     }
-}
-
-/// Read more into `buf`; false at a clean end of the stream.
-async fn fill(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<bool> {
-    if buf.len() >= MAX_MESSAGE {
-        return Err(io::Error::other("message too large"));
-    }
-    buf.reserve(4096);
-    Ok(stream.read_buf(buf).await? > 0)
 }
 
 /// The length of the bodiless request head at the front of `buf`, once it

@@ -482,14 +482,20 @@ mod tests {
         assert!(!control.reapply_trip("green", &trip()), "already tripped");
     }
 
-    #[tokio::test]
-    async fn a_shared_step_goes_on_from_when_it_began_on_the_replica_that_stepped() {
+    /// A control whose route `shop` has a manual rollout of `green`.
+    fn control_with_rollout() -> Arc<Control> {
         let text = format!(
             "{CONFIG}[routes.rollout]\npool = \"green\"\nsteps = [50, 100]\nhold = \"10s\"\nstart = \"manual\"\n"
         );
         let config = crate::config::parse(std::path::Path::new("t.toml"), &text).expect("valid");
         let control = Control::start(config, PathBuf::new(), None, 1, crate::metrics::Metrics::new(), None);
         control.share_decisions_with(Arc::new(Recorder::default()));
+        control
+    }
+
+    #[tokio::test]
+    async fn a_shared_step_goes_on_from_when_it_began_on_the_replica_that_stepped() {
+        let control = control_with_rollout();
         // Another replica stepped 4 s ago.
         let began = unix_ms(SystemTime::now()) - 4_000;
         let saved = Saved { state: crate::rollout::State::Progressing { step: 0 }, served: Duration::ZERO };
@@ -515,12 +521,7 @@ mod tests {
     /// override set over another split of the route in the file.
     #[tokio::test]
     async fn another_versions_rollout_and_a_stale_override_are_not_applied() {
-        let text = format!(
-            "{CONFIG}[routes.rollout]\npool = \"green\"\nsteps = [50, 100]\nhold = \"10s\"\nstart = \"manual\"\n"
-        );
-        let config = crate::config::parse(std::path::Path::new("t.toml"), &text).expect("valid");
-        let control = Control::start(config, PathBuf::new(), None, 1, crate::metrics::Metrics::new(), None);
-        control.share_decisions_with(Arc::new(Recorder::default()));
+        let control = control_with_rollout();
         let shop = SharedKey::Route("shop".into());
         let promoted = Saved { state: crate::rollout::State::Promoted { baking: false }, served: Duration::ZERO };
         let old_version = SavedRollout::of(&promoted, vec!["127.0.0.1:9999".into()]);
