@@ -106,10 +106,13 @@ impl Control {
             return Err(AdminError::NotFound(format!("no pool \"{pool}\"")));
         }
         self.restart_guard(&state, pool);
-        if state.trips.remove(pool).is_none() {
-            return Ok(state.revision);
+        // A revision whether or not a trip is cleared: in a fleet the reset
+        // travels in the pool's shared unit, and every replica starts the
+        // pool's guard again.
+        state.resets.insert(pool.to_string(), super::sharing::unix_ms(std::time::SystemTime::now()));
+        if state.trips.remove(pool).is_some() {
+            tracing::info!(pool, "trip reset by an operator");
         }
-        tracing::info!(pool, "trip reset by an operator");
         Ok(self.commit(&mut state, format!("admin: reset pool {pool}")))
     }
 }

@@ -43,6 +43,12 @@ pub struct RouteShared {
 pub struct PoolShared {
     /// The pool's trip, if tripped.
     pub trip: Option<Trip>,
+    /// When an operator last reset the pool, in Unix milliseconds: a reset
+    /// changes the unit even where no trip was cleared, so that every
+    /// replica starts the pool's guard (and the leader its fleet judge)
+    /// again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset_ms: Option<u64>,
 }
 
 /// A unit's value.
@@ -138,7 +144,10 @@ mod tests {
         before.insert(SharedKey::Pool("blue".into()), SharedValue::Pool(PoolShared::default()));
         before.insert(SharedKey::Pool("green".into()), SharedValue::Pool(PoolShared::default()));
         let mut after = before.clone();
-        after.insert(SharedKey::Pool("green".into()), SharedValue::Pool(PoolShared { trip: Some(trip) }));
+        after.insert(
+            SharedKey::Pool("green".into()),
+            SharedValue::Pool(PoolShared { trip: Some(trip), reset_ms: None }),
+        );
         let changes = changed(&before, &after);
         assert_eq!(changes.len(), 1);
         assert_eq!(changes[0].0, &SharedKey::Pool("green".into()));

@@ -211,7 +211,8 @@ pub(super) fn units(state: &State) -> Units {
         units.insert(SharedKey::Route(rc.name.clone()), SharedValue::Route(value));
     }
     for pc in &state.config.pools {
-        let value = PoolShared { trip: state.trips.get(&pc.name).cloned() };
+        let value =
+            PoolShared { trip: state.trips.get(&pc.name).cloned(), reset_ms: state.resets.get(&pc.name).copied() };
         units.insert(SharedKey::Pool(pc.name.clone()), SharedValue::Pool(value));
     }
     units
@@ -238,7 +239,7 @@ fn step_began(state: &State, route: &str, rollout: &Rollout, wall: u64, now: tok
         .unwrap_or(fresh)
 }
 
-fn unix_ms(time: SystemTime) -> u64 {
+pub(super) fn unix_ms(time: SystemTime) -> u64 {
     millis(time.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default())
 }
 
@@ -303,10 +304,20 @@ fn apply_route(state: &mut State, route: &str, value: RouteShared, now: tokio::t
 
 fn apply_pool(state: &mut State, pool: &str, value: PoolShared, tap: Option<&Arc<dyn TickTap>>) -> bool {
     let Some(pc) = state.config.pool(pool) else { return false };
+    // A reset made elsewhere restarts this replica's guard of the pool
+    // (below, with the trip it cleared, if any) and is kept, so that what
+    // this replica shares of the pool is what it applied.
+    let reset = match value.reset_ms {
+        Some(at) if state.resets.get(pool) != Some(&at) => {
+            state.resets.insert(pool.to_string(), at);
+            true
+        }
+        _ => false,
+    };
     match value.trip {
         Some(trip) if backend_names(&pc.backends) == trip.backends => {
             if state.trips.get(pool).is_some_and(|held| held.same_trip(&trip)) {
-                return false;
+                return reset;
             }
             tracing::warn!(pool, detail = %trip.detail, "pool tripped by the fleet");
             // The trip's revision is the tripping replica's own count. Here
@@ -322,7 +333,7 @@ fn apply_pool(state: &mut State, pool: &str, value: PoolShared, tap: Option<&Arc
                 pool,
                 "another replica's trip is of other backends of this pool (a different config); not applied"
             );
-            false
+            reset
         }
         None => {
             if let Some(guard) = state.guards.get(pool) {
@@ -331,7 +342,7 @@ fn apply_pool(state: &mut State, pool: &str, value: PoolShared, tap: Option<&Arc
                     tap.forget(pool);
                 }
             }
-            state.trips.remove(pool).is_some()
+            state.trips.remove(pool).is_some() || reset
         }
     }
 }
@@ -409,13 +420,13 @@ mod tests {
     async fn another_replicas_units_apply_once_and_are_not_handed_back() {
         let (control, recorder) = control();
         let green = SharedKey::Pool("green".into());
-        let tripped = SharedValue::Pool(PoolShared { trip: Some(trip()) });
+        let tripped = SharedValue::Pool(PoolShared { trip: Some(trip()), reset_ms: None });
         assert!(control.apply_shared(vec![(green.clone(), tripped.clone(), 5)], "fleet: x (b)", false));
         assert!(control.view().trips.contains_key("green"));
         assert_eq!(recorder.last().1, None, "an applied unit is no decision of this replica");
         assert_eq!(control.history()[0].cause, "fleet: x (b)");
         // The echo of the same version changes nothing.
-        let untripped = SharedValue::Pool(PoolShared { trip: None });
+        let untripped = SharedValue::Pool(PoolShared { trip: None, reset_ms: None });
         assert!(!control.apply_shared(vec![(green.clone(), untripped.clone(), 5)], "echo", false));
         assert!(control.view().trips.contains_key("green"));
         // A lost race applies the store's value even at the same version.
@@ -423,7 +434,7 @@ mod tests {
         assert!(!control.view().trips.contains_key("green"));
         // A trip of other backends (another version of the pool) is not applied.
         let other = Trip { backends: vec!["127.0.0.1:1".into()], ..trip() };
-        let value = SharedValue::Pool(PoolShared { trip: Some(other) });
+        let value = SharedValue::Pool(PoolShared { trip: Some(other), reset_ms: None });
         assert!(!control.apply_shared(vec![(green.clone(), value, 6)], "other version", false));
         // An override of other pools than the route's is not applied.
         let ov = crate::control::Override { split: vec![("red".into(), 1)], file_split: vec![("red".into(), 1)] };
@@ -446,7 +457,7 @@ mod tests {
         // Tripped on a replica that had made one revision: 1 is below
         // every split of this replica's but its first.
         let tripped = Trip { revision: 1, ..trip() };
-        let value = SharedValue::Pool(PoolShared { trip: Some(tripped.clone()) });
+        let value = SharedValue::Pool(PoolShared { trip: Some(tripped.clone()), reset_ms: None });
         assert!(control.apply_shared(vec![(SharedKey::Pool("green".into()), value.clone(), 5)], "fleet: trip", false));
         let held = control.view().trips.get("green").cloned().expect("tripped");
         assert_eq!(held.revision, green_alone + 1, "the revision this apply committed");
@@ -473,7 +484,7 @@ mod tests {
 
         // Another replica reset the pool first; the trip is made again on that.
         let green = SharedKey::Pool("green".into());
-        let reset = SharedValue::Pool(PoolShared { trip: None });
+        let reset = SharedValue::Pool(PoolShared { trip: None, reset_ms: None });
         assert!(control.apply_shared(vec![(green, reset, 8)], "fleet: reset (b)", true));
         assert!(control.reapply_trip("green", &trip()));
         assert!(control.view().trips.contains_key("green"));
@@ -491,6 +502,41 @@ mod tests {
         let control = Control::start(config, PathBuf::new(), None, 1, crate::metrics::Metrics::new(), None);
         control.share_decisions_with(Arc::new(Recorder::default()));
         control
+    }
+
+    /// An operator's reset of a pool that is not tripped still makes a
+    /// revision and changes the pool's shared unit, and a replica that
+    /// applies it starts its guard of the pool again, so that no replica
+    /// (the leader's fleet judge least of all) keeps judging on the
+    /// evidence from before the reset.
+    #[tokio::test]
+    async fn a_reset_without_a_trip_is_shared_and_restarts_every_guard() {
+        let text = format!("{CONFIG}[pools.green.guard]\nmax_error_rate = 0.5\nmin_requests = 1000\n");
+        let start = || {
+            let config = crate::config::parse(std::path::Path::new("t.toml"), &text).expect("valid");
+            let control = Control::start(config, PathBuf::new(), None, 1, crate::metrics::Metrics::new(), None);
+            let recorder = Arc::new(Recorder::default());
+            control.share_decisions_with(recorder.clone());
+            (control, recorder)
+        };
+        let ((here, recorder), (there, _)) = (start(), start());
+        let before = here.view().revision;
+        let revision = here.reset("green").expect("reset");
+        assert!(revision > before, "a revision of its own");
+        let decision = recorder.last().1.expect("a decision to share");
+        assert_eq!(decision.maker, Maker::Operator);
+        let change = decision.changes.iter().find(|c| c.key == SharedKey::Pool("green".into())).expect("green's unit");
+        assert!(matches!(&change.value, SharedValue::Pool(unit) if unit.trip.is_none() && unit.reset_ms.is_some()));
+
+        let guard = there.guards().into_iter().find(|g| &*g.pool == "green").expect("green's guard");
+        let now = tokio::time::Instant::now();
+        for _ in 0..10 {
+            guard.record(now, true, Duration::from_millis(1));
+        }
+        assert_eq!(there.view().guards["green"].requests, 10);
+        assert!(there.apply_shared(vec![(change.key.clone(), change.value.clone(), 4)], "fleet: reset (a)", false));
+        assert_eq!(there.view().guards["green"].requests, 0, "the guard started again");
+        assert!(!there.apply_shared(vec![(change.key.clone(), change.value.clone(), 4)], "echo", true), "once");
     }
 
     #[tokio::test]

@@ -75,6 +75,9 @@ pub(super) struct State {
     pub(super) guards: HashMap<String, Arc<PoolGuard>>,
     pub(super) overrides: BTreeMap<String, Override>,
     pub(super) trips: BTreeMap<String, Trip>,
+    /// When an operator last reset each pool (Unix milliseconds), here or
+    /// on another replica: part of the pool's shared unit.
+    pub(super) resets: BTreeMap<String, u64>,
     /// Oldest first.
     pub(super) history: VecDeque<Revision>,
     /// Progressive rollouts by route.
@@ -115,6 +118,7 @@ impl Control {
             guards: HashMap::new(),
             overrides: BTreeMap::new(),
             trips: BTreeMap::new(),
+            resets: BTreeMap::new(),
             history: VecDeque::new(),
             rollouts: BTreeMap::new(),
             rollout_verdicts: BTreeMap::new(),

@@ -156,7 +156,7 @@ mod tests {
             revision: 4,
             backends: vec!["127.0.0.1:9003".into()],
         };
-        let value = SharedValue::Pool(PoolShared { trip: Some(trip) });
+        let value = SharedValue::Pool(PoolShared { trip: Some(trip), reset_ms: None });
         let bytes = encode(&value, "edge-1", "admin: tripped pool canary", Maker::Operator, "2026-01-01T00:00:00Z");
         let text = String::from_utf8(bytes.clone()).expect("utf-8");
         assert!(text.contains("\"by\":\"edge-1\"") && text.contains("\"trip\""), "{text}");
@@ -165,7 +165,7 @@ mod tests {
         assert_eq!(decoded.value, value);
         assert_eq!((decoded.by.as_str(), decoded.maker), ("edge-1", Some(Maker::Operator)));
         assert!(!decoded.is_operator_reset(), "a trip is no reset");
-        let reset = SharedValue::Pool(PoolShared { trip: None });
+        let reset = SharedValue::Pool(PoolShared { trip: None, reset_ms: None });
         let by_hand = encode(&reset, "edge-2", "admin: reset pool canary", Maker::Operator, "2026-01-01T00:00:01Z");
         assert!(decode("/c", "/c/state/pools/canary", &by_hand).expect("decodes").is_operator_reset());
         let by_itself = encode(&reset, "edge-2", "fleet", Maker::Automatic, "2026-01-01T00:00:01Z");
