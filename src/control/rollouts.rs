@@ -195,6 +195,11 @@ pub struct SavedRollout {
     /// The canary's backends when saved: different ones at start are a new version.
     #[serde(default)]
     pub(super) backends: Vec<String>,
+    /// How far into the current step, in milliseconds, an operator's resume
+    /// began the current stretch of judging (`Saved::judged_from`); absent
+    /// when it began with the step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    judged_from_ms: Option<u64>,
 }
 
 impl SavedRollout {
@@ -216,6 +221,7 @@ impl SavedRollout {
             served_ms,
             began_ms: None,
             backends,
+            judged_from_ms: Some(millis(saved.judged_from)).filter(|&ms| ms > 0),
         }
     }
 
@@ -240,7 +246,8 @@ impl SavedRollout {
             "promoted" => State::Promoted { baking: self.baking },
             _ => return None,
         };
-        Some(Saved { state, served: Duration::from_millis(self.served_ms) })
+        let judged_from = Duration::from_millis(self.judged_from_ms.unwrap_or(0));
+        Some(Saved { state, served: Duration::from_millis(self.served_ms), judged_from })
     }
 }
 
@@ -302,10 +309,14 @@ mod tests {
             State::Promoted { baking: true },
         ];
         for state in states {
-            let saved = Saved { state, served: Duration::from_millis(1500) };
-            let json = serde_json::to_string(&SavedRollout::of(&saved, Vec::new())).unwrap();
-            let back: SavedRollout = serde_json::from_str(&json).unwrap();
-            assert_eq!(back.saved(), Some(saved), "{json}");
+            // A resume's offset into the step travels too (absent when zero).
+            for judged_from in [Duration::ZERO, Duration::from_millis(900)] {
+                let saved = Saved { state: state.clone(), served: Duration::from_millis(1500), judged_from };
+                let json = serde_json::to_string(&SavedRollout::of(&saved, Vec::new())).unwrap();
+                assert_eq!(json.contains("judged_from_ms"), !judged_from.is_zero(), "{json}");
+                let back: SavedRollout = serde_json::from_str(&json).unwrap();
+                assert_eq!(back.saved(), Some(saved), "{json}");
+            }
         }
     }
 }

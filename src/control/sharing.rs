@@ -204,7 +204,8 @@ pub(super) fn units(state: &State) -> Units {
         let rollout = state.rollouts.get(&rc.name).map(|rollout| {
             let backends =
                 state.config.pool(&rollout.plan().pool).map(|pc| backend_names(&pc.backends)).unwrap_or_default();
-            let saved = Saved { state: rollout.state().clone(), served: Duration::ZERO };
+            let saved =
+                Saved { state: rollout.state().clone(), served: Duration::ZERO, judged_from: rollout.judged_from() };
             SavedRollout::of(&saved, backends).began_at(step_began(state, &rc.name, rollout, wall, now))
         });
         let value = RouteShared { override_split: state.overrides.get(&rc.name).cloned(), rollout };
@@ -544,7 +545,11 @@ mod tests {
         let control = control_with_rollout();
         // Another replica stepped 4 s ago.
         let began = unix_ms(SystemTime::now()) - 4_000;
-        let saved = Saved { state: crate::rollout::State::Progressing { step: 0 }, served: Duration::ZERO };
+        let saved = Saved {
+            state: crate::rollout::State::Progressing { step: 0 },
+            served: Duration::ZERO,
+            judged_from: Duration::ZERO,
+        };
         let rollout = SavedRollout::of(&saved, vec!["127.0.0.1:9002".into()]).began_at(began);
         let unit = SharedValue::Route(RouteShared { override_split: None, rollout: Some(rollout) });
         let shop = SharedKey::Route("shop".into());
@@ -569,7 +574,11 @@ mod tests {
     async fn another_versions_rollout_and_a_stale_override_are_not_applied() {
         let control = control_with_rollout();
         let shop = SharedKey::Route("shop".into());
-        let promoted = Saved { state: crate::rollout::State::Promoted { baking: false }, served: Duration::ZERO };
+        let promoted = Saved {
+            state: crate::rollout::State::Promoted { baking: false },
+            served: Duration::ZERO,
+            judged_from: Duration::ZERO,
+        };
         let old_version = SavedRollout::of(&promoted, vec!["127.0.0.1:9999".into()]);
         let unit = SharedValue::Route(RouteShared { override_split: None, rollout: Some(old_version) });
         assert!(!control.apply_shared(vec![(shop.clone(), unit, 3)], "fleet: old version", false));

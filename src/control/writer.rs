@@ -156,7 +156,11 @@ impl Control {
                 // restart does not undo a rollback, so its rollout is aborted.
                 None if state.trips.contains_key(&plan.pool) => {
                     let reason = "the canary was tripped before the restart".to_string();
-                    let saved = Saved { state: RolloutState::Aborted { step: 0, reason }, served: Duration::ZERO };
+                    let saved = Saved {
+                        state: RolloutState::Aborted { step: 0, reason },
+                        served: Duration::ZERO,
+                        judged_from: Duration::ZERO,
+                    };
                     state.rollouts.insert(rc.name.clone(), Rollout::restore(plan, saved, now));
                     Vec::new()
                 }

@@ -182,6 +182,10 @@ pub struct Saved {
     pub state: State,
     /// Time already served at the current step (or of the bake).
     pub served: Duration,
+    /// How far into the current step its current stretch of judging began
+    /// (zero unless an operator resumed the step): `max_hold` counts from
+    /// there, on whichever replica, or after whichever restart, goes on.
+    pub judged_from: Duration,
 }
 
 /// One route's rollout.
@@ -222,12 +226,22 @@ impl Rollout {
             }
             State::Idle | State::Promoted { .. } => {}
         }
-        Rollout { plan, state, since, judged_since: since }
+        Rollout { plan, state, since, judged_since: since + saved.judged_from }
     }
 
     /// What to write to the state file.
     pub fn save(&self, now: Instant) -> Saved {
-        Saved { state: self.state.clone(), served: now.saturating_duration_since(self.since) }
+        Saved {
+            state: self.state.clone(),
+            served: now.saturating_duration_since(self.since),
+            judged_from: self.judged_from(),
+        }
+    }
+
+    /// How far into the current step its current stretch of judging
+    /// began (see [`Saved::judged_from`]).
+    pub fn judged_from(&self) -> Duration {
+        self.judged_since.saturating_duration_since(self.since)
     }
 
     /// The plan.
@@ -522,6 +536,24 @@ mod tests {
         );
     }
 
+    /// The max_hold a resume gives counts from the resume on whichever
+    /// replica, or after whichever restart, restores the rollout: a
+    /// restored rollout that lost it would pause again at its next tick.
+    #[tokio::test(start_paused = true)]
+    async fn a_restored_rollout_keeps_the_max_hold_a_resume_gave() {
+        let (mut rollout, _) = Rollout::new(standard(), Instant::now());
+        let events = after(&mut rollout, HOLD + MAX_HOLD, &Verdict::Inconclusive).await;
+        assert_eq!(events, vec![Event::Paused(PauseReason::Inconclusive)]);
+        assert_eq!(rollout.command(Command::Resume, Instant::now()), Ok(vec![Event::Resumed]));
+        tokio::time::advance(MAX_HOLD / 4).await;
+        let saved = rollout.save(Instant::now());
+        assert_eq!(saved.judged_from, HOLD + MAX_HOLD, "the resume's offset into the step");
+        let mut restored = Rollout::restore(standard(), saved, Instant::now());
+        assert!(after(&mut restored, MAX_HOLD / 2, &Verdict::Inconclusive).await.is_empty(), "still within it");
+        let events = after(&mut restored, MAX_HOLD / 2, &Verdict::Inconclusive).await;
+        assert_eq!(events, vec![Event::Paused(PauseReason::Inconclusive)], "and paused once it has passed");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_failing_verdict_aborts_at_any_step_even_within_the_hold() {
         let (mut rollout, _) = Rollout::new(standard(), Instant::now());
@@ -621,7 +653,10 @@ mod tests {
         after(&mut rollout, HOLD, &Verdict::Healthy).await;
         tokio::time::advance(HOLD / 3).await;
         let saved = rollout.save(Instant::now());
-        assert_eq!(saved, Saved { state: State::Progressing { step: 1 }, served: HOLD / 3 });
+        assert_eq!(
+            saved,
+            Saved { state: State::Progressing { step: 1 }, served: HOLD / 3, judged_from: Duration::ZERO }
+        );
 
         // The process restarts later; the step resumes with its third served.
         tokio::time::advance(Duration::from_secs(3600)).await;
