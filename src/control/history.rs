@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::rollouts::SavedRollout;
-use super::state::{backend_names, Override, Revision, Trip};
+use super::state::{backend_names, same_backends, Override, Revision, Trip};
 use crate::config::Config;
 
 /// History entries kept in memory and in the state file.
@@ -59,7 +59,7 @@ pub(super) fn restore(path: &Path, config: &Config) -> Option<Persisted> {
         }
     };
     persisted.trips.retain(|pool, trip| {
-        let keep = config.pool(pool).is_some_and(|pc| backend_names(&pc.backends) == trip.backends);
+        let keep = config.pool(pool).is_some_and(|pc| same_backends(&backend_names(&pc.backends), &trip.backends));
         if !keep {
             tracing::info!(pool, "state file: trip dropped (pool gone or has new backends)");
         }

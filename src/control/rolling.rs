@@ -97,8 +97,8 @@ impl Control {
         let mut causes = Vec::new();
         for rc in &config.routes {
             let Some(plan) = rc.rollout.clone() else { continue };
-            let new_backends = config.pool(&plan.pool).map(|pc| pc.backends.clone());
-            let old_backends = old.pool(&plan.pool).map(|pc| pc.backends.clone());
+            let new_backends = config.pool(&plan.pool).map(|pc| backend_names(&pc.backends));
+            let old_backends = old.pool(&plan.pool).map(|pc| backend_names(&pc.backends));
             let events = match state.rollouts.get_mut(&rc.name) {
                 None => {
                     let (rollout, events) = Rollout::new(plan, now);

@@ -15,7 +15,7 @@ use super::rollouts::SavedRollout;
 use super::shared::{
     changed, Change, Decision, DecisionSink, Maker, Origin, PoolShared, RouteShared, SharedKey, SharedValue, Units,
 };
-use super::state::{backend_names, Trip};
+use super::state::{backend_names, same_backends, Trip};
 use super::writer::{Control, State};
 use super::Verdicts;
 use crate::guard::TickTap;
@@ -172,7 +172,7 @@ impl Control {
             return false;
         }
         let Some(pc) = state.config.pool(pool) else { return false };
-        if backend_names(&pc.backends) != trip.backends {
+        if !same_backends(&backend_names(&pc.backends), &trip.backends) {
             return false;
         }
         let trip = Trip { revision: state.revision + 1, ..trip.clone() };
@@ -284,7 +284,7 @@ fn apply_route(state: &mut State, route: &str, value: RouteShared, now: tokio::t
     // trip and at a restart: this replica's own rollout of its version
     // stands until a replica running it decides.
     let canary = state.rollouts.get(route).and_then(|r| state.config.pool(&r.plan().pool));
-    if canary.is_some_and(|pc| backend_names(&pc.backends) != shared.backends) {
+    if canary.is_some_and(|pc| !same_backends(&backend_names(&pc.backends), &shared.backends)) {
         tracing::warn!(route, "another replica's rollout is of other canary backends (another version); not applied");
         return changed;
     }
@@ -316,7 +316,7 @@ fn apply_pool(state: &mut State, pool: &str, value: PoolShared, tap: Option<&Arc
         _ => false,
     };
     match value.trip {
-        Some(trip) if backend_names(&pc.backends) == trip.backends => {
+        Some(trip) if same_backends(&backend_names(&pc.backends), &trip.backends) => {
             if state.trips.get(pool).is_some_and(|held| held.same_trip(&trip)) {
                 return reset;
             }

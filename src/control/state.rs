@@ -106,5 +106,20 @@ pub struct Revision {
 
 /// A pool's backends as a trip records them.
 pub(super) fn backend_names(backends: &[BackendAddr]) -> Vec<String> {
-    backends.iter().map(|b| b.to_string()).collect()
+    let mut names: Vec<String> = backends.iter().map(|b| b.to_string()).collect();
+    names.sort_unstable();
+    names
+}
+
+/// Whether two lists name the same backends, in whatever order: a pool's
+/// version is its set of backends, and a file that lists them in another
+/// order (a generator's, a template's) is the same version. Lists recorded
+/// before names were kept sorted compare the same way.
+pub(super) fn same_backends(a: &[String], b: &[String]) -> bool {
+    let sorted = |list: &[String]| {
+        let mut list = list.to_vec();
+        list.sort_unstable();
+        list
+    };
+    a.len() == b.len() && sorted(a) == sorted(b)
 }

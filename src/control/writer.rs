@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime};
 
 use super::outcome::{AdminError, ReloadCause, ReloadOutcome, ReloadRecord, StateView, Verdicts};
 use super::rollouts::SavedRollout;
-use super::state::{backend_names, Override, Revision, Trip};
+use super::state::{backend_names, same_backends, Override, Revision, Trip};
 use super::weights::{all_effective, Effective};
 use super::{drain, history};
 use crate::config::restart::FixedAtStart;
@@ -148,7 +148,7 @@ impl Control {
             let events = match saved_rollouts.get(&rc.name).and_then(|s| Some((s.saved()?, s.backends.clone()))) {
                 Some((saved, was)) => {
                     let mut rollout = Rollout::restore(plan, saved, now);
-                    let events = if was == backends { Vec::new() } else { rollout.new_version(now) };
+                    let events = if same_backends(&was, &backends) { Vec::new() } else { rollout.new_version(now) };
                     state.rollouts.insert(rc.name.clone(), rollout);
                     events
                 }
@@ -260,7 +260,7 @@ impl Control {
         // guard window belong to the old one.
         for (pool, trip) in std::mem::take(&mut state.trips) {
             match config.pool(&pool) {
-                Some(pc) if backend_names(&pc.backends) == trip.backends => {
+                Some(pc) if same_backends(&backend_names(&pc.backends), &trip.backends) => {
                     state.trips.insert(pool, trip);
                 }
                 Some(_) => tracing::info!(pool, "pool has new backends; its trip is cleared"),
@@ -517,7 +517,9 @@ pub(super) fn sync_guards(
     let mut next = HashMap::new();
     for pc in &config.pools {
         let Some(gc) = &pc.guard else { continue };
-        let same_version = old.and_then(|o| o.pool(&pc.name)).is_some_and(|op| op.backends == pc.backends);
+        let same_version = old
+            .and_then(|o| o.pool(&pc.name))
+            .is_some_and(|op| same_backends(&backend_names(&op.backends), &backend_names(&pc.backends)));
         match guards.remove(&pc.name) {
             Some(g) if g.config == *gc && (same_version || old.is_none()) => {
                 next.insert(pc.name.clone(), g);

@@ -413,6 +413,36 @@ async fn a_new_version_of_the_pool_clears_its_trip() {
     assert_eq!(status["routes"][0]["effective"]["canary"], 60);
 }
 
+/// A pool's version is its set of backends: a file that lists the same
+/// backends in another order (a generator's, a template's) keeps the trip,
+/// where another set clears it.
+#[tokio::test]
+async fn the_same_backends_in_another_order_are_the_same_version() {
+    let stable = Upstream::named("stable").await;
+    let (a, b, c) = (Upstream::named("a").await, Upstream::named("b").await, Upstream::named("c").await);
+    let guard = "[pools.canary.guard]\nmax_error_rate = 0.1\nwindow = \"30s\"\nmin_requests = 40";
+    let config = |first: &Upstream, second: &Upstream| {
+        Config::new()
+            .pool("stable", &[stable.addr])
+            .pool_with("canary", &[first.addr, second.addr], guard)
+            .route("shop", "stable = 50, canary = 50")
+            .build()
+    };
+    let proxy = TestProxy::start(&config(&a, &b)).await;
+    admin(&proxy, Method::POST, "/pools/canary/trip", "", None).await;
+    let revision = |answer: &Answer| json(answer)["revision"].as_u64().expect("a revision");
+    let before = revision(&admin(&proxy, Method::POST, "/reload", "", None).await);
+    std::fs::write(&proxy.config_path, config(&b, &a)).unwrap();
+    let reordered = admin(&proxy, Method::POST, "/reload", "", None).await;
+    assert!(revision(&reordered) > before, "the reordered file was applied: {}", reordered.body);
+    let status = get_json(&proxy.admin_url("/status")).await;
+    assert!(!pool(&status, "canary")["tripped"].is_null(), "{status:#}");
+    std::fs::write(&proxy.config_path, config(&b, &c)).unwrap();
+    admin(&proxy, Method::POST, "/reload", "", None).await;
+    let status = get_json(&proxy.admin_url("/status")).await;
+    assert!(pool(&status, "canary")["tripped"].is_null(), "another set is a new version: {status:#}");
+}
+
 #[tokio::test]
 async fn every_spec_metric_is_exported_with_its_labels() {
     let stable = Upstream::named("stable").await;
