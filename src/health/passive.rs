@@ -1,7 +1,9 @@
 //! Passive tracking (outlier ejection, as Envoy's `consecutive_5xx`):
 //! real requests' outcomes eject a backend after consecutive failures, for
 //! a back-off that doubles with each consecutive ejection. Never more than
-//! half a pool, and never its last eligible backend.
+//! half a pool, and never its last eligible backend; should the rest of the
+//! pool fail after an ejection, the pool's choice falls back to its ejected
+//! backends ([`crate::pool::Pool::pick`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};

@@ -149,15 +149,20 @@ impl Pool {
         self
     }
 
-    /// Whether any backend can take a request now.
+    /// Whether any backend can take a request now: a healthy one, ejected
+    /// or not (see [`Pool::pick`]).
     pub fn can_serve(&self) -> bool {
-        self.backends.iter().any(|b| b.is_eligible())
+        self.backends.iter().any(|b| b.is_healthy())
     }
 
     /// A backend for a new request, skipping `exclude` (a backend that just
-    /// failed to connect). Unhealthy backends are never chosen. A backend
-    /// in slow start is kept with the probability of its share factor, and
-    /// otherwise the choice is made again ([`slow_start`] says why).
+    /// failed to connect). Unhealthy backends are never chosen, and
+    /// passively ejected ones only when no other backend is left: an
+    /// ejection leaves the pool at least one backend when it is made, but
+    /// the others may fail after it, and a backend that is up but serving
+    /// out its ejection is better than none. A backend in slow start is
+    /// kept with the probability of its share factor, and otherwise the
+    /// choice is made again ([`slow_start`] says why).
     pub fn pick<R: Rng + ?Sized>(&self, rng: &mut R, exclude: Option<&Backend>) -> Option<&Arc<Backend>> {
         let mut chosen = self.pick_once(rng, exclude)?;
         let Some(config) = &self.slow_start else { return Some(chosen) };
@@ -176,7 +181,7 @@ impl Pool {
 
     /// One choice by `lb`, with no slow start.
     fn pick_once<R: Rng + ?Sized>(&self, rng: &mut R, exclude: Option<&Backend>) -> Option<&Arc<Backend>> {
-        let usable = |b: &Arc<Backend>| b.is_eligible() && !exclude.is_some_and(|x| std::ptr::eq(x, &**b));
+        let excluded = |b: &Arc<Backend>| exclude.is_some_and(|x| std::ptr::eq(x, &**b));
         let n = self.backends.len();
         // Fast path: every backend usable, as almost always.
         if exclude.is_none() && self.backends.iter().all(|b| b.is_eligible()) {
@@ -196,9 +201,17 @@ impl Pool {
         };
         let mut count = 0;
         for (i, b) in self.backends.iter().enumerate() {
-            if usable(b) {
+            if b.is_eligible() && !excluded(b) {
                 candidates[count] = i;
                 count += 1;
+            }
+        }
+        if count == 0 {
+            for (i, b) in self.backends.iter().enumerate() {
+                if b.is_healthy() && !excluded(b) {
+                    candidates[count] = i;
+                    count += 1;
+                }
             }
         }
         if count == 0 {
@@ -258,6 +271,28 @@ mod tests {
 
     fn index(p: &Pool, b: &Arc<Backend>) -> usize {
         p.backends.iter().position(|x| Arc::ptr_eq(x, b)).unwrap()
+    }
+
+    /// An ejected backend serves when nothing else can: the rest of the
+    /// pool went down after it was ejected (a rolling restart), or the
+    /// last other backend just failed to connect. An unhealthy one never.
+    #[test]
+    fn an_ejected_backend_serves_when_no_other_can() {
+        let p = pool(3, LbPolicy::P2c);
+        let mut rng = SmallRng::seed_from_u64(3);
+        p.backends[0].set_ejected(true);
+        p.backends[1].set_healthy(false);
+        for _ in 0..50 {
+            assert_eq!(p.pick(&mut rng, None).map(|b| index(&p, b)), Some(2), "the eligible one first");
+        }
+        let last = p.backends[2].clone();
+        assert_eq!(p.pick(&mut rng, Some(&last)).map(|b| index(&p, b)), Some(0), "then the ejected one");
+        last.set_healthy(false);
+        assert!(p.can_serve());
+        assert_eq!(p.pick(&mut rng, None).map(|b| index(&p, b)), Some(0));
+        p.backends[0].set_healthy(false);
+        assert!(!p.can_serve());
+        assert!(p.pick(&mut rng, None).is_none(), "no unhealthy backend, ever");
     }
 
     #[test]
