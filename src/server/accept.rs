@@ -15,6 +15,30 @@ use super::limits::{connection_builders, ConnLimits};
 use crate::lifecycle::{stopped, OpenConnections};
 use crate::proxy::Proxy;
 
+/// Idle time before the first TCP keepalive probe on a client connection.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+/// Time between probes.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// Unanswered probes before the kernel closes the connection.
+const KEEPALIVE_PROBES: u32 = 6;
+
+/// TCP keepalive for every connection `listener` accepts (set on the
+/// listener, whose accepted sockets inherit it, so no accept pays a
+/// system call for it). A client that vanishes without a FIN or a reset
+/// (a NAT that forgot it, a phone that changed networks) is then found
+/// within about two minutes of silence, which is what ends an upgraded
+/// tunnel to an idle backend: no timeout of the proxy's watches a tunnel,
+/// whose quiet spells are the application's business.
+fn keep_alive_accepted(listener: &TcpListener) {
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_PROBES);
+    if let Err(e) = socket2::SockRef::from(listener).set_tcp_keepalive(&keepalive) {
+        tracing::warn!(error = %e, "cannot set TCP keepalive on a listener; vanished clients of tunnels go unnoticed");
+    }
+}
+
 /// Accept connections on `listener` until `shutdown` turns true; each
 /// connection is counted in `open` until it closes. With `tls`, each
 /// connection is a TLS handshake first, using the certificate in force at
@@ -29,6 +53,7 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let builders = Arc::new(connection_builders(&limits));
+    keep_alive_accepted(&listener);
     let conn_shutdown = shutdown.clone();
     loop {
         tokio::select! {
@@ -103,7 +128,7 @@ impl<O: Future<Output = Option<R>>, R: Future<Output = ()>> Future for ConnTask<
 
 #[cfg(test)]
 mod tests {
-    use super::ConnTask;
+    use super::*;
 
     /// A future of `N` bytes that never finishes.
     struct Sized<const N: usize>([u8; N]);
@@ -124,5 +149,21 @@ mod tests {
         assert!(size <= 700 + 16, "a connection task is {size} bytes");
         type BigOpening = ConnTask<Sized<4000>, Sized<700>>;
         assert_eq!(std::mem::size_of::<BigOpening>(), size);
+    }
+
+    /// Accepted sockets inherit the listener's keepalive (Linux does; the
+    /// accept loop relies on it).
+    #[tokio::test]
+    async fn accepted_connections_carry_tcp_keepalive() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        keep_alive_accepted(&listener);
+        let addr = listener.local_addr().expect("addr");
+        let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (accepted, _) = listener.accept().await.expect("accept");
+        let socket = socket2::SockRef::from(&accepted);
+        assert!(socket.keepalive().expect("SO_KEEPALIVE"));
+        assert_eq!(socket.tcp_keepalive_time().expect("TCP_KEEPIDLE"), KEEPALIVE_IDLE);
+        assert_eq!(socket.tcp_keepalive_interval().expect("TCP_KEEPINTVL"), KEEPALIVE_INTERVAL);
+        assert_eq!(socket.tcp_keepalive_retries().expect("TCP_KEEPCNT"), KEEPALIVE_PROBES);
     }
 }
