@@ -44,6 +44,31 @@ struct Pooled {
     last_request: Instant,
 }
 
+/// Longest a checkout waits for a pooled hyper connection to take a new
+/// request: far longer than its task takes to see the last response end,
+/// far shorter than an upload a backend answered early.
+const READY_WAIT: Duration = Duration::from_millis(20);
+
+/// Pooled connections a checkout found busy, put back (under the ones it
+/// did not look at) however the checkout ends.
+struct SetAside<'a> {
+    list: &'a Mutex<Vec<Pooled>>,
+    conns: Vec<Pooled>,
+}
+
+impl Drop for SetAside<'_> {
+    fn drop(&mut self) {
+        if self.conns.is_empty() {
+            return;
+        }
+        if let Ok(mut idle) = self.list.lock() {
+            let rest = std::mem::take(&mut *idle);
+            idle.extend(self.conns.drain(..).rev());
+            idle.extend(rest);
+        }
+    }
+}
+
 impl Pooled {
     fn new(conn: Conn, last_request: Instant) -> Pooled {
         Pooled { conn, idle_for: Duration::ZERO, last_request }
@@ -336,9 +361,10 @@ impl Backend {
         }
         let inline = inline && self.transport.is_inline();
         let list = if inline { &self.idle_inline } else { &self.idle };
+        let mut busy = SetAside { list, conns: Vec::new() };
         loop {
             let pooled = if may_reuse { list.lock().ok().and_then(|mut idle| idle.pop()) } else { None };
-            let Some(Pooled { conn, last_request, .. }) = pooled else { break };
+            let Some(Pooled { conn, last_request, idle_for }) = pooled else { break };
             let reuse = Reuse::Pooled { last_request };
             match conn {
                 Conn::Inline(conn) if conn.is_usable() => return Ok((Conn::Inline(conn), reuse)),
@@ -346,14 +372,18 @@ impl Backend {
                 Conn::Hyper(conn) if conn.is_closed() => continue,
                 // A connection is released when its response body ended;
                 // the connection task may not have seen that yet, so wait
-                // briefly.
-                Conn::Hyper(mut conn) => {
-                    if conn.ready().await.is_ok() {
-                        return Ok((Conn::Hyper(conn), reuse));
-                    }
-                }
+                // briefly. It may also still be sending the request's body,
+                // which a backend that answered early (a 401 to an upload)
+                // did not wait for: such a one is set aside for later
+                // requests rather than waited on for the rest of the upload.
+                Conn::Hyper(mut conn) => match tokio::time::timeout(READY_WAIT, conn.ready()).await {
+                    Ok(Ok(())) => return Ok((Conn::Hyper(conn), reuse)),
+                    Ok(Err(_)) => continue,
+                    Err(_) => busy.conns.push(Pooled { conn: Conn::Hyper(conn), idle_for, last_request }),
+                },
             }
         }
+        drop(busy);
         // Boxed: the connect (TCP, TLS, handshake) is the cold path, and
         // inline it would make every request's future kilobytes larger.
         match Box::pin(self.connect()).await? {

@@ -25,6 +25,7 @@ mod demo;
 mod deploy;
 mod differential;
 mod docs;
+mod early_answer;
 mod errors;
 mod fleet;
 mod fleet_etcd;
