@@ -174,7 +174,18 @@ impl Pool {
             if factor >= 1.0 || rng.random::<f64>() < factor {
                 break;
             }
-            chosen = self.pick_once(rng, exclude)?;
+            // p2c chooses again without the backend it turned down: in a
+            // pool of two every pair is the same pair, and the less loaded
+            // newcomer would win each draw and stand after the last. (A
+            // retry's choice, which already leaves one out, draws again.)
+            let skip = match (self.lb, exclude) {
+                (LbPolicy::P2c, None) => Some(&**chosen),
+                _ => exclude,
+            };
+            match self.pick_once(rng, skip) {
+                Some(next) => chosen = next,
+                None => break,
+            }
         }
         Some(chosen)
     }

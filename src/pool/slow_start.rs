@@ -24,8 +24,9 @@
 //! the others' `1`, as Envoy's weighted pick gives. Under p2c, the warming
 //! backend wins its comparisons as often as its in-flight count says (a
 //! cold backend has few, so it would win often), and the test scales those
-//! wins by `factor`; under `round_robin` its turn passes to the next
-//! backend. The choice is made again at most [`MAX_DRAWS`] times, then the
+//! wins by `factor`: a win turned down is chosen again among the others
+//! (in a pool of two every pair is the same pair); under `round_robin` its
+//! turn passes to the next backend. The choice is made again at most [`MAX_DRAWS`] times, then the
 //! last one stands: a pool whose backends are all warming still answers in
 //! bounded time, and their shares stay equal to each other.
 //!
@@ -170,6 +171,33 @@ mod tests {
         let newcomer = &pool.backends[3];
         let hits = (0..n).filter(|_| std::sync::Arc::ptr_eq(pool.pick(rng, None).unwrap(), newcomer)).count();
         hits as f64 / n as f64
+    }
+
+    /// In a pool of two under p2c every pair is the same pair, and a
+    /// newcomer less loaded than the other backend wins every comparison:
+    /// its wins are still scaled by its factor.
+    #[tokio::test(start_paused = true)]
+    async fn p2c_ramps_a_less_loaded_newcomer_in_a_pool_of_two() {
+        use crate::config::{BackendAddr, LbPolicy, Scheme};
+        use rand::SeedableRng;
+        use std::sync::Arc;
+        let backends: Vec<_> = (0..2)
+            .map(|i| {
+                let addr = BackendAddr { scheme: Scheme::Http, authority: format!("127.0.0.1:{}", 9000 + i) };
+                Arc::new(super::super::Backend::new("p".into(), addr, Duration::from_secs(1)))
+            })
+            .collect();
+        backends[1].warm_up().start();
+        let _busy: Vec<_> = (0..3).map(|_| backends[0].begin_request()).collect();
+        let pool = super::super::Pool::new("p".into(), backends, LbPolicy::P2c).with_slow_start(Some(config(10, 1.0)));
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(11);
+        let newcomer = &pool.backends[1];
+        let n = 20_000;
+        let hits = (0..n).filter(|_| Arc::ptr_eq(pool.pick(&mut rng, None).unwrap(), newcomer)).count();
+        let share = hits as f64 / n as f64;
+        // Kept with probability 0.1 each time it wins: about a tenth, where
+        // without slow start it would take every request.
+        assert!(share > 0.07 && share < 0.13, "share {share} at the floor");
     }
 
     #[tokio::test(start_paused = true)]
