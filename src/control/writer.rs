@@ -69,6 +69,10 @@ pub(super) struct State {
     pub(super) revision: u64,
     /// The file content that built the running snapshot, if it came from the file.
     pub(super) applied_text: Option<String>,
+    /// The last file content a watched reload refused, and why: the watch
+    /// (and its polling fallback, every couple of seconds) does not refuse
+    /// the same content again, so a broken file is reported once.
+    pub(super) rejected: Option<(String, ConfigError)>,
     pub(super) last_reload: Option<ReloadRecord>,
     /// Backends removed by a reload and still finishing requests.
     pub(super) draining: Vec<Arc<Backend>>,
@@ -113,6 +117,7 @@ impl Control {
             config: config.clone(),
             revision: 0,
             applied_text: text,
+            rejected: None,
             last_reload: None,
             draining: Vec::new(),
             guards: HashMap::new(),
@@ -244,10 +249,20 @@ impl Control {
             tracing::debug!(cause = cause.as_str(), "config unchanged");
             return Ok(ReloadOutcome::Unchanged(state.revision));
         }
+        if cause == ReloadCause::Watch {
+            if let Some((_, err)) = state.rejected.as_ref().filter(|(refused, _)| *refused == text) {
+                tracing::debug!("config unchanged since it was refused");
+                return Err(err.clone());
+            }
+        }
         let config = match config::parse(&self.config_path, &text) {
             Ok(config) => config,
-            Err(err) => return Err(self.record_failure(&mut state, err, cause)),
+            Err(err) => {
+                state.rejected = Some((text, err.clone()));
+                return Err(self.record_failure(&mut state, err, cause));
+            }
         };
+        state.rejected = None;
         let fixed = self.started.needing_restart(&FixedAtStart::of(&config));
         if !fixed.is_empty() {
             tracing::warn!(
@@ -533,4 +548,33 @@ pub(super) fn sync_guards(
         }
     }
     *guards = next;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A broken file is refused and reported once by the watch, however
+    /// often the watch (or its polling fallback) looks at it again; an
+    /// operator's reload reports it every time, and new content is read.
+    #[tokio::test]
+    async fn the_watch_reports_a_refused_file_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("cutover.toml");
+        let good = "[pools.blue]\nbackends = [\"127.0.0.1:9001\"]\n[[routes]]\nname = \"shop\"\nsplit = { blue = 1 }\n";
+        std::fs::write(&path, good).expect("write");
+        let config = crate::config::parse(&path, good).expect("valid");
+        let control = Control::start(config, path.clone(), Some(good.to_string()), 1, Metrics::new(), None);
+        let errors = || control.metrics().config_reloads.with_label_values(&["error"]).get();
+        std::fs::write(&path, "[pools.blue\n").expect("write");
+        for _ in 0..3 {
+            assert!(control.reload(ReloadCause::Watch).is_err());
+        }
+        assert_eq!(errors(), 1, "refused and reported once");
+        assert!(control.reload(ReloadCause::Admin).is_err());
+        assert_eq!(errors(), 2, "an operator's reload reports it again");
+        std::fs::write(&path, "[pools.blue]\nbackends = []\n").expect("write");
+        assert!(control.reload(ReloadCause::Watch).is_err());
+        assert_eq!(errors(), 3, "new content is read");
+    }
 }
