@@ -13,6 +13,12 @@
 //! runtime and, as the writes never stop, reload the file every
 //! [`MAX_DELAY`].
 //!
+//! A config that is a symlink is watched through both ends: its directory
+//! and, when the target lies elsewhere, the target's directory too (as it
+//! was at start); the names taken to be the config's follow the link
+//! whenever a file is created, renamed or removed beside it, so that a
+//! link pointed at another file is followed by writes to that file.
+//!
 //! Bursts are debounced: a reload fires once the directory has been quiet for
 //! [`QUIET`], or [`MAX_DELAY`] after the first event of a burst if writes
 //! never stop. A tool writing the file 100 times in a second thus causes one
@@ -80,11 +86,17 @@ fn start_watcher(path: &Path, events: mpsc::UnboundedSender<()>) -> notify::Resu
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let names = config_names(path);
+    let config = path.to_path_buf();
+    let mut names = config_names(path);
     let mut sender = Some(events);
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
         Ok(event) if !may_change(&event, &names) => {}
-        Ok(_) => {
+        Ok(event) => {
+            // A file created, renamed or removed may be the link itself,
+            // pointed elsewhere: its target's name is read again.
+            if !matches!(event.kind, EventKind::Modify(ModifyKind::Data(_))) {
+                names = config_names(&config);
+            }
             if let Some(tx) = &sender {
                 let _ = tx.send(());
             }
@@ -96,6 +108,14 @@ fn start_watcher(path: &Path, events: mpsc::UnboundedSender<()>) -> notify::Resu
         }
     })?;
     watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+    // A symlink to a file in another directory: writes to the target happen
+    // there, and only a watch there hears them.
+    let target_dir = std::fs::canonicalize(path).ok().and_then(|t| t.parent().map(Path::to_path_buf));
+    if let Some(target_dir) = target_dir.filter(|t| std::fs::canonicalize(&dir).is_ok_and(|d| d != *t)) {
+        if let Err(e) = watcher.watch(&target_dir, RecursiveMode::NonRecursive) {
+            tracing::warn!(dir = %target_dir.display(), error = %e, "cannot watch the directory of the config's symlink target; edits there are read on SIGHUP or POST /reload");
+        }
+    }
     Ok(watcher)
 }
 
@@ -209,6 +229,38 @@ mod tests {
         assert!(may_change(&event(write, &[dir.path().join("real.toml").to_str().expect("utf-8")]), &names));
         assert!(may_change(&event(write, &[link.to_str().expect("utf-8")]), &names));
         assert!(!may_change(&event(write, &[dir.path().join("access.log").to_str().expect("utf-8")]), &names));
+    }
+
+    /// The next hint on `rx` within ten seconds, after the ones before it
+    /// have settled: whether one came.
+    async fn hint_after(rx: &mut mpsc::UnboundedReceiver<()>, act: impl FnOnce()) -> bool {
+        while tokio::time::timeout(Duration::from_millis(300), rx.recv()).await.is_ok() {}
+        act();
+        tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.is_ok()
+    }
+
+    /// A config linked to a file in another directory hears writes to that
+    /// file, and one whose link is pointed at another file hears writes to
+    /// the new target.
+    #[tokio::test]
+    async fn a_symlinked_config_hears_its_target_wherever_it_is() {
+        let (config_dir, elsewhere) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+        let target = elsewhere.path().join("real.toml");
+        std::fs::write(&target, "a").expect("write");
+        let link = config_dir.path().join("cutover.toml");
+        std::os::unix::fs::symlink(&target, &link).expect("symlink");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let _watcher = start_watcher(&link, tx).expect("watcher");
+        assert!(hint_after(&mut rx, || std::fs::write(&target, "b").expect("write")).await, "a write to the target");
+
+        let (v1, v2) = (config_dir.path().join("v1.toml"), config_dir.path().join("v2.toml"));
+        std::fs::write(&v1, "1").expect("write");
+        std::fs::write(&v2, "2").expect("write");
+        std::os::unix::fs::symlink("v1.toml", config_dir.path().join("next")).expect("symlink");
+        assert!(hint_after(&mut rx, || std::fs::rename(config_dir.path().join("next"), &link).expect("rename")).await);
+        std::os::unix::fs::symlink("v2.toml", config_dir.path().join("next")).expect("symlink");
+        assert!(hint_after(&mut rx, || std::fs::rename(config_dir.path().join("next"), &link).expect("rename")).await);
+        assert!(hint_after(&mut rx, || std::fs::write(&v2, "3").expect("write")).await, "a write to the new target");
     }
 
     async fn run_debounce(
