@@ -161,7 +161,7 @@ impl Snapshot {
                 .map(|addr| {
                     let wanted = match addr.scheme {
                         Scheme::Https => transport.clone(),
-                        Scheme::Http => Transport { tls: None, ca_file: None, ..transport.clone() },
+                        Scheme::Http => Transport { tls: None, ca_file: None, ca_digest: None, ..transport.clone() },
                     };
                     match old.remove(&(name.clone(), addr.clone())) {
                         Some(kept) if kept.transport().same_as(&wanted) => {
@@ -314,7 +314,14 @@ fn pool_transport(pc: &crate::config::PoolConfig) -> Transport {
     } else {
         None
     };
-    Transport { protocol: pc.protocol, tls, ca_file: pc.ca_file.clone() }
+    // FNV-1a of the CA file as read now: a file rotated in place (same
+    // path, new certificates) makes the pool's backends new backends, whose
+    // connections trust the new CA, while the old ones drain.
+    let ca_digest =
+        pc.ca_file.as_deref().filter(|_| needs_tls).and_then(|path| std::fs::read(path).ok()).map(|bytes| {
+            bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+        });
+    Transport { protocol: pc.protocol, tls, ca_file: pc.ca_file.clone(), ca_digest }
 }
 
 /// The access log for `config`: the previous snapshot's while its settings

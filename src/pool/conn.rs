@@ -86,12 +86,15 @@ pub struct Transport {
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// The extra CA file it trusts (identity for reuse across reloads).
     pub ca_file: Option<std::path::PathBuf>,
+    /// A digest of that file's content when the transport was built: a CA
+    /// rotated in place is another way to reach the backend.
+    pub ca_digest: Option<u64>,
 }
 
 impl Transport {
     /// Plain HTTP/1.1.
     pub fn plain() -> Transport {
-        Transport { protocol: UpstreamProtocol::Http1, tls: None, ca_file: None }
+        Transport { protocol: UpstreamProtocol::Http1, tls: None, ca_file: None, ca_digest: None }
     }
 
     /// Whether requests without a body can be exchanged inline (see
@@ -102,7 +105,10 @@ impl Transport {
 
     /// Whether two transports reach a backend the same way.
     pub fn same_as(&self, other: &Transport) -> bool {
-        self.protocol == other.protocol && self.tls.is_some() == other.tls.is_some() && self.ca_file == other.ca_file
+        self.protocol == other.protocol
+            && self.tls.is_some() == other.tls.is_some()
+            && self.ca_file == other.ca_file
+            && self.ca_digest == other.ca_digest
     }
 }
 

@@ -279,6 +279,30 @@ async fn https_backends_are_verified_against_the_ca_file() {
     assert_eq!(get(&client, &proxy.url("/bad"), &[]).await.status, StatusCode::BAD_GATEWAY);
 }
 
+/// A CA file rotated in place (same path, new certificate) is read at the
+/// next reload: the pool's `https://` backends become new backends that
+/// trust it, where the kept ones went on trusting the old one.
+#[tokio::test]
+async fn a_ca_file_rotated_in_place_is_trusted_after_a_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old, new) = (make_cert("backend"), make_cert("backend"));
+    let ca_path = dir.path().join("ca.pem");
+    std::fs::write(&ca_path, &old.cert_pem).unwrap();
+    let backend = tls_upstream(&new, &[b"http/1.1"]).await;
+    let ca = format!("ca_file = \"{}\"", ca_path.display());
+    let config = Config::new().pool_with("secure", &[format!("https://{backend}")], &ca).route("app", "secure = 1");
+    let proxy = TestProxy::start(&config.build()).await;
+    let client = client();
+    assert_eq!(get(&client, &proxy.url("/"), &[]).await.status, StatusCode::BAD_GATEWAY, "signed by another CA");
+    std::fs::write(&ca_path, &new.cert_pem).unwrap();
+    let text = std::fs::read_to_string(&proxy.config_path).unwrap();
+    std::fs::write(&proxy.config_path, format!("{text}\n# the CA was rotated\n")).unwrap();
+    let reloaded = post(&proxy.admin_url("/reload")).await;
+    assert_eq!(reloaded.status, StatusCode::OK, "{}", reloaded.body);
+    let answer = get(&client, &proxy.url("/"), &[]).await;
+    assert_eq!((answer.status, answer.body.as_str()), (StatusCode::OK, "secure HTTP/1.1"));
+}
+
 /// A pool mixing an `https://` backend with a plain one: body-less
 /// requests to the plain one take the inline client, and `HEAD` keeps its
 /// body-less answer there; requests with a body go through hyper's client
