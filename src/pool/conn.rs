@@ -103,12 +103,16 @@ impl Transport {
         self.protocol == UpstreamProtocol::Http1 && self.tls.is_none()
     }
 
-    /// Whether two transports reach a backend the same way.
-    pub fn same_as(&self, other: &Transport) -> bool {
-        self.protocol == other.protocol
-            && self.tls.is_some() == other.tls.is_some()
-            && self.ca_file == other.ca_file
-            && self.ca_digest == other.ca_digest
+    /// Whether a backend reached by this transport may be kept when
+    /// `wanted` is asked for: the same protocol, TLS and CA file, and the
+    /// CA file's content unchanged, or unreadable now (a backend that
+    /// trusts the CA it read is better kept than rebuilt on the system's
+    /// roots alone).
+    pub fn same_as(&self, wanted: &Transport) -> bool {
+        self.protocol == wanted.protocol
+            && self.tls.is_some() == wanted.tls.is_some()
+            && self.ca_file == wanted.ca_file
+            && (wanted.ca_digest.is_none() || self.ca_digest == wanted.ca_digest)
     }
 }
 
@@ -391,6 +395,22 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A backend is kept while its CA file's content is unchanged, or
+    /// unreadable now; a rotated file, or one readable again, rebuilds it.
+    #[test]
+    fn a_backend_is_kept_while_its_ca_is_the_same_or_unreadable() {
+        let with = |digest| Transport {
+            protocol: UpstreamProtocol::Http1,
+            tls: None,
+            ca_file: Some("/ca.pem".into()),
+            ca_digest: digest,
+        };
+        assert!(with(Some(1)).same_as(&with(Some(1))));
+        assert!(!with(Some(1)).same_as(&with(Some(2))), "rotated");
+        assert!(with(Some(1)).same_as(&with(None)), "unreadable now: kept");
+        assert!(!with(None).same_as(&with(Some(1))), "readable again: rebuilt");
+    }
 
     #[tokio::test]
     async fn upstream_connections_detect_a_vanished_backend() {
