@@ -152,18 +152,25 @@ mod tests {
         assert_eq!(w.factor(&c, Instant::now()), MIN_FACTOR);
     }
 
-    /// Four backends, the last one warming since now, under `lb`.
-    fn pool_with_a_newcomer(lb: crate::config::LbPolicy, window: u64) -> super::super::Pool {
+    /// `n` backends, the last one warming since now, under `lb`.
+    fn pool_of(n: u16, lb: crate::config::LbPolicy, window: u64) -> super::super::Pool {
         use crate::config::{BackendAddr, Scheme};
         use std::sync::Arc;
-        let backends: Vec<_> = (0..4)
+        let backends: Vec<_> = (0..n)
             .map(|i| {
                 let addr = BackendAddr { scheme: Scheme::Http, authority: format!("127.0.0.1:{}", 9000 + i) };
                 Arc::new(super::super::Backend::new("p".into(), addr, Duration::from_secs(1)))
             })
             .collect();
-        backends[3].warm_up().start();
+        if let Some(last) = backends.last() {
+            last.warm_up().start();
+        }
         super::super::Pool::new("p".into(), backends, lb).with_slow_start(Some(config(window, 1.0)))
+    }
+
+    /// Four backends, the last one warming since now, under `lb`.
+    fn pool_with_a_newcomer(lb: crate::config::LbPolicy, window: u64) -> super::super::Pool {
+        pool_of(4, lb, window)
     }
 
     /// The newcomer's share of `n` picks.
@@ -178,18 +185,11 @@ mod tests {
     /// its wins are still scaled by its factor.
     #[tokio::test(start_paused = true)]
     async fn p2c_ramps_a_less_loaded_newcomer_in_a_pool_of_two() {
-        use crate::config::{BackendAddr, LbPolicy, Scheme};
+        use crate::config::LbPolicy;
         use rand::SeedableRng;
         use std::sync::Arc;
-        let backends: Vec<_> = (0..2)
-            .map(|i| {
-                let addr = BackendAddr { scheme: Scheme::Http, authority: format!("127.0.0.1:{}", 9000 + i) };
-                Arc::new(super::super::Backend::new("p".into(), addr, Duration::from_secs(1)))
-            })
-            .collect();
-        backends[1].warm_up().start();
-        let _busy: Vec<_> = (0..3).map(|_| backends[0].begin_request()).collect();
-        let pool = super::super::Pool::new("p".into(), backends, LbPolicy::P2c).with_slow_start(Some(config(10, 1.0)));
+        let pool = pool_of(2, LbPolicy::P2c, 10);
+        let _busy: Vec<_> = (0..3).map(|_| pool.backends[0].begin_request()).collect();
         let mut rng = rand::rngs::SmallRng::seed_from_u64(11);
         let newcomer = &pool.backends[1];
         let n = 20_000;
