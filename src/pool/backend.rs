@@ -49,26 +49,6 @@ struct Pooled {
 /// far shorter than an upload a backend answered early.
 const READY_WAIT: Duration = Duration::from_millis(20);
 
-/// Pooled connections a checkout found busy, put back (under the ones it
-/// did not look at) however the checkout ends.
-struct SetAside<'a> {
-    list: &'a Mutex<Vec<Pooled>>,
-    conns: Vec<Pooled>,
-}
-
-impl Drop for SetAside<'_> {
-    fn drop(&mut self) {
-        if self.conns.is_empty() {
-            return;
-        }
-        if let Ok(mut idle) = self.list.lock() {
-            let rest = std::mem::take(&mut *idle);
-            idle.extend(self.conns.drain(..).rev());
-            idle.extend(rest);
-        }
-    }
-}
-
 impl Pooled {
     fn new(conn: Conn, last_request: Instant) -> Pooled {
         Pooled { conn, idle_for: Duration::ZERO, last_request }
@@ -361,9 +341,12 @@ impl Backend {
         }
         let inline = inline && self.transport.is_inline();
         let list = if inline { &self.idle_inline } else { &self.idle };
-        let mut busy = SetAside { list, conns: Vec::new() };
-        loop {
-            let pooled = if may_reuse { list.lock().ok().and_then(|mut idle| idle.pop()) } else { None };
+        // Each pooled connection is looked at once at most: a busy one goes
+        // back under the others.
+        let mut left = if may_reuse { list.lock().map_or(0, |idle| idle.len()) } else { 0 };
+        while left > 0 {
+            left -= 1;
+            let pooled = list.lock().ok().and_then(|mut idle| idle.pop());
             let Some(Pooled { conn, last_request, idle_for }) = pooled else { break };
             let reuse = Reuse::Pooled { last_request };
             match conn {
@@ -376,14 +359,26 @@ impl Backend {
                 // which a backend that answered early (a 401 to an upload)
                 // did not wait for: such a one is set aside for later
                 // requests rather than waited on for the rest of the upload.
-                Conn::Hyper(mut conn) => match tokio::time::timeout(READY_WAIT, conn.ready()).await {
-                    Ok(Ok(())) => return Ok((Conn::Hyper(conn), reuse)),
-                    Ok(Err(_)) => continue,
-                    Err(_) => busy.conns.push(Pooled { conn: Conn::Hyper(conn), idle_for, last_request }),
-                },
+                Conn::Hyper(mut conn) => {
+                    match conn.ready_now() {
+                        Some(Ok(())) => return Ok((Conn::Hyper(conn), reuse)),
+                        Some(Err(_)) => continue,
+                        None => {}
+                    }
+                    // Boxed: the rare path, kept out of every request's future.
+                    let waited = Box::pin(tokio::time::timeout(READY_WAIT, conn.ready())).await;
+                    match waited {
+                        Ok(Ok(())) => return Ok((Conn::Hyper(conn), reuse)),
+                        Ok(Err(_)) => continue,
+                        Err(_) => {
+                            if let Ok(mut idle) = list.lock() {
+                                idle.insert(0, Pooled { conn: Conn::Hyper(conn), idle_for, last_request });
+                            }
+                        }
+                    }
+                }
             }
         }
-        drop(busy);
         // Boxed: the connect (TCP, TLS, handshake) is the cold path, and
         // inline it would make every request's future kilobytes larger.
         match Box::pin(self.connect()).await? {

@@ -136,7 +136,21 @@ impl UpstreamConn {
         }
     }
 
-    /// Wait until a request can be sent.
+    /// Whether the connection takes a request now, without waiting: `None`
+    /// while it is still busy with the last one.
+    pub fn ready_now(&mut self) -> Option<Result<(), hyper::Error>> {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let polled = match self {
+            UpstreamConn::H1(c) => c.poll_ready(&mut cx),
+            UpstreamConn::H2(c) => c.poll_ready(&mut cx),
+        };
+        match polled {
+            std::task::Poll::Ready(ready) => Some(ready),
+            std::task::Poll::Pending => None,
+        }
+    }
+
+    /// Wait until the connection takes a request.
     pub async fn ready(&mut self) -> Result<(), hyper::Error> {
         match self {
             UpstreamConn::H1(c) => c.ready().await,
