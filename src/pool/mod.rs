@@ -149,10 +149,11 @@ impl Pool {
         self
     }
 
-    /// Whether any backend can take a request now: a healthy one, ejected
-    /// or not (see [`Pool::pick`]).
+    /// Whether any backend can take a request now: a healthy one that is
+    /// not passively ejected. A route sends the share of a pool that cannot
+    /// to its other pools.
     pub fn can_serve(&self) -> bool {
-        self.backends.iter().any(|b| b.is_healthy())
+        self.backends.iter().any(|b| b.is_eligible())
     }
 
     /// A backend for a new request, skipping `exclude` (a backend that just
@@ -299,10 +300,9 @@ mod tests {
         let last = p.backends[2].clone();
         assert_eq!(p.pick(&mut rng, Some(&last)).map(|b| index(&p, b)), Some(0), "then the ejected one");
         last.set_healthy(false);
-        assert!(p.can_serve());
-        assert_eq!(p.pick(&mut rng, None).map(|b| index(&p, b)), Some(0));
+        assert!(!p.can_serve(), "a route sends this pool's share elsewhere first");
+        assert_eq!(p.pick(&mut rng, None).map(|b| index(&p, b)), Some(0), "and here it is the last resort");
         p.backends[0].set_healthy(false);
-        assert!(!p.can_serve());
         assert!(p.pick(&mut rng, None).is_none(), "no unhealthy backend, ever");
     }
 
