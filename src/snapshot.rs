@@ -317,10 +317,12 @@ fn pool_transport(pc: &crate::config::PoolConfig) -> Transport {
     // FNV-1a of the CA file as read now: a file rotated in place (same
     // path, new certificates) makes the pool's backends new backends, whose
     // connections trust the new CA, while the old ones drain.
-    let ca_digest =
-        pc.ca_file.as_deref().filter(|_| needs_tls).and_then(|path| std::fs::read(path).ok()).map(|bytes| {
-            bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
-        });
+    let ca_digest = pc
+        .ca_file
+        .as_deref()
+        .filter(|_| needs_tls)
+        .and_then(|path| std::fs::read(path).ok())
+        .map(|bytes| crate::split::fnv1a(&bytes));
     Transport { protocol: pc.protocol, tls, ca_file: pc.ca_file.clone(), ca_digest }
 }
 

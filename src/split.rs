@@ -77,13 +77,15 @@ impl Split {
     }
 }
 
+/// FNV-1a of `bytes`: the same value in every process, version and
+/// platform (sticky buckets, digests of files replicas compare).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
 /// The sticky bucket of a user key: stable across processes and versions.
 pub fn bucket_of(key: &[u8]) -> u32 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in key {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
+    let hash = fnv1a(key);
     // Fold the high bits in: FNV's low bits alone are weak for short keys.
     ((hash ^ (hash >> 32)) % u64::from(BUCKETS)) as u32
 }

@@ -188,7 +188,7 @@ impl Control {
     pub fn config_digest(&self) -> u64 {
         let state = self.lock();
         let text = state.applied_text.as_deref().unwrap_or("");
-        text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+        crate::split::fnv1a(text.as_bytes())
     }
 }
 

@@ -77,7 +77,7 @@ impl Trip {
     /// Whether `other` is the same trip, whatever revision each replica
     /// numbered it with.
     pub fn same_trip(&self, other: &Trip) -> bool {
-        self.reason == other.reason && self.detail == other.detail && self.backends == other.backends
+        self.reason == other.reason && self.detail == other.detail && same_backends(&self.backends, &other.backends)
     }
 }
 

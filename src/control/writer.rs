@@ -534,7 +534,7 @@ pub(super) fn sync_guards(
         let Some(gc) = &pc.guard else { continue };
         let same_version = old
             .and_then(|o| o.pool(&pc.name))
-            .is_some_and(|op| same_backends(&backend_names(&op.backends), &backend_names(&pc.backends)));
+            .is_some_and(|op| backend_names(&op.backends) == backend_names(&pc.backends));
         match guards.remove(&pc.name) {
             Some(g) if g.config == *gc && (same_version || old.is_none()) => {
                 next.insert(pc.name.clone(), g);

@@ -211,21 +211,21 @@ impl Pool {
             heap.resize(n, 0);
             &mut heap
         };
-        let mut count = 0;
-        for (i, b) in self.backends.iter().enumerate() {
-            if b.is_eligible() && !excluded(b) {
-                candidates[count] = i;
-                count += 1;
-            }
-        }
-        if count == 0 {
+        let mut gather = |usable: fn(&Backend) -> bool| {
+            let mut count = 0;
             for (i, b) in self.backends.iter().enumerate() {
-                if b.is_healthy() && !excluded(b) {
+                if usable(b) && !excluded(b) {
                     candidates[count] = i;
                     count += 1;
                 }
             }
-        }
+            count
+        };
+        // Ejected backends only when nothing else is left (see `pick`).
+        let count = match gather(Backend::is_eligible) {
+            0 => gather(Backend::is_healthy),
+            n => n,
+        };
         if count == 0 {
             return None;
         }
